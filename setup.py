@@ -13,6 +13,7 @@ DEV = [
     # DALI runs CPU-only (device_id=None), so the loader tests run it in CI.
     "nvidia-dali-cuda130",
     "nvidia-ml-py",
+    "nvidia-cuda-nvrtc>=13,<14",  # tests/test_cmake_build.py compiles the kernels with NVRTC as CuPy does
 ]
 
 setup(

@@ -1,0 +1,407 @@
+"""`mcl-fast prepare`: videos -> optical flow -> motion maps -> a motion store, resumable.
+
+One pass per video with bounded memory: frames stream from the decoder (gray, short side
+`size`), the flow of each consecutive pair is turned into a motion map (eq. 1) and block-averaged
+(`map_downsample`); only those small maps are kept, then quantised per video (store.py). Worker
+processes compute; the main process alone writes the store, so a SIGKILL at any moment leaves a
+valid store, and a rerun skips every finished video (and, unless `retry_errors`, every video
+recorded as an error). Bad inputs never stop the run: each is recorded with its reason in
+STORE/errors.json.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .decode import VideoError, VideoReader
+from .flow import FLOW_METHODS, PairFlow
+from .maps import downsample_mean, motion_map
+from .store import ERRORS, StoreError, StoreWriter, VideoMaps
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
+DEVICES = ("cpu", "cuda")
+
+
+class PrepareError(Exception):
+    """prepare could not do its job as asked (base class of InputError and PrepareFailed)."""
+
+
+class InputError(PrepareError, ValueError):
+    """The videos argument or a setting is unusable (as opposed to one bad video)."""
+
+
+class PrepareFailed(PrepareError):
+    """strict=True and some inputs are errors; `.report` is the full PrepareReport (the store
+    was still completed for every good video)."""
+
+    def __init__(self, report: "PrepareReport"):
+        self.report = report
+        super().__init__(report.summary())
+
+
+@dataclass
+class PrepareReport:
+    """done: videos prepared by this run; skipped_existing: videos already in the store;
+    errors: [{"path", "reason"}] of this run's inputs that are errors (new or from earlier runs)."""
+
+    done: int = 0
+    skipped_existing: int = 0
+    errors: list = field(default_factory=list)
+    store: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        return (f"prepared {self.done}, skipped {self.skipped_existing} already done, "
+                f"{len(self.errors)} errors (see {os.path.join(self.store, ERRORS)})")
+
+
+# ------------------------------------------------------------------------ one video's maps
+
+_FLOW_CACHE: dict[str, PairFlow] = {}
+
+
+def _pair_flow(method: str) -> PairFlow:
+    if method not in _FLOW_CACHE:  # one estimator per process (TV-L1 setup is not free)
+        _FLOW_CACHE[method] = PairFlow(method)
+    return _FLOW_CACHE[method]
+
+
+def compute_video_maps(path, *, flow: str = "tvl1", size: int = 128, map_downsample: int = 4) -> VideoMaps:
+    """Decode `path` (gray, short side `size`), flow of each consecutive pair, motion map (eq. 1),
+    block mean over map_downsample x map_downsample; the last frame repeats the map before it
+    (paper 3.1). Returns VideoMaps quantised per video: |read - exact| <= scale / 510.
+
+    Memory is bounded by the downsampled maps (a 128x171 flow gives 32x42 float maps).
+    Raises VideoError for every unusable input (see decode.py) and for fewer than 2 frames.
+    """
+    path = os.fspath(path)
+    if flow not in FLOW_METHODS:
+        raise ValueError(f"unknown flow method {flow!r}; choose one of {FLOW_METHODS}")
+    pair = _pair_flow(flow)
+    maps: list[np.ndarray] = []
+    with VideoReader(path) as reader:
+        prev = None
+        for frame in reader.frames(size=size, gray=True):
+            if prev is not None:
+                m = motion_map(pair(prev, frame)[None])
+                maps.append(downsample_mean(m, map_downsample)[0])
+            prev = frame
+        n, fps = reader.decoded, reader.info["fps"]
+        height, width = reader.frame_size or (reader.info["height"], reader.info["width"])
+    if n < 2:
+        raise VideoError(path, f"fewer than 2 frames (decoded {n}): motion needs a pair of frames")
+    maps.append(maps[-1])
+    try:
+        return VideoMaps.from_maps(np.stack(maps), fps=fps, height=height, width=width)
+    except ValueError as e:  # non-finite flow
+        raise VideoError(path, f"motion maps unusable: {e}") from None
+
+
+# ----------------------------------------------------------------------------- the inputs
+
+
+def _posix(p: str) -> str:
+    return p.replace(os.sep, "/")
+
+
+def is_video_file(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def scan_folder(folder) -> list[str]:
+    """Video files under `folder` (recursive, hidden files and folders skipped), as sorted
+    '/'-separated paths relative to it."""
+    folder = os.fspath(folder)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith(".") and is_video_file(name):
+                found.append(_posix(os.path.relpath(os.path.join(dirpath, name), folder)))
+    return sorted(found)
+
+
+def read_video_list(list_file) -> list[str]:
+    """Paths from a list / split file: one per line, the first whitespace-separated token (so
+    UCF101's "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1" works); blank lines and lines
+    starting with '#' are skipped. Paths containing spaces are not supported."""
+    out = []
+    with open(list_file, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                out.append(line.split()[0])
+    return out
+
+
+def _relative(entry: str, root: str) -> str:
+    entry = os.path.expanduser(entry)
+    rel = os.path.relpath(entry, root) if os.path.isabs(entry) else os.path.normpath(entry)
+    return _posix(rel)
+
+
+def collect_videos(videos, root=None) -> tuple[str, list[str]]:
+    """(root, relpaths) for `videos`: a folder (scanned; paths relative to it unless `root`),
+    a list file (paths relative to its folder unless `root`), a single video file, or a
+    Python list of paths (relative to `root`, default the working directory). Duplicates
+    are dropped, the order of a list is kept."""
+    if isinstance(videos, (str, os.PathLike)):
+        spec = os.fspath(videos)
+        if os.path.isdir(spec):
+            base = os.path.abspath(root if root is not None else spec)
+            entries = [os.path.join(os.path.abspath(spec), p) for p in scan_folder(spec)]
+            what = f"folder {spec}"
+        elif os.path.isfile(spec):
+            if is_video_file(spec):
+                base = os.path.abspath(root if root is not None else os.path.dirname(os.path.abspath(spec)))
+                entries = [os.path.abspath(spec)]
+            else:
+                base = os.path.abspath(root if root is not None else os.path.dirname(os.path.abspath(spec)))
+                try:
+                    entries = read_video_list(spec)
+                except (OSError, UnicodeDecodeError) as e:
+                    raise InputError(f"cannot read the video list {spec}: {e}") from None
+            what = f"list file {spec}"
+        else:
+            raise InputError(f"--videos {spec}: no such folder or list file")
+    else:
+        base = os.path.abspath(root if root is not None else os.getcwd())
+        entries = [os.fspath(v) for v in videos]
+        what = "the list of videos"
+    rels = list(dict.fromkeys(_relative(e, base) for e in entries))
+    if not rels:
+        raise InputError(f"no videos found in {what} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
+    return base, rels
+
+
+# --------------------------------------------------------------------------------- workers
+
+
+def _init_worker() -> None:
+    import signal
+
+    import cv2
+
+    cv2.setNumThreads(1)  # one video per process; the processes are the parallelism
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
+
+
+def _work(task):
+    """(abs path, relpath, flow, size, map_downsample) -> (relpath, VideoMaps or None, reason)."""
+    path, rel, flow, size, map_downsample = task
+    try:
+        return rel, compute_video_maps(path, flow=flow, size=size, map_downsample=map_downsample), None
+    except VideoError as e:
+        return rel, None, e.reason
+    except Exception as e:  # one video's failure must not stop the run
+        return rel, None, f"internal error: {type(e).__name__}: {e}"
+
+
+CRASH_REASON = "the worker process died on this video (crashed, or killed: out of memory?)"
+
+
+def _pool_results(tasks, workers: int, fn=None):
+    """Yield _work(task) for every task, computed by `workers` spawned processes, in completion
+    order. A worker that dies (a decoder crash, the OOM killer) breaks the pool: the videos in
+    flight then run again one by one in fresh processes, and the one that kills its process
+    again is reported as an error."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    fn = _work if fn is None else fn  # a picklable top-level function of one task
+    ctx = multiprocessing.get_context("spawn")
+    pending = deque(tasks)
+    while pending:
+        suspects = []
+        ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
+        clean = False
+        try:
+            inflight = {}
+            while pending or inflight:
+                while pending and len(inflight) < 2 * workers:
+                    task = pending.popleft()
+                    try:
+                        inflight[ex.submit(fn, task)] = task
+                    except BrokenProcessPool:
+                        suspects.append(task)
+                        break
+                if suspects:
+                    break
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    task = inflight.pop(fut)
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool:
+                        suspects.append(task)
+                        continue
+                    yield result
+                if suspects:
+                    break
+            suspects.extend(inflight.values())
+            clean = not suspects
+        finally:
+            ex.shutdown(wait=clean, cancel_futures=True)
+        # The videos in flight when the pool broke run again one at a time, so the one that kills
+        # its process is known; a single-worker pool is kept until it breaks.
+        ex1 = None
+        try:
+            for task in suspects:
+                if ex1 is None:
+                    ex1 = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_init_worker)
+                try:
+                    result = ex1.submit(fn, task).result()
+                except BrokenProcessPool:
+                    ex1.shutdown(wait=False)
+                    ex1 = None
+                    result = (task[1], None, CRASH_REASON)
+                yield result
+        finally:
+            if ex1 is not None:
+                ex1.shutdown(wait=False, cancel_futures=True)
+
+
+def _gpu_compute():
+    """mcl_fast.gpu.video_maps.compute_video_maps_gpu, after checking once that it can run here."""
+    try:
+        from ..gpu import video_maps
+
+        video_maps.require_gpu_stack()  # fail once, now, rather than once per video
+        return video_maps.compute_video_maps_gpu
+    except (ImportError, AttributeError) as e:
+        raise InputError(f"--device cuda cannot run here: {e}") from None
+
+
+def _gpu_results(tasks, compute):
+    for path, rel, flow, size, map_downsample in tasks:
+        try:
+            yield rel, compute(path, flow=flow, size=size, map_downsample=map_downsample), None
+        except VideoError as e:
+            yield rel, None, e.reason
+        except Exception as e:
+            yield rel, None, f"internal error: {type(e).__name__}: {e}"
+
+
+def _results(tasks, workers: int, gpu_compute=None):
+    if gpu_compute is not None:  # in this process: no GPU work in forked or spawned workers
+        return _gpu_results(tasks, gpu_compute)
+    if workers <= 0:
+        return (_work(t) for t in tasks)
+    return _pool_results(tasks, workers)
+
+
+# --------------------------------------------------------------------------------- prepare
+
+
+def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 1, device: str = "cpu",
+            strict: bool = False, map_downsample: int = 4, retry_errors: bool = False, progress: bool = True,
+            root=None) -> PrepareReport:
+    """Build or resume the motion store `out` from `videos` (a folder, a list/split file, one
+    video file, or a list of paths relative to `root`).
+
+    Finished videos are never recomputed; videos recorded as errors are skipped unless
+    `retry_errors`. workers: CPU processes (0 computes in this process); device="cuda" computes
+    with mcl_fast.gpu.video_maps in this process. progress: a progress bar (stderr) and the
+    one-line summary (stdout). strict: raise PrepareFailed at the end (after the store is
+    complete for every good video) when any input is an error.
+    """
+    if flow not in FLOW_METHODS:
+        raise InputError(f"unknown flow method {flow!r}; choose one of {', '.join(FLOW_METHODS)}")
+    if device not in DEVICES:
+        raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    size, map_downsample, workers = int(size), int(map_downsample), int(workers)
+    if map_downsample < 1 or size < 2 * map_downsample:
+        raise InputError(f"need map_downsample >= 1 and size >= 2 * map_downsample, got size {size}, "
+                         f"map_downsample {map_downsample}")
+    if workers < 0:
+        raise InputError(f"workers must be >= 0, got {workers}")
+    gpu_compute = _gpu_compute() if device == "cuda" else None
+    root, rels = collect_videos(videos, root)
+    report = PrepareReport(store=os.fspath(out))
+    with StoreWriter(out, root=root, flow=flow, size=size, map_downsample=map_downsample) as writer:
+        todo = []
+        for rel in rels:
+            if writer.done(rel):
+                report.skipped_existing += 1
+            elif not writer.failed(rel) or retry_errors:
+                todo.append(rel)
+        tasks = [(os.path.join(root, rel), rel, flow, size, map_downsample) for rel in todo]
+        bar = None
+        if progress and tasks:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(tasks), unit="video", desc="prepare", dynamic_ncols=True, file=sys.stderr)
+        new_errors = 0
+        results = _results(tasks, min(workers, len(tasks)) if workers > 0 else 0, gpu_compute)
+        try:
+            for rel, maps, reason in results:
+                if maps is not None:
+                    writer.add(rel, maps)
+                    report.done += 1
+                else:
+                    writer.add_error(rel, reason)
+                    new_errors += 1
+                if bar is not None:
+                    bar.set_postfix(errors=new_errors, refresh=False)
+                    bar.update(1)
+        finally:
+            if hasattr(results, "close"):
+                results.close()  # stop the workers if the loop ended early
+            if bar is not None:
+                bar.close()
+            writer.compact()  # on KeyboardInterrupt too: the journal is folded in either way
+        report.errors = [{"path": rel, "reason": writer.errors[rel]} for rel in rels if rel in writer.errors]
+    if progress:
+        print(report.summary(), flush=True)
+    if strict and report.errors:
+        raise PrepareFailed(report)
+    return report
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+
+def add_args(parser) -> None:
+    parser.add_argument("--videos", required=True, metavar="DIR_OR_LIST",
+                        help="a folder (scanned recursively for video files) or a list/split file "
+                             "(one path per line; extra tokens such as UCF101 labels are ignored)")
+    parser.add_argument("--out", required=True, metavar="STORE", help="the motion store folder (created or resumed)")
+    parser.add_argument("--flow", choices=FLOW_METHODS, default="tvl1", help="optical flow (default tvl1)")
+    parser.add_argument("--size", type=int, default=128, help="short side of the frames the flow runs on (default 128)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes (default 1; 0 computes in the main process)")
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="where to compute flow and maps")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 if any input is an error")
+    parser.add_argument("--map-downsample", type=int, default=4,
+                        help="average motion maps over NxN blocks before storing (default 4)")
+    parser.add_argument("--retry-errors", action="store_true", help="retry inputs recorded as errors by earlier runs")
+    parser.add_argument("--root", default=None,
+                        help="folder the listed paths are relative to (default: the list file's folder)")
+
+
+def run(args) -> int:
+    try:
+        prepare(args.videos, args.out, flow=args.flow, size=args.size, workers=args.workers, device=args.device,
+                strict=args.strict, map_downsample=args.map_downsample, retry_errors=args.retry_errors,
+                progress=True, root=args.root)
+    except PrepareFailed:
+        return 1  # the summary is already printed
+    except (PrepareError, StoreError) as e:
+        print(f"mcl-fast prepare: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mcl-fast prepare: interrupted; the store is valid and a rerun resumes it", file=sys.stderr)
+        return 130
+    return 0
+
+
+__all__ = ["prepare", "compute_video_maps", "collect_videos", "read_video_list", "scan_folder", "PrepareReport",
+           "PrepareError", "InputError", "PrepareFailed", "VideoMaps", "VideoError", "VIDEO_EXTENSIONS", "add_args", "run"]

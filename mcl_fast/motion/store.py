@@ -1,0 +1,597 @@
+"""The motion store: per-frame motion maps of a whole dataset, compact, crash-safe, read by memory map.
+
+A store is a folder:
+
+- ``index.json``: versioned header and one entry per video::
+
+    {"format": "mcl_fast.motion_store", "version": 1, "root": "/abs/folder/the/paths/are/relative/to",
+     "flow": "tvl1", "size": 128, "map_downsample": 4, "map_dtype": "uint8",
+     "videos": {"a/v1.avi": {"num_frames": 150, "fps": 25.0, "height": 240, "width": 320,
+                             "map_height": 32, "map_width": 42, "shard": 0, "offset": 0,
+                             "scale": 3.71}}}
+
+- ``shard-00000.bin``, ``shard-00001.bin``, ...: the raw uint8 maps of many videos, one after
+  another (C order, (num_frames, map_height, map_width) each); a new shard starts once one
+  passes ~1 GiB (`SHARD_BYTES`). Nothing per video on disk but its bytes.
+- ``journal.jsonl``: one JSON line per video finished (or failed) since the last compaction.
+- ``errors.json``: ``[{"path": ..., "reason": ...}]``, the inputs `prepare` skipped.
+
+Resolution and error. The flow is computed on frames whose short side is ``size`` (128);
+motion maps (eq. 1) are averaged over ``map_downsample`` x ``map_downsample`` blocks (4: a
+128x171 flow gives 32x42 maps; block means keep the spatial mean m_t exact up to the dropped
+edge rows/columns). Each video is quantised to uint8 on its own scale: ``scale = max(maps)``
+(1 when the video has no motion), ``q = rint(maps / scale * 255)``, and ``read`` returns
+``q * scale / 255``. The quantisation error is at most ``scale / 510`` per value (half a step;
+plus float32 rounding), i.e. 0.2 % of the video's peak motion. A 10 s, 25 fps video takes
+250 * 32 * 42 B = 336 kB.
+
+Atomicity. Shard bytes are written and fsynced first; only then is the video's journal line
+appended and fsynced, so a video is in the store exactly when its line is complete. A crash can
+leave bytes past the last recorded video (ignored by readers, cut off by the next writer) and a
+torn last journal line (ignored; cut off by the next writer). `compact` folds the journal into
+``index.json`` (written to a temporary file, fsynced, renamed over, directory fsynced) and then
+removes the journal; replaying a journal that survived a crash during compaction is harmless
+(it sets every entry to the value it already has). One writer at a time (an flock on
+``.lock``); readers never lock. No pickle anywhere.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "mcl_fast.motion_store"
+VERSION = 1
+INDEX = "index.json"
+JOURNAL = "journal.jsonl"
+ERRORS = "errors.json"
+LOCK = ".lock"
+SHARD_BYTES = 1 << 30  # start a new shard once one would pass ~1 GiB
+_SHARD_RE = re.compile(r"^shard-(\d{5,})\.bin$")
+_SETTINGS = ("flow", "size", "map_downsample")
+_ENTRY_KEYS = ("num_frames", "fps", "height", "width", "map_height", "map_width", "shard", "offset", "scale")
+
+
+class StoreError(ValueError):
+    """A store that cannot be opened as asked: not a store, a newer format, other settings, damaged."""
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.bin"
+
+
+# ------------------------------------------------------------------------------ quantisation
+
+
+def quantize_maps(maps) -> tuple[np.ndarray, float]:
+    """(N, h, w) non-negative float maps -> (uint8 maps, scale).
+
+    scale = max(maps) (1.0 if all zero); q = rint(maps / scale * 255). `dequantize(q, scale)`
+    is within scale / 510 of `maps` everywhere.
+    """
+    maps = np.asarray(maps)
+    if maps.ndim != 3 or maps.size == 0:
+        raise ValueError(f"maps must be a non-empty (N, h, w) array, got {maps.shape}")
+    if not np.isfinite(maps).all():
+        raise ValueError("maps hold non-finite values")
+    lo, hi = float(maps.min()), float(maps.max())
+    if lo < 0:
+        raise ValueError(f"motion maps are non-negative, got a minimum of {lo}")
+    scale = hi if hi > 0 else 1.0
+    q = np.rint(maps.astype(np.float64) * (255.0 / scale))
+    return np.clip(q, 0, 255).astype(np.uint8), scale
+
+
+def dequantize(q: np.ndarray, scale: float) -> np.ndarray:
+    """uint8 maps and their scale -> float32 maps (q * scale / 255)."""
+    return np.asarray(q).astype(np.float32) * np.float32(scale / 255.0)
+
+
+@dataclass
+class VideoMaps:
+    """One video's quantised motion maps, as `prepare` computes them (CPU or GPU).
+
+    num_frames: frames decoded (= len(maps_u8): the last frame repeats the map before it);
+    fps; height, width: the source frame size; maps_u8: (num_frames, map_h, map_w) uint8;
+    scale: dequantised maps are maps_u8 * scale / 255, within `max_abs_error` = scale / 510.
+    """
+
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+    maps_u8: np.ndarray
+    scale: float
+
+    @classmethod
+    def from_maps(cls, maps, *, fps: float, height: int, width: int) -> "VideoMaps":
+        """Quantise (N, h, w) float maps (one per frame) with `quantize_maps`."""
+        q, scale = quantize_maps(maps)
+        return cls(num_frames=len(q), fps=float(fps), height=int(height), width=int(width), maps_u8=q, scale=scale)
+
+    @property
+    def map_height(self) -> int:
+        return int(self.maps_u8.shape[1])
+
+    @property
+    def map_width(self) -> int:
+        return int(self.maps_u8.shape[2])
+
+    @property
+    def max_abs_error(self) -> float:
+        """The most the dequantised maps differ from the float maps: half a quantisation step."""
+        return self.scale / 510.0
+
+    def dequantized(self) -> np.ndarray:
+        return dequantize(self.maps_u8, self.scale)
+
+
+# ----------------------------------------------------------------------------- file helpers
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    """Write all of `data` at `offset`; on failure cut the file back to `offset` and re-raise."""
+    view = memoryview(data).cast("B")
+    done = 0
+    try:
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], offset + done)
+    except BaseException:
+        try:
+            os.ftruncate(fd, offset)
+        except OSError:
+            pass
+        raise
+
+
+def _load_index(folder: Path) -> dict:
+    path = folder / INDEX
+    if not path.is_file():
+        if not folder.exists():
+            raise StoreError(f"{folder}: no such motion store (the folder does not exist)")
+        raise StoreError(f"{folder} is not a motion store: it has no {INDEX}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            index = json.load(f)
+    except (OSError, ValueError) as e:
+        raise StoreError(f"{path}: cannot read the store index: {e}") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        found = index.get("format") if isinstance(index, dict) else type(index).__name__
+        raise StoreError(f"{path} is not a motion store index (format {found!r}, expected {FORMAT!r})")
+    version = index.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise StoreError(f"{path}: unknown store version {version!r}")
+    if version > VERSION:
+        raise StoreError(f"{path}: store format version {version} is newer than this mcl_fast reads "
+                         f"(version {VERSION}); upgrade mcl_fast to read it")
+    missing = [k for k in ("root", *_SETTINGS, "map_dtype", "videos") if k not in index]
+    if missing:
+        raise StoreError(f"{path}: store index lacks {', '.join(missing)}")
+    if index["map_dtype"] != "uint8":
+        raise StoreError(f"{path}: unsupported map_dtype {index['map_dtype']!r}")
+    return index
+
+
+def _load_errors(folder: Path) -> dict[str, str]:
+    path = folder / ERRORS
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            items = json.load(f)
+        return {str(e["path"]): str(e["reason"]) for e in items}
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise StoreError(f"{path}: cannot read the error list: {e}") from None
+
+
+def _read_journal(folder: Path) -> tuple[list[dict], int, int]:
+    """(operations, bytes of complete valid lines, file size). Reading stops at a last line that is
+    not complete (no newline: a torn write) or not a valid operation; an invalid line in the middle
+    raises StoreError."""
+    path = folder / JOURNAL
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return [], 0, 0
+    ops: list[dict] = []
+    pos = 0
+    while True:
+        end = data.find(b"\n", pos)
+        if end < 0:
+            break
+        try:
+            op = json.loads(data[pos:end])
+            kind, path_ = op["op"], op["path"]
+            if not isinstance(path_, str):
+                raise TypeError(path_)
+            if kind == "video":
+                entry = op["entry"]
+                if any(k not in entry for k in _ENTRY_KEYS):
+                    raise KeyError(_ENTRY_KEYS)
+            elif kind == "error":
+                str(op["reason"])
+            else:
+                raise ValueError(kind)
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+            if data.find(b"\n", end + 1) >= 0:
+                # Only the last line can be torn by a crash; a bad line with lines after it is
+                # damage, and cutting there would silently drop the videos recorded after it.
+                raise StoreError(f"{path}: journal line {len(ops) + 1} is corrupt and is followed by "
+                                 "more lines; refusing to drop them (restore the store or remove the journal)")
+            break
+        ops.append(op)
+        pos = end + 1
+    return ops, pos, len(data)
+
+
+def _apply(videos: dict, errors: dict, op: dict) -> None:
+    path = op["path"]
+    if op["op"] == "video":
+        videos[path] = op["entry"]
+        errors.pop(path, None)
+    else:
+        errors[path] = str(op["reason"])
+        videos.pop(path, None)
+
+
+def _entry_nbytes(entry: dict) -> int:
+    return int(entry["num_frames"]) * int(entry["map_height"]) * int(entry["map_width"])
+
+
+def _load_state(folder: Path) -> tuple[dict, dict, dict, list[dict], int, int]:
+    index = _load_index(folder)
+    videos = dict(index["videos"])
+    errors = _load_errors(folder)
+    ops, good, size = _read_journal(folder)
+    for op in ops:
+        _apply(videos, errors, op)
+    return index, videos, errors, ops, good, size
+
+
+# ----------------------------------------------------------------------------------- writer
+
+
+class StoreWriter:
+    """Creates a store or opens one to add to it (`prepare` uses it; one writer at a time).
+
+    Opening an existing store applies its journal, cuts a torn last journal line and any shard
+    bytes past the last recorded video (what a killed run left), and refuses (StoreError) when
+    flow / size / map_downsample differ from the store's, or when `root` differs from that of
+    a non-empty store. Each `add` / `add_error` costs one append and two fsyncs; index.json is
+    rewritten only by `compact`.
+    """
+
+    def __init__(self, path, *, root, flow: str = "tvl1", size: int = 128, map_downsample: int = 4,
+                 shard_bytes: int = SHARD_BYTES):
+        self.path = Path(path)
+        self.root = os.path.abspath(root)
+        self.flow, self.size, self.map_downsample = str(flow), int(size), int(map_downsample)
+        self.shard_bytes = int(shard_bytes)
+        self._lock_fd = None
+        self._shard_fd = None
+        self._journal_fd = None
+        self._refuse_foreign_folder()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening
+    def _lock(self) -> None:
+        import fcntl
+
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise StoreError(f"{self.path} is being written by another process (pid {holder or '?'}); "
+                             "one prepare per store at a time") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _refuse_foreign_folder(self) -> None:
+        """Never write a store into a folder that holds something else."""
+        if not self.path.is_dir() or (self.path / INDEX).exists():
+            return
+        stray = sorted(p.name for p in self.path.iterdir() if p.name != LOCK and not p.name.endswith(".tmp"))
+        if stray:
+            raise StoreError(f"{self.path} exists and is not a motion store (no {INDEX}, but it holds "
+                             f"{', '.join(stray[:3])}{', ...' if len(stray) > 3 else ''}); "
+                             "choose an empty or new folder")
+
+    def _open(self) -> None:
+        if (self.path / INDEX).exists():
+            index, self.videos, self.errors, _, good, size = _load_state(self.path)
+            settings = {"flow": self.flow, "size": self.size, "map_downsample": self.map_downsample}
+            differ = [f"{k} {index[k]!r} (asked for {v!r})" for k, v in settings.items() if index[k] != v]
+            if differ:
+                raise StoreError(f"{self.path} was prepared with {', '.join(differ)}; use the store's "
+                                 "settings to add to it, or another output folder")
+            if os.path.abspath(index["root"]) != self.root:
+                if self.videos or self.errors:
+                    raise StoreError(f"{self.path} holds videos relative to {index['root']}, not {self.root}; "
+                                     "use the same root (--root) or another output folder")
+            if good < size:  # a torn or invalid tail: cut it so the next line starts clean
+                fd = os.open(self.path / JOURNAL, os.O_RDWR)
+                try:
+                    os.ftruncate(fd, good)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self._journal_size = good
+        else:
+            self._refuse_foreign_folder()  # again, now under the lock
+            self.videos, self.errors = {}, {}
+            self._journal_size = 0
+            _atomic_write_json(self.path / INDEX, self._index())
+        self._repair_shards()
+
+    def _repair_shards(self) -> None:
+        ends: dict[int, int] = {}
+        for entry in self.videos.values():
+            shard = int(entry["shard"])
+            ends[shard] = max(ends.get(shard, 0), int(entry["offset"]) + _entry_nbytes(entry))
+        present = {int(m.group(1)): p for p in self.path.iterdir() if (m := _SHARD_RE.match(p.name))}
+        for shard in ends:
+            if shard not in present:
+                raise StoreError(f"{self.path}: {shard_name(shard)} is missing; the store is damaged")
+        self._cur = max(ends) if ends else 0
+        removed = False
+        for shard, p in sorted(present.items()):
+            end = ends.get(shard, 0)
+            if end == 0 and shard != self._cur:
+                p.unlink()  # a shard a killed run started, with no recorded video
+                removed = True
+                continue
+            size = p.stat().st_size
+            if size < end:
+                raise StoreError(f"{p} holds {size} bytes but its videos need {end}; the store is damaged")
+            if size > end:  # bytes of a video whose journal line never made it
+                fd = os.open(p, os.O_RDWR)
+                try:
+                    os.ftruncate(fd, end)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        if removed:
+            _fsync_dir(self.path)
+        self._cur_size = ends.get(self._cur, 0)
+
+    # -- state
+    def _index(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "root": self.root, "flow": self.flow, "size": self.size,
+                "map_downsample": self.map_downsample, "map_dtype": "uint8",
+                "videos": {k: self.videos[k] for k in sorted(self.videos)}}
+
+    def done(self, relpath: str) -> bool:
+        """True when `relpath`'s maps are in the store."""
+        return relpath in self.videos
+
+    def failed(self, relpath: str) -> bool:
+        """True when `relpath` is recorded as an error."""
+        return relpath in self.errors
+
+    # -- writing
+    def _journal(self, op: dict) -> None:
+        line = (json.dumps(op, separators=(",", ":")) + "\n").encode()
+        if self._journal_fd is None:
+            new = not (self.path / JOURNAL).exists()
+            self._journal_fd = os.open(self.path / JOURNAL, os.O_RDWR | os.O_CREAT, 0o644)
+            if new:
+                _fsync_dir(self.path)
+        _pwrite_all(self._journal_fd, line, self._journal_size)
+        os.fsync(self._journal_fd)
+        self._journal_size += len(line)
+
+    def _shard(self) -> int:
+        if self._shard_fd is None:
+            p = self.path / shard_name(self._cur)
+            new = not p.exists()
+            self._shard_fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+            if new:
+                _fsync_dir(self.path)
+        return self._shard_fd
+
+    def add(self, relpath: str, maps: VideoMaps) -> dict:
+        """Append one video's maps (shard bytes fsynced, then its journal line). Returns its entry."""
+        q = np.ascontiguousarray(maps.maps_u8)
+        if q.dtype != np.uint8 or q.ndim != 3 or q.size == 0:
+            raise ValueError(f"{relpath}: maps_u8 must be a non-empty (N, h, w) uint8 array, got {q.shape} {q.dtype}")
+        if len(q) != int(maps.num_frames):
+            raise ValueError(f"{relpath}: {len(q)} maps for {maps.num_frames} frames")
+        if not (np.isfinite(maps.scale) and maps.scale > 0):
+            raise ValueError(f"{relpath}: scale must be positive and finite, got {maps.scale}")
+        if relpath in self.videos:
+            raise StoreError(f"{relpath} is already in the store {self.path}")
+        if self._cur_size > 0 and self._cur_size + q.nbytes > self.shard_bytes:
+            if self._shard_fd is not None:
+                os.close(self._shard_fd)
+                self._shard_fd = None
+            self._cur, self._cur_size = self._cur + 1, 0
+        fd = self._shard()
+        _pwrite_all(fd, q, self._cur_size)
+        os.fsync(fd)
+        entry = {"num_frames": int(maps.num_frames), "fps": float(maps.fps), "height": int(maps.height),
+                 "width": int(maps.width), "map_height": int(q.shape[1]), "map_width": int(q.shape[2]),
+                 "shard": self._cur, "offset": self._cur_size, "scale": float(maps.scale)}
+        self._journal({"op": "video", "path": relpath, "entry": entry})
+        self._cur_size += q.nbytes
+        self.videos[relpath] = entry
+        self.errors.pop(relpath, None)
+        return entry
+
+    def add_error(self, relpath: str, reason: str) -> None:
+        """Record that `relpath` was skipped and why."""
+        self._journal({"op": "error", "path": relpath, "reason": str(reason)})
+        self.errors[relpath] = str(reason)
+        self.videos.pop(relpath, None)
+
+    def compact(self) -> None:
+        """Fold the journal into index.json and errors.json (each written atomically), then
+        remove the journal."""
+        _atomic_write_json(self.path / ERRORS, [{"path": p, "reason": self.errors[p]} for p in sorted(self.errors)])
+        _atomic_write_json(self.path / INDEX, self._index())
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
+        if (self.path / JOURNAL).exists():
+            os.unlink(self.path / JOURNAL)
+            _fsync_dir(self.path)
+        self._journal_size = 0
+
+    def close(self) -> None:
+        for name in ("_shard_fd", "_journal_fd", "_lock_fd"):
+            fd = getattr(self, name, None)
+            if fd is not None:
+                os.close(fd)  # closing the lock file releases the flock
+                setattr(self, name, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+
+# ----------------------------------------------------------------------------------- reader
+
+
+class MotionStore:
+    """A prepared motion store, read-only (see the module docstring for the layout).
+
+    Reads index.json plus the complete lines of the journal, so a store that is being prepared,
+    or whose `prepare` was killed, reads right (as of opening). Shards are memory-mapped on
+    first use and cached: reading one video touches only its bytes.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        index, self._videos, errors, _, _, _ = _load_state(self.path)
+        self.version = int(index["version"])
+        self.root = str(index["root"])
+        self.flow = str(index["flow"])
+        self.size = int(index["size"])
+        self.map_downsample = int(index["map_downsample"])
+        self._names = sorted(self._videos)
+        self._errors = [{"path": p, "reason": errors[p]} for p in sorted(errors)]
+        self._maps: dict[int, np.memmap] = {}
+
+    # -- listing
+    @property
+    def videos(self) -> list[str]:
+        """The video paths (relative to `root`), sorted."""
+        return list(self._names)
+
+    @property
+    def errors(self) -> list[dict]:
+        """[{"path", "reason"}] of the inputs `prepare` skipped."""
+        return [dict(e) for e in self._errors]
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, video) -> bool:
+        return video in self._videos
+
+    def __iter__(self):
+        return iter(self.videos)
+
+    def __repr__(self) -> str:
+        return f"MotionStore({str(self.path)!r}: {len(self)} videos, flow={self.flow}, size={self.size})"
+
+    def _entry(self, video: str) -> dict:
+        try:
+            return self._videos[video]
+        except (KeyError, TypeError):
+            raise KeyError(f"{video!r} is not in the motion store {self.path}") from None
+
+    def info(self, video: str) -> dict:
+        """The index entry: num_frames, fps, height, width (source frames), map_height,
+        map_width, shard, offset, scale."""
+        return dict(self._entry(video))
+
+    def video_path(self, video: str) -> str:
+        """Absolute path of the video file."""
+        self._entry(video)
+        return os.path.join(self.root, video)
+
+    def scale(self, video: str) -> float:
+        return float(self._entry(video)["scale"])
+
+    def max_abs_error(self, video: str) -> float:
+        """The most `read` can differ from the maps `prepare` computed: scale / 510."""
+        return self.scale(video) / 510.0
+
+    # -- reading
+    def _shard(self, shard: int, end: int) -> np.memmap:
+        mm = self._maps.get(shard)
+        if mm is None or len(mm) < end:  # not mapped yet, or grown by a writer since
+            p = self.path / shard_name(shard)
+            try:
+                mm = np.memmap(p, dtype=np.uint8, mode="r")
+            except (OSError, ValueError) as e:
+                raise StoreError(f"{p}: cannot map the shard: {e}") from None
+            if len(mm) < end:
+                raise StoreError(f"{p} holds {len(mm)} bytes but the index needs {end}; the store is damaged")
+            self._maps[shard] = mm
+        return mm
+
+    def read_quantized(self, video: str) -> np.ndarray:
+        """(N, h, w) uint8, a read-only view of the shard's memory map."""
+        e = self._entry(video)
+        off, n = int(e["offset"]), _entry_nbytes(e)
+        mm = self._shard(int(e["shard"]), off + n)
+        return mm[off:off + n].reshape(int(e["num_frames"]), int(e["map_height"]), int(e["map_width"]))
+
+    def read(self, video: str) -> np.ndarray:
+        """(N, h, w) float32 dequantised motion maps, one per frame (within scale / 510)."""
+        return dequantize(self.read_quantized(video), self.scale(video))
+
+    def motion_t(self, video: str) -> np.ndarray:
+        """(N,) float32: the T-motion of each frame, the spatial mean of its map (eq. 2)."""
+        q = self.read_quantized(video)
+        return (q.mean(axis=(1, 2), dtype=np.float64) * (self.scale(video) / 255.0)).astype(np.float32)
+
+    def motion_s(self, video: str) -> np.ndarray:
+        """(h, w) float32: the S-motion, the mean map over time (eq. 2)."""
+        q = self.read_quantized(video)
+        return (q.mean(axis=0, dtype=np.float64) * (self.scale(video) / 255.0)).astype(np.float32)
+
+    # memory maps do not travel to DataLoader workers: they map again on first use
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_maps"] = {}
+        return state

@@ -1,0 +1,232 @@
+"""The kernels build without a GPU: nvcc objects for sm_80/sm_90 (from `make kernels`), the
+NVRTC compile that cupy.RawModule does at run time, and error locations through the #line markers."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import glob
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcl_fast.gpu import _module
+
+REPO = Path(__file__).resolve().parents[1]
+KERNELS = sorted(p.stem for p in (REPO / "kernels").glob("*.cu"))
+
+
+def build_dir() -> Path:
+    env = os.environ.get("MCL_FAST_HOST_LIB")
+    path = Path(env) if env else REPO / "build"
+    return path if path.is_dir() else path.parent
+
+
+def test_nvcc_objects_hold_ampere_and_hopper_code():
+    cache = build_dir() / "CMakeCache.txt"
+    if not cache.is_file():
+        if os.environ.get("CI") or os.environ.get("MCL_FAST_HOST_LIB"):
+            pytest.fail(f"{cache} missing: run `make kernels` first", pytrace=False)
+        pytest.skip(f"no CMake build at {cache.parent} (run `make kernels`)")
+    text = cache.read_text()
+    m = re.search(r"^CMAKE_CUDA_COMPILER:\w+=(.+)$", text, re.M)
+    if not m or "NOTFOUND" in m.group(1) or not m.group(1).strip():
+        pytest.skip("CMake found no CUDA compiler here: the nvcc check was skipped")
+    objects = build_dir() / "CMakeFiles" / "mcl_kernels_check.dir" / "kernels"
+    for name in KERNELS:
+        obj = objects / f"{name}.cu.o"
+        assert obj.is_file(), f"{obj} missing: kernels/{name}.cu was not compiled by nvcc"
+        data = obj.read_bytes()
+        for arch in (b"sm_80", b"sm_90"):
+            assert arch in data, f"{obj} holds no {arch.decode()} code"
+
+
+# ------------------------------------------------------------------ NVRTC (what CuPy compiles with)
+
+def _find_nvrtc():
+    """ctypes handle of libnvrtc (pip nvidia-cuda-nvrtc, or the system's), or None."""
+    candidates = []
+    for base in sys.path:
+        for sub in ("nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib"):
+            candidates += sorted(glob.glob(os.path.join(base, sub, "libnvrtc.so*")))
+    candidates = [c for c in candidates if "builtins" not in c and "alt" not in os.path.basename(c)]
+    system = ctypes.util.find_library("nvrtc")
+    if system:
+        candidates.append(system)
+    for path in candidates:
+        folder = os.path.dirname(path)
+        for builtins in sorted(glob.glob(os.path.join(folder, "libnvrtc-builtins.so*"))):
+            if "alt" not in os.path.basename(builtins):
+                try:  # NVRTC dlopens its builtins by soname: load them first
+                    ctypes.CDLL(builtins, mode=ctypes.RTLD_GLOBAL)
+                except OSError:
+                    pass
+        try:
+            return ctypes.CDLL(path)
+        except OSError:
+            continue
+    return None
+
+
+def nvrtc_compile(lib, source: str, name: str, options=("-std=c++17", "--gpu-architecture=compute_80")):
+    """(status, log) of compiling `source` to PTX with NVRTC."""
+    prog = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None) == 0
+    try:
+        opts = [o.encode() for o in options]
+        status = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+        size = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(max(size.value, 1))
+        lib.nvrtcGetProgramLog(prog, log)
+        return status, log.value.decode(errors="replace")
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+@pytest.fixture(scope="module")
+def nvrtc():
+    lib = _find_nvrtc()
+    if lib is None:
+        pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc==13.0.*)")
+    return lib
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_kernel_compiles_with_nvrtc_as_cupy_loads_it(nvrtc, name):
+    # NVRTC has no C++ standard headers: this catches a header that includes one unguarded.
+    options = ["-std=c++17", "--gpu-architecture=compute_80"]
+    if name == "tvl1":
+        options.append("--fmad=false")  # the options mcl_fast.gpu.flow passes
+    status, log = nvrtc_compile(nvrtc, _module.preprocess(name), f"{name}.cu", options)
+    assert status == 0, f"kernels/{name}.cu does not compile with NVRTC:\n{log}"
+
+
+def _broken_tree(tmp_path: Path) -> Path:
+    (tmp_path / "common.cuh").write_text((REPO / "kernels" / "common.cuh").read_text())
+    (tmp_path / "helper.cuh").write_text('#pragma once\n#include "common.cuh"\nMCL_HD int f() { return undefined_name; }\n')
+    (tmp_path / "broken.cu").write_text('#include "common.cuh"\n#include "helper.cuh"\n\n'
+                                        'extern "C" __global__ void k(int* x) { x[0] = f() + missing; }\n')
+    return tmp_path
+
+
+def test_preprocess_inlines_each_header_once_with_line_markers(tmp_path):
+    root = _broken_tree(tmp_path)
+    src = _module.preprocess("broken", root)
+    assert src.count("#define MCL_HD") == 2  # common.cuh's two branches, inlined once
+    assert f'#line 1 "{root / "helper.cuh"}"' in src
+    assert f'#line 3 "{root / "broken.cu"}"' in src  # back in broken.cu after its 2nd line
+    assert "#include" not in src.replace("#include <", "")
+
+
+def test_compile_errors_name_the_source_file_and_line(nvrtc, tmp_path):
+    root = _broken_tree(tmp_path)
+    status, log = nvrtc_compile(nvrtc, _module.preprocess("broken", root), "broken.cu")
+    assert status != 0
+    assert f'{root / "helper.cuh"}(3)' in log, log
+    assert f'{root / "broken.cu"}(4)' in log, log
+
+
+def test_missing_include_is_a_clear_error(tmp_path):
+    (tmp_path / "lonely.cu").write_text('#include "nowhere.cuh"\n')
+    with pytest.raises(FileNotFoundError, match="nowhere.cuh"):
+        _module.preprocess("lonely", tmp_path)
+
+
+# ------------------------------------------------------------------ launches match the kernel signatures
+# On the GPU a wrong scalar type (np.int64 for an `int`) silently shifts every later argument; here
+# the Python wrappers run against a NumPy stand-in for CuPy and kernels that check each argument
+# against the parameter list parsed from the .cu source.
+
+_SIGNATURE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(([^)]*)\)')
+_SCALARS = {"int": np.int32, "long long": np.int64, "float": np.float32, "double": np.float64,
+            "unsigned int": np.uint32, "unsigned char": np.uint8}
+
+
+def kernel_signatures(name: str) -> dict:
+    """{kernel: [(base type, is_pointer, is_const), ...]} of kernels/<name>.cu."""
+    out = {}
+    for kernel, params in _SIGNATURE.findall(_module.preprocess(name)):
+        parsed = []
+        for p in params.split(","):
+            p = " ".join(p.replace("__restrict__", " ").split())
+            is_pointer = "*" in p
+            is_const = p.startswith("const ")
+            base = p.replace("const ", "").split("*")[0].strip() if is_pointer else p.rsplit(" ", 1)[0].strip()
+            parsed.append((base, is_pointer, is_const))
+        out[kernel] = parsed
+    return out
+
+
+class CheckedKernel:
+    def __init__(self, module: str, name: str, params, calls: list):
+        self.module, self.name, self.params, self.calls = module, name, params, calls
+
+    def __call__(self, grid, block, args):
+        where = f"kernels/{self.module}.cu:{self.name}"
+        assert len(grid) in (1, 2, 3) and len(block) in (1, 2, 3), where
+        assert all(isinstance(g, int) and g >= 1 for g in grid), f"{where}: grid {grid}"
+        assert grid[0] < 2**31 and all(g <= 65535 for g in grid[1:]), f"{where}: grid {grid}"
+        assert int(np.prod(block)) <= 1024, f"{where}: block {block}"
+        assert len(args) == len(self.params), f"{where}: {len(args)} arguments for {len(self.params)} parameters"
+        for i, (arg, (base, is_pointer, is_const)) in enumerate(zip(args, self.params)):
+            if is_pointer:
+                assert isinstance(arg, np.ndarray), f"{where} arg {i}: {type(arg)} for {base}*"
+                assert arg.dtype == _SCALARS[base], f"{where} arg {i}: {arg.dtype} array for {base}*"
+                assert arg.flags.c_contiguous, f"{where} arg {i}: not C-contiguous"
+                if not is_const:
+                    arg[...] = 0  # a defined output, so the wrapper's code after the launch runs
+            else:
+                assert type(arg) is _SCALARS[base], f"{where} arg {i}: {type(arg).__name__} for {base}"
+        self.calls.append(self.name)
+
+
+@pytest.fixture
+def numpy_as_cupy(monkeypatch):
+    """Runs mcl_fast.gpu.motion/sampling on NumPy with signature-checking kernels; yields the launch log."""
+    import types
+
+    from mcl_fast.gpu import motion, sampling
+
+    fake = types.ModuleType("cupy_stand_in")
+    fake.__dict__.update({k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+    fake.asnumpy = np.asarray
+    calls: list = []
+    signatures = {m: kernel_signatures(m) for m in ("motion_map", "select_box")}
+
+    def get_kernel(module, kernel, options=()):
+        assert kernel in signatures[module], f"kernels/{module}.cu has no kernel {kernel}"
+        return CheckedKernel(module, kernel, signatures[module][kernel], calls)
+
+    for mod in (motion, sampling):
+        monkeypatch.setattr(mod, "require_cupy", lambda: fake)
+        monkeypatch.setattr(mod, "get_kernel", get_kernel)
+    return calls
+
+
+def test_launches_match_kernel_signatures(numpy_as_cupy):
+    from mcl_fast.gpu import motion, sampling
+
+    rng = np.random.default_rng(0)
+    flow = rng.normal(size=(3, 20, 30, 2)).astype(np.float32)
+    motion.motion_map(flow)
+    motion.motion_maps_fused(flow, 4, scale=2.0)
+    motion.motion_maps_downsampled(flow, 3)
+    motion.quantize(np.ones((2, 5, 5), np.float32), 2.0)
+    maps = rng.random((4, 8, 10)).astype(np.float32)
+    sampling.percentile_batch(maps, 90.0)
+    sampling.select_box_index_batch(maps, np.stack([ref_boxes(rng, 8, 10) for _ in range(4)]))
+    sampling.clip_scores_batch(rng.random((2, 40)), 16, 2)
+    sampling.sample_clip_start(rng.random(40), 16, 2, np.random.default_rng(0))
+    sampling.sample_crop_box(maps[0], np.random.default_rng(0), frame_size=(32, 40))
+    kernels = set(kernel_signatures("motion_map")) | set(kernel_signatures("select_box"))
+    assert set(numpy_as_cupy) == kernels  # every kernel was launched and checked
+
+
+def ref_boxes(rng, h, w):
+    from mcl_fast.sampling import draw_boxes
+
+    return draw_boxes(rng, 6, h, w)

@@ -1,0 +1,311 @@
+"""The motion store: quantisation error bound, round trip, shards and memory maps, crash safety."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from mcl_fast.motion.store import (ERRORS, INDEX, JOURNAL, MotionStore, StoreError, StoreWriter, VideoMaps,
+                                   dequantize, quantize_maps, shard_name)
+
+
+def random_maps(rng, n=None, h=None, w=None, peak=None) -> np.ndarray:
+    """Non-negative float32 maps shaped like motion maps, with a random peak value."""
+    n = n or int(rng.integers(2, 12))
+    h = h or int(rng.integers(3, 9))
+    w = w or int(rng.integers(3, 11))
+    peak = float(rng.uniform(0.1, 40.0)) if peak is None else peak
+    return (rng.random((n, h, w)) ** 2 * peak).astype(np.float32)
+
+
+def video_maps(maps, fps=25.0, height=240, width=320) -> VideoMaps:
+    return VideoMaps.from_maps(maps, fps=fps, height=height, width=width)
+
+
+def new_writer(path, root, **kw) -> StoreWriter:
+    kw = {"flow": "farneback", "size": 64, "map_downsample": 4, **kw}
+    return StoreWriter(path, root=root, **kw)
+
+
+# ------------------------------------------------------------------------------ quantisation
+
+
+def test_quantisation_error_is_within_the_documented_bound():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        maps = random_maps(rng)
+        q, scale = quantize_maps(maps)
+        assert q.dtype == np.uint8 and q.shape == maps.shape
+        assert scale == pytest.approx(float(maps.max()))
+        assert q.max() == 255  # the peak uses the full range
+        err = np.abs(dequantize(q, scale) - maps).max()
+        bound = scale / 510
+        assert err <= bound * (1 + 1e-5)
+        assert err > 0.5 * bound  # the bound is tight on dense data: nothing is lost elsewhere
+        assert video_maps(maps).max_abs_error == pytest.approx(bound)
+
+
+def test_quantisation_of_a_static_video_and_bad_maps():
+    q, scale = quantize_maps(np.zeros((3, 4, 5), np.float32))
+    assert scale == 1.0 and not q.any()
+    with pytest.raises(ValueError, match="non-finite"):
+        quantize_maps(np.full((2, 2, 2), np.nan, np.float32))
+    with pytest.raises(ValueError, match="non-negative"):
+        quantize_maps(-np.ones((2, 2, 2), np.float32))
+
+
+# -------------------------------------------------------------------------------- round trip
+
+
+def test_round_trip_many_videos_over_several_shards(tmp_path):
+    rng = np.random.default_rng(1)
+    originals = {}
+    with new_writer(tmp_path / "store", tmp_path, shard_bytes=2000) as w:
+        for i in range(40):
+            rel = f"class{i % 3}/v_{i:03d}.avi"
+            maps = random_maps(rng)
+            originals[rel] = (maps, w.add(rel, video_maps(maps, fps=10.0 + i, height=100 + i, width=200 + i)))
+        w.compact()
+    files = sorted(os.listdir(tmp_path / "store"))
+    shards = [f for f in files if f.startswith("shard-")]
+    assert len(shards) >= 5, files  # rolled past shard_bytes
+    assert set(files) == {INDEX, ERRORS, ".lock", *shards}  # no journal after compaction, nothing per video
+
+    store = MotionStore(tmp_path / "store")
+    assert store.videos == sorted(originals) and len(store) == 40
+    assert (store.flow, store.size, store.map_downsample) == ("farneback", 64, 4)
+    assert store.root == str(tmp_path)
+    for i, (rel, (maps, entry)) in enumerate(sorted(originals.items(), key=lambda kv: kv[0][-7:])):
+        info = store.info(rel)
+        assert info == entry
+        assert (info["num_frames"], info["map_height"], info["map_width"]) == maps.shape
+        assert (info["fps"], info["height"], info["width"]) == (10.0 + i, 100 + i, 200 + i)
+        out = store.read(rel)
+        assert out.dtype == np.float32 and out.shape == maps.shape
+        assert np.abs(out - maps).max() <= store.max_abs_error(rel) * (1 + 1e-5)
+        assert store.max_abs_error(rel) == pytest.approx(maps.max() / 510)
+        np.testing.assert_allclose(store.motion_t(rel), out.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(store.motion_s(rel), out.mean(axis=0), rtol=1e-5, atol=1e-6)
+        assert store.video_path(rel) == os.path.join(str(tmp_path), rel)
+        assert rel in store
+    assert "missing.avi" not in store
+
+
+def test_reads_are_memory_mapped_views_of_one_shard(tmp_path):
+    rng = np.random.default_rng(2)
+    with new_writer(tmp_path / "s", tmp_path, shard_bytes=3000) as w:
+        for i in range(12):
+            w.add(f"v{i}.mp4", video_maps(random_maps(rng, n=8, h=6, w=10)))  # 480 B each: 6 per shard
+        w.compact()
+    store = MotionStore(tmp_path / "s")
+    q = store.read_quantized("v7.mp4")
+    assert store.info("v7.mp4")["shard"] == 1
+    assert list(store._maps) == [1]  # one shard mapped: reading a video touches only its own shard
+    mm = store._maps[1]
+    assert isinstance(mm, np.memmap) and np.shares_memory(q, mm)  # a view, not a copy
+    assert not q.flags.writeable
+    store.read("v1.mp4")
+    assert sorted(store._maps) == [0, 1]
+    # the same bytes as the shard file at the recorded offset
+    entry = store.info("v7.mp4")
+    raw = (tmp_path / "s" / shard_name(1)).read_bytes()[entry["offset"]:entry["offset"] + q.nbytes]
+    assert raw == q.tobytes()
+
+
+def test_unknown_video_raises_a_keyerror_naming_it(tmp_path):
+    with new_writer(tmp_path / "s", tmp_path) as w:
+        w.add("a.mp4", video_maps(np.ones((2, 3, 3), np.float32)))
+    store = MotionStore(tmp_path / "s")
+    for call in (store.read, store.info, store.read_quantized, store.motion_t, store.video_path):
+        with pytest.raises(KeyError, match="nope.mp4"):
+            call("nope.mp4")
+
+
+def test_index_is_versioned_json_with_the_documented_fields(tmp_path):
+    with new_writer(tmp_path / "s", tmp_path) as w:
+        w.add("a/b.webm", video_maps(np.ones((3, 4, 5), np.float32) * 2, fps=29.97, height=144, width=176))
+        w.add_error("bad.mp4", "empty file (0 bytes)")
+        w.compact()
+    index = json.loads((tmp_path / "s" / INDEX).read_text())
+    assert {k: index[k] for k in ("format", "version", "flow", "size", "map_downsample", "map_dtype")} == {
+        "format": "mcl_fast.motion_store", "version": 1, "flow": "farneback", "size": 64, "map_downsample": 4,
+        "map_dtype": "uint8"}
+    assert index["root"] == str(tmp_path)
+    assert index["videos"]["a/b.webm"] == {"num_frames": 3, "fps": 29.97, "height": 144, "width": 176,
+                                           "map_height": 4, "map_width": 5, "shard": 0, "offset": 0, "scale": 2.0}
+    assert json.loads((tmp_path / "s" / ERRORS).read_text()) == [{"path": "bad.mp4", "reason": "empty file (0 bytes)"}]
+    assert MotionStore(tmp_path / "s").errors == [{"path": "bad.mp4", "reason": "empty file (0 bytes)"}]
+
+
+# ------------------------------------------------------------------------------ crash safety
+
+
+def test_journal_is_read_before_compaction(tmp_path):
+    """A store whose prepare is running, or was killed, reads right: index.json + journal."""
+    rng = np.random.default_rng(3)
+    w = new_writer(tmp_path / "s", tmp_path)
+    maps = {f"v{i}.mp4": random_maps(rng) for i in range(3)}
+    for rel, m in maps.items():
+        w.add(rel, video_maps(m))
+    w.add_error("x.mp4", "file not found")
+    assert json.loads((tmp_path / "s" / INDEX).read_text())["videos"] == {}  # O(1) writes: index untouched
+    store = MotionStore(tmp_path / "s")
+    assert store.videos == sorted(maps)
+    assert store.errors == [{"path": "x.mp4", "reason": "file not found"}]
+    for rel, m in maps.items():
+        assert np.abs(store.read(rel) - m).max() <= store.max_abs_error(rel) * (1 + 1e-5)
+    w.close()
+
+
+def test_a_corrupt_journal_line_in_the_middle_is_an_error_not_a_silent_loss(tmp_path):
+    rng = np.random.default_rng(4)
+    w = new_writer(tmp_path / "s", tmp_path)
+    for i in range(3):
+        w.add(f"v{i}.mp4", video_maps(random_maps(rng)))
+    w.close()
+    journal = tmp_path / "s" / JOURNAL
+    lines = journal.read_bytes().split(b"\n")
+    lines[1] = b'{"op": "vid' + b"x" * 10  # damaged, with a complete line after it
+    journal.write_bytes(b"\n".join(lines))
+    with pytest.raises(StoreError, match="journal line 2 is corrupt"):
+        MotionStore(tmp_path / "s")
+    with pytest.raises(StoreError, match="journal line 2"):
+        new_writer(tmp_path / "s", tmp_path)
+
+
+def test_killed_writer_leftovers_are_ignored_then_cut(tmp_path):
+    """Shard bytes without a journal line, a torn journal line and a shard a killed run started
+    read as absent; the next writer cuts them off and continues."""
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "s"
+    maps = {f"v{i}.mp4": random_maps(rng, n=5, h=4, w=6) for i in range(4)}
+    w = new_writer(folder, tmp_path)
+    for rel in ("v0.mp4", "v1.mp4"):
+        w.add(rel, video_maps(maps[rel]))
+    w.close()  # "killed": no compaction
+    shard0 = folder / shard_name(0)
+    good_size = shard0.stat().st_size
+    assert good_size == 2 * 5 * 4 * 6
+    journal_size = (folder / JOURNAL).stat().st_size
+    with open(shard0, "ab") as f:
+        f.write(b"\x07" * 77)  # a video's bytes written, its journal line never
+    with open(folder / JOURNAL, "ab") as f:
+        f.write(b'{"op":"video","path":"v9.mp4","entry":{"num_fr')  # torn mid-line
+    (folder / shard_name(1)).write_bytes(b"\x01" * 50)  # a new shard with no recorded video
+
+    store = MotionStore(folder)
+    assert store.videos == ["v0.mp4", "v1.mp4"]
+    for rel in store.videos:
+        assert np.abs(store.read(rel) - maps[rel]).max() <= store.max_abs_error(rel) * (1 + 1e-5)
+
+    w = new_writer(folder, tmp_path)
+    assert shard0.stat().st_size == good_size  # cut back to the last recorded video
+    assert (folder / JOURNAL).stat().st_size == journal_size  # torn line gone
+    assert not (folder / shard_name(1)).exists()
+    assert w.done("v0.mp4") and not w.done("v9.mp4")
+    for rel in ("v2.mp4", "v3.mp4"):
+        w.add(rel, video_maps(maps[rel]))
+    assert w.videos["v2.mp4"]["offset"] == good_size  # appended where the good data ends
+    w.close()
+    store = MotionStore(folder)  # journal only (still not compacted): the new lines parse
+    assert store.videos == sorted(maps)
+    w = new_writer(folder, tmp_path)
+    w.compact()
+    w.close()
+    store = MotionStore(folder)
+    assert store.videos == sorted(maps)
+    for rel, m in maps.items():
+        assert np.abs(store.read(rel) - m).max() <= store.max_abs_error(rel) * (1 + 1e-5)
+    assert shard0.stat().st_size == 4 * 5 * 4 * 6
+
+
+def test_a_journal_left_by_a_crash_during_compaction_replays_harmlessly(tmp_path):
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "s"
+    w = new_writer(folder, tmp_path)
+    maps = {f"v{i}.mp4": random_maps(rng) for i in range(3)}
+    for rel, m in maps.items():
+        w.add(rel, video_maps(m))
+    w.add_error("bad.mp4", "no video stream")
+    journal = (folder / JOURNAL).read_bytes()
+    w.compact()
+    w.close()
+    (folder / JOURNAL).write_bytes(journal)  # index.json replaced, journal not yet removed
+    store = MotionStore(folder)
+    assert store.videos == sorted(maps)
+    assert store.errors == [{"path": "bad.mp4", "reason": "no video stream"}]
+    with new_writer(folder, tmp_path) as w:
+        assert sorted(w.videos) == sorted(maps)
+        w.add("v9.mp4", video_maps(random_maps(rng)))
+        w.compact()
+    assert len(MotionStore(folder)) == 4
+
+
+def test_a_later_success_clears_an_error(tmp_path):
+    with new_writer(tmp_path / "s", tmp_path) as w:
+        w.add_error("a.mp4", "file not found")
+        assert w.failed("a.mp4")
+        w.add("a.mp4", video_maps(np.ones((2, 3, 3), np.float32)))
+        assert not w.failed("a.mp4") and w.done("a.mp4")
+        w.compact()
+    store = MotionStore(tmp_path / "s")
+    assert store.videos == ["a.mp4"] and store.errors == []
+
+
+# ----------------------------------------------------------------------------------- refusals
+
+
+def test_writer_refuses_other_settings_root_and_a_second_writer(tmp_path):
+    folder = tmp_path / "s"
+    with new_writer(folder, tmp_path) as w:
+        w.add("a.mp4", video_maps(np.ones((2, 3, 3), np.float32)))
+        with pytest.raises(StoreError, match="another process"):
+            new_writer(folder, tmp_path)
+        with pytest.raises(StoreError, match="already in the store"):
+            w.add("a.mp4", video_maps(np.ones((2, 3, 3), np.float32)))
+    for kw, word in (({"flow": "tvl1"}, "flow"), ({"size": 128}, "size"), ({"map_downsample": 2}, "map_downsample")):
+        with pytest.raises(StoreError, match=word):
+            new_writer(folder, tmp_path, **kw)
+    with pytest.raises(StoreError, match="relative to"):
+        new_writer(folder, tmp_path / "elsewhere")
+    with new_writer(folder, tmp_path) as w:  # the same settings still open it
+        assert w.done("a.mp4")
+
+
+def test_writer_refuses_a_folder_that_is_not_a_store(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not a motion store"):
+        new_writer(tmp_path, tmp_path)
+    assert os.listdir(tmp_path) == ["notes.txt"]  # nothing written into it
+
+
+def test_reader_refuses_newer_versions_and_foreign_files(tmp_path):
+    folder = tmp_path / "s"
+    with new_writer(folder, tmp_path) as w:
+        w.add("a.mp4", video_maps(np.ones((2, 3, 3), np.float32)))
+        w.compact()
+    index = json.loads((folder / INDEX).read_text())
+    (folder / INDEX).write_text(json.dumps({**index, "version": 2}))
+    with pytest.raises(StoreError, match="newer"):
+        MotionStore(folder)
+    with pytest.raises(StoreError, match="newer"):
+        new_writer(folder, tmp_path)
+    (folder / INDEX).write_text(json.dumps({**index, "format": "something.else"}))
+    with pytest.raises(StoreError, match="not a motion store"):
+        MotionStore(folder)
+    with pytest.raises(StoreError, match="not a motion store"):
+        MotionStore(tmp_path)
+    with pytest.raises(StoreError, match="does not exist"):
+        MotionStore(tmp_path / "absent")
+
+
+def test_no_pickle_in_the_store_modules():
+    import mcl_fast.motion.decode as decode
+    import mcl_fast.motion.prepare as prepare
+    import mcl_fast.motion.store as store
+
+    for module in (store, prepare, decode):
+        source = open(module.__file__, encoding="utf-8").read()
+        assert "import pickle" not in source and "np.save" not in source and "allow_pickle" not in source
