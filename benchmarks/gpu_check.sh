@@ -24,6 +24,7 @@ STEPS=(
   "host library (cmake)|120|if command -v cmake >/dev/null; then cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build -j 8 --target mcl_host; else echo 'cmake not installed: GPU tests skip the CPU-twin comparisons'; fi"
   "pytest tests/gpu|240|$PY -m pytest tests/gpu -q -p no:cacheprovider"
   "benchmark motion_gpu|150|$PY benchmarks/motion_gpu.py --quick --json $LOG_DIR/motion_gpu.json"
+  "benchmark loader_throughput|240|$PY benchmarks/loader_throughput.py --quick --workers 4 16 --json $LOG_DIR/loader_throughput.json"
 )
 
 # DALI carried as .dali/ parts: unpack and put it on the path (once per machine).

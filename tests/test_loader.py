@@ -1,0 +1,227 @@
+"""MotionFocusedLoader with DALI in CPU mode on VP9 videos (synthetic + a transcoded real clip)."""
+from __future__ import annotations
+
+import shutil
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("nvidia.dali")
+
+from mcl_fast.data import MotionFocusedLoader, TorchVideoLoader  # noqa: E402
+from mcl_fast.data.augment import denormalize  # noqa: E402
+from mcl_fast.data.plan import Choice, crop_motion  # noqa: E402
+from mcl_fast.data.synthetic import make_video  # noqa: E402
+
+CLIP = dict(clip_len=8, stride=2, size=32)  # tiny clips: the CI machine has two cores
+
+
+def decode_all(path) -> np.ndarray:
+    """Every frame of `path`, decoded start to end with PyAV (independent of the loaders)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def psnr(a, b) -> float:
+    mse = float(((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def reference_view(frames: np.ndarray, box, size: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> crop at box, bilinear antialiased resize (the loader's filter): (3, T, S, S)."""
+    y0, x0, h, w = box
+    crop = torch.from_numpy(frames[:, y0:y0 + h, x0:x0 + w]).permute(0, 3, 1, 2).float()
+    out = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.permute(1, 0, 2, 3).numpy()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, carphone_path):
+    """Three synthetic VP9 videos and carphone_pristine.mp4 transcoded to VP9, with their store."""
+    from mcl_fast.data.transcode import transcode
+    from mcl_fast.motion.prepare import prepare
+    from mcl_fast.motion.store import MotionStore
+
+    root = tmp_path_factory.mktemp("loader")
+    videos = root / "videos"
+    for i, n in enumerate((32, 40, 36)):
+        make_video(videos / f"s{i}.webm", num_frames=n, height=64, width=80, object_size=14, gop=8, seed=10 + i)
+    transcode(carphone_path, videos / "real" / "carphone.webm", codec="vp9", gop=16)
+    prepare(str(videos), str(root / "store"), flow="farneback", size=64, workers=1, progress=False)
+    store = MotionStore(root / "store")
+    assert len(store.videos) == 4
+    return SimpleNamespace(root=root, videos=videos, store=store, names=list(store.videos))
+
+
+def loader(ds, **kw):
+    args = dict(batch_size=2, device="cpu", seed=0, return_meta=True, num_threads=2, **CLIP)
+    args.update(kw)
+    return MotionFocusedLoader(ds.names, ds.store, **args)
+
+
+def test_plain_crops_match_an_independent_decode(dataset):
+    ld = loader(dataset, augment=False)
+    decoded = {}
+    seen = set()
+    for batch in ld:
+        assert batch["query"].shape == (len(batch["index"]), 3, 8, 32, 32) and batch["query"].dtype == torch.float32
+        assert not batch["flip_query"].any() and not batch["flip_key"].any()
+        q, k = denormalize(batch["query"]).numpy(), denormalize(batch["key"]).numpy()
+        for b, idx in enumerate(batch["index"].tolist()):
+            path = dataset.store.video_path(dataset.names[idx])
+            frames = decoded.setdefault(path, decode_all(path))
+            f = batch["frames"][b].numpy()
+            assert f.min() >= 0 and f.max() < len(frames)
+            ref_q = reference_view(frames[f], batch["box_query"][b].tolist(), 32)
+            ref_k = reference_view(frames[f], batch["box_key"][b].tolist(), 32)
+            for t in range(8):  # every frame of both views
+                assert psnr(q[b][:, t], ref_q[:, t]) >= 35, (path, t)
+                assert psnr(k[b][:, t], ref_k[:, t]) >= 35, (path, t)
+            seen.add(idx)
+    assert seen == set(range(4))
+
+
+def test_motion_is_cropped_and_flipped_with_the_query(dataset):
+    ld = loader(dataset, batch_size=4)
+    flips = []
+    for epoch in range(2):
+        ld.set_epoch(epoch)
+        for batch in ld:
+            assert batch["motion"].shape == (len(batch["index"]), 8, 2, 2)  # (clip_len, size/16, size/16)
+            for b, idx in enumerate(batch["index"].tolist()):
+                name = dataset.names[idx]
+                info = dataset.store.info(name)
+                plain = crop_motion(dataset.store.read(name), batch["frames"][b].numpy(), batch["box_query"][b].tolist(),
+                                    (info["height"], info["width"]), (8, 2, 2), flip=False)
+                flip = bool(batch["flip_query"][b])
+                want = plain[:, :, ::-1] if flip else plain
+                assert np.allclose(batch["motion"][b].numpy(), want)
+                flips.append(flip)
+    assert any(flips) and not all(flips)  # both cases were checked
+
+
+def _epoch(ld):
+    return [{k: v.clone() for k, v in batch.items()} for batch in ld]
+
+
+def test_same_seed_same_batches_and_epochs_differ(dataset):
+    a, b = _epoch(loader(dataset, seed=5)), _epoch(loader(dataset, seed=5))
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for key in x:
+            assert torch.equal(x[key], y[key]), key
+    other = loader(dataset, seed=5)
+    other.set_epoch(1)
+    c = _epoch(other)
+    assert any(not torch.equal(x["box_query"], y["box_query"]) for x, y in zip(a, c))
+
+
+@pytest.mark.parametrize("num_shards", [2, 3])
+def test_shards_partition_the_epoch(dataset, num_shards):
+    seen = []
+    for shard in range(num_shards):
+        ld = loader(dataset, batch_size=1, augment=False, shard_id=shard, num_shards=num_shards)
+        ld.set_epoch(3)
+        got = [int(i) for batch in ld for i in batch["index"]]
+        assert len(got) == len(ld) == -(-4 // num_shards)
+        seen.append(got)
+    flat = [i for s in seen for i in s]
+    assert set(flat) == set(range(4))
+    if 4 % num_shards == 0:
+        assert len(flat) == 4  # disjoint: every video exactly once
+    else:
+        assert len(flat) == num_shards * -(-4 // num_shards)  # padded with the epoch's first videos
+
+
+def test_len_partial_batch_drop_last_and_early_exit(dataset):
+    ld = loader(dataset, batch_size=3, augment=False)
+    sizes = [len(b["index"]) for b in ld]
+    assert sizes == [3, 1] and len(ld) == 2
+    ld2 = loader(dataset, batch_size=3, augment=False, drop_last=True)
+    assert [len(b["index"]) for b in ld2] == [3] and len(ld2) == 1
+    for batch in ld:  # leave an epoch after one batch: the next one starts clean
+        break
+    assert [len(b["index"]) for b in ld] == [3, 1]
+
+
+def test_corrupt_and_truncated_files_are_skipped_and_reported_once(dataset, tmp_path):
+    import av
+
+    bad_root = tmp_path / "videos"
+    shutil.copytree(dataset.videos, bad_root)
+    (bad_root / "s1.webm").write_bytes(b"this is not a video" * 50)
+    real = bad_root / "real" / "carphone.webm"
+    with av.open(str(real)) as c:  # keep the first 8 of 120 frames: opens and starts fine, then ends
+        cut = [p.pos for p in c.demux(video=0) if p.pos is not None and p.pos > 0][8]
+    real.write_bytes(real.read_bytes()[:cut])
+    ld = loader(dataset, video_root=bad_root, augment=False, verify=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for epoch in range(2):
+            ld.set_epoch(epoch)
+            batches = list(ld)
+            assert len(batches) == len(ld)
+            got = {dataset.names[i] for batch in batches for i in batch["index"].tolist()}
+            assert got <= {"s0.webm", "s2.webm"}
+    assert set(ld.failures) == {str(bad_root / "s1.webm"), str(real)}
+    assert "not a video" in ld.failures[str(bad_root / "s1.webm")]  # caught by the check before DALI
+    assert "DALI" in ld.failures[str(real)]  # opens fine: DALI failed on it, the batch was rebuilt
+    assert ld.num_replaced >= 2
+    for path in ld.failures:  # reported once, with the path and a reason
+        messages = [str(w.message) for w in caught if path in str(w.message)]
+        assert len(messages) == 1 and "skipping video" in messages[0]
+
+
+def test_store_video_mismatch_is_an_error_naming_the_videos(dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"missing: nope\.webm"):
+        MotionFocusedLoader(dataset.names + ["nope.webm"], dataset.store, 2, device="cpu")
+    other = tmp_path / "videos"
+    shutil.copytree(dataset.videos, other)
+    make_video(other / "s2.webm", num_frames=16, height=64, width=80, object_size=14, gop=8, seed=1)  # was 36 frames
+    with pytest.raises(ValueError, match=r"s2\.webm \(file 1\d frames, store 36\)"):
+        loader(dataset, video_root=other)
+    (other / "s2.webm").unlink()
+    make_video(other / "s2.mp4", num_frames=36, height=64, width=80, object_size=14, gop=8, seed=1)  # H.264
+    with pytest.raises(ValueError, match=r"CPU decoder.*s2\.webm \(h264\)"):
+        loader(dataset, video_root=other)
+
+
+def test_torch_loader_gives_the_same_frames(dataset):
+    dali = loader(dataset, seed=3)
+    twin = TorchVideoLoader(dataset.names, dataset.store, 2, seed=3, return_meta=True, num_workers=0, **CLIP)
+    assert len(dali) == len(twin)
+    for epoch in range(2):
+        dali.set_epoch(epoch)
+        twin.set_epoch(epoch)
+        for a, b in zip(dali, twin):
+            for key in ("index", "frames", "box_query", "box_key", "flip_query", "flip_key", "motion"):
+                assert torch.equal(a[key], b[key]), key
+            for view in ("query", "key"):  # colour jitter, greyscale, blur and flip included
+                x, y = denormalize(a[view]).numpy(), denormalize(b[view]).numpy()
+                for i in range(len(x)):
+                    assert psnr(x[i], y[i]) >= 35, (view, i)
+
+
+def test_sampling_options(dataset):
+    for kw in (dict(sampling="random"), dict(preset="official"), dict(two_clips=True)):
+        for batch in loader(dataset, batch_size=4, **kw):
+            assert batch["query"].shape == batch["key"].shape == (4, 3, 8, 32, 32)
+            assert torch.isfinite(batch["query"]).all()
+            if kw.get("two_clips"):
+                assert batch["frames_key"].shape == (4, 8)
+
+    def fixed(maps, info, rng):
+        return Choice(np.arange(8), (0, 0, 32, 40), np.arange(8) + 2, (8, 8, 16, 24))
+
+    batch = next(iter(loader(dataset, batch_size=4, sampler=fixed, two_clips=True, augment=False)))
+    assert (batch["frames"] == torch.arange(8)).all() and (batch["frames_key"] == torch.arange(8) + 2).all()
+    assert (batch["box_key"] == torch.tensor([8, 8, 16, 24])).all()
+    with pytest.raises(ValueError, match="device"):
+        loader(dataset, device="tpu")

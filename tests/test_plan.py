@@ -1,0 +1,260 @@
+"""The sampling plan shared by both loaders (mcl_fast.data.plan): pure NumPy, no video needed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mcl_fast import sampling
+from mcl_fast.data import plan as P
+
+
+class FakeStore:
+    """A store of synthetic maps: motion only in rows 4..8, cols 10..14 and frames 20..39."""
+
+    def __init__(self, n=48, h=16, w=20, height=64, width=80, names=("a.webm", "b.webm", "c.webm")):
+        self.videos = list(names)
+        maps = np.full((n, h, w), 0.01, np.float32)
+        maps[20:40, 4:8, 10:14] = 1.0
+        self._maps = maps
+        self._info = {"num_frames": n, "height": height, "width": width, "map_height": h, "map_width": w, "fps": 25.0}
+
+    def read(self, v):
+        return self._maps
+
+    def info(self, v):
+        return dict(self._info)
+
+    def video_path(self, v):
+        return f"/videos/{v}"
+
+
+# ------------------------------------------------------------------------------ epoch order
+
+
+@pytest.mark.parametrize("n,shards", [(10, 2), (11, 3), (7, 1), (5, 5)])
+def test_shards_partition_an_epoch(n, shards):
+    parts = [P.epoch_order(n, seed=3, epoch=1, shard_id=s, num_shards=shards) for s in range(shards)]
+    positions = np.concatenate([p for p, _ in parts])
+    indices = np.concatenate([i for _, i in parts])
+    assert len(set(positions.tolist())) == len(positions)  # disjoint slices of the padded order
+    assert set(indices.tolist()) == set(range(n))  # together they cover every video
+    per = -(-n // shards)
+    assert all(len(p) == per for p, _ in parts)  # equal shard sizes (DDP)
+    assert len(indices) - n == per * shards - n  # only the padding repeats
+    dropped = [P.epoch_order(n, seed=3, epoch=1, shard_id=s, num_shards=shards, drop_last=True)[1]
+               for s in range(shards)]
+    flat = np.concatenate(dropped)
+    assert len(flat) == n - n % shards and len(set(flat.tolist())) == len(flat)  # nothing repeats
+
+
+def test_epoch_order_is_seeded_and_changes_with_epoch():
+    a = P.epoch_order(50, seed=1, epoch=0)[1]
+    assert np.array_equal(a, P.epoch_order(50, seed=1, epoch=0)[1])
+    assert not np.array_equal(a, P.epoch_order(50, seed=1, epoch=1)[1])
+    assert not np.array_equal(a, P.epoch_order(50, seed=2, epoch=0)[1])
+    assert np.array_equal(P.epoch_order(5, seed=1, epoch=0, shuffle=False)[1], np.arange(5))
+    with pytest.raises(ValueError, match="shard_id"):
+        P.epoch_order(5, seed=0, epoch=0, shard_id=2, num_shards=2)
+
+
+def test_num_batches():
+    assert P.num_batches(10, 4, drop_last=False) == 3
+    assert P.num_batches(10, 4, drop_last=True) == 2
+    assert P.num_batches(8, 4, drop_last=False) == 2
+
+
+# ------------------------------------------------------------------------------ colour maths
+
+
+def _apply(m, t, rgb):
+    return np.asarray(rgb, np.float64) @ m.T.astype(np.float64) + t
+
+
+def test_color_affine_components():
+    m, t = P.color_affine()
+    assert np.allclose(m, np.eye(3), atol=1e-6) and np.allclose(t, 0, atol=1e-4)
+    rgb = np.array([[200.0, 100.0, 50.0], [10.0, 20.0, 30.0]])
+    m, t = P.color_affine(brightness=1.3)
+    assert np.allclose(_apply(m, t, rgb), rgb * 1.3, atol=1e-3)
+    m, t = P.color_affine(contrast=0.5)
+    assert np.allclose(_apply(m, t, rgb), (rgb - 128) * 0.5 + 128, atol=1e-3)
+    grey = rgb @ np.array([0.299, 0.587, 0.114])
+    for m, t in (P.color_affine(grayscale=True), P.color_affine(saturation=0.0)):
+        out = _apply(m, t, rgb)
+        assert np.allclose(out, grey[:, None].repeat(3, 1), atol=1e-3)  # Y in every channel
+    m, t = P.color_affine(hue=0.13)  # a hue turn keeps the grey value (Y) and the chroma length
+    out = _apply(m, t, rgb)
+    assert np.allclose(out @ np.array([0.299, 0.587, 0.114]), grey, atol=1e-3)
+    assert not np.allclose(out, rgb, atol=1.0)
+    m, t = P.color_affine(hue=0.5)
+    m2, t2 = P.color_affine(hue=-0.5)
+    assert np.allclose(m, m2, atol=1e-5)
+    # order matters only through the contrast centre: brightness then contrast != contrast then brightness
+    a = _apply(*P.color_affine(brightness=1.4, contrast=0.6, order=(0, 1, 2, 3)), rgb)
+    b = _apply(*P.color_affine(brightness=1.4, contrast=0.6, order=(1, 0, 2, 3)), rgb)
+    assert np.allclose(a, ((rgb * 1.4) - 128) * 0.6 + 128, atol=1e-3)
+    assert np.allclose(b, ((rgb - 128) * 0.6 + 128) * 1.4, atol=1e-3)
+
+
+def test_draw_view_aug_rates_and_identity():
+    rng = np.random.default_rng(0)
+    draws = [P.draw_view_aug(rng, 112) for _ in range(3000)]
+    flip = np.mean([a.flip for a in draws])
+    blur = np.mean([a.blur_window > 1 for a in draws])
+    grey = np.mean([np.allclose(a.color_matrix[0], a.color_matrix[1]) and np.allclose(a.color_matrix[1], a.color_matrix[2])
+                    for a in draws])
+    coloured = np.mean([not a.identity_color for a in draws])
+    assert abs(flip - 0.5) < 0.04 and abs(blur - 0.5) < 0.04 and abs(grey - 0.2) < 0.03
+    assert abs(coloured - (1 - 0.2 * 0.8)) < 0.03  # identity only without jitter (0.2) and without greyscale (0.8)
+    sigmas = [a.blur_sigma for a in draws if a.blur_window > 1]
+    assert 0.1 <= min(sigmas) and max(sigmas) <= 2.0
+    assert all(a.blur_window % 2 == 1 and a.blur_window <= 13 for a in draws)
+    off = P.draw_view_aug(np.random.default_rng(0), 112, augment=False)
+    assert not off.flip and off.identity_color and off.blur_window == 1
+    # the same generator state gives the same augmentation
+    assert P.draw_view_aug(np.random.default_rng(5), 64).flip == P.draw_view_aug(np.random.default_rng(5), 64).flip
+
+
+def test_blur_window_fits_small_images():
+    assert P.blur_window(2.0, 224) == 13
+    assert P.blur_window(2.0, 8) == 7  # reflect padding needs window // 2 < side
+    assert P.blur_window(0.1, 224) == 3
+
+
+# ---------------------------------------------------------------------------------- samplers
+
+
+def test_motion_sampler_matches_the_reference():
+    store = FakeStore()
+    maps, info = store.read("a"), store.info("a")
+    sampler = P.MotionSampler(clip_len=8, stride=2)
+    for seed in range(5):
+        got = sampler(maps, info, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        m_t = maps.mean(axis=(1, 2))
+        start = sampling.sample_clip_start(m_t, 8, 2, rng)
+        frames = sampling.clip_frame_indices(start, 8, 2, 48)
+        m_s = maps[frames].mean(axis=0)
+        box_q = sampling.sample_crop_box(m_s, rng, frame_size=(64, 80))
+        box_k = sampling.sample_crop_box(m_s, rng, frame_size=(64, 80))
+        assert np.array_equal(got.query_frames, frames) and np.array_equal(got.key_frames, frames)
+        assert got.query_box == box_q and got.key_box == box_k
+        assert 20 - 14 <= start <= 39  # the clip overlaps the moving frames (above-median score)
+
+
+def test_motion_sampler_boxes_cover_the_motion():
+    store = FakeStore()
+    sampler = P.MotionSampler(clip_len=8, stride=2)
+    hits = 0
+    for seed in range(20):
+        c = sampler(store.read("a"), store.info("a"), np.random.default_rng(seed))
+        y0, x0, h, w = c.query_box  # the hot cells are rows 16..32, cols 40..56 in frame pixels
+        hits += y0 <= 16 and x0 <= 40 and y0 + h >= 32 and x0 + w >= 56
+    assert hits >= 16
+
+
+def test_random_and_two_clip_sampling():
+    store = FakeStore()
+    maps, info = store.read("a"), store.info("a")
+    rnd = P.MotionSampler(8, 2, sampling="random")(maps, info, np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    start = sampling.random_clip_start(48, 8, 2, rng)
+    assert np.array_equal(rnd.query_frames, sampling.clip_frame_indices(start, 8, 2, 48))
+    assert rnd.query_box == sampling.random_crop_box(rng, 64, 80)
+    two = [P.MotionSampler(8, 2, two_clips=True)(maps, info, np.random.default_rng(s)) for s in range(10)]
+    assert any(not np.array_equal(c.query_frames, c.key_frames) for c in two)
+    with pytest.raises(ValueError, match="sampling"):
+        P.MotionSampler(sampling="optical")
+    with pytest.raises(ValueError, match="preset"):
+        P.MotionSampler(preset="nope")
+
+
+def test_short_video_frames_are_clamped():
+    store = FakeStore(n=10)
+    c = P.MotionSampler(16, 2)(store.read("a"), store.info("a"), np.random.default_rng(0))
+    assert c.query_frames.max() == 9 and c.query_frames.min() == 0 and len(c.query_frames) == 16
+
+
+def test_validate_choice_names_the_problem():
+    info = {"num_frames": 10, "height": 64, "width": 80}
+    good = P.Choice(np.arange(4), (0, 0, 64, 80), np.arange(4), (1, 1, 10, 10))
+    assert P.validate_choice(good, info, 4, "v").key_box == (1, 1, 10, 10)
+    with pytest.raises(ValueError, match=r"v\.mp4.*outside \[0, 9\]"):
+        P.validate_choice(P.Choice(np.arange(4) + 8, (0, 0, 8, 8), np.arange(4), (0, 0, 8, 8)), info, 4, "v.mp4")
+    with pytest.raises(ValueError, match="box"):
+        P.validate_choice(P.Choice(np.arange(4), (0, 70, 8, 20), np.arange(4), (0, 0, 8, 8)), info, 4, "v")
+    with pytest.raises(ValueError, match="shape"):
+        P.validate_choice(P.Choice(np.arange(3), (0, 0, 8, 8), np.arange(4), (0, 0, 8, 8)), info, 4, "v")
+
+
+# ------------------------------------------------------------------------------------ motion
+
+
+def test_crop_motion_crops_resizes_and_flips():
+    rng = np.random.default_rng(0)
+    maps = rng.random((12, 16, 20)).astype(np.float32)
+    frames = np.array([1, 3, 5, 7])
+    box = (16, 20, 32, 40)  # frame 64x80 -> map cells rows 4..12, cols 5..15
+    out = P.crop_motion(maps, frames, box, (64, 80), (4, 8, 10), flip=False)
+    assert out.shape == (4, 8, 10) and out.dtype == np.float32
+    assert np.allclose(out, maps[frames, 4:12, 5:15])
+    flipped = P.crop_motion(maps, frames, box, (64, 80), (4, 8, 10), flip=True)
+    assert np.allclose(flipped, out[:, :, ::-1])
+    pooled = P.crop_motion(maps, frames, box, (64, 80), (4, 4, 5), flip=False)
+    assert np.allclose(pooled, maps[frames, 4:12, 5:15].reshape(4, 4, 2, 5, 2).mean(axis=(2, 4)), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------- planner
+
+
+def _planner(store, **kw):
+    args = dict(clip_len=8, size=32, sampler=P.MotionSampler(8, 2), augment=True, motion_size=(8, 2, 2), seed=7)
+    args.update(kw)
+    return P.Planner(store, store.videos, **args)
+
+
+def test_planner_is_deterministic_per_position():
+    store = FakeStore()
+    a = _planner(store).plan(epoch=2, position=5, index=1)
+    b = _planner(store).plan_batch(2, [4, 5], [0, 1])[1]  # in a batch, after another sample
+    assert a.index == b.index == 1 and a.path == "/videos/b.webm"
+    assert np.array_equal(a.query.frames, b.query.frames) and a.query.box == b.query.box
+    assert a.query.aug.flip == b.query.aug.flip and np.array_equal(a.key.aug.color_matrix, b.key.aug.color_matrix)
+    assert np.array_equal(a.motion, b.motion)
+    c = _planner(store).plan(epoch=3, position=5, index=1)
+    assert (c.query.box, c.key.box) != (a.query.box, a.key.box)
+    # motion is the query's crop, flipped with it
+    ref = P.crop_motion(store.read("b"), a.query.frames, a.query.box, (64, 80), (8, 2, 2), a.query.aug.flip)
+    assert np.array_equal(a.motion, ref)
+
+
+def test_planner_replaces_bad_videos_and_lists_them():
+    store = FakeStore()
+    bad = {"/videos/b.webm": "corrupt: test"}
+    planner = _planner(store, is_bad=bad.get)
+    plans = [planner.plan(0, pos, 1) for pos in range(6)]
+    assert all(p.index != 1 for p in plans)
+    assert all(p.failures and set(p.failures) == {("/videos/b.webm", "corrupt: test")} for p in plans)
+    again = _planner(store, is_bad=bad.get).plan(0, 3, 1)
+    assert again.index == plans[3].index  # the replacement is deterministic
+    every = {p: "broken" for p in ("/videos/a.webm", "/videos/b.webm", "/videos/c.webm")}
+    with pytest.raises(RuntimeError, match="failed to decode"):
+        _planner(store, is_bad=every.get).plan(0, 0, 0)
+
+
+def test_planner_uses_a_user_sampler_and_batched_selection():
+    store = FakeStore()
+
+    def fixed(maps, info, rng):
+        return P.Choice(np.arange(8), (0, 0, 32, 32), np.arange(8) + 1, (8, 8, 16, 16))
+
+    p = _planner(store, sampler=fixed).plan(0, 0, 0)
+    assert np.array_equal(p.key.frames, np.arange(8) + 1) and p.key.box == (8, 8, 16, 16)
+    with pytest.raises(ValueError, match="outside"):
+        _planner(store, sampler=lambda m, i, r: P.Choice(np.arange(8) + 45, (0, 0, 8, 8), np.arange(8),
+                                                         (0, 0, 8, 8))).plan(0, 0, 0)
+    # a batched selector returning the NumPy choice reproduces the per-sample plans exactly
+    sampler = P.MotionSampler(8, 2)
+    batched = _planner(store).plan_batch(1, [0, 1, 2], [0, 1, 2], select=lambda ps: [sampler.select(x) for x in ps])
+    single = [_planner(store).plan(1, i, i) for i in range(3)]
+    assert [(b.query.box, b.key.box) for b in batched] == [(s.query.box, s.key.box) for s in single]

@@ -1,0 +1,140 @@
+"""TorchVideoLoader (PyAV decode + torch ops) on H.264 videos, and its frame reader."""
+from __future__ import annotations
+
+import shutil
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mcl_fast.data import TorchVideoLoader
+from mcl_fast.data.augment import apply_view, denormalize
+from mcl_fast.data.plan import ViewAug, color_affine
+from mcl_fast.data.synthetic import make_video
+from mcl_fast.data.torch_loader import UnsupportedCodec, probe_video, read_frames_at
+
+CLIP = dict(clip_len=8, stride=2, size=32)
+
+
+def decode_all(path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def psnr(a, b) -> float:
+    mse = float(((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Three H.264 synthetic videos (keyframe every 8 frames) and their motion store."""
+    from mcl_fast.motion.prepare import prepare
+    from mcl_fast.motion.store import MotionStore
+
+    root = tmp_path_factory.mktemp("torch_loader")
+    videos = root / "videos"
+    for i, n in enumerate((32, 40, 36)):
+        make_video(videos / f"h{i}.mp4", num_frames=n, height=64, width=80, object_size=14, gop=8, seed=20 + i)
+    prepare(str(videos), str(root / "store"), flow="farneback", size=64, workers=1, progress=False)
+    store = MotionStore(root / "store")
+    return SimpleNamespace(root=root, videos=videos, store=store, names=list(store.videos))
+
+
+def test_read_frames_at_seeks_and_matches_a_full_decode(dataset):
+    path = dataset.store.video_path(dataset.names[1])
+    full = decode_all(path)
+    rng = np.random.default_rng(0)
+    for idx in ([0], [39], [9, 9, 3], list(rng.integers(0, 40, 12)), [17, 19, 21, 23, 25]):
+        got = read_frames_at(path, idx)
+        assert got.shape == (len(idx), 64, 80, 3)
+        assert np.array_equal(got, full[idx])  # same decoder: bit-exact after the seek
+    with pytest.raises(ValueError, match=r"h1\.mp4.*outside"):
+        read_frames_at(path, [40])
+
+
+def test_probe_video(dataset, tmp_path):
+    good = dataset.store.video_path(dataset.names[0])
+    assert probe_video(good) is None
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00garbage" * 100)
+    assert "not a video" in probe_video(junk)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    assert "empty" in probe_video(tmp_path / "empty.mp4")
+    assert "not found" in probe_video(tmp_path / "missing.mp4")
+    with pytest.raises(UnsupportedCodec, match="h264"):
+        probe_video(good, codecs={"vp9"})
+
+
+def test_apply_view_identity_flip_and_colour():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 20, 24, 3), dtype=np.uint8)
+    box = (2, 4, 16, 16)
+    plain = denormalize(apply_view(frames, box, ViewAug(), 16))
+    assert plain.shape == (3, 3, 16, 16)
+    assert torch.allclose(plain, torch.from_numpy(frames[:, 2:18, 4:20]).permute(3, 0, 1, 2).float(), atol=1e-3)
+    flipped = denormalize(apply_view(frames, box, ViewAug(flip=True), 16))
+    assert torch.allclose(flipped, plain.flip(-1), atol=1e-4)
+    m, t = color_affine(grayscale=True)
+    grey = denormalize(apply_view(frames, box, ViewAug(color_matrix=m, color_offset=t), 16))
+    assert torch.allclose(grey[0], grey[1], atol=1e-3) and torch.allclose(grey[1], grey[2], atol=1e-3)
+    blurred = denormalize(apply_view(frames, box, ViewAug(blur_sigma=1.5, blur_window=9), 16))
+    assert blurred.std() < plain.std()  # a low-pass filter lowers the contrast of noise
+
+
+def test_plain_crops_match_an_independent_decode(dataset):
+    ld = TorchVideoLoader(dataset.names, dataset.store, 2, augment=False, return_meta=True, num_workers=0, **CLIP)
+    seen = set()
+    for batch in ld:
+        q = denormalize(batch["query"]).numpy()
+        for b, idx in enumerate(batch["index"].tolist()):
+            frames = decode_all(dataset.store.video_path(dataset.names[idx]))[batch["frames"][b].numpy()]
+            y0, x0, h, w = batch["box_query"][b].tolist()
+            crop = torch.from_numpy(frames[:, y0:y0 + h, x0:x0 + w]).permute(0, 3, 1, 2).float()
+            ref = F.interpolate(crop, size=(32, 32), mode="bilinear", antialias=True).permute(1, 0, 2, 3).numpy()
+            for t in range(8):
+                assert psnr(q[b][:, t], ref[:, t]) >= 35
+            seen.add(idx)
+    assert seen == {0, 1, 2}
+
+
+def test_workers_give_the_same_batches(dataset):
+    kw = dict(seed=4, return_meta=True, **CLIP)
+    serial = list(TorchVideoLoader(dataset.names, dataset.store, 2, num_workers=0, **kw))
+    parallel = list(TorchVideoLoader(dataset.names, dataset.store, 2, num_workers=2, **kw))
+    assert len(serial) == len(parallel) == 2
+    for a, b in zip(serial, parallel):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_corrupt_file_is_skipped_and_reported_once_from_workers(dataset, tmp_path):
+    bad_root = tmp_path / "videos"
+    shutil.copytree(dataset.videos, bad_root)
+    (bad_root / "h0.mp4").write_bytes(b"not a video at all" * 40)
+    ld = TorchVideoLoader(dataset.names, dataset.store, 1, num_workers=2, video_root=bad_root, verify=False,
+                          return_meta=True, **CLIP)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for epoch in range(2):
+            ld.set_epoch(epoch)
+            got = [int(i) for batch in ld for i in batch["index"]]
+            assert len(got) == 3 and 0 not in got
+    bad = str(bad_root / "h0.mp4")
+    assert list(ld.failures) == [bad] and "not a video" in ld.failures[bad]
+    assert ld.num_replaced >= 2  # once per epoch at least
+    assert len([w for w in caught if bad in str(w.message)]) == 1
+
+
+def test_options_are_checked(dataset):
+    with pytest.raises(ValueError, match="decoder"):
+        TorchVideoLoader(dataset.names, dataset.store, 2, decoder="opencv")
+    with pytest.raises(ValueError, match=r"missing: x\.mp4"):
+        TorchVideoLoader(["x.mp4"], dataset.store, 2)
+    with pytest.raises(ValueError, match="batch_size"):
+        TorchVideoLoader(dataset.names, dataset.store, 0)
