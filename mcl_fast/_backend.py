@@ -2,65 +2,78 @@
 
 Everything else asks here, so a machine without the GPU packages imports the whole library
 and gets one clear error, with the install command, only when it asks for a GPU feature.
+Both are imported on first use, not at import time: DALI alone costs about a second, and every
+`prepare` worker process would pay it for nothing.
 """
 from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
+import sys
 from types import ModuleType
 
 _GPU_EXTRA = "pip install 'mcl_fast[gpu]'  (nvidia-dali-cuda130, cupy-cuda13x, nvidia-ml-py)"
 
 
-def _try_import(name: str) -> ModuleType | None:
+def _installed(name: str) -> bool:
     try:
-        return importlib.import_module(name)
-    except Exception:  # ImportError, or a broken CUDA install raising at import
-        return None
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package missing or broken
+        return False
 
 
-cupy = _try_import("cupy")
-HAS_CUPY = cupy is not None
+HAS_CUPY = _installed("cupy")
+HAS_DALI = _installed("nvidia.dali")
 
-dali = _try_import("nvidia.dali")
-HAS_DALI = dali is not None
+# Submodules every DALI user here needs; importing them makes them attributes of the package.
+_DALI_SUBMODULES = ("fn", "types", "math", "pipeline", "plugin.pytorch")
 
 
+@functools.lru_cache(maxsize=None)
 def require_cupy() -> ModuleType:
     """Return the cupy module or raise an ImportError that says how to install it."""
-    if cupy is None:
+    if not HAS_CUPY:
         raise ImportError(f"this feature needs CuPy: {_GPU_EXTRA}")
-    return cupy
+    try:
+        return importlib.import_module("cupy")
+    except Exception as e:  # installed but broken (e.g. no CUDA runtime)
+        raise ImportError(f"CuPy is installed but does not import ({e}); {_GPU_EXTRA}") from e
 
 
+@functools.lru_cache(maxsize=None)
 def require_dali() -> ModuleType:
-    """Return the nvidia.dali module (with .fn, .types, .pipeline_def imported)."""
-    if dali is None:
+    """Return the nvidia.dali module with fn, types, math, pipeline and plugin.pytorch imported."""
+    if not HAS_DALI:
         raise ImportError(f"this feature needs NVIDIA DALI: {_GPU_EXTRA}")
-    for sub in ("fn", "types", "pipeline", "plugin.pytorch"):
-        importlib.import_module(f"nvidia.dali.{sub}")
+    try:
+        dali = importlib.import_module("nvidia.dali")
+        for sub in _DALI_SUBMODULES:
+            importlib.import_module(f"nvidia.dali.{sub}")
+    except Exception as e:
+        raise ImportError(f"NVIDIA DALI is installed but does not import ({e}); {_GPU_EXTRA}") from e
     return dali
 
 
 @functools.lru_cache(maxsize=None)
 def has_gpu() -> bool:
-    """True when CuPy is importable and sees at least one CUDA device."""
-    if cupy is None:
-        return False
+    """True when CuPy imports and sees at least one CUDA device."""
     try:
-        return cupy.cuda.runtime.getDeviceCount() > 0
+        return require_cupy().cuda.runtime.getDeviceCount() > 0
     except Exception:
         return False
 
 
 def is_cupy_array(x) -> bool:
+    # An array can only be a CuPy array if CuPy was imported already: never import it here.
+    cupy = sys.modules.get("cupy")
     return cupy is not None and isinstance(x, cupy.ndarray)
 
 
 def array_module(x) -> ModuleType:
     """numpy or cupy, whichever owns `x` (the CuPy idiom `get_array_module`)."""
     if is_cupy_array(x):
-        return cupy
+        return sys.modules["cupy"]
     import numpy
 
     return numpy

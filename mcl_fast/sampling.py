@@ -10,6 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._backend import is_cupy_array
+
+
+def _gpu():
+    """The CuPy twins (mcl_fast.gpu.sampling): a function given CuPy returns on the GPU."""
+    from .gpu import sampling as gpu_sampling
+
+    return gpu_sampling
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -56,8 +65,10 @@ def clip_scores(m_t, clip_len: int, stride: int, candidate_step: int = 1):
 
     m_t: (N,) per-frame motion (eq. 2). Returns (starts (K,) int64, scores (K,) float64) with
     starts = range(0, N - span + 1, candidate_step); a video shorter than the span has the
-    single start 0, scored over the frames it has.
+    single start 0, scored over the frames it has. CuPy m_t gives CuPy starts and scores.
     """
+    if is_cupy_array(m_t):
+        return _gpu().clip_scores(m_t, clip_len, stride, candidate_step)
     m_t = np.asarray(m_t, dtype=np.float64)
     n = len(m_t)
     if n == 0:
@@ -76,7 +87,10 @@ def sample_clip_start(m_t, clip_len: int, stride: int, rng: np.random.Generator,
 
     If no start does (a static video), uniform among all. With motion_prob < 1 (the
     official preset's 0.7) the clip is instead uniform over all starts with chance 1 - motion_prob.
+    CuPy m_t: scored on the GPU, the same rng draws give the same start.
     """
+    if is_cupy_array(m_t):
+        return _gpu().sample_clip_start(m_t, clip_len, stride, rng, candidate_step, motion_prob)
     starts, scores = clip_scores(m_t, clip_len, stride, candidate_step)
     if motion_prob >= 1.0 or rng.random() < motion_prob:
         hot = starts[scores > np.median(scores)]
@@ -122,6 +136,8 @@ def box_counts(mask: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 def select_box_index(m_s, boxes, percentile: float = 90.0, coverage: float = 0.8) -> int:
     """Index into `boxes` of the box select_box returns."""
+    if is_cupy_array(m_s):
+        return int(_gpu().select_box_index_batch(m_s[None], np.asarray(boxes)[None], percentile, coverage)[0])
     mask = hot_mask(m_s, percentile)
     total = int(mask.sum())
     if total == 0:
@@ -134,14 +150,20 @@ def select_box_index(m_s, boxes, percentile: float = 90.0, coverage: float = 0.8
 def select_box(m_s, boxes, percentile: float = 90.0, coverage: float = 0.8):
     """The first box holding >= coverage of the hot pixels (m_s > percentile); if none does, the
     first holding the most; with no hot pixels, the first box. Returns (y0, x0, h, w) ints."""
+    if is_cupy_array(m_s):
+        return _gpu().select_box(m_s, boxes, percentile, coverage)
     boxes = np.asarray(boxes)
     return tuple(int(v) for v in boxes[select_box_index(m_s, boxes, percentile, coverage)])
 
 
-def boxes_to_map(boxes, frame_hw, map_hw) -> np.ndarray:
-    """Frame-pixel boxes -> the map cells they touch (start floored, end ceiled, at least one cell)."""
+def boxes_to_map(boxes, frame_hw, map_hw, cell_scale=None) -> np.ndarray:
+    """Frame-pixel boxes -> the map cells they touch (start floored, end ceiled, at least one cell).
+
+    cell_scale=(sy, sx) is map cells per frame pixel (`MotionStore.cells_per_pixel`: a store's
+    maps drop the edge rows/columns that do not fill a block); default map_hw / frame_hw.
+    """
     boxes = np.asarray(boxes, np.float64)
-    sy, sx = map_hw[0] / frame_hw[0], map_hw[1] / frame_hw[1]
+    sy, sx = cell_scale if cell_scale is not None else (map_hw[0] / frame_hw[0], map_hw[1] / frame_hw[1])
     y0 = np.floor(boxes[:, 0] * sy)
     x0 = np.floor(boxes[:, 1] * sx)
     y1 = np.maximum(np.ceil((boxes[:, 0] + boxes[:, 2]) * sy), y0 + 1)
@@ -153,19 +175,24 @@ def boxes_to_map(boxes, frame_hw, map_hw) -> np.ndarray:
     return np.stack([y0, x0, y1 - y0, x1 - x0], axis=1).astype(np.int64)
 
 
-def sample_crop_box(m_s, rng: np.random.Generator, *, frame_size=None, num_candidates: int = 20,
-                    scale=(0.3, 1.0), ratio=(0.5, 2.0), percentile: float = 90.0,
-                    coverage: float = 0.8):
+def sample_crop_box(m_s, rng: np.random.Generator, *, frame_size=None, cell_scale=None,
+                    num_candidates: int = 20, scale=(0.3, 1.0), ratio=(0.5, 2.0),
+                    percentile: float = 90.0, coverage: float = 0.8):
     """draw_boxes then select_box.
 
     m_s: (h, w) S-motion of the clip. Without frame_size the boxes are in m_s's pixels. With
     frame_size=(H, W) (the video's, when m_s is a downsampled store map) candidates are drawn in
-    frame pixels, judged on the map cells they cover, and returned in frame pixels.
+    frame pixels, judged on the map cells they cover (see boxes_to_map for cell_scale), and
+    returned in frame pixels. CuPy m_s is judged on the GPU with the same draws and result.
     """
+    if is_cupy_array(m_s):
+        return _gpu().sample_crop_box(m_s, rng, frame_size=frame_size, cell_scale=cell_scale,
+                                      num_candidates=num_candidates, scale=scale, ratio=ratio,
+                                      percentile=percentile, coverage=coverage)
     m_s = np.asarray(m_s)
     frame_hw = tuple(frame_size) if frame_size is not None else m_s.shape
     boxes = draw_boxes(rng, num_candidates, frame_hw[0], frame_hw[1], scale, ratio)
-    judged = boxes if frame_size is None else boxes_to_map(boxes, frame_hw, m_s.shape)
+    judged = boxes if frame_size is None else boxes_to_map(boxes, frame_hw, m_s.shape, cell_scale)
     return tuple(int(v) for v in boxes[select_box_index(m_s, judged, percentile, coverage)])
 
 

@@ -220,6 +220,11 @@ def test_cli_setting_errors_exit_2_without_a_traceback(tmp_path, good_videos, ca
         assert main(["prepare", "--videos", str(folder), "--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 2
         assert "--device cuda cannot run here" in capsys.readouterr().err
         assert not (tmp_path / "gpu").exists()
+    # Farneback has no GPU twin: refused before the store exists, on any machine.
+    assert main(["prepare", "--videos", str(folder), "--out", str(tmp_path / "fb"), "--device", "cuda",
+                 "--flow", "farneback"]) == 2
+    assert "TV-L1 flow only" in capsys.readouterr().err
+    assert not (tmp_path / "fb").exists()
 
 
 def test_cli_commands_not_built_yet_say_so(capsys, monkeypatch):

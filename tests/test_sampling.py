@@ -246,3 +246,15 @@ def test_bikes_chosen_boxes_hold_more_s_motion_over_the_whole_clip(bikes_motion)
     density_ratio = stats[0, 0] / stats[1, 0]
     assert share_ratio >= 1.25, share_ratio
     assert density_ratio >= 1.08, density_ratio
+
+
+def test_boxes_to_map_follows_the_cells_a_store_map_covers():
+    # 320x240 source, flow at short side 128 (171x128), 4x4 blocks: 42x32 cells covering flow
+    # columns [0, 168), i.e. source x in [0, 314.4); the default ratio 42/320 would misplace the
+    # right edge by about a cell.
+    sy, sx = 128 / (4 * 240), 171 / (4 * 320)
+    box = np.array([[0, 272, 240, 48]])
+    cells = boxes_to_map(box, (240, 320), (32, 42), cell_scale=(sy, sx))
+    assert cells.tolist() == [[0, 36, 32, 6]]  # floor(272*sx)=36, the end clipped to the map
+    plain = boxes_to_map(box, (240, 320), (32, 42))
+    assert plain[0, 1] == 35  # what the old map/frame ratio gave

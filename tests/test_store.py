@@ -309,3 +309,11 @@ def test_no_pickle_in_the_store_modules():
     for module in (store, prepare, decode):
         source = open(module.__file__, encoding="utf-8").read()
         assert "import pickle" not in source and "np.save" not in source and "allow_pickle" not in source
+
+
+def test_cells_per_pixel_accounts_for_the_resize_and_the_dropped_block_edge(tmp_path):
+    w = new_writer(tmp_path / "s", tmp_path, size=128)
+    w.add("v.mp4", video_maps(np.ones((3, 32, 42), np.float32), height=240, width=320))
+    w.close()
+    sy, sx = MotionStore(tmp_path / "s").cells_per_pixel("v.mp4")
+    assert sy == pytest.approx(128 / (4 * 240)) and sx == pytest.approx(171 / (4 * 320))

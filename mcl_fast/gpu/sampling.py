@@ -125,8 +125,13 @@ def clip_scores_batch(m_t, clip_len: int, stride: int, candidate_step: int = 1):
 # ------------------------------------------------------------------ the reference's single-video API
 
 def clip_scores(m_t, clip_len: int, stride: int, candidate_step: int = 1):
-    """sampling.clip_scores of CuPy m_t (N,): (starts (K,) int64 NumPy, scores (K,) float64 CuPy)."""
+    """sampling.clip_scores of CuPy m_t (N,): (starts (K,) int64, scores (K,) float64), both CuPy."""
     cp = require_cupy()
+    starts, scores = _clip_scores_one(cp, m_t, clip_len, stride, candidate_step)
+    return cp.asarray(starts), scores
+
+
+def _clip_scores_one(cp, m_t, clip_len, stride, candidate_step):
     m_t = cp.asarray(m_t)
     if m_t.ndim != 1 or len(m_t) == 0:
         raise ValueError(f"m_t must be (N,) with N >= 1, got {m_t.shape}")
@@ -138,7 +143,7 @@ def sample_clip_start(m_t, clip_len: int, stride: int, rng: np.random.Generator,
                       motion_prob: float = 1.0) -> int:
     """sampling.sample_clip_start with the scores computed on the GPU; same rng draws, same start."""
     cp = require_cupy()
-    starts, scores = clip_scores(m_t, clip_len, stride, candidate_step)
+    starts, scores = _clip_scores_one(cp, m_t, clip_len, stride, candidate_step)  # NumPy starts
     if motion_prob >= 1.0 or rng.random() < motion_prob:
         hot = starts[cp.asnumpy(scores > cp.median(scores))]
         if len(hot):
@@ -156,11 +161,12 @@ def select_box(m_s, boxes, percentile: float = 90.0, coverage: float = 0.8):
     return tuple(int(v) for v in boxes_np[int(index[0])])
 
 
-def sample_crop_box(m_s, rng: np.random.Generator, *, frame_size=None, num_candidates: int = 20,
-                    scale=(0.3, 1.0), ratio=(0.5, 2.0), percentile: float = 90.0, coverage: float = 0.8):
+def sample_crop_box(m_s, rng: np.random.Generator, *, frame_size=None, cell_scale=None,
+                    num_candidates: int = 20, scale=(0.3, 1.0), ratio=(0.5, 2.0),
+                    percentile: float = 90.0, coverage: float = 0.8):
     """sampling.sample_crop_box for a CuPy map m_s (h, w): the same rng draws, the same box."""
     frame_hw = tuple(frame_size) if frame_size is not None else tuple(m_s.shape)
     boxes = ref.draw_boxes(rng, num_candidates, frame_hw[0], frame_hw[1], scale, ratio)
-    judged = boxes if frame_size is None else ref.boxes_to_map(boxes, frame_hw, m_s.shape)
+    judged = boxes if frame_size is None else ref.boxes_to_map(boxes, frame_hw, m_s.shape, cell_scale)
     index = select_box_index_batch(m_s[None], judged[None], percentile, coverage)
     return tuple(int(v) for v in boxes[int(index[0])])

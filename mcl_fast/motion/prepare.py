@@ -287,7 +287,16 @@ def _gpu_results(tasks, compute):
         except VideoError as e:
             yield rel, None, e.reason
         except Exception as e:
+            if _is_device_error(e):
+                raise  # a sticky CUDA error or out of memory is the machine's, not this video's
             yield rel, None, f"internal error: {type(e).__name__}: {e}"
+
+
+def _is_device_error(e: Exception) -> bool:
+    """CUDA runtime/driver errors and device out-of-memory (CuPy's classes, matched by name so
+    this module never imports CuPy)."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return bool(names & {"CUDARuntimeError", "CUDADriverError", "OutOfMemoryError", "CompileException"})
 
 
 def _results(tasks, workers: int, gpu_compute=None):
@@ -323,6 +332,9 @@ def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 
                          f"map_downsample {map_downsample}")
     if workers < 0:
         raise InputError(f"workers must be >= 0, got {workers}")
+    if device == "cuda" and flow != "tvl1":
+        # Checked before the store opens: per-video errors would make a rerun skip every video.
+        raise InputError(f"--device cuda computes TV-L1 flow only; use --flow tvl1, or --device cpu for {flow}")
     gpu_compute = _gpu_compute() if device == "cuda" else None
     root, rels = collect_videos(videos, root)
     report = PrepareReport(store=os.fspath(out))

@@ -555,6 +555,20 @@ class MotionStore:
         """The most `read` can differ from the maps `prepare` computed: scale / 510."""
         return self.scale(video) / 510.0
 
+    def cells_per_pixel(self, video: str) -> tuple[float, float]:
+        """(sy, sx): map cells per source-frame pixel along y and x.
+
+        Map cell i covers flow rows [i*f, (i+1)*f), and the flow frame is the source resized to
+        short side `size`; the rows/columns the block mean drops at the far edge are not covered,
+        so this is not map_height / height.
+        """
+        from .decode import target_size
+
+        e = self._entry(video)
+        th, tw = target_size(int(e["height"]), int(e["width"]), self.size)
+        f = self.map_downsample
+        return th / (f * int(e["height"])), tw / (f * int(e["width"]))
+
     # -- reading
     def _shard(self, shard: int, end: int) -> np.memmap:
         mm = self._maps.get(shard)
