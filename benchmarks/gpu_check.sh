@@ -25,6 +25,8 @@ STEPS=(
   "pytest tests/gpu|240|$PY -m pytest tests/gpu -q -p no:cacheprovider"
   "benchmark motion_gpu|150|$PY benchmarks/motion_gpu.py --quick --json $LOG_DIR/motion_gpu.json"
   "benchmark loader_throughput|240|$PY benchmarks/loader_throughput.py --quick --workers 4 16 --json $LOG_DIR/loader_throughput.json"
+  "benchmark train_step|240|$PY benchmarks/train_step.py --device cuda --backbones r2plus1d_50,s3d --amp off,bf16,fp16 --steps 10 --warmup 3 --json $LOG_DIR/train_step.json"
+  "pretrain smoke fp16|150|$PY -m mcl_fast.train --config ucf101_r2plus1d data.loader=synthetic data.synthetic_batches=6 optim.epochs=1 data.batch_size=8 train.amp=fp16 model.queue_size=1024 output=$LOG_DIR/pretrain_fp16 train.progress=false"
 )
 
 # DALI carried as .dali/ parts: unpack and put it on the path (once per machine).

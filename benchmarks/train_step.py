@@ -1,0 +1,210 @@
+"""Train-step throughput: MoCo only vs MCL (with the motion alignment loss), per backbone, AMP on/off,
+synthetic input vs a real loader (DALI or the torch baseline) for the data-wait fraction.
+
+    python benchmarks/train_step.py --quick                   # CPU-sized, a few minutes
+    python benchmarks/train_step.py --device cuda             # GPU: paper sizes (16x224^2, batch 8/GPU)
+    python benchmarks/train_step.py --device cuda --loader dali --store STORE   # + data wait
+
+Prints one table and writes JSON (default benchmarks/results/train_step.json). Columns:
+clips/s (query+key pairs per second), ms/step (median; MoCo and MCL steps alternate on one model so
+a busy machine slows both alike), data wait (fraction of the step spent waiting for
+the next batch), peak memory (CUDA: torch's peak allocation; CPU: the process's peak RSS so far,
+a high-water mark across rows) and, for MCL rows, the step cost relative to MoCo only (goal on a
+GPU: <= 1.6x; CPU-seconds on a CPU, where wall time depends on the machine's other load). Synthetic batches live on the device already: their data wait is the floor.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mcl_fast.moco import MoCo  # noqa: E402
+from mcl_fast.models import build_backbone  # noqa: E402
+from mcl_fast.train import SyntheticBatches, make_autocast, train_step  # noqa: E402
+
+
+def _peak_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def real_loader(args, batch: int, device: torch.device):
+    """The DALI (or torch) loader over a prepared store, as the trainer builds it."""
+    from mcl_fast.motion.store import MotionStore
+
+    store = MotionStore(args.store)
+    kwargs = dict(clip_len=args.clip_len, stride=2, size=args.size, augment=True, sampling="motion",
+                  preset="paper", seed=0, shard_id=0, num_shards=1)
+    if args.loader == "dali":
+        from mcl_fast.data import MotionFocusedLoader
+
+        return MotionFocusedLoader(list(store.videos), store, batch, device="gpu" if device.type == "cuda" else "cpu",
+                                   **kwargs)
+    from mcl_fast.data import TorchVideoLoader
+
+    return TorchVideoLoader(list(store.videos), store, batch, device=str(device), **kwargs)
+
+
+def endless(loader):
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def bench(backbone: str, amp, source: str, args, device: torch.device) -> list[dict]:
+    """MoCo-only and MCL steps on one model, interleaved (MoCo, MCL, MoCo, ...) so that a busy
+    machine slows both alike; medians of the per-step times. Returns the two rows."""
+    torch.manual_seed(0)
+    batch = args.batch if backbone != "tiny" else args.tiny_batch
+    model = MoCo(build_backbone(backbone), dim=128, hidden=args.hidden, queue_size=args.queue).to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    if amp == torch.float16:
+        model.mal_grad_scale = 1024.0
+    opt = torch.optim.SGD([p for p in model.encoder_q.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    autocast = make_autocast(device, amp)
+    if source == "synthetic":
+        synth = SyntheticBatches(batch, clip_len=args.clip_len, size=args.size, batches=1, device=device)
+        fixed = synth.batch(0, 0)
+        it = iter(lambda: fixed, None)
+    else:
+        it = endless(real_loader(args, batch, device))
+    times = {False: [], True: []}
+    cpu = {False: [], True: []}  # process CPU-seconds: steadier than wall time on a shared CPU
+    waits = {False: [], True: []}
+    peaks = {False: 0.0, True: 0.0}
+    clips = {False: [], True: []}  # a real loader's last batch of an epoch may be smaller
+    for i in range(args.warmup + args.steps):
+        for mal in (False, True):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            _sync(device)
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            b = next(it)
+            b = {k: v.to(device, non_blocking=True) for k, v in b.items() if isinstance(v, torch.Tensor)}
+            if channels_last:
+                b["query"] = b["query"].contiguous(memory_format=torch.channels_last_3d)
+                b["key"] = b["key"].contiguous(memory_format=torch.channels_last_3d)
+            t1 = time.perf_counter()
+            train_step(model, b, opt, scaler, autocast, 1.0 if mal else 0.0)
+            _sync(device)
+            t2 = time.perf_counter()
+            if i >= args.warmup:
+                times[mal].append(t2 - t0)
+                cpu[mal].append(time.process_time() - c0)
+                clips[mal].append(int(b["query"].shape[0]))
+                waits[mal].append(t1 - t0)
+                peaks[mal] = max(peaks[mal], _peak_gib(device))
+    rows = []
+    for mal in (False, True):
+        step = statistics.median(times[mal])
+        per_step = sum(clips[mal]) / len(clips[mal])
+        rows.append({"backbone": backbone, "loss": "MCL (MAL v3)" if mal else "MoCo",
+                     "amp": str(amp).replace("torch.", "") if amp else "off", "source": source, "batch": round(per_step, 1),
+                     "clip": f"{args.clip_len}x{args.size}^2", "clips_per_s": per_step / step, "ms_per_step": 1000 * step,
+                     "cpu_s_per_step": statistics.median(cpu[mal]),
+                     "data_wait": sum(waits[mal]) / sum(times[mal]), "peak_gib": peaks[mal], "device": str(device),
+                     "step_times_s": times[mal]})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """The MAL cost is the step-time ratio MCL / MoCo (CPU-seconds on a CPU device, wall time on a GPU)."""
+    head = ("| backbone | loss | AMP | input | batch | clip | clips/s | ms/step | CPU-s/step | data wait | peak GiB "
+            "| MAL cost |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def cost(r):
+        return r["cpu_s_per_step"] if r["device"] == "cpu" else r["ms_per_step"]
+
+    base = {(r["backbone"], r["amp"], r["source"]): cost(r) for r in rows if r["loss"] == "MoCo"}
+    for r in rows:
+        ref = base.get((r["backbone"], r["amp"], r["source"]))
+        r["mal_cost"] = cost(r) / ref if r["loss"] != "MoCo" and ref else None
+        ratio = f"{r['mal_cost']:.2f}x" if r["mal_cost"] else "-"
+        lines.append(f"| {r['backbone']} | {r['loss']} | {r['amp']} | {r['source']} | {r['batch']} | {r['clip']} | "
+                     f"{r['clips_per_s']:.2f} | {r['ms_per_step']:.0f} | {r['cpu_s_per_step']:.2f} | "
+                     f"{100 * r['data_wait']:.1f} % | {r['peak_gib']:.2f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="CPU-sized: small clips and backbones, few steps")
+    p.add_argument("--backbones", default=None, help="comma list (default: per device)")
+    p.add_argument("--amp", default=None, help="comma list of off,bf16,fp16 (default: off,bf16)")
+    p.add_argument("--batch", type=int, default=None, help="clips per step (default 8 on GPU, 2 quick)")
+    p.add_argument("--tiny-batch", type=int, default=8)
+    p.add_argument("--clip-len", type=int, default=None)
+    p.add_argument("--size", type=int, default=None)
+    p.add_argument("--queue", type=int, default=None)
+    p.add_argument("--hidden", type=int, default=2048)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 on a CPU device)")
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--loader", choices=["dali", "torch"], default=None, help="also time a real loader")
+    p.add_argument("--store", default=None, help="prepared motion store for --loader")
+    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "train_step.json"))
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    quick = args.quick or device.type == "cpu"
+    args.backbones = args.backbones or ("tiny,s3d,r2plus1d_50" if quick else "r2plus1d_50,s3d,r2plus1d_18")
+    args.amp = args.amp or ("off" if quick else "off,bf16")
+    args.batch = args.batch or (2 if quick else 8)
+    args.clip_len = args.clip_len or (8 if quick else 16)
+    args.size = args.size or (64 if quick else 224)
+    args.queue = args.queue or (4096 if quick else 131072)
+    args.steps = args.steps or (3 if quick else 20)
+    args.warmup = args.warmup if args.warmup is not None else (1 if quick else 5)
+    if args.loader and not args.store:
+        p.error("--loader needs --store")
+    if device.type == "cpu":
+        # One thread by default: CPU-seconds then measure work, not OpenMP spin-waits on a busy machine.
+        torch.set_num_threads(args.threads or 1)
+    amp_map = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    sources = ["synthetic"] + ([args.loader] if args.loader else [])
+    rows = []
+    from tqdm import tqdm
+
+    plan = [(bb, amp, src) for bb in args.backbones.split(",") for amp in args.amp.split(",") for src in sources
+            if not (amp == "fp16" and device.type == "cpu")]  # CPU autocast: bf16 only
+    for bb, amp, src in tqdm(plan, desc="train step", unit="config"):
+        rows.extend(bench(bb, amp_map[amp], src, args, device))
+    text = table(rows)
+    print(text)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    info = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "args": vars(args), "rows": rows,
+            "table": text}
+    tmp.write_text(json.dumps(info, indent=1))
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

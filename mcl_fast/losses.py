@@ -1,0 +1,129 @@
+"""InfoNCE (eq. 3) and the motion alignment loss (eq. 4-7) of MCL.
+
+Notation (DESIGN.md): q, k (B, d) L2-normalised embeddings; queue (K, d) negative keys; feat
+(B, C, T, H, W) the conv feature map the similarity score (B,) = (q * k.detach()).sum(-1) was
+computed from; motion (B, T', H', W') the query tubelet's ST-motion.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+VARIANTS = ("v1", "v2", "v3")
+TERMS = ("s", "t", "st")
+DISTANCES = ("l2", "cosine")
+WEIGHTINGS = ("global", "per_time")
+
+
+def info_nce_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float) -> torch.Tensor:
+    """Logits (B, 1 + K): column 0 the positive q.k, then q against every queued negative, over tau.
+
+    q, k: (B, d); queue: (K, d) (one negative key per row). k and queue are treated as constants.
+    """
+    if q.dim() != 2 or k.shape != q.shape:
+        raise ValueError(f"q and k must both be (B, d), got {tuple(q.shape)} and {tuple(k.shape)}")
+    if queue.dim() != 2 or queue.shape[1] != q.shape[1]:
+        raise ValueError(f"queue must be (K, d={q.shape[1]}), got {tuple(queue.shape)}")
+    l_pos = (q * k.detach()).sum(dim=1, keepdim=True)
+    l_neg = q @ queue.detach().to(q.dtype).t()
+    return torch.cat([l_pos, l_neg], dim=1) / tau
+
+
+def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float) -> torch.Tensor:
+    """Eq. (3): mean over the batch of -log softmax(logits)[positive]. Scalar, float32."""
+    logits = _wide(info_nce_logits(q, k, queue, tau))
+    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, labels)
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision tensors -> float32; float32 / float64 stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise each sample over all its positions: (B, ...) -> (B, ...)."""
+    flat = x.flatten(1)
+    return F.normalize(flat, dim=1, eps=1e-12).view_as(x)
+
+
+def _distance(a: torch.Tensor, b: torch.Tensor, distance: str) -> torch.Tensor:
+    """Per-sample distance between two (B, ...) maps, then the batch mean."""
+    a, b = a.flatten(1), b.flatten(1)
+    if distance == "l2":
+        return (a - b).pow(2).sum(1).mean()
+    # The authors' code: 1 - cosine similarity (the maps are already unit length, so this is
+    # half the squared L2 distance; kept separate for clarity and for unnormalised inputs).
+    return (1 - F.cosine_similarity(a, b, dim=1, eps=1e-12)).mean()
+
+
+def motion_targets(motion: torch.Tensor, size: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The normalised ST, S and T motion maps at the feature map's (T, H, W).
+
+    motion (B, T', H', W') -> {"st": (B, T, H, W), "s": (B, H, W), "t": (B, T)}, float32 or wider.
+    """
+    if motion.dim() != 4:
+        raise ValueError(f"motion must be (B, T', H', W'), got {tuple(motion.shape)}")
+    m = F.adaptive_avg_pool3d(_wide(motion).unsqueeze(1), tuple(size)).squeeze(1)
+    st = _normalise(m)
+    return {"st": st, "s": _normalise(st.mean(1)), "t": _normalise(st.mean((2, 3)))}
+
+
+def _gradient_map(feat, score, variant, create_graph, weighting, grad_scale):
+    """The (B, T, H, W) map of eq. 4 (v1), 5 (v2) or 6 (v3), in float32, before normalisation."""
+    if variant == "v1":
+        return _wide(feat).sum(1)
+    if score is None:
+        raise ValueError(f"MAL {variant} needs the similarity score the feature map produced")
+    if not feat.requires_grad:
+        raise ValueError("feat does not require grad: take it from the forward that produced score")
+    # grad_scale keeps an fp16 gradient out of the underflow range; the maps are normalised, and
+    # the division below restores the true value anyway.
+    (g,) = torch.autograd.grad(score.sum() * grad_scale, feat, create_graph=create_graph)
+    g = _wide(g) / grad_scale
+    # w_c: the gradient's mean over positions (Grad-CAM weights), per channel; "per_time" (the
+    # authors' code) averages over space only, one weight per channel and time step.
+    w = g.mean(dim=(2, 3, 4), keepdim=True) if weighting == "global" else g.mean(dim=(3, 4), keepdim=True)
+    source = g if variant == "v3" else _wide(feat)
+    return F.relu((w * source).sum(1))
+
+
+def motion_alignment_loss(feat: torch.Tensor, score: torch.Tensor | None, motion: torch.Tensor,
+                          variant: str = "v3", terms: Sequence[str] = TERMS, *, distance: str = "l2",
+                          weighting: str = "global", create_graph: bool = True, grad_scale: float = 1.0,
+                          return_terms: bool = False):
+    """Motion alignment loss (eq. 4-7), computed in float32 (float64 inputs stay float64).
+
+    feat: (B, C, T, H, W) the tapped conv output; score: (B,) the query/positive-key similarity
+    computed from feat (unused by v1); motion: (B, T', H', W') resampled to (T, H, W) by adaptive
+    average pooling. g = d score.sum() / d feat with create_graph=True, so the loss trains the
+    network through the second-order path; w_c = mean of g_c over positions (with gradient).
+    v1: sum_c h_c; v2: ReLU(sum_c w_c h_c); v3: ReLU(sum_c w_c g_c). Each map is L2-normalised per
+    sample; S / T maps are the normalised map pooled over time / space, normalised again. A term
+    is the squared L2 distance (or 1 - cosine with distance="cosine"), batch mean; the terms add.
+
+    Returns the scalar loss, or (loss, {term: value}) with return_terms=True.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown MAL variant {variant!r}; choose one of {VARIANTS}")
+    terms = tuple(terms)
+    if not terms or any(t not in TERMS for t in terms):
+        raise ValueError(f"MAL terms must be a non-empty subset of {TERMS}, got {terms}")
+    if distance not in DISTANCES:
+        raise ValueError(f"unknown distance {distance!r}; choose one of {DISTANCES}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; choose one of {WEIGHTINGS}")
+    if feat.dim() != 5:
+        raise ValueError(f"feat must be (B, C, T, H, W), got {tuple(feat.shape)}")
+    if motion.shape[0] != feat.shape[0]:
+        raise ValueError(f"motion has batch {motion.shape[0]}, feat has {feat.shape[0]}")
+    with torch.autocast(device_type=feat.device.type, enabled=False):
+        raw = _gradient_map(feat, score, variant, create_graph, weighting, grad_scale)
+        st = _normalise(raw)
+        pred = {"st": st, "s": _normalise(st.mean(1)), "t": _normalise(st.mean((2, 3)))}
+        target = motion_targets(motion.to(raw.dtype), raw.shape[1:])
+        parts = {t: _distance(pred[t], target[t], distance) for t in terms}
+        loss = sum(parts.values())
+    return (loss, parts) if return_terms else loss

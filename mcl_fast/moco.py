@@ -1,0 +1,197 @@
+"""MoCo (He et al. 2020) for clips, with the motion alignment loss of MCL.
+
+In the spirit of facebookresearch/moco's builder: the backbone is injected, the key encoder is
+a momentum copy of the query encoder, the queue of negatives lives in buffers, keys are
+all-gathered across ranks before they are enqueued, and BN is shuffled across ranks so a
+query and its key never share batch statistics. With one process, "split-batch" BN does the
+same job: each encoder normalises over sub-batches, and the keys are permuted before theirs.
+"""
+from __future__ import annotations
+
+import copy
+import torch
+import torch.distributed as tdist
+import torch.nn.functional as F
+from torch import nn
+
+from . import dist
+from .losses import TERMS, info_nce_logits, motion_alignment_loss
+from .models import MLPHead, VideoBackbone
+
+
+class SplitBatchNorm3d(nn.BatchNorm3d):
+    """BatchNorm3d that, in training, normalises `num_splits` interleaved sub-batches separately.
+
+    Sub-batch j holds samples j, j + s, j + 2s, ... (s = num_splits). Running statistics are the
+    mean over sub-batches. Same parameters and buffers as BatchNorm3d (state dicts interchange).
+    A batch not divisible by s is normalised whole.
+    """
+
+    num_splits: int = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.num_splits
+        n, c = x.shape[:2]
+        if not self.training or s <= 1 or n % s != 0 or n == s:
+            # Split only when every sub-batch keeps >= 2 samples: BN over one clip would be
+            # instance norm, which removes exactly the per-clip statistics contrast relies on.
+            return super().forward(x)
+        if self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        rm = self.running_mean.repeat(s)
+        rv = self.running_var.repeat(s)
+        # (n, c, ...) viewed as (n/s, s*c, ...): channel block j of row i is sample i*s + j.
+        out = F.batch_norm(x.reshape(n // s, s * c, *x.shape[2:]), rm, rv,
+                           self.weight.repeat(s), self.bias.repeat(s), True, self.momentum, self.eps)
+        with torch.no_grad():
+            self.running_mean.copy_(rm.view(s, c).mean(0))
+            self.running_var.copy_(rv.view(s, c).mean(0))
+        return out.view_as(x)
+
+
+def set_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
+    """Turn every BatchNorm3d of `module` into a SplitBatchNorm3d with `num_splits` (in place)."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm3d):
+            m.__class__ = SplitBatchNorm3d  # same fields: only forward() changes
+            m.num_splits = num_splits
+    return module
+
+
+class Encoder(nn.Module):
+    """Backbone + MLP head; returns L2-normalised embeddings (B, dim) [and the tapped feature map]."""
+
+    def __init__(self, backbone: VideoBackbone, hidden: int = 2048, dim: int = 128):
+        super().__init__()
+        self.backbone = backbone
+        self.head = MLPHead(backbone.feature_dim, hidden, dim)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        if return_features:
+            pooled, feat = self.backbone(x, return_features=True)
+            return F.normalize(self.head(pooled), dim=1), feat
+        return F.normalize(self.head(self.backbone(x)), dim=1)
+
+
+class MoCo(nn.Module):
+    """Query encoder, momentum key encoder, queue; forward returns the losses of one step.
+
+    backbone: an unshared backbone instance (the key encoder is a deep copy). dim: embedding size;
+    hidden: MLP width; queue_size: K negatives; momentum m; tau the temperature; split_bn: number
+    of sub-batches for BN when the job has one process (1 turns it off). mal: the keyword
+    arguments of `motion_alignment_loss` (variant, terms, distance, weighting).
+    """
+
+    def __init__(self, backbone: VideoBackbone, dim: int = 128, hidden: int = 2048, queue_size: int = 131072,
+                 momentum: float = 0.999, tau: float = 0.1, split_bn: int = 2, mal: dict | None = None):
+        super().__init__()
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        self.momentum, self.tau = momentum, tau
+        self.mal_kwargs = {"variant": "v3", "terms": TERMS, **(mal or {})}
+        self.mal_grad_scale = 1.0  # the trainer raises it under fp16 autocast
+        self.encoder_q = Encoder(backbone, hidden, dim)
+        self.encoder_k = copy.deepcopy(self.encoder_q)
+        for p in self.encoder_k.parameters():
+            p.requires_grad_(False)
+        # (K, dim): one negative key per row, unit length.
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self.split_bn = split_bn if dist.get_world_size() == 1 else 1
+        if self.split_bn > 1:
+            set_split_batchnorm(self, self.split_bn)
+
+    # -- no-grad helpers -------------------------------------------------------------------------
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """k <- m k + (1 - m) q for every parameter (BN buffers of the key encoder stay its own)."""
+        q_params = list(self.encoder_q.parameters())
+        k_params = list(self.encoder_k.parameters())
+        torch._foreach_mul_(k_params, self.momentum)
+        torch._foreach_add_(k_params, q_params, alpha=1.0 - self.momentum)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Write the all-gathered keys (N, dim) at the pointer, wrapping around; advance it."""
+        keys = dist.concat_all_gather(keys.contiguous()).to(self.queue.dtype)
+        k = self.queue.shape[0]
+        if keys.shape[0] > k:  # a tiny queue keeps the newest keys only
+            keys = keys[-k:]
+        ptr, n = int(self.queue_ptr.item()), keys.shape[0]
+        first = min(n, k - ptr)  # slice copies (no index_copy_: it has no deterministic CUDA kernel)
+        self.queue[ptr:ptr + first] = keys[:first]
+        if n > first:
+            self.queue[:n - first] = keys[first:]
+        self.queue_ptr[0] = (ptr + n) % k
+
+    @torch.no_grad()
+    def shuffled_keys(self, key: torch.Tensor) -> torch.Tensor:
+        """Encode the keys with shuffled BN and hand them back in input order: (B, ...) -> (B, dim).
+
+        Several ranks: gather the global batch, permute it (permutation from rank 0), encode this
+        rank's slice, gather the embeddings and undo the permutation (MoCo's shuffle BN).
+        One rank: permute the batch so the key encoder's BN sub-batches differ from the query's.
+        """
+        world = dist.get_world_size()
+        if world == 1:
+            perm = torch.randperm(key.shape[0], device=key.device) if self.split_bn > 1 else None
+            if perm is None:
+                return self.encoder_k(key)
+            k = self.encoder_k(key[perm])
+            return k[torch.argsort(perm)]
+        b = key.shape[0]
+        key_all = dist.concat_all_gather(key)
+        perm = torch.randperm(key_all.shape[0], device=key.device)
+        tdist.broadcast(perm, src=0)
+        mine = perm.view(world, b)[dist.get_rank()]
+        k_all = dist.concat_all_gather(self.encoder_k(key_all[mine]).contiguous())
+        unshuffle = torch.argsort(perm)
+        return k_all[unshuffle].view(world, b, -1)[dist.get_rank()]
+
+    # -- the step ------------------------------------------------------------------------------
+    def forward(self, query: torch.Tensor, key: torch.Tensor, motion: torch.Tensor | None = None,
+                mal_weight: float = 0.0, update: bool = True) -> dict[str, torch.Tensor]:
+        """One MoCo/MCL step's forward: query, key (B, 3, T, H, W); motion (B, T', H', W').
+
+        Returns {"loss", "nce", "acc" (top-1 of the positive among 1+K, %), and with MAL on
+        (mal_weight > 0) "mal", "mal_s", "mal_t", "mal_st"}; all scalars. update=False skips the
+        momentum update and the enqueue (evaluation of the loss only).
+        """
+        use_mal = mal_weight > 0
+        if use_mal and motion is None:
+            raise ValueError("the motion alignment loss needs the batch's `motion` maps")
+        if use_mal:
+            q, feat = self.encoder_q(query, return_features=True)
+        else:
+            q, feat = self.encoder_q(query), None
+        with torch.no_grad():
+            if update:
+                self.momentum_update()
+            k = self.shuffled_keys(key)
+        logits = info_nce_logits(q, k, self.queue.clone(), self.tau)
+        logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        nce = F.cross_entropy(logits, labels)
+        out = {"nce": nce.detach(), "acc": (logits.argmax(1) == 0).float().mean().detach() * 100}
+        loss = nce
+        if use_mal:
+            score = (q * k.detach()).sum(-1)  # l_pos before the temperature, as the authors
+            mal, parts = motion_alignment_loss(feat, score, motion, grad_scale=self.mal_grad_scale,
+                                               return_terms=True, **self.mal_kwargs)
+            loss = loss + mal_weight * mal
+            out["mal"] = mal.detach()
+            for name, value in parts.items():
+                out[f"mal_{name}"] = value.detach()
+        if update:
+            self.enqueue(k)
+        out["loss"] = loss
+        return out
+
+
+def build_moco(backbone: VideoBackbone, *, dim: int = 128, hidden: int = 2048, queue_size: int = 131072,
+               momentum: float = 0.999, tau: float = 0.1, split_bn: int = 2, mal: dict | None = None) -> MoCo:
+    return MoCo(backbone, dim=dim, hidden=hidden, queue_size=queue_size, momentum=momentum, tau=tau,
+                split_bn=split_bn, mal=mal)
+
+
+__all__ = ["MoCo", "Encoder", "SplitBatchNorm3d", "set_split_batchnorm", "build_moco"]

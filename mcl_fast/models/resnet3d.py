@@ -1,0 +1,182 @@
+"""Video ResNets: R3D-18, R(2+1)D-18 (Tran et al. 2018) and the paper's R(2+1)D-50 (P3D-style).
+
+Shapes: input (B, 3, T, H, W). The stem halves H and W twice (conv + max-pool); stages 2-4
+halve H, W; the temporal stride depends on the variant (see `_TEMPORAL_STRIDES`).
+For 16x224x224 the R(2+1)D-50's last stage is (B, 2048, 4, 7, 7), the shape the authors'
+motion alignment loss works on.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .base import VideoBackbone, init_weights
+
+
+def _bn(channels: int) -> nn.BatchNorm3d:
+    return nn.BatchNorm3d(channels)
+
+
+class Conv2Plus1D(nn.Sequential):
+    """A k x k x k conv factorised into 1 x k x k (spatial) -> BN -> ReLU -> k x 1 x 1 (temporal).
+
+    `mid` is the width between the two: Tran et al. widen it so the parameter count matches the
+    full 3D conv; the P3D-style split used by the paper's R(2+1)D-50 keeps it equal to `cout`.
+    """
+
+    def __init__(self, cin: int, cout: int, mid: int, stride: int = 1, t_stride: int | None = None):
+        t_stride = stride if t_stride is None else t_stride
+        super().__init__(
+            nn.Conv3d(cin, mid, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False),
+            _bn(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(mid, cout, (3, 1, 1), stride=(t_stride, 1, 1), padding=(1, 0, 0), bias=False),
+        )
+
+
+def conv3d_full(cin: int, cout: int, mid: int = 0, stride: int = 1, t_stride: int | None = None) -> nn.Conv3d:
+    t_stride = stride if t_stride is None else t_stride
+    return nn.Conv3d(cin, cout, 3, stride=(t_stride, stride, stride), padding=1, bias=False)
+
+
+def conv2plus1d_tran(cin: int, cout: int, mid: int = 0, stride: int = 1, t_stride: int | None = None):
+    # Tran et al.'s widening: mid = floor(3^3 cin cout / (3^2 cin + 3 cout)).
+    mid = (cin * cout * 27) // (cin * 9 + 3 * cout)
+    return Conv2Plus1D(cin, cout, mid, stride, t_stride)
+
+
+def conv2plus1d_p3d(cin: int, cout: int, mid: int = 0, stride: int = 1, t_stride: int | None = None):
+    return Conv2Plus1D(cin, cout, cout, stride, t_stride)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, width: int, conv, stride: int = 1, t_stride: int = 1):
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1 = conv(cin, width, stride=stride, t_stride=t_stride)
+        self.bn1 = _bn(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv(width, cout)
+        self.bn2 = _bn(cout)
+        self.downsample = None
+        if stride != 1 or t_stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(
+                nn.Conv3d(cin, cout, 1, stride=(t_stride, stride, stride), bias=False), _bn(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1x1 reduce -> (2+1)D 3x3 split at the same width -> 1x1x1 expand (x4)."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, conv, stride: int = 1, t_stride: int = 1):
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1 = nn.Conv3d(cin, width, 1, bias=False)
+        self.bn1 = _bn(width)
+        self.conv2 = conv(width, width, stride=stride, t_stride=t_stride)
+        self.bn2 = _bn(width)
+        self.conv3 = nn.Conv3d(width, cout, 1, bias=False)
+        self.bn3 = _bn(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or t_stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(
+                nn.Conv3d(cin, cout, 1, stride=(t_stride, stride, stride), bias=False), _bn(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class VideoResNet(VideoBackbone):
+    """ResNet over clips. `block` BasicBlock/Bottleneck, `layers` blocks per stage, `conv` the 3x3 factory.
+
+    `t_strides` is the temporal stride of the stem and of stages 2, 3, 4.
+    """
+
+    def __init__(self, block, layers, conv, stem: str, t_strides=(1, 2, 2, 2), name: str = "video_resnet"):
+        super().__init__()
+        self.name = name
+        if stem == "r2plus1d":  # factorised stem: 1x7x7 (45 channels) then 3x1x1, as Tran et al.
+            self.stem = nn.Sequential(
+                nn.Conv3d(3, 45, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False), _bn(45),
+                nn.ReLU(inplace=True),
+                nn.Conv3d(45, 64, (3, 1, 1), stride=(t_strides[0], 1, 1), padding=(1, 0, 0), bias=False),
+                _bn(64), nn.ReLU(inplace=True))
+        elif stem == "r3d":
+            self.stem = nn.Sequential(
+                nn.Conv3d(3, 64, (3, 7, 7), stride=(t_strides[0], 2, 2), padding=(1, 3, 3), bias=False),
+                _bn(64), nn.ReLU(inplace=True))
+        elif stem == "resnet50":  # ResNet-50 stem inflated to 3x7x7, then the 3x3 spatial max-pool
+            self.stem = nn.Sequential(
+                nn.Conv3d(3, 64, (3, 7, 7), stride=(t_strides[0], 2, 2), padding=(1, 3, 3), bias=False),
+                _bn(64), nn.ReLU(inplace=True),
+                nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)))
+        else:
+            raise ValueError(f"unknown stem {stem!r}")
+        self._cin = 64
+        self.layer1 = self._make_layer(block, conv, 64, layers[0], 1, 1)
+        self.layer2 = self._make_layer(block, conv, 128, layers[1], 2, t_strides[1])
+        self.layer3 = self._make_layer(block, conv, 256, layers[2], 2, t_strides[2])
+        self.layer4 = self._make_layer(block, conv, 512, layers[3], 2, t_strides[3])
+        self.feature_dim = 512 * block.expansion
+        last = f"layer4.{layers[3] - 1}"
+        if block is Bottleneck:
+            self.mal_layer = f"{last}.conv3"
+        elif isinstance(self.layer4[-1].conv2, Conv2Plus1D):
+            self.mal_layer = f"{last}.conv2.3"  # the temporal conv of the (2+1)D pair
+        else:
+            self.mal_layer = f"{last}.conv2"
+        init_weights(self)
+        # Zero-init the last BN of each residual branch: every block starts as the identity
+        # (Goyal et al.), which steadies the first epochs of from-scratch contrastive training.
+        for m in self.modules():
+            if isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
+            elif isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+        self._install_tap()
+
+    def _make_layer(self, block, conv, width, blocks, stride, t_stride):
+        layers = [block(self._cin, width, conv, stride, t_stride)]
+        self._cin = width * block.expansion
+        layers += [block(self._cin, width, conv) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward_features(self, x):
+        x = self.stem(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+
+def r3d_18() -> VideoResNet:
+    return VideoResNet(BasicBlock, (2, 2, 2, 2), conv3d_full, "r3d", name="r3d_18")
+
+
+def r2plus1d_18() -> VideoResNet:
+    return VideoResNet(BasicBlock, (2, 2, 2, 2), conv2plus1d_tran, "r2plus1d", name="r2plus1d_18")
+
+
+def r2plus1d_50() -> VideoResNet:
+    """The paper's R(2+1)D: ResNet-50 whose 3x3 convs become 1x3x3 -> 3x1x1 at the same width.
+
+    27.3 M parameters (Table 3). Temporal stride 2 in stages 3 and 4: 16 frames -> 4 at the end.
+    """
+    return VideoResNet(Bottleneck, (3, 4, 6, 3), conv2plus1d_p3d, "resnet50", t_strides=(1, 1, 2, 2),
+                       name="r2plus1d_50")
+
+
+__all__ = ["VideoResNet", "BasicBlock", "Bottleneck", "Conv2Plus1D", "r3d_18", "r2plus1d_18", "r2plus1d_50"]

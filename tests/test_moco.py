@@ -1,0 +1,102 @@
+"""MoCo: split-batch BN, shuffled keys back in order, queue, momentum update, one step's losses."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mcl_fast.models import build_backbone
+from mcl_fast.moco import MoCo, SplitBatchNorm3d, set_split_batchnorm
+
+
+def _moco(norm=True, queue=12, seed=0, **kw):
+    torch.manual_seed(seed)
+    return MoCo(build_backbone("tiny", width=4, norm=norm), dim=8, hidden=16, queue_size=queue, **kw)
+
+
+def test_split_batchnorm_normalises_interleaved_sub_batches():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm3d(3)
+    ref = nn.BatchNorm3d(3)
+    set_split_batchnorm(bn, 2)
+    assert isinstance(bn, SplitBatchNorm3d) and set(bn.state_dict()) == set(ref.state_dict())
+    x = torch.randn(6, 3, 2, 4, 4) * 3 + 1
+    out = bn(x)
+    # sub-batch j = samples j, j+2, j+4: each normalised on its own (training statistics)
+    for j in range(2):
+        sub = x[j::2]
+        expected = (sub - sub.mean((0, 2, 3, 4), keepdim=True)) / torch.sqrt(
+            sub.var((0, 2, 3, 4), unbiased=False, keepdim=True) + bn.eps)
+        torch.testing.assert_close(out[j::2], expected, rtol=1e-4, atol=1e-5)
+    # running mean = mean over sub-batches of the momentum update
+    sub_means = torch.stack([x[j::2].mean((0, 2, 3, 4)) for j in range(2)]).mean(0)
+    torch.testing.assert_close(bn.running_mean, 0.1 * sub_means, rtol=1e-4, atol=1e-6)
+    bn.eval()
+    ref.load_state_dict(bn.state_dict())
+    ref.eval()
+    torch.testing.assert_close(bn(x), ref(x))
+
+
+def test_shuffled_keys_come_back_in_input_order():
+    model = _moco(norm=False)  # per-sample encoder: only the order can differ
+    assert model.split_bn == 2
+    key = torch.randn(4, 3, 4, 16, 16)
+    with torch.no_grad():
+        direct = model.encoder_k(key)
+        for _ in range(3):
+            torch.testing.assert_close(model.shuffled_keys(key), direct)
+
+
+def test_split_bn_keys_differ_from_whole_batch_bn():
+    model = _moco(norm=True)
+    key = torch.randn(8, 3, 4, 16, 16)
+    with torch.no_grad():
+        shuffled = model.shuffled_keys(key)
+        set_split_batchnorm(model.encoder_k, 1)
+        whole = model.encoder_k(key)
+    assert shuffled.shape == whole.shape
+    assert not torch.allclose(shuffled, whole, atol=1e-4), "split-batch BN must change the statistics"
+
+
+def test_enqueue_wraps_and_advances_pointer():
+    model = _moco(queue=5)
+    keys = F.normalize(torch.randn(3, 8), dim=1)
+    model.enqueue(keys)
+    torch.testing.assert_close(model.queue[:3], keys)
+    assert int(model.queue_ptr) == 3
+    more = F.normalize(torch.randn(3, 8), dim=1)
+    model.enqueue(more)
+    torch.testing.assert_close(model.queue[3:5], more[:2])
+    torch.testing.assert_close(model.queue[0], more[2])
+    assert int(model.queue_ptr) == 1
+
+
+def test_momentum_update():
+    model = _moco(momentum=0.9)
+    with torch.no_grad():
+        for p in model.encoder_q.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in model.encoder_k.parameters()]
+    model.momentum_update()
+    for pk, pq, b in zip(model.encoder_k.parameters(), model.encoder_q.parameters(), before):
+        torch.testing.assert_close(pk, 0.9 * b + 0.1 * pq)
+
+
+@pytest.mark.parametrize("mal_weight", [0.0, 1.0])
+def test_step_trains_query_encoder_only_and_enqueues_keys(mal_weight):
+    model = _moco()
+    q, k = torch.randn(4, 3, 4, 16, 16), torch.randn(4, 3, 4, 16, 16)
+    motion = torch.rand(4, 4, 8, 8)
+    out = model(q, k, motion, mal_weight=mal_weight)
+    assert torch.isfinite(out["loss"]) and ("mal" in out) == (mal_weight > 0)
+    if mal_weight:
+        assert out["loss"].item() == pytest.approx(out["nce"].item() + out["mal"].item(), rel=1e-5)
+    out["loss"].backward()
+    assert all(p.grad is not None for p in model.encoder_q.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in model.encoder_k.parameters())
+    assert int(model.queue_ptr) == 4
+    torch.testing.assert_close(model.queue[:4].norm(dim=1), torch.ones(4))
+    queue = model.queue.clone()
+    model(q, k, motion, mal_weight=mal_weight, update=False)
+    torch.testing.assert_close(model.queue, queue)
+    with pytest.raises(ValueError, match="motion"):
+        model(q, k, None, mal_weight=1.0)
