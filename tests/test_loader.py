@@ -98,7 +98,8 @@ def test_motion_is_cropped_and_flipped_with_the_query(dataset):
                 name = dataset.names[idx]
                 info = dataset.store.info(name)
                 plain = crop_motion(dataset.store.read(name), batch["frames"][b].numpy(), batch["box_query"][b].tolist(),
-                                    (info["height"], info["width"]), (8, 2, 2), flip=False)
+                                    (info["height"], info["width"]), (8, 2, 2), flip=False,
+                                    cell_scale=dataset.store.cells_per_pixel(name))
                 flip = bool(batch["flip_query"][b])
                 want = plain[:, :, ::-1] if flip else plain
                 assert np.allclose(batch["motion"][b].numpy(), want)
@@ -191,6 +192,14 @@ def test_store_video_mismatch_is_an_error_naming_the_videos(dataset, tmp_path):
     make_video(other / "s2.mp4", num_frames=36, height=64, width=80, object_size=14, gop=8, seed=1)  # H.264
     with pytest.raises(ValueError, match=r"CPU decoder.*s2\.webm \(h264\)"):
         loader(dataset, video_root=other)
+    (other / "s2.mp4").unlink()
+    make_video(other / "s2.webm", num_frames=36, height=64, width=64, object_size=14, gop=8, seed=1)  # square
+    with pytest.raises(ValueError, match=r"another aspect ratio.*s2\.webm \(file 64x64, store 64x80\)"):
+        loader(dataset, video_root=other)
+    ld = loader(dataset, video_root=other, verify=False, augment=False)  # found when first planned
+    with pytest.raises(ValueError, match=r"s2\.webm.*64x64.*64x80"):
+        for _ in ld:
+            pass
 
 
 def test_torch_loader_gives_the_same_frames(dataset):
@@ -225,3 +234,40 @@ def test_sampling_options(dataset):
     assert (batch["box_key"] == torch.tensor([8, 8, 16, 24])).all()
     with pytest.raises(ValueError, match="device"):
         loader(dataset, device="tpu")
+
+
+def test_resized_transcode_crops_the_same_region_in_its_own_pixels(tmp_path):
+    """video_root = `mcl-fast transcode --short-side 48` of a store built on 96x128 videos: the boxes
+    are scaled to the 48x64 files and the frames match a PyAV decode of those files at them."""
+    from mcl_fast.data.transcode import transcode_dataset
+    from mcl_fast.motion.prepare import prepare
+    from mcl_fast.motion.store import MotionStore
+
+    src, small = tmp_path / "src", tmp_path / "small"
+    for i, n in enumerate((24, 20)):
+        make_video(src / f"r{i}.webm", num_frames=n, height=96, width=128, object_size=24, gop=8, seed=40 + i)
+    prepare(str(src), str(tmp_path / "store"), flow="farneback", size=48, workers=1, progress=False)
+    store = MotionStore(tmp_path / "store")
+    report = transcode_dataset(src, small, codec="vp9", gop=8, short_side=48, progress=False)
+    assert not report.errors and decode_all(small / "r0.webm").shape[1:3] == (48, 64)
+    kw = dict(batch_size=2, device="cpu", seed=4, return_meta=True, num_threads=2, augment=False, **CLIP)
+    full = next(iter(MotionFocusedLoader(store.videos, store, **kw)))
+    for verify in (True, False):  # sizes from the construction check, or read when first planned
+        got = next(iter(MotionFocusedLoader(store.videos, store, video_root=small, verify=verify, **kw)))
+        for key in ("index", "frames", "flip_query", "flip_key", "motion"):
+            assert torch.equal(got[key], full[key]), key
+        for view in ("box_query", "box_key"):
+            a, b = full[view].double(), got[view].double()  # (y0, x0, h, w): source, file pixels
+            assert (b[:, 2:] >= 1).all() and (b[:, 0] + b[:, 2] <= 48).all() and (b[:, 1] + b[:, 3] <= 64).all()
+            assert ((b[:, :2] - a[:, :2] / 2).abs() <= 0.5).all()
+            assert ((b[:, :2] + b[:, 2:] - (a[:, :2] + a[:, 2:]) / 2).abs() <= 0.5).all()
+    q, k = denormalize(got["query"]).numpy(), denormalize(got["key"]).numpy()
+    for b, idx in enumerate(got["index"].tolist()):
+        frames = decode_all(small / store.videos[idx])[got["frames"][b].numpy()]
+        ref_q = reference_view(frames, got["box_query"][b].tolist(), 32)
+        ref_k = reference_view(frames, got["box_key"][b].tolist(), 32)
+        for t in range(8):
+            assert psnr(q[b][:, t], ref_q[:, t]) >= 35 and psnr(k[b][:, t], ref_k[:, t]) >= 35, (idx, t)
+    twin = next(iter(TorchVideoLoader(store.videos, store, video_root=small, num_workers=0,
+                                      **{k: v for k, v in kw.items() if k not in ("device", "num_threads")})))
+    assert torch.equal(twin["box_query"], got["box_query"]) and torch.equal(twin["box_key"], got["box_key"])

@@ -258,3 +258,64 @@ def test_planner_uses_a_user_sampler_and_batched_selection():
     batched = _planner(store).plan_batch(1, [0, 1, 2], [0, 1, 2], select=lambda ps: [sampler.select(x) for x in ps])
     single = [_planner(store).plan(1, i, i) for i in range(3)]
     assert [(b.query.box, b.key.box) for b in batched] == [(s.query.box, s.key.box) for s in single]
+
+
+def test_planner_maps_boxes_with_the_stores_cells_per_pixel():
+    class AlignedStore(FakeStore):  # a 16x20 map covering only 60x76 of the 64x80 frame
+        def cells_per_pixel(self, v):
+            return (16 / 60, 20 / 76)
+
+    store = AlignedStore()
+    sampler = P.MotionSampler(8, 2)
+    plan = _planner(store).plan(0, 2, 1)
+    rng = P.sample_rng(7, 0, 2)
+    info = dict(store.info("b.webm"), cells_per_pixel=(16 / 60, 20 / 76))
+    proposal = sampler.propose(store.read("b.webm"), info, rng)
+    want = sampling.boxes_to_map(proposal["candidates"][0], (64, 80), (16, 20), cell_scale=(16 / 60, 20 / 76))
+    assert np.array_equal(proposal["judged"][0], want)
+    assert not np.array_equal(want, sampling.boxes_to_map(proposal["candidates"][0], (64, 80), (16, 20)))
+    assert plan.query.box == tuple(int(v) for v in proposal["candidates"][0][sampler.select(proposal)[0]])
+    ref = P.crop_motion(store.read("b"), plan.query.frames, plan.query.box, (64, 80), (8, 2, 2), plan.query.aug.flip,
+                        cell_scale=(16 / 60, 20 / 76))
+    assert np.array_equal(plan.motion, ref)
+
+
+def test_scale_box_to_a_resized_file():
+    assert P.scale_box((10, 20, 30, 40), (96, 128), (96, 128)) == (10, 20, 30, 40)
+    assert P.scale_box((10, 20, 30, 40), (96, 128), (48, 64)) == (5, 10, 15, 20)
+    assert P.scale_box((11, 21, 31, 41), (96, 128), (48, 64)) == (6, 11, 15, 20)  # edges 5.5->6, 21->21 (rows 6..21)
+    assert P.scale_box((0, 0, 96, 128), (96, 128), (48, 64)) == (0, 0, 48, 64)
+    assert P.scale_box((95, 127, 1, 1), (96, 128), (12, 16)) == (11, 15, 1, 1)  # never empty, never outside
+    assert P.scale_box((0, 0, 240, 320), (240, 320), (128, 170)) == (0, 0, 128, 170)  # per-axis ratios
+
+
+def test_planner_scales_boxes_to_the_files_pixels_and_keeps_motion_in_the_stores():
+    store = FakeStore()
+    src = _planner(store).plan(1, 3, 2)
+    half = _planner(store, file_hw=lambda v: (32, 40)).plan(1, 3, 2)
+    assert np.array_equal(half.query.frames, src.query.frames) and np.array_equal(half.motion, src.motion)
+    for a, b in ((src.query.box, half.query.box), (src.key.box, half.key.box)):
+        assert b == P.scale_box(a, (64, 80), (32, 40))
+        assert abs(b[0] - a[0] / 2) <= 0.5 and abs(b[0] + b[2] - (a[0] + a[2]) / 2) <= 0.5
+        assert abs(b[1] - a[1] / 2) <= 0.5 and abs(b[1] + b[3] - (a[1] + a[3]) / 2) <= 0.5
+
+
+def test_batched_clip_scores_give_the_same_plans():
+    """The GPU path's hook: clip scores computed outside (here by the reference) change nothing."""
+    store = FakeStore(n=30)
+    calls = []
+
+    def score(m_ts):
+        calls.append(len(m_ts))
+        assert all(m.dtype == np.float32 and m.shape == (30,) for m in m_ts)
+        return [sampling.clip_scores(m, 8, 2) for m in m_ts]
+
+    for preset, two_clips in (("paper", False), ("official", True)):
+        sampler = P.MotionSampler(8, 2, preset=preset, two_clips=two_clips)
+        select = lambda ps: [sampler.select(x) for x in ps]  # noqa: E731
+        single = [_planner(store, sampler=sampler).plan(4, i, i % 3) for i in range(6)]
+        batched = _planner(store, sampler=sampler).plan_batch(4, range(6), [i % 3 for i in range(6)], select, score)
+        for a, b in zip(single, batched):
+            assert np.array_equal(a.query.frames, b.query.frames) and np.array_equal(a.key.frames, b.key.frames)
+            assert (a.query.box, a.key.box) == (b.query.box, b.key.box) and np.array_equal(a.motion, b.motion)
+    assert calls == [6, 6]  # one call per batch

@@ -138,3 +138,17 @@ def test_options_are_checked(dataset):
         TorchVideoLoader(["x.mp4"], dataset.store, 2)
     with pytest.raises(ValueError, match="batch_size"):
         TorchVideoLoader(dataset.names, dataset.store, 0)
+
+
+def test_scan_files_probes_in_order_with_a_progress_bar(dataset, tmp_path, capsys):
+    from mcl_fast.data import loader as L
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video" * 20)
+    paths = [str(dataset.videos / "h0.mp4"), str(tmp_path / "none.mp4"), str(dataset.videos / "h1.mp4"), str(bad)]
+    got = L.scan_files(paths * 3, verify=True, progress=True)  # 12 files over the thread pool
+    assert [(e, m is not None) for e, m in got] == [(True, True), (False, False), (True, True), (True, False)] * 3
+    assert [m["num_frames"] for _, m in got[:3] if m] == [32, 40] and got[0][1]["height"] == 64
+    assert "12/12" in capsys.readouterr().err  # the tqdm bar
+    assert [e for e, _ in L.scan_files(paths, verify=False)] == [True, False, True, True]
+    assert L.PROGRESS_MIN == 1000 and 1 < L.PROBE_THREADS <= 32

@@ -89,3 +89,34 @@ def test_dataset_run_is_parallel_resumable_and_lists_failures(tmp_path, capsys):
     assert _cli("--videos", str(src), "--out", str(out), "--workers", "1", "--no-progress") == 0
     assert "1 written, 1 already there" in capsys.readouterr().out
     assert _cli("--videos", str(tmp_path / "nowhere"), "--out", str(out), "--no-progress") == 2
+
+
+def _dies_on_crash_files(task):
+    """A task function whose worker process dies (as on a decoder segfault) on files named crash*."""
+    from mcl_fast.data.transcode import _task
+
+    if os.path.basename(task[1]).startswith("crash"):
+        os._exit(11)
+    return _task(task)
+
+
+def test_a_crashing_worker_is_recorded_and_the_run_goes_on(tmp_path):
+    from mcl_fast.data.transcode import TranscodeReport, run_tasks
+
+    src = make_video(tmp_path / "a.mp4", num_frames=8, height=32, width=48, object_size=8, seed=3).path
+    kwargs = {"codec": "vp9", "gop": 4, "crf": None, "short_side": None}
+    tasks = [(str(src), "crash.mp4", str(tmp_path / "out" / "crash.webm"), kwargs),
+             (str(src), "a.mp4", str(tmp_path / "out" / "a.webm"), kwargs)]
+    report = TranscodeReport(out=str(tmp_path / "out"))
+
+    class Bar:
+        def write(self, msg):
+            pass
+
+        def update(self, n):
+            pass
+
+    run_tasks(tasks, 2, report, Bar(), fn=_dies_on_crash_files)
+    assert report.done == ["a.mp4"] and list(report.errors) == ["crash.mp4"]
+    assert "worker process died" in report.errors["crash.mp4"]
+    assert keyframes_and_rate(tmp_path / "out" / "a.webm")[3].shape == (8, 32, 48, 3)

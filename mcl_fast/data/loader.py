@@ -7,15 +7,18 @@
             ...
 
 For each sample the Python planner (plan.py) reads the video's motion maps from the store,
-picks the clip and the crop boxes (NumPy references on the CPU path; the batched GPU kernels on
-the GPU path) and the augmentation parameters, all from a generator seeded by (seed, epoch,
+picks the clip and the crop boxes (NumPy references on the CPU path; on the GPU path the batch's
+clip scores, percentile thresholds and box selection run in the batched GPU kernels, with the
+same results) and the augmentation parameters, all from a generator seeded by (seed, epoch,
 position). A DALI pipeline (pipeline.py) then decodes exactly those frames, crops, resizes,
 augments and normalises. DALI prefetches: the source callback plans batches ahead.
 
 Bad input: a video that cannot be opened or decoded is replaced by another sample (drawn
 deterministically), counted in `num_replaced`, listed in `failures` (path -> reason) and
-reported once with a warning. Videos missing from the store, or whose frame count disagrees
-with it, are an error at construction that names them.
+reported once with a warning. Videos missing from the store, or whose frame count or aspect
+ratio disagrees with it, are an error at construction that names them. A file that is a resized
+copy of the store's source (`mcl-fast transcode --short-side`) is fine: boxes are chosen in
+source pixels and scaled to the file's, and `return_meta` boxes are in the file's pixels.
 """
 from __future__ import annotations
 
@@ -35,6 +38,9 @@ log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 FRAME_COUNT_TOLERANCE = 2  # frames: containers may count an edit-list frame or two differently
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})  # what fn.decoders.video reads without a GPU
+PROBE_THREADS = 16  # threads opening containers at construction (I/O bound; bounded for file servers)
+PROBE_CHUNK = 4096  # paths submitted to the pool at once
+PROGRESS_MIN = 1000  # show a progress bar when checking more videos than this
 
 
 def resolve_store(store):
@@ -79,12 +85,66 @@ def _list_problem(what: str, items: list[str], limit: int = 10) -> str:
     return f"{len(items)} {what}: {shown}{more}"
 
 
-def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], verify: bool, codecs=None) -> None:
+def _scan_one(path: str, verify: bool):
+    """(exists, header or None) of one file; the header only with verify and when it opens."""
+    if not os.path.isfile(path):
+        return False, None
+    if not verify:
+        return True, None
+    from .torch_loader import probe_header
+
+    try:
+        return True, probe_header(path)
+    except ValueError:
+        return True, None  # unreadable files are skipped at training time (replaced and reported)
+
+
+def scan_files(paths: Sequence[str], verify: bool, progress: bool | None = None) -> list:
+    """[(exists, header or None)] per path, in order, from a bounded thread pool.
+
+    Opening a container and reading its header is mostly waiting on the file system, which
+    threads overlap (PROBE_THREADS of them, bounded so a shared file server is not flooded). A tqdm bar is
+    shown when there are more than PROGRESS_MIN files (progress=None) or when progress=True.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    show = len(paths) > PROGRESS_MIN if progress is None else progress
+    threads = max(1, min(PROBE_THREADS, len(paths)))
+    with ThreadPoolExecutor(threads, thread_name_prefix="mcl-probe") as pool, \
+            tqdm(total=len(paths), unit="video", desc="checking videos" if verify else "finding videos",
+                 disable=not show, dynamic_ncols=True) as bar:
+        out = []
+        # map() keeps the input order; one chunk at a time bounds the futures alive at once.
+        for i in range(0, len(paths), PROBE_CHUNK):
+            for result in pool.map(lambda p: _scan_one(p, verify), paths[i:i + PROBE_CHUNK]):
+                out.append(result)
+                bar.update(1)
+    return out
+
+
+def _uniform_scale(src_hw, file_hw, tolerance: float = 2.0) -> bool:
+    """True when file_hw is src_hw resized with one scale factor, up to `tolerance` pixels per side
+    (transcode rounds each side, then makes it even)."""
+    (sh, sw), (fh, fw) = src_hw, file_hw
+    for s in (fh / sh, fw / sw):
+        if abs(sh * s - fh) <= tolerance and abs(sw * s - fw) <= tolerance:
+            return True
+    return False
+
+
+def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], verify: bool, codecs=None,
+                 progress: bool | None = None) -> dict:
     """Construction-time check of the video list against the store; raises ValueError naming videos.
 
     Always: every video is a store key and its file exists. With verify: the container's frame
     count (header only, no decoding; from the duration for WebM) matches the store's num_frames,
-    and its codec is one of `codecs` (when given).
+    its codec is one of `codecs` (when given), and its frame size is the store's (source) size
+    or that size uniformly scaled (a `--short-side` transcode); a different aspect ratio is an
+    error. Files are checked by a bounded thread pool (scan_files; a progress bar past
+    PROGRESS_MIN videos). Returns {video: (H, W)} of the files whose size differs from the
+    store's (their boxes are scaled to file pixels); headers that could not be read are left out.
     """
     if len(videos) == 0:
         raise ValueError("the video list is empty")
@@ -93,22 +153,27 @@ def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], veri
     if missing:
         raise ValueError(f"videos not in the motion store {getattr(store, 'path', store)}: "
                          + _list_problem("missing", missing) + " (run `mcl-fast prepare` on them)")
-    absent = [paths(v) for v in videos if not os.path.isfile(paths(v))]
+    files = [paths(v) for v in videos]
+    scanned = scan_files(files, verify, progress)
+    absent = [f for f, (exists, _) in zip(files, scanned) if not exists]
     if absent:
         raise ValueError("video files not found: " + _list_problem("missing", absent))
     if not verify:
-        return
-    from .torch_loader import probe_header
-
-    mismatched, wrong_codec = [], []
-    for v in videos:
-        try:
-            meta = probe_header(paths(v))
-        except ValueError:
-            continue  # unreadable files are skipped at training time (replaced and reported)
+        return {}
+    mismatched, wrong_codec, wrong_shape, resized = [], [], [], {}
+    for v, (_, meta) in zip(videos, scanned):
+        if meta is None:
+            continue
         if codecs is not None and meta["codec"] not in codecs:
             wrong_codec.append(f"{v} ({meta['codec']})")
-        stored = int(store.info(v)["num_frames"])
+        info = store.info(v)
+        src_hw, file_hw = (int(info["height"]), int(info["width"])), (meta["height"], meta["width"])
+        if file_hw != src_hw and min(file_hw) > 0:
+            if _uniform_scale(src_hw, file_hw):
+                resized[v] = file_hw
+            else:
+                wrong_shape.append(f"{v} (file {file_hw[0]}x{file_hw[1]}, store {src_hw[0]}x{src_hw[1]})")
+        stored = int(info["num_frames"])
         if meta["num_frames"] > 0:
             count, tol = meta["num_frames"], FRAME_COUNT_TOLERANCE
         elif meta["duration"] and meta["fps"] > 0:
@@ -126,6 +191,11 @@ def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], veri
         raise ValueError("the motion store does not match the videos: "
                          + _list_problem("with a different frame count", mismatched)
                          + "; rebuild the store for these files")
+    if wrong_shape:
+        raise ValueError("the motion store does not match the videos: "
+                         + _list_problem("with another aspect ratio than the store's source frames", wrong_shape)
+                         + " (crop boxes cannot be mapped onto them); rebuild the store for these files")
+    return resized
 
 
 class LoaderBase:
@@ -147,7 +217,11 @@ class LoaderBase:
         self.shard_id, self.num_shards, self.drop_last, self.shuffle = int(shard_id), int(num_shards), drop_last, shuffle
         self.paths = VideoPaths(self.store, video_root)
         self.codecs = getattr(self, "codecs", None)  # codecs the decoder reads (None: any); set by subclasses
-        check_videos(self.videos, self.store, self.paths, verify, self.codecs)
+        # (H, W) of files whose size differs from the store's source frames (resized transcodes);
+        # without verify they are probed lazily, the first time a video is planned (file_size).
+        self._file_hw: dict[str, tuple[int, int] | None] = check_videos(self.videos, self.store, self.paths,
+                                                                        verify, self.codecs)
+        self._verified = bool(verify)
         # motion target: T' = clip_len, H' = W' = size / 16 (7 at 112, 14 at 224); MAL pools it
         # to the feature map's shape anyway.
         self.motion_size = tuple(motion_size) if motion_size is not None else (self.clip_len, max(1, size // 16),
@@ -162,7 +236,7 @@ class LoaderBase:
         self._good: set[str] = set()
         self.planner = Planner(self.store, self.videos, clip_len=self.clip_len, size=self.size, sampler=self.sampler,
                                augment=self.augment, motion_size=self.motion_size, seed=self.seed,
-                               is_bad=self.is_bad, path_of=self.paths)
+                               is_bad=self.is_bad, path_of=self.paths, file_hw=self.file_size)
         self.epoch = 0
         epoch_order(len(self.videos), seed=self.seed, epoch=0, shard_id=self.shard_id,
                     num_shards=self.num_shards, drop_last=drop_last)  # validates the sharding now
@@ -186,6 +260,32 @@ class LoaderBase:
     def __len__(self) -> int:
         """Batches per epoch for this shard (the last one may be smaller unless drop_last)."""
         return num_batches(len(self.epoch_samples(0)[0]), self.batch_size, self.drop_last)
+
+    # -- file pixels -------------------------------------------------------------------------
+    def file_size(self, video: str) -> tuple[int, int] | None:
+        """(H, W) of `video`'s file when it differs from the store's source size (a resized
+        transcode under video_root), else None. Known from the construction check with verify;
+        otherwise read from the container header the first time (cached). A different aspect
+        ratio raises ValueError naming the video."""
+        if self._verified or video in self._file_hw:
+            return self._file_hw.get(video)
+        from .torch_loader import probe_header
+
+        info, path = self.store.info(video), self.paths(video)
+        src_hw = (int(info["height"]), int(info["width"]))
+        try:
+            meta = probe_header(path)
+        except ValueError:
+            return None  # is_bad already let it through; a failing decode replaces it later
+        file_hw = (meta["height"], meta["width"])
+        if file_hw == src_hw or min(file_hw) <= 0:
+            self._file_hw[video] = None
+        elif _uniform_scale(src_hw, file_hw):
+            self._file_hw[video] = file_hw
+        else:
+            raise ValueError(f"the motion store does not match {path}: the file is {file_hw[0]}x{file_hw[1]}, the "
+                             f"store's source {src_hw[0]}x{src_hw[1]} (another aspect ratio); rebuild the store")
+        return self._file_hw[video]
 
     # -- bad input ---------------------------------------------------------------------------
     def is_bad(self, path: str) -> str | None:
@@ -220,17 +320,19 @@ class LoaderBase:
 
     # -- output ------------------------------------------------------------------------------
     def plan_fields(self, plans: Sequence[SamplePlan], device) -> dict:
-        """motion, index and (return_meta) frames/boxes/flips of a batch, as torch tensors."""
-        out = {"motion": torch.from_numpy(np.stack([p.motion for p in plans])).to(device),
-               "index": torch.tensor([p.index for p in plans], dtype=torch.int64).to(device)}
+        """motion, index and (return_meta) frames/boxes/flips of a batch, as torch tensors on `device`."""
+        out = {"motion": torch.from_numpy(np.stack([p.motion for p in plans])),
+               "index": torch.tensor([p.index for p in plans], dtype=torch.int64)}
         if self.return_meta:
             out.update(meta_fields(plans, self.two_clips))
-        return out
+        return {k: v.to(device) for k, v in out.items()}
 
 
 def meta_fields(plans: Sequence[SamplePlan], two_clips: bool) -> dict:
-    """frames (B, T) query frame indices, box_query/box_key (B, 4), flip_query/flip_key (B,) bool;
-    frames_key (B, T) as well with two clips. CPU tensors (small)."""
+    """frames (B, T) query frame indices, box_query/box_key (B, 4) int64 (y0, x0, h, w) in the
+    decoded file's pixels (the store's source pixels unless video_root holds a resized transcode),
+    flip_query/flip_key (B,) bool; frames_key (B, T) as well with two clips. CPU tensors (the
+    loaders move them to their device with the rest of the batch)."""
     out = {"frames": torch.from_numpy(np.stack([p.query.frames for p in plans])),
            "box_query": torch.tensor([p.query.box for p in plans], dtype=torch.int64),
            "box_key": torch.tensor([p.key.box for p in plans], dtype=torch.int64),
@@ -266,10 +368,16 @@ class MotionFocusedLoader(LoaderBase):
     two_clips: the key from a second clip of the same video (default: both views from one clip).
     motion_size: (T', H', W') of `motion` (default (clip_len, size // 16, size // 16)).
     seed, shard_id, num_shards, shuffle, drop_last: see plan.epoch_order; len() is the number of
-    batches of this shard. return_meta: add frames, box_query, box_key, flip_query, flip_key.
-    video_root: read the files from here instead of the store's root (a transcoded copy).
-    verify: at construction, check each file's frame count (container header) against the store and,
-    on the CPU, that its codec is one DALI's CPU decoder reads (off: faster start for huge lists).
+    batches of this shard. return_meta: add frames, box_query, box_key, flip_query, flip_key (boxes
+    in the decoded file's pixels; see meta_fields), on the same device as the rest.
+    video_root: read the files from here instead of the store's root (a transcoded copy). A copy
+    resized by `mcl-fast transcode --short-side` works: boxes are chosen in the store's source
+    pixels and scaled to the file's (a copy with another aspect ratio is an error).
+    verify: at construction, check each file's frame count and frame size (container header)
+    against the store and, on the CPU, that its codec is one DALI's CPU decoder reads. The headers
+    are read by PROBE_THREADS threads, with a progress bar past PROGRESS_MIN videos; every rank
+    does it, so with ~1M videos verify once (e.g. on rank 0, or in a smoke run) and pass
+    verify=False elsewhere: sizes are then read lazily, the first time each video is planned.
     num_threads, prefetch: DALI worker threads and prefetch depth (batches).
     """
 
@@ -296,6 +404,7 @@ class MotionFocusedLoader(LoaderBase):
         self._pipe = None
         self._feed: _Feeder | None = None
         self._select = _gpu_box_selector(self.sampler) if device == "gpu" else None
+        self._score = _gpu_clip_scorer(self.sampler) if device == "gpu" else None
 
     @property
     def torch_device(self) -> torch.device:
@@ -398,7 +507,7 @@ class _Feeder:
         loader = self.loader
         positions, indices = self.batches[self.next]
         try:
-            plans = loader.planner.plan_batch(self.epoch, positions, indices, loader._select)
+            plans = loader.planner.plan_batch(self.epoch, positions, indices, loader._select, loader._score)
             encoded = [np.fromfile(p.path, dtype=np.uint8) for p in plans]
         except Exception as err:  # surfaced by the iterator as itself, not as a DALI error
             self.error = err
@@ -437,3 +546,32 @@ def _gpu_box_selector(sampler):
         return chosen
 
     return select
+
+
+def _gpu_clip_scorer(sampler):
+    """Batched clip scores in the GPU kernel (mcl_fast.gpu.sampling.clip_scores_batch, bit-equal
+    to sampling.clip_scores) for the motion sampler: one call per group of samples whose videos
+    have the same length (the kernel takes (B, N) rows). Returns None for other samplers.
+    The median and the draws stay on the host, from the same float64 scores, so the clips are
+    the CPU path's."""
+    if not isinstance(sampler, MotionSampler) or sampler.sampling != "motion":
+        return None
+    from mcl_fast._backend import require_cupy
+    from mcl_fast.gpu.sampling import clip_scores_batch
+
+    cp = require_cupy()
+
+    def score(m_ts):
+        out: list = [None] * len(m_ts)
+        groups: dict[int, list[int]] = {}
+        for i, m_t in enumerate(m_ts):
+            groups.setdefault(len(m_t), []).append(i)
+        for members in groups.values():
+            starts, scores = clip_scores_batch(cp.asarray(np.stack([m_ts[i] for i in members])),
+                                               sampler.clip_len, sampler.stride)
+            scores = cp.asnumpy(scores)
+            for row, i in enumerate(members):
+                out[i] = (starts, scores[row])
+        return out
+
+    return score

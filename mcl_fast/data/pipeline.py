@@ -13,7 +13,8 @@ and the torch twin (augment.py) can apply the identical operations. Per view:
     crop_mirror_normalize(mirror=flip)   ImageNet mean/std, layout CFHW -> (3, T, S, S)
 
 With one clip (the default) the clip is decoded once and cropped twice.
-nvidia.dali is imported only through mcl_fast._backend.require_dali(), inside the builders.
+nvidia.dali (fn, types, pipeline, math, plugin.pytorch) is reached only as attributes of the module
+mcl_fast._backend.require_dali() returns, inside the builders: no DALI import here.
 """
 from __future__ import annotations
 
@@ -80,11 +81,9 @@ def crop_resize(video, start, shape, size: int):
 
 def color_and_blur(video, matrix, offset, sigma, window):
     """Colour jitter + greyscale as one affine map on the channel axis, clipped, then the blur."""
-    dali = require_dali()
-    import nvidia.dali.math as dmath  # noqa: E402 (imported after require_dali checked DALI exists)
-
+    dali = require_dali()  # its submodules, math included, are imported by _backend
     video = dali.fn.coord_transform(video, M=matrix, T=offset, dtype=dali.types.FLOAT)
-    video = dmath.clamp(video, 0.0, 255.0)
+    video = dali.math.clamp(video, 0.0, 255.0)
     return dali.fn.gaussian_blur(video, sigma=sigma, window_size=window)
 
 
@@ -166,10 +165,9 @@ def to_torch(tensor_list, device="cpu"):
 
     device = torch.device("cuda", torch.cuda.current_device()) if device == "gpu" else torch.device(device)
     if device.type == "cuda":
-        from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type  # imported by require_dali()
-
+        dali_torch = require_dali().plugin.pytorch  # imported by _backend.require_dali()
         dense = tensor_list.as_tensor()
-        out = torch.empty(dense.shape(), dtype=to_torch_type[dense.dtype], device=device)
-        feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(device))
+        out = torch.empty(dense.shape(), dtype=dali_torch.to_torch_type[dense.dtype], device=device)
+        dali_torch.feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(device))
         return out
     return torch.from_numpy(np.array(tensor_list.as_tensor(), copy=True))

@@ -7,7 +7,10 @@ the same seed gives the same plans in any loader, on any number of workers, in a
 Both loaders then only *execute* the plan: that is why they produce the same pixels.
 
 Conventions: frames are source-frame indices (int64, always inside [0, num_frames-1]);
-boxes are (y0, x0, h, w) in source pixels; colours are RGB in 0..255.
+colours are RGB in 0..255. Samplers choose boxes (y0, x0, h, w) in the store's source pixels
+(store.info(v) height x width: what the motion maps were computed on); a plan's ViewPlan.box is
+in the pixels of the file it decodes (`SamplePlan.path`), which differ from the source pixels
+only when that file is a resized copy (`mcl-fast transcode --short-side`): see scale_box.
 """
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ class ViewAug:
 
 @dataclass(frozen=True)
 class ViewPlan:
-    """One view: frames (T,) int64 source indices, box (y0, x0, h, w) source pixels, aug."""
+    """One view: frames (T,) int64 source indices, box (y0, x0, h, w) in the decoded file's pixels, aug."""
 
     frames: np.ndarray
     box: tuple[int, int, int, int]
@@ -174,7 +177,8 @@ class MotionSampler:
     A user sampler is any callable with the same signature returning a Choice.
     The motion sampler is also split into propose()/finish() so the GPU path can select the
     boxes of a whole batch in one kernel call: propose draws everything random, finish turns
-    the selected candidate indices into a Choice.
+    the selected candidate indices into a Choice. propose also takes the clip scores computed
+    elsewhere (the GPU path scores a whole batch's clips in one kernel call per video length).
     """
 
     def __init__(self, clip_len: int = 16, stride: int = 2, sampling: str = "motion", preset: str = "paper",
@@ -185,22 +189,44 @@ class MotionSampler:
         self.config = reference.get_preset(preset)
 
     # -- motion-focused, in two steps -------------------------------------------------------
-    def propose(self, maps: np.ndarray, info: dict, rng: np.random.Generator) -> dict:
+    @staticmethod
+    def motion_t(maps: np.ndarray) -> np.ndarray:
+        """(N,) float32 T-motion of (N, h, w) per-frame maps: each frame's spatial mean (eq. 2)."""
+        return maps.reshape(len(maps), -1).mean(axis=1)
+
+    def draw_start(self, clip_scores, rng: np.random.Generator) -> int:
+        """reference.sample_clip_start given its clip_scores (starts, scores): the same draws."""
+        starts, scores = clip_scores
+        if self.config.motion_prob >= 1.0 or rng.random() < self.config.motion_prob:
+            hot = starts[scores > np.median(scores)]
+            if len(hot):
+                starts = hot
+        return int(starts[rng.integers(len(starts))])
+
+    def propose(self, maps: np.ndarray, info: dict, rng: np.random.Generator, clip_scores=None) -> dict:
         """Draw clip starts and candidate boxes. Returns a dict: frames (2, T), m_s (2, h, w),
-        candidates (2, K, 4) in frame pixels, judged (2, K, 4) the map cells they cover."""
+        candidates (2, K, 4) in source pixels, judged (2, K, 4) the map cells they cover
+        (info["cells_per_pixel"], when the planner provides it, maps pixels to cells).
+        clip_scores: reference.clip_scores(motion_t(maps), clip_len, stride) computed elsewhere
+        (bit-equal values give the same draws); None: sample_clip_start computes them."""
         cfg, n = self.config, int(info["num_frames"])
         frame_hw = (int(info["height"]), int(info["width"]))
-        m_t = maps.reshape(len(maps), -1).mean(axis=1)
-        starts = [reference.sample_clip_start(m_t, self.clip_len, self.stride, rng, motion_prob=cfg.motion_prob)]
+        if clip_scores is None:
+            m_t = self.motion_t(maps)
+            draw = lambda: reference.sample_clip_start(m_t, self.clip_len, self.stride, rng,  # noqa: E731
+                                                       motion_prob=cfg.motion_prob)
+        else:
+            draw = lambda: self.draw_start(clip_scores, rng)  # noqa: E731
+        starts = [draw()]
         if self.two_clips:
-            starts.append(reference.sample_clip_start(m_t, self.clip_len, self.stride, rng, motion_prob=cfg.motion_prob))
+            starts.append(draw())
         frames = [reference.clip_frame_indices(s, self.clip_len, self.stride, n) for s in starts]
         m_s = [maps[np.minimum(f, len(maps) - 1)].mean(axis=0) for f in frames]
         if not self.two_clips:
             frames, m_s = frames * 2, m_s * 2
         candidates = np.stack([reference.draw_boxes(rng, cfg.num_candidates, *frame_hw, cfg.scale, cfg.ratio)
                                for _ in range(2)])
-        judged = np.stack([reference.boxes_to_map(c, frame_hw, maps.shape[1:]) for c in candidates])
+        judged = np.stack([map_cells(c, frame_hw, maps.shape[1:], info.get("cells_per_pixel")) for c in candidates])
         return {"frames": np.stack(frames), "m_s": np.stack(m_s), "candidates": candidates, "judged": judged}
 
     def select(self, proposal: dict) -> np.ndarray:
@@ -252,22 +278,59 @@ def validate_choice(choice: Choice, info: dict, clip_len: int, video: str) -> Ch
 # ------------------------------------------------------------------------------------ motion
 
 
-def crop_motion(maps: np.ndarray, frames: np.ndarray, box, frame_hw, out_size, flip: bool) -> np.ndarray:
+def map_cells(boxes, frame_hw, map_hw, cell_scale=None) -> np.ndarray:
+    """(K, 4) int64 map cells covered by (K, 4) source-pixel boxes (reference.boxes_to_map).
+
+    cell_scale: (sy, sx) map cells per source pixel (MotionStore.cells_per_pixel, which accounts
+    for the edge rows/cols the block-mean downsample drops); None: map_hw / frame_hw.
+    """
+    return reference.boxes_to_map(boxes, frame_hw, map_hw, None if cell_scale is None else tuple(cell_scale))
+
+
+def cells_per_pixel(store, video: str):
+    """store.cells_per_pixel(video) -> (sy, sx) (a MotionStore); None for a duck-typed store
+    without it (then map_hw / frame_hw)."""
+    method = getattr(store, "cells_per_pixel", None)
+    return tuple(float(v) for v in method(video)) if method is not None else None
+
+
+def crop_motion(maps: np.ndarray, frames: np.ndarray, box, frame_hw, out_size, flip: bool,
+                cell_scale=None) -> np.ndarray:
     """The query's motion target: (T', H', W') float32.
 
     maps (N, h, w) per-frame motion; takes the maps of `frames`, crops the map cells the box
-    covers (reference.boxes_to_map: start floored, end ceiled), resamples to out_size by area
-    averaging (adaptive average pooling, which repeats cells when upsampling), and mirrors the
-    width when the query is flipped.
+    (source pixels) covers (map_cells: start floored, end ceiled; cell_scale as there),
+    resamples to out_size by area averaging (adaptive average pooling, which repeats cells
+    when upsampling), and mirrors the width when the query is flipped.
     """
     import torch
     import torch.nn.functional as F
 
-    y0, x0, h, w = reference.boxes_to_map(np.asarray([box]), frame_hw, maps.shape[1:])[0]
+    y0, x0, h, w = map_cells(np.asarray([box]), frame_hw, maps.shape[1:], cell_scale)[0]
     tube = maps[np.minimum(np.asarray(frames), len(maps) - 1), y0:y0 + h, x0:x0 + w]
     pooled = F.adaptive_avg_pool3d(torch.from_numpy(np.ascontiguousarray(tube, np.float32))[None, None],
                                    tuple(int(s) for s in out_size))[0, 0].numpy()
     return np.ascontiguousarray(pooled[:, :, ::-1] if flip else pooled)
+
+
+# ------------------------------------------------------------------------------ file pixels
+
+
+def scale_box(box, src_hw, dst_hw) -> tuple[int, int, int, int]:
+    """A (y0, x0, h, w) box in a src_hw frame -> the same region of the frame resized to dst_hw.
+
+    Each edge is scaled by dst/src on its axis and rounded to the nearest pixel (the resize maps
+    the whole frame onto the whole frame, so per-axis ratios are exact); at least one pixel.
+    """
+    (sh, sw), (dh, dw) = (int(v) for v in src_hw), (int(v) for v in dst_hw)
+    if (sh, sw) == (dh, dw):
+        return tuple(int(v) for v in box)
+    y0, x0, h, w = (float(v) for v in box)
+    ry, rx = dh / sh, dw / sw
+    top, left = min(int(np.floor(y0 * ry + 0.5)), dh - 1), min(int(np.floor(x0 * rx + 0.5)), dw - 1)
+    bottom, right = int(np.floor((y0 + h) * ry + 0.5)), int(np.floor((x0 + w) * rx + 0.5))
+    bottom, right = min(max(bottom, top + 1), dh), min(max(right, left + 1), dw)
+    return top, left, bottom - top, right - left
 
 
 # ------------------------------------------------------------------------------- epoch order
@@ -317,8 +380,10 @@ def sample_rng(seed: int, epoch: int, position: int, attempt: int = 0) -> np.ran
 class Planner:
     """Turns (epoch, position, dataset index) into a SamplePlan, reading the motion store.
 
-    store: a MotionStore (duck-typed: read(v), info(v), video_path(v)). videos: store keys.
-    path_of(video) -> file path (default store.video_path).
+    store: a MotionStore (duck-typed: read(v), info(v), video_path(v); cells_per_pixel(v) used
+    when present). videos: store keys. path_of(video) -> file path (default store.video_path).
+    file_hw(video) -> (H, W) of the file to decode, or None when it is the store's source size;
+    boxes are chosen in source pixels and scaled to the file's (scale_box) when they differ.
     sampler: a MotionSampler or a user callable sampler(maps, info, rng) -> Choice.
     is_bad(path) -> reason or None: the caller's decode check; a bad video is replaced by
     another (drawn from the sample's own generator, so the replacement is deterministic) and
@@ -329,21 +394,28 @@ class Planner:
 
     def __init__(self, store, videos: Sequence[str], *, clip_len: int, size: int, sampler: Callable,
                  augment: bool, motion_size, seed: int, is_bad: Callable[[str], str | None] | None = None,
-                 path_of: Callable[[str], str] | None = None):
+                 path_of: Callable[[str], str] | None = None,
+                 file_hw: Callable[[str], tuple[int, int] | None] | None = None):
         self.store, self.videos = store, list(videos)
         self.clip_len, self.size, self.sampler, self.augment = int(clip_len), int(size), sampler, augment
         self.motion_size, self.seed = tuple(int(s) for s in motion_size), int(seed)
         self.is_bad = is_bad or (lambda path: None)
         self.path_of = path_of or (lambda video: str(store.video_path(video)))
+        self.file_hw = file_hw or (lambda video: None)
 
-    def plan(self, epoch: int, position: int, index: int, select: Callable | None = None) -> SamplePlan:
+    def plan(self, epoch: int, position: int, index: int, select: Callable | None = None,
+             score: Callable | None = None) -> SamplePlan:
         """The plan of the sample at `position` of `epoch` (dataset index `index`), after any
-        replacements. select: optional batched box selector, see plan_batch."""
-        return self.plan_batch(epoch, [position], [index], select)[0]
+        replacements. select, score: optional batched GPU steps, see plan_batch."""
+        return self.plan_batch(epoch, [position], [index], select, score)[0]
 
-    def plan_batch(self, epoch: int, positions, indices, select: Callable | None = None) -> list[SamplePlan]:
-        """Plans of a batch. select(proposals) -> (B, 2) chosen candidate indices replaces the
-        per-sample NumPy selection for the motion sampler (the GPU path passes its kernel)."""
+    def plan_batch(self, epoch: int, positions, indices, select: Callable | None = None,
+                   score: Callable | None = None) -> list[SamplePlan]:
+        """Plans of a batch. For the motion sampler (ignored for others), two optional batched
+        steps replace the per-sample NumPy ones (the GPU path passes its kernels):
+        select(proposals) -> (B, 2) chosen candidate indices; score([m_t (N_i,) float32 per
+        sample]) -> [(starts, scores) per sample], equal to reference.clip_scores(m_t, clip_len,
+        stride). score is used only together with select."""
         resolved = []  # (position, index, rng, failures)
         for pos, idx in zip(positions, indices):
             resolved.append(self._resolve(epoch, int(pos), int(idx)))
@@ -352,14 +424,21 @@ class Planner:
         sampler = self.sampler
         batched = select is not None and isinstance(sampler, MotionSampler) and sampler.sampling == "motion"
         loaded = []
-        for slot, (pos, idx, rng, _) in enumerate(resolved):
+        for pos, idx, rng, _ in resolved:
             video = self.videos[idx]
-            maps, info = self.store.read(video), self.store.info(video)
+            maps, info = self.store.read(video), dict(self.store.info(video))
+            scale = cells_per_pixel(self.store, video)
+            if scale is not None:
+                info["cells_per_pixel"] = scale
             loaded.append((maps, info))
+        scores = [None] * len(resolved)
+        if batched and score is not None:  # the batch's clip scores in one go (before any draw)
+            scores = list(score([MotionSampler.motion_t(maps) for maps, _ in loaded]))
+        for slot, ((pos, idx, rng, _), (maps, info)) in enumerate(zip(resolved, loaded)):
             if batched:
-                pending.append((slot, sampler.propose(maps, info, rng)))
+                pending.append((slot, sampler.propose(maps, info, rng, clip_scores=scores[slot])))
             else:
-                choices[slot] = validate_choice(sampler(maps, info, rng), info, self.clip_len, video)
+                choices[slot] = validate_choice(sampler(maps, info, rng), info, self.clip_len, self.videos[idx])
         if pending:
             chosen = select([p for _, p in pending])
             for (slot, proposal), pick in zip(pending, chosen):
@@ -370,11 +449,14 @@ class Planner:
             q_aug = draw_view_aug(rng, self.size, self.augment)
             k_aug = draw_view_aug(rng, self.size, self.augment)
             frame_hw = (int(info["height"]), int(info["width"]))
-            motion = crop_motion(maps, choice.query_frames, choice.query_box, frame_hw, self.motion_size, q_aug.flip)
+            motion = crop_motion(maps, choice.query_frames, choice.query_box, frame_hw, self.motion_size, q_aug.flip,
+                                 info.get("cells_per_pixel"))
+            file_hw = self.file_hw(video) or frame_hw  # a resized transcode: same region, its pixels
+            q_box, k_box = (scale_box(box, frame_hw, file_hw) for box in (choice.query_box, choice.key_box))
             plans.append(SamplePlan(
                 index=idx, video=video, path=self.path_of(video),
-                query=ViewPlan(np.asarray(choice.query_frames, np.int64), choice.query_box, q_aug),
-                key=ViewPlan(np.asarray(choice.key_frames, np.int64), choice.key_box, k_aug),
+                query=ViewPlan(np.asarray(choice.query_frames, np.int64), q_box, q_aug),
+                key=ViewPlan(np.asarray(choice.key_frames, np.int64), k_box, k_aug),
                 motion=motion, failures=tuple(failures)))
         return plans
 

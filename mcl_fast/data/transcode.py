@@ -13,8 +13,9 @@ each GOP starting at an IDR/key frame:
 Frame count and frame rate are kept (one output frame per decoded input frame, constant rate)
 and checked after encoding, before the file is moved into place (temporary file, fsync,
 os.replace), so an output that exists is complete. Reruns skip outputs that exist (resumable);
-failures are listed in OUT/transcode_errors.json. Runs in parallel worker processes with a
-tqdm progress bar.
+failures are listed in OUT/transcode_errors.json (also when a worker process crashes on a file:
+that file is recorded and the run goes on). Runs in parallel worker processes with a tqdm
+progress bar.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -170,7 +170,8 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def _task(args) -> tuple[str, dict | None, str | None]:
-    rel, src, dst, kwargs = args
+    """(rel, info, None) or (rel, None, reason) for a task (src, rel, dst, kwargs)."""
+    src, rel, dst, kwargs = args
     try:
         return rel, transcode(src, dst, **kwargs), None
     except TranscodeError as err:
@@ -269,25 +270,37 @@ def transcode_dataset(videos, out, *, codec: str = "vp9", gop: int = 16, crf: in
         if not overwrite and dst.exists() and existing_ok(dst, codec):
             report.skipped.append(rel)
         else:
-            tasks.append((rel, str(root / rel), str(dst), kwargs))
+            tasks.append((str(root / rel), rel, str(dst), kwargs))
     bar = tqdm(total=len(tasks), unit="video", desc="transcode", disable=not progress, dynamic_ncols=True)
-    try:
-        if workers == 1:
-            results = map(_task, tasks)
-            for result in results:
-                _record(report, result, bar)
-        else:
-            import multiprocessing as mp
-
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                for fut in as_completed([pool.submit(_task, t) for t in tasks]):
-                    _record(report, fut.result(), bar)
-    finally:
-        bar.close()
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / ERRORS_NAME, [{"path": p, "reason": r} for p, r in sorted(report.errors.items())])
-    report.seconds = time.perf_counter() - start
+    try:
+        run_tasks(tasks, workers, report, bar)
+    finally:  # even when interrupted, the failures so far are listed
+        bar.close()
+        atomic_write_json(out / ERRORS_NAME, [{"path": p, "reason": r} for p, r in sorted(report.errors.items())])
+        report.seconds = time.perf_counter() - start
     return report
+
+
+def run_tasks(tasks, workers: int, report: TranscodeReport, bar, fn=None) -> None:
+    """Run fn(task) -> (rel, info, reason) for tasks (src, rel, dst, kwargs), recording each in report.
+
+    workers == 1: in this process. Otherwise spawned processes through the motion store's
+    crash-tolerant pool (mcl_fast.motion.prepare._pool_results): a worker that dies (a decoder
+    crash, the OOM killer) breaks the pool; the files in flight then run again one by one in fresh
+    processes, the one that kills its process again is recorded as an error (prepare.CRASH_REASON:
+    "the worker process died on this video ...") and the run goes on. fn: a picklable top-level
+    function (default _task).
+    """
+    fn = _task if fn is None else fn
+    if workers == 1:
+        results = map(fn, tasks)
+    else:
+        from mcl_fast.motion.prepare import _pool_results
+
+        results = _pool_results(tasks, workers, fn=fn)
+    for result in results:
+        _record(report, result, bar)
 
 
 def _record(report: TranscodeReport, result, bar) -> None:
