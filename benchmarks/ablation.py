@@ -1,0 +1,276 @@
+"""A scaled-down ablation of the paper's claims (Tables 1-2) on a synthetic action dataset.
+
+    python benchmarks/ablation.py --preset smoke   # 1-2 minutes: checks the pipeline runs
+    python benchmarks/ablation.py --preset cpu     # < 30 minutes on 2 cores: the BENCHMARKS.md table
+    python benchmarks/ablation.py --preset gpu     # larger data, backbone and budget
+
+The dataset (mcl_fast.eval.actions): classes defined by how a small object moves (horizontal,
+vertical, circle, jitter, diagonal), amid static distractors and a panning background; the object
+moves only during part of each video. Each variant is pretrained with the same budget (epochs,
+batch, lr, backbone) through the trainer (mcl_fast.train.train) and the torch loader:
+
+  moco        MoCo, random clip and random crop (the baseline)
+  +TA         motion-focused clip (T-motion above the median), random crop
+  +TA+SA      motion-focused clip and crop (S-motion: the paper's sampling)
+  +MAL v1     +TA+SA with the motion alignment loss, v1 (activation maps), terms S, T, ST
+  +MAL v3     +TA+SA with the MAL v3 (gradient maps, the paper's), terms S, T, ST
+
+plus a "random init" row (the untrained backbone, features only). Each is then evaluated on
+frozen features (clips averaged per video): linear SVM top-1 (features z-scored) and retrieval R@1 (test videos
+query the training videos), over several seeds, printed as mean ± std and written as JSON.
+The point is to measure: whatever the table shows is the result.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+# name -> (sampling, loss overrides)
+VARIANTS = {
+    "moco": ("random", {"mal": False}),
+    "+TA": ("temporal", {"mal": False}),
+    "+TA+SA": ("motion", {"mal": False}),
+    "+MAL v1": ("motion", {"mal": True, "variant": "v1", "terms": ["s", "t", "st"]}),
+    "+MAL v3": ("motion", {"mal": True, "variant": "v3", "terms": ["s", "t", "st"]}),
+}
+
+PRESETS = {
+    # ~1-2 minutes: a pipeline check, numbers meaningless.
+    "smoke": dict(classes=4, videos_per_class=4, num_frames=32, height=48, width=64, object_size=8,
+                  backbone="tiny", size=48, clip_len=8, stride=2, batch=8, epochs=1, lr=0.05, queue=64,
+                  seeds=1, eval_clips=2, variants=["moco", "+MAL v3"]),
+    # The CPU table in BENCHMARKS.md: < 30 minutes on 2 cores.
+    "cpu": dict(classes=4, videos_per_class=40, num_frames=48, height=48, width=64, object_size=10,
+                backbone="tiny", size=48, clip_len=8, stride=2, batch=16, epochs=6, lr=0.05, queue=256,
+                seeds=3, eval_clips=5, variants=list(VARIANTS)),
+    # One GPU: more classes, videos, a bigger backbone and budget.
+    "gpu": dict(classes=5, videos_per_class=80, num_frames=64, height=128, width=160, object_size=16,
+                backbone="r3d_18", size=112, clip_len=16, stride=2, batch=32, epochs=30, lr=0.05, queue=2048,
+                seeds=3, eval_clips=10, variants=list(VARIANTS)),
+}
+
+
+# ------------------------------------------------------------------------------ sampling modes
+
+
+class TemporalOnlySampler:
+    """+TA without SA: the clip by T-motion (above the median), crops drawn at random.
+
+    A user sampler for the loaders (sampler(maps, info, rng) -> plan.Choice), used when the
+    installed MotionSampler has no sampling="temporal" of its own.
+    """
+
+    def __init__(self, clip_len: int, stride: int, preset: str = "paper"):
+        from mcl_fast import sampling as reference
+
+        self.clip_len, self.stride, self.config = clip_len, stride, reference.get_preset(preset)
+
+    def __call__(self, maps, info, rng):
+        from mcl_fast import sampling as reference
+        from mcl_fast.data.plan import Choice
+
+        n, hw = int(info["num_frames"]), (int(info["height"]), int(info["width"]))
+        m_t = maps.reshape(len(maps), -1).mean(axis=1)
+        start = reference.sample_clip_start(m_t, self.clip_len, self.stride, rng, motion_prob=self.config.motion_prob)
+        frames = reference.clip_frame_indices(start, self.clip_len, self.stride, n)
+        boxes = [reference.random_crop_box(rng, *hw, self.config.scale, self.config.ratio) for _ in range(2)]
+        return Choice(frames, boxes[0], frames, boxes[1])
+
+
+@contextlib.contextmanager
+def temporal_sampling_support():
+    """Make the loaders accept sampling="temporal" (TA only) if they do not already."""
+    from mcl_fast.data import loader as loader_module
+    from mcl_fast.data import plan
+
+    try:
+        plan.MotionSampler(8, 2, "temporal")
+        yield  # supported natively
+        return
+    except ValueError:
+        pass
+    original = loader_module.MotionSampler
+
+    def factory(clip_len, stride, sampling, preset, two_clips=False):
+        if sampling == "temporal":
+            return TemporalOnlySampler(clip_len, stride, preset)
+        return original(clip_len, stride, sampling, preset, two_clips)
+
+    loader_module.MotionSampler = factory
+    try:
+        yield
+    finally:
+        loader_module.MotionSampler = original
+
+
+# ------------------------------------------------------------------------------------- stages
+
+
+def build_dataset(work: Path, p: dict, progress: bool):
+    """Videos, train/test CSVs and the motion store (Farneback flow: the sampling signal only)."""
+    from mcl_fast.data.splits import load_split
+    from mcl_fast.eval.actions import SHAPE_CLASSES, make_action_dataset
+    from mcl_fast.motion.prepare import prepare
+
+    videos = work / "videos"
+    train_csv, test_csv = make_action_dataset(
+        videos, classes=SHAPE_CLASSES[:p["classes"]], videos_per_class=p["videos_per_class"],
+        num_frames=p["num_frames"], height=p["height"], width=p["width"], object_size=p["object_size"],
+        progress=progress)
+    # strict: a video the store could not take fails the run here, naming it, not later in the loader.
+    prepare(str(videos), str(work / "store"), flow="farneback", size=min(p["height"], p["width"]), workers=1,
+            strict=True, progress=progress)
+    train = load_split(train_csv, videos_root=videos)
+    test = load_split(test_csv, videos_root=videos, classes=train.classes)
+    return videos, train, test
+
+
+def pretrain(work: Path, p: dict, variant: str, seed: int, train_split, progress: bool) -> Path:
+    """Pretrain one variant with one seed; returns its last checkpoint (reused when present)."""
+    from mcl_fast.checkpoint import list_checkpoints
+    from mcl_fast.train import load_config, train
+
+    sampling, loss = VARIANTS[variant]
+    # The run folder is keyed by the settings, so a changed preset never reuses an old run.
+    budget = hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:8]
+    out = work / "runs" / budget / variant.replace(" ", "_").replace("+", "p") / f"seed{seed}"
+    done = out / "summary.json"
+    if done.is_file() and list_checkpoints(out):
+        return list_checkpoints(out)[-1]
+    config = load_config("demo_cpu")
+    config = copy.deepcopy(config)
+    config["name"] = f"ablation {variant} seed {seed}"
+    config["output"] = str(out)
+    config["model"].update(backbone=p["backbone"], queue_size=p["queue"])
+    config["loss"].update(loss)
+    config["data"].update(loader="torch", store=str(work / "store"), videos=list(train_split.paths),
+                          batch_size=p["batch"], clip_len=p["clip_len"], stride=p["stride"], size=p["size"],
+                          sampling=sampling, preset="paper", loader_kwargs={"num_workers": 1})
+    config["optim"].update(lr=p["lr"], epochs=p["epochs"], warmup_epochs=min(1, p["epochs"] - 1))
+    config["train"].update(device="auto", amp="auto", seed=seed, tensorboard=False, plot=False, progress=progress)
+    config["checkpoint"].update(every_steps=0, keep=1)
+    with temporal_sampling_support():
+        train(config)
+    return list_checkpoints(out)[-1]
+
+
+def evaluate(backbone, train_split, test_split, videos: Path, p: dict, cache: Path, key: str, progress: bool) -> dict:
+    from mcl_fast.eval.features import ClipSettings, split_features
+    from mcl_fast.eval.linear import linear_svm_top1
+    from mcl_fast.eval.retrieval import recall_at_k
+
+    settings = ClipSettings(num_clips=p["eval_clips"], clip_len=p["clip_len"], stride=p["stride"],
+                            crop_size=p["size"], short_side=min(p["height"], p["width"]))
+    kw = dict(checkpoint_hash=key, cache_dir=cache, progress=progress, batch_size=8 * p["eval_clips"])
+    tr_x, tr_y = split_features(backbone, train_split, videos, settings, **kw)
+    te_x, te_y = split_features(backbone, test_split, videos, settings, **kw)
+    # Standardised features: the tiny backbones' feature scales differ by orders of magnitude
+    # between variants (and at random init), which a fixed C = 1 would turn into different
+    # regularisation strengths. Retrieval (cosine) is scale-free and uses the raw features.
+    return {"top1": linear_svm_top1(tr_x, tr_y, te_x, te_y, standardize=True),
+            "r1": recall_at_k(te_x, te_y, tr_x, tr_y, ks=(1,))[1]}
+
+
+def summarize(rows: dict) -> list[dict]:
+    table = []
+    for name, runs in rows.items():
+        top1 = np.array([r["top1"] for r in runs]) * 100
+        r1 = np.array([r["r1"] for r in runs]) * 100
+        table.append({"variant": name, "seeds": len(runs), "top1_mean": float(top1.mean()),
+                      "top1_std": float(top1.std()), "r1_mean": float(r1.mean()), "r1_std": float(r1.std()),
+                      "pretrain_s": float(np.mean([r.get("pretrain_s", 0.0) for r in runs]))})
+    return table
+
+
+def format_table(table: list[dict], p: dict, preset: str) -> str:
+    lines = [f"Ablation ({preset}): {p['classes']} classes x {p['videos_per_class']} videos, backbone {p['backbone']}, "
+             f"{p['epochs']} epochs x batch {p['batch']}, {p['seeds']} seed(s); linear SVM top-1 and R@1 (%)",
+             "", "| variant | top-1 (%) | R@1 (%) | pretrain s/run |", "| --- | --- | --- | --- |"]
+    for row in table:
+        lines.append(f"| {row['variant']} | {row['top1_mean']:.1f} ± {row['top1_std']:.1f} | "
+                     f"{row['r1_mean']:.1f} ± {row['r1_std']:.1f} | {row['pretrain_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="smoke")
+    parser.add_argument("--work", default=None, help="working folder (default: ablation_out/<preset>)")
+    parser.add_argument("--json", default=None, help="results JSON (default: <work>/ablation.json)")
+    parser.add_argument("--seeds", type=int, default=None, help="override the preset's number of seeds")
+    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    parser.add_argument("--variants", default=None, help="comma-separated subset of: " + ", ".join(VARIANTS))
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from mcl_fast.checkpoint import load_backbone
+    from mcl_fast.eval.features import _atomic_write, file_sha256
+    from mcl_fast.models import build_backbone
+
+    p = dict(PRESETS[args.preset])
+    if args.seeds:
+        p["seeds"] = args.seeds
+    if args.epochs:
+        p["epochs"] = args.epochs
+    if args.variants:
+        p["variants"] = [v.strip() for v in args.variants.split(",")]
+        unknown = [v for v in p["variants"] if v not in VARIANTS]
+        if unknown:
+            parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    progress = not args.no_progress
+    work = Path(args.work or ROOT / "ablation_out" / args.preset)
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    videos, train_split, test_split = build_dataset(work, p, progress)
+    print(f"dataset: {len(train_split)} train / {len(test_split)} test videos, classes {train_split.classes} "
+          f"({time.perf_counter() - t_start:.0f} s)", flush=True)
+
+    rows: dict[str, list[dict]] = {"random init": []}
+    cache = work / "feature_cache"
+    for seed in range(p["seeds"]):
+        torch.manual_seed(seed)
+        net = build_backbone(p["backbone"])
+        rows["random init"].append(evaluate(net, train_split, test_split, videos, p, cache,
+                                            f"random-{p['backbone']}-{seed}", progress))
+    for variant in p["variants"]:
+        rows[variant] = []
+        for seed in range(p["seeds"]):
+            t0 = time.perf_counter()
+            ckpt = pretrain(work, p, variant, seed, train_split, progress)
+            elapsed = time.perf_counter() - t0
+            backbone, _ = load_backbone(ckpt)
+            result = evaluate(backbone, train_split, test_split, videos, p, cache, file_sha256(ckpt), progress)
+            result.update(seed=seed, pretrain_s=elapsed, checkpoint=str(ckpt))
+            rows[variant].append(result)
+            print(f"{variant} seed {seed}: top-1 {100 * result['top1']:.1f} %  R@1 {100 * result['r1']:.1f} %  "
+                  f"(pretrain {elapsed:.0f} s)", flush=True)
+
+    table = summarize(rows)
+    text = format_table(table, p, args.preset)
+    total = time.perf_counter() - t_start
+    print("\n" + text + f"\n\ntotal {total / 60:.1f} min")
+    out = Path(args.json or work / "ablation.json")
+    payload = {"preset": args.preset, "settings": p, "table": table, "runs": rows, "total_s": total,
+               "command": "python benchmarks/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    _atomic_write(out, lambda f: f.write(json.dumps(payload, indent=1).encode()))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Supervised fine-tuning (paper sec. 4.2, Table 4): the pretrained backbone + a linear layer.
+
+Training: one random clip per video and epoch (clip_len frames at stride, uniform start), short
+side resized (crop·256/224), a random crop_size² crop and a random horizontal flip, ImageNet
+normalisation; cross-entropy, SGD with momentum, a per-iteration cosine schedule with linear
+warm-up. Testing: num_test_clips clips spread uniformly over each video (centre crop), the
+softmax averaged over them, top-1. Distributed with torchrun like pretraining (DDP; NCCL on
+GPU, gloo on CPU: `mcl_fast.dist`); bf16 autocast on GPU (fp16 + GradScaler as an option).
+
+The result is written as a checkpoint that `mcl_fast.checkpoint.load_backbone` reads (the
+backbone under ``encoder_q.backbone.``), plus the classifier under ``head`` and the class names.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .features import ClipSettings, EvalClipDataset, decode_resized, normalize_clips
+
+
+class VideoClassifier(nn.Module):
+    """backbone (B, 3, T, H, W) -> (B, D), then dropout and a linear layer -> (B, num_classes) logits."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float = 0.5):
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(backbone.feature_dim, num_classes)
+        nn.init.normal_(self.fc.weight, 0, 0.01)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x):
+        return self.fc(self.dropout(self.backbone(x)))
+
+
+class TrainClipDataset:
+    """item i = (clip (3, T, S, S) float32 tensor, label): random start, random crop, random flip.
+
+    Randomness comes from (seed, epoch, i), so a run is reproducible whatever the worker count.
+    """
+
+    def __init__(self, paths, labels, settings: ClipSettings, seed: int = 0):
+        self.paths = [Path(p) for p in paths]
+        self.labels = list(labels)
+        self.settings = settings
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from ..sampling import clip_frame_indices, random_clip_start
+
+        s = self.settings
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        frames = decode_resized(self.paths[i], s.resize_to, crop=None)
+        n, h, w = frames.shape[:3]
+        start = random_clip_start(n, s.clip_len, s.stride, rng)
+        clip = frames[clip_frame_indices(start, s.clip_len, s.stride, n)]
+        y0, x0 = int(rng.integers(h - s.crop_size + 1)), int(rng.integers(w - s.crop_size + 1))
+        clip = clip[:, y0:y0 + s.crop_size, x0:x0 + s.crop_size]
+        if rng.random() < 0.5:
+            clip = clip[:, :, ::-1]
+        return torch.from_numpy(normalize_clips(clip)), int(self.labels[i])
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 30
+    batch_size: int = 8  # per process
+    lr: float = 0.05  # at batch_size × world; scaled linearly with the global batch
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    dropout: float = 0.5
+    num_test_clips: int = 10
+    amp: str = "bf16"  # "bf16", "fp16" (with a GradScaler) or "off"; CPU always runs fp32
+    num_workers: int = 0
+    seed: int = 0
+
+
+def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base * (1 + math.cos(math.pi * t))
+
+
+def evaluate_classifier(model: nn.Module, paths, labels, settings: ClipSettings, *, batch_size: int = 40,
+                        num_workers: int = 0, device="cpu", progress: bool = True) -> dict:
+    """Top-1 with the softmax averaged over settings.num_clips uniform centre-cropped clips per video."""
+    from tqdm import tqdm
+
+    model.eval()
+    per_batch = max(1, batch_size // settings.num_clips)
+    loader = torch.utils.data.DataLoader(EvalClipDataset(paths, settings), batch_size=per_batch,
+                                         num_workers=num_workers)
+    labels = np.asarray(labels, np.int64)
+    probs = None
+    use_cuda = torch.device(device).type == "cuda"
+    with torch.inference_mode(), tqdm(total=len(paths), desc="test", unit="video", disable=not progress) as bar:
+        for clips, index in loader:
+            b, k = clips.shape[:2]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+                logits = model(clips.flatten(0, 1).to(device))
+            p = logits.float().softmax(-1).reshape(b, k, -1).mean(1).cpu().numpy()
+            if probs is None:
+                probs = np.zeros((len(paths), p.shape[1]), np.float32)
+            probs[index.numpy()] = p
+            bar.update(b)
+    pred = probs.argmax(1)
+    return {"top1": float(np.mean(pred == labels)), "predictions": pred.tolist()}
+
+
+def finetune(backbone: nn.Module, backbone_config: dict, train_split, test_split, videos_root, *,
+             train_settings: ClipSettings, test_settings: ClipSettings | None = None,
+             config: FinetuneConfig | None = None, out: str | Path | None = None, device: str = "auto",
+             progress: bool = True) -> dict:
+    """Fine-tune `backbone` on train_split, test on test_split; returns {"top1", "history", ...}.
+
+    Under torchrun every process trains on its shard (DistributedSampler) and rank 0 tests and
+    writes `out` (a checkpoint, see the module docstring).
+    """
+    from tqdm import tqdm
+
+    from .. import dist
+    from ..checkpoint import atomic_torch_save
+
+    cfg = config or FinetuneConfig()
+    test_settings = test_settings or ClipSettings(num_clips=cfg.num_test_clips, clip_len=train_settings.clip_len,
+                                                  stride=train_settings.stride, crop_size=train_settings.crop_size,
+                                                  short_side=train_settings.short_side)
+    dev, rank, world = dist.init_distributed(device)
+    torch.manual_seed(cfg.seed)
+    root = Path(videos_root)
+    num_classes = len(train_split.classes)
+    model = VideoClassifier(backbone, num_classes, cfg.dropout).to(dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last_3d)
+    train_model = nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None) \
+        if world > 1 else model
+
+    dataset = TrainClipDataset([root / p for p in train_split.paths], train_split.labels, train_settings, cfg.seed)
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                                  seed=cfg.seed, drop_last=False)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
+                                         num_workers=cfg.num_workers, drop_last=False,
+                                         pin_memory=dev.type == "cuda")
+    lr = cfg.lr * cfg.batch_size * world / 8  # linear scaling from the reference batch of 8
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    use_amp = dev.type == "cuda" and amp_dtype is not None
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    total = cfg.epochs * len(loader)
+    warmup = int(cfg.warmup_epochs * len(loader))
+    history, step = [], 0
+    for epoch in range(cfg.epochs):
+        sampler.set_epoch(epoch)
+        dataset.epoch = epoch
+        train_model.train()
+        losses, correct, seen = [], 0, 0
+        with tqdm(loader, desc=f"finetune {epoch + 1}/{cfg.epochs}", unit="batch",
+                  disable=not progress or rank != 0) as bar:
+            for x, y in bar:
+                for group in opt.param_groups:
+                    group["lr"] = _lr_at(step, total, warmup, lr)
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                if dev.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last_3d)
+                with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
+                    logits = train_model(x)
+                    loss = nn.functional.cross_entropy(logits.float(), y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"fine-tuning loss is {loss.item()} at step {step}; lower --lr")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                losses.append(loss.item())
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+                step += 1
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_top1": correct / max(1, seen)})
+
+    result = {"history": history, "num_classes": num_classes, "world_size": world}
+    if rank == 0:
+        test_paths = [root / p for p in test_split.paths]
+        result.update(evaluate_classifier(model, test_paths, test_split.labels, test_settings, device=dev,
+                                          num_workers=cfg.num_workers, progress=progress))
+        if out is not None:
+            state = {
+                "model": {f"encoder_q.backbone.{k}": v.detach().cpu() for k, v in model.backbone.state_dict().items()},
+                "head": {k: v.detach().cpu() for k, v in model.fc.state_dict().items()},
+                "classes": list(train_split.classes),
+                "config": backbone_config,
+                "finetune": {"top1": result["top1"], "epochs": cfg.epochs, "lr": lr, "history": history},
+            }
+            result["checkpoint"] = str(atomic_torch_save(state, out))
+    dist.barrier()
+    return result
+
+
+def load_classifier(checkpoint_path, map_location="cpu"):
+    """(backbone, head nn.Linear or None, classes list or None, config) of any mcl_fast checkpoint."""
+    from ..checkpoint import load_backbone, load_checkpoint
+
+    backbone, config = load_backbone(checkpoint_path, map_location)
+    state = load_checkpoint(checkpoint_path, map_location)
+    if "head" not in state:
+        return backbone, None, None, config
+    weight = state["head"]["weight"]
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    head.load_state_dict(state["head"])
+    return backbone, head.eval(), state.get("classes"), config

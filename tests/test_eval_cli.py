@@ -1,0 +1,223 @@
+"""`mcl-fast eval ...` end to end on a tiny synthetic dataset, and the evaluation clips and cache."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mcl_fast.cli import main as cli_main
+from mcl_fast.data.synthetic import make_video
+from mcl_fast.eval.features import (ClipSettings, cached_features, eval_clips, extract_features,
+                                    uniform_clip_starts)
+from mcl_fast.models import build_backbone
+
+CLIP = ["--clip-len", "4", "--stride", "2", "--num-clips", "3", "--no-progress"]
+
+
+def main(argv) -> int:
+    """`mcl-fast ARGV` in this process (paths given as Path objects become strings)."""
+    return cli_main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """8 videos (20 frames of 64x80) in two classes: a moving object vs a still one; train/test CSVs."""
+    root = tmp_path_factory.mktemp("evalset")
+    rows = []
+    for i in range(8):
+        cls = "moving" if i % 2 else "still"
+        rel = f"{cls}/v{i}.mp4"
+        make_video(root / rel, num_frames=20, height=64, width=80, object_size=16, speed=3.0,
+                   active=None if i % 2 else (0, 0), seed=40 + i)
+        rows.append((rel, cls))
+    (root / "train.csv").write_text("path,label\n" + "".join(f"{p},{c}\n" for p, c in rows[:4]))
+    (root / "test.csv").write_text("path,label\n" + "".join(f"{p},{c}\n" for p, c in rows[4:]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A file in the trainer's checkpoint layout: the query encoder's tiny backbone + config."""
+    torch.manual_seed(0)
+    net = build_backbone("tiny")
+    state = {"model": {f"encoder_q.backbone.{k}": v for k, v in net.state_dict().items()},
+             "config": {"model": {"backbone": "tiny"}, "data": {"size": 48, "clip_len": 4, "stride": 2}}}
+    path = tmp_path_factory.mktemp("ckpt") / "ckpt_00000010.pt"
+    torch.save(state, path)
+    return path
+
+
+def test_eval_clip_geometry(synthetic_mp4):
+    starts = uniform_clip_starts(32, 5, 8, 2)
+    assert starts.tolist() == [0, 4, 9, 13, 17]  # last start 32 - 15 = 17, evenly spaced
+    assert uniform_clip_starts(5, 3, 8, 2).tolist() == [0, 0, 0]  # too short: all from 0
+    settings = ClipSettings(num_clips=3, clip_len=8, stride=2, crop_size=56)
+    assert settings.resize_to == 64  # 56 · 256 / 224
+    clips = eval_clips(synthetic_mp4.path, settings)
+    assert clips.shape == (3, 3, 8, 56, 56) and clips.dtype == np.float32
+    assert abs(float(clips.mean())) < 2.0  # ImageNet-normalised, not 0..255
+    with pytest.raises(ValueError, match="smaller than crop_size"):
+        ClipSettings(crop_size=224, short_side=200)
+    with pytest.raises(ValueError, match="nope.mp4: video not found"):
+        eval_clips(synthetic_mp4.path.parent / "nope.mp4", settings)
+
+
+def test_features_mean_over_clips_and_cache(tmp_path, synthetic_mp4):
+    torch.manual_seed(0)
+    net = build_backbone("tiny")
+    settings = ClipSettings(num_clips=3, clip_len=4, stride=2, crop_size=48)
+    feats = extract_features(net, [synthetic_mp4.path] * 2, settings, batch_size=3, progress=False)
+    net.eval()
+    with torch.no_grad():
+        expected = net(torch.from_numpy(eval_clips(synthetic_mp4.path, settings))).mean(0).numpy()
+    assert feats.shape == (2, net.feature_dim)
+    np.testing.assert_allclose(feats[1], expected, rtol=1e-4, atol=1e-5)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return feats
+
+    meta = {"checkpoint": "abc", "clips": settings.to_dict()}
+    a, hit_a = cached_features(tmp_path, meta, compute)
+    b, hit_b = cached_features(tmp_path, meta, compute)
+    c, hit_c = cached_features(tmp_path, {**meta, "checkpoint": "other"}, compute)
+    assert (hit_a, hit_b, hit_c) == (False, True, False) and len(calls) == 2
+    np.testing.assert_array_equal(a, b)
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".json", ".npy", ".npy"]
+
+
+def test_eval_linear_and_retrieval_cli(dataset, checkpoint, tmp_path, capsys):
+    out = tmp_path / "linear.json"
+    args = ["eval", "linear", "--checkpoint", checkpoint, "--train-split", dataset / "train.csv",
+            "--test-split", dataset / "test.csv", "--videos", dataset, "--cache", tmp_path / "cache",
+            "--fc-epochs", "5", "--retrieval", "--json", out, *CLIP]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["num_train"] == 4 and result["num_test"] == 4 and result["num_classes"] == 2
+    assert result["clips"]["crop_size"] == 48 and result["clips"]["clip_len"] == 4  # from the checkpoint config
+    for key in ("svm_top1", "fc_top1"):
+        assert result[key] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert set(result["recall"]) == {"1", "5", "10", "20"} and result["recall"]["5"] == 1.0  # 4 gallery, 2 classes
+    printed = capsys.readouterr().out
+    assert "SVM top-1" in printed and "R@1" in printed
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # train and test features cached
+
+    out2 = tmp_path / "retrieval.json"
+    assert main(["eval", "retrieval", "--checkpoint", checkpoint, "--train-split", dataset / "train.csv",
+                 "--test-split", dataset / "test.csv", "--videos", dataset, "--cache", tmp_path / "cache",
+                 "--ks", "1,2", "--json", out2, *CLIP]) == 0
+    recall = json.loads(out2.read_text())["recall"]
+    assert recall["1"] == result["recall"]["1"]  # same cached features, same metric
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # served from the cache
+
+
+def test_eval_reports_bad_split_line(dataset, checkpoint, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\nstill/v0.mp4,still\nmoving/v1.mp4\n")
+    code = main(["eval", "linear", "--checkpoint", checkpoint, "--train-split", bad, "--test-split",
+                 dataset / "test.csv", "--videos", dataset, *CLIP])
+    assert code == 1
+    assert "bad.csv:3: expected 'path,label'" in capsys.readouterr().err
+    missing = tmp_path / "missing.csv"
+    missing.write_text("path,label\nstill/v0.mp4,still\nmoving/gone.mp4,moving\n")
+    code = main(["eval", "retrieval", "--checkpoint", checkpoint, "--train-split", missing, "--test-split",
+                 dataset / "test.csv", "--videos", dataset, *CLIP])
+    assert code == 1
+    assert "missing.csv:3: video 'moving/gone.mp4' not found" in capsys.readouterr().err
+
+
+def test_eval_finetune_and_gradcam_cli(dataset, checkpoint, tmp_path, capsys):
+    from mcl_fast.eval.finetune import load_classifier
+
+    ft = tmp_path / "ft.pt"
+    assert main(["eval", "finetune", "--checkpoint", checkpoint, "--train-split", dataset / "train.csv",
+                 "--test-split", dataset / "test.csv", "--videos", dataset, "--epochs", "2", "--train-batch", "2",
+                 "--num-test-clips", "2", "--out", ft, "--json", tmp_path / "ft.json", *CLIP]) == 0
+    result = json.loads((tmp_path / "ft.json").read_text())
+    assert len(result["history"]) == 2 and np.isfinite(result["history"][-1]["loss"])
+    assert 0.0 <= result["top1"] <= 1.0
+    backbone, head, classes, config = load_classifier(ft)
+    assert classes == ["moving", "still"] and head.out_features == 2
+    assert config["model"]["backbone"] == "tiny"
+
+    png = tmp_path / "cam.png"
+    assert main(["eval", "gradcam", "--checkpoint", ft, "--video", dataset / "moving/v1.mp4", "--out", png,
+                 "--target", "pred", "--clip-len", "8", "--no-progress"]) == 0
+    assert png.is_file() and png.stat().st_size > 1000
+    assert main(["eval", "gradcam", "--checkpoint", checkpoint, "--video", dataset / "moving/v1.mp4",
+                 "--out", png, "--target", "1"]) == 1
+    assert "needs a fine-tuned checkpoint" in capsys.readouterr().err
+
+
+def test_dali_cpu_clips_match_pyav(synthetic_webm):
+    """DALI's CPU decoder (VP9) gives the PyAV clips up to interpolation, frame-aligned."""
+    from mcl_fast._backend import HAS_DALI
+    from mcl_fast.eval.features import iter_dali_clips
+
+    if not HAS_DALI:
+        pytest.skip("nvidia-dali is not installed")
+    settings = ClipSettings(num_clips=3, clip_len=4, stride=2, crop_size=48)
+    out = list(iter_dali_clips([synthetic_webm.path] * 2, settings, device="cpu", batch_size=4))
+    assert [vi for vi, _ in out] == [0, 1]
+    ref = eval_clips(synthetic_webm.path, settings)
+    clips = out[1][1].numpy()
+    assert clips.shape == ref.shape
+    aligned = np.abs(clips - ref).mean()
+    shifted = np.abs(clips[:, :, 1:] - ref[:, :, :-1]).mean()
+    assert aligned < 0.2 and aligned < shifted
+    torch.manual_seed(0)
+    net = build_backbone("tiny")
+    a = extract_features(net, [synthetic_webm.path], settings, decoder="dali", progress=False)
+    b = extract_features(net, [synthetic_webm.path], settings, decoder="pyav", progress=False)
+    cos = float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+    assert cos > 0.98
+
+
+def test_evaluate_checkpoint_api(dataset, checkpoint):
+    """The one-call API `make demo` uses: linear probes and R@k from split specs."""
+    from mcl_fast.eval.linear import evaluate_checkpoint
+
+    settings = ClipSettings(num_clips=2, clip_len=4, stride=2, crop_size=48)
+    result = evaluate_checkpoint(checkpoint, dataset / "train.csv", dataset / "test.csv", dataset, settings=settings,
+                                 fc_epochs=3, ks=(1, 3), progress=False)
+    assert result["num_train"] == 4 and result["num_test"] == 4
+    assert set(result["recall"]) == {1, 3} and result["recall"][1] <= result["recall"][3] == 1.0
+    assert 0.0 <= result["svm_top1"] <= 1.0 and 0.0 <= result["fc_top1"] <= 1.0
+
+
+def test_action_dataset(tmp_path):
+    """The synthetic action classes: object inside the frame, moving only in its window, as its class says."""
+    from mcl_fast.data.splits import load_split
+    from mcl_fast.eval.actions import ACTION_CLASSES, make_action_dataset, render_action
+
+    travel = {}
+    for cls in ACTION_CLASSES:
+        frames, boxes = render_action(cls, num_frames=24, height=32, width=40, object_size=6, active_fraction=0.5,
+                                      seed=3)
+        assert frames.shape == (24, 32, 40, 3) and frames.dtype == np.uint8
+        assert (boxes[:, :2] >= 0).all() and (boxes[:, 0] + 6 <= 32).all() and (boxes[:, 1] + 6 <= 40).all()
+        steps = np.abs(np.diff(boxes[:, :2], axis=0)).sum(1)
+        assert (steps > 0).sum() <= 12  # moves only inside the active window (half of 24 frames)
+        travel[cls] = steps.sum()
+    assert travel["still"] == 0 and travel["fast"] > travel["slow"] > 0 and travel["circle"] > 0
+    h_frames, h_boxes = render_action("horizontal", num_frames=24, height=32, width=40, object_size=6, seed=5)
+    assert np.ptp(h_boxes[:, 0]) == 0 and np.ptp(h_boxes[:, 1]) > 0  # horizontal: x changes, y does not
+    with pytest.raises(ValueError, match="unknown action class"):
+        render_action("moonwalk")
+    train_csv, test_csv = make_action_dataset(tmp_path, classes=("vertical", "circle"), videos_per_class=3,
+                                              num_frames=12, height=32, width=40, object_size=6, progress=False)
+    train = load_split(train_csv, videos_root=tmp_path)
+    test = load_split(test_csv, videos_root=tmp_path, classes=train.classes)
+    assert len(train) == 4 and len(test) == 2 and train.classes == ["circle", "vertical"]
+
+
+def test_demo_evaluation_step(checkpoint, tmp_path):
+    from mcl_fast.eval.demo_eval import run_demo_evaluation
+
+    result = run_demo_evaluation(checkpoint, tmp_path, videos_per_class=3, num_clips=2, progress=False)
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["num_train"] == 8 and saved["num_test"] == 4 and saved["recall"]["1"] == result["recall"]["1"]
+    assert (tmp_path / "figures" / "gradcam.png").stat().st_size > 1000
