@@ -23,7 +23,6 @@ The point is to measure: whatever the table shows is the result.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import hashlib
 import json
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-# name -> (sampling, loss overrides)
+# name -> (sampling mode of the loaders, see mcl_fast.data.plan.MotionSampler; loss overrides)
 VARIANTS = {
     "moco": ("random", {"mal": False}),
     "+TA": ("temporal", {"mal": False}),
@@ -60,59 +59,6 @@ PRESETS = {
                 backbone="r3d_18", size=112, clip_len=16, stride=2, batch=32, epochs=30, lr=0.05, queue=2048,
                 seeds=3, eval_clips=10, variants=list(VARIANTS)),
 }
-
-
-# ------------------------------------------------------------------------------ sampling modes
-
-
-class TemporalOnlySampler:
-    """+TA without SA: the clip by T-motion (above the median), crops drawn at random.
-
-    A user sampler for the loaders (sampler(maps, info, rng) -> plan.Choice), used when the
-    installed MotionSampler has no sampling="temporal" of its own.
-    """
-
-    def __init__(self, clip_len: int, stride: int, preset: str = "paper"):
-        from mcl_fast import sampling as reference
-
-        self.clip_len, self.stride, self.config = clip_len, stride, reference.get_preset(preset)
-
-    def __call__(self, maps, info, rng):
-        from mcl_fast import sampling as reference
-        from mcl_fast.data.plan import Choice
-
-        n, hw = int(info["num_frames"]), (int(info["height"]), int(info["width"]))
-        m_t = maps.reshape(len(maps), -1).mean(axis=1)
-        start = reference.sample_clip_start(m_t, self.clip_len, self.stride, rng, motion_prob=self.config.motion_prob)
-        frames = reference.clip_frame_indices(start, self.clip_len, self.stride, n)
-        boxes = [reference.random_crop_box(rng, *hw, self.config.scale, self.config.ratio) for _ in range(2)]
-        return Choice(frames, boxes[0], frames, boxes[1])
-
-
-@contextlib.contextmanager
-def temporal_sampling_support():
-    """Make the loaders accept sampling="temporal" (TA only) if they do not already."""
-    from mcl_fast.data import loader as loader_module
-    from mcl_fast.data import plan
-
-    try:
-        plan.MotionSampler(8, 2, "temporal")
-        yield  # supported natively
-        return
-    except ValueError:
-        pass
-    original = loader_module.MotionSampler
-
-    def factory(clip_len, stride, sampling, preset, two_clips=False):
-        if sampling == "temporal":
-            return TemporalOnlySampler(clip_len, stride, preset)
-        return original(clip_len, stride, sampling, preset, two_clips)
-
-    loader_module.MotionSampler = factory
-    try:
-        yield
-    finally:
-        loader_module.MotionSampler = original
 
 
 # ------------------------------------------------------------------------------------- stages
@@ -161,8 +107,7 @@ def pretrain(work: Path, p: dict, variant: str, seed: int, train_split, progress
     config["optim"].update(lr=p["lr"], epochs=p["epochs"], warmup_epochs=min(1, p["epochs"] - 1))
     config["train"].update(device="auto", amp="auto", seed=seed, tensorboard=False, plot=False, progress=progress)
     config["checkpoint"].update(every_steps=0, keep=1)
-    with temporal_sampling_support():
-        train(config)
+    train(config)
     return list_checkpoints(out)[-1]
 
 
@@ -219,7 +164,8 @@ def main(argv=None) -> int:
     import torch
 
     from mcl_fast.checkpoint import load_backbone
-    from mcl_fast.eval.features import _atomic_write, file_sha256
+    from mcl_fast._io import atomic_write_json
+    from mcl_fast.eval.features import file_sha256
     from mcl_fast.models import build_backbone
 
     p = dict(PRESETS[args.preset])
@@ -267,7 +213,7 @@ def main(argv=None) -> int:
     out = Path(args.json or work / "ablation.json")
     payload = {"preset": args.preset, "settings": p, "table": table, "runs": rows, "total_s": total,
                "command": "python benchmarks/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    _atomic_write(out, lambda f: f.write(json.dumps(payload, indent=1).encode()))
+    atomic_write_json(out, payload)
     print(f"wrote {out}")
     return 0
 

@@ -17,13 +17,14 @@ Rerunning reuses what is there: videos are not rewritten, the store and the pret
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from ._io import atomic_copy
 
 # Synthetic videos: name -> render_frames settings. Small, so TV-L1 on 2 cores stays quick.
 DEMO_SYNTHETIC = {
@@ -66,11 +67,7 @@ def write_demo_videos(videos_dir: Path, full_samples: bool = False) -> list[Path
         if excerpt is None or full_samples:
             path = videos_dir / name
             if not path.exists():
-                tmp = path.with_name(f".{name}.tmp")
-                shutil.copyfile(source, tmp)
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
-                tmp.replace(path)
+                atomic_copy(source, path)
         else:
             first, count = excerpt
             path = videos_dir / f"{Path(name).stem}_{first}-{first + count - 1}.mp4"

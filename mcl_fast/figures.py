@@ -5,10 +5,11 @@ needed). Every figure is written atomically: a temporary file beside the target,
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from ._io import atomic_write
 
 HEATMAP = "inferno"
 
@@ -21,18 +22,7 @@ def _new_figure(width_in: float, height_in: float):
 
 def save_figure(fig, path) -> Path:
     """Write `fig` as PNG to `path` atomically; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        fig.savefig(tmp, format="png")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
 
 def _show_map(ax, m, frame_hw, vmax=None, overlay: bool = False):

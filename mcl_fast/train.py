@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from . import dist
+from ._io import atomic_write_json
 from .checkpoint import load_checkpoint, load_latest, rng_state, save_checkpoint, set_rng_state
 
 # ---- configs -------------------------------------------------------------------------------
@@ -72,7 +73,7 @@ DEFAULTS: dict = {
         "stride": 2,
         "size": 224,
         "augment": True,
-        "sampling": "motion",   # motion | random
+        "sampling": "motion",   # motion | temporal | spatial | random
         "preset": "paper",      # paper | official
         "loader_kwargs": {},    # passed on to the loader's constructor
         "synthetic_batches": 50,  # batches per epoch of the synthetic source
@@ -382,47 +383,14 @@ class GpuMonitor:
 
 
 def plot_history(history: list[dict], path: Path) -> Path | None:
-    """Loss curves PNG: mcl_fast.figures.plot_loss_curves when present, else a plain matplotlib plot."""
+    """Loss curves PNG (mcl_fast.figures.plot_loss_curves) of the logged history."""
     if not history:
         return None
-    try:
-        from .figures import plot_loss_curves
-    except ImportError:
-        plot_loss_curves = None
-    if plot_loss_curves is not None:  # takes {series: values}, plotted against their index
-        series = {k: [h[k] for h in history] for k in ("loss", "nce", "mal") if k in history[0]}
-        every = history[1]["step"] - history[0]["step"] if len(history) > 1 else 1
-        plot_loss_curves(series, path, xlabel=f"log point (every {every} steps)")
-        return path
-    import matplotlib
+    from .figures import plot_loss_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in ("loss", "nce", "mal"):
-        if key in history[0]:
-            ax.plot(steps, [h[key] for h in history], label=key)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def _atomic_json(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    series = {k: [h[k] for h in history] for k in ("loss", "nce", "mal") if k in history[0]}
+    every = history[1]["step"] - history[0]["step"] if len(history) > 1 else 1
+    return plot_loss_curves(series, path, xlabel=f"logged step (every {every} steps)")
 
 
 # ---- the run -------------------------------------------------------------------------------
@@ -503,7 +471,7 @@ def train(config: dict, resume: str | None = None) -> dict:
     out_dir = Path(config["output"])
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_json(config, out_dir / "config.json")
+        atomic_write_json(out_dir / "config.json", config)
     _set_deterministic(bool(t_cfg["deterministic"]), device)
     torch.manual_seed(int(t_cfg["seed"]))  # the same initial weights on every rank
     model = build_model(config).to(device)
@@ -671,12 +639,12 @@ def train(config: dict, resume: str | None = None) -> dict:
         bar.close()
     summary = {"step": step, "epoch": epoch, "world_size": world, "output": str(out_dir), **last}
     if rank == 0:
-        _atomic_json(history, out_dir / "history.json")
+        atomic_write_json(out_dir / "history.json", history)
         if t_cfg["plot"]:
             summary["loss_plot"] = str(plot_history(history, out_dir / "loss_curves.png"))
         if writer is not None:
             writer.close()
-        _atomic_json(summary, out_dir / "summary.json")
+        atomic_write_json(out_dir / "summary.json", summary)
     dist.cleanup()
     return summary
 

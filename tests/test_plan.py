@@ -163,10 +163,129 @@ def test_random_and_two_clip_sampling():
     assert rnd.query_box == sampling.random_crop_box(rng, 64, 80)
     two = [P.MotionSampler(8, 2, two_clips=True)(maps, info, np.random.default_rng(s)) for s in range(10)]
     assert any(not np.array_equal(c.query_frames, c.key_frames) for c in two)
-    with pytest.raises(ValueError, match="sampling"):
+    with pytest.raises(ValueError, match="sampling must be one of 'motion', 'temporal', 'spatial', 'random'"):
         P.MotionSampler(sampling="optical")
     with pytest.raises(ValueError, match="preset"):
         P.MotionSampler(preset="nope")
+
+
+def _moving_maps(n=48, h=16, w=20, corner=True):
+    """Motion only in frames 20..39: in the top-left 4x4 cells (corner) or spread evenly over the
+    frame with the same per-frame mean (flat), so T-motion is the same and only S-motion differs."""
+    maps = np.full((n, h, w), 0.01, np.float32)
+    if corner:
+        maps[20:40, :4, :4] = 1.0
+    else:
+        maps[20:40] = maps[20].mean() + (1.0 - 0.01) * 16 / (h * w)
+    return maps
+
+
+def _corner_share(box, side=16):
+    """Fraction of the frame's top-left side x side pixels (the corner motion) inside box."""
+    y0, x0, h, w = box
+    return max(0, min(y0 + h, side) - y0) * max(0, min(x0 + w, side) - x0) / side ** 2
+
+
+def _clip_score_of(maps, start, clip_len=8, stride=2):
+    starts, scores = sampling.clip_scores(maps.mean(axis=(1, 2)), clip_len, stride)
+    return scores[list(starts).index(start)], np.median(scores)
+
+
+def test_temporal_sampling_motion_clip_and_random_crop():
+    info = FakeStore().info("a")
+    corner, flat = _moving_maps(corner=True), _moving_maps(corner=False)
+    assert np.allclose(corner.mean(axis=(1, 2)), flat.mean(axis=(1, 2)), atol=1e-6)
+    ta = P.MotionSampler(8, 2, sampling="temporal")
+    assert ta.motion_clip and not ta.motion_crop
+    hits = 0
+    for seed in range(40):
+        got = ta(corner, info, np.random.default_rng(seed))
+        start = int(got.query_frames[0])
+        score, median = _clip_score_of(corner, start)
+        assert score > median  # the clip is always motion-focused (paper preset: motion_prob 1)
+        assert np.array_equal(got.query_frames, got.key_frames)
+        # the reference: sample_clip_start, then two random-resized crops with the preset's scale/ratio
+        rng = np.random.default_rng(seed)
+        want = sampling.sample_clip_start(corner.mean(axis=(1, 2)), 8, 2, rng)
+        assert start == want
+        assert got.query_box == sampling.random_crop_box(rng, 64, 80, (0.3, 1.0), (0.5, 2.0))
+        assert got.key_box == sampling.random_crop_box(rng, 64, 80, (0.3, 1.0), (0.5, 2.0))
+        # boxes ignore S-motion: a flat map with the same T-motion gives the same plan ...
+        same = ta(flat, info, np.random.default_rng(seed))
+        assert np.array_equal(same.query_frames, got.query_frames)
+        assert (same.query_box, same.key_box) == (got.query_box, got.key_box)
+        # ... and so does "random" (a uniform clip draws as many numbers as a motion-focused one)
+        rnd = P.MotionSampler(8, 2, sampling="random")(corner, info, np.random.default_rng(seed))
+        assert (rnd.query_box, rnd.key_box) == (got.query_box, got.key_box)
+        hits += _corner_share(got.query_box) >= 0.75  # the hot cells are frame rows 0..16, cols 0..16
+    motion_hits = sum(_corner_share(P.MotionSampler(8, 2)(corner, info, np.random.default_rng(s)).query_box) >= 0.75
+                      for s in range(40))
+    assert hits <= 12 and motion_hits >= 30  # the motion-focused crop finds the corner, the random one rarely
+    # the official preset: the same scale/ratio as its motion crops, and sometimes a uniform clip
+    official = P.MotionSampler(8, 2, sampling="temporal", preset="official")
+    boxes = [official(corner, info, np.random.default_rng(s)).query_box for s in range(200)]
+    area = np.array([b[2] * b[3] for b in boxes]) / (64 * 80)
+    aspect = np.array([b[3] / b[2] for b in boxes])
+    assert area.min() < 0.3 and aspect.min() > 0.7 and aspect.max() < 1.4
+    cold = sum(_clip_score_of(corner, int(official(corner, info, np.random.default_rng(s)).query_frames[0]))[0]
+               <= np.median(sampling.clip_scores(corner.mean(axis=(1, 2)), 8, 2)[1]) for s in range(200))
+    assert 0 < cold < 60  # uniform with p 0.3, half of those below the median: ~15 %
+
+
+def test_spatial_sampling_random_clip_and_motion_crop():
+    info = FakeStore().info("a")
+    maps = _moving_maps(corner=True)
+    maps[:, :4, :4] += 0.5  # the corner moves in every frame (more in 20..39), so every clip has S-motion there
+    sa = P.MotionSampler(8, 2, sampling="spatial")
+    assert sa.motion_crop and not sa.motion_clip
+    starts, hits = [], 0
+    for seed in range(680):
+        got = sa(maps, info, np.random.default_rng(seed))
+        start = int(got.query_frames[0])
+        starts.append(start)
+        assert np.array_equal(got.query_frames, got.key_frames)
+        if seed < 20:  # the reference: random_clip_start, then sample_crop_box on that clip's S-motion
+            rng = np.random.default_rng(seed)
+            want = sampling.random_clip_start(48, 8, 2, rng)
+            frames = sampling.clip_frame_indices(want, 8, 2, 48)
+            m_s = maps[frames].mean(axis=0)
+            assert start == want
+            assert got.query_box == sampling.sample_crop_box(m_s, rng, frame_size=(64, 80))
+            assert got.key_box == sampling.sample_crop_box(m_s, rng, frame_size=(64, 80))
+            rnd = P.MotionSampler(8, 2, sampling="random")(maps, info, np.random.default_rng(seed))
+            assert np.array_equal(rnd.query_frames, got.query_frames)  # the same uniform clip as "random"
+        hits += _corner_share(got.query_box) >= 0.75
+    counts = np.bincount(starts, minlength=34)
+    assert len(counts) == 34 and counts.min() >= 5 and counts.max() <= 40  # 34 starts, ~20 each: uniform
+    cold = sum(_clip_score_of(maps, s)[0] <= _clip_score_of(maps, s)[1] for s in starts)
+    assert 0.35 < cold / len(starts) < 0.65  # about half the clips score at or below the median
+    assert hits >= 0.8 * len(starts)  # the boxes follow the motion
+
+
+@pytest.mark.parametrize("mode", ["temporal", "spatial"])
+def test_ablation_modes_in_the_planner_with_batched_hooks(mode):
+    """The GPU path's hooks (batched select / clip scores) give the same plans in both new modes."""
+    store = FakeStore(n=30)
+    calls = []
+
+    def score(m_ts):
+        calls.append(len(m_ts))
+        return [sampling.clip_scores(m, 8, 2) for m in m_ts]
+
+    for two_clips in (False, True):
+        sampler = P.MotionSampler(8, 2, sampling=mode, two_clips=two_clips)
+        select = lambda ps: [sampler.select(x) for x in ps]  # noqa: E731
+        single = [_planner(store, sampler=sampler).plan(4, i, i % 3) for i in range(6)]
+        batched = _planner(store, sampler=sampler).plan_batch(4, range(6), [i % 3 for i in range(6)], select, score)
+        for a, b in zip(single, batched):
+            assert np.array_equal(a.query.frames, b.query.frames) and np.array_equal(a.key.frames, b.key.frames)
+            assert (a.query.box, a.key.box) == (b.query.box, b.key.box) and np.array_equal(a.motion, b.motion)
+        direct = sampler(store.read("a.webm"), store.info("a.webm"), P.sample_rng(7, 4, 0))
+        assert np.array_equal(single[0].query.frames, direct.query_frames) and single[0].query.box == direct.query_box
+    assert calls == ([6, 6] if mode == "temporal" else [])  # scores only where the clip is motion-focused
+    if mode == "temporal":
+        with pytest.raises(ValueError, match="motion-focused crop"):
+            P.MotionSampler(8, 2, sampling=mode).propose(store.read("a"), store.info("a"), np.random.default_rng(0))
 
 
 def test_short_video_frames_are_clamped():

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .plan import MotionSampler, Planner, SamplePlan, epoch_order, num_batches
+from .plan import MotionSampler, Planner, SamplePlan, check_sampling, epoch_order, num_batches
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,7 @@ class LoaderBase:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if size < 8:
             raise ValueError(f"size must be >= 8 pixels, got {size}")
+        check_sampling(sampling)  # checked even when a user sampler replaces it: a typo is never silent
         self.store = resolve_store(store)
         self.videos = [str(v) for v in videos]
         self.batch_size, self.clip_len, self.stride, self.size = int(batch_size), int(clip_len), int(stride), int(size)
@@ -363,7 +364,9 @@ class MotionFocusedLoader(LoaderBase):
     (DALI's CPU decoder: VP8, VP9, MJPEG only; transcode H.264 with `mcl-fast transcode --codec vp9`).
     augment: colour jitter p=0.8 (0.4, 0.4, 0.4, 0.1), greyscale p=0.2, blur p=0.5, flip p=0.5,
     the same on every frame of a view; False gives plain crops (no flip either).
-    sampling: "motion" (paper) or "random" (baseline); preset: "paper" or "official";
+    sampling: "motion" (paper: motion-focused clip and crop), "random" (baseline), or the
+    ablation's halves "temporal" (motion-focused clip, random crop) and "spatial" (random clip,
+    motion-focused crop), see plan.MotionSampler; preset: "paper" or "official";
     sampler: a callable sampler(maps, info, rng) -> plan.Choice replacing both.
     two_clips: the key from a second clip of the same video (default: both views from one clip).
     motion_size: (T', H', W') of `motion` (default (clip_len, size // 16, size // 16)).
@@ -519,9 +522,9 @@ class _Feeder:
 
 def _gpu_box_selector(sampler):
     """Batched box selection in the GPU kernel (mcl_fast.gpu.sampling.select_box_index_batch) for
-    the motion sampler: one call per group of samples sharing a map shape. Returns None (the
-    NumPy path) for other samplers."""
-    if not isinstance(sampler, MotionSampler) or sampler.sampling != "motion":
+    the MotionSampler's motion-focused crop ("motion", "spatial"): one call per group of samples
+    sharing a map shape. Returns None (the NumPy path) for other samplers and modes."""
+    if not isinstance(sampler, MotionSampler) or not sampler.motion_crop:
         return None
     from mcl_fast._backend import require_cupy
     from mcl_fast.gpu.sampling import select_box_index_batch
@@ -550,11 +553,12 @@ def _gpu_box_selector(sampler):
 
 def _gpu_clip_scorer(sampler):
     """Batched clip scores in the GPU kernel (mcl_fast.gpu.sampling.clip_scores_batch, bit-equal
-    to sampling.clip_scores) for the motion sampler: one call per group of samples whose videos
-    have the same length (the kernel takes (B, N) rows). Returns None for other samplers.
+    to sampling.clip_scores) for the MotionSampler's motion-focused clip ("motion", "temporal"):
+    one call per group of samples whose videos have the same length (the kernel takes (B, N)
+    rows). Returns None for other samplers and modes.
     The median and the draws stay on the host, from the same float64 scores, so the clips are
     the CPU path's."""
-    if not isinstance(sampler, MotionSampler) or sampler.sampling != "motion":
+    if not isinstance(sampler, MotionSampler) or not sampler.motion_clip:
         return None
     from mcl_fast._backend import require_cupy
     from mcl_fast.gpu.sampling import clip_scores_batch

@@ -164,31 +164,63 @@ def draw_view_aug(rng: np.random.Generator, size: int, augment: bool = True) -> 
 # ---------------------------------------------------------------------------------- samplers
 
 
+# sampling modes (the paper's Table 1 ablation): which of the clip (TA) and the crop (SA) are motion-focused.
+SAMPLING_MODES = {
+    "motion": (True, True),  # TA+SA: the paper's sampling
+    "temporal": (True, False),  # TA only: motion-focused clip, random-resized crop
+    "spatial": (False, True),  # SA only: uniform clip, motion-focused crop
+    "random": (False, False),  # the baseline: uniform clip, random-resized crop
+}
+
+
+def check_sampling(sampling: str) -> str:
+    """sampling itself, or ValueError naming the choices."""
+    if sampling not in SAMPLING_MODES:
+        raise ValueError(f"sampling must be one of {', '.join(repr(m) for m in SAMPLING_MODES)}, got {sampling!r}")
+    return sampling
+
+
 class MotionSampler:
-    """The default sampler: motion-focused (paper sec. 3.2) or random, two views.
+    """The default sampler: motion-focused (paper sec. 3.2), random, or one of the two halves.
 
     Callable as sampler(maps, info, rng) -> Choice, where maps is the (N, h, w) float32
     per-frame motion of the video and info its store info (num_frames, height, width).
-    sampling="motion": the clip by sample_clip_start (T-motion above the median), each view's
-    box by sample_crop_box on the clip's S-motion (preset's percentile, coverage, candidates).
+    sampling="motion" (TA+SA): the clip by sample_clip_start (T-motion above the median), each
+    view's box by sample_crop_box on the clip's S-motion (preset's percentile, coverage, candidates).
+    sampling="temporal" (TA): the clip as "motion", each box a random-resized crop (the preset's
+    scale and ratio), independent of the motion map.
+    sampling="spatial" (SA): a uniformly random clip (random_clip_start), each box as "motion"
+    on that clip's S-motion.
     sampling="random": a uniform clip and random-resized-crop boxes, all else equal.
+    All modes draw from rng in the same order: the query's clip start, the key's (two_clips),
+    then the two views' boxes (motion-focused: all candidates of the query, then the key's).
     two_clips=True: the key comes from its own clip (sampled the same way) instead of the query's.
 
     A user sampler is any callable with the same signature returning a Choice.
-    The motion sampler is also split into propose()/finish() so the GPU path can select the
+    The motion-focused crop is also split into propose()/finish() so the GPU path can select the
     boxes of a whole batch in one kernel call: propose draws everything random, finish turns
-    the selected candidate indices into a Choice. propose also takes the clip scores computed
-    elsewhere (the GPU path scores a whole batch's clips in one kernel call per video length).
+    the selected candidate indices into a Choice. propose and random_crop_choice also take the
+    clip scores computed elsewhere (the GPU path scores a whole batch's clips in one kernel call
+    per video length); they are used only by the modes with a motion-focused clip.
     """
 
     def __init__(self, clip_len: int = 16, stride: int = 2, sampling: str = "motion", preset: str = "paper",
                  two_clips: bool = False):
-        if sampling not in ("motion", "random"):
-            raise ValueError(f"sampling must be 'motion' or 'random', got {sampling!r}")
+        check_sampling(sampling)
         self.clip_len, self.stride, self.sampling, self.two_clips = int(clip_len), int(stride), sampling, two_clips
         self.config = reference.get_preset(preset)
 
-    # -- motion-focused, in two steps -------------------------------------------------------
+    @property
+    def motion_clip(self) -> bool:
+        """True when the clip is motion-focused (TA: "motion", "temporal")."""
+        return SAMPLING_MODES[self.sampling][0]
+
+    @property
+    def motion_crop(self) -> bool:
+        """True when the crop is motion-focused (SA: "motion", "spatial")."""
+        return SAMPLING_MODES[self.sampling][1]
+
+    # -- clips ------------------------------------------------------------------------------
     @staticmethod
     def motion_t(maps: np.ndarray) -> np.ndarray:
         """(N,) float32 T-motion of (N, h, w) per-frame maps: each frame's spatial mean (eq. 2)."""
@@ -203,27 +235,37 @@ class MotionSampler:
                 starts = hot
         return int(starts[rng.integers(len(starts))])
 
-    def propose(self, maps: np.ndarray, info: dict, rng: np.random.Generator, clip_scores=None) -> dict:
-        """Draw clip starts and candidate boxes. Returns a dict: frames (2, T), m_s (2, h, w),
-        candidates (2, K, 4) in source pixels, judged (2, K, 4) the map cells they cover
-        (info["cells_per_pixel"], when the planner provides it, maps pixels to cells).
-        clip_scores: reference.clip_scores(motion_t(maps), clip_len, stride) computed elsewhere
-        (bit-equal values give the same draws); None: sample_clip_start computes them."""
-        cfg, n = self.config, int(info["num_frames"])
-        frame_hw = (int(info["height"]), int(info["width"]))
-        if clip_scores is None:
+    def draw_clips(self, maps: np.ndarray, info: dict, rng: np.random.Generator, clip_scores=None) -> list:
+        """[query frames (T,), key frames (T,)] int64: one start (two with two_clips), motion-focused
+        or uniform as the mode says. clip_scores: see propose (ignored for a uniform clip)."""
+        n = int(info["num_frames"])
+        if not self.motion_clip:
+            draw = lambda: reference.random_clip_start(n, self.clip_len, self.stride, rng)  # noqa: E731
+        elif clip_scores is None:
             m_t = self.motion_t(maps)
             draw = lambda: reference.sample_clip_start(m_t, self.clip_len, self.stride, rng,  # noqa: E731
-                                                       motion_prob=cfg.motion_prob)
+                                                       motion_prob=self.config.motion_prob)
         else:
             draw = lambda: self.draw_start(clip_scores, rng)  # noqa: E731
         starts = [draw()]
-        if self.two_clips:
-            starts.append(draw())
-        frames = [reference.clip_frame_indices(s, self.clip_len, self.stride, n) for s in starts]
-        m_s = [maps[np.minimum(f, len(maps) - 1)].mean(axis=0) for f in frames]
+        starts.append(draw() if self.two_clips else starts[0])
+        return [reference.clip_frame_indices(s, self.clip_len, self.stride, n) for s in starts]
+
+    # -- motion-focused crop, in two steps ----------------------------------------------------
+    def propose(self, maps: np.ndarray, info: dict, rng: np.random.Generator, clip_scores=None) -> dict:
+        """Draw clip starts and candidate boxes ("motion", "spatial"). Returns a dict: frames (2, T),
+        m_s (2, h, w), candidates (2, K, 4) in source pixels, judged (2, K, 4) the map cells they
+        cover (info["cells_per_pixel"], when the planner provides it, maps pixels to cells).
+        clip_scores: reference.clip_scores(motion_t(maps), clip_len, stride) computed elsewhere
+        (bit-equal values give the same draws); None: sample_clip_start computes them."""
+        if not self.motion_crop:
+            raise ValueError(f"propose() is for the motion-focused crop; sampling={self.sampling!r} has none")
+        cfg = self.config
+        frame_hw = (int(info["height"]), int(info["width"]))
+        frames = self.draw_clips(maps, info, rng, clip_scores)
+        m_s = [maps[np.minimum(f, len(maps) - 1)].mean(axis=0) for f in frames[:1 + self.two_clips]]
         if not self.two_clips:
-            frames, m_s = frames * 2, m_s * 2
+            m_s = m_s * 2
         candidates = np.stack([reference.draw_boxes(rng, cfg.num_candidates, *frame_hw, cfg.scale, cfg.ratio)
                                for _ in range(2)])
         judged = np.stack([map_cells(c, frame_hw, maps.shape[1:], info.get("cells_per_pixel")) for c in candidates])
@@ -240,19 +282,26 @@ class MotionSampler:
         boxes = [tuple(int(x) for x in proposal["candidates"][v, int(chosen[v])]) for v in range(2)]
         return Choice(proposal["frames"][0], boxes[0], proposal["frames"][1], boxes[1])
 
-    # -- random -----------------------------------------------------------------------------
-    def random_choice(self, info: dict, rng: np.random.Generator) -> Choice:
-        cfg, n = self.config, int(info["num_frames"])
+    # -- random crop ------------------------------------------------------------------------
+    def random_crop_choice(self, maps: np.ndarray, info: dict, rng: np.random.Generator,
+                           clip_scores=None) -> Choice:
+        """"random" and "temporal": the clip(s) as the mode says, then one random-resized-crop box
+        per view (reference.random_crop_box with the preset's scale and ratio)."""
+        cfg = self.config
         hw = (int(info["height"]), int(info["width"]))
-        starts = [reference.random_clip_start(n, self.clip_len, self.stride, rng)]
-        starts.append(reference.random_clip_start(n, self.clip_len, self.stride, rng) if self.two_clips else starts[0])
-        frames = [reference.clip_frame_indices(s, self.clip_len, self.stride, n) for s in starts]
+        frames = self.draw_clips(maps, info, rng, clip_scores)
         boxes = [reference.random_crop_box(rng, *hw, cfg.scale, cfg.ratio) for _ in range(2)]
         return Choice(frames[0], boxes[0], frames[1], boxes[1])
 
+    def random_choice(self, info: dict, rng: np.random.Generator) -> Choice:
+        """The "random" mode's Choice (needs no maps)."""
+        if self.motion_clip:
+            raise ValueError(f"random_choice() draws a uniform clip; sampling={self.sampling!r} needs the maps")
+        return self.random_crop_choice(None, info, rng)
+
     def __call__(self, maps: np.ndarray, info: dict, rng: np.random.Generator) -> Choice:
-        if self.sampling == "random":
-            return self.random_choice(info, rng)
+        if not self.motion_crop:
+            return self.random_crop_choice(maps, info, rng)
         proposal = self.propose(maps, info, rng)
         return self.finish(proposal, self.select(proposal))
 
@@ -411,18 +460,20 @@ class Planner:
 
     def plan_batch(self, epoch: int, positions, indices, select: Callable | None = None,
                    score: Callable | None = None) -> list[SamplePlan]:
-        """Plans of a batch. For the motion sampler (ignored for others), two optional batched
+        """Plans of a batch. For the MotionSampler (ignored for user samplers), two optional batched
         steps replace the per-sample NumPy ones (the GPU path passes its kernels):
-        select(proposals) -> (B, 2) chosen candidate indices; score([m_t (N_i,) float32 per
-        sample]) -> [(starts, scores) per sample], equal to reference.clip_scores(m_t, clip_len,
-        stride). score is used only together with select."""
+        select(proposals) -> (B, 2) chosen candidate indices, used by the modes with a
+        motion-focused crop ("motion", "spatial"); score([m_t (N_i,) float32 per sample]) ->
+        [(starts, scores) per sample], equal to reference.clip_scores(m_t, clip_len, stride), used
+        by the modes with a motion-focused clip ("motion", "temporal"). Either gives the same plans."""
         resolved = []  # (position, index, rng, failures)
         for pos, idx in zip(positions, indices):
             resolved.append(self._resolve(epoch, int(pos), int(idx)))
         choices: list[Choice | None] = [None] * len(resolved)
         pending = []  # (slot, proposal) for batched selection
         sampler = self.sampler
-        batched = select is not None and isinstance(sampler, MotionSampler) and sampler.sampling == "motion"
+        ours = isinstance(sampler, MotionSampler)
+        batched = select is not None and ours and sampler.motion_crop
         loaded = []
         for pos, idx, rng, _ in resolved:
             video = self.videos[idx]
@@ -432,13 +483,20 @@ class Planner:
                 info["cells_per_pixel"] = scale
             loaded.append((maps, info))
         scores = [None] * len(resolved)
-        if batched and score is not None:  # the batch's clip scores in one go (before any draw)
+        if score is not None and ours and sampler.motion_clip:  # the batch's clip scores in one go (before any draw)
             scores = list(score([MotionSampler.motion_t(maps) for maps, _ in loaded]))
         for slot, ((pos, idx, rng, _), (maps, info)) in enumerate(zip(resolved, loaded)):
             if batched:
                 pending.append((slot, sampler.propose(maps, info, rng, clip_scores=scores[slot])))
             else:
-                choices[slot] = validate_choice(sampler(maps, info, rng), info, self.clip_len, self.videos[idx])
+                if ours and not sampler.motion_crop:  # "random", "temporal"
+                    choice = sampler.random_crop_choice(maps, info, rng, clip_scores=scores[slot])
+                elif ours:  # a motion-focused crop, selected here on the CPU
+                    proposal = sampler.propose(maps, info, rng, clip_scores=scores[slot])
+                    choice = MotionSampler.finish(proposal, sampler.select(proposal))
+                else:
+                    choice = sampler(maps, info, rng)
+                choices[slot] = validate_choice(choice, info, self.clip_len, self.videos[idx])
         if pending:
             chosen = select([p for _, p in pending])
             for (slot, proposal), pick in zip(pending, chosen):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import fsync_path
+
 # Container extension -> (encoder, default quality): near-lossless so flow tests see the render.
 CODECS = {".mp4": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9"}
 DEFAULT_QUALITY = {"libx264": 10, "libvpx-vp9": 10}
@@ -184,14 +186,6 @@ def _codec_for(path: Path, codec: str | None) -> str:
                          f"use one of {sorted(CODECS)} or pass codec=") from None
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_video(path, frames, fps: float = 25, codec: str | None = None, gop: int | None = None,
                 quality: int | None = None) -> Path:
     """Encode (N, H, W, 3) uint8 RGB frames to `path` with PyAV, atomically.
@@ -244,7 +238,7 @@ def write_video(path, frames, fps: float = 25, codec: str | None = None, gop: in
                 frame.time_base = Fraction(1) / rate  # pts counts frames: none dropped or doubled
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))  # flush delayed frames
-        _fsync_file(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

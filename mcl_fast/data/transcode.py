@@ -19,13 +19,14 @@ progress bar.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+
+from .._io import atomic_write_json, fsync_path
 
 CODECS = {"h264": ("libx264", ".mp4", "mp4"), "vp9": ("libvpx-vp9", ".webm", "webm")}
 DEFAULT_CRF = {"h264": 18, "vp9": 30}
@@ -68,14 +69,6 @@ def _encoder_options(codec: str, gop: int, crf: int, threads: int) -> dict:
     # VP9: constant quality (b:v 0 + crf); kf-min-dist = kf-max-dist = gop.
     return {"crf": str(crf), "b:v": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1",
             "keyint_min": str(gop), "g": str(gop), "threads": str(threads)}
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def count_frames(path) -> tuple[int, Fraction | None]:
@@ -146,27 +139,12 @@ def transcode(src, dst, *, codec: str = "vp9", gop: int = 16, crf: int | None = 
             raise TranscodeError(src, f"output holds {got} frames, the input {n}")
         if got_rate is None or abs(float(got_rate) - float(rate)) > 1e-3 * float(rate):
             raise TranscodeError(src, f"output frame rate {got_rate} differs from the input's {rate}")
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return {"num_frames": n, "fps": float(rate), "height": height, "width": width}
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    """Write JSON so a crash leaves the old file or the new one (tmp, fsync, os.replace)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _task(args) -> tuple[str, dict | None, str | None]:

@@ -122,7 +122,7 @@ def make_action_dataset(root, *, classes=SHAPE_CLASSES[:4], videos_per_class: in
     from tqdm import tqdm
 
     from ..data.synthetic import write_video
-    from .features import _atomic_write
+    from .._io import atomic_write
 
     root = Path(root)
     unknown = [c for c in classes if c not in ACTION_CLASSES]
@@ -143,6 +143,6 @@ def make_action_dataset(root, *, classes=SHAPE_CLASSES[:4], videos_per_class: in
     for subset in ("train", "test"):
         path = root / f"{subset}.csv"
         text = "path,label\n" + "".join(rows[subset])
-        _atomic_write(path, lambda f, text=text: f.write(text.encode()))
+        atomic_write(path, lambda f, text=text: f.write(text.encode()))
         out.append(path)
     return tuple(out)

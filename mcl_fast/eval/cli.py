@@ -13,7 +13,6 @@ else the paper's 16 frames × stride 2 at 224².
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -140,9 +139,9 @@ def _features(args, backbone, config, train, test):
 
 
 def _write_json(path, result: dict) -> None:
-    from .features import _atomic_write
+    from .._io import atomic_write_json
 
-    _atomic_write(Path(path), lambda f: f.write(json.dumps(result, indent=1).encode()))
+    atomic_write_json(path, result)
 
 
 def _split_info(train, test) -> dict:

@@ -7,7 +7,6 @@ chance; the step shows the protocol end to end, not a result.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -20,7 +19,8 @@ def run_demo_evaluation(checkpoint, out_dir, *, videos_per_class: int = 8, num_c
     """
     from ..checkpoint import load_backbone
     from .actions import SHAPE_CLASSES, make_action_dataset
-    from .features import ClipSettings, _atomic_write
+    from .._io import atomic_write_json
+    from .features import ClipSettings
     from .gradcam import gradcam_video as explain
     from .linear import evaluate_checkpoint
     from .retrieval import format_recalls
@@ -41,7 +41,7 @@ def run_demo_evaluation(checkpoint, out_dir, *, videos_per_class: int = 8, num_c
                   stride=settings.stride, crop_size=settings.crop_size, store=store)
     result["gradcam_png"] = cam["png"]
     result["recall"] = {str(k): v for k, v in result["recall"].items()}
-    _atomic_write(out_dir / "eval.json", lambda f: f.write(json.dumps(result, indent=1).encode()))
+    atomic_write_json(out_dir / "eval.json", result)
     print(f"linear probe on {result['num_train']} / {result['num_test']} synthetic action videos: "
           f"SVM top-1 {100 * result['svm_top1']:.1f} %, FC top-1 {100 * result['fc_top1']:.1f} %; "
           f"retrieval {format_recalls({int(k): v for k, v in result['recall'].items()})}; "

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .._io import atomic_write
 
 from ..sampling import clip_frame_indices, clip_span
 
@@ -297,21 +297,6 @@ def file_sha256(path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    """write(fileobj) into a temporary file beside path, fsync, then rename over path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cache_key(meta: dict) -> str:
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -337,8 +322,8 @@ def cached_features(cache_dir, meta: dict, compute):
         except (ValueError, OSError):
             pass  # a damaged entry is recomputed
     feats = np.asarray(compute(), np.float32)
-    _atomic_write(npy, lambda f: np.save(f, feats, allow_pickle=False))
-    _atomic_write(js, lambda f: f.write(json.dumps({"meta": meta, "rows": int(feats.shape[0])}, indent=1).encode()))
+    atomic_write(npy, lambda f: np.save(f, feats, allow_pickle=False))
+    atomic_write(js, lambda f: f.write(json.dumps({"meta": meta, "rows": int(feats.shape[0])}, indent=1).encode()))
     return feats, False
 
 

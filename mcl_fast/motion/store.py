@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_write_json, fsync_path
+
 FORMAT = "mcl_fast.motion_store"
 VERSION = 1
 INDEX = "index.json"
@@ -131,25 +133,6 @@ class VideoMaps:
 
 
 # ----------------------------------------------------------------------------- file helpers
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _pwrite_all(fd: int, data, offset: int) -> None:
@@ -353,7 +336,7 @@ class StoreWriter:
             self._refuse_foreign_folder()  # again, now under the lock
             self.videos, self.errors = {}, {}
             self._journal_size = 0
-            _atomic_write_json(self.path / INDEX, self._index())
+            atomic_write_json(self.path / INDEX, self._index())
         self._repair_shards()
 
     def _repair_shards(self) -> None:
@@ -384,7 +367,7 @@ class StoreWriter:
                 finally:
                     os.close(fd)
         if removed:
-            _fsync_dir(self.path)
+            fsync_path(self.path)
         self._cur_size = ends.get(self._cur, 0)
 
     # -- state
@@ -408,7 +391,7 @@ class StoreWriter:
             new = not (self.path / JOURNAL).exists()
             self._journal_fd = os.open(self.path / JOURNAL, os.O_RDWR | os.O_CREAT, 0o644)
             if new:
-                _fsync_dir(self.path)
+                fsync_path(self.path)
         _pwrite_all(self._journal_fd, line, self._journal_size)
         os.fsync(self._journal_fd)
         self._journal_size += len(line)
@@ -419,7 +402,7 @@ class StoreWriter:
             new = not p.exists()
             self._shard_fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
             if new:
-                _fsync_dir(self.path)
+                fsync_path(self.path)
         return self._shard_fd
 
     def add(self, relpath: str, maps: VideoMaps) -> dict:
@@ -459,14 +442,14 @@ class StoreWriter:
     def compact(self) -> None:
         """Fold the journal into index.json and errors.json (each written atomically), then
         remove the journal."""
-        _atomic_write_json(self.path / ERRORS, [{"path": p, "reason": self.errors[p]} for p in sorted(self.errors)])
-        _atomic_write_json(self.path / INDEX, self._index())
+        atomic_write_json(self.path / ERRORS, [{"path": p, "reason": self.errors[p]} for p in sorted(self.errors)])
+        atomic_write_json(self.path / INDEX, self._index())
         if self._journal_fd is not None:
             os.close(self._journal_fd)
             self._journal_fd = None
         if (self.path / JOURNAL).exists():
             os.unlink(self.path / JOURNAL)
-            _fsync_dir(self.path)
+            fsync_path(self.path)
         self._journal_size = 0
 
     def close(self) -> None:

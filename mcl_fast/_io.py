@@ -1,0 +1,66 @@
+"""Atomic file writes, used by every module that writes results people keep.
+
+A crash (or SIGKILL) at any moment leaves either the old file or the new one, never a partial
+file: the bytes go to a temporary file beside the target, are fsynced, renamed over the target,
+and the folder is fsynced so the rename itself survives a power loss.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, IO
+
+
+def fsync_path(path) -> None:
+    """fsync a file or a folder by path (best effort for folders some filesystems cannot open)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if os.path.isdir(path):
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not os.path.isdir(path):
+            raise
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write: Callable[[IO[bytes]], object], *, suffix: str = ".tmp") -> Path:
+    """Call write(binary file object) on a temporary file beside `path`, then make it `path` atomically.
+
+    `suffix` is the temporary file's extension (e.g. ".mp4" when an encoder picks the format
+    from the name). Returns the path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+    return path
+
+
+def atomic_write_json(path, obj, *, indent: int = 1) -> Path:
+    """json.dump(obj) to `path` atomically (UTF-8, a trailing newline)."""
+    text = json.dumps(obj, indent=indent) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_copy(src, dst) -> Path:
+    """Copy a file to dst atomically."""
+    import shutil
+
+    with open(src, "rb") as source:
+        return atomic_write(dst, lambda f: shutil.copyfileobj(source, f, 1 << 20))
