@@ -3,9 +3,11 @@
 #
 #   bash benchmarks/gpu_check.sh            (or: make gpu-check)
 #
-# Installs nothing and needs no network. Expects python3 with numpy, CuPy, torch, OpenCV (contrib)
-# and PyAV; DALI either installed or carried as .dali/ (see ../shared/tools/dali-for-device.sh:
-# .dali/deps/activate.sh unpacks it and puts it on PYTHONPATH). Logs and JSON go to $OUT when set
+# Installs nothing from the network. Expects python3 with numpy, CuPy, torch and OpenCV; PyAV and
+# scikit-video installed or carried as wheels in .device/ (benchmarks/pack_for_device.sh); DALI
+# installed or carried as .dali/ (../shared/tools/dali-for-device.sh: .dali/deps/activate.sh
+# unpacks it and puts it on PYTHONPATH). OpenCV's TV-L1 (contrib) is not needed: the TV-L1
+# comparisons use fixtures computed on a CPU machine (tests/fixtures/tvl1/). Logs and JSON go to $OUT when set
 # (the device runner brings that folder back), else benchmarks/results/gpu_check/.
 #
 # Steps run one after another; a failing step does not stop the others; the exit status is the
@@ -29,6 +31,11 @@ STEPS=(
   "pretrain smoke fp16|150|$PY -m mcl_fast.train --config ucf101_r2plus1d data.loader=synthetic data.synthetic_batches=6 optim.epochs=1 data.batch_size=8 train.amp=fp16 model.queue_size=1024 output=$LOG_DIR/pretrain_fp16 train.progress=false"
 )
 
+# PyAV and scikit-video carried as wheels in .device/ (benchmarks/pack_for_device.sh).
+if [ -f .device/activate.sh ]; then
+  # shellcheck disable=SC1091
+  source .device/activate.sh || echo "gpu_check: the carried wheels could not be installed; video tests will fail"
+fi
 # DALI carried as .dali/ parts: unpack and put it on the path (once per machine).
 if [ -f .dali/deps/activate.sh ]; then
   # shellcheck disable=SC1091
