@@ -85,7 +85,8 @@ def rng_state() -> dict:
         "numpy": [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
                   float(cached)],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # The current device's only: a run may resume with a different number of visible GPUs.
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
     }
     return state
 
@@ -97,7 +98,7 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"][0])
 
 
 # -- evaluation -----------------------------------------------------------------------------------

@@ -326,10 +326,11 @@ def build_loader(config: dict, device: torch.device, rank: int, world: int):
     videos = read_video_list(d["videos"], store)
     if not videos:
         raise ConfigError(f"data.videos: no videos to train on in {d['store']}")
-    # Under DDP every rank must get full batches (shuffle BN gathers equal-sized batches).
+    # Full batches only: shuffle BN gathers equal-sized batches under DDP, and a 1-clip last batch
+    # would make split-batch BN an instance norm (and feed that to its running statistics).
     kwargs = dict(clip_len=d["clip_len"], stride=d["stride"], size=d["size"], augment=d["augment"],
                   sampling=d["sampling"], preset=d["preset"], seed=seed, shard_id=rank, num_shards=world,
-                  drop_last=world > 1)
+                  drop_last=True)
     kwargs.update(d["loader_kwargs"])
     if d["loader"] == "dali":
         from .data import MotionFocusedLoader
@@ -355,31 +356,23 @@ def _seek(loader, n: int):
 
 # ---- logging -------------------------------------------------------------------------------
 class GpuMonitor:
-    """GPU utilisation (%) and memory (GiB) through pynvml (nvidia-ml-py), when available."""
+    """GPU utilisation (%, pynvml through torch.cuda.utilization, which maps CUDA_VISIBLE_DEVICES as
+    Slurm sets it) and memory in use on the device (GiB, from CUDA), when available."""
 
     def __init__(self, device: torch.device):
-        self.handle = None
-        if device.type != "cuda":
-            return
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self.nvml = pynvml
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
-        except Exception:
-            self.handle = None
+        self.device = device if device.type == "cuda" else None
 
     def read(self) -> dict:
-        if self.handle is None:
+        if self.device is None:
             return {}
+        out = {"gpu/torch_peak_gib": torch.cuda.max_memory_allocated(self.device) / 2**30}
         try:
-            util = self.nvml.nvmlDeviceGetUtilizationRates(self.handle)
-            mem = self.nvml.nvmlDeviceGetMemoryInfo(self.handle)
-            return {"gpu/util": float(util.gpu), "gpu/mem_gib": mem.used / 2**30,
-                    "gpu/torch_peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-        except Exception:
-            return {}
+            free, total = torch.cuda.mem_get_info(self.device)
+            out["gpu/mem_gib"] = (total - free) / 2**30
+            out["gpu/util"] = float(torch.cuda.utilization(self.device))  # needs pynvml (nvidia-ml-py)
+        except Exception:  # no pynvml: memory only
+            pass
+        return out
 
 
 def plot_history(history: list[dict], path: Path) -> Path | None:

@@ -87,3 +87,29 @@ def test_bad_input_and_name():
         build_backbone("resnet9000")
     with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\)"):
         build_backbone("tiny")(torch.randn(2, 4, 16, 16))
+
+
+@pytest.mark.parametrize("name", ["r2plus1d_18", "r3d_18"])
+def test_the_mal_tap_has_a_gradient_at_initialisation_and_training_keeps_it_tame(name):
+    """Zero-initialising the BN right after the tapped conv made d score / d feat exactly 0, and the
+    normalised MAL maps then grew that BN's scale as 1/gamma (to ~100 in a few steps)."""
+    from mcl_fast.losses import motion_alignment_loss
+
+    torch.manual_seed(0)
+    net = build_backbone(name)
+    x = torch.randn(2, 3, 4, 32, 32)
+    motion = torch.rand(2, 4, 8, 8)
+    pooled, feat = net(x, return_features=True)
+    (g,) = torch.autograd.grad(pooled.pow(2).sum(), feat)
+    assert g.abs().sum() > 0
+    opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.9)
+    last_bn = [m for m in net.layer4[-1].modules() if isinstance(m, torch.nn.BatchNorm3d)][-1]
+    for _ in range(3):
+        pooled, feat = net(x, return_features=True)
+        q = torch.nn.functional.normalize(pooled, dim=1)
+        k = torch.nn.functional.normalize(pooled.detach().flip(0), dim=1)
+        loss = motion_alignment_loss(feat, (q * k).sum(-1), motion)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert torch.isfinite(loss) and last_bn.weight.abs().max() < 5

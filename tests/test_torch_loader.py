@@ -152,3 +152,17 @@ def test_scan_files_probes_in_order_with_a_progress_bar(dataset, tmp_path, capsy
     assert "12/12" in capsys.readouterr().err  # the tqdm bar
     assert [e for e, _ in L.scan_files(paths, verify=False)] == [True, False, True, True]
     assert L.PROGRESS_MIN == 1000 and 1 < L.PROBE_THREADS <= 32
+
+
+def test_skip_resumes_mid_epoch_with_the_same_batches_without_decoding_the_skipped(dataset):
+    kw = dict(return_meta=True, num_workers=0, **CLIP)
+    full = list(TorchVideoLoader(dataset.names, dataset.store, 1, **kw))
+    ld = TorchVideoLoader(dataset.names, dataset.store, 1, **kw)
+    ld.skip(2)
+    resumed = list(ld)
+    assert len(full) == 3 and len(resumed) == 1
+    for key in ("query", "key", "motion", "index", "frames"):
+        assert torch.equal(resumed[0][key], full[2][key]), key
+    assert len(list(ld)) == 3  # the skip applies to one iteration only
+    with pytest.raises(ValueError, match="the epoch has 3 batches"):
+        ld.skip(4)

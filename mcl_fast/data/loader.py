@@ -239,6 +239,7 @@ class LoaderBase:
                                augment=self.augment, motion_size=self.motion_size, seed=self.seed,
                                is_bad=self.is_bad, path_of=self.paths, file_hw=self.file_size)
         self.epoch = 0
+        self._skip = 0
         epoch_order(len(self.videos), seed=self.seed, epoch=0, shard_id=self.shard_id,
                     num_shards=self.num_shards, drop_last=drop_last)  # validates the sharding now
 
@@ -246,6 +247,21 @@ class LoaderBase:
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order (and plans) the next iteration produces."""
         self.epoch = int(epoch)
+
+    def skip(self, n: int) -> None:
+        """Start the next iteration at batch n of the epoch, without decoding batches 0..n-1.
+
+        Plans are a function of (seed, epoch, position), so a resumed run gets exactly the batches
+        it would have had. Applies to the next `iter()` only.
+        """
+        if not 0 <= int(n) <= len(self):
+            raise ValueError(f"skip({n}): the epoch has {len(self)} batches")
+        self._skip = int(n)
+
+    def _epoch_batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The current epoch's batches from the skip point (consumes the skip)."""
+        start, self._skip = self._skip, 0
+        return self.batches()[start:]
 
     def epoch_samples(self, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(positions, dataset indices) of this shard in `epoch` (default: the current one)."""
@@ -429,7 +445,7 @@ class MotionFocusedLoader(LoaderBase):
     def __iter__(self):
         from .pipeline import to_torch
 
-        batches = self.batches()
+        batches = self._epoch_batches()
         self._feed = _Feeder(self, self.epoch, batches)
         if self._pipe is None:
             self._build()

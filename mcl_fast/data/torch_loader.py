@@ -193,7 +193,7 @@ class _EpochDataset(torch.utils.data.Dataset):
     structure and the failure bookkeeping stay in one place)."""
 
     def __init__(self, loader: "TorchVideoLoader", epoch: int):
-        self.loader, self.epoch, self.batches = loader, epoch, loader.batches(epoch)
+        self.loader, self.epoch, self.batches = loader, epoch, loader._epoch_batches()
 
     def __len__(self) -> int:
         return len(self.batches)

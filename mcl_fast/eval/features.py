@@ -332,8 +332,10 @@ def split_features(backbone, split, videos_root, settings: ClipSettings, *, chec
     """(features (N, D) float32, labels (N,) int64) of a Split's videos, through the cache."""
     paths = [Path(videos_root) / rel for rel in split.paths]
     entries_hash = hashlib.sha256(json.dumps(split.entries).encode()).hexdigest()
+    # The decoder and the device (bf16 autocast on CUDA, fp32 on CPU) change the features too.
     meta = {"checkpoint": checkpoint_hash, "split": split.name, "entries": entries_hash,
-            "clips": settings.to_dict(), "version": 1}
+            "clips": settings.to_dict(), "decoder": extract_kwargs.get("decoder", "pyav"),
+            "device": resolve_device(extract_kwargs.get("device")), "version": 2}
     extract_kwargs.setdefault("desc", f"features {split.name}")
     feats, _ = cached_features(cache_dir, meta, lambda: extract_features(backbone, paths, settings, **extract_kwargs))
     return feats, np.asarray(split.labels, np.int64)

@@ -141,7 +141,11 @@ class VideoResNet(VideoBackbone):
         init_weights(self)
         # Zero-init the last BN of each residual branch: every block starts as the identity
         # (Goyal et al.), which steadies the first epochs of from-scratch contrastive training.
+        # Not in the last block: its last BN follows the conv the MAL taps, and a zero scale there
+        # makes d score / d feat exactly 0, so the normalised MAL maps blow the scale up (grad ~ 1/γ).
         for m in self.modules():
+            if m is self.layer4[-1]:
+                continue
             if isinstance(m, Bottleneck):
                 nn.init.zeros_(m.bn3.weight)
             elif isinstance(m, BasicBlock):
