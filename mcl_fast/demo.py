@@ -231,11 +231,16 @@ def run(args) -> int:
 
         checkpoint = list_checkpoints(out / "pretrain")[-1]
         print(f"[5/5] evaluate {checkpoint} -> {out / 'eval.json'}", flush=True)
-        result = run_demo_evaluation(checkpoint, out)  # prints the linear-probe and retrieval numbers
+        result = run_demo_evaluation(checkpoint, out)
         paths.append(Path(result["gradcam_png"]))
     print(f"demo done in {time.perf_counter() - t0:.0f} s: {len(paths)} figures in {(out / 'figures').resolve()}")
     for path in paths:
         print(f"  {path}")
+    if not args.skip_training:
+        recall = "  ".join(f"R@{k} {100 * v:.1f}" for k, v in result["recall"].items())
+        print(f"demo checkpoint {checkpoint.name} on {result['num_test']} held-out synthetic action clips: "
+              f"linear SVM top-1 {100 * result['svm_top1']:.1f} %, FC top-1 {100 * result['fc_top1']:.1f} %; "
+              f"retrieval {recall} (details: {out / 'eval.json'})")
     return 0
 
 
