@@ -19,6 +19,13 @@ from .losses import TERMS, info_nce_logits, motion_alignment_loss
 from .models import MLPHead, VideoBackbone
 
 
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last_3d for a 5-D tensor laid out that way (and not also standard), else contiguous."""
+    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
 class SplitBatchNorm3d(nn.BatchNorm3d):
     """BatchNorm3d that, in training, normalises `num_splits` interleaved sub-batches separately.
 
@@ -46,7 +53,9 @@ class SplitBatchNorm3d(nn.BatchNorm3d):
         with torch.no_grad():
             self.running_mean.copy_(rm.view(s, c).mean(0))
             self.running_var.copy_(rv.view(s, c).mean(0))
-        return out.view_as(x)
+        # The (n/s, s*c) reshape cannot be a view of a channels_last_3d tensor, so it copies into
+        # the standard layout; hand the result back in the input's layout (cuDNN's fast path).
+        return out.view_as(x).contiguous(memory_format=_memory_format(x))
 
 
 def set_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:

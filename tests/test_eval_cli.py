@@ -89,6 +89,33 @@ def test_features_mean_over_clips_and_cache(tmp_path, synthetic_mp4):
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".json", ".npy", ".npy"]
 
 
+def _cached(cache_dir, split_name):
+    """The cached feature array of the split the CLI named `split_name` (read from the .json beside it)."""
+    found = [js.with_suffix(".npy") for js in cache_dir.glob("*.json")
+             if json.loads(js.read_text())["meta"]["split"] == split_name]
+    assert len(found) == 1, (split_name, found)
+    return np.load(found[0], allow_pickle=False)
+
+
+def _svm_top1(train_x, train_y, test_x, test_y):
+    """The paper's SVM probe (liblinear, C = 1, primal) fitted here, not through mcl_fast."""
+    import warnings
+
+    from sklearn.svm import LinearSVC
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        svm = LinearSVC(C=1.0, dual=False, max_iter=5000).fit(train_x, train_y)
+    return float(np.mean(svm.predict(test_x) == test_y))
+
+
+def _cosine_ranking(query, gallery):
+    """(Q, G) gallery indices, most cosine-similar first."""
+    q = query / np.linalg.norm(query, axis=1, keepdims=True)
+    g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+    return np.argsort(-(q @ g.T), axis=1, kind="stable")
+
+
 def test_eval_linear_and_retrieval_cli(dataset, checkpoint, tmp_path, capsys):
     out = tmp_path / "linear.json"
     args = ["eval", "linear", "--checkpoint", checkpoint, "--train-split", dataset / "train.csv",
@@ -98,12 +125,23 @@ def test_eval_linear_and_retrieval_cli(dataset, checkpoint, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["num_train"] == 4 and result["num_test"] == 4 and result["num_classes"] == 2
     assert result["clips"]["crop_size"] == 48 and result["clips"]["clip_len"] == 4  # from the checkpoint config
-    for key in ("svm_top1", "fc_top1"):
-        assert result[key] in (0.0, 0.25, 0.5, 0.75, 1.0)
-    assert set(result["recall"]) == {"1", "5", "10", "20"} and result["recall"]["5"] == 1.0  # 4 gallery, 2 classes
     printed = capsys.readouterr().out
     assert "SVM top-1" in printed and "R@1" in printed
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # train and test features cached
+    # Recompute every metric from the cached features, independently of the CLI's wiring: a swap
+    # of train and test, of labels, of query and gallery or a wrong probe setting shows up here.
+    train_x, test_x = _cached(tmp_path / "cache", "csv/train"), _cached(tmp_path / "cache", "csv/test")
+    assert train_x.shape == (4, result["feature_dim"]) and test_x.shape == (4, result["feature_dim"])
+    assert np.ptp(test_x, axis=0).max() > 1e-6  # the videos' features differ
+    train_y, test_y = np.array([1, 0, 1, 0]), np.array([1, 0, 1, 0])  # classes sorted: moving 0, still 1
+    assert result["svm_top1"] == pytest.approx(_svm_top1(train_x, train_y, test_x, test_y))
+    from mcl_fast.eval.linear import fc_softmax_top1
+
+    assert result["fc_top1"] == pytest.approx(fc_softmax_top1(train_x, train_y, test_x, test_y, num_classes=2,
+                                                              epochs=5, lr=16.0, seed=0))
+    ranked = _cosine_ranking(test_x, train_x)
+    assert set(result["recall"]) == {"1", "5", "10", "20"}
+    assert result["recall"]["1"] == pytest.approx(np.mean(train_y[ranked[:, 0]] == test_y))
 
     out2 = tmp_path / "retrieval.json"
     assert main(["eval", "retrieval", "--checkpoint", checkpoint, "--train-split", dataset / "train.csv",
@@ -111,6 +149,8 @@ def test_eval_linear_and_retrieval_cli(dataset, checkpoint, tmp_path, capsys):
                  "--ks", "1,2", "--json", out2, *CLIP]) == 0
     recall = json.loads(out2.read_text())["recall"]
     assert recall["1"] == result["recall"]["1"]  # same cached features, same metric
+    top2_hit = (train_y[ranked[:, :2]] == test_y[:, None]).any(1)
+    assert recall["2"] == pytest.approx(np.mean(top2_hit))
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # served from the cache
 
 
@@ -138,7 +178,9 @@ def test_eval_finetune_and_gradcam_cli(dataset, checkpoint, tmp_path, capsys):
                  "--num-test-clips", "2", "--out", ft, "--json", tmp_path / "ft.json", *CLIP]) == 0
     result = json.loads((tmp_path / "ft.json").read_text())
     assert len(result["history"]) == 2 and np.isfinite(result["history"][-1]["loss"])
-    assert 0.0 <= result["top1"] <= 1.0
+    assert 0.0 <= result["top1"] <= 1.0 and result["skipped"] == [] and result["num_evaluated"] == 4
+    saved = torch.load(ft, weights_only=True)["finetune"]
+    assert saved["top1"] == result["top1"] and saved["skipped"] == []  # rewritten with the test result
     backbone, head, classes, config = load_classifier(ft)
     assert classes == ["moving", "still"] and head.out_features == 2
     assert config["model"]["backbone"] == "tiny"
@@ -221,3 +263,118 @@ def test_demo_evaluation_step(checkpoint, tmp_path):
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["num_train"] == 8 and saved["num_test"] == 4 and saved["recall"]["1"] == result["recall"]["1"]
     assert (tmp_path / "figures" / "gradcam.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------------------ fine-tuning: test-time robustness
+
+_EVAL_SETTINGS = dict(num_clips=2, clip_len=4, stride=2, crop_size=48)
+
+
+def _test_videos(dataset, tmp_path):
+    """Five test entries: three good videos, an undecodable file and a missing one; their labels."""
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    paths = [dataset / "still/v4.mp4", bad, dataset / "moving/v5.mp4", tmp_path / "gone.mp4",
+             dataset / "still/v6.mp4"]
+    return paths, [1, 0, 0, 1, 1]
+
+
+def _classifier(seed=0):
+    from mcl_fast.eval.finetune import VideoClassifier
+
+    torch.manual_seed(seed)
+    return VideoClassifier(build_backbone("tiny"), 2).eval()
+
+
+def test_evaluate_classifier_skips_undecodable_videos(dataset, tmp_path, capsys):
+    from mcl_fast.eval.finetune import evaluate_classifier
+
+    paths, labels = _test_videos(dataset, tmp_path)
+    model = _classifier()
+    settings = ClipSettings(**_EVAL_SETTINGS)
+    result = evaluate_classifier(model, paths, labels, settings, batch_size=4, progress=False)
+    assert result["skipped"] == [str(paths[1]), str(paths[3])] and result["num_evaluated"] == 3
+    err = capsys.readouterr().err
+    assert "corrupt.mp4" in err and "gone.mp4: video not found" in err
+    expected = []
+    with torch.no_grad():
+        for p in (paths[0], paths[2], paths[4]):
+            expected.append(int(model(torch.from_numpy(eval_clips(p, settings))).softmax(-1).mean(0).argmax()))
+    pred = result["predictions"]
+    assert [pred[0], pred[2], pred[4]] == expected and pred[1] == pred[3] == -1
+    assert result["top1"] == pytest.approx(np.mean(np.array(expected) == np.array([1, 0, 1])))
+
+
+_RANK_SCRIPT = """
+import json, sys
+import torch
+from mcl_fast import dist
+from mcl_fast.eval.features import ClipSettings
+from mcl_fast.eval.finetune import VideoClassifier, evaluate_classifier
+from mcl_fast.models import build_backbone
+
+paths, labels, settings, weights, out = json.loads(sys.argv[1])
+dev, rank, world = dist.init_distributed("cpu", timeout_s=60)
+assert world == 2, world
+model = VideoClassifier(build_backbone("tiny"), 2)
+model.load_state_dict(torch.load(weights, weights_only=True))
+result = evaluate_classifier(model, paths, labels, ClipSettings(**settings), batch_size=2, progress=False)
+with open(f"{out}.{rank}", "w") as f:
+    json.dump(result, f)
+dist.cleanup()
+"""
+
+
+def test_evaluate_classifier_shards_over_ranks(dataset, tmp_path):
+    """Two gloo ranks, each a strided shard (one with a bad video): every rank gets the whole result."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from mcl_fast.eval.finetune import evaluate_classifier
+
+    paths, labels = _test_videos(dataset, tmp_path)
+    model = _classifier(seed=1)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    single = evaluate_classifier(model, paths, labels, ClipSettings(**_EVAL_SETTINGS), batch_size=4, progress=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = tmp_path / "rank.py"
+    script.write_text(_RANK_SCRIPT)
+    arg = json.dumps([[str(p) for p in paths], labels, _EVAL_SETTINGS, str(tmp_path / "w.pt"), str(tmp_path / "r")])
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, str(script), arg], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+    for rank in range(2):
+        assert json.loads((tmp_path / f"r.{rank}").read_text()) == single, rank
+
+
+def test_finetune_saves_checkpoint_before_testing(dataset, checkpoint, tmp_path, monkeypatch):
+    from mcl_fast.checkpoint import load_backbone
+    from mcl_fast.data.splits import load_split
+    from mcl_fast.eval import finetune as ft
+
+    def failing_test(*args, **kwargs):
+        raise RuntimeError("the test set blew up")
+
+    monkeypatch.setattr(ft, "evaluate_classifier", failing_test)
+    backbone, config = load_backbone(checkpoint)
+    train = load_split(str(dataset / "train.csv"), videos_root=dataset)
+    test = load_split(str(dataset / "test.csv"), videos_root=dataset, classes=train.classes)
+    out = tmp_path / "ft.pt"
+    with pytest.raises(RuntimeError, match="blew up"):
+        ft.finetune(backbone, config, train, test, dataset, train_settings=ClipSettings(num_clips=1, clip_len=4,
+                    stride=2, crop_size=48), config=ft.FinetuneConfig(epochs=1, batch_size=2), out=out,
+                    device="cpu", progress=False)
+    _, head, classes, _ = ft.load_classifier(out)  # the fine-tuned weights survived the failed test
+    assert classes == ["moving", "still"] and head.out_features == 2
+    state = torch.load(out, weights_only=True)
+    assert state["finetune"]["top1"] is None and len(state["finetune"]["history"]) == 1

@@ -136,3 +136,124 @@ def test_mal_input_errors():
         motion_alignment_loss(feat, None, motion, variant="v3")
     with pytest.raises(ValueError, match="batch"):
         motion_alignment_loss(feat, None, motion[:1], variant="v1")
+
+
+# --------------------------------------------------------------------------------------------
+# An independent reference of motion_alignment_loss, written from DESIGN.md alone, on a
+# NON-cubic feature shape (T, H, W) = (2, 3, 5) so that pooling over the wrong axis cannot pass.
+
+FEAT_THW = (2, 3, 5)
+
+
+class _TapNet(torch.nn.Module):
+    """x (B, 3, 2, 3, 5) -> (q (B, 6) unit embedding, feat (B, 5, 2, 3, 5) the tapped conv output).
+
+    After the tap: optional BatchNorm3d, tanh (smooth, so d score / d feat depends on feat and the
+    second-order path is not trivially zero), a 1x1x1 conv, global mean pool, a linear head.
+    """
+
+    def __init__(self, batchnorm: bool):
+        super().__init__()
+        self.conv1 = torch.nn.Conv3d(3, 4, 3, padding=1)
+        self.tapped = torch.nn.Conv3d(4, 5, 3, padding=1)
+        self.bn = torch.nn.BatchNorm3d(5) if batchnorm else torch.nn.Identity()
+        self.conv3 = torch.nn.Conv3d(5, 7, 1)
+        self.head = torch.nn.Linear(7, 6)
+
+    def forward(self, x):
+        feat = self.tapped(torch.tanh(self.conv1(x)))
+        y = self.conv3(torch.tanh(self.bn(feat)))
+        return F.normalize(self.head(y.mean((2, 3, 4))), dim=1), feat
+
+
+def _tap_setup(batchnorm=False, seed=0, batch=3):
+    torch.manual_seed(seed)
+    net = _TapNet(batchnorm).to(torch.float64).train()
+    x = torch.randn(batch, 3, *FEAT_THW, dtype=torch.float64)
+    k = F.normalize(torch.randn(batch, 6, dtype=torch.float64), dim=1)
+    motion = torch.rand(batch, 4, 6, 10, dtype=torch.float64)  # (T', H', W') = 2 x (T, H, W)
+    return net, x, k, motion
+
+
+def _unit(x):
+    """Divide each sample by its L2 norm over all its positions."""
+    flat = x.reshape(x.shape[0], -1)
+    return (flat / flat.norm(dim=1, keepdim=True)).reshape(x.shape)
+
+
+def _reference_mal(feat, score, motion, variant, terms):
+    """DESIGN.md's definition, spelt out step by step (no library helper)."""
+    b, c, t, h, w = feat.shape
+    if variant == "v1":
+        raw = feat.sum(1)
+    else:
+        (g,) = torch.autograd.grad(score.sum(), feat, create_graph=True)
+        weights = g.mean(dim=(2, 3, 4))  # w_c: (B, C), mean over the T*H*W positions
+        source = feat if variant == "v2" else g
+        raw = torch.relu(torch.einsum("bc,bcthw->bthw", weights, source))
+    assert (raw.reshape(b, -1).abs().amax(1) > 0).all(), "a zero map would make the reference 0/0"
+    pred_st = _unit(raw)  # (B, T, H, W)
+    pred = {"st": pred_st, "s": _unit(pred_st.mean(1)), "t": _unit(pred_st.mean((2, 3)))}
+    # motion (B, 4, 6, 10) -> (B, 2, 3, 5): every output cell is the mean of a 2x2x2 block, which is
+    # what adaptive average pooling does for an exact factor of two (checked against it below).
+    m = motion.reshape(b, t, 2, h, 2, w, 2).mean((2, 4, 6))
+    torch.testing.assert_close(m, F.adaptive_avg_pool3d(motion[:, None], (t, h, w))[:, 0])
+    tgt_st = _unit(m)
+    target = {"st": tgt_st, "s": _unit(tgt_st.mean(1)), "t": _unit(tgt_st.mean((2, 3)))}
+    assert pred["s"].shape == (b, h, w) and pred["t"].shape == (b, t)
+    return sum(((pred[n] - target[n]) ** 2).reshape(b, -1).sum(1).mean() for n in terms)
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("terms", [("s",), ("t",), ("st",), ("s", "t", "st")])
+@pytest.mark.parametrize("variant", ["v1", "v2", "v3"])
+def test_mal_matches_independent_reference_on_non_cubic_shape(variant, terms, batchnorm):
+    net, x, k, motion = _tap_setup(batchnorm, seed=3)
+    params = list(net.parameters())
+    values, grads = [], []
+    for fn in (motion_alignment_loss, _reference_mal):
+        q, feat = net(x)
+        assert feat.shape[2:] == FEAT_THW
+        score = (q * k).sum(-1)
+        loss = fn(feat, score, motion, variant, terms)
+        values.append(loss)
+        grads.append(torch.autograd.grad(loss, params, allow_unused=True))
+    torch.testing.assert_close(values[0], values[1], rtol=1e-10, atol=1e-12)
+    assert values[1].item() > 1e-4  # the maps do differ: a non-trivial comparison
+    touched = 0
+    for p, lib, ref in zip(params, *grads):
+        if ref is None:  # v1 ignores the layers after the tap
+            assert lib is None or lib.abs().max() == 0
+            continue
+        torch.testing.assert_close(lib, ref, rtol=1e-8, atol=1e-12)
+        touched += int(ref.abs().max() > 0)
+    # v1 trains the layers up to the tap (conv1, tapped: weights and biases); v2 / v3 also those
+    # after it, through d score / d feat
+    assert touched == (4 if variant == "v1" else len(params)), touched
+
+
+@pytest.mark.parametrize("variant", ["v3", "v2"])
+def test_mal_gradient_through_batchnorm_matches_finite_differences(variant):
+    """Double backward through train-mode BN (fixed batch, so batch statistics are deterministic)."""
+    net, x, k, motion = _tap_setup(batchnorm=True, seed=4)
+
+    def loss_value():
+        q, feat = net(x)
+        return motion_alignment_loss(feat, (q * k).sum(-1), motion, variant)
+
+    params = [net.conv1.weight, net.tapped.weight, net.bn.weight, net.bn.bias, net.conv3.weight]
+    grads = torch.autograd.grad(loss_value(), params)
+    assert grads[2].abs().max() > 0 and grads[3].abs().max() > 0  # BN's affine is on the gradient path
+    eps = 1e-6
+    gen = torch.Generator().manual_seed(1)
+    for p, g in zip(params, grads):
+        flat, gflat = p.data.view(-1), g.reshape(-1)  # a conv weight's grad may be non-contiguous
+        for idx in torch.randint(0, flat.numel(), (3,), generator=gen).tolist():
+            old = flat[idx].item()
+            flat[idx] = old + eps
+            up = loss_value().item()
+            flat[idx] = old - eps
+            down = loss_value().item()
+            flat[idx] = old
+            fd = (up - down) / (2 * eps)
+            assert gflat[idx].item() == pytest.approx(fd, rel=1e-4, abs=1e-8), (variant, tuple(p.shape), idx)

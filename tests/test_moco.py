@@ -100,3 +100,29 @@ def test_step_trains_query_encoder_only_and_enqueues_keys(mal_weight):
     torch.testing.assert_close(model.queue, queue)
     with pytest.raises(ValueError, match="motion"):
         model(q, k, None, mal_weight=1.0)
+
+
+def test_split_batchnorm_keeps_channels_last_3d():
+    """A channels_last_3d input comes back channels_last_3d, with the standard layout's values and grads."""
+    torch.manual_seed(0)
+    bn = set_split_batchnorm(nn.BatchNorm3d(3), 2)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0)
+        bn.bias.uniform_(-1.0, 1.0)
+    ref = set_split_batchnorm(nn.BatchNorm3d(3), 2)
+    ref.load_state_dict(bn.state_dict())
+    x = torch.randn(4, 3, 2, 4, 5) * 2 + 1
+    xl = x.clone().contiguous(memory_format=torch.channels_last_3d).requires_grad_(True)
+    xs = x.clone().requires_grad_(True)
+    assert xl.is_contiguous(memory_format=torch.channels_last_3d) and not xl.is_contiguous()
+    out_l, out_s = bn(xl), ref(xs)
+    assert out_l.is_contiguous(memory_format=torch.channels_last_3d)
+    assert out_s.is_contiguous()  # the standard layout stays standard
+    torch.testing.assert_close(out_l, out_s)
+    torch.testing.assert_close(bn.running_mean, ref.running_mean)
+    torch.testing.assert_close(bn.running_var, ref.running_var)
+    weights = torch.randn_like(x)
+    (out_l * weights).sum().backward()
+    (out_s * weights).sum().backward()
+    torch.testing.assert_close(xl.grad, xs.grad)
+    torch.testing.assert_close(bn.weight.grad, ref.weight.grad)

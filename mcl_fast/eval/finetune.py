@@ -13,6 +13,7 @@ backbone under ``encoder_q.backbone.``), plus the classifier under ``head`` and 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,30 +93,100 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return 0.5 * base * (1 + math.cos(math.pi * t))
 
 
-def evaluate_classifier(model: nn.Module, paths, labels, settings: ClipSettings, *, batch_size: int = 40,
-                        num_workers: int = 0, device="cpu", progress: bool = True) -> dict:
-    """Top-1 with the softmax averaged over settings.num_clips uniform centre-cropped clips per video."""
+class _SafeEvalClips(EvalClipDataset):
+    """EvalClipDataset that reports a video it cannot decode instead of raising.
+
+    item i = (clips (num_clips, 3, T, S, S) float32 tensor, i, error str); a failed video gives
+    zeros and a non-empty error, so one bad file neither kills the test nor a DataLoader worker.
+    """
+
+    def __getitem__(self, i):
+        try:
+            clips, _ = super().__getitem__(i)
+            return clips, i, ""
+        except (ValueError, OSError, RuntimeError) as err:
+            s = self.settings
+            reason = str(err) if str(self.paths[i]) in str(err) else f"{self.paths[i]}: {err}"
+            return torch.zeros(s.num_clips, 3, s.clip_len, s.crop_size, s.crop_size), i, reason
+
+
+def classifier_probabilities(model: nn.Module, paths, settings: ClipSettings, num_classes: int, *,
+                             batch_size: int = 40, num_workers: int = 0, device="cpu",
+                             progress: bool = True) -> tuple[np.ndarray, dict[int, str]]:
+    """(probs (N, num_classes) float32, {index: reason} of the videos that failed to decode).
+
+    A video's probabilities are the softmax averaged over its settings.num_clips centre-cropped
+    clips; the rows of failed videos are zero.
+    """
     from tqdm import tqdm
 
     model.eval()
     per_batch = max(1, batch_size // settings.num_clips)
-    loader = torch.utils.data.DataLoader(EvalClipDataset(paths, settings), batch_size=per_batch,
+    loader = torch.utils.data.DataLoader(_SafeEvalClips(paths, settings), batch_size=per_batch,
                                          num_workers=num_workers)
-    labels = np.asarray(labels, np.int64)
-    probs = None
+    probs = np.zeros((len(paths), num_classes), np.float32)
+    failed: dict[int, str] = {}
     use_cuda = torch.device(device).type == "cuda"
     with torch.inference_mode(), tqdm(total=len(paths), desc="test", unit="video", disable=not progress) as bar:
-        for clips, index in loader:
-            b, k = clips.shape[:2]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
-                logits = model(clips.flatten(0, 1).to(device))
-            p = logits.float().softmax(-1).reshape(b, k, -1).mean(1).cpu().numpy()
-            if probs is None:
-                probs = np.zeros((len(paths), p.shape[1]), np.float32)
-            probs[index.numpy()] = p
-            bar.update(b)
-    pred = probs.argmax(1)
-    return {"top1": float(np.mean(pred == labels)), "predictions": pred.tolist()}
+        for clips, index, errors in loader:
+            ok = torch.tensor([not e for e in errors], dtype=torch.bool)
+            for i, e in zip(index.tolist(), errors):
+                if e:
+                    failed[i] = e
+                    print(f"warning: skipping test video {e}", file=sys.stderr)
+            if ok.any():
+                clips = clips[ok]
+                b, k = clips.shape[:2]
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+                    logits = model(clips.flatten(0, 1).to(device))
+                if logits.shape[-1] != num_classes:
+                    raise ValueError(f"the model gives {logits.shape[-1]} logits, expected {num_classes} classes")
+                probs[index[ok].numpy()] = logits.float().softmax(-1).reshape(b, k, -1).mean(1).cpu().numpy()
+            bar.update(len(errors))
+    return probs, failed
+
+
+def evaluate_classifier(model: nn.Module, paths, labels, settings: ClipSettings, *, batch_size: int = 40,
+                        num_workers: int = 0, device="cpu", progress: bool = True,
+                        num_classes: int | None = None) -> dict:
+    """Top-1 with the softmax averaged over settings.num_clips uniform centre-cropped clips per video.
+
+    Under torchrun (mcl_fast.dist initialised) every rank evaluates the strided shard
+    paths[rank::world] and the per-video probabilities are all-gathered, so all ranks return
+    the same result and none idles in a barrier. A video that fails to decode is reported on
+    stderr, listed in "skipped" and left out of top-1 (its prediction is -1).
+    num_classes: the model's output width (default: model.fc.out_features).
+
+    Returns {"top1", "predictions" (N,) list, "skipped" list of paths, "num_evaluated"}.
+    """
+    from .. import dist
+
+    labels = np.asarray(labels, np.int64)
+    if len(labels) != len(paths):
+        raise ValueError(f"{len(paths)} test videos but {len(labels)} labels")
+    num_classes = num_classes or getattr(getattr(model, "fc", None), "out_features", None)
+    if num_classes is None:
+        raise ValueError("num_classes is needed for a model without an `fc` layer")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = list(range(rank, len(paths), world))
+    probs, failed = classifier_probabilities(model, [paths[i] for i in mine], settings, num_classes,
+                                             batch_size=batch_size, num_workers=num_workers, device=device,
+                                             progress=progress and rank == 0)
+    # Rank r's row j is video r + j * world; the last column marks a decoded video (padding rows
+    # and failed videos hold 0), so every rank sends the same (rows, num_classes + 1) shape.
+    rows = -(-len(paths) // world)
+    local = np.zeros((rows, num_classes + 1), np.float32)
+    local[:len(mine), :num_classes] = probs
+    local[:len(mine), num_classes] = [0.0 if j in failed else 1.0 for j in range(len(mine))]
+    gathered = dist.concat_all_gather(torch.from_numpy(local).to(device)).cpu().numpy()
+    gathered = gathered.reshape(world, rows, num_classes + 1).transpose(1, 0, 2).reshape(rows * world, -1)
+    gathered = gathered[:len(paths)]  # row r + j * world is video r + j * world: input order again
+    valid = gathered[:, num_classes] > 0.5
+    if not valid.any():
+        raise ValueError(f"none of the {len(paths)} test videos could be decoded (first: {paths[0]})")
+    pred = np.where(valid, gathered[:, :num_classes].argmax(1), -1)
+    return {"top1": float(np.mean(pred[valid] == labels[valid])), "predictions": pred.tolist(),
+            "skipped": [str(paths[i]) for i in np.flatnonzero(~valid)], "num_evaluated": int(valid.sum())}
 
 
 def finetune(backbone: nn.Module, backbone_config: dict, train_split, test_split, videos_root, *,
@@ -124,8 +195,9 @@ def finetune(backbone: nn.Module, backbone_config: dict, train_split, test_split
              progress: bool = True) -> dict:
     """Fine-tune `backbone` on train_split, test on test_split; returns {"top1", "history", ...}.
 
-    Under torchrun every process trains on its shard (DistributedSampler) and rank 0 tests and
-    writes `out` (a checkpoint, see the module docstring).
+    Under torchrun every process trains on its shard (DistributedSampler); rank 0 writes `out`
+    (a checkpoint, see the module docstring) before the test, every rank tests a shard of the
+    test videos (evaluate_classifier), and `out` is rewritten with the test top-1.
     """
     from tqdm import tqdm
 
@@ -190,19 +262,24 @@ def finetune(backbone: nn.Module, backbone_config: dict, train_split, test_split
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_top1": correct / max(1, seen)})
 
     result = {"history": history, "num_classes": num_classes, "world_size": world}
-    if rank == 0:
-        test_paths = [root / p for p in test_split.paths]
-        result.update(evaluate_classifier(model, test_paths, test_split.labels, test_settings, device=dev,
-                                          num_workers=cfg.num_workers, progress=progress))
-        if out is not None:
-            state = {
-                "model": {f"encoder_q.backbone.{k}": v.detach().cpu() for k, v in model.backbone.state_dict().items()},
-                "head": {k: v.detach().cpu() for k, v in model.fc.state_dict().items()},
-                "classes": list(train_split.classes),
-                "config": backbone_config,
-                "finetune": {"top1": result["top1"], "epochs": cfg.epochs, "lr": lr, "history": history},
-            }
-            result["checkpoint"] = str(atomic_torch_save(state, out))
+    state = {
+        "model": {f"encoder_q.backbone.{k}": v.detach().cpu() for k, v in model.backbone.state_dict().items()},
+        "head": {k: v.detach().cpu() for k, v in model.fc.state_dict().items()},
+        "classes": list(train_split.classes),
+        "config": backbone_config,
+        "finetune": {"top1": None, "epochs": cfg.epochs, "lr": lr, "history": history},
+    }
+    if rank == 0 and out is not None:
+        # Written before testing: a slow or failing test must never cost the fine-tuned weights.
+        result["checkpoint"] = str(atomic_torch_save(state, out))
+    for buf in model.buffers():  # BN running statistics: rank 0's (the saved ones) everywhere
+        dist.broadcast(buf, 0)
+    test_paths = [root / p for p in test_split.paths]
+    result.update(evaluate_classifier(model, test_paths, test_split.labels, test_settings, device=dev,
+                                      num_workers=cfg.num_workers, progress=progress, num_classes=num_classes))
+    if rank == 0 and out is not None:
+        state["finetune"].update(top1=result["top1"], skipped=result["skipped"])
+        atomic_torch_save(state, out)  # the same weights, now with their test result
     dist.barrier()
     return result
 
