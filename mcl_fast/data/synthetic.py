@@ -266,31 +266,25 @@ def read_frames(path, max_frames: int | None = None, short_side: int | None = No
     """Decode a video with PyAV: (N, H, W, 3) uint8 RGB, the first max_frames frames.
 
     short_side resizes every frame (area interpolation) so its shorter side is that many
-    pixels, keeping the aspect ratio (sides rounded to even numbers).
+    pixels, keeping the aspect ratio (sides rounded to even numbers). Raises ValueError (a
+    VideoError naming the file) for a file that cannot be decoded.
     """
-    import av
     import cv2
 
-    path = Path(path)
+    from ..motion.decode import VideoError, iter_frames
+
     out = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                image = frame.to_ndarray(format="rgb24")
-                if short_side is not None:
-                    h, w = image.shape[:2]
-                    s = short_side / min(h, w)
-                    size = (max(2, 2 * round(w * s / 2)), max(2, 2 * round(h * s / 2)))
-                    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-                out.append(image)
-                if max_frames is not None and len(out) >= max_frames:
-                    break
-    except av.error.FFmpegError as err:
-        raise ValueError(f"{path}: cannot decode: {err}") from err
+    frames = iter_frames(path)
+    for image in frames:
+        if short_side is not None:
+            h, w = image.shape[:2]
+            s = short_side / min(h, w)
+            size = (max(2, 2 * round(w * s / 2)), max(2, 2 * round(h * s / 2)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        out.append(image)
+        if max_frames is not None and len(out) >= max_frames:
+            frames.close()  # stop decoding: the rest of the file is not needed
+            break
     if not out:
-        raise ValueError(f"{path}: no frames decoded")
+        raise VideoError(path, "no frames decoded")
     return np.stack(out)

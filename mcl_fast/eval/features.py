@@ -75,36 +75,28 @@ def resize_center_crop(image: np.ndarray, short_side: int, crop: int) -> np.ndar
 def decode_resized(path, short_side: int, crop: int | None = None) -> np.ndarray:
     """Decode every frame of a video with PyAV: (N, S, S, 3) uint8 RGB after resize + centre crop.
 
-    crop=None keeps the whole resized frame (N, h, w, 3). Raises ValueError naming the file
-    when it cannot be opened or holds no frames.
+    crop=None keeps the whole resized frame (N, h, w, 3). Raises ValueError (a VideoError naming
+    the file) when it cannot be opened, is corrupt or holds no frames.
     """
-    import av
     import cv2
+
+    from ..motion.decode import VideoError, iter_frames
 
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: video not found")
+        raise VideoError(path, "video not found")
     frames = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                image = frame.to_ndarray(format="rgb24")
-                if crop is None:
-                    h, w = image.shape[:2]
-                    s = short_side / min(h, w)
-                    image = cv2.resize(image, (int(round(w * s)), int(round(h * s))),
-                                       interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-                else:
-                    image = resize_center_crop(image, short_side, crop)
-                frames.append(image)
-    except av.error.FFmpegError as err:
-        raise ValueError(f"{path}: cannot decode: {err}") from err
+    for image in iter_frames(path):
+        if crop is None:
+            h, w = image.shape[:2]
+            s = short_side / min(h, w)
+            image = cv2.resize(image, (int(round(w * s)), int(round(h * s))),
+                               interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        else:
+            image = resize_center_crop(image, short_side, crop)
+        frames.append(image)
     if not frames:
-        raise ValueError(f"{path}: no frames decoded")
+        raise VideoError(path, "no frames decoded")
     return np.stack(frames)
 
 

@@ -28,7 +28,7 @@ TRUNCATION_TOLERANCE = 2
 DURATION_TOLERANCE = 0.1
 
 
-class VideoError(Exception):
+class VideoError(ValueError):
     """A video that cannot be used. `path` and `reason` are kept apart for error reports."""
 
     def __init__(self, path, reason: str):
