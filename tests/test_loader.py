@@ -16,21 +16,9 @@ from mcl_fast.data import MotionFocusedLoader, TorchVideoLoader  # noqa: E402
 from mcl_fast.data.augment import denormalize  # noqa: E402
 from mcl_fast.data.plan import Choice, crop_motion  # noqa: E402
 from mcl_fast.data.synthetic import make_video  # noqa: E402
+from videotools import decode_all, psnr  # noqa: E402
 
 CLIP = dict(clip_len=8, stride=2, size=32)  # tiny clips: the CI machine has two cores
-
-
-def decode_all(path) -> np.ndarray:
-    """Every frame of `path`, decoded start to end with PyAV (independent of the loaders)."""
-    import av
-
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
-def psnr(a, b) -> float:
-    mse = float(((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 def reference_view(frames: np.ndarray, box, size: int) -> np.ndarray:

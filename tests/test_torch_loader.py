@@ -15,20 +15,9 @@ from mcl_fast.data.augment import apply_view, denormalize
 from mcl_fast.data.plan import ViewAug, color_affine
 from mcl_fast.data.synthetic import make_video
 from mcl_fast.data.torch_loader import UnsupportedCodec, probe_video, read_frames_at
+from videotools import decode_all, psnr
 
 CLIP = dict(clip_len=8, stride=2, size=32)
-
-
-def decode_all(path) -> np.ndarray:
-    import av
-
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
-def psnr(a, b) -> float:
-    mse = float(((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 @pytest.fixture(scope="module")
