@@ -48,6 +48,13 @@ def conv2plus1d_p3d(cin: int, cout: int, mid: int = 0, stride: int = 1, t_stride
     return Conv2Plus1D(cin, cout, cout, stride, t_stride)
 
 
+def _shortcut(cin: int, cout: int, stride: int, t_stride: int):
+    """The projection shortcut (1x1x1 conv + BN) where a block changes shape, else None (identity)."""
+    if stride == 1 and t_stride == 1 and cin == cout:
+        return None
+    return nn.Sequential(nn.Conv3d(cin, cout, 1, stride=(t_stride, stride, stride), bias=False), _bn(cout))
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -59,10 +66,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv(width, cout)
         self.bn2 = _bn(cout)
-        self.downsample = None
-        if stride != 1 or t_stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(
-                nn.Conv3d(cin, cout, 1, stride=(t_stride, stride, stride), bias=False), _bn(cout))
+        self.downsample = _shortcut(cin, cout, stride, t_stride)
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -86,10 +90,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv3d(width, cout, 1, bias=False)
         self.bn3 = _bn(cout)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or t_stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(
-                nn.Conv3d(cin, cout, 1, stride=(t_stride, stride, stride), bias=False), _bn(cout))
+        self.downsample = _shortcut(cin, cout, stride, t_stride)
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
