@@ -30,7 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from mcl_fast.moco import MoCo  # noqa: E402
 from mcl_fast.models import build_backbone  # noqa: E402
-from mcl_fast.train import SyntheticBatches, make_autocast, train_step  # noqa: E402
+from mcl_fast.engine import Runtime, amp_dtype, train_step  # noqa: E402
+from mcl_fast.losses import MCLLoss  # noqa: E402
+from mcl_fast.train import SyntheticBatches, pretrain_loss  # noqa: E402
 
 
 def _peak_gib(device: torch.device) -> float:
@@ -74,15 +76,10 @@ def bench(backbone: str, amp, source: str, args, device: torch.device) -> list[d
     machine slows both alike; medians of the per-step times. Returns the two rows."""
     torch.manual_seed(0)
     batch = args.batch if backbone != "tiny" else args.tiny_batch
-    model = MoCo(build_backbone(backbone), dim=128, hidden=args.hidden, queue_size=args.queue).to(device)
-    channels_last = device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
-    if amp == torch.float16:
-        model.mal_grad_scale = 1024.0
+    runtime = Runtime(device, amp, channels_last=device.type == "cuda")
+    model, _ = runtime.prepare(MoCo(build_backbone(backbone), dim=128, hidden=args.hidden, queue_size=args.queue))
+    criterion = MCLLoss(grad_scale=1024.0 if amp == torch.float16 else 1.0)
     opt = torch.optim.SGD([p for p in model.encoder_q.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    autocast = make_autocast(device, amp)
     if source == "synthetic":
         synth = SyntheticBatches(batch, clip_len=args.clip_len, size=args.size, batches=1, device=device)
         fixed = synth.batch(0, 0)
@@ -101,13 +98,10 @@ def bench(backbone: str, amp, source: str, args, device: torch.device) -> list[d
             _sync(device)
             c0 = time.process_time()
             t0 = time.perf_counter()
-            b = next(it)
-            b = {k: v.to(device, non_blocking=True) for k, v in b.items() if isinstance(v, torch.Tensor)}
-            if channels_last:
-                b["query"] = b["query"].contiguous(memory_format=torch.channels_last_3d)
-                b["key"] = b["key"].contiguous(memory_format=torch.channels_last_3d)
+            b = runtime.to_device(next(it))
             t1 = time.perf_counter()
-            train_step(model, b, opt, scaler, autocast, 1.0 if mal else 0.0)
+            train_step(model, lambda m, batch: pretrain_loss(m, batch, criterion, 1.0 if mal else 0.0), b, opt,
+                       runtime)
             _sync(device)
             t2 = time.perf_counter()
             if i >= args.warmup:
@@ -183,7 +177,6 @@ def main(argv=None) -> int:
     if device.type == "cpu":
         # One thread by default: CPU-seconds then measure work, not OpenMP spin-waits on a busy machine.
         torch.set_num_threads(args.threads or 1)
-    amp_map = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     sources = ["synthetic"] + ([args.loader] if args.loader else [])
     rows = []
     from tqdm import tqdm
@@ -191,7 +184,7 @@ def main(argv=None) -> int:
     plan = [(bb, amp, src) for bb in args.backbones.split(",") for amp in args.amp.split(",") for src in sources
             if not (amp == "fp16" and device.type == "cpu")]  # CPU autocast: bf16 only
     for bb, amp, src in tqdm(plan, desc="train step", unit="config"):
-        rows.extend(bench(bb, amp_map[amp], src, args, device))
+        rows.extend(bench(bb, amp_dtype(amp, device), src, args, device))
     text = table(rows)
     print(text)
     out = Path(args.json)

@@ -31,9 +31,15 @@ def info_nce_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: 
     return torch.cat([l_pos, l_neg], dim=1) / tau
 
 
-def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float) -> torch.Tensor:
-    """Eq. (3): mean over the batch of -log softmax(logits)[positive]. Scalar, float32."""
-    logits = _wide(info_nce_logits(q, k, queue, tau))
+def info_nce(logits: torch.Tensor) -> torch.Tensor:
+    """Eq. (3) given the logits (B, 1 + K) of `info_nce_logits` (positive in column 0, already
+    over tau): mean over the batch of -log softmax(logits)[:, 0]. Scalar, float32 (or float64).
+
+    Eq. (3) for embeddings is `info_nce(info_nce_logits(q, k, queue, tau))`.
+    """
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(f"logits must be (B, 1 + K) with K >= 1, got {tuple(logits.shape)}")
+    logits = _wide(logits)
     labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, labels)
 
@@ -127,3 +133,43 @@ def motion_alignment_loss(feat: torch.Tensor, score: torch.Tensor | None, motion
         parts = {t: _distance(pred[t], target[t], distance) for t in terms}
         loss = sum(parts.values())
     return (loss, parts) if return_terms else loss
+
+
+class MCLLoss:
+    """The pretraining objective on a `MoCo` output dict: InfoNCE (eq. 3) + lambda x MAL (eq. 4-7).
+
+    mal: the keyword arguments of `motion_alignment_loss` (variant, terms, distance, weighting);
+    grad_scale: see `motion_alignment_loss` (the trainer raises it under fp16).
+    `loss(out, motion, mal_weight)` returns {"loss": the scalar to minimise, "nce", and with the MAL
+    on (mal_weight > 0) "mal", "mal_s", "mal_t", "mal_st"} (all but "loss" detached).
+    A further term (another set of logits, an order loss) is one more entry here: each term is
+    computed from keys of `out`, weighted and summed into "loss".
+    """
+
+    def __init__(self, mal: dict | None = None, grad_scale: float = 1.0):
+        self.mal = {"variant": "v3", "terms": TERMS, **(mal or {})}
+        self.grad_scale = grad_scale
+
+    @staticmethod
+    def needs_features(mal_weight: float) -> bool:
+        """Whether the model must return the tapped feature map ("feat") for this weight."""
+        return mal_weight > 0
+
+    def __call__(self, out: dict, motion: torch.Tensor | None = None, mal_weight: float = 0.0) -> dict:
+        nce = info_nce(out["logits"])
+        terms = {"nce": nce.detach()}
+        loss = nce
+        if mal_weight > 0:
+            if motion is None:
+                raise ValueError("the motion alignment loss needs the batch's `motion` maps")
+            if "feat" not in out:
+                raise ValueError("the motion alignment loss needs the tapped feature map: call the model "
+                                 "with return_features=True")
+            score = (out["q"] * out["k"].detach()).sum(-1)  # l_pos before the temperature, as the authors
+            mal, parts = motion_alignment_loss(out["feat"], score, motion, grad_scale=self.grad_scale,
+                                               return_terms=True, **self.mal)
+            loss = loss + mal_weight * mal
+            terms["mal"] = mal.detach()
+            terms.update({f"mal_{name}": value.detach() for name, value in parts.items()})
+        terms["loss"] = loss
+        return terms

@@ -1,4 +1,4 @@
-"""MoCo (He et al. 2020) for clips, with the motion alignment loss of MCL.
+"""MoCo (He et al. 2020) for clips: encoders, queue, shuffle BN; the losses are in `losses.py`.
 
 In the spirit of facebookresearch/moco's builder: the backbone is injected, the key encoder is
 a momentum copy of the query encoder, the queue of negatives lives in buffers, keys are
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import dist
-from .losses import TERMS, info_nce_logits, motion_alignment_loss
+from .losses import info_nce_logits
 from .models import MLPHead, VideoBackbone
 
 
@@ -68,37 +68,48 @@ def set_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
 
 
 class Encoder(nn.Module):
-    """Backbone + MLP head; returns L2-normalised embeddings (B, dim) [and the tapped feature map]."""
+    """Backbone + MLP head: clip (B, 3, T, H, W) -> L2-normalised embedding (B, dim).
+
+    `embed(x, return_features)` also hands back the backbone's pooled features (B, D) (the
+    diagnostics' "feature std") and, when asked, the tapped conv map the MAL differentiates.
+    """
 
     def __init__(self, backbone: VideoBackbone, hidden: int = 2048, dim: int = 128):
         super().__init__()
         self.backbone = backbone
         self.head = MLPHead(backbone.feature_dim, hidden, dim)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def embed(self, x: torch.Tensor, return_features: bool = False) -> dict[str, torch.Tensor]:
+        """{"z": (B, dim) unit rows, "pooled": (B, D), and with return_features "feat" (B, C, T', H', W')}."""
         if return_features:
             pooled, feat = self.backbone(x, return_features=True)
-            return F.normalize(self.head(pooled), dim=1), feat
-        return F.normalize(self.head(self.backbone(x)), dim=1)
+        else:
+            pooled, feat = self.backbone(x), None
+        out = {"z": F.normalize(self.head(pooled), dim=1), "pooled": pooled}
+        if feat is not None:
+            out["feat"] = feat
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x)["z"]
 
 
 class MoCo(nn.Module):
-    """Query encoder, momentum key encoder, queue; forward returns the losses of one step.
+    """Query encoder, momentum key encoder, queue; forward returns one step's logits and embeddings.
 
-    backbone: an unshared backbone instance (the key encoder is a deep copy). dim: embedding size;
-    hidden: MLP width; queue_size: K negatives; momentum m; tau the temperature; split_bn: number
-    of sub-batches for BN when the job has one process (1 turns it off). mal: the keyword
-    arguments of `motion_alignment_loss` (variant, terms, distance, weighting).
+    The loss lives outside the model (as in facebookresearch/moco): `mcl_fast.losses.mcl_loss`
+    turns the output dict into InfoNCE (+ MAL). backbone: an unshared backbone instance (the key
+    encoder is a deep copy). dim: embedding size; hidden: MLP width; queue_size: K negatives;
+    momentum m; tau the temperature; split_bn: number of sub-batches for BN when the job has one
+    process (1 turns it off).
     """
 
     def __init__(self, backbone: VideoBackbone, dim: int = 128, hidden: int = 2048, queue_size: int = 131072,
-                 momentum: float = 0.999, tau: float = 0.1, split_bn: int = 2, mal: dict | None = None):
+                 momentum: float = 0.999, tau: float = 0.1, split_bn: int = 2):
         super().__init__()
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.momentum, self.tau = momentum, tau
-        self.mal_kwargs = {"variant": "v3", "terms": TERMS, **(mal or {})}
-        self.mal_grad_scale = 1.0  # the trainer raises it under fp16 autocast
         self.encoder_q = Encoder(backbone, hidden, dim)
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for p in self.encoder_k.parameters():
@@ -158,49 +169,36 @@ class MoCo(nn.Module):
         return k_all[unshuffle].view(world, b, -1)[dist.get_rank()]
 
     # -- the step ------------------------------------------------------------------------------
-    def forward(self, query: torch.Tensor, key: torch.Tensor, motion: torch.Tensor | None = None,
-                mal_weight: float = 0.0, update: bool = True) -> dict[str, torch.Tensor]:
-        """One MoCo/MCL step's forward: query, key (B, 3, T, H, W); motion (B, T', H', W').
+    def forward(self, query: torch.Tensor, key: torch.Tensor, return_features: bool = False,
+                update: bool = True) -> dict[str, torch.Tensor]:
+        """One MoCo step's forward: query, key (B, 3, T, H, W) -> a dict of
 
-        Returns {"loss", "nce", "acc" (top-1 of the positive among 1+K, %), and with MAL on
-        (mal_weight > 0) "mal", "mal_s", "mal_t", "mal_st"}; all scalars. update=False skips the
-        momentum update and the enqueue (evaluation of the loss only).
+        logits (B, 1 + K) float32: column 0 the positive q.k, then q against the queue, over tau;
+        q (B, dim) query embeddings (with gradient); k (B, dim) key embeddings (no gradient);
+        pooled (B, D) the query backbone's pooled features; feat (B, C, T', H', W') the tapped
+        map when return_features (what the motion alignment loss needs).
+        update=False skips the momentum update and the enqueue (evaluation of the loss only).
         """
-        use_mal = mal_weight > 0
-        if use_mal and motion is None:
-            raise ValueError("the motion alignment loss needs the batch's `motion` maps")
-        if use_mal:
-            q, feat = self.encoder_q(query, return_features=True)
-        else:
-            q, feat = self.encoder_q(query), None
+        out = self.encoder_q.embed(query, return_features=return_features)
         with torch.no_grad():
             if update:
                 self.momentum_update()
             k = self.shuffled_keys(key)
-        logits = info_nce_logits(q, k, self.queue.clone(), self.tau)
-        logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-        nce = F.cross_entropy(logits, labels)
-        out = {"nce": nce.detach(), "acc": (logits.argmax(1) == 0).float().mean().detach() * 100}
-        loss = nce
-        if use_mal:
-            score = (q * k.detach()).sum(-1)  # l_pos before the temperature, as the authors
-            mal, parts = motion_alignment_loss(feat, score, motion, grad_scale=self.mal_grad_scale,
-                                               return_terms=True, **self.mal_kwargs)
-            loss = loss + mal_weight * mal
-            out["mal"] = mal.detach()
-            for name, value in parts.items():
-                out[f"mal_{name}"] = value.detach()
+        # The queue is read before this step's keys enter it (and cloned: the enqueue below
+        # writes in place, and the logits' backward needs the values they were computed from).
+        # float32 logits under autocast too: bf16 would round q.k / 0.1 by up to ~0.04.
+        logits = info_nce_logits(out["z"].float(), k.float(), self.queue.clone(), self.tau)
         if update:
             self.enqueue(k)
-        out["loss"] = loss
-        return out
+        result = {"logits": logits, "q": out.pop("z"), "k": k}
+        result.update(out)
+        return result
 
 
 def build_moco(backbone: VideoBackbone, *, dim: int = 128, hidden: int = 2048, queue_size: int = 131072,
-               momentum: float = 0.999, tau: float = 0.1, split_bn: int = 2, mal: dict | None = None) -> MoCo:
+               momentum: float = 0.999, tau: float = 0.1, split_bn: int = 2) -> MoCo:
     return MoCo(backbone, dim=dim, hidden=hidden, queue_size=queue_size, momentum=momentum, tau=tau,
-                split_bn=split_bn, mal=mal)
+                split_bn=split_bn)
 
 
 __all__ = ["MoCo", "Encoder", "SplitBatchNorm3d", "set_split_batchnorm", "build_moco"]

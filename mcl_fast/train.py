@@ -6,12 +6,17 @@ One process: `mcl-fast pretrain --config demo_cpu`. Several GPUs / nodes, throug
         -m mcl_fast.train --config kinetics400_r2plus1d --resume
 (the output folder must be shared by all nodes: rank 0 writes checkpoints, every rank reads them).
 
-The loop: SGD with momentum, linear warm-up then cosine to `min_lr` per iteration; torch.amp
-(bf16 by default on GPU, fp16 with a GradScaler as an option, fp32 on CPU); channels_last_3d;
-optional torch.compile; DDP (NCCL on GPU, gloo on CPU); TensorBoard scalars, a tqdm bar and a
-loss-curve PNG; atomic checkpoints every N steps and at each epoch's end; `--resume` continues
-exactly (weights, queue, optimiser, scaler, schedule, RNG states, loader position). Under
-torchrun's elastic restarts (`--max-restarts`), a restarted job resumes by itself.
+`train()` wires the pieces; the loop itself is `mcl_fast.engine.train_one_epoch`, which
+fine-tuning runs too: SGD with momentum, linear warm-up then cosine to `min_lr` per iteration
+(`engine.WarmupCosine`); torch.amp (bf16 by default on GPU, fp16 with a GradScaler as an
+option, fp32 on CPU); channels_last_3d; DDP (NCCL on GPU, gloo on CPU); optional torch.compile.
+`MoCo` returns logits and embeddings, `losses.MCLLoss` turns them into InfoNCE (+ MAL).
+Reported in the bar, TensorBoard and history.json: the losses, instance-discrimination
+acc1/acc5, the queue's mean pairwise cosine (queue_cos; a warning above
+`train.collapse_cosine`), embedding and feature std (`mcl_fast.diagnostics`), lr, clips/s.
+Atomic checkpoints every N steps and at each epoch's end; `--resume` continues exactly
+(weights, queue, optimiser, scaler, schedule, RNG states, loader position). Under torchrun's
+elastic restarts (`--max-restarts`), a restarted job resumes by itself.
 
 Configs are JSON (mcl_fast/configs/NAME.json or any path) deep-merged over DEFAULTS; an
 override `a.b=value` must name an existing key; values parse as JSON when they can.
@@ -20,14 +25,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
-import math
 import os
-import signal
 import sys
-import time
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
@@ -37,6 +39,10 @@ import torch
 from . import dist
 from ._io import atomic_write_json
 from .checkpoint import load_checkpoint, load_latest, rng_state, save_checkpoint, set_rng_state
+from .diagnostics import COLLAPSE_COSINE, contrastive_diagnostics, mean_pairwise_cosine
+from .engine import MetricWindow, Runtime, StepInfo, WarmupCosine, setup_runtime, train_one_epoch
+from .losses import MCLLoss
+from .run_log import RunLog, plot_history
 
 # ---- configs -------------------------------------------------------------------------------
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -101,7 +107,7 @@ DEFAULTS: dict = {
         "tensorboard": True,
         "progress": True,
         "plot": True,
-        "kill_at_step": None,    # testing: SIGKILL this process after that step (not after an elastic restart)
+        "collapse_cosine": COLLAPSE_COSINE,  # warn when the queue's mean pairwise cosine exceeds it (null: never)
     },
     "checkpoint": {
         "every_steps": 500,
@@ -209,47 +215,6 @@ def validate(config: dict) -> None:
             raise ConfigError(f"config {config.get('name')!r}: {message}")
 
 
-# ---- schedule ------------------------------------------------------------------------------
-class WarmupCosine:
-    """Per-iteration lr: linear from lr * start_factor to lr over `warmup` steps, then cosine to min_lr.
-
-    Its state is the step count only, so it checkpoints as a plain dict.
-    """
-
-    def __init__(self, optimizer, base_lr: float, total: int, warmup: int, start_factor: float = 0.01,
-                 min_lr: float = 0.0):
-        self.optimizer, self.base_lr, self.total = optimizer, base_lr, max(1, total)
-        self.warmup, self.start_factor, self.min_lr = min(warmup, self.total), start_factor, min_lr
-        self.step_count = 0
-        self._apply()
-
-    def lr_at(self, step: int) -> float:
-        if step < self.warmup:
-            f = self.start_factor + (1 - self.start_factor) * step / self.warmup
-            return self.base_lr * f
-        t = (step - self.warmup) / max(1, self.total - self.warmup)
-        return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    def _apply(self) -> None:
-        lr = self.lr_at(self.step_count)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    def step(self) -> None:
-        self.step_count += 1
-        self._apply()
-
-    def get_last_lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
-
-    def state_dict(self) -> dict:
-        return {"step_count": self.step_count, "total": self.total, "warmup": self.warmup}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step_count = int(state["step_count"])
-        self._apply()
-
-
 # ---- data sources --------------------------------------------------------------------------
 class SyntheticBatches:
     """Random batches with the loader's dict shapes, for tests and benchmarks.
@@ -354,50 +319,7 @@ def _seek(loader, n: int):
     return it
 
 
-# ---- logging -------------------------------------------------------------------------------
-class GpuMonitor:
-    """GPU utilisation (%, pynvml through torch.cuda.utilization, which maps CUDA_VISIBLE_DEVICES as
-    Slurm sets it) and memory in use on the device (GiB, from CUDA), when available."""
-
-    def __init__(self, device: torch.device):
-        self.device = device if device.type == "cuda" else None
-
-    def read(self) -> dict:
-        if self.device is None:
-            return {}
-        out = {"gpu/torch_peak_gib": torch.cuda.max_memory_allocated(self.device) / 2**30}
-        try:
-            free, total = torch.cuda.mem_get_info(self.device)
-            out["gpu/mem_gib"] = (total - free) / 2**30
-            out["gpu/util"] = float(torch.cuda.utilization(self.device))  # needs pynvml (nvidia-ml-py)
-        except Exception:  # no pynvml: memory only
-            pass
-        return out
-
-
-def plot_history(history: list[dict], path: Path) -> Path | None:
-    """Loss curves PNG (mcl_fast.figures.plot_loss_curves) of the logged history."""
-    if not history:
-        return None
-    from .figures import plot_loss_curves
-
-    series = {k: [h[k] for h in history] for k in ("loss", "nce", "mal") if k in history[0]}
-    every = history[1]["step"] - history[0]["step"] if len(history) > 1 else 1
-    return plot_loss_curves(series, path, xlabel=f"logged step (every {every} steps)")
-
-
-# ---- the run -------------------------------------------------------------------------------
-def _amp_dtype(config: dict, device: torch.device):
-    amp = config["train"]["amp"]
-    if amp == "auto":
-        amp = "bf16" if device.type == "cuda" else "off"
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
-
-
-def _flag(value, device: torch.device) -> bool:
-    return device.type == "cuda" if value == "auto" else bool(value)
-
-
+# ---- the pieces train() wires ----------------------------------------------------------------
 def _set_deterministic(on: bool, device: torch.device) -> None:
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -407,15 +329,29 @@ def _set_deterministic(on: bool, device: torch.device) -> None:
 
 
 def build_model(config: dict):
+    """The MoCo model of config["model"]: the one place a model is built (hooks go here)."""
     from .models import build_backbone
     from .moco import MoCo
 
-    m, loss = config["model"], config["loss"]
+    m = config["model"]
     backbone = build_backbone(m["backbone"], **m["backbone_kwargs"])
+    return MoCo(backbone, dim=m["dim"], hidden=m["hidden"], queue_size=m["queue_size"], momentum=m["momentum"],
+                tau=m["tau"], split_bn=m["split_bn"])
+
+
+def build_criterion(config: dict, runtime: Runtime) -> MCLLoss:
+    loss = config["loss"]
     mal = {k: loss[k] for k in ("variant", "distance", "weighting")}
     mal["terms"] = tuple(loss["terms"])
-    return MoCo(backbone, dim=m["dim"], hidden=m["hidden"], queue_size=m["queue_size"], momentum=m["momentum"],
-                tau=m["tau"], split_bn=m["split_bn"], mal=mal)
+    # Under fp16 autocast, d score / d feat would underflow: scale it up (the maps are normalised).
+    return MCLLoss(mal, grad_scale=1024.0 if runtime.amp_dtype == torch.float16 else 1.0)
+
+
+def build_optimizer(config: dict, model) -> torch.optim.Optimizer:
+    """SGD with momentum over the query encoder's trainable parameters."""
+    o = config["optim"]
+    params = [p for p in model.encoder_q.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"])
 
 
 def mal_weight(config: dict, epoch: int) -> float:
@@ -425,62 +361,134 @@ def mal_weight(config: dict, epoch: int) -> float:
     return float(loss["warmup_weight"] if epoch < loss["warmup_weight_epochs"] else loss["weight"])
 
 
-def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device, non_blocking=True)
-            if channels_last and v.dim() == 5:
-                v = v.contiguous(memory_format=torch.channels_last_3d)
-        out[k] = v
-    return out
+def pretrain_loss(model, batch: dict, criterion: MCLLoss, mal_weight: float) -> dict:
+    """One batch's objective and diagnostics: `compute_loss` of engine.train_one_epoch for MoCo."""
+    out = model(batch["query"], batch["key"], return_features=criterion.needs_features(mal_weight))
+    terms = criterion(out, batch.get("motion"), mal_weight)
+    terms.update(contrastive_diagnostics(out))
+    return terms
 
 
-def train_step(model, batch: dict, optimizer, scaler, autocast, mal_weight: float, grad_clip=None) -> dict:
-    """One optimisation step on a batch dict (query, key, motion): forward under `autocast`,
-    backward through the GradScaler (a no-op unless fp16), optional clipping, optimiser step.
-    Returns the model's output dict (detached scalars plus "loss")."""
-    with autocast:
-        out = model(batch["query"], batch["key"], batch.get("motion"), mal_weight=mal_weight)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(out["loss"]).backward()
-    if grad_clip:
-        scaler.unscale_(optimizer)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    return out
+def _resume_state(out_dir: Path, resume: str | None, rank: int) -> dict | None:
+    """The checkpoint to continue from: "auto" (the newest in out_dir; also after an elastic
+    restart), a path, or None (fresh)."""
+    if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        resume = "auto"  # an elastic restart picks up the last checkpoint by itself
+    if resume == "auto":
+        found = load_latest(out_dir)
+        if rank == 0:
+            print(f"[mcl-fast] resuming from {found[0]}" if found else f"[mcl-fast] no checkpoint in {out_dir}: "
+                  "starting fresh", file=sys.stderr)
+        return found[1] if found else None
+    return load_checkpoint(resume) if resume else None
 
 
-def make_autocast(device: torch.device, amp_dtype):
-    return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+def _same_step_everywhere(step: int, runtime: Runtime, out_dir: Path) -> None:
+    if runtime.world == 1:  # every rank must resume from the same step (a shared output folder)
+        return
+    s = torch.tensor([step, -step], device=runtime.device)
+    torch.distributed.all_reduce(s, op=torch.distributed.ReduceOp.MAX)
+    if int(s[0]) != -int(s[1]):
+        raise RuntimeError(f"ranks resumed from different steps ({-int(s[1])}..{int(s[0])}): "
+                           f"the output folder {out_dir} must be shared by every node")
 
 
-def train(config: dict, resume: str | None = None) -> dict:
-    """Run pretraining as configured; returns a summary dict (steps, final losses, paths)."""
-    device, rank, world = dist.init_distributed(config["train"]["device"])
+class Pretraining:
+    """The state of one pretraining run and what happens after each step (log, checkpoint).
+
+    Built by `train`; `state_dict(epoch, batch)` is the checkpoint (collective under DDP).
+    """
+
+    def __init__(self, config, runtime, model, optimizer, scheduler, steps_per_epoch, max_steps, out_dir,
+                 step=0, history=None, on_step=None):
+        self.config, self.runtime, self.model = config, runtime, model
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.steps_per_epoch, self.max_steps, self.out_dir = steps_per_epoch, max_steps, out_dir
+        self.step, self.epoch = step, step // steps_per_epoch
+        self.user_on_step = on_step
+        t = config["train"]
+        self.log_every = max(1, int(t["log_every"]))
+        self.every = int(config["checkpoint"]["every_steps"] or 0)
+        self.window = MetricWindow()
+        self.last: dict = {}
+        self.log = RunLog(out_dir, rank=runtime.rank, world=runtime.world, device=runtime.device, total=max_steps,
+                          start=step, desc=f"pretrain {config['name']}", history=history,
+                          tensorboard=t["tensorboard"] and runtime.rank == 0, progress=t["progress"],
+                          collapse_threshold=t["collapse_cosine"])
+
+    def state_dict(self, epoch: int, batch_in_epoch: int) -> dict:
+        rngs = [rng_state()]
+        if self.runtime.world > 1:  # each rank's RNG streams differ: keep them all
+            gathered = [None] * self.runtime.world
+            torch.distributed.all_gather_object(gathered, rngs[0])
+            rngs = gathered
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.runtime.scaler.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "step": self.step, "epoch": epoch,
+                "loader": {"epoch": epoch, "batch": batch_in_epoch, "steps_per_epoch": self.steps_per_epoch},
+                "rng": rngs, "config": self.config, "history": self.log.history, "world_size": self.runtime.world}
+
+    def checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
+        state = self.state_dict(epoch, batch_in_epoch)  # collective when world > 1: every rank calls it
+        if self.runtime.rank == 0:
+            save_checkpoint(state, self.out_dir, self.step, keep=self.config["checkpoint"]["keep"])
+
+    def queue_stats(self) -> dict:
+        """The queue's mean pairwise cosine (the collapse signal), computed at log time."""
+        return {"queue_cos": float(mean_pairwise_cosine(self.model.queue))}
+
+    def on_step(self, info: StepInfo) -> bool:
+        """After each optimiser step: metrics, logging, checkpoints; True stops the epoch (max_steps)."""
+        self.step += 1
+        self.window.update(info.metrics, info.samples, info.data_s)
+        epoch_done = info.index == self.steps_per_epoch
+        if self.step % self.log_every == 0 or self.step == self.max_steps or epoch_done:
+            # The queue holds only real keys once K keys went through it.
+            filled = self.step * self.config["data"]["batch_size"] >= self.model.queue.shape[0]
+            self.last = self.log.log(self.step, self.epoch, info.lr, self.window, self.queue_stats(),
+                                     collapse_ready=filled)
+        self.log.advance()
+        if epoch_done or (self.every and self.step % self.every == 0) or self.step == self.max_steps:
+            self.checkpoint(self.epoch + epoch_done, 0 if epoch_done else info.index)
+        if self.user_on_step is not None:
+            self.user_on_step(self.step)
+        return self.step >= self.max_steps
+
+    def run(self, loader, criterion, ddp) -> None:
+        o = self.config["optim"]
+        self.model.train()
+        while self.step < self.max_steps:
+            in_epoch = self.step - self.epoch * self.steps_per_epoch
+            loader.set_epoch(self.epoch)
+            compute = functools.partial(pretrain_loss, criterion=criterion,
+                                        mal_weight=mal_weight(self.config, self.epoch))
+            done = train_one_epoch(ddp, compute, _seek(loader, in_epoch), self.optimizer, self.runtime,
+                                   scheduler=self.scheduler, steps=self.steps_per_epoch, start=in_epoch,
+                                   grad_clip=o["grad_clip"], on_step=self.on_step)
+            if done == self.steps_per_epoch:
+                self.epoch += 1
+
+
+def train(config: dict, resume: str | None = None, on_step=None) -> dict:
+    """Run pretraining as configured; returns a summary dict (steps, final losses, paths).
+
+    resume: None (fresh), "auto" (the newest checkpoint in the output folder) or a checkpoint path.
+    on_step: called with the global step after each step's checkpoint (tests use it).
+    """
     t_cfg, o_cfg = config["train"], config["optim"]
+    runtime = setup_runtime(t_cfg["device"], t_cfg["amp"], t_cfg["channels_last"])
     out_dir = Path(config["output"])
-    if rank == 0:
+    if runtime.rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out_dir / "config.json", config)
-    _set_deterministic(bool(t_cfg["deterministic"]), device)
+    _set_deterministic(bool(t_cfg["deterministic"]), runtime.device)
     torch.manual_seed(int(t_cfg["seed"]))  # the same initial weights on every rank
-    model = build_model(config).to(device)
-    torch.manual_seed(int(t_cfg["seed"]) * 1000 + rank)  # then each rank its own random stream
-    amp_dtype = _amp_dtype(config, device)
-    channels_last = _flag(t_cfg["channels_last"], device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
-    if amp_dtype == torch.float16:
-        model.mal_grad_scale = 1024.0  # keeps d score / d feat out of fp16's underflow range
-    params = [p for p in model.encoder_q.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=o_cfg["lr"], momentum=o_cfg["momentum"],
-                                weight_decay=o_cfg["weight_decay"])
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-
-    loader = build_loader(config, device, rank, world)
+    model = build_model(config)
+    torch.manual_seed(int(t_cfg["seed"]) * 1000 + runtime.rank)  # then each rank its own random stream
+    model, ddp = runtime.prepare(model, broadcast_buffers=False)  # ddp is model itself on one process
+    criterion = build_criterion(config, runtime)
+    optimizer = build_optimizer(config, model)
+    loader = build_loader(config, runtime.device, runtime.rank, runtime.world)
     steps_per_epoch = len(loader)
     if steps_per_epoch < 1:
         raise ConfigError(f"the data source yields no batch per epoch (batch {config['data']['batch_size']})")
@@ -489,154 +497,36 @@ def train(config: dict, resume: str | None = None) -> dict:
                              o_cfg["warmup_start_factor"], o_cfg["min_lr"])
     max_steps = min(total_steps, int(t_cfg["max_steps"])) if t_cfg["max_steps"] else total_steps
 
-    # -- resume --------------------------------------------------------------------------------
-    step, history, loaded = 0, [], None
-    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-    if resume is None and restarted:
-        resume = "auto"  # an elastic restart picks up the last checkpoint by itself
-    if resume == "auto":
-        found = load_latest(out_dir)
-        loaded = found[1] if found else None
-        if rank == 0:
-            print(f"[mcl-fast] resuming from {found[0]}" if found else f"[mcl-fast] no checkpoint in {out_dir}: "
-                  "starting fresh", file=sys.stderr)
-    elif resume:
-        loaded = load_checkpoint(resume)
+    step, history = 0, []
+    loaded = _resume_state(out_dir, resume, runtime.rank)
     if loaded is not None:
         model.load_state_dict(loaded["model"])
         optimizer.load_state_dict(loaded["optimizer"])
-        scaler.load_state_dict(loaded["scaler"])
+        runtime.scaler.load_state_dict(loaded["scaler"])
         scheduler.load_state_dict(loaded["scheduler"])
         step, history = int(loaded["step"]), list(loaded.get("history", []))
-        if int(loaded.get("world_size", world)) != world and rank == 0:
-            warnings.warn(f"resuming a {loaded.get('world_size')}-rank checkpoint on {world} ranks: the "
+        if int(loaded.get("world_size", runtime.world)) != runtime.world and runtime.rank == 0:
+            warnings.warn(f"resuming a {loaded.get('world_size')}-rank checkpoint on {runtime.world} ranks: the "
                           "weights, queue and optimiser carry over; the data order and step count per epoch change")
-        rng = loaded["rng"][rank] if rank < len(loaded["rng"]) else loaded["rng"][0]
-        set_rng_state(rng)
-    if world > 1:  # every rank must resume from the same step (a shared output folder)
-        s = torch.tensor([step, -step], device=device)
-        torch.distributed.all_reduce(s, op=torch.distributed.ReduceOp.MAX)
-        if int(s[0]) != -int(s[1]):
-            raise RuntimeError(f"ranks resumed from different steps ({-int(s[1])}..{int(s[0])}): "
-                               f"the output folder {out_dir} must be shared by every node")
-
+        rngs = loaded["rng"]
+        set_rng_state(rngs[runtime.rank] if runtime.rank < len(rngs) else rngs[0])
+    _same_step_everywhere(step, runtime, out_dir)
     if t_cfg["compile"]:
         # Double backward (the MAL's create_graph) does not run through compiled graphs: with the
         # MAL on, only the key encoder (forward only) is compiled.
         model.encoder_k.compile()
         if not config["loss"]["mal"]:
             model.encoder_q.compile()
-    ddp = model
-    if world > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False)  # the queue is identical on all ranks; BN is per rank (shuffled)
 
-    writer = None
-    if rank == 0 and t_cfg["tensorboard"]:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(out_dir / "tb"), purge_step=step or None)
-        except Exception as e:  # tensorboard missing or broken: train anyway
-            warnings.warn(f"TensorBoard disabled: {e}")
-    gpu = GpuMonitor(device)
-    bar = None
-    if rank == 0 and t_cfg["progress"]:
-        from tqdm import tqdm
-
-        bar = tqdm(total=max_steps, initial=step, desc=f"pretrain {config['name']}", unit="step",
-                   dynamic_ncols=True)
-
-    def make_state(epoch: int, batch_in_epoch: int) -> dict:
-        rngs = [rng_state()]
-        if world > 1:  # each rank's RNG streams differ: keep them all
-            gathered = [None] * world
-            torch.distributed.all_gather_object(gathered, rngs[0])
-            rngs = gathered
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "scheduler": scheduler.state_dict(), "step": step, "epoch": epoch,
-                "loader": {"epoch": epoch, "batch": batch_in_epoch, "steps_per_epoch": steps_per_epoch},
-                "rng": rngs, "config": config, "history": history, "world_size": world}
-
-    def checkpoint(epoch: int, batch_in_epoch: int) -> None:
-        state = make_state(epoch, batch_in_epoch)  # collective when world > 1: every rank calls it
-        if rank == 0:
-            save_checkpoint(state, out_dir, step, keep=config["checkpoint"]["keep"])
-
-    every = int(config["checkpoint"]["every_steps"] or 0)
-    log_every = max(1, int(t_cfg["log_every"]))
-    kill_at = t_cfg["kill_at_step"]
-    autocast = make_autocast(device, amp_dtype)
-    model.train()
-    window = {"data": 0.0, "steps": 0, "clips": 0, "sums": {}}
-    last = {}
-    epoch = step // steps_per_epoch
-    t_mark = time.perf_counter()
-    while step < max_steps:
-        in_epoch = step - epoch * steps_per_epoch
-        loader.set_epoch(epoch)
-        it = _seek(loader, in_epoch)
-        w_mal = mal_weight(config, epoch)
-        while step < max_steps and in_epoch < steps_per_epoch:
-            t0 = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                raise RuntimeError(f"the loader ended after {in_epoch} of the {steps_per_epoch} batches "
-                                   f"it announced (epoch {epoch})") from None
-            batch = _to_device(batch, device, channels_last)
-            t1 = time.perf_counter()
-            out = train_step(ddp, batch, optimizer, scaler, autocast, w_mal, o_cfg["grad_clip"])
-            lr = scheduler.get_last_lr()
-            scheduler.step()
-            step += 1
-            in_epoch += 1
-            for k, v in out.items():
-                window["sums"][k] = window["sums"].get(k, 0.0) + v.detach().float()
-            window["data"] += t1 - t0
-            window["steps"] += 1
-            window["clips"] += int(batch["query"].shape[0]) * world
-            if step % log_every == 0 or step == max_steps or in_epoch == steps_per_epoch:
-                now = time.perf_counter()
-                elapsed = now - t_mark
-                t_mark = now
-                names = sorted(window["sums"])
-                vals = torch.stack([window["sums"][k] for k in names]) / window["steps"]
-                vals = dist.all_reduce_mean(vals).tolist()
-                if not all(math.isfinite(v) for v in vals):
-                    raise FloatingPointError(f"non-finite loss at step {step}: {dict(zip(names, vals))}")
-                last = dict(zip(names, vals))
-                clips = window["clips"] / max(elapsed, 1e-9)  # all ranks, query+key pairs per second
-                row = {"step": step, "epoch": epoch, "lr": lr, **last, "clips_per_s": clips,
-                       "data_wait": window["data"] / max(elapsed, 1e-9)}
-                history.append(row)
-                if writer is not None:
-                    for k, v in row.items():
-                        if k not in ("step", "epoch"):
-                            writer.add_scalar(f"train/{k}", v, step)
-                    for k, v in gpu.read().items():
-                        writer.add_scalar(k, v, step)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{lr:.2e}", clips_s=f"{clips:.1f}")
-                window = {"data": 0.0, "steps": 0, "clips": 0, "sums": {}}
-            if bar is not None:
-                bar.update(1)
-            if in_epoch == steps_per_epoch or (every and step % every == 0) or step == max_steps:
-                checkpoint(epoch + (in_epoch == steps_per_epoch), 0 if in_epoch == steps_per_epoch else in_epoch)
-            if kill_at is not None and step == int(kill_at) and not restarted:
-                os.kill(os.getpid(), signal.SIGKILL)  # testing: one crash right after this step
-        if in_epoch == steps_per_epoch:
-            epoch += 1
-    if bar is not None:
-        bar.close()
-    summary = {"step": step, "epoch": epoch, "world_size": world, "output": str(out_dir), **last}
-    if rank == 0:
-        atomic_write_json(out_dir / "history.json", history)
+    run = Pretraining(config, runtime, model, optimizer, scheduler, steps_per_epoch, max_steps, out_dir,
+                      step=step, history=history, on_step=on_step)
+    run.run(loader, criterion, ddp)
+    run.log.close()
+    summary = {"step": run.step, "epoch": run.epoch, "world_size": runtime.world, "output": str(out_dir), **run.last}
+    if runtime.rank == 0:
+        atomic_write_json(out_dir / "history.json", run.log.history)
         if t_cfg["plot"]:
-            summary["loss_plot"] = str(plot_history(history, out_dir / "loss_curves.png"))
-        if writer is not None:
-            writer.close()
+            summary["loss_plot"] = str(plot_history(run.log.history, out_dir / "loss_curves.png"))
         atomic_write_json(out_dir / "summary.json", summary)
     dist.cleanup()
     return summary

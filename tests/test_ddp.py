@@ -34,13 +34,16 @@ def _global_batch(step: int):
             torch.rand(GLOBAL_BATCH, 4, 8, 8, generator=g))
 
 
-def _train(model, step_fn, shard):
-    """STEPS SGD steps; returns per-step (loss, grads) as the optimiser saw them."""
+def _train(model, forward, shard):
+    """STEPS SGD steps of InfoNCE + MAL (weight 1); returns per-step (loss, grads) as the optimiser saw them."""
+    from mcl_fast.losses import MCLLoss
+
+    criterion = MCLLoss()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
     record = []
     for step in range(STEPS):
         q, k, m = (t[shard] for t in _global_batch(step))
-        out = step_fn(q, k, m)
+        out = criterion(forward(q, k, return_features=True), m, mal_weight=1.0)
         opt.zero_grad()
         out["loss"].backward()
         grads = [p.grad.clone() for p in model.encoder_q.parameters()]
@@ -66,7 +69,7 @@ def worker(out_dir: str) -> None:
     model = _model(norm=False)
     assert model.split_bn == 1, "split BN must switch off under DDP"
     ddp = DDP(model, broadcast_buffers=False)
-    record = _train(model, lambda q, k, m: ddp(q, k, m, mal_weight=1.0), shard)
+    record = _train(model, ddp, shard)
     losses = [mdist.all_reduce_mean(loss) for loss, _ in record]
     queues = [torch.empty_like(model.queue) for _ in range(world)]
     dist.all_gather(queues, model.queue)
@@ -74,7 +77,7 @@ def worker(out_dir: str) -> None:
     # 2) BatchNorm model with shuffle BN for a few steps: queues must still agree.
     bn_model = _model(norm=True)
     bn_ddp = DDP(bn_model, broadcast_buffers=False)
-    _train(bn_model, lambda q, k, m: bn_ddp(q, k, m, mal_weight=1.0), shard)
+    _train(bn_model, bn_ddp, shard)
     bn_queues = [torch.empty_like(bn_model.queue) for _ in range(world)]
     dist.all_gather(bn_queues, bn_model.queue)
 
@@ -138,7 +141,7 @@ def test_two_process_gloo_matches_one_process(tmp_path):
 
     # one process, same global batch, same initial weights
     model = _model(norm=False)
-    record = _train(model, lambda q, k, m: model(q, k, m, mal_weight=1.0), slice(None))
+    record = _train(model, model, slice(None))
     for step, ((loss, grads), ddp_loss, ddp_grads) in enumerate(zip(record, got["losses"], got["grads"])):
         torch.testing.assert_close(ddp_loss, loss, rtol=1e-5, atol=1e-6, msg=f"loss at step {step}")
         for g1, g2 in zip(grads, ddp_grads):

@@ -20,22 +20,49 @@ def test_info_nce_matches_eq3():
         pos = math.exp(float(q[i] @ k[i]) / tau)
         neg = sum(math.exp(float(q[i] @ queue[j]) / tau) for j in range(16))
         expected.append(-math.log(pos / (pos + neg)))
-    assert info_nce(q, k, queue, tau).item() == pytest.approx(sum(expected) / 4, rel=1e-5)
     logits = info_nce_logits(q, k, queue, tau)
     assert logits.shape == (4, 17)
+    assert info_nce(logits).item() == pytest.approx(sum(expected) / 4, rel=1e-5)
 
 
 def test_info_nce_closed_form_and_key_is_constant():
     q = torch.eye(4)[:2].clone().requires_grad_(True)  # q == k, queue orthogonal to both
     k = torch.eye(4)[:2]
     queue = torch.eye(4)[2:]
-    loss = info_nce(q, k, queue, 0.5)
+    loss = info_nce(info_nce_logits(q, k, queue, 0.5))
     assert loss.item() == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + 2)), rel=1e-6)
     k2 = k.clone().requires_grad_(True)
-    info_nce(q, k2, queue, 0.5).backward()
+    info_nce(info_nce_logits(q, k2, queue, 0.5)).backward()
     assert k2.grad is None, "keys must be detached (MoCo: no gradient to the key encoder)"
     with pytest.raises(ValueError, match="queue must be"):
-        info_nce(q, k, torch.randn(5, 3), 0.1)
+        info_nce_logits(q, k, torch.randn(5, 3), 0.1)
+    with pytest.raises(ValueError, match="logits must be"):
+        info_nce(torch.randn(4))
+
+
+def test_mcl_loss_is_info_nce_plus_weighted_mal():
+    from mcl_fast.losses import MCLLoss
+
+    torch.manual_seed(0)
+    net, head, x, k, motion = _tiny_setup(torch.float32)
+    queue = F.normalize(torch.randn(10, 6), dim=1)
+    pooled, feat = net(x, return_features=True)
+    q = F.normalize(head(pooled), dim=1)
+    out = {"logits": info_nce_logits(q, k, queue, 0.2), "q": q, "k": k, "feat": feat}
+    criterion = MCLLoss({"variant": "v3"})
+    only_nce = criterion(out, motion, mal_weight=0.0)
+    assert set(only_nce) == {"loss", "nce"} and not criterion.needs_features(0.0)
+    ref = info_nce(info_nce_logits(q, k, queue, 0.2))
+    assert only_nce["loss"].item() == pytest.approx(ref.item(), rel=1e-6)
+    both = criterion(out, motion, mal_weight=2.0)
+    mal = _mal(net, head, x, k, motion)
+    assert both["mal"].item() == pytest.approx(mal.item(), rel=1e-5)
+    assert both["loss"].item() == pytest.approx(ref.item() + 2.0 * mal.item(), rel=1e-5)
+    assert {"mal_s", "mal_t", "mal_st"} <= set(both) and both["loss"].requires_grad
+    with pytest.raises(ValueError, match="motion"):
+        criterion(out, None, mal_weight=1.0)
+    with pytest.raises(ValueError, match="return_features"):
+        criterion({k_: v for k_, v in out.items() if k_ != "feat"}, motion, mal_weight=1.0)
 
 
 def test_motion_targets_pool_and_normalise():

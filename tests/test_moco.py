@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mcl_fast.losses import MCLLoss
 from mcl_fast.models import build_backbone
 from mcl_fast.moco import MoCo, SplitBatchNorm3d, set_split_batchnorm
 
@@ -84,22 +85,29 @@ def test_momentum_update():
 @pytest.mark.parametrize("mal_weight", [0.0, 1.0])
 def test_step_trains_query_encoder_only_and_enqueues_keys(mal_weight):
     model = _moco()
+    criterion = MCLLoss()
     q, k = torch.randn(4, 3, 4, 16, 16), torch.randn(4, 3, 4, 16, 16)
     motion = torch.rand(4, 4, 8, 8)
-    out = model(q, k, motion, mal_weight=mal_weight)
-    assert torch.isfinite(out["loss"]) and ("mal" in out) == (mal_weight > 0)
+    queue_before = model.queue.clone()
+    out = model(q, k, return_features=criterion.needs_features(mal_weight))
+    assert out["logits"].shape == (4, 1 + 12) and out["logits"].dtype == torch.float32
+    assert ("feat" in out) == (mal_weight > 0) and out["pooled"].shape == (4, model.encoder_q.backbone.feature_dim)
+    # the logits are q against this step's keys, then against the queue as it was before the enqueue
+    expected = torch.cat([(out["q"] * out["k"]).sum(1, keepdim=True), out["q"] @ queue_before.t()], 1) / model.tau
+    torch.testing.assert_close(out["logits"], expected)
+    terms = criterion(out, motion, mal_weight)
+    assert torch.isfinite(terms["loss"]) and ("mal" in terms) == (mal_weight > 0)
     if mal_weight:
-        assert out["loss"].item() == pytest.approx(out["nce"].item() + out["mal"].item(), rel=1e-5)
-    out["loss"].backward()
+        assert terms["loss"].item() == pytest.approx(terms["nce"].item() + terms["mal"].item(), rel=1e-5)
+    terms["loss"].backward()
     assert all(p.grad is not None for p in model.encoder_q.parameters())
     assert all(p.grad is None and not p.requires_grad for p in model.encoder_k.parameters())
     assert int(model.queue_ptr) == 4
+    torch.testing.assert_close(model.queue[:4], out["k"])
     torch.testing.assert_close(model.queue[:4].norm(dim=1), torch.ones(4))
     queue = model.queue.clone()
-    model(q, k, motion, mal_weight=mal_weight, update=False)
+    model(q, k, update=False)
     torch.testing.assert_close(model.queue, queue)
-    with pytest.raises(ValueError, match="motion"):
-        model(q, k, None, mal_weight=1.0)
 
 
 def test_split_batchnorm_keeps_channels_last_3d():

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mcl_fast import checkpoint as ckpt
-from mcl_fast.train import CONFIG_DIR, ConfigError, WarmupCosine, get_args_parser, load_config, run
+from mcl_fast.engine import WarmupCosine
+from mcl_fast.train import CONFIG_DIR, ConfigError, get_args_parser, load_config, run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.loader=synthetic", "data.synthetic_batches=3", "data.batch_size=4", "data.size=32",
@@ -70,8 +71,12 @@ def test_warmup_cosine_schedule():
     assert s2.get_last_lr() == s.get_last_lr()
 
 
-def _pretrain(out, *extra, launcher=()):
-    cmd = [sys.executable, *launcher, "-m", "mcl_fast.train", "--config", "demo_cpu", *TINY, f"output={out}", *extra]
+def _pretrain(out, *extra, launcher=("-m", "mcl_fast.train"), kill_after=None):
+    """A pretraining process; kill_after=N runs this file as the entry point instead, which SIGKILLs
+    the process right after step N (once: not again after an elastic restart)."""
+    if kill_after is not None:
+        launcher = (*launcher, str(Path(__file__).resolve()), "--kill-after", str(kill_after))
+    cmd = [sys.executable, *launcher, "--config", "demo_cpu", *TINY, f"output={out}", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -83,8 +88,8 @@ def test_kill_and_resume_equals_straight_run(tmp_path):
     # The third run is killed the same way under torchrun, whose elastic restart must resume it.
     torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "--max-restarts", "1")
     procs = [_pretrain(straight, "train.max_steps=7"),
-             _pretrain(killed, "train.max_steps=7", "train.kill_at_step=5"),
-             _pretrain(elastic, "train.max_steps=7", "train.kill_at_step=5", launcher=torchrun)]
+             _pretrain(killed, "train.max_steps=7", launcher=(), kill_after=5),
+             _pretrain(elastic, "train.max_steps=7", launcher=torchrun, kill_after=5)]
     logs = [p.communicate(timeout=180)[0] for p in procs]
     assert procs[0].returncode == 0, logs[0][-3000:]
     assert procs[1].returncode == -signal.SIGKILL, logs[1][-3000:]
@@ -111,6 +116,9 @@ def test_kill_and_resume_equals_straight_run(tmp_path):
     assert a["scheduler"] == b["scheduler"]
     hist = json.loads((killed / "history.json").read_text())
     assert [h["step"] for h in hist] == list(range(1, 8))
+    diagnostics = {"loss", "nce", "mal", "acc1", "acc5", "queue_cos", "emb_std", "feat_std", "key_cos", "lr"}
+    assert diagnostics <= set(hist[-1]), set(hist[-1])
+    assert 0 <= hist[-1]["acc1"] <= hist[-1]["acc5"] <= 100 and -1 <= hist[-1]["queue_cos"] <= 1
     assert (straight / "loss_curves.png").stat().st_size > 0
 
     # checkpoint contents and evaluation loading
@@ -144,3 +152,26 @@ def test_rng_state_round_trip_is_weights_only_safe(tmp_path):
     a = (random.random(), np.random.rand(), torch.rand(1).item())
     ckpt.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def _kill_after_main(argv) -> int:
+    """Entry point for the kill test: `python tests/test_train.py --kill-after N --config ... [key=value]`."""
+
+    from mcl_fast import train
+
+    parser = train.get_args_parser()
+    parser.add_argument("--kill-after", type=int, required=True)
+    args = parser.parse_args(argv)
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+    def kill(step: int) -> None:
+        if step == args.kill_after and not restarted:
+            os.kill(os.getpid(), signal.SIGKILL)  # a crash right after this step's checkpoint
+
+    config = train.load_config(args.config, args.overrides)
+    train.train(config, resume="auto" if args.resume else None, on_step=kill)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_kill_after_main(sys.argv[1:]))

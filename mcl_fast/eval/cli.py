@@ -66,7 +66,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--num-test-clips", "--num-clips", dest="num_test_clips", type=int, default=10,
                    help="clips per test video (softmax averaged)")
-    p.add_argument("--amp", choices=("bf16", "fp16", "off"), default="bf16", help="mixed precision on GPU")
+    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
+                   help="mixed precision (auto: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the fine-tuned checkpoint here")
 

@@ -2,17 +2,17 @@
 
 Training: one random clip per video and epoch (clip_len frames at stride, uniform start), short
 side resized (crop·256/224), a random crop_size² crop and a random horizontal flip, ImageNet
-normalisation; cross-entropy, SGD with momentum, a per-iteration cosine schedule with linear
-warm-up. Testing: num_test_clips clips spread uniformly over each video (centre crop), the
-softmax averaged over them, top-1. Distributed with torchrun like pretraining (DDP; NCCL on
-GPU, gloo on CPU: `mcl_fast.dist`); bf16 autocast on GPU (fp16 + GradScaler as an option).
+normalisation; cross-entropy, SGD with momentum. The loop, the per-iteration warm-up + cosine
+schedule, mixed precision, channels-last and DDP are pretraining's (`mcl_fast.engine`):
+`train_one_epoch` with `classification_loss`. Testing: num_test_clips clips spread uniformly
+over each video (centre crop), the softmax averaged over them, top-1. Distributed with torchrun
+like pretraining (NCCL on GPU, gloo on CPU); amp "auto" is bf16 on GPU, fp32 on CPU.
 
 The result is written as a checkpoint that `mcl_fast.checkpoint.load_backbone` reads (the
 backbone under ``encoder_q.backbone.``), plus the classifier under ``head`` and the class names.
 """
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +40,7 @@ class VideoClassifier(nn.Module):
 
 
 class TrainClipDataset:
-    """item i = (clip (3, T, S, S) float32 tensor, label): random start, random crop, random flip.
+    """item i = {"clip": (3, T, S, S) float32 tensor, "label"}: random start, random crop, random flip.
 
     Randomness comes from (seed, epoch, i), so a run is reproducible whatever the worker count.
     """
@@ -55,7 +55,8 @@ class TrainClipDataset:
     def __len__(self):
         return len(self.paths)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i) -> dict:
+        """{"clip": (3, T, S, S) float32, "label": int}."""
         from ..sampling import clip_frame_indices, random_clip_start
 
         s = self.settings
@@ -68,7 +69,7 @@ class TrainClipDataset:
         clip = clip[:, y0:y0 + s.crop_size, x0:x0 + s.crop_size]
         if rng.random() < 0.5:
             clip = clip[:, :, ::-1]
-        return torch.from_numpy(normalize_clips(clip)), int(self.labels[i])
+        return {"clip": torch.from_numpy(normalize_clips(clip)), "label": int(self.labels[i])}
 
 
 @dataclass
@@ -81,16 +82,16 @@ class FinetuneConfig:
     warmup_epochs: float = 1.0
     dropout: float = 0.5
     num_test_clips: int = 10
-    amp: str = "bf16"  # "bf16", "fp16" (with a GradScaler) or "off"; CPU always runs fp32
+    amp: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "bf16", "fp16" (with a GradScaler) or "off"
     num_workers: int = 0
     seed: int = 0
 
 
-def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * base * (1 + math.cos(math.pi * t))
+def classification_loss(model, batch: dict) -> dict:
+    """`compute_loss` of engine.train_one_epoch for a classifier: cross-entropy (float32) and top-1 (%)."""
+    logits = model(batch["clip"])
+    loss = nn.functional.cross_entropy(logits.float(), batch["label"])
+    return {"loss": loss, "top1": (logits.detach().argmax(1) == batch["label"]).float().mean() * 100}
 
 
 class _SafeEvalClips(EvalClipDataset):
@@ -203,20 +204,18 @@ def finetune(backbone: nn.Module, backbone_config: dict, train_split, test_split
 
     from .. import dist
     from ..checkpoint import atomic_torch_save
+    from ..engine import MetricWindow, WarmupCosine, check_finite, setup_runtime, train_one_epoch
 
     cfg = config or FinetuneConfig()
     test_settings = test_settings or ClipSettings(num_clips=cfg.num_test_clips, clip_len=train_settings.clip_len,
                                                   stride=train_settings.stride, crop_size=train_settings.crop_size,
                                                   short_side=train_settings.short_side)
-    dev, rank, world = dist.init_distributed(device)
+    runtime = setup_runtime(device, cfg.amp)
+    dev, rank, world = runtime.device, runtime.rank, runtime.world
     torch.manual_seed(cfg.seed)
     root = Path(videos_root)
     num_classes = len(train_split.classes)
-    model = VideoClassifier(backbone, num_classes, cfg.dropout).to(dev)
-    if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last_3d)
-    train_model = nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None) \
-        if world > 1 else model
+    model, train_model = runtime.prepare(VideoClassifier(backbone, num_classes, cfg.dropout))
 
     dataset = TrainClipDataset([root / p for p in train_split.paths], train_split.labels, train_settings, cfg.seed)
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
@@ -226,40 +225,25 @@ def finetune(backbone: nn.Module, backbone_config: dict, train_split, test_split
                                          pin_memory=dev.type == "cuda")
     lr = cfg.lr * cfg.batch_size * world / 8  # linear scaling from the reference batch of 8
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    use_amp = dev.type == "cuda" and amp_dtype is not None
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    total = cfg.epochs * len(loader)
-    warmup = int(cfg.warmup_epochs * len(loader))
-    history, step = [], 0
+    scheduler = WarmupCosine(opt, lr, cfg.epochs * len(loader), int(cfg.warmup_epochs * len(loader)))
+    history = []
     for epoch in range(cfg.epochs):
         sampler.set_epoch(epoch)
         dataset.epoch = epoch
         train_model.train()
-        losses, correct, seen = [], 0, 0
-        with tqdm(loader, desc=f"finetune {epoch + 1}/{cfg.epochs}", unit="batch",
+        window = MetricWindow()
+        with tqdm(total=len(loader), desc=f"finetune {epoch + 1}/{cfg.epochs}", unit="batch",
                   disable=not progress or rank != 0) as bar:
-            for x, y in bar:
-                for group in opt.param_groups:
-                    group["lr"] = _lr_at(step, total, warmup, lr)
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                if dev.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last_3d)
-                with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
-                    logits = train_model(x)
-                    loss = nn.functional.cross_entropy(logits.float(), y)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"fine-tuning loss is {loss.item()} at step {step}; lower --lr")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                losses.append(loss.item())
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(y)
-                step += 1
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_top1": correct / max(1, seen)})
+            def on_step(info, bar=bar):
+                window.update(info.metrics, info.samples, info.data_s)
+                bar.update(1)
+
+            train_one_epoch(train_model, classification_loss, loader, opt, runtime, scheduler=scheduler,
+                            steps=len(loader), on_step=on_step)
+            means = window.means()  # over the epoch's steps and the ranks
+            check_finite(means, f"in fine-tuning epoch {epoch + 1} (lower --lr)")
+            bar.set_postfix(loss=f"{means['loss']:.3f}", top1=f"{means['top1']:.1f}")
+        history.append({"epoch": epoch + 1, "loss": means["loss"], "train_top1": means["top1"] / 100})
 
     result = {"history": history, "num_classes": num_classes, "world_size": world}
     state = {
