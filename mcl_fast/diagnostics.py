@@ -5,6 +5,11 @@ them over a logging window and over ranks).
 
 - `topk_accuracy(logits, ks)`: instance discrimination, % of queries whose positive (column 0)
   is among the k largest logits. Chance is k / (1 + K).
+- `batch_accuracy(q, k)`: % of queries whose own key is the most similar among this step's keys
+  (chance 1 / B). All these keys come from the same key encoder at the same step, so unlike
+  acc1 it cannot be earned by "freshness" (the positive being the only key in the logits that
+  the current key encoder made): acc1 high with batch_acc1 at chance is MoCo's shortcut, not
+  learning (README, "MoCo collapse").
 - `mean_pairwise_cosine(x)`: mean cosine similarity over all pairs i != j of the rows of x (N, d);
   for unit rows it is (|sum x|^2 - N) / (N (N - 1)), O(N d). About 0 for embeddings spread over
   the sphere (1 / d scale), 1 when all rows point the same way: the collapse signal.
@@ -23,10 +28,13 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-# The queue's mean pairwise cosine above which the trainer warns. Healthy MoCo runs on the CPU
-# ablation data stay below ~0.2 after the first epochs; collapsed ones climb to 0.6-0.9 (see
-# BENCHMARKS.md "collapse" for the runs that set it).
-COLLAPSE_COSINE = 0.5
+# Warning thresholds (README "MoCo collapse" has the runs that set them). Collapse: the keys'
+# mean pairwise cosine above COLLAPSE_COSINE while this step's clips are not told apart
+# (batch_acc1 < 3 x chance). A tiny backbone starts near 0.9 (pooled post-ReLU features share
+# their mean), so the warning means "never left the starting cone", not only "fell into it".
+# Shortcut: acc1 over batch_acc1 by SHORTCUT_GAP points or more while batch_acc1 < 3 x chance.
+COLLAPSE_COSINE = 0.9
+SHORTCUT_GAP = 20.0
 
 
 def topk_accuracy(logits: torch.Tensor, ks=(1, 5)) -> dict[str, torch.Tensor]:
@@ -36,6 +44,12 @@ def topk_accuracy(logits: torch.Tensor, ks=(1, 5)) -> dict[str, torch.Tensor]:
     top = logits.topk(kmax, dim=1).indices
     hit = top == 0
     return {f"acc{k}": hit[:, :min(k, kmax)].any(1).float().mean() * 100 for k in ks}
+
+
+def batch_accuracy(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """% of rows i of q (B, d) whose most similar row of k (B, d) is k[i]."""
+    sim = q.detach().float() @ k.detach().float().t()
+    return (sim.argmax(1) == torch.arange(len(sim), device=sim.device)).float().mean() * 100
 
 
 def mean_pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
@@ -63,8 +77,10 @@ def feature_std(h: torch.Tensor) -> torch.Tensor:
 
 def contrastive_diagnostics(out: dict) -> dict[str, torch.Tensor]:
     """The per-step diagnostics of a MoCo output dict (logits, q, k, pooled): acc1, acc5,
-    emb_std (of q), feat_std (of the query backbone's pooled features), key_cos (among the keys)."""
+    batch_acc1, emb_std (of q), feat_std (of the query backbone's pooled features), key_cos
+    (among the keys)."""
     stats = topk_accuracy(out["logits"], (1, 5))
+    stats["batch_acc1"] = batch_accuracy(out["q"], out["k"])
     stats["emb_std"] = embedding_std(out["q"])
     if "pooled" in out:
         stats["feat_std"] = feature_std(out["pooled"])
@@ -74,23 +90,34 @@ def contrastive_diagnostics(out: dict) -> dict[str, torch.Tensor]:
 
 
 class CollapseMonitor:
-    """Warns (once per run, then again only after recovering) when the queue's mean pairwise
-    cosine exceeds `threshold`: every queued key points nearly the same way, so the InfoNCE loss
-    approaches log(1 + K) and the features stop separating clips."""
+    """Warns when a logged row shows a collapsed representation or MoCo's freshness shortcut.
 
-    def __init__(self, threshold: float = COLLAPSE_COSINE):
-        self.threshold = threshold
-        self.warned = False
+    `check(row, batch)` reads acc1, batch_acc1 and queue_cos (or key_cos) of a logged row; batch
+    is the per-rank batch (chance of batch_acc1 = 100 / batch %). Each kind warns once, and again
+    only after a row without it.
+    """
 
-    def check(self, queue_cos: float, step: int) -> bool:
-        """True (and a warning) the first time queue_cos crosses the threshold."""
-        if queue_cos > self.threshold and not self.warned:
-            self.warned = True
-            warnings.warn(f"representation collapse at step {step}: the queue's mean pairwise cosine is "
-                          f"{queue_cos:.2f} (> {self.threshold}); the embeddings point nearly one way. "
-                          "See README 'MoCo collapse' for the causes measured on this project.", RuntimeWarning,
-                          stacklevel=2)
-            return True
-        if queue_cos < 0.8 * self.threshold:
-            self.warned = False
-        return False
+    def __init__(self, cosine: float = COLLAPSE_COSINE, gap: float = SHORTCUT_GAP):
+        self.cosine, self.gap = cosine, gap
+        self.active: set[str] = set()
+
+    def check(self, row: dict, batch: int) -> list[str]:
+        """The kinds found in this row ("collapse", "shortcut"); warns for the new ones."""
+        step, chance = row.get("step"), 100.0 / max(1, batch)
+        blind = row.get("batch_acc1", 0.0) < 3 * chance  # this step's clips are not told apart
+        cos = row.get("queue_cos", row.get("key_cos"))
+        found = {}
+        if cos is not None and cos > self.cosine and blind:
+            found["collapse"] = (f"representation collapse at step {step}: the keys' mean pairwise cosine is "
+                                 f"{cos:.2f} (> {self.cosine}) and batch_acc1 {row.get('batch_acc1', 0):.1f} % "
+                                 f"is near chance ({chance:.1f} %): the embeddings point one way.")
+        if "acc1" in row and row["acc1"] - row.get("batch_acc1", 0.0) >= self.gap and blind:
+            found["shortcut"] = (f"MoCo shortcut at step {step}: acc1 {row['acc1']:.1f} % against the queue but "
+                                 f"batch_acc1 {row.get('batch_acc1', 0):.1f} % (chance {chance:.1f} %): the positive "
+                                 "wins by being the freshest key, not by content. Raise model.momentum, or use "
+                                 "model.queue_size=0 (negatives from the same step).")
+        for kind, message in found.items():
+            if kind not in self.active:
+                warnings.warn(message + " See README 'MoCo collapse'.", RuntimeWarning, stacklevel=2)
+        self.active = set(found)
+        return sorted(found)

@@ -21,14 +21,34 @@ def info_nce_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: 
     """Logits (B, 1 + K): column 0 the positive q.k, then q against every queued negative, over tau.
 
     q, k: (B, d); queue: (K, d) (one negative key per row). k and queue are treated as constants.
+    Half-precision inputs give float32 logits.
     """
     if q.dim() != 2 or k.shape != q.shape:
         raise ValueError(f"q and k must both be (B, d), got {tuple(q.shape)} and {tuple(k.shape)}")
     if queue.dim() != 2 or queue.shape[1] != q.shape[1]:
         raise ValueError(f"queue must be (K, d={q.shape[1]}), got {tuple(queue.shape)}")
-    l_pos = (q * k.detach()).sum(dim=1, keepdim=True)
+    # In float32 (or float64) under autocast too: bf16 would round q.k / 0.1 by up to ~0.04.
+    q, k = _wide(q), _wide(k.detach())
+    l_pos = (q * k.to(q.dtype)).sum(dim=1, keepdim=True)
     l_neg = q @ queue.detach().to(q.dtype).t()
     return torch.cat([l_pos, l_neg], dim=1) / tau
+
+
+def batch_logits(q: torch.Tensor, keys: torch.Tensor, positive: torch.Tensor, tau: float) -> torch.Tensor:
+    """Logits (B, N) against one step's keys only: column 0 the positive q[i].keys[positive[i]],
+    then the N - 1 other keys in their order, over tau (MoCo without a queue, as MoCo v3).
+
+    q: (B, d); keys: (N, d) every key of this step (all ranks'), treated as constants; positive:
+    (B,) int64 the row of keys that is q[i]'s positive. Half-precision inputs give float32.
+    """
+    q, keys = _wide(q), _wide(keys.detach()).to(_wide(q).dtype)
+    sim = q @ keys.t() / tau
+    b, n = sim.shape
+    if positive.shape != (b,):
+        raise ValueError(f"positive must be ({b},), got {tuple(positive.shape)}")
+    is_pos = torch.zeros_like(sim, dtype=torch.bool)
+    is_pos[torch.arange(b, device=sim.device), positive] = True
+    return torch.cat([sim[is_pos].view(b, 1), sim[~is_pos].view(b, n - 1)], dim=1)
 
 
 def info_nce(logits: torch.Tensor) -> torch.Tensor:

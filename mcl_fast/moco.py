@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import dist
-from .losses import info_nce_logits
+from .losses import batch_logits, info_nce_logits
 from .models import MLPHead, VideoBackbone
 
 
@@ -97,24 +97,26 @@ class Encoder(nn.Module):
 class MoCo(nn.Module):
     """Query encoder, momentum key encoder, queue; forward returns one step's logits and embeddings.
 
-    The loss lives outside the model (as in facebookresearch/moco): `mcl_fast.losses.mcl_loss`
+    The loss lives outside the model (as in facebookresearch/moco): `mcl_fast.losses.MCLLoss`
     turns the output dict into InfoNCE (+ MAL). backbone: an unshared backbone instance (the key
-    encoder is a deep copy). dim: embedding size; hidden: MLP width; queue_size: K negatives;
-    momentum m; tau the temperature; split_bn: number of sub-batches for BN when the job has one
-    process (1 turns it off).
+    encoder is a deep copy). dim: embedding size; hidden: MLP width; queue_size: K negatives, or
+    0 for none: the negatives are then the other keys of the same step, all ranks' (MoCo v3's
+    choice; README "MoCo collapse": a queue lets a fast-moving key encoder rank the positive
+    first by its freshness alone); momentum m; tau the temperature; split_bn: number of
+    sub-batches for BN when the job has one process (1 turns it off).
     """
 
     def __init__(self, backbone: VideoBackbone, dim: int = 128, hidden: int = 2048, queue_size: int = 131072,
                  momentum: float = 0.999, tau: float = 0.1, split_bn: int = 2):
         super().__init__()
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        if queue_size < 0:
+            raise ValueError(f"queue_size must be >= 0 (0: this step's keys are the negatives), got {queue_size}")
         self.momentum, self.tau = momentum, tau
         self.encoder_q = Encoder(backbone, hidden, dim)
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)
-        # (K, dim): one negative key per row, unit length.
+        # (K, dim): one negative key per row, unit length (K = 0: no queue).
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
         self.split_bn = split_bn if dist.get_world_size() == 1 else 1
@@ -133,8 +135,10 @@ class MoCo(nn.Module):
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
         """Write the all-gathered keys (N, dim) at the pointer, wrapping around; advance it."""
-        keys = dist.concat_all_gather(keys.contiguous()).to(self.queue.dtype)
         k = self.queue.shape[0]
+        if k == 0:
+            return
+        keys = dist.concat_all_gather(keys.contiguous()).to(self.queue.dtype)
         if keys.shape[0] > k:  # a tiny queue keeps the newest keys only
             keys = keys[-k:]
         ptr, n = int(self.queue_ptr.item()), keys.shape[0]
@@ -173,7 +177,8 @@ class MoCo(nn.Module):
                 update: bool = True) -> dict[str, torch.Tensor]:
         """One MoCo step's forward: query, key (B, 3, T, H, W) -> a dict of
 
-        logits (B, 1 + K) float32: column 0 the positive q.k, then q against the queue, over tau;
+        logits (B, 1 + K) float32: column 0 the positive q.k, then q against the queue, over tau
+        (queue_size 0: (B, N) with N all ranks' keys of this step, the positive first);
         q (B, dim) query embeddings (with gradient); k (B, dim) key embeddings (no gradient);
         pooled (B, D) the query backbone's pooled features; feat (B, C, T', H', W') the tapped
         map when return_features (what the motion alignment loss needs).
@@ -184,10 +189,14 @@ class MoCo(nn.Module):
             if update:
                 self.momentum_update()
             k = self.shuffled_keys(key)
-        # The queue is read before this step's keys enter it (and cloned: the enqueue below
-        # writes in place, and the logits' backward needs the values they were computed from).
-        # float32 logits under autocast too: bf16 would round q.k / 0.1 by up to ~0.04.
-        logits = info_nce_logits(out["z"].float(), k.float(), self.queue.clone(), self.tau)
+        if self.queue.shape[0] == 0:  # negatives: the other keys of this step, every rank's
+            keys = dist.concat_all_gather(k.contiguous())
+            positive = torch.arange(k.shape[0], device=k.device) + dist.get_rank() * k.shape[0]
+            logits = batch_logits(out["z"], keys, positive, self.tau)
+        else:
+            # The queue is read before this step's keys enter it (and cloned: the enqueue below
+            # writes in place, and the logits' backward needs the values they were computed from).
+            logits = info_nce_logits(out["z"], k, self.queue.clone(), self.tau)
         if update:
             self.enqueue(k)
         result = {"logits": logits, "q": out.pop("z"), "k": k}

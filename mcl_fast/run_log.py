@@ -52,10 +52,11 @@ class RunLog:
 
     def __init__(self, out_dir: Path, *, rank: int, world: int, device: torch.device, total: int, start: int,
                  desc: str, history: list | None = None, tensorboard: bool = True, progress: bool = True,
-                 collapse_threshold: float | None = None):
+                 collapse_check: bool = True, batch: int = 1):
         self.rank, self.world = rank, world
         self.history = list(history or [])
-        self.collapse = CollapseMonitor(collapse_threshold) if collapse_threshold else None
+        self.collapse = CollapseMonitor() if collapse_check and rank == 0 else None
+        self.batch = batch
         self.gpu = GpuMonitor(device)
         self.writer = self.bar = None
         if rank == 0 and tensorboard:
@@ -82,8 +83,8 @@ class RunLog:
         check_finite(row, f"at step {step}")
         window.reset()
         self.history.append(row)
-        if self.collapse is not None and collapse_ready and "queue_cos" in row:
-            self.collapse.check(row["queue_cos"], step)
+        if self.collapse is not None and collapse_ready:
+            self.collapse.check(row, self.batch)
         if self.writer is not None:
             for k, v in row.items():
                 if k not in ("step", "epoch"):

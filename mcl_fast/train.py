@@ -39,7 +39,7 @@ import torch
 from . import dist
 from ._io import atomic_write_json
 from .checkpoint import load_checkpoint, load_latest, rng_state, save_checkpoint, set_rng_state
-from .diagnostics import COLLAPSE_COSINE, contrastive_diagnostics, mean_pairwise_cosine
+from .diagnostics import contrastive_diagnostics, mean_pairwise_cosine
 from .engine import MetricWindow, Runtime, StepInfo, WarmupCosine, setup_runtime, train_one_epoch
 from .losses import MCLLoss
 from .run_log import RunLog, plot_history
@@ -55,7 +55,7 @@ DEFAULTS: dict = {
         "backbone_kwargs": {},
         "dim": 128,            # embedding size
         "hidden": 2048,        # MLP head width
-        "queue_size": 131072,  # K negatives
+        "queue_size": 131072,  # K negatives; 0: the other keys of the same step (no queue)
         "momentum": 0.999,     # key encoder momentum
         "tau": 0.1,            # InfoNCE temperature
         "split_bn": 2,         # BN sub-batches when the job has one process (1: off)
@@ -107,7 +107,7 @@ DEFAULTS: dict = {
         "tensorboard": True,
         "progress": True,
         "plot": True,
-        "collapse_cosine": COLLAPSE_COSINE,  # warn when the queue's mean pairwise cosine exceeds it (null: never)
+        "collapse_warning": True,  # warn on collapse / MoCo's freshness shortcut (mcl_fast.diagnostics)
     },
     "checkpoint": {
         "every_steps": 500,
@@ -414,7 +414,8 @@ class Pretraining:
         self.log = RunLog(out_dir, rank=runtime.rank, world=runtime.world, device=runtime.device, total=max_steps,
                           start=step, desc=f"pretrain {config['name']}", history=history,
                           tensorboard=t["tensorboard"] and runtime.rank == 0, progress=t["progress"],
-                          collapse_threshold=t["collapse_cosine"])
+                          collapse_check=bool(t["collapse_warning"]),
+                          batch=config["data"]["batch_size"] // runtime.world)
 
     def state_dict(self, epoch: int, batch_in_epoch: int) -> dict:
         rngs = [rng_state()]
@@ -435,6 +436,8 @@ class Pretraining:
 
     def queue_stats(self) -> dict:
         """The queue's mean pairwise cosine (the collapse signal), computed at log time."""
+        if self.model.queue.shape[0] < 2:
+            return {}
         return {"queue_cos": float(mean_pairwise_cosine(self.model.queue))}
 
     def on_step(self, info: StepInfo) -> bool:

@@ -19,13 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH, STEPS = 4, 3
 
 
-def _model(norm: bool, split_bn: int = 2):
+def _model(norm: bool, split_bn: int = 2, queue_size: int = 10):
     from mcl_fast.models import build_backbone
     from mcl_fast.moco import MoCo
 
     torch.manual_seed(0)
-    return MoCo(build_backbone("tiny", width=4, norm=norm), dim=8, hidden=16, queue_size=10, split_bn=split_bn,
-                momentum=0.9)
+    return MoCo(build_backbone("tiny", width=4, norm=norm), dim=8, hidden=16, queue_size=queue_size,
+                split_bn=split_bn, momentum=0.9)
 
 
 def _global_batch(step: int):
@@ -74,6 +74,11 @@ def worker(out_dir: str) -> None:
     queues = [torch.empty_like(model.queue) for _ in range(world)]
     dist.all_gather(queues, model.queue)
 
+    # 1b) No queue (negatives: every rank's keys of the step): DDP == one process as well.
+    batch_model = _model(norm=False, queue_size=0)
+    batch_record = _train(batch_model, DDP(batch_model, broadcast_buffers=False), shard)
+    batch_losses = [mdist.all_reduce_mean(loss) for loss, _ in batch_record]
+
     # 2) BatchNorm model with shuffle BN for a few steps: queues must still agree.
     bn_model = _model(norm=True)
     bn_ddp = DDP(bn_model, broadcast_buffers=False)
@@ -109,6 +114,8 @@ def worker(out_dir: str) -> None:
 
     if rank == 0:
         torch.save({"losses": losses, "grads": [g for _, g in record], "queues": queues, "bn_queues": bn_queues,
+                    "batch_losses": batch_losses,
+                    "batch_grads": [g for _, g in batch_record],
                     "order_ok": order_ok, "foreign": foreign, "world": world,
                     "weights": {k: v for k, v in model.state_dict().items()}},
                    Path(out_dir) / "ddp.pt")
@@ -148,6 +155,12 @@ def test_two_process_gloo_matches_one_process(tmp_path):
             torch.testing.assert_close(g2, g1, rtol=1e-4, atol=1e-6, msg=f"gradient at step {step}")
     for name, value in model.state_dict().items():
         torch.testing.assert_close(got["weights"][name], value, rtol=1e-4, atol=1e-6, msg=name)
+    batch_model = _model(norm=False, queue_size=0)
+    record = _train(batch_model, batch_model, slice(None))
+    for step, ((loss, grads), ddp_loss, ddp_grads) in enumerate(zip(record, got["batch_losses"], got["batch_grads"])):
+        torch.testing.assert_close(ddp_loss, loss, rtol=1e-5, atol=1e-6, msg=f"no-queue loss at step {step}")
+        for g1, g2 in zip(grads, ddp_grads):
+            torch.testing.assert_close(g2, g1, rtol=1e-4, atol=1e-6, msg=f"no-queue gradient at step {step}")
 
 
 @pytest.mark.timeout(200)

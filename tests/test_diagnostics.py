@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mcl_fast.diagnostics import (CollapseMonitor, embedding_std, feature_std, mean_pairwise_cosine,
-                                  topk_accuracy)
+from mcl_fast.diagnostics import (CollapseMonitor, batch_accuracy, embedding_std, feature_std,
+                                  mean_pairwise_cosine, topk_accuracy)
 from mcl_fast.engine import MetricWindow, Runtime, train_one_epoch
 
 
@@ -19,6 +19,16 @@ def test_topk_accuracy_counts_the_positive_column():
     assert acc["acc1"].item() == pytest.approx(100 / 3)
     assert acc["acc2"].item() == pytest.approx(200 / 3)
     assert acc["acc5"].item() == pytest.approx(100.0)
+
+
+def test_batch_accuracy_is_own_key_nearest():
+    torch.manual_seed(0)
+    k = F.normalize(torch.randn(8, 16), dim=1)
+    assert batch_accuracy(k + 0.01 * torch.randn(8, 16), k).item() == 100.0
+    assert batch_accuracy(k.roll(1, 0), k).item() == 0.0
+    q = k.clone()
+    q[:2] = k[[1, 0]]  # two queries swapped: 6 of 8 right
+    assert batch_accuracy(q, k).item() == pytest.approx(75.0)
 
 
 def test_mean_pairwise_cosine_matches_all_pairs():
@@ -46,17 +56,25 @@ def test_embedding_and_feature_std_separate_collapsed_from_spread():
     assert feature_std(z + 10).item() == pytest.approx(1 / math.sqrt(101), rel=0.05)
 
 
-def test_collapse_monitor_warns_once_then_again_after_recovery():
-    monitor = CollapseMonitor(0.5)
+def test_collapse_monitor_warns_on_collapse_and_on_the_shortcut_once_each():
+    monitor = CollapseMonitor()
+    healthy = {"step": 10, "acc1": 40.0, "batch_acc1": 35.0, "queue_cos": 0.3}
+    collapsed = {"step": 20, "acc1": 5.0, "batch_acc1": 4.0, "queue_cos": 0.95}
+    shortcut = {"step": 30, "acc1": 80.0, "batch_acc1": 4.0, "queue_cos": 0.5}
+    learned_cone = {"step": 40, "acc1": 60.0, "batch_acc1": 50.0, "queue_cos": 0.95}  # high cosine, but learning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert not monitor.check(0.3, 10)
-        assert monitor.check(0.7, 20)
-        assert not monitor.check(0.8, 30)   # still collapsed: no repeat
-        assert not monitor.check(0.2, 40)   # recovered
-        assert monitor.check(0.9, 50)
+        assert monitor.check(healthy, batch=32) == []
+        assert monitor.check(collapsed, batch=32) == ["collapse"]
+        assert monitor.check(collapsed, batch=32) == ["collapse"]   # still collapsed: no repeat
+        assert monitor.check(shortcut, batch=32) == ["shortcut"]
+        assert monitor.check(learned_cone, batch=32) == []
+        assert monitor.check({**collapsed, "step": 50}, batch=32) == ["collapse"]
+        assert monitor.check({"step": 60, "acc1": 90.0, "batch_acc1": 80.0, "key_cos": 0.95}, batch=4) == []
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    assert len(messages) == 2 and "step 20" in messages[0] and "0.70" in messages[0]
+    assert len(messages) == 3, messages
+    assert "step 20" in messages[0] and "0.95" in messages[0] and "shortcut at step 30" in messages[1]
+    assert "step 50" in messages[2]
 
 
 def test_train_one_epoch_equals_a_plain_sgd_loop():

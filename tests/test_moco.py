@@ -134,3 +134,20 @@ def test_split_batchnorm_keeps_channels_last_3d():
     (out_s * weights).sum().backward()
     torch.testing.assert_close(xl.grad, xs.grad)
     torch.testing.assert_close(bn.weight.grad, ref.weight.grad)
+
+
+def test_without_a_queue_the_negatives_are_this_steps_other_keys():
+    from mcl_fast.losses import info_nce
+
+    model = _moco(queue=0, split_bn=1)
+    q, k = torch.randn(5, 3, 4, 16, 16), torch.randn(5, 3, 4, 16, 16)
+    out = model(q, k)
+    assert out["logits"].shape == (5, 5) and model.queue.shape == (0, 8)
+    sim = out["q"] @ out["k"].t() / model.tau
+    torch.testing.assert_close(out["logits"][:, 0], sim.diagonal())
+    for i in range(5):  # then the other keys, in order
+        torch.testing.assert_close(out["logits"][i, 1:], torch.cat([sim[i, :i], sim[i, i + 1:]]))
+    expected = F.cross_entropy(sim, torch.arange(5))  # the positive is the matching key
+    torch.testing.assert_close(info_nce(out["logits"]), expected)
+    with pytest.raises(ValueError, match="queue_size"):
+        _moco(queue=-1)

@@ -16,7 +16,8 @@ from mcl_fast.train import CONFIG_DIR, ConfigError, get_args_parser, load_config
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.loader=synthetic", "data.synthetic_batches=3", "data.batch_size=4", "data.size=32",
         "data.clip_len=4", "optim.epochs=3", "optim.warmup_epochs=1", "checkpoint.every_steps=2",
-        "train.tensorboard=false", "train.progress=false", "train.deterministic=true", "train.log_every=1"]
+        "train.tensorboard=false", "train.progress=false", "train.deterministic=true", "train.log_every=1",
+        "model.queue_size=8"]  # a queue: its exact resume is part of the test
 
 
 def test_shipped_configs_load_with_paper_settings():

@@ -74,11 +74,16 @@ def action_trajectory(cls: str, rng: np.random.Generator, num_frames: int, heigh
 
 def render_action(cls: str, *, num_frames: int = 48, height: int = 64, width: int = 80, object_size: int = 10,
                   speed: float = 2.0, pan_max: float = 1.0, active_fraction: float = 0.5, num_distractors: int = 2,
-                  seed: int = 0):
+                  scene_seed: int | None = None, shared_object: bool = True, seed: int = 0):
     """Render one action video: (frames (N, H, W, 3) uint8, boxes (N, 4) int64 (y0, x0, h, w)).
 
     pan_max: the camera pans by a random (dy, dx) with |d| <= pan_max px/frame. active_fraction:
     the share of the video during which the object moves (the window's start is random).
+    scene_seed: None gives every video its own scene (background, distractors, object skin); an
+    int draws the whole static scene from that seed instead (textures and distractor places), so
+    videos with the same scene_seed differ only in how the object moves (trajectory, place,
+    phase, active window) and in the camera pan. shared_object=False keeps the object's texture
+    per video (then it is what tells two videos of a scene apart at a glance).
     """
     import cv2
 
@@ -94,12 +99,17 @@ def render_action(cls: str, *, num_frames: int = 48, height: int = 64, width: in
     pos = action_trajectory(cls, rng, num_frames, height, width, object_size, speed, (a, a + length))
     dy, dx = rng.uniform(-pan_max, pan_max, 2)
     my, mx = int(np.ceil(abs(dy) * num_frames)) + 2, int(np.ceil(abs(dx) * num_frames)) + 2
-    scene = smooth_texture(rng, height + my, width + mx)
+    # Textures come from `look`: this video's generator, or one shared by all videos of a scene_seed.
+    look = rng if scene_seed is None else np.random.default_rng([scene_seed, 7])
+    span_h, span_w = height + int(np.ceil(pan_max * num_frames)) + 2, width + int(np.ceil(pan_max * num_frames)) + 2
+    scene = smooth_texture(look, height + my, width + mx) if scene_seed is None else \
+        smooth_texture(look, span_h, span_w)[:height + my, :width + mx].copy()
     for _ in range(num_distractors):
-        side = int(rng.integers(object_size, 2 * object_size + 1))
-        y0, x0 = int(rng.integers(0, scene.shape[0] - side + 1)), int(rng.integers(0, scene.shape[1] - side + 1))
-        scene[y0:y0 + side, x0:x0 + side] = smooth_texture(rng, side, side, sigmas=(1.0, 2.5), contrast=1.6)
-    skin = smooth_texture(rng, object_size, object_size, sigmas=(1.0, 2.0), contrast=1.5)
+        side = int(look.integers(object_size, 2 * object_size + 1))
+        y0, x0 = int(look.integers(0, scene.shape[0] - side + 1)), int(look.integers(0, scene.shape[1] - side + 1))
+        scene[y0:y0 + side, x0:x0 + side] = smooth_texture(look, side, side, sigmas=(1.0, 2.5), contrast=1.6)
+    skin = smooth_texture(rng if scene_seed is None or not shared_object else np.random.default_rng([scene_seed, 8]),
+                          object_size, object_size, sigmas=(1.0, 2.0), contrast=1.5)
     oy0, ox0 = (my - 1 if dy > 0 else 1), (mx - 1 if dx > 0 else 1)
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     boxes = np.empty((num_frames, 4), np.int64)
