@@ -1,24 +1,28 @@
 """A scaled-down ablation of the paper's claims (Tables 1-2) on a synthetic action dataset.
 
-    python benchmarks/ablation.py --preset smoke   # 1-2 minutes: checks the pipeline runs
-    python benchmarks/ablation.py --preset cpu     # < 30 minutes on 2 cores: the BENCHMARKS.md table
+    python benchmarks/ablation.py --preset smoke   # 2-3 minutes: checks the pipeline runs
+    python benchmarks/ablation.py --preset cpu     # <= 30 minutes on 2 idle cores: the BENCHMARKS.md table
     python benchmarks/ablation.py --preset gpu     # larger data, backbone and budget
 
 The dataset (mcl_fast.eval.actions): classes defined by how a small object moves (horizontal,
-vertical, circle, jitter, diagonal), amid static distractors and a panning background; the object
-moves only during part of each video. Each variant is pretrained with the same budget (epochs,
-batch, lr, backbone) through the trainer (mcl_fast.train.train) and the torch loader:
+vertical, circle, jitter), amid static distractors; the object moves only during part of each
+video. In the cpu preset every video shares one scene (background, distractors, object texture:
+`scene_seed`), so nothing but the motion tells videos or classes apart. Rows:
 
+  supervised  the same backbone trained with labels (mcl_fast.eval.finetune, the trainer's loop):
+              the ceiling of what this backbone and data allow
+  random init the untrained backbone
   moco        MoCo, random clip and random crop (the baseline)
   +TA         motion-focused clip (T-motion above the median), random crop
   +TA+SA      motion-focused clip and crop (S-motion: the paper's sampling)
   +MAL v1     +TA+SA with the motion alignment loss, v1 (activation maps), terms S, T, ST
   +MAL v3     +TA+SA with the MAL v3 (gradient maps, the paper's), terms S, T, ST
 
-plus a "random init" row (the untrained backbone, features only). Each is then evaluated on
-frozen features (clips averaged per video): linear SVM top-1 (features z-scored) and retrieval R@1 (test videos
-query the training videos), over several seeds, printed as mean ± std and written as JSON.
-The point is to measure: whatever the table shows is the result.
+Every pretraining variant runs through the trainer (mcl_fast.train.train, torch loader) with the
+same budget. Every row is then evaluated on frozen features (clips averaged per video): linear
+SVM top-1 (features z-scored) and retrieval R@1 (test videos query the training videos); mean ±
+std over the seeds, printed as a table and written as JSON. The supervised row also reports its
+own classifier's test top-1. The point is to measure: whatever the table shows is the result.
 """
 from __future__ import annotations
 
@@ -45,19 +49,27 @@ VARIANTS = {
     "+MAL v3": ("motion", {"mal": True, "variant": "v3", "terms": ["s", "t", "st"]}),
 }
 
+# Pretraining settings shared by the presets (README "MoCo collapse": the negatives come from the
+# same step, so a fast key encoder cannot win by freshness; momentum suits a run of a few hundred
+# steps). A preset can override any of them.
+PRETRAIN = dict(queue=0, momentum=0.99, tau=0.1, dim=128, hidden=128, lr=0.05, weight_decay=1e-4)
+
 PRESETS = {
-    # ~1-2 minutes: a pipeline check, numbers meaningless.
-    "smoke": dict(classes=4, videos_per_class=4, num_frames=32, height=48, width=64, object_size=8,
-                  backbone="tiny", size=48, clip_len=8, stride=2, batch=8, epochs=1, lr=0.05, queue=64,
-                  seeds=1, eval_clips=2, variants=["moco", "+MAL v3"]),
-    # The CPU table in BENCHMARKS.md: < 30 minutes on 2 cores.
-    "cpu": dict(classes=4, videos_per_class=40, num_frames=48, height=48, width=64, object_size=10,
-                backbone="tiny", size=48, clip_len=8, stride=2, batch=16, epochs=6, lr=0.05, queue=256,
-                seeds=3, eval_clips=5, variants=list(VARIANTS)),
-    # One GPU: more classes, videos, a bigger backbone and budget.
-    "gpu": dict(classes=5, videos_per_class=80, num_frames=64, height=128, width=160, object_size=16,
-                backbone="r3d_18", size=112, clip_len=16, stride=2, batch=32, epochs=30, lr=0.05, queue=2048,
-                seeds=3, eval_clips=10, variants=list(VARIANTS)),
+    # ~2-3 minutes: a pipeline check, numbers meaningless.
+    "smoke": dict(classes=4, videos_per_class=6, num_frames=32, height=48, width=64, object_size=10, pan=0.0,
+                  active_fraction=0.75, distractors=2, scene_seed=0, backbone="tiny", size=48, clip_len=8, stride=2,
+                  batch=8, epochs=1, seeds=1, eval_clips=2, supervised_epochs=1,
+                  variants=["moco", "+MAL v3"]),
+    # The CPU table in BENCHMARKS.md: <= 30 minutes on 2 idle cores (268 train / 132 test videos,
+    # 8 steps per epoch: 18 epochs = 144 pretraining steps, 75 supervised epochs = 675 steps).
+    "cpu": dict(classes=4, videos_per_class=100, num_frames=48, height=48, width=64, object_size=10, pan=0.0,
+                active_fraction=0.75, distractors=2, scene_seed=0, backbone="tiny", size=48, clip_len=8, stride=2,
+                batch=32, epochs=18, seeds=3, eval_clips=5, supervised_epochs=75, variants=list(VARIANTS)),
+    # One GPU: more classes, videos, a bigger backbone and budget; per-video scenes.
+    "gpu": dict(classes=5, videos_per_class=80, num_frames=64, height=128, width=160, object_size=16, pan=1.0,
+                active_fraction=0.5, distractors=2, scene_seed=None, backbone="r3d_18", size=112, clip_len=16,
+                stride=2, batch=32, epochs=30, seeds=3, eval_clips=10, supervised_epochs=30, queue=2048,
+                momentum=0.999, variants=list(VARIANTS)),
 }
 
 
@@ -74,7 +86,8 @@ def build_dataset(work: Path, p: dict, progress: bool):
     train_csv, test_csv = make_action_dataset(
         videos, classes=SHAPE_CLASSES[:p["classes"]], videos_per_class=p["videos_per_class"],
         num_frames=p["num_frames"], height=p["height"], width=p["width"], object_size=p["object_size"],
-        progress=progress)
+        pan_max=p["pan"], active_fraction=p["active_fraction"], num_distractors=p["distractors"],
+        scene_seed=p["scene_seed"], progress=progress)
     # strict: a video the store could not take fails the run here, naming it, not later in the loader.
     prepare(str(videos), str(work / "store"), flow="farneback", size=min(p["height"], p["width"]), workers=1,
             strict=True, progress=progress)
@@ -90,8 +103,7 @@ def pretrain(work: Path, p: dict, variant: str, seed: int, train_split, progress
 
     sampling, loss = VARIANTS[variant]
     # The run folder is keyed by the settings, so a changed preset never reuses an old run.
-    budget = hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:8]
-    out = work / "runs" / budget / variant.replace(" ", "_").replace("+", "p") / f"seed{seed}"
+    out = run_folder(work, p, variant, seed)
     done = out / "summary.json"
     if done.is_file() and list_checkpoints(out):
         return list_checkpoints(out)[-1]
@@ -99,16 +111,60 @@ def pretrain(work: Path, p: dict, variant: str, seed: int, train_split, progress
     config = copy.deepcopy(config)
     config["name"] = f"ablation {variant} seed {seed}"
     config["output"] = str(out)
-    config["model"].update(backbone=p["backbone"], queue_size=p["queue"])
+    config["model"].update(backbone=p["backbone"], queue_size=p["queue"], momentum=p["momentum"], tau=p["tau"],
+                           dim=p["dim"], hidden=p["hidden"])
     config["loss"].update(loss)
     config["data"].update(loader="torch", store=str(work / "store"), videos=list(train_split.paths),
                           batch_size=p["batch"], clip_len=p["clip_len"], stride=p["stride"], size=p["size"],
                           sampling=sampling, preset="paper", loader_kwargs={"num_workers": 1})
-    config["optim"].update(lr=p["lr"], epochs=p["epochs"], warmup_epochs=min(1, p["epochs"] - 1))
+    config["optim"].update(lr=p["lr"], weight_decay=p["weight_decay"], epochs=p["epochs"],
+                           warmup_epochs=min(1, p["epochs"] - 1))
     config["train"].update(device="auto", amp="auto", seed=seed, tensorboard=False, plot=False, progress=progress)
     config["checkpoint"].update(every_steps=0, keep=1)
     train(config)
     return list_checkpoints(out)[-1]
+
+
+def run_folder(work: Path, p: dict, name: str, seed: int) -> Path:
+    """The run folder of one row and seed, keyed by the settings: a changed preset never reuses a run."""
+    budget = hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:8]
+    return work / "runs" / budget / name.replace(" ", "_").replace("+", "p") / f"seed{seed}"
+
+
+def supervised(work: Path, p: dict, seed: int, train_split, test_split, videos: Path, progress: bool):
+    """Train the backbone from scratch with labels through mcl_fast.eval.finetune (the trainer's
+    loop): a random clip and crop per video and epoch. Returns (backbone, its classifier's test
+    top-1); the fine-tuned checkpoint is reused when present."""
+    import torch
+
+    from mcl_fast.checkpoint import load_backbone, load_checkpoint
+    from mcl_fast.eval.features import ClipSettings
+    from mcl_fast.eval.finetune import FinetuneConfig, finetune
+    from mcl_fast.models import build_backbone
+
+    out = run_folder(work, p, "supervised", seed) / "finetuned.pt"
+    if not out.is_file() or load_checkpoint(out)["finetune"].get("top1") is None:
+        settings = ClipSettings(num_clips=p["eval_clips"], clip_len=p["clip_len"], stride=p["stride"],
+                                crop_size=p["size"], short_side=min(p["height"], p["width"]))
+        torch.manual_seed(seed)
+        net = build_backbone(p["backbone"])
+        config = {"model": {"backbone": p["backbone"]},
+                  "data": {"clip_len": p["clip_len"], "stride": p["stride"], "size": p["size"]}}
+        cfg = FinetuneConfig(epochs=p["supervised_epochs"], batch_size=p["batch"], lr=0.05 * 8 / p["batch"],
+                             dropout=0.0, num_test_clips=p["eval_clips"], num_workers=0, seed=seed,
+                             cache_videos=p["videos_per_class"] * p["classes"] <= 2000)
+        finetune(net, config, train_split, test_split, videos, train_settings=settings, config=cfg, out=out,
+                 device="auto", progress=progress)
+    backbone, _ = load_backbone(out)
+    return backbone, float(load_checkpoint(out)["finetune"]["top1"])
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the loaders' worker processes)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def evaluate(backbone, train_split, test_split, videos: Path, p: dict, cache: Path, key: str, progress: bool) -> dict:
@@ -118,7 +174,7 @@ def evaluate(backbone, train_split, test_split, videos: Path, p: dict, cache: Pa
 
     settings = ClipSettings(num_clips=p["eval_clips"], clip_len=p["clip_len"], stride=p["stride"],
                             crop_size=p["size"], short_side=min(p["height"], p["width"]))
-    kw = dict(checkpoint_hash=key, cache_dir=cache, progress=progress, batch_size=8 * p["eval_clips"])
+    kw = dict(checkpoint_hash=key, cache_dir=cache, progress=progress, batch_size=8 * p["eval_clips"], num_workers=2)
     tr_x, tr_y = split_features(backbone, train_split, videos, settings, **kw)
     te_x, te_y = split_features(backbone, test_split, videos, settings, **kw)
     # Standardised features: the tiny backbones' feature scales differ by orders of magnitude
@@ -128,6 +184,13 @@ def evaluate(backbone, train_split, test_split, videos: Path, p: dict, cache: Pa
             "r1": recall_at_k(te_x, te_y, tr_x, tr_y, ks=(1,))[1]}
 
 
+def _last_row(run: Path) -> dict:
+    """The last logged training row's loss and diagnostics (acc1, batch_acc1, key_cos), rounded."""
+    history = json.loads((run / "history.json").read_text()) if (run / "history.json").is_file() else []
+    keys = ("loss", "nce", "mal", "acc1", "batch_acc1", "key_cos", "queue_cos")
+    return {k: round(history[-1][k], 3) for k in keys if history and k in history[-1]}
+
+
 def summarize(rows: dict) -> list[dict]:
     table = []
     for name, runs in rows.items():
@@ -135,17 +198,22 @@ def summarize(rows: dict) -> list[dict]:
         r1 = np.array([r["r1"] for r in runs]) * 100
         table.append({"variant": name, "seeds": len(runs), "top1_mean": float(top1.mean()),
                       "top1_std": float(top1.std()), "r1_mean": float(r1.mean()), "r1_std": float(r1.std()),
-                      "pretrain_s": float(np.mean([r.get("pretrain_s", 0.0) for r in runs]))})
+                      "train_s": float(np.mean([r.get("train_s", 0.0) for r in runs])),
+                      "train_cpu_s": float(np.mean([r.get("train_cpu_s", 0.0) for r in runs])),
+                      "classifier_top1": (float(np.mean([r["classifier_top1"] for r in runs])) * 100
+                                          if all("classifier_top1" in r for r in runs) else None)})
     return table
 
 
 def format_table(table: list[dict], p: dict, preset: str) -> str:
     lines = [f"Ablation ({preset}): {p['classes']} classes x {p['videos_per_class']} videos, backbone {p['backbone']}, "
-             f"{p['epochs']} epochs x batch {p['batch']}, {p['seeds']} seed(s); linear SVM top-1 and R@1 (%)",
-             "", "| variant | top-1 (%) | R@1 (%) | pretrain s/run |", "| --- | --- | --- | --- |"]
+             f"{p['epochs']} epochs x batch {p['batch']} (supervised {p['supervised_epochs']} epochs), "
+             f"{p['seeds']} seed(s); frozen features: linear SVM top-1 and R@1 (%)",
+             "", "| row | SVM top-1 (%) | R@1 (%) | training s/run (CPU s) |", "| --- | --- | --- | --- |"]
     for row in table:
-        lines.append(f"| {row['variant']} | {row['top1_mean']:.1f} ± {row['top1_std']:.1f} | "
-                     f"{row['r1_mean']:.1f} ± {row['r1_std']:.1f} | {row['pretrain_s']:.0f} |")
+        extra = f" (its classifier: {row['classifier_top1']:.1f})" if row.get("classifier_top1") is not None else ""
+        lines.append(f"| {row['variant']} | {row['top1_mean']:.1f} ± {row['top1_std']:.1f}{extra} | "
+                     f"{row['r1_mean']:.1f} ± {row['r1_std']:.1f} | {row['train_s']:.0f} ({row['train_cpu_s']:.0f}) |")
     return "\n".join(lines)
 
 
@@ -168,7 +236,7 @@ def main(argv=None) -> int:
     from mcl_fast.eval.features import file_sha256
     from mcl_fast.models import build_backbone
 
-    p = dict(PRESETS[args.preset])
+    p = {**PRETRAIN, **PRESETS[args.preset]}
     if args.seeds:
         p["seeds"] = args.seeds
     if args.epochs:
@@ -186,9 +254,18 @@ def main(argv=None) -> int:
     print(f"dataset: {len(train_split)} train / {len(test_split)} test videos, classes {train_split.classes} "
           f"({time.perf_counter() - t_start:.0f} s)", flush=True)
 
-    rows: dict[str, list[dict]] = {"random init": []}
+    rows: dict[str, list[dict]] = {"supervised": [], "random init": []}
     cache = work / "feature_cache"
     for seed in range(p["seeds"]):
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        net, classifier_top1 = supervised(work, p, seed, train_split, test_split, videos, progress)
+        result = {"seed": seed, "train_s": time.perf_counter() - t0, "train_cpu_s": cpu_seconds() - c0,
+                  "classifier_top1": classifier_top1}
+        result.update(evaluate(net, train_split, test_split, videos, p, cache, f"supervised-{seed}-"
+                               f"{run_folder(work, p, 'supervised', seed).parent.parent.name}", progress))
+        rows["supervised"].append(result)
+        print(f"supervised seed {seed}: SVM top-1 {100 * result['top1']:.1f} %, its classifier "
+              f"{100 * classifier_top1:.1f} % ({result['train_s']:.0f} s)", flush=True)
         torch.manual_seed(seed)
         net = build_backbone(p["backbone"])
         rows["random init"].append(evaluate(net, train_split, test_split, videos, p, cache,
@@ -196,15 +273,16 @@ def main(argv=None) -> int:
     for variant in p["variants"]:
         rows[variant] = []
         for seed in range(p["seeds"]):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             ckpt = pretrain(work, p, variant, seed, train_split, progress)
-            elapsed = time.perf_counter() - t0
+            elapsed, cpu = time.perf_counter() - t0, cpu_seconds() - c0
             backbone, _ = load_backbone(ckpt)
             result = evaluate(backbone, train_split, test_split, videos, p, cache, file_sha256(ckpt), progress)
-            result.update(seed=seed, pretrain_s=elapsed, checkpoint=str(ckpt))
+            result.update(seed=seed, train_s=elapsed, train_cpu_s=cpu, checkpoint=str(ckpt),
+                          last=_last_row(ckpt.parent))
             rows[variant].append(result)
             print(f"{variant} seed {seed}: top-1 {100 * result['top1']:.1f} %  R@1 {100 * result['r1']:.1f} %  "
-                  f"(pretrain {elapsed:.0f} s)", flush=True)
+                  f"(pretrain {elapsed:.0f} s, {cpu:.0f} CPU-s; last logged {result['last']})", flush=True)
 
     table = summarize(rows)
     text = format_table(table, p, args.preset)

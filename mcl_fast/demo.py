@@ -7,12 +7,15 @@ Steps (each a function):
   2. build_store: TV-L1 flow -> motion maps -> the motion store DIR/store (resumable)
   3. draw_figures: per video, frames with their motion maps overlaid and the tubelet the
      motion-focused sampler chooses (clip by T-motion, crop by S-motion) -> DIR/figures/
-  4. pretrain: the demo_cpu config (tiny backbone, MoCo + MAL) on the store's videos ->
+  4. actions (mcl_fast.eval.demo_eval): a labelled synthetic action dataset (4 classes told apart
+     only by how a small object moves; >= 100 held-out videos) and its motion store (Farneback)
+     -> DIR/actions/
+  5. pretrain: the demo_cpu config (tiny backbone, MoCo + MAL) on the action training videos ->
      DIR/pretrain (checkpoints, TensorBoard, loss curves)
-  5. evaluate (mcl_fast.eval.demo_eval): linear probe (SVM, FC) and retrieval R@k of the
-     checkpoint on a small labelled synthetic action dataset (classes defined by how an object
-     moves; DIR/eval_videos), and a Grad-CAM figure -> DIR/eval.json, DIR/figures/gradcam.png
-Rerunning reuses what is there: videos are not rewritten, the store and the pretraining resume.
+  6. evaluate: the checkpoint's frozen features beside the same backbone at random init (and
+     trained with labels, the ceiling) on the held-out videos: SVM and softmax-probe top-1,
+     retrieval R@1; a Grad-CAM figure -> DIR/eval.json, DIR/figures/gradcam.png
+Rerunning reuses what is there: videos are not rewritten, the stores and the pretraining resume.
 """
 from __future__ import annotations
 
@@ -179,8 +182,9 @@ def draw_figures(store, figures_dir: Path, *, seed: int = 0, clip_len: int = 16,
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("The whole pipeline on a few small videos: motion store (TV-L1), figures of the motion "
-                          "maps and sampled tubelets, demo_cpu pretraining, linear probe, retrieval and Grad-CAM.")
+    parser.description = ("The whole pipeline on small videos: motion store (TV-L1), figures of the motion maps and "
+                          "sampled tubelets, demo_cpu pretraining on a synthetic action dataset, then pretrained vs "
+                          "random init (vs supervised) on its held-out videos, and Grad-CAM.")
     parser.add_argument("--out", default="demo_out", help="output folder (videos/, store/, figures/)")
     parser.add_argument("--flow", choices=("tvl1", "farneback"), default="tvl1", help="optical flow (default tvl1)")
     parser.add_argument("--size", type=int, default=96, help="short side of the frames the flow runs on")
@@ -194,22 +198,27 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-training", action="store_true", help="stop after the motion figures")
     parser.add_argument("--train-overrides", nargs="*", default=[], metavar="key=value",
                         help="overrides of the demo_cpu config, e.g. optim.epochs=10")
+    parser.add_argument("--videos-per-class", type=int, default=76,
+                        help="action videos per class (a third held out: 76 gives 100 test videos)")
+    parser.add_argument("--supervised-epochs", type=int, default=15,
+                        help="also train the backbone with labels for this many epochs (the ceiling; 0: skip)")
 
 
-def pretrain(store_dir: Path, out_dir: Path, overrides=()) -> dict:
-    """Step 4: the demo_cpu config on the store's videos; resumes a finished or killed run."""
+def pretrain(store_dir: Path, train_list: Path, out_dir: Path, overrides=()) -> dict:
+    """Step 5: the demo_cpu config on the videos of train_list; resumes a finished or killed run."""
     from .train import load_config, train
 
-    config = load_config("demo_cpu", [f"data.store={store_dir}", f"output={out_dir}", *overrides])
+    config = load_config("demo_cpu", [f"data.store={store_dir}", f"data.videos={train_list}", f"output={out_dir}",
+                                      *overrides])
     return train(config, resume="auto")
 
 
 def run(args) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
-    print(f"[1/5] videos -> {out / 'videos'}", flush=True)
+    print(f"[1/6] videos -> {out / 'videos'}", flush=True)
     write_demo_videos(out / "videos", full_samples=args.full_samples)
-    print(f"[2/5] motion store ({args.flow}, short side {args.size}) -> {out / 'store'}", flush=True)
+    print(f"[2/6] motion store ({args.flow}, short side {args.size}) -> {out / 'store'}", flush=True)
     from .motion.prepare import InputError, PrepareError
     from .motion.store import StoreError
 
@@ -218,29 +227,38 @@ def run(args) -> int:
     except (PrepareError, InputError, StoreError) as exc:  # they name the file and the reason
         print(f"mcl-fast demo: preparing the motion store failed: {exc}", file=sys.stderr)
         return 1
-    print(f"[3/5] figures -> {out / 'figures'}", flush=True)
+    print(f"[3/6] figures -> {out / 'figures'}", flush=True)
     paths = draw_figures(store, out / "figures", seed=args.seed, clip_len=args.clip_len, stride=args.stride,
                          preset=args.preset)
+    result = None
     if not args.skip_training:
-        print(f"[4/5] pretrain demo_cpu -> {out / 'pretrain'}", flush=True)
-        summary = pretrain(out / "store", out / "pretrain", args.train_overrides)
+        from .eval.demo_eval import DEMO_ACTIONS, make_demo_actions, run_demo_evaluation
+
+        print(f"[4/6] action videos and their motion store (farneback) -> {out / 'actions'}", flush=True)
+        data = make_demo_actions(out / "actions", videos_per_class=args.videos_per_class)
+        try:
+            actions_store = build_store(data["videos"], out / "actions" / "store", flow="farneback",
+                                        size=min(DEMO_ACTIONS["height"], DEMO_ACTIONS["width"]), workers=args.workers)
+        except (PrepareError, InputError, StoreError) as exc:
+            print(f"mcl-fast demo: preparing the action store failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"[5/6] pretrain demo_cpu on {data['train_list']} -> {out / 'pretrain'}", flush=True)
+        summary = pretrain(out / "actions" / "store", data["train_list"], out / "pretrain", args.train_overrides)
         if summary.get("loss_plot"):
             paths.append(Path(shutil.copyfile(summary["loss_plot"], out / "figures" / "loss_curves.png")))
         from .checkpoint import list_checkpoints
-        from .eval.demo_eval import run_demo_evaluation
 
         checkpoint = list_checkpoints(out / "pretrain")[-1]
-        print(f"[5/5] evaluate {checkpoint} -> {out / 'eval.json'}", flush=True)
-        result = run_demo_evaluation(checkpoint, out)
+        print(f"[6/6] evaluate {checkpoint} against random init -> {out / 'eval.json'}", flush=True)
+        result = run_demo_evaluation(checkpoint, data, out, supervised_epochs=args.supervised_epochs,
+                                     store=actions_store)
         paths.append(Path(result["gradcam_png"]))
     print(f"demo done in {time.perf_counter() - t0:.0f} s: {len(paths)} figures in {(out / 'figures').resolve()}")
     for path in paths:
         print(f"  {path}")
-    if not args.skip_training:
-        recall = "  ".join(f"R@{k} {100 * v:.1f}" for k, v in result["recall"].items())
-        print(f"demo checkpoint {checkpoint.name} on {result['num_test']} held-out synthetic action clips: "
-              f"linear SVM top-1 {100 * result['svm_top1']:.1f} %, FC top-1 {100 * result['fc_top1']:.1f} %; "
-              f"retrieval {recall} (details: {out / 'eval.json'})")
+    if result is not None:
+        print(f"demo checkpoint {checkpoint.name}, pretrained on {result['num_train']} action videos; "
+              f"{result['table']}\n{result['verdict']} (details: {out / 'eval.json'})")
     return 0
 
 

@@ -204,6 +204,8 @@ def validate(config: dict) -> None:
         (loss["weighting"] in WEIGHTINGS, f"loss.weighting must be one of {WEIGHTINGS}"),
         (d["loader"] in ("dali", "torch", "synthetic"), "data.loader must be dali, torch or synthetic"),
         (int(d["batch_size"]) >= 1, "data.batch_size must be >= 1"),
+        (int(m["queue_size"]) >= 0, "model.queue_size must be >= 0 (0: negatives from the same step)"),
+        (0.0 <= float(m["momentum"]) < 1.0, "model.momentum must be in [0, 1)"),
         (t["amp"] in ("auto", "bf16", "fp16", "off"), "train.amp must be auto, bf16, fp16 or off"),
         (t["device"] in ("auto", "cuda", "cpu"), "train.device must be auto, cuda or cpu"),
         (o["epochs"] >= 1, "optim.epochs must be >= 1"),
@@ -446,10 +448,12 @@ class Pretraining:
         self.window.update(info.metrics, info.samples, info.data_s)
         epoch_done = info.index == self.steps_per_epoch
         if self.step % self.log_every == 0 or self.step == self.max_steps or epoch_done:
-            # The queue holds only real keys once K keys went through it.
-            filled = self.step * self.config["data"]["batch_size"] >= self.model.queue.shape[0]
+            # Judged after the warm-up (a tiny backbone starts in a narrow cone) and once the queue
+            # holds only real keys.
+            ready = (self.step >= self.steps_per_epoch * max(1, self.config["optim"]["warmup_epochs"])
+                     and self.step * self.config["data"]["batch_size"] >= self.model.queue.shape[0])
             self.last = self.log.log(self.step, self.epoch, info.lr, self.window, self.queue_stats(),
-                                     collapse_ready=filled)
+                                     collapse_ready=ready)
         self.log.advance()
         if epoch_done or (self.every and self.step % self.every == 0) or self.step == self.max_steps:
             self.checkpoint(self.epoch + epoch_done, 0 if epoch_done else info.index)

@@ -257,11 +257,20 @@ def test_action_dataset(tmp_path):
 
 
 def test_demo_evaluation_step(checkpoint, tmp_path):
-    from mcl_fast.eval.demo_eval import run_demo_evaluation
+    from mcl_fast.eval.demo_eval import make_demo_actions, run_demo_evaluation
 
-    result = run_demo_evaluation(checkpoint, tmp_path, videos_per_class=3, num_clips=2, progress=False)
+    data = make_demo_actions(tmp_path / "actions", videos_per_class=3, progress=False)
+    assert data["train_list"].read_text().split() == [p.split(",")[0] for p in
+                                                      data["train_csv"].read_text().splitlines()[1:]]
+    result = run_demo_evaluation(checkpoint, data, tmp_path, num_clips=2, supervised_epochs=1, progress=False)
     saved = json.loads((tmp_path / "eval.json").read_text())
-    assert saved["num_train"] == 8 and saved["num_test"] == 4 and saved["recall"]["1"] == result["recall"]["1"]
+    assert saved["num_train"] == 8 and saved["num_test"] == 4
+    assert set(saved) >= {"pretrained", "random_init", "supervised", "verdict", "table"}
+    assert saved["pretrained"]["r1"] == result["pretrained"]["r1"]
+    # the fixture checkpoint holds a seed-0 random tiny backbone: the same features as "random init"
+    assert saved["pretrained"]["svm_top1"] == saved["random_init"]["svm_top1"]
+    assert "NOT better" in saved["verdict"] and "random init" in saved["table"]
+    assert 0 <= saved["supervised"]["classifier_top1"] <= 1
     assert (tmp_path / "figures" / "gradcam.png").stat().st_size > 1000
 
 
@@ -378,3 +387,20 @@ def test_finetune_saves_checkpoint_before_testing(dataset, checkpoint, tmp_path,
     assert classes == ["moving", "still"] and head.out_features == 2
     state = torch.load(out, weights_only=True)
     assert state["finetune"]["top1"] is None and len(state["finetune"]["history"]) == 1
+
+
+def test_train_clips_cached_or_sought_are_the_same_pixels(dataset):
+    """TrainClipDataset decodes only the clip's frames, or caches whole videos: the same items."""
+    from mcl_fast.eval.finetune import TrainClipDataset
+
+    paths = [dataset / "moving/v1.mp4", dataset / "still/v2.mp4"]
+    settings = ClipSettings(num_clips=1, clip_len=4, stride=2, crop_size=48, short_side=56)
+    sought = TrainClipDataset(paths, [0, 1], settings, seed=3)
+    cached = TrainClipDataset(paths, [0, 1], settings, seed=3, cache_videos=True)
+    for epoch in range(3):
+        sought.epoch = cached.epoch = epoch
+        for i in range(2):
+            a, b = sought[i], cached[i]
+            assert a["clip"].shape == (3, 4, 48, 48) and a["label"] == b["label"] == i
+            torch.testing.assert_close(a["clip"], b["clip"], rtol=0, atol=0)
+    assert set(cached.cache) == {0, 1}

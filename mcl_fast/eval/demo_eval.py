@@ -1,49 +1,127 @@
-"""The evaluation step of `make demo`: linear probe, retrieval and a Grad-CAM figure of a checkpoint.
+"""The demo's labelled action data and its evaluation: pretrained vs random init (vs supervised).
 
-The demo's pretraining videos carry no labels, so the probe runs on a small labelled synthetic
-action dataset (mcl_fast.eval.actions: classes told apart only by how a small object moves),
-written once under OUT/eval_videos. Numbers from a few minutes of CPU pretraining are near
-chance; the step shows the protocol end to end, not a result.
+`make_demo_actions` writes a small synthetic action dataset (mcl_fast.eval.actions: 4 classes
+told apart only by how a small object moves, during 3/4 of each video, amid static distractors,
+every video in one shared scene) with a train/test split of >= 100 held-out videos. `make demo`
+pretrains on its training videos, then `run_demo_evaluation` measures the checkpoint's frozen
+features beside the same backbone at random initialisation (and, if asked, trained with labels:
+the ceiling), with one protocol: clip-averaged features, a linear SVM on z-scored features, a
+softmax probe and retrieval R@1 on the held-out videos. It also draws a Grad-CAM figure.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+# The demo's action videos: the ablation's cpu data (benchmarks/ablation.py), fewer per class.
+DEMO_ACTIONS = dict(num_frames=48, height=48, width=64, object_size=10, pan_max=0.0, active_fraction=0.75,
+                    num_distractors=2, scene_seed=0)
 
-def run_demo_evaluation(checkpoint, out_dir, *, videos_per_class: int = 8, num_clips: int = 20,
-                        gradcam_video=None, store=None, progress: bool = True) -> dict:
-    """Evaluate `checkpoint`; writes OUT/eval.json and OUT/figures/gradcam.png; returns the results.
 
-    gradcam_video: the video to explain (default: a test video of the action dataset); store: a
-    motion store holding it (default: S-motion from Farneback flow).
+def make_demo_actions(root, *, videos_per_class: int = 76, progress: bool = True) -> dict:
+    """Write root/videos (4 classes x videos_per_class, the last third of each class held out),
+    train.csv / test.csv and train_videos.txt (the training paths, for `data.videos`).
+
+    Returns {"videos", "train_csv", "test_csv", "train_list"} paths. Existing videos are kept.
     """
-    from ..checkpoint import load_backbone
+    from .._io import atomic_write
     from .actions import SHAPE_CLASSES, make_action_dataset
+
+    root = Path(root)
+    videos = root / "videos"
+    train_csv, test_csv = make_action_dataset(videos, classes=SHAPE_CLASSES[:4], videos_per_class=videos_per_class,
+                                              progress=progress, **DEMO_ACTIONS)
+    paths = [line.split(",")[0] for line in train_csv.read_text().splitlines()[1:] if line.strip()]
+    train_list = root / "train_videos.txt"
+    atomic_write(train_list, lambda f: f.write(("\n".join(paths) + "\n").encode()))
+    return {"videos": videos, "train_csv": train_csv, "test_csv": test_csv, "train_list": train_list}
+
+
+def probe(backbone, train, test, videos, settings, cache_dir, key: str, progress: bool) -> dict:
+    """Frozen features of one backbone: SVM (z-scored) and softmax-probe top-1, retrieval R@1."""
+    from .features import split_features
+    from .linear import fc_softmax_top1, linear_svm_top1
+    from .retrieval import recall_at_k
+
+    kw = dict(checkpoint_hash=key, cache_dir=cache_dir, progress=progress)
+    train_x, train_y = split_features(backbone, train, videos, settings, **kw)
+    test_x, test_y = split_features(backbone, test, videos, settings, **kw)
+    return {"svm_top1": linear_svm_top1(train_x, train_y, test_x, test_y, standardize=True),
+            "fc_top1": fc_softmax_top1(train_x, train_y, test_x, test_y, num_classes=len(train.classes)),
+            "r1": recall_at_k(test_x, test_y, train_x, train_y, ks=(1,))[1]}
+
+
+def format_comparison(rows: dict, num_test: int) -> str:
+    """The side-by-side table the demo prints (percentages)."""
+    lines = [f"frozen features on {num_test} held-out action videos (4 classes, chance 25 %):",
+             f"  {'backbone':<28}{'SVM top-1':>10}{'FC top-1':>10}{'R@1':>8}"]
+    for name, r in rows.items():
+        lines.append(f"  {name:<28}{100 * r['svm_top1']:>9.1f}%{100 * r['fc_top1']:>9.1f}%{100 * r['r1']:>7.1f}%")
+    return "\n".join(lines)
+
+
+def verdict(pretrained: dict, random_init: dict) -> str:
+    """One sentence: whether pretraining beat random initialisation on the SVM probe."""
+    gap = 100 * (pretrained["svm_top1"] - random_init["svm_top1"])
+    if gap > 0:
+        return f"pretrained beats random init by {gap:.1f} points (SVM top-1)"
+    return (f"pretrained is NOT better than random init ({100 * pretrained['svm_top1']:.1f} % vs "
+            f"{100 * random_init['svm_top1']:.1f} % SVM top-1): this short CPU pretraining did not learn features "
+            "that separate the motions (BENCHMARKS.md, ablation, has the longer measurement)")
+
+
+def run_demo_evaluation(checkpoint, data: dict, out_dir, *, num_clips: int = 5, supervised_epochs: int = 0,
+                        store=None, progress: bool = True) -> dict:
+    """Evaluate `checkpoint` against random init (and supervised training for supervised_epochs > 0)
+    on `data` (make_demo_actions' dict); writes OUT/eval.json and OUT/figures/gradcam.png.
+
+    store: the motion store of data["videos"] (S-motion of the Grad-CAM figure; default: Farneback
+    flow over the clip).
+    Returns {"pretrained", "random_init"[, "supervised"], "num_train", "num_test", "verdict", ...}.
+    """
+    import torch
+
     from .._io import atomic_write_json
-    from .features import ClipSettings
+    from ..checkpoint import load_backbone
+    from ..data.splits import load_split
+    from ..models import build_backbone
+    from .features import ClipSettings, file_sha256
     from .gradcam import gradcam_video as explain
-    from .linear import evaluate_checkpoint
-    from .retrieval import format_recalls
 
     out_dir = Path(out_dir)
-    videos = out_dir / "eval_videos"
-    train_csv, test_csv = make_action_dataset(videos, classes=SHAPE_CLASSES[:4], videos_per_class=videos_per_class,
-                                              num_frames=32, height=64, width=80, object_size=12, progress=progress)
+    videos = Path(data["videos"])
+    train = load_split(data["train_csv"], videos_root=videos)
+    test = load_split(data["test_csv"], videos_root=videos, classes=train.classes)
     backbone, config = load_backbone(checkpoint)
-    data = config.get("data", {})
-    settings = ClipSettings(num_clips=num_clips, clip_len=int(data.get("clip_len", 16)),
-                            stride=int(data.get("stride", 2)), crop_size=int(data.get("size", 224)))
-    result = evaluate_checkpoint(checkpoint, train_csv, test_csv, videos, settings=settings,
-                                 cache_dir=out_dir / "eval_cache", progress=progress)
-    if gradcam_video is None:
-        gradcam_video = videos / test_csv.read_text().splitlines()[1].split(",")[0]
-    cam = explain(backbone, gradcam_video, out_dir / "figures" / "gradcam.png", clip_len=settings.clip_len,
-                  stride=settings.stride, crop_size=settings.crop_size, store=store)
-    result["gradcam_png"] = cam["png"]
-    result["recall"] = {str(k): v for k, v in result["recall"].items()}
+    d = config.get("data", {})
+    settings = ClipSettings(num_clips=num_clips, clip_len=int(d.get("clip_len", 16)), stride=int(d.get("stride", 2)),
+                            crop_size=int(d.get("size", 224)), short_side=int(d.get("size", 224)))
+    cache = out_dir / "eval_cache"
+    rows = {"pretrained": probe(backbone, train, test, videos, settings, cache, file_sha256(checkpoint), progress)}
+    name = config["model"]["backbone"]
+    torch.manual_seed(0)
+    random_net = build_backbone(name, **config["model"].get("backbone_kwargs", {}))
+    rows["random init"] = probe(random_net, train, test, videos, settings, cache, f"random-{name}-0", progress)
+    result = {"pretrained": rows["pretrained"], "random_init": rows["random init"]}
+    if supervised_epochs > 0:
+        from .finetune import FinetuneConfig, finetune
+
+        torch.manual_seed(0)
+        net = build_backbone(name, **config["model"].get("backbone_kwargs", {}))
+        batch = int(d.get("batch_size", 16))
+        cfg = FinetuneConfig(epochs=supervised_epochs, batch_size=batch, lr=0.05 * 8 / batch, dropout=0.0,
+                             num_test_clips=num_clips, num_workers=1)
+        sup = finetune(net, {"model": config["model"], "data": d}, train, test, videos, train_settings=settings,
+                       config=cfg, out=out_dir / "supervised.pt", device="cpu", progress=progress)
+        sup_backbone, _ = load_backbone(out_dir / "supervised.pt")
+        rows[f"supervised ({supervised_epochs} epochs)"] = probe(sup_backbone, train, test, videos, settings, cache,
+                                                                 file_sha256(out_dir / "supervised.pt"), progress)
+        result["supervised"] = {**rows[f"supervised ({supervised_epochs} epochs)"], "classifier_top1": sup["top1"],
+                                "epochs": supervised_epochs}
+    cam = explain(backbone, videos / test.paths[0], out_dir / "figures" / "gradcam.png", clip_len=settings.clip_len,
+                  stride=settings.stride, crop_size=settings.crop_size, short_side=settings.resize_to, store=store,
+                  store_key=test.paths[0] if store is not None else None)
+    result.update(num_train=len(train), num_test=len(test), clips=settings.to_dict(), gradcam_png=cam["png"],
+                  verdict=verdict(rows["pretrained"], rows["random init"]),
+                  table=format_comparison(rows, len(test)))
     atomic_write_json(out_dir / "eval.json", result)
-    print(f"linear probe on {result['num_train']} / {result['num_test']} synthetic action videos: "
-          f"SVM top-1 {100 * result['svm_top1']:.1f} %, FC top-1 {100 * result['fc_top1']:.1f} %; "
-          f"retrieval {format_recalls({int(k): v for k, v in result['recall'].items()})}; "
-          f"Grad-CAM {cam['png']}")
     return result

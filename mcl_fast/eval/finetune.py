@@ -42,29 +42,49 @@ class VideoClassifier(nn.Module):
 class TrainClipDataset:
     """item i = {"clip": (3, T, S, S) float32 tensor, "label"}: random start, random crop, random flip.
 
+    Only the clip's frames are decoded (seek to the keyframe before them, decode forward:
+    mcl_fast.data.torch_loader.read_frames_at), then resized to the short side and cropped.
+    cache_videos=True instead decodes each whole video once and keeps it, resized, in memory
+    (small datasets read in the main process, num_workers=0: workers are new every epoch).
     Randomness comes from (seed, epoch, i), so a run is reproducible whatever the worker count.
     """
 
-    def __init__(self, paths, labels, settings: ClipSettings, seed: int = 0):
+    def __init__(self, paths, labels, settings: ClipSettings, seed: int = 0, cache_videos: bool = False):
         self.paths = [Path(p) for p in paths]
         self.labels = list(labels)
         self.settings = settings
         self.seed = seed
         self.epoch = 0
+        self.cache: dict[int, np.ndarray] | None = {} if cache_videos else None
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i) -> dict:
         """{"clip": (3, T, S, S) float32, "label": int}."""
+        import cv2
+
+        from ..data.torch_loader import frame_pts, read_frames_at
         from ..sampling import clip_frame_indices, random_clip_start
 
         s = self.settings
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        frames = decode_resized(self.paths[i], s.resize_to, crop=None)
-        n, h, w = frames.shape[:3]
-        start = random_clip_start(n, s.clip_len, s.stride, rng)
-        clip = frames[clip_frame_indices(start, s.clip_len, s.stride, n)]
+        if self.cache is not None:
+            if i not in self.cache:
+                self.cache[i] = decode_resized(self.paths[i], s.resize_to)
+            n = len(self.cache[i])
+            start = random_clip_start(n, s.clip_len, s.stride, rng)
+            clip = self.cache[i][clip_frame_indices(start, s.clip_len, s.stride, n)]
+        else:
+            n = len(frame_pts(str(self.paths[i])))
+            start = random_clip_start(n, s.clip_len, s.stride, rng)
+            clip = read_frames_at(str(self.paths[i]), clip_frame_indices(start, s.clip_len, s.stride, n))
+            h, w = clip.shape[1:3]
+            scale = s.resize_to / min(h, w)  # the evaluation's resize (features.decode_resized)
+            size = (int(round(w * scale)), int(round(h * scale)))
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            clip = np.stack([cv2.resize(f, size, interpolation=interp) for f in clip])
+        h, w = clip.shape[1:3]
         y0, x0 = int(rng.integers(h - s.crop_size + 1)), int(rng.integers(w - s.crop_size + 1))
         clip = clip[:, y0:y0 + s.crop_size, x0:x0 + s.crop_size]
         if rng.random() < 0.5:
@@ -85,6 +105,7 @@ class FinetuneConfig:
     amp: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "bf16", "fp16" (with a GradScaler) or "off"
     num_workers: int = 0
     seed: int = 0
+    cache_videos: bool = False  # keep decoded training videos in memory (small datasets; needs num_workers=0)
 
 
 def classification_loss(model, batch: dict) -> dict:
@@ -217,7 +238,10 @@ def finetune(backbone: nn.Module, backbone_config: dict, train_split, test_split
     num_classes = len(train_split.classes)
     model, train_model = runtime.prepare(VideoClassifier(backbone, num_classes, cfg.dropout))
 
-    dataset = TrainClipDataset([root / p for p in train_split.paths], train_split.labels, train_settings, cfg.seed)
+    if cfg.cache_videos and cfg.num_workers:
+        raise ValueError("cache_videos keeps the videos in the main process: use num_workers=0")
+    dataset = TrainClipDataset([root / p for p in train_split.paths], train_split.labels, train_settings, cfg.seed,
+                               cache_videos=cfg.cache_videos)
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
                                                   seed=cfg.seed, drop_last=False)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
