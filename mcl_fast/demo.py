@@ -200,8 +200,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="overrides of the demo_cpu config, e.g. optim.epochs=10")
     parser.add_argument("--videos-per-class", type=int, default=76,
                         help="action videos per class (a third held out: 76 gives 100 test videos)")
-    parser.add_argument("--supervised-epochs", type=int, default=15,
-                        help="also train the backbone with labels for this many epochs (the ceiling; 0: skip)")
+    parser.add_argument("--supervised-epochs", type=int, default=0,
+                        help="also train the backbone with labels for this many epochs and show it beside them "
+                             "(a ceiling needs ~50: several minutes more; default 0: skip)")
 
 
 def pretrain(store_dir: Path, train_list: Path, out_dir: Path, overrides=()) -> dict:

@@ -404,3 +404,12 @@ def test_train_clips_cached_or_sought_are_the_same_pixels(dataset):
             assert a["clip"].shape == (3, 4, 48, 48) and a["label"] == b["label"] == i
             torch.testing.assert_close(a["clip"], b["clip"], rtol=0, atol=0)
     assert set(cached.cache) == {0, 1}
+
+
+def test_demo_verdict_weighs_the_gap_against_the_test_set_noise():
+    from mcl_fast.eval.demo_eval import verdict
+
+    assert verdict({"svm_top1": 0.90}, {"svm_top1": 0.50}, 100).startswith("pretrained beats random init by 40.0")
+    assert "within the noise" in verdict({"svm_top1": 0.55}, {"svm_top1": 0.50}, 100)
+    assert "beats" in verdict({"svm_top1": 0.55}, {"svm_top1": 0.50}, 10000)  # the same gap on 10k videos
+    assert "NOT better" in verdict({"svm_top1": 0.40}, {"svm_top1": 0.50}, 100)
