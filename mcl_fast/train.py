@@ -386,7 +386,8 @@ def _resume_state(out_dir: Path, resume: str | None, rank: int) -> dict | None:
 
 
 def _same_step_everywhere(step: int, runtime: Runtime, out_dir: Path) -> None:
-    if runtime.world == 1:  # every rank must resume from the same step (a shared output folder)
+    """Every rank must resume from the same step (the output folder is shared): raise otherwise."""
+    if runtime.world == 1:
         return
     s = torch.tensor([step, -step], device=runtime.device)
     torch.distributed.all_reduce(s, op=torch.distributed.ReduceOp.MAX)
