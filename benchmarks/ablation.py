@@ -11,7 +11,10 @@ video. In the cpu preset every video shares one scene (background, distractors, 
 
   supervised  the same backbone trained with labels (mcl_fast.eval.finetune, the trainer's loop):
               the ceiling of what this backbone and data allow
-  random init the untrained backbone
+  random init the untrained backbone (the same weights every pretraining seed starts from)
+  random init, BN statistics   the same, its BN running statistics measured on the training
+              clips (an untrained network's eval-mode BN normalises with mean 0, variance 1;
+              a pretrained one's with the data's statistics: this row separates the two effects)
   moco        MoCo, random clip and random crop (the baseline)
   +TA         motion-focused clip (T-motion above the median), random crop
   +TA+SA      motion-focused clip and crop (S-motion: the paper's sampling)
@@ -138,14 +141,12 @@ def supervised(work: Path, p: dict, seed: int, train_split, test_split, videos: 
     import torch
 
     from mcl_fast.checkpoint import load_backbone, load_checkpoint
-    from mcl_fast.eval.features import ClipSettings
     from mcl_fast.eval.finetune import FinetuneConfig, finetune
     from mcl_fast.models import build_backbone
 
     out = run_folder(work, p, "supervised", seed) / "finetuned.pt"
     if not out.is_file() or load_checkpoint(out)["finetune"].get("top1") is None:
-        settings = ClipSettings(num_clips=p["eval_clips"], clip_len=p["clip_len"], stride=p["stride"],
-                                crop_size=p["size"], short_side=min(p["height"], p["width"]))
+        settings = eval_settings(p)
         torch.manual_seed(seed)
         net = build_backbone(p["backbone"])
         config = {"model": {"backbone": p["backbone"]},
@@ -159,6 +160,13 @@ def supervised(work: Path, p: dict, seed: int, train_split, test_split, videos: 
     return backbone, float(load_checkpoint(out)["finetune"]["top1"])
 
 
+def eval_settings(p: dict):
+    from mcl_fast.eval.features import ClipSettings
+
+    return ClipSettings(num_clips=p["eval_clips"], clip_len=p["clip_len"], stride=p["stride"], crop_size=p["size"],
+                        short_side=min(p["height"], p["width"]))
+
+
 def cpu_seconds() -> float:
     """CPU seconds of this process and its finished children (the loaders' worker processes)."""
     import resource
@@ -168,12 +176,11 @@ def cpu_seconds() -> float:
 
 
 def evaluate(backbone, train_split, test_split, videos: Path, p: dict, cache: Path, key: str, progress: bool) -> dict:
-    from mcl_fast.eval.features import ClipSettings, split_features
+    from mcl_fast.eval.features import split_features
     from mcl_fast.eval.linear import linear_svm_top1
     from mcl_fast.eval.retrieval import recall_at_k
 
-    settings = ClipSettings(num_clips=p["eval_clips"], clip_len=p["clip_len"], stride=p["stride"],
-                            crop_size=p["size"], short_side=min(p["height"], p["width"]))
+    settings = eval_settings(p)
     kw = dict(checkpoint_hash=key, cache_dir=cache, progress=progress, batch_size=8 * p["eval_clips"], num_workers=2)
     tr_x, tr_y = split_features(backbone, train_split, videos, settings, **kw)
     te_x, te_y = split_features(backbone, test_split, videos, settings, **kw)
@@ -234,6 +241,7 @@ def main(argv=None) -> int:
 
     from mcl_fast.checkpoint import load_backbone
     from mcl_fast._io import atomic_write_json
+    from mcl_fast.eval.baselines import recalibrate_batchnorm
     from mcl_fast.eval.features import file_sha256
     from mcl_fast.models import build_backbone
 
@@ -259,7 +267,7 @@ def main(argv=None) -> int:
     print(f"dataset: {len(train_split)} train / {len(test_split)} test videos, classes {train_split.classes} "
           f"({time.perf_counter() - t_start:.0f} s)", flush=True)
 
-    rows: dict[str, list[dict]] = {"supervised": [], "random init": []}
+    rows: dict[str, list[dict]] = {"supervised": [], "random init": [], "random init, BN statistics": []}
     cache = work / "feature_cache"
     for seed in range(p["seeds"]):
         t0, c0 = time.perf_counter(), cpu_seconds()
@@ -275,6 +283,11 @@ def main(argv=None) -> int:
         net = build_backbone(p["backbone"])
         rows["random init"].append(evaluate(net, train_split, test_split, videos, p, cache,
                                             f"random-{p['backbone']}-{seed}", progress))
+        # The same weights (pretraining seed s starts from them too) with BN statistics of the data:
+        # eval-mode BN of an untrained network normalises with mean 0 / variance 1.
+        net = recalibrate_batchnorm(net, [videos / v for v in train_split.paths], eval_settings(p))
+        rows["random init, BN statistics"].append(evaluate(net, train_split, test_split, videos, p, cache,
+                                                           f"random-bn-{p['backbone']}-{seed}", progress))
     for variant in p["variants"]:
         rows[variant] = []
         for seed in range(p["seeds"]):

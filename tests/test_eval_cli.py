@@ -265,7 +265,7 @@ def test_demo_evaluation_step(checkpoint, tmp_path):
     result = run_demo_evaluation(checkpoint, data, tmp_path, num_clips=2, supervised_epochs=1, progress=False)
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["num_train"] == 8 and saved["num_test"] == 4
-    assert set(saved) >= {"pretrained", "random_init", "supervised", "verdict", "table"}
+    assert set(saved) >= {"pretrained", "random_init", "random_init_bn", "supervised", "verdict", "table"}
     assert saved["pretrained"]["r1"] == result["pretrained"]["r1"]
     # the fixture checkpoint holds a seed-0 random tiny backbone: the same features as "random init"
     assert saved["pretrained"]["svm_top1"] == saved["random_init"]["svm_top1"]
@@ -413,3 +413,24 @@ def test_demo_verdict_weighs_the_gap_against_the_test_set_noise():
     assert "within the noise" in verdict({"svm_top1": 0.55}, {"svm_top1": 0.50}, 100)
     assert "beats" in verdict({"svm_top1": 0.55}, {"svm_top1": 0.50}, 10000)  # the same gap on 10k videos
     assert "NOT better" in verdict({"svm_top1": 0.40}, {"svm_top1": 0.50}, 100)
+
+
+def test_recalibrate_batchnorm_measures_the_data_and_keeps_the_weights(dataset):
+    from mcl_fast.eval.baselines import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    net = build_backbone("tiny")
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    paths = [dataset / "moving/v1.mp4", dataset / "still/v2.mp4"]
+    settings = ClipSettings(num_clips=2, clip_len=4, stride=2, crop_size=48)
+    recalibrate_batchnorm(net, paths, settings, num_workers=0)
+    assert not net.training
+    for k, v in weights.items():
+        torch.testing.assert_close(net.state_dict()[k], v, rtol=0, atol=0)
+    bn = net.features[1]
+    assert not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))
+    # the first BN's mean: the conv's output averaged over the clips (one batch: exact)
+    clips = torch.from_numpy(np.stack([eval_clips(p, settings) for p in paths])).flatten(0, 1)
+    with torch.no_grad():
+        conv = net.features[0](clips)
+    torch.testing.assert_close(bn.running_mean, conv.mean((0, 2, 3, 4)), rtol=1e-4, atol=1e-5)
