@@ -12,8 +12,9 @@ fine-tuning runs too: SGD with momentum, linear warm-up then cosine to `min_lr` 
 option, fp32 on CPU); channels_last_3d; DDP (NCCL on GPU, gloo on CPU); optional torch.compile.
 `MoCo` returns logits and embeddings, `losses.MCLLoss` turns them into InfoNCE (+ MAL).
 Reported in the bar, TensorBoard and history.json: the losses, instance-discrimination
-acc1/acc5, the queue's mean pairwise cosine (queue_cos; a warning above
-`train.collapse_cosine`), embedding and feature std (`mcl_fast.diagnostics`), lr, clips/s.
+acc1/acc5 and batch_acc1 (among the step's own keys), the queue's and the keys' mean pairwise
+cosine, embedding and feature std (`mcl_fast.diagnostics`), lr, clips/s; a warning on collapse
+or on MoCo's freshness shortcut (`train.collapse_warning`, README "MoCo collapse").
 Atomic checkpoints every N steps and at each epoch's end; `--resume` continues exactly
 (weights, queue, optimiser, scaler, schedule, RNG states, loader position). Under torchrun's
 elastic restarts (`--max-restarts`), a restarted job resumes by itself.
