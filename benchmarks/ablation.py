@@ -167,6 +167,20 @@ def eval_settings(p: dict):
                         short_side=min(p["height"], p["width"]))
 
 
+def timing(run: Path, t0: float, c0: float) -> dict:
+    """{"train_s", "train_cpu_s"} of a run: measured now and kept in run/timing.json, or, for a
+    run reused from an earlier invocation (which took no time now), read back from that file."""
+    from mcl_fast._io import atomic_write_json
+
+    path = run / "timing.json"
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    if wall < 5 and path.is_file():
+        return json.loads(path.read_text())
+    times = {"train_s": wall, "train_cpu_s": cpu}
+    atomic_write_json(path, times)
+    return times
+
+
 def cpu_seconds() -> float:
     """CPU seconds of this process and its finished children (the loaders' worker processes)."""
     import resource
@@ -205,11 +219,15 @@ def summarize(rows: dict) -> list[dict]:
         r1 = np.array([r["r1"] for r in runs]) * 100
         table.append({"variant": name, "seeds": len(runs), "top1_mean": float(top1.mean()),
                       "top1_std": float(top1.std()), "r1_mean": float(r1.mean()), "r1_std": float(r1.std()),
-                      "train_s": float(np.mean([r.get("train_s", 0.0) for r in runs])),
-                      "train_cpu_s": float(np.mean([r.get("train_cpu_s", 0.0) for r in runs])),
+                      "train_s": float(np.mean([r.get("train_s") or np.nan for r in runs])),
+                      "train_cpu_s": float(np.mean([r.get("train_cpu_s") or np.nan for r in runs])),
                       "classifier_top1": (float(np.mean([r["classifier_top1"] for r in runs])) * 100
                                           if all("classifier_top1" in r for r in runs) else None)})
     return table
+
+
+def _seconds(value: float) -> str:
+    return "–" if not np.isfinite(value) else f"{value:.0f}"
 
 
 def format_table(table: list[dict], p: dict, preset: str) -> str:
@@ -220,7 +238,8 @@ def format_table(table: list[dict], p: dict, preset: str) -> str:
     for row in table:
         extra = f" (its classifier: {row['classifier_top1']:.1f})" if row.get("classifier_top1") is not None else ""
         lines.append(f"| {row['variant']} | {row['top1_mean']:.1f} ± {row['top1_std']:.1f}{extra} | "
-                     f"{row['r1_mean']:.1f} ± {row['r1_std']:.1f} | {row['train_s']:.0f} ({row['train_cpu_s']:.0f}) |")
+                     f"{row['r1_mean']:.1f} ± {row['r1_std']:.1f} | {_seconds(row['train_s'])} "
+                     f"({_seconds(row['train_cpu_s'])}) |")
     return "\n".join(lines)
 
 
@@ -272,7 +291,7 @@ def main(argv=None) -> int:
     for seed in range(p["seeds"]):
         t0, c0 = time.perf_counter(), cpu_seconds()
         net, classifier_top1 = supervised(work, p, seed, train_split, test_split, videos, progress)
-        result = {"seed": seed, "train_s": time.perf_counter() - t0, "train_cpu_s": cpu_seconds() - c0,
+        result = {"seed": seed, **timing(run_folder(work, p, "supervised", seed), t0, c0),
                   "classifier_top1": classifier_top1}
         result.update(evaluate(net, train_split, test_split, videos, p, cache, f"supervised-{seed}-"
                                f"{run_folder(work, p, 'supervised', seed).parent.parent.name}", progress))
@@ -293,14 +312,14 @@ def main(argv=None) -> int:
         for seed in range(p["seeds"]):
             t0, c0 = time.perf_counter(), cpu_seconds()
             ckpt = pretrain(work, p, variant, seed, train_split, progress)
-            elapsed, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+            times = timing(ckpt.parent, t0, c0)
             backbone, _ = load_backbone(ckpt)
             result = evaluate(backbone, train_split, test_split, videos, p, cache, file_sha256(ckpt), progress)
-            result.update(seed=seed, train_s=elapsed, train_cpu_s=cpu, checkpoint=str(ckpt),
-                          last=_last_row(ckpt.parent))
+            result.update(seed=seed, **times, checkpoint=str(ckpt), last=_last_row(ckpt.parent))
             rows[variant].append(result)
             print(f"{variant} seed {seed}: top-1 {100 * result['top1']:.1f} %  R@1 {100 * result['r1']:.1f} %  "
-                  f"(pretrain {elapsed:.0f} s, {cpu:.0f} CPU-s; last logged {result['last']})", flush=True)
+                  f"(pretrain {times['train_s']:.0f} s, {times['train_cpu_s']:.0f} CPU-s; last logged "
+                  f"{result['last']})", flush=True)
 
     table = summarize(rows)
     text = format_table(table, p, args.preset)
