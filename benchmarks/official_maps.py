@@ -8,7 +8,7 @@ and not timed. Timed per frame, single process, OpenCV on one thread:
 Also reports the stored 7x7 values (how many a uint8 would saturate) and the (4, 7, 7) MAL
 target of random query clips, in encoded units.
 
-    python benchmarks/official_maps.py [--frames 120] [--json PATH]
+    python benchmarks/official_maps.py [--frames 120] [--repeat 3] [--json PATH]
 """
 from __future__ import annotations
 
@@ -52,10 +52,17 @@ def bikes_flows(count: int, size) -> np.ndarray:
     return compute_flow(frames, "farneback")[:-1]
 
 
-def timed(fn):
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - t0, time.process_time() - c0
+def timed(fn, repeat: int):
+    """(result, wall s, CPU s), the fastest of `repeat` runs (the machine is shared: the minimum
+    is the least disturbed)."""
+    best = None
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if best is None or cpu < best[2]:
+            best = (out, wall, cpu)
+    return best
 
 
 def main(argv=None) -> int:
@@ -63,6 +70,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=120)
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each; the fastest is kept")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
@@ -80,8 +88,8 @@ def main(argv=None) -> int:
                 acc.add(f)
             return acc.finish()
 
-        _, paper_wall, paper_cpu = timed(paper)
-        (maps, starts, mags), off_wall, off_cpu = timed(official)
+        _, paper_wall, paper_cpu = timed(paper, args.repeat)
+        (maps, starts, mags), off_wall, off_cpu = timed(official, args.repeat)
         stored = frame_maps_to_uint8(maps)
         rng = np.random.default_rng(0)
         enc = encode_flow(flows)

@@ -144,6 +144,14 @@ def box_coverage(crops, motion_box) -> np.ndarray:
     return rows * cols
 
 
+def _coverage(y0: int, x0: int, h: int, w: int, motion_box) -> float:
+    """box_coverage of one crop in plain floats (the 40-position loop runs per sample)."""
+    by0, by1, bx0, bx1 = motion_box
+    rows = max(0.0, min(by1, y0 + h) - max(by0, y0)) / (by1 - by0)
+    cols = max(0.0, min(bx1, x0 + w) - max(bx0, x0)) / (bx1 - bx0)
+    return rows * cols
+
+
 def draw_crop_size(rng: np.random.Generator, height: int, width: int, scale=CROP_SCALE, ratio=CROP_RATIO,
                    tries: int = SIZE_TRIES):
     """(h, w) of the first of `tries` random sizes that fits the frame, or None.
@@ -212,7 +220,7 @@ def official_crop_box(cell_map, frame_hw, rng: np.random.Generator, *, top_cells
         for _ in range(position_tries):
             y0 = int(rng.integers(height - h + 1))
             x0 = int(rng.integers(width - w + 1))
-            cov = float(box_coverage([(y0, x0, h, w)], motion_box)[0])
+            cov = _coverage(y0, x0, h, w, motion_box)
             if cov >= coverage:
                 return y0, x0, h, w
             if cov > best_cov:

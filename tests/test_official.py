@@ -525,3 +525,13 @@ def test_crop_accepts_a_position_at_exactly_the_required_coverage():
     # none of the 40 reaches 0.9: the first of the best ((1, 0) and (0, 1) tie at 0.855)
     rng = ScriptedRng(uniform=[area, 0.0], integers=[0, 0, 1, 0, 0, 1] + [0, 0] * 37)  # 0.81, 0.855, 0.855, ...
     assert official_crop_box(m, (70, 70), rng) == (1, 0, 48, 48)  # the first 0.855
+
+
+def test_box_coverage_vectorised_equals_the_loop():
+    from mcl_fast.sampling_official import _coverage
+
+    gen = np.random.default_rng(9)
+    crops = np.stack([gen.integers(0, 200, 50), gen.integers(0, 300, 50), gen.integers(1, 240, 50),
+                      gen.integers(1, 320, 50)], axis=1)
+    mbox = (34.2857, 171.4286, 91.4286, 182.8571)
+    assert box_coverage(crops, mbox).tolist() == [_coverage(*map(int, c), mbox) for c in crops]
