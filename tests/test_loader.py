@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 pytest.importorskip("nvidia.dali")
 
@@ -16,17 +15,9 @@ from mcl_fast.data import MotionFocusedLoader, TorchVideoLoader  # noqa: E402
 from mcl_fast.data.augment import denormalize  # noqa: E402
 from mcl_fast.data.plan import Choice, crop_motion  # noqa: E402
 from mcl_fast.data.synthetic import make_video  # noqa: E402
-from videotools import decode_all, psnr  # noqa: E402
+from videotools import decode_all, psnr, reference_view  # noqa: E402
 
 CLIP = dict(clip_len=8, stride=2, size=32)  # tiny clips: the CI machine has two cores
-
-
-def reference_view(frames: np.ndarray, box, size: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> crop at box, bilinear antialiased resize (the loader's filter): (3, T, S, S)."""
-    y0, x0, h, w = box
-    crop = torch.from_numpy(frames[:, y0:y0 + h, x0:x0 + w]).permute(0, 3, 1, 2).float()
-    out = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out.permute(1, 0, 2, 3).numpy()
 
 
 @pytest.fixture(scope="module")
