@@ -164,7 +164,10 @@ def _read_by_seeking(path: str, index: FrameIndex, wanted: np.ndarray) -> dict |
         return None
     finally:
         container.close()
-    return got if len(got) == len(want) else None
+    if len(got) < len(want):  # the seek landed past a wanted frame: this container seeks loosely
+        _no_seek.add(_file_key(path))
+        return None
+    return got
 
 
 def _read_from_start(path: str, wanted: np.ndarray) -> dict:
