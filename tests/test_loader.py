@@ -161,6 +161,7 @@ def test_corrupt_and_truncated_files_are_skipped_and_reported_once(dataset, tmp_
         assert "Traceback" not in messages[0] and len(messages[0]) < 300
 
 
+@pytest.mark.filterwarnings("ignore:.*have no fingerprint")  # copies of unknown origin: a notice
 def test_store_video_mismatch_is_an_error_naming_the_videos(dataset, tmp_path):
     with pytest.raises(ValueError, match=r"missing: nope\.webm"):
         MotionFocusedLoader(dataset.names + ["nope.webm"], dataset.store, 2, device="cpu")

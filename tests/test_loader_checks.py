@@ -37,6 +37,7 @@ def test_other_footage_under_the_same_name_is_refused_unless_asked(dataset):
     assert len(list(ld)) == 3
 
 
+@pytest.mark.filterwarnings("ignore:.*have no fingerprint")  # the notice is checked once, below
 def test_a_store_from_before_fingerprints_loads_with_a_notice(dataset):
     index_path = dataset.root / "store" / "index.json"
     index = json.loads(index_path.read_text())
