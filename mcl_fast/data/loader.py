@@ -14,33 +14,36 @@ position). A DALI pipeline (pipeline.py) then decodes exactly those frames, crop
 augments and normalises. DALI prefetches: the source callback plans batches ahead.
 
 Bad input: a video that cannot be opened or decoded is replaced by another sample (drawn
-deterministically), counted in `num_replaced`, listed in `failures` (path -> reason) and
-reported once with a warning. Videos missing from the store, or whose frame count or aspect
-ratio disagrees with it, are an error at construction that names them. A file that is a resized
-copy of the store's source (`mcl-fast transcode --short-side`) is fine: boxes are chosen in
-source pixels and scaled to the file's, and `return_meta` boxes are in the file's pixels.
+deterministically), counted in `num_replaced` (samples replaced), listed in `failures`
+(path -> reason, the reason mcl_fast.video_io gives everywhere) and reported once in one line.
+At construction (checks.py), videos missing from the store (or that `prepare` rejected), files
+whose content, frame count or aspect ratio disagrees with the store, and an epoch with no batch
+are errors that name them; videos shorter than a clip are counted in one notice. A file that is
+a resized copy of the store's source (`mcl-fast transcode --short-side`) is fine: boxes are
+chosen in source pixels and scaled to the file's, and `return_meta` boxes are in the file's pixels.
 """
 from __future__ import annotations
 
 import logging
 import os
 import warnings
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from ..sampling import clip_span
+from ..video_io import VideoError, first_frame_problem, probe, read_frames
+from .checks import VideoPaths, check_videos, short_video_policy, uniform_scale
 from .plan import MotionSampler, Planner, SamplePlan, check_sampling, epoch_order, num_batches
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
-FRAME_COUNT_TOLERANCE = 2  # frames: containers may count an edit-list frame or two differently
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})  # what fn.decoders.video reads without a GPU
-PROBE_THREADS = 16  # threads opening containers at construction (I/O bound; bounded for file servers)
-PROBE_CHUNK = 4096  # paths submitted to the pool at once
-PROGRESS_MIN = 1000  # show a progress bar when checking more videos than this
+
+
+class UnsupportedCodec(ValueError):
+    """A video whose codec the chosen decoder cannot read (a setup error, not a bad file)."""
 
 
 def resolve_store(store):
@@ -55,147 +58,12 @@ def resolve_store(store):
     return store
 
 
-class VideoPaths:
-    """Where each store key's file is: store.video_path(v), or under video_root.
-
-    With video_root (e.g. the output of `mcl-fast transcode`), a key "a/b.mp4" maps to
-    video_root/a/b.mp4 if it exists, else to the same stem with another video extension
-    (a/b.webm after a VP9 transcode).
-    """
-
-    def __init__(self, store, video_root=None):
-        self.store, self.root = store, (Path(video_root) if video_root is not None else None)
-
-    def __call__(self, video: str) -> str:
-        if self.root is None:
-            return str(self.store.video_path(video))
-        path = self.root / video
-        if path.exists():
-            return str(path)
-        for ext in VIDEO_EXTENSIONS:
-            alt = path.with_suffix(ext)
-            if alt.exists():
-                return str(alt)
-        return str(path)
-
-
-def _list_problem(what: str, items: list[str], limit: int = 10) -> str:
-    shown = ", ".join(items[:limit])
-    more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return f"{len(items)} {what}: {shown}{more}"
-
-
-def _scan_one(path: str, verify: bool):
-    """(exists, header or None) of one file; the header only with verify and when it opens."""
-    if not os.path.isfile(path):
-        return False, None
-    if not verify:
-        return True, None
-    from .torch_loader import probe_header
-
-    try:
-        return True, probe_header(path)
-    except ValueError:
-        return True, None  # unreadable files are skipped at training time (replaced and reported)
-
-
-def scan_files(paths: Sequence[str], verify: bool, progress: bool | None = None) -> list:
-    """[(exists, header or None)] per path, in order, from a bounded thread pool.
-
-    Opening a container and reading its header is mostly waiting on the file system, which
-    threads overlap (PROBE_THREADS of them, bounded so a shared file server is not flooded). A tqdm bar is
-    shown when there are more than PROGRESS_MIN files (progress=None) or when progress=True.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
-    show = len(paths) > PROGRESS_MIN if progress is None else progress
-    threads = max(1, min(PROBE_THREADS, len(paths)))
-    with ThreadPoolExecutor(threads, thread_name_prefix="mcl-probe") as pool, \
-            tqdm(total=len(paths), unit="video", desc="checking videos" if verify else "finding videos",
-                 disable=not show, dynamic_ncols=True) as bar:
-        out = []
-        # map() keeps the input order; one chunk at a time bounds the futures alive at once.
-        for i in range(0, len(paths), PROBE_CHUNK):
-            for result in pool.map(lambda p: _scan_one(p, verify), paths[i:i + PROBE_CHUNK]):
-                out.append(result)
-                bar.update(1)
-    return out
-
-
-def _uniform_scale(src_hw, file_hw, tolerance: float = 2.0) -> bool:
-    """True when file_hw is src_hw resized with one scale factor, up to `tolerance` pixels per side
-    (transcode rounds each side, then makes it even)."""
-    (sh, sw), (fh, fw) = src_hw, file_hw
-    for s in (fh / sh, fw / sw):
-        if abs(sh * s - fh) <= tolerance and abs(sw * s - fw) <= tolerance:
-            return True
-    return False
-
-
-def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], verify: bool, codecs=None,
-                 progress: bool | None = None) -> dict:
-    """Construction-time check of the video list against the store; raises ValueError naming videos.
-
-    Always: every video is a store key and its file exists. With verify: the container's frame
-    count (header only, no decoding; from the duration for WebM) matches the store's num_frames,
-    its codec is one of `codecs` (when given), and its frame size is the store's (source) size
-    or that size uniformly scaled (a `--short-side` transcode); a different aspect ratio is an
-    error. Files are checked by a bounded thread pool (scan_files; a progress bar past
-    PROGRESS_MIN videos). Returns {video: (H, W)} of the files whose size differs from the
-    store's (their boxes are scaled to file pixels); headers that could not be read are left out.
-    """
-    if len(videos) == 0:
-        raise ValueError("the video list is empty")
-    known = set(store.videos)
-    missing = [v for v in videos if v not in known]
-    if missing:
-        raise ValueError(f"videos not in the motion store {getattr(store, 'path', store)}: "
-                         + _list_problem("missing", missing) + " (run `mcl-fast prepare` on them)")
-    files = [paths(v) for v in videos]
-    scanned = scan_files(files, verify, progress)
-    absent = [f for f, (exists, _) in zip(files, scanned) if not exists]
-    if absent:
-        raise ValueError("video files not found: " + _list_problem("missing", absent))
-    if not verify:
-        return {}
-    mismatched, wrong_codec, wrong_shape, resized = [], [], [], {}
-    for v, (_, meta) in zip(videos, scanned):
-        if meta is None:
-            continue
-        if codecs is not None and meta["codec"] not in codecs:
-            wrong_codec.append(f"{v} ({meta['codec']})")
-        info = store.info(v)
-        src_hw, file_hw = (int(info["height"]), int(info["width"])), (meta["height"], meta["width"])
-        if file_hw != src_hw and min(file_hw) > 0:
-            if _uniform_scale(src_hw, file_hw):
-                resized[v] = file_hw
-            else:
-                wrong_shape.append(f"{v} (file {file_hw[0]}x{file_hw[1]}, store {src_hw[0]}x{src_hw[1]})")
-        stored = int(info["num_frames"])
-        if meta["num_frames"] > 0:
-            count, tol = meta["num_frames"], FRAME_COUNT_TOLERANCE
-        elif meta["duration"] and meta["fps"] > 0:
-            count = int(round(meta["duration"] * meta["fps"]))
-            tol = FRAME_COUNT_TOLERANCE + int(0.1 * count)
-        else:
-            continue
-        if abs(count - stored) > tol:
-            mismatched.append(f"{v} (file {count} frames, store {stored})")
-    if wrong_codec:
-        raise ValueError("DALI's CPU decoder reads " + "/".join(sorted(codecs)) + " only: "
-                         + _list_problem("videos in another codec", wrong_codec)
-                         + "; re-encode them (`mcl-fast transcode --codec vp9`) or use device='gpu'")
-    if mismatched:
-        raise ValueError("the motion store does not match the videos: "
-                         + _list_problem("with a different frame count", mismatched)
-                         + "; rebuild the store for these files")
-    if wrong_shape:
-        raise ValueError("the motion store does not match the videos: "
-                         + _list_problem("with another aspect ratio than the store's source frames", wrong_shape)
-                         + " (crop boxes cannot be mapped onto them); rebuild the store for these files")
-    return resized
+def failure_reason(err: BaseException) -> str:
+    """One line saying why reading a video failed: a VideoError's reason, else the error's first line."""
+    if isinstance(err, VideoError):
+        return err.reason
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {first}"[:200]
 
 
 class LoaderBase:
@@ -205,24 +73,28 @@ class LoaderBase:
                  augment: bool = True, sampling: str = "motion", preset: str = "paper", seed: int = 0,
                  shard_id: int = 0, num_shards: int = 1, return_meta: bool = False, two_clips: bool = False,
                  sampler: Callable | None = None, motion_size=None, drop_last: bool = False, shuffle: bool = True,
-                 video_root=None, verify: bool = True):
+                 video_root=None, verify: bool = True, check_fingerprints: bool = True, min_frames: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if size < 8:
             raise ValueError(f"size must be >= 8 pixels, got {size}")
         check_sampling(sampling)  # checked even when a user sampler replaces it: a typo is never silent
         self.store = resolve_store(store)
-        self.videos = [str(v) for v in videos]
         self.batch_size, self.clip_len, self.stride, self.size = int(batch_size), int(clip_len), int(stride), int(size)
         self.augment, self.seed, self.return_meta, self.two_clips = bool(augment), int(seed), return_meta, two_clips
         self.shard_id, self.num_shards, self.drop_last, self.shuffle = int(shard_id), int(num_shards), drop_last, shuffle
         self.paths = VideoPaths(self.store, video_root)
         self.codecs = getattr(self, "codecs", None)  # codecs the decoder reads (None: any); set by subclasses
+        videos = [str(v) for v in videos]
         # (H, W) of files whose size differs from the store's source frames (resized transcodes);
         # without verify they are probed lazily, the first time a video is planned (file_size).
-        self._file_hw: dict[str, tuple[int, int] | None] = check_videos(self.videos, self.store, self.paths,
-                                                                        verify, self.codecs)
+        self._file_hw: dict[str, tuple[int, int] | None] = check_videos(
+            videos, self.store, self.paths, verify, self.codecs, video_root=video_root, fingerprints=check_fingerprints)
         self._verified = bool(verify)
+        # Short videos: kept and padded (listed in short_videos), or dropped under min_frames.
+        self.videos, self.short_videos, self.dropped_videos = short_video_policy(
+            videos, self.store, clip_span(self.clip_len, self.stride), min_frames)
+        self._check_batches()
         # motion target: T' = clip_len, H' = W' = size / 16 (7 at 112, 14 at 224); MAL pools it
         # to the feature map's shape anyway.
         self.motion_size = tuple(motion_size) if motion_size is not None else (self.clip_len, max(1, size // 16),
@@ -233,7 +105,7 @@ class LoaderBase:
         if sampler is not None and not callable(sampler):
             raise TypeError("sampler must be callable: sampler(maps, info, rng) -> plan.Choice")
         self.failures: dict[str, str] = {}  # path -> reason, each reported once
-        self.num_replaced = 0  # samples replaced because their video failed
+        self.num_replaced = 0  # samples whose video failed and was replaced by another
         self._good: set[str] = set()
         self.planner = Planner(self.store, self.videos, clip_len=self.clip_len, size=self.size, sampler=self.sampler,
                                augment=self.augment, motion_size=self.motion_size, seed=self.seed,
@@ -242,6 +114,18 @@ class LoaderBase:
         self._skip = 0
         epoch_order(len(self.videos), seed=self.seed, epoch=0, shard_id=self.shard_id,
                     num_shards=self.num_shards, drop_last=drop_last)  # validates the sharding now
+
+    def _check_batches(self) -> None:
+        """ValueError when an epoch would have no batch (drop_last with too few videos per shard)."""
+        if self.num_shards < 1:
+            raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
+        n = len(self.videos)
+        per_shard = n // self.num_shards if self.drop_last else -(-n // self.num_shards)
+        if per_shard < self.batch_size and self.drop_last:
+            raise ValueError(f"an epoch would have no batch: {n} videos over {self.num_shards} shard(s) leave "
+                             f"{per_shard} per shard, fewer than batch_size={self.batch_size}, and drop_last=True "
+                             "drops the incomplete batch; lower batch_size or the shard count, add videos, "
+                             "or pass drop_last=False")
 
     # -- epochs ------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -286,18 +170,16 @@ class LoaderBase:
         ratio raises ValueError naming the video."""
         if self._verified or video in self._file_hw:
             return self._file_hw.get(video)
-        from .torch_loader import probe_header
-
         info, path = self.store.info(video), self.paths(video)
         src_hw = (int(info["height"]), int(info["width"]))
         try:
-            meta = probe_header(path)
-        except ValueError:
+            meta = probe(path)
+        except VideoError:
             return None  # is_bad already let it through; a failing decode replaces it later
         file_hw = (meta["height"], meta["width"])
         if file_hw == src_hw or min(file_hw) <= 0:
             self._file_hw[video] = None
-        elif _uniform_scale(src_hw, file_hw):
+        elif uniform_scale(src_hw, file_hw):
             self._file_hw[video] = file_hw
         else:
             raise ValueError(f"the motion store does not match {path}: the file is {file_hw[0]}x{file_hw[1]}, the "
@@ -306,19 +188,34 @@ class LoaderBase:
 
     # -- bad input ---------------------------------------------------------------------------
     def is_bad(self, path: str) -> str | None:
-        """Reason `path` cannot be used, or None. Checked once per file (open + first frame)."""
+        """Reason `path` cannot be used, or None. Checked once per file: it opens, its codec is one
+        the decoder reads (else UnsupportedCodec: a setup error) and its first frame decodes."""
         if path in self.failures:
             return self.failures[path]
         if path in self._good:
             return None
-        reason = probe_video(path, self.codecs)
+        reason = self._codec_problem(path) or first_frame_problem(path)
         if reason is None:
             self._good.add(path)
             return None
         self.report_failure(path, reason)
         return reason
 
+    def _codec_problem(self, path: str) -> str | None:
+        if self.codecs is None:
+            return None
+        try:
+            codec = probe(path)["codec"]
+        except VideoError as err:
+            return err.reason
+        if codec not in self.codecs:
+            raise UnsupportedCodec(f"{path}: codec {codec} cannot be decoded here (this decoder reads "
+                                   f"{', '.join(sorted(self.codecs))}); re-encode with `mcl-fast transcode --codec vp9`"
+                                   " or use device='gpu' / TorchVideoLoader")
+        return None
+
     def report_failure(self, path: str, reason: str) -> None:
+        """Record that `path` failed (one line: the file and why; reported once per file)."""
         if path not in self.failures:
             self.failures[path] = reason
             self._good.discard(path)
@@ -329,9 +226,9 @@ class LoaderBase:
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
     def count_replacements(self, plans: Sequence[SamplePlan]) -> None:
-        """Count (and report) the replacements in plans that are being handed out."""
+        """Count the samples replaced in plans being handed out, and report each bad file once."""
         for plan in plans:
-            self.num_replaced += len(plan.failures)
+            self.num_replaced += bool(plan.failures)
             for path, reason in plan.failures:
                 self.report_failure(path, reason)
 
@@ -360,14 +257,6 @@ def meta_fields(plans: Sequence[SamplePlan], two_clips: bool) -> dict:
     return out
 
 
-def probe_video(path: str, codecs=None) -> str | None:
-    """None if the file opens and its first frame decodes (PyAV, strict error checks), else why not.
-    A codec outside `codecs` raises torch_loader.UnsupportedCodec."""
-    from .torch_loader import probe_video as _probe
-
-    return _probe(path, codecs)
-
-
 # --------------------------------------------------------------------------------- the loader
 
 
@@ -392,11 +281,17 @@ class MotionFocusedLoader(LoaderBase):
     video_root: read the files from here instead of the store's root (a transcoded copy). A copy
     resized by `mcl-fast transcode --short-side` works: boxes are chosen in the store's source
     pixels and scaled to the file's (a copy with another aspect ratio is an error).
-    verify: at construction, check each file's frame count and frame size (container header)
-    against the store and, on the CPU, that its codec is one DALI's CPU decoder reads. The headers
-    are read by PROBE_THREADS threads, with a progress bar past PROGRESS_MIN videos; every rank
+    verify: at construction, check each file against the store (checks.check_videos): its content
+    fingerprint is the one the maps were made from (check_fingerprints=False opts out: use files
+    that changed since), its frame count (where the container declares one) and frame size agree,
+    and, on the CPU, its codec is one DALI's CPU decoder reads. The files are read by
+    checks.PROBE_THREADS threads, with a progress bar past checks.PROGRESS_MIN videos; every rank
     does it, so with ~1M videos verify once (e.g. on rank 0, or in a smoke run) and pass
     verify=False elsewhere: sizes are then read lazily, the first time each video is planned.
+    min_frames: videos shorter than a clip ((clip_len - 1) * stride + 1 frames) are kept and their
+    last frame repeats (counted in one notice, listed in `short_videos`); min_frames=N drops the
+    videos shorter than N frames instead (listed in `dropped_videos`; `videos` and `index` then
+    refer to the videos kept).
     num_threads, prefetch: DALI worker threads and prefetch depth (batches).
     """
 
@@ -405,6 +300,7 @@ class MotionFocusedLoader(LoaderBase):
                  seed: int = 0, shard_id: int = 0, num_shards: int = 1, return_meta: bool = False,
                  two_clips: bool = False, sampler: Callable | None = None, motion_size=None,
                  drop_last: bool = False, shuffle: bool = True, video_root=None, verify: bool = True,
+                 check_fingerprints: bool = True, min_frames: int | None = None,
                  num_threads: int = 4, prefetch: int = 2, device_id: int | None = None):
         from mcl_fast._backend import has_gpu, require_dali
 
@@ -418,7 +314,8 @@ class MotionFocusedLoader(LoaderBase):
         super().__init__(videos, store, batch_size, clip_len=clip_len, stride=stride, size=size, augment=augment,
                          sampling=sampling, preset=preset, seed=seed, shard_id=shard_id, num_shards=num_shards,
                          return_meta=return_meta, two_clips=two_clips, sampler=sampler, motion_size=motion_size,
-                         drop_last=drop_last, shuffle=shuffle, video_root=video_root, verify=verify)
+                         drop_last=drop_last, shuffle=shuffle, video_root=video_root, verify=verify,
+                         check_fingerprints=check_fingerprints, min_frames=min_frames)
         self.device, self.num_threads, self.prefetch, self.device_id = device, int(num_threads), int(prefetch), device_id
         self._pipe = None
         self._feed: _Feeder | None = None
@@ -481,22 +378,22 @@ class MotionFocusedLoader(LoaderBase):
         """A batch failed inside DALI: decode the samples of the batches in flight with PyAV to find
         the bad files, mark them, rebuild the pipeline and restart feeding at `batch_no` (its plans
         now replace those files)."""
-        from .torch_loader import read_frames_at
-
         culprits = {}
         for number in sorted(k for k in self._feed.served if k >= batch_no):
             for plan in self._feed.served[number]:
                 if plan.path in culprits:
                     continue
                 try:
-                    read_frames_at(plan.path, np.unique(np.concatenate([plan.query.frames, plan.key.frames])))
+                    read_frames(plan.path, np.concatenate([plan.query.frames, plan.key.frames]),
+                                num_frames=int(self.store.info(plan.video)["num_frames"]))
                 except Exception as exc:  # noqa: BLE001 (any failure marks the file)
-                    culprits[plan.path] = f"decode failed ({exc})"
+                    culprits[plan.path] = failure_reason(exc)
         if not culprits:
             raise RuntimeError(f"the DALI pipeline failed on batch {batch_no} and no video in it fails to "
                                f"decode with PyAV: {err}") from err
+        log.debug("DALI failed on batch %d (files %s)", batch_no, ", ".join(culprits), exc_info=err)
         for path, reason in culprits.items():
-            self.report_failure(path, f"{reason}; DALI: {' '.join(str(err).split())[:300]}")
+            self.report_failure(path, reason)
         self._feed.restart(batch_no)
         self._build()
 

@@ -20,8 +20,8 @@ import functools
 import numpy as np
 
 from .._backend import has_gpu, require_cupy, require_dali
-from ..motion.decode import VideoError, probe, target_size
 from ..motion.store import VideoMaps
+from ..video_io import VideoError, frame_index, probe, target_size
 
 DEFAULT_CHUNK_FRAMES = 128
 
@@ -39,14 +39,7 @@ def require_gpu_stack() -> None:
 
 def count_frames(path: str) -> int:
     """Video packets in the container (= frames for every codec prepare accepts), without decoding."""
-    import av
-
-    try:
-        with av.open(path, metadata_errors="ignore") as container:
-            stream = container.streams.video[0]
-            return sum(1 for packet in container.demux(stream) if packet.size)
-    except (av.FFmpegError, OSError, IndexError) as exc:
-        raise VideoError(path, f"cannot read the video's packets: {exc}") from None
+    return len(frame_index(path))
 
 
 class _ChunkSource:
@@ -117,9 +110,12 @@ def compute_video_maps_gpu(path, *, flow: str = "tvl1", size: int = 128, map_dow
     path = str(path)
     info = probe(path)  # VideoError for missing/unreadable/non-video files, with the reason
     num_frames = count_frames(path)
-    if num_frames < 2:
-        raise VideoError(path, f"too short: {num_frames} frame(s); motion needs at least 2")
+    if num_frames == 0:
+        raise VideoError(path, "corrupt: no frame decodes")
     out_hw = target_size(info["height"], info["width"], size)
+    if num_frames == 1:  # nothing moves in a single frame (the CPU path's rule)
+        return VideoMaps.without_motion(1, (out_hw[0] // map_downsample, out_hw[1] // map_downsample),
+                                        fps=info["fps"], height=info["height"], width=info["width"])
     device_id = cp.cuda.runtime.getDevice() if device_id is None else int(device_id)
     encoded = np.fromfile(path, dtype=np.uint8)
 

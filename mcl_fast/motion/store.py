@@ -8,7 +8,11 @@ A store is a folder:
      "flow": "tvl1", "size": 128, "map_downsample": 4, "map_dtype": "uint8",
      "videos": {"a/v1.avi": {"num_frames": 150, "fps": 25.0, "height": 240, "width": 320,
                              "map_height": 32, "map_width": 42, "shard": 0, "offset": 0,
-                             "scale": 3.71}}}
+                             "scale": 3.71, "fingerprint": "s3b64k:1048576:9f0c..."}}}
+
+  ``fingerprint`` (mcl_fast.video_io.file_fingerprint of the source file) is absent from
+  entries written before it was recorded: such a store still reads, and the loaders then
+  compare frame count and size only.
 
 - ``shard-00000.bin``, ``shard-00001.bin``, ...: the raw uint8 maps of many videos, one after
   another (C order, (num_frames, map_height, map_width) each); a new shard starts once one
@@ -45,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write_json, fsync_path
+from ..video_io import target_size
 
 FORMAT = "mcl_fast.motion_store"
 VERSION = 1
@@ -99,7 +104,8 @@ class VideoMaps:
 
     num_frames: frames decoded (= len(maps_u8): the last frame repeats the map before it);
     fps; height, width: the source frame size; maps_u8: (num_frames, map_h, map_w) uint8;
-    scale: dequantised maps are maps_u8 * scale / 255, within `max_abs_error` = scale / 510.
+    scale: dequantised maps are maps_u8 * scale / 255, within `max_abs_error` = scale / 510;
+    fingerprint: the source file's content fingerprint (None: unknown).
     """
 
     num_frames: int
@@ -108,12 +114,21 @@ class VideoMaps:
     width: int
     maps_u8: np.ndarray
     scale: float
+    fingerprint: str | None = None
 
     @classmethod
-    def from_maps(cls, maps, *, fps: float, height: int, width: int) -> "VideoMaps":
+    def from_maps(cls, maps, *, fps: float, height: int, width: int, fingerprint: str | None = None) -> "VideoMaps":
         """Quantise (N, h, w) float maps (one per frame) with `quantize_maps`."""
         q, scale = quantize_maps(maps)
-        return cls(num_frames=len(q), fps=float(fps), height=int(height), width=int(width), maps_u8=q, scale=scale)
+        return cls(num_frames=len(q), fps=float(fps), height=int(height), width=int(width), maps_u8=q, scale=scale,
+                   fingerprint=fingerprint)
+
+    @classmethod
+    def without_motion(cls, num_frames: int, map_shape, *, fps: float, height: int, width: int,
+                       fingerprint: str | None = None) -> "VideoMaps":
+        """All-zero maps: a video too short for optical flow (one frame) has no motion."""
+        return cls.from_maps(np.zeros((int(num_frames), *map_shape), np.float32), fps=fps, height=height,
+                             width=width, fingerprint=fingerprint)
 
     @property
     def map_height(self) -> int:
@@ -427,6 +442,8 @@ class StoreWriter:
         entry = {"num_frames": int(maps.num_frames), "fps": float(maps.fps), "height": int(maps.height),
                  "width": int(maps.width), "map_height": int(q.shape[1]), "map_width": int(q.shape[2]),
                  "shard": self._cur, "offset": self._cur_size, "scale": float(maps.scale)}
+        if maps.fingerprint is not None:
+            entry["fingerprint"] = str(maps.fingerprint)
         self._journal({"op": "video", "path": relpath, "entry": entry})
         self._cur_size += q.nbytes
         self.videos[relpath] = entry
@@ -523,8 +540,12 @@ class MotionStore:
 
     def info(self, video: str) -> dict:
         """The index entry: num_frames, fps, height, width (source frames), map_height,
-        map_width, shard, offset, scale."""
+        map_width, shard, offset, scale, and fingerprint when the store recorded it."""
         return dict(self._entry(video))
+
+    def fingerprint(self, video: str) -> str | None:
+        """The content fingerprint of the file the maps were made from (None in older stores)."""
+        return self._entry(video).get("fingerprint")
 
     def video_path(self, video: str) -> str:
         """Absolute path of the video file."""
@@ -545,8 +566,6 @@ class MotionStore:
         short side `size`; the rows/columns the block mean drops at the far edge are not covered,
         so this is not map_height / height.
         """
-        from .decode import target_size
-
         e = self._entry(video)
         th, tw = target_size(int(e["height"]), int(e["width"]), self.size)
         f = self.map_downsample
