@@ -111,13 +111,25 @@ def draw_boxes(rng: np.random.Generator, n: int, height: int, width: int,
 
     Area is U(scale)·H·W, aspect w/h log-uniform in `ratio`; sides are clipped to the frame.
     """
-    area = rng.uniform(scale[0], scale[1], n) * height * width
-    aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]), n))
+    area_frac = rng.uniform(scale[0], scale[1], n)
+    log_aspect = rng.uniform(np.log(ratio[0]), np.log(ratio[1]), n)
+    return boxes_from_draws(area_frac, log_aspect, rng.random(n), rng.random(n), height, width)
+
+
+def boxes_from_draws(area_frac, log_aspect, y_u, x_u, height, width) -> np.ndarray:
+    """draw_boxes' arithmetic on its four draws: (..., 4) int64 (y0, x0, h, w).
+
+    area_frac ~ U(scale), log_aspect ~ U(log ratio), y_u, x_u ~ U[0, 1): arrays of one shape;
+    height, width: ints or arrays broadcasting with them (one frame size per box). The batched
+    planner draws the numbers of many samples first and turns them into boxes in one call.
+    """
+    area = area_frac * height * width
+    aspect = np.exp(log_aspect)
     w = np.clip(np.rint(np.sqrt(area * aspect)), 1, width).astype(np.int64)
     h = np.clip(np.rint(np.sqrt(area / aspect)), 1, height).astype(np.int64)
-    y0 = np.floor(rng.random(n) * (height - h + 1)).astype(np.int64)
-    x0 = np.floor(rng.random(n) * (width - w + 1)).astype(np.int64)
-    return np.stack([y0, x0, h, w], axis=1)
+    y0 = np.floor(y_u * (height - h + 1)).astype(np.int64)
+    x0 = np.floor(x_u * (width - w + 1)).astype(np.int64)
+    return np.stack([y0, x0, h, w], axis=-1)
 
 
 def hot_mask(m_s, percentile: float = 90.0) -> np.ndarray:
@@ -146,6 +158,43 @@ def select_box_index(m_s, boxes, percentile: float = 90.0, coverage: float = 0.8
     counts = box_counts(mask, boxes)
     ok = np.flatnonzero(counts >= coverage * total)
     return int(ok[0]) if len(ok) else int(np.argmax(counts))  # argmax: the first of the maxima
+
+
+def select_box_index_batch(maps, boxes, percentile: float = 90.0, coverage: float = 0.8, *,
+                           map_index=None) -> np.ndarray:
+    """(E,) int64: select_box_index(maps[map_index[e]], boxes[e], percentile, coverage) for each e.
+
+    maps: (G, H, W) float; boxes: (E, K, 4) int (y0, x0, h, w) inside the maps; map_index (E,)
+    the map each set of boxes is judged on (default: E = G, set e on map e; several sets may share
+    a map, whose percentile is then computed once). The percentiles, hot masks and summed-area
+    tables of the whole batch are single NumPy calls (the thresholds are numpy.percentile's, bit
+    for bit). CuPy maps without map_index run the GPU kernel (mcl_fast.gpu.sampling).
+    """
+    if is_cupy_array(maps) and map_index is None:
+        return _gpu().select_box_index_batch(maps, boxes, percentile, coverage)
+    maps = np.asarray(maps)
+    boxes = np.asarray(boxes, np.int64)
+    g = len(maps)
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    thr = np.percentile(maps, percentile, axis=(1, 2))
+    mask = maps > thr.reshape(g, 1, 1)  # the dtype numpy.percentile gives, as select_box_index compares
+    total = mask.sum(axis=(1, 2))
+    # summed-area tables, built (G, W, H)-major: numpy's cumsum is fast along a middle axis and slow
+    # along a short last one
+    cols = np.ascontiguousarray(np.cumsum(mask, axis=1, dtype=np.int32).transpose(0, 2, 1))  # (G, W, H)
+    sat_t = np.zeros((g, maps.shape[2] + 1, maps.shape[1] + 1), np.int32)
+    np.cumsum(cols, axis=1, out=sat_t[:, 1:, 1:])
+    sat = sat_t.transpose(0, 2, 1)  # (G, H + 1, W + 1) view
+    row = (np.arange(g) if map_index is None else np.asarray(map_index, np.int64))[:, None]
+    total = total[row[:, 0]]
+    y0, x0, h, w = (boxes[:, :, i] for i in range(4))
+    y1, x1 = y0 + h, x0 + w
+    counts = sat[row, y1, x1] - sat[row, y0, x1] - sat[row, y1, x0] + sat[row, y0, x0]  # (E, K)
+    ok = counts >= coverage * total[:, None]
+    first_ok = np.argmax(ok, axis=1)
+    pick = np.where(ok.any(axis=1), first_ok, np.argmax(counts, axis=1))  # argmax: the first of the maxima
+    return np.where(total == 0, 0, pick).astype(np.int64)
 
 
 def select_box(m_s, boxes, percentile: float = 90.0, coverage: float = 0.8):
