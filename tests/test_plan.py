@@ -6,6 +6,7 @@ import pytest
 
 from mcl_fast import sampling
 from mcl_fast.data import plan as P
+from mcl_fast.data.planner import Planner
 
 
 class FakeStore:
@@ -329,7 +330,7 @@ def test_crop_motion_crops_resizes_and_flips():
 def _planner(store, **kw):
     args = dict(clip_len=8, size=32, sampler=P.MotionSampler(8, 2), augment=True, motion_size=(8, 2, 2), seed=7)
     args.update(kw)
-    return P.Planner(store, store.videos, **args)
+    return Planner(store, store.videos, **args)
 
 
 def test_planner_is_deterministic_per_position():

@@ -18,7 +18,7 @@ from mcl_fast.data.loader import UnsupportedCodec
 from mcl_fast.video_io import first_frame_problem, read_frames
 from videotools import decode_all, psnr
 
-CLIP = dict(clip_len=8, stride=2, size=32)
+CLIP = dict(clip_len=8, stride=2, size=32, drop_last=False)  # every video each epoch (the default drops a partial batch)
 
 
 @pytest.fixture(scope="module")
