@@ -270,13 +270,18 @@ class Planner:
     def _clip_maps(self, names, entries, frames: np.ndarray) -> "_ClipMaps":
         """The maps of each sample's clip frames (B, T), as the store keeps them (see _ClipMaps)."""
         if all(e.lut is not None for e in entries):
-            raw = []
-            for i, video in enumerate(names):
-                q = np.asarray(self.store.read_quantized(video))
-                entries[i].set_map_hw(q.shape[1:])
-                raw.append(q[np.minimum(frames[i], len(q) - 1)])
-            return _ClipMaps(raw, np.array([e.lut[1] for e in entries], np.float32))
-        return _ClipMaps([self._maps(names[i], entries[i], frames[i]) for i in range(len(names))], None)
+            stores = [np.asarray(self.store.read_quantized(video)) for video in names]  # memory-mapped, no copy
+            groups = {}
+            for shape, members in _groups_by_shape([q[0] for q in stores]).items():
+                stack = np.empty((len(members), frames.shape[1]) + shape, np.uint8)  # gathered straight into place
+                for row, i in enumerate(members):
+                    entries[i].set_map_hw(shape)
+                    np.take(stores[i], np.minimum(frames[i], len(stores[i]) - 1), axis=0, out=stack[row])
+                groups[shape] = (members, stack)
+            return _ClipMaps(groups, np.array([e.lut[1] for e in entries], np.float32), len(names))
+        maps = [self._maps(names[i], entries[i], frames[i]) for i in range(len(names))]
+        return _ClipMaps({shape: (members, np.stack([maps[i] for i in members]))
+                          for shape, members in _groups_by_shape(maps).items()}, None, len(names))
 
     def _boxes(self, views, draws: "_Draws", entries, clip_maps, select) -> np.ndarray:
         """(V, B, 4) int64 boxes (y0, x0, h, w) in source pixels."""
@@ -310,12 +315,10 @@ class Planner:
         b = len(entries)
         clips_used = sorted({views[j].clip for j in motion_views})
         m_s = {c: clip_maps[c].mean_over_frames() for c in clips_used}  # clip -> [(h, w) float32 per sample]
-        k = cfg.num_candidates
-        # per candidate: its sample's map size and cells per pixel (boxes_to_map broadcasts them)
-        map_h, map_w, sy, sx = (np.repeat(np.array(col), k) for col in
+        # per sample: its map size and cells per pixel, (B, 1) to broadcast over its K candidates
+        map_h, map_w, sy, sx = (np.array(col)[:, None] for col in
                                 zip(*((e.map_hw[0], e.map_hw[1], e.cells[0], e.cells[1]) for e in entries)))
-        judged = {j: reference.boxes_to_map(candidates[j].reshape(-1, 4), None, (map_h, map_w), (sy, sx)).reshape(b, k, 4)
-                  for j in motion_views}
+        judged = {j: reference.boxes_to_map(candidates[j], None, (map_h, map_w), (sy, sx)) for j in motion_views}
         if select is not None:  # the caller's batched step (the GPU kernel), on per-sample proposals
             proposals = [{"m_s": np.stack([m_s[views[j].clip][i] for j in motion_views]),
                           "judged": np.stack([judged[j][i] for j in motion_views])} for i in range(b)]
@@ -468,19 +471,14 @@ class _Draws:
         self.aug = np.zeros((b, len(views), 9))
         self.orders = np.zeros((b, len(views), 4), np.int64)
         self._doubles = 4 * sum(self.counts) + 8
+        self.doubles = np.zeros((b, self._doubles)) if raw else None
         self.augs = [v.aug if v.aug is not None else _NO_AUG for v in views]
         self.boxes: dict = {}
 
     def draw(self, rng, i: int) -> None:
         views, aug, orders = self.views, self.aug[i], self.orders[i]
         if self.raw:
-            u = rng.random(self._doubles)
-            at = 0
-            for j in self.box_views:
-                m = 4 * self.counts[j]
-                self.box_u[j][i] = u[at:at + m].reshape(4, -1)
-                at += m
-            aug[0, :8] = u[at:]
+            self.doubles[i] = rng.random(self._doubles)  # split into boxes and view 0's draws in finish()
             last = len(views) - 1
             for j in range(len(views)):
                 orders[j] = rng.permutation(4)
@@ -510,6 +508,13 @@ class _Draws:
 
     def finish(self) -> None:
         """Map raw doubles to values (uniform's formula), the whole batch at once."""
+        if self.raw:
+            at = 0
+            for j in self.box_views:
+                m = 4 * self.counts[j]
+                self.box_u[j] = self.doubles[:, at:at + m].reshape(-1, 4, self.counts[j])
+                at += m
+            self.aug[:, 0, :8] = self.doubles[:, at:]
         for j in self.box_views:
             v, u = self.views[j], self.box_u[j]
             if self.raw:
@@ -541,27 +546,29 @@ def _groups_by_shape(arrays) -> dict[tuple, list[int]]:
 
 
 class _ClipMaps:
-    """The maps of one clip of every sample of a batch: raw[i] (T, h, w) as the store keeps them
-    (uint8 levels, dequantised as the store does: float32 level * scale[i], scale = max / 255;
-    or float32 maps when scale is None)."""
+    """The maps of one clip of every sample of a batch, as the store keeps them: uint8 levels,
+    dequantised as the store does (float32 level * scale[i], scale = max / 255), or float32 maps
+    when scale is None. groups: {map shape: (sample indices, (G, T, h, w) stack)}."""
 
-    def __init__(self, raw: list[np.ndarray], scale: np.ndarray | None):
-        self.raw, self.scale = raw, scale
+    def __init__(self, groups: dict, scale: np.ndarray | None, count: int):
+        self.groups, self.scale = groups, scale
+        self.where = [None] * count  # sample -> (stack, row)
+        for members, stack in groups.values():
+            for row, i in enumerate(members):
+                self.where[i] = (stack, row)
 
     def __len__(self) -> int:
-        return len(self.raw)
+        return len(self.where)
 
     def mean_over_frames(self) -> list[np.ndarray]:
         """[(h, w)] float32: maps[frames].mean(axis=0) of the dequantised maps, bit for bit (the same
         float32 products summed frame after frame, then divided by T), one map shape at a time."""
-        out: list = [None] * len(self.raw)
-        for members in _groups_by_shape(self.raw).values():
-            stack = np.stack([self.raw[i] for i in members])  # (G, T, h, w)
+        out: list = [None] * len(self.where)
+        for members, stack in self.groups.values():
             if self.scale is None:
                 means = stack.mean(axis=1)
             else:
-                maps = stack.astype(np.float32)
-                maps *= self.scale[members].reshape(-1, 1, 1, 1)
+                maps = np.multiply(stack, self.scale[members].reshape(-1, 1, 1, 1), dtype=np.float32)
                 means = np.add.reduce(maps, axis=1) / np.float32(stack.shape[1])  # what mean(axis=0) does per map
             for row, i in enumerate(members):
                 out[i] = means[row]
@@ -571,7 +578,8 @@ class _ClipMaps:
         """The motion target of sample i: its maps under cells (y0, x0, h, w), adaptive-average
         pooled to out_size (batchplan.adaptive_avg_pool; the dequantising scale applied after)."""
         y0, x0, h, w = cells
-        return adaptive_avg_pool(self.raw[i][:, y0:y0 + h, x0:x0 + w], out_size,
+        stack, row = self.where[i]
+        return adaptive_avg_pool(stack[row, :, y0:y0 + h, x0:x0 + w], out_size,
                                  None if self.scale is None else self.scale[i])
 
 

@@ -37,7 +37,33 @@ def read_frames_decord(path: str, indices, num_frames: int | None = None) -> np.
     return reader.get_batch(list(np.asarray(indices, np.int64))).asnumpy()
 
 
-DECODERS = {"pyav": read_frames, "decord": read_frames_decord}
+def read_frames_torchcodec(path: str, indices, num_frames: int | None = None) -> np.ndarray:
+    """video_io.read_frames with torchcodec (optional; needs FFmpeg's shared libraries); num_frames is unused."""
+    from torchcodec.decoders import VideoDecoder
+
+    frames = VideoDecoder(str(path), seek_mode="exact").get_frames_at([int(i) for i in indices]).data  # (N, 3, H, W)
+    return frames.permute(0, 2, 3, 1).numpy()
+
+
+DECODERS = {"pyav": read_frames, "decord": read_frames_decord, "torchcodec": read_frames_torchcodec}
+_MODULES = {"decord": "decord", "torchcodec": "torchcodec.decoders"}
+
+
+def decoder_problem(decoder: str) -> str | None:
+    """Why `decoder` cannot run here (its package is missing or does not load), or None."""
+    if decoder not in _MODULES:
+        return None
+    try:
+        __import__(_MODULES[decoder])
+    except Exception as err:  # noqa: BLE001 (torchcodec raises RuntimeError when FFmpeg's libraries are missing)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"decoder={decoder!r} needs {decoder} (pip install {decoder}): {first}"[:300]
+    return None
+
+
+def available_decoders() -> list[str]:
+    """The DECODERS that run here."""
+    return [d for d in DECODERS if decoder_problem(d) is None]
 
 
 # ------------------------------------------------------------------------------------ dataset
@@ -116,7 +142,8 @@ class TorchVideoLoader(LoaderBase):
     """Same options and outputs as MotionFocusedLoader (options.LoaderOptions), plus:
 
     num_workers: DataLoader worker processes (0: decode in the main process); they persist across
-    epochs. decoder: "pyav" (default) or "decord". device: where the tensors go ("cpu" or
+    epochs. decoder: "pyav" (default), "decord" or "torchcodec" (each installed separately;
+    available_decoders() lists those that run here). device: where the tensors go ("cpu" or
     "cuda"). pin_memory, prefetch_factor: passed to the DataLoader.
     """
 
@@ -124,11 +151,9 @@ class TorchVideoLoader(LoaderBase):
                  device: str = "cpu", pin_memory: bool = False, prefetch_factor: int = 2, **options):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
-        if decoder == "decord":
-            try:
-                import decord  # noqa: F401
-            except ImportError:
-                raise ImportError("decoder='decord' needs decord: pip install decord") from None
+        problem = decoder_problem(decoder)
+        if problem:
+            raise ImportError(problem)
         super().__init__(videos, store, batch_size, LoaderOptions.from_kwargs("TorchVideoLoader", options))
         self.num_workers, self.decoder, self.device = int(num_workers), decoder, torch.device(device)
         self.pin_memory, self.prefetch_factor = pin_memory, int(prefetch_factor)
@@ -160,4 +185,4 @@ class TorchVideoLoader(LoaderBase):
         return state
 
 
-__all__ = ["TorchVideoLoader", "render_plan", "DECODERS", "PLAN_CHUNK"]
+__all__ = ["TorchVideoLoader", "render_plan", "DECODERS", "available_decoders", "decoder_problem", "PLAN_CHUNK"]
