@@ -160,3 +160,22 @@ def test_skip_resumes_mid_epoch_with_the_same_batches_without_decoding_the_skipp
     assert len(list(ld)) == 3  # the skip applies to one iteration only
     with pytest.raises(ValueError, match="the epoch has 3 batches"):
         ld.skip(4)
+
+
+@pytest.mark.parametrize("decoder", ["decord", "torchcodec"])
+def test_other_decoders_give_pyavs_frames(dataset, decoder):
+    from mcl_fast.data.torch_loader import DECODERS, decoder_problem
+
+    problem = decoder_problem(decoder)
+    if problem:
+        pytest.skip(problem)
+    path = dataset.store.video_path(dataset.names[1])
+    full = decode_all(path)
+    for idx in ([0, 39], [9, 9, 3], [17, 19, 21, 23, 25]):
+        assert np.array_equal(DECODERS[decoder](path, idx, 40), full[idx]), (decoder, idx)
+    kw = dict(seed=4, return_meta=True, num_workers=0, **CLIP)
+    a = list(TorchVideoLoader(dataset.names, dataset.store, 2, **kw))
+    b = list(TorchVideoLoader(dataset.names, dataset.store, 2, decoder=decoder, **kw))
+    for x, y in zip(a, b):
+        for key in x:
+            assert torch.equal(x[key], y[key]), (decoder, key)
