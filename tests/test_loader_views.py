@@ -164,10 +164,17 @@ def test_three_clips_with_their_own_lengths_and_sizes(dataset):
         assert torch.equal(a[key], b[key]), key
     assert all(torch.equal(x, y) for x, y in zip(a["clip_frames"], b["clip_frames"]))
     assert a["motion"].shape == (2, 4, 1, 1)  # (clip_len, size // 16, size // 16) of view 0
-    # the clips are sampled independently: over an epoch some start elsewhere
+    # with augmentation on: each view gets its own settings; the clips are sampled independently
     ld = make("torch", dataset, views=views)
-    plans = ld.planner.plan_batch(0, range(40), np.arange(40) % 5)
+    plans = ld.planner.plan_batch(0, range(300), np.arange(300) % 5)
     assert any(not np.array_equal(p.clips[0], p.clips[1]) for p in plans)
+    weak = [p.views[1].aug for p in plans]
+    assert all(a.identity_color and a.blur_window == 1 for a in weak) and 0.4 < np.mean([a.flip for a in weak]) < 0.6
+    for k in (0, 2):  # the paper's augmentation
+        augs = [p.views[k].aug for p in plans]
+        assert 0.4 < np.mean([a.blur_window > 1 for a in augs]) < 0.6
+        assert 0.12 < np.mean([np.allclose(a.color_matrix[0], a.color_matrix[1]) for a in augs]) < 0.28
+    assert all(len(p.views[2].frames) == 2 and p.views[2].box == (0, 0, 48, 64) for p in plans)
     with pytest.raises(ValueError, match="clip 1 disagree on"):
         make("torch", dataset, views=[ViewSpec(clip=0), ViewSpec(clip=1, clip_len=2), ViewSpec(clip=1, clip_len=3)])
     with pytest.raises(ValueError, match="number the clips 0, 1"):

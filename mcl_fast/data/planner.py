@@ -43,7 +43,7 @@ def default_layout(sampler, *, clip_len: int, size: int) -> ViewLayout:
 class _VideoInfo:
     """What planning needs of one video, read from the store once."""
 
-    __slots__ = ("num_frames", "height", "width", "map_hw", "cells", "cell_scale", "lut", "info")
+    __slots__ = ("num_frames", "height", "width", "map_hw", "cells", "cell_scale", "level", "info")
 
     def __init__(self, store, video: str):
         info = dict(store.info(video))
@@ -55,10 +55,9 @@ class _VideoInfo:
         self.cell_scale = scale
         self.map_hw = None  # known once the maps are read
         self.cells = None  # (sy, sx) map cells per source pixel, once map_hw is known
-        self.lut = None
+        self.level = None  # a quantised store's float32 value of one level (maps = level * uint8 maps)
         if hasattr(store, "read_quantized") and hasattr(store, "scale"):
-            # dequantise by table: lut[q] is exactly dequantize()'s float32 product q * (scale / 255)
-            self.lut = np.arange(256, dtype=np.float32) * np.float32(float(store.scale(video)) / 255.0)
+            self.level = np.float32(float(store.scale(video)) / 255.0)  # as motion.store.dequantize
 
     def set_map_hw(self, map_hw) -> None:
         if self.map_hw is None:
@@ -165,11 +164,11 @@ class Planner:
 
     def _maps(self, video: str, entry: _VideoInfo, frames=None) -> np.ndarray:
         """(N or len(frames), h, w) float32 maps of `video` (all frames, or those listed)."""
-        if entry.lut is not None:
-            q = self.store.read_quantized(video)
+        if entry.level is not None:
+            q = np.asarray(self.store.read_quantized(video))
             if frames is not None:
                 q = q[np.minimum(frames, len(q) - 1)]
-            maps = np.take(entry.lut, q)
+            maps = np.multiply(q, entry.level, dtype=np.float32)  # dequantize(): float32 q * level
         else:
             maps = self.store.read(video)
             if frames is not None:
@@ -269,7 +268,7 @@ class Planner:
 
     def _clip_maps(self, names, entries, frames: np.ndarray) -> "_ClipMaps":
         """The maps of each sample's clip frames (B, T), as the store keeps them (see _ClipMaps)."""
-        if all(e.lut is not None for e in entries):
+        if all(e.level is not None for e in entries):
             stores = [np.asarray(self.store.read_quantized(video)) for video in names]  # memory-mapped, no copy
             groups = {}
             for shape, members in _groups_by_shape([q[0] for q in stores]).items():
@@ -278,7 +277,7 @@ class Planner:
                     entries[i].set_map_hw(shape)
                     np.take(stores[i], np.minimum(frames[i], len(stores[i]) - 1), axis=0, out=stack[row])
                 groups[shape] = (members, stack)
-            return _ClipMaps(groups, np.array([e.lut[1] for e in entries], np.float32), len(names))
+            return _ClipMaps(groups, np.array([e.level for e in entries], np.float32), len(names))
         maps = [self._maps(names[i], entries[i], frames[i]) for i in range(len(names))]
         return _ClipMaps({shape: (members, np.stack([maps[i] for i in members]))
                           for shape, members in _groups_by_shape(maps).items()}, None, len(names))
