@@ -380,7 +380,7 @@ def main(argv=None) -> int:
     batches = args.batches or (2 if args.quick else 4)
     from mcl_fast.data.torch_loader import available_decoders
 
-    decoders = available_decoders()
+    decoders = available_decoders()  # decord is looked up here, imported by the workers that decode
     meta_extra = {}
     rows, plan_rows = [], []
     if args.only in (None, "planning"):

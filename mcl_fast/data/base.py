@@ -289,8 +289,7 @@ class LoaderBase:
         """The batch handed out: the views (query/key or a views list), motion, index, label and
         (return_meta) the plans' frames, boxes and flips; everything on `device`."""
         out = {"query": views[0], "key": views[1]} if self.default_views else {"views": list(views)}
-        fields = self.plan_fields(plans, device)
-        out.update(fields)
+        out.update(self.plan_fields(plans, device))
         return out
 
     def plan_fields(self, plans: Sequence[SamplePlan], device) -> dict:

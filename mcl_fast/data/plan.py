@@ -19,7 +19,7 @@ only when that file is a resized copy (`mcl-fast transcode --short-side`): see s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 

@@ -19,8 +19,8 @@ import numpy as np
 from mcl_fast import sampling as reference
 
 from .batchplan import SampleStreams, adaptive_avg_pool, colour_affines, uniform_is_affine
-from .plan import (CONTRAST_CENTER, Choice, Clips, MotionSampler, SamplePlan, ViewAug, ViewPlan, blur_window,
-                   cells_per_pixel, crop_motion, draw_view_aug, jitter_ranges, map_cells, sample_rng, scale_box,
+from .plan import (CONTRAST_CENTER, Choice, Clips, MotionSampler, SamplePlan, ViewAug, ViewPlan,
+                   cells_per_pixel, crop_motion, draw_view_aug, jitter_ranges, sample_rng, scale_box,
                    validate_clips)
 from .views import NONE, ResolvedView, ViewLayout, default_views, resolve_views
 

@@ -50,8 +50,19 @@ _MODULES = {"decord": "decord", "torchcodec": "torchcodec.decoders"}
 
 
 def decoder_problem(decoder: str) -> str | None:
-    """Why `decoder` cannot run here (its package is missing or does not load), or None."""
+    """Why `decoder` cannot run here (its package is missing or does not load), or None.
+
+    decord is only looked up, not imported: its bundled FFmpeg 4 libraries, once loaded, break
+    PyAV's VP9 encoder in the same process (avcodec_open2 "Invalid argument"; found while
+    benchmarking), so it is imported where it decodes. torchcodec is imported: whether FFmpeg's
+    shared libraries load is the question (it leaves PyAV working)."""
     if decoder not in _MODULES:
+        return None
+    if decoder == "decord":
+        import importlib.util
+
+        if importlib.util.find_spec("decord") is None:
+            return "decoder='decord' needs decord (pip install decord)"
         return None
     try:
         __import__(_MODULES[decoder])
