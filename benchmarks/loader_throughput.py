@@ -266,6 +266,8 @@ def measure(make_iterable, gpu_handle=None, sync=None) -> dict:
     if sync is not None:
         sync()
     seconds = time.perf_counter() - t0
+    if hasattr(iterable, "close"):  # TorchVideoLoader's workers persist across epochs: stop them
+        iterable.close()
     del first, it, iterable
     out = {"clips": clips, "seconds": round(seconds, 3), "clips_per_s": round(clips / seconds, 2)}
     out["cpu_s_per_clip"] = round((_cpu_seconds() - cpu0) / max(clips, 1), 4)

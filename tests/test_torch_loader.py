@@ -179,3 +179,20 @@ def test_other_decoders_give_pyavs_frames(dataset, decoder):
     for x, y in zip(a, b):
         for key in x:
             assert torch.equal(x[key], y[key]), (decoder, key)
+
+
+def test_workers_persist_across_epochs_until_closed(dataset):
+    import os
+
+    def children():
+        return set(open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split())
+
+    before = children()
+    with TorchVideoLoader(dataset.names, dataset.store, 1, num_workers=2, **CLIP) as ld:
+        first = [b["index"].tolist() for b in ld]
+        workers = children() - before
+        ld.set_epoch(1)
+        second = [b["index"].tolist() for b in ld]
+        assert len(workers) == 2 and children() - before == workers  # the same two processes: caches kept
+        assert first != second and sorted(sum(first, [])) == sorted(sum(second, [])) == [0, 1, 2]
+    assert not (children() - before) & workers  # close() stopped them

@@ -190,6 +190,19 @@ class TorchVideoLoader(LoaderBase):
                          else v.to(self.device, non_blocking=True) for k, v in batch.items()}
             yield batch
 
+    def close(self) -> None:
+        """Stop the worker processes now (they persist across epochs; the next iteration starts new ones)."""
+        data, self._data = self._data, None
+        iterator = getattr(data, "_iterator", None) if data is not None else None
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_data"] = None  # workers do not carry the DataLoader (and its worker handles)
