@@ -196,3 +196,23 @@ def test_workers_persist_across_epochs_until_closed(dataset):
         assert len(workers) == 2 and children() - before == workers  # the same two processes: caches kept
         assert sum(first, []) == ld.epoch_samples(0)[1].tolist() and sum(second, []) == ld.epoch_samples(1)[1].tolist()
     assert not (children() - before) & workers  # close() stopped them
+
+
+def test_a_dropped_loader_stops_its_workers(dataset):
+    import gc
+    import os
+    import time
+
+    def children():
+        return set(open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split())
+
+    before = children()
+    gc.disable()  # no collector: the loader must go by reference counting alone (no reference cycle)
+    try:
+        ld = TorchVideoLoader(dataset.names, dataset.store, 1, num_workers=2, **CLIP)
+        assert len(list(ld)) == 3 and len(children() - before) == 2
+        del ld
+        time.sleep(0.2)
+        assert not children() - before
+    finally:
+        gc.enable()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -81,10 +82,82 @@ class EpochSampler:
         return iter(self.loader.epoch_samples()[1].tolist())
 
 
+class FileVerdicts:
+    """What the loader knows about its files while planning: which failed and why (`failures`,
+    reported once each), which passed the first-frame check, and the sizes of resized copies.
+    The planner calls is_bad and file_size; they live here, apart from the loader, so that no
+    reference cycle runs through the loader (a dropped TorchVideoLoader stops its workers)."""
+
+    def __init__(self, store, paths, codecs, file_hw: dict, verified: bool):
+        self.store, self.paths, self.codecs = store, paths, codecs
+        self.file_hw, self.verified = file_hw, verified
+        self.failures: dict[str, str] = {}
+        self.good: set[str] = set()
+
+    def file_size(self, video: str) -> tuple[int, int] | None:
+        """(H, W) of `video`'s file when it differs from the store's source size (a resized
+        transcode under video_root), else None. Known from the construction check with verify;
+        otherwise read from the container header the first time (cached). A different aspect
+        ratio raises ValueError naming the video."""
+        if self.verified or video in self.file_hw:
+            return self.file_hw.get(video)
+        info, path = self.store.info(video), self.paths(video)
+        src_hw = (int(info["height"]), int(info["width"]))
+        try:
+            meta = probe(path)
+        except VideoError:
+            return None  # is_bad already let it through; a failing decode replaces it later
+        file_hw = (meta["height"], meta["width"])
+        if file_hw == src_hw or min(file_hw) <= 0:
+            self.file_hw[video] = None
+        elif uniform_scale(src_hw, file_hw):
+            self.file_hw[video] = file_hw
+        else:
+            raise ValueError(f"the motion store does not match {path}: the file is {file_hw[0]}x{file_hw[1]}, the "
+                             f"store's source {src_hw[0]}x{src_hw[1]} (another aspect ratio); rebuild the store")
+        return self.file_hw[video]
+
+    def is_bad(self, path: str) -> str | None:
+        """Reason `path` cannot be used, or None. Checked once per file: it opens, its codec is one
+        the decoder reads (else UnsupportedCodec: a setup error) and its first frame decodes."""
+        if path in self.good:
+            return None
+        if path in self.failures:
+            return self.failures[path]
+        reason = self._codec_problem(path) or first_frame_problem(path)
+        if reason is None:
+            self.good.add(path)
+            return None
+        self.report_failure(path, reason)
+        return reason
+
+    def _codec_problem(self, path: str) -> str | None:
+        if self.codecs is None:
+            return None
+        try:
+            codec = probe(path)["codec"]
+        except VideoError as err:
+            return err.reason
+        if codec not in self.codecs:
+            raise UnsupportedCodec(f"{path}: codec {codec} cannot be decoded here (this decoder reads "
+                                   f"{', '.join(sorted(self.codecs))}); re-encode with `mcl-fast transcode --codec vp9`"
+                                   " or use device='gpu' / TorchVideoLoader")
+        return None
+
+    def report_failure(self, path: str, reason: str) -> None:
+        """Record that `path` failed (one line: the file and why; reported once per file)."""
+        if path not in self.failures:
+            self.failures[path] = reason
+            self.good.discard(path)
+            if torch.utils.data.get_worker_info() is not None:
+                return  # a DataLoader worker: the main process reports it (TorchVideoLoader)
+            msg = f"skipping video {path}: {reason} (replaced by another sample; reported once)"
+            log.warning(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+
+
 class LoaderBase:
     """Options (options.LoaderOptions), planner, epochs, sharding, failure reports, batch dicts."""
-
-    codecs = None  # codecs the decoder reads (None: any); set by subclasses
 
     def __init__(self, videos, store, batch_size: int, options: LoaderOptions):
         if batch_size < 1:
@@ -106,10 +179,10 @@ class LoaderBase:
         self.layout = self._layout(o)
         # (H, W) of files whose size differs from the store's source frames (resized transcodes);
         # without verify they are probed lazily, the first time a video is planned (file_size).
-        self._file_hw: dict[str, tuple[int, int] | None] = check_videos(
+        file_hw: dict[str, tuple[int, int] | None] = check_videos(
             videos, self.store, self.paths, o.verify, self.codecs, video_root=o.video_root,
             fingerprints=o.check_fingerprints)
-        self._verified = bool(o.verify)
+        self.verdicts = FileVerdicts(self.store, self.paths, self.codecs, file_hw, bool(o.verify))
         # Short videos: kept and padded (listed in short_videos), or dropped under min_frames.
         self.videos, self.short_videos, self.dropped_videos = short_video_policy(
             videos, self.store, self.layout.max_span, o.min_frames)
@@ -123,14 +196,14 @@ class LoaderBase:
         # MAL pools it to the feature map's shape anyway.
         self.motion_size = o.motion_size or (self.layout.clips[first.clip][0], max(1, first.size // 16),
                                              max(1, first.size // 16))
-        self.failures: dict[str, str] = {}  # path -> reason, each reported once
         self.num_replaced = 0  # samples whose video failed and was replaced by another
-        self._good: set[str] = set()
+        # the planner asks the verdicts, loader.sampler holds a weak reference: no reference cycle
+        # keeps a dropped loader (and a TorchVideoLoader's worker processes) alive until the next GC
         self.planner = Planner(self.store, self.videos, clip_len=self.clip_len, size=self.size,
                                sampler=self.clip_sampler, augment=self.augment, motion_size=self.motion_size,
-                               seed=self.seed, layout=self.layout, is_bad=self.is_bad, path_of=self.paths,
-                               file_hw=self.file_size)
-        self.sampler = EpochSampler(self)
+                               seed=self.seed, layout=self.layout, is_bad=self.verdicts.is_bad,
+                               path_of=self.paths, file_hw=self.verdicts.file_size)
+        self.sampler = EpochSampler(weakref.proxy(self))
         self.epoch = 0
         self._skip = 0
         epoch_order(len(self.videos), seed=self.seed, epoch=0, shard_id=self.shard_id,
@@ -214,68 +287,31 @@ class LoaderBase:
             at += len(p)
         return out
 
-    # -- file pixels -------------------------------------------------------------------------
+    # -- files: delegated to the verdicts (the planner calls them without a loader reference) ---
+    @property
+    def codecs(self):
+        """Codecs the decoder reads (None: any)."""
+        return self.verdicts.codecs if "verdicts" in self.__dict__ else self.__dict__.get("_codecs")
+
+    @codecs.setter
+    def codecs(self, value) -> None:
+        self.__dict__["_codecs"] = value
+        if "verdicts" in self.__dict__:
+            self.verdicts.codecs = value
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """path -> reason of the files that failed, each reported once."""
+        return self.verdicts.failures
+
     def file_size(self, video: str) -> tuple[int, int] | None:
-        """(H, W) of `video`'s file when it differs from the store's source size (a resized
-        transcode under video_root), else None. Known from the construction check with verify;
-        otherwise read from the container header the first time (cached). A different aspect
-        ratio raises ValueError naming the video."""
-        if self._verified or video in self._file_hw:
-            return self._file_hw.get(video)
-        info, path = self.store.info(video), self.paths(video)
-        src_hw = (int(info["height"]), int(info["width"]))
-        try:
-            meta = probe(path)
-        except VideoError:
-            return None  # is_bad already let it through; a failing decode replaces it later
-        file_hw = (meta["height"], meta["width"])
-        if file_hw == src_hw or min(file_hw) <= 0:
-            self._file_hw[video] = None
-        elif uniform_scale(src_hw, file_hw):
-            self._file_hw[video] = file_hw
-        else:
-            raise ValueError(f"the motion store does not match {path}: the file is {file_hw[0]}x{file_hw[1]}, the "
-                             f"store's source {src_hw[0]}x{src_hw[1]} (another aspect ratio); rebuild the store")
-        return self._file_hw[video]
+        return self.verdicts.file_size(video)
 
-    # -- bad input ---------------------------------------------------------------------------
     def is_bad(self, path: str) -> str | None:
-        """Reason `path` cannot be used, or None. Checked once per file: it opens, its codec is one
-        the decoder reads (else UnsupportedCodec: a setup error) and its first frame decodes."""
-        if path in self._good:
-            return None
-        if path in self.failures:
-            return self.failures[path]
-        reason = self._codec_problem(path) or first_frame_problem(path)
-        if reason is None:
-            self._good.add(path)
-            return None
-        self.report_failure(path, reason)
-        return reason
-
-    def _codec_problem(self, path: str) -> str | None:
-        if self.codecs is None:
-            return None
-        try:
-            codec = probe(path)["codec"]
-        except VideoError as err:
-            return err.reason
-        if codec not in self.codecs:
-            raise UnsupportedCodec(f"{path}: codec {codec} cannot be decoded here (this decoder reads "
-                                   f"{', '.join(sorted(self.codecs))}); re-encode with `mcl-fast transcode --codec vp9`"
-                                   " or use device='gpu' / TorchVideoLoader")
-        return None
+        return self.verdicts.is_bad(path)
 
     def report_failure(self, path: str, reason: str) -> None:
-        """Record that `path` failed (one line: the file and why; reported once per file)."""
-        if path not in self.failures:
-            self.failures[path] = reason
-            self._good.discard(path)
-            if torch.utils.data.get_worker_info() is not None:
-                return  # a DataLoader worker: the main process reports it (TorchVideoLoader)
-            msg = f"skipping video {path}: {reason} (replaced by another sample; reported once)"
-            log.warning(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        self.verdicts.report_failure(path, reason)
 
     def count_replacements(self, plans: Sequence[SamplePlan]) -> None:
         """Count the samples replaced in plans being handed out, and report each bad file once."""

@@ -10,7 +10,9 @@ across epochs, so the planner's per-video caches do too.
 """
 from __future__ import annotations
 
+import copy
 import logging
+import weakref
 from typing import Callable
 
 import numpy as np
@@ -174,7 +176,10 @@ class TorchVideoLoader(LoaderBase):
         if self._data is None:
             kwargs = {"prefetch_factor": self.prefetch_factor, "persistent_workers": True} if self.num_workers > 0 else {}
             # batch_size=None: each item already is a batch (planned together, like the DALI loader).
-            self._data = torch.utils.data.DataLoader(_BatchDataset(self), batch_size=None, sampler=_BatchSampler(self),
+            # No reference cycle through the DataLoader: the dataset holds a copy of this loader
+            # without it, the sampler a weak reference, so dropping the loader stops its workers.
+            self._data = torch.utils.data.DataLoader(_BatchDataset(copy.copy(self)), batch_size=None,
+                                                     sampler=_BatchSampler(weakref.proxy(self)),
                                                      num_workers=self.num_workers, pin_memory=self.pin_memory,
                                                      **kwargs)
         return self._data
@@ -196,6 +201,12 @@ class TorchVideoLoader(LoaderBase):
         iterator = getattr(data, "_iterator", None) if data is not None else None
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 (interpreter shutdown)
+            pass
 
     def __enter__(self):
         return self
