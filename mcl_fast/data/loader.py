@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .nvdec import FIX_HINT as NVDEC_FIX_HINT, nvdec_size_problem
 from .plan import MotionSampler, Planner, SamplePlan, check_sampling, epoch_order, num_batches
 
 log = logging.getLogger(__name__)
@@ -135,14 +136,14 @@ def _uniform_scale(src_hw, file_hw, tolerance: float = 2.0) -> bool:
 
 
 def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], verify: bool, codecs=None,
-                 progress: bool | None = None) -> dict:
+                 progress: bool | None = None, nvdec: bool = False) -> dict:
     """Construction-time check of the video list against the store; raises ValueError naming videos.
 
     Always: every video is a store key and its file exists. With verify: the container's frame
     count (header only, no decoding; from the duration for WebM) matches the store's num_frames,
     its codec is one of `codecs` (when given), and its frame size is the store's (source) size
     or that size uniformly scaled (a `--short-side` transcode); a different aspect ratio is an
-    error. Files are checked by a bounded thread pool (scan_files; a progress bar past
+    error; with nvdec, its frames are not below NVDEC's minimum size for its codec. Files are checked by a bounded thread pool (scan_files; a progress bar past
     PROGRESS_MIN videos). Returns {video: (H, W)} of the files whose size differs from the
     store's (their boxes are scaled to file pixels); headers that could not be read are left out.
     """
@@ -160,12 +161,14 @@ def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], veri
         raise ValueError("video files not found: " + _list_problem("missing", absent))
     if not verify:
         return {}
-    mismatched, wrong_codec, wrong_shape, resized = [], [], [], {}
+    mismatched, wrong_codec, wrong_shape, resized, too_small = [], [], [], {}, []
     for v, (_, meta) in zip(videos, scanned):
         if meta is None:
             continue
         if codecs is not None and meta["codec"] not in codecs:
             wrong_codec.append(f"{v} ({meta['codec']})")
+        if nvdec and nvdec_size_problem(meta["codec"], meta["height"], meta["width"]):
+            too_small.append(f"{v} ({nvdec_size_problem(meta['codec'], meta['height'], meta['width'])})")
         info = store.info(v)
         src_hw, file_hw = (int(info["height"]), int(info["width"])), (meta["height"], meta["width"])
         if file_hw != src_hw and min(file_hw) > 0:
@@ -187,6 +190,9 @@ def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], veri
         raise ValueError("DALI's CPU decoder reads " + "/".join(sorted(codecs)) + " only: "
                          + _list_problem("videos in another codec", wrong_codec)
                          + "; re-encode them (`mcl-fast transcode --codec vp9`) or use device='gpu'")
+    if too_small:
+        raise ValueError("NVDEC cannot decode frames this small for device='gpu': "
+                         + _list_problem("videos too small", too_small) + "; " + NVDEC_FIX_HINT)
     if mismatched:
         raise ValueError("the motion store does not match the videos: "
                          + _list_problem("with a different frame count", mismatched)
@@ -221,7 +227,8 @@ class LoaderBase:
         # (H, W) of files whose size differs from the store's source frames (resized transcodes);
         # without verify they are probed lazily, the first time a video is planned (file_size).
         self._file_hw: dict[str, tuple[int, int] | None] = check_videos(self.videos, self.store, self.paths,
-                                                                        verify, self.codecs)
+                                                                        verify, self.codecs,
+                                                                        nvdec=getattr(self, "nvdec", False))
         self._verified = bool(verify)
         # motion target: T' = clip_len, H' = W' = size / 16 (7 at 112, 14 at 224); MAL pools it
         # to the feature map's shape anyway.
@@ -415,6 +422,7 @@ class MotionFocusedLoader(LoaderBase):
             raise RuntimeError("device='gpu' needs a CUDA GPU (and CuPy); none found. Use device='cpu' with "
                                "VP9 videos (`mcl-fast transcode --codec vp9`) or TorchVideoLoader")
         self.codecs = DALI_CPU_CODECS if device == "cpu" else None
+        self.nvdec = device == "gpu"  # the file scan checks NVDEC's minimum frame sizes
         super().__init__(videos, store, batch_size, clip_len=clip_len, stride=stride, size=size, augment=augment,
                          sampling=sampling, preset=preset, seed=seed, shard_id=shard_id, num_shards=num_shards,
                          return_meta=return_meta, two_clips=two_clips, sampler=sampler, motion_size=motion_size,
