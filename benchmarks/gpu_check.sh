@@ -144,9 +144,9 @@ left() { echo $((BUDGET - ($(date +%s) - START) - RESERVE)); }
 
 note_of() {  # the line of a log worth showing in the table
   local n
-  n=$(grep -E "passed|failed|error|skipped|Error|PASS|FAIL|args OK|launched|hazard|ERROR SUMMARY|NVDEC|GiB|->" "$1" 2>/dev/null \
-    | grep -v '^\s*$' | tail -n 1)
-  [ -n "$n" ] || n=$(grep -v '^\s*$' "$1" 2>/dev/null | tail -n 1)
+  n=$(grep -v -e '^--- ' -e '^\s*$' "$1" 2>/dev/null \
+    | grep -E "passed|failed|error|skipped|Error|PASS|FAIL|args OK|launched|hazard|ERROR SUMMARY|NVDEC|GiB" | tail -n 1)
+  [ -n "$n" ] || n=$(grep -v -e '^--- ' -e '^\s*$' "$1" 2>/dev/null | tail -n 1)
   echo "$n" | tr -d '\r' | tr '\t|' '  ' | cut -c1-64
 }
 
@@ -155,7 +155,7 @@ slug() { echo "$1" | tr -c 'a-zA-Z0-9_\n' '_'; }
 # step STAGE NAME LIMIT KIND CMD...  KIND: cpu (also runs in the dry run) | tests (pytest: runs in the
 # dry run too, where its modules skip) | gpu (dry run: the command is checked, not run)
 step() {
-  local stage=$1 name=$2 limit=$3 kind=$4 log rc t0 status note avail
+  local stage=$1 name=$2 limit=$3 kind=$4 log rc t0 status note avail why
   shift 4
   log=$LOGS/$(slug "s$stage $name").log
   if [ "$DRY" = 1 ] && [ "$kind" = gpu ]; then
@@ -171,7 +171,8 @@ step() {
     row "$stage" "$name" SKIP 0 "budget spent (${BUDGET}s)"
     return
   fi
-  [ "$limit" -gt "$avail" ] && limit=$avail
+  why="its limit"
+  [ "$limit" -gt "$avail" ] && limit=$avail why="the budget left"
   echo "--- $name (limit ${limit}s): $*" > "$log"
   t0=$(date +%s)
   timeout --kill-after=5 "$limit" bash -c '"$@"' bash "$@" >> "$log" 2>&1
@@ -185,7 +186,7 @@ step() {
     if [ "$DRY" = 1 ]; then status=SKIP note="dry run, needs a GPU; collected, $note"
     else status="FAIL(none ran)"; fi
   fi
-  [ $rc -eq 124 ] || [ $rc -eq 137 ] && note="killed at ${limit}s; $note"
+  [ $rc -eq 124 ] || [ $rc -eq 137 ] && note="killed at ${limit}s ($why); $note"
   row "$stage" "$name" "$status" $(($(date +%s) - t0)) "${note:0:64}"
 }
 

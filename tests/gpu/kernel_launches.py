@@ -48,6 +48,9 @@ def record_launches(launched: set, emulate: bool):
         from mcl_fast._backend import require_cupy
 
         cp = require_cupy()
+        # One cudaMalloc per array instead of CuPy's pool, whose big arenas would hide an
+        # out-of-bounds access from memcheck.
+        cp.cuda.set_allocator(None)
 
     def recording(get):
         def wrapped(*key):
