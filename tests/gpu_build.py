@@ -87,10 +87,10 @@ class CtypesNVRTC:
         return buf.raw
 
     def getPTX(self, prog) -> bytes:
-        return self._get(prog, "PTX")
+        return self._get(prog, "PTX")[:-1]  # without the trailing NUL, as CuPy returns it
 
     def getCUBIN(self, prog) -> bytes:
-        return self._get(prog, "CUBIN")
+        return self._get(prog, "CUBIN")[:-1]
 
     def destroyProgram(self, prog):
         p = ctypes.c_void_p(prog)
@@ -104,9 +104,10 @@ class RecordingRawModule:
         self.code, self.path, self.options = code, path, options
 
 
-def fake_cupy_for_compiling(nvrtc: CtypesNVRTC) -> types.SimpleNamespace:
-    """A CuPy stand-in whose device NVRTC does not know, so _module compiles PTX (readable)."""
-    device = types.SimpleNamespace(compute_capability="1000")
+def fake_cupy_for_compiling(nvrtc: CtypesNVRTC, compute_capability: str = "1000") -> types.SimpleNamespace:
+    """A CuPy stand-in for _module: by default a device NVRTC does not know, so _module compiles
+    PTX (readable); with a known compute capability it compiles a cubin."""
+    device = types.SimpleNamespace(compute_capability=compute_capability)
     cuda = types.SimpleNamespace(nvrtc=nvrtc, Device=lambda *a: device)
     return types.SimpleNamespace(cuda=cuda, RawModule=RecordingRawModule)
 

@@ -72,6 +72,27 @@ def test_kernel_compiles_as_the_gpu_loads_it_and_keeps_denormals(nvrtc, monkeypa
         assert not re.search(r"\bfma\.rn\.f32\b", ptx), "tvl1 PTX holds contracted multiply-adds"
 
 
+def test_a_known_device_gets_a_cubin_in_the_cache(nvrtc, monkeypatch, tmp_path):
+    """An sm_90 device (H100/H200): a cubin for it, in $MCL_FAST_KERNEL_CACHE, loaded by path; the
+    second load of the same source reuses the file."""
+    from gpu_build import fake_cupy_for_compiling
+
+    monkeypatch.setenv(_module.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(_module, "require_cupy", lambda: fake_cupy_for_compiling(nvrtc, "90"))
+    _module.load_module.cache_clear()
+    try:
+        first = _module.load_module("select_box")
+        _module.load_module.cache_clear()
+        again = _module.load_module("select_box")
+    finally:
+        _module.load_module.cache_clear()
+    path = Path(first.path)
+    assert path.parent == tmp_path and path.name.startswith("select_box-sm_90-") and path.suffix == ".cubin"
+    data = path.read_bytes()
+    assert data[:4] == b"\x7fELF" and b"mcl_select_box_percentile" in data
+    assert again.path == first.path and len(list(tmp_path.iterdir())) == 1
+
+
 def test_cupys_own_compile_flags_would_flush_denormals(nvrtc):
     """What the check above guards against: CuPy's RawModule(code=...) appends -ftz=true after the
     caller's options, and NVRTC then flushes single-precision denormals (select_box's percentile of
