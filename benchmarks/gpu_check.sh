@@ -49,9 +49,9 @@ DRY=0
 BUDGET=
 while [ $# -gt 0 ]; do
   case $1 in
-    --stage) STAGE=${2:-}; shift 2 ;;
+    --stage) STAGE=${2:-missing}; shift $(($# > 1 ? 2 : 1)) ;;
     --stage=*) STAGE=${1#*=}; shift ;;
-    --budget) BUDGET=${2:-}; shift 2 ;;
+    --budget) BUDGET=${2:-missing}; shift $(($# > 1 ? 2 : 1)) ;;
     --budget=*) BUDGET=${1#*=}; shift ;;
     --dry-run) DRY=1; shift ;;
     -h | --help) sed -n '2,/^set -u$/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;

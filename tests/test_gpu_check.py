@@ -96,7 +96,7 @@ def test_budget_is_enforced(tmp_path):
 
 
 def test_bad_arguments_are_refused(tmp_path):
-    for args in (["--stage", "4"], ["--budget", "soon"], ["--frobnicate"]):
+    for args in (["--stage", "4"], ["--budget", "soon"], ["--frobnicate"], ["--stage"], ["--budget"]):
         res = run_script(args, tmp_path / "out", tmp_path / "work", timeout=30)
         assert res.returncode == 2 and "gpu_check:" in res.stderr, args
 
