@@ -89,7 +89,8 @@ class LoaderBase:
         # (H, W) of files whose size differs from the store's source frames (resized transcodes);
         # without verify they are probed lazily, the first time a video is planned (file_size).
         self._file_hw: dict[str, tuple[int, int] | None] = check_videos(
-            videos, self.store, self.paths, verify, self.codecs, video_root=video_root, fingerprints=check_fingerprints)
+            videos, self.store, self.paths, verify, self.codecs, video_root=video_root, fingerprints=check_fingerprints,
+            nvdec=getattr(self, "nvdec", False))
         self._verified = bool(verify)
         # Short videos: kept and padded (listed in short_videos), or dropped under min_frames.
         self.videos, self.short_videos, self.dropped_videos = short_video_policy(
@@ -311,6 +312,7 @@ class MotionFocusedLoader(LoaderBase):
             raise RuntimeError("device='gpu' needs a CUDA GPU (and CuPy); none found. Use device='cpu' with "
                                "VP9 videos (`mcl-fast transcode --codec vp9`) or TorchVideoLoader")
         self.codecs = DALI_CPU_CODECS if device == "cpu" else None
+        self.nvdec = device == "gpu"  # the file scan checks NVDEC's minimum frame sizes
         super().__init__(videos, store, batch_size, clip_len=clip_len, stride=stride, size=size, augment=augment,
                          sampling=sampling, preset=preset, seed=seed, shard_id=shard_id, num_shards=num_shards,
                          return_meta=return_meta, two_clips=two_clips, sampler=sampler, motion_size=motion_size,

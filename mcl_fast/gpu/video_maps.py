@@ -92,7 +92,11 @@ def decode_chunk(encoded: np.ndarray, frames: np.ndarray, out_hw, device_id: int
     (video,) = pipe.run()
     tensor = video[0]  # one sample; DALI reuses this buffer on the next run: copy it out now
     out = cp.empty(tuple(tensor.shape()), cp.uint8)
-    tensor.copy_to_external(ctypes.c_void_p(out.data.ptr))  # blocking device-to-device copy
+    # On CuPy's stream: `out` may be a block CuPy's pool just recycled from arrays whose kernels are
+    # still queued on that stream; a copy on DALI's own stream could overwrite it under them.
+    # Blocking: the copy is done (and DALI may reuse its buffer) when this returns.
+    stream = ctypes.c_void_p(cp.cuda.get_current_stream().ptr)
+    tensor.copy_to_external(ctypes.c_void_p(out.data.ptr), cuda_stream=stream, non_blocking=False)
     return out
 
 
