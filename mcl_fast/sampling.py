@@ -10,14 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._backend import is_cupy_array
+from ._backend import gpu_twin, is_cupy_array
 
 
-def _gpu():
-    """The CuPy twins (mcl_fast.gpu.sampling): a function given CuPy returns on the GPU."""
-    from .gpu import sampling as gpu_sampling
-
-    return gpu_sampling
+def _gpu(name: str):
+    """The CuPy twin of `name` (registered by mcl_fast.gpu.sampling): a function given CuPy returns on the GPU."""
+    return gpu_twin(f"sampling.{name}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,7 @@ def clip_scores(m_t, clip_len: int, stride: int, candidate_step: int = 1):
     single start 0, scored over the frames it has. CuPy m_t gives CuPy starts and scores.
     """
     if is_cupy_array(m_t):
-        return _gpu().clip_scores(m_t, clip_len, stride, candidate_step)
+        return _gpu("clip_scores")(m_t, clip_len, stride, candidate_step)
     m_t = np.asarray(m_t, dtype=np.float64)
     n = len(m_t)
     if n == 0:
@@ -91,7 +89,7 @@ def sample_clip_start(m_t, clip_len: int, stride: int, rng: np.random.Generator,
     CuPy m_t: scored on the GPU, the same rng draws give the same start.
     """
     if is_cupy_array(m_t):
-        return _gpu().sample_clip_start(m_t, clip_len, stride, rng, candidate_step, motion_prob)
+        return _gpu("sample_clip_start")(m_t, clip_len, stride, rng, candidate_step, motion_prob)
     starts, scores = clip_scores(m_t, clip_len, stride, candidate_step)
     if motion_prob >= 1.0 or rng.random() < motion_prob:
         hot = starts[scores > np.median(scores)]
@@ -150,7 +148,7 @@ def box_counts(mask: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 def select_box_index(m_s, boxes, percentile: float = 90.0, coverage: float = 0.8) -> int:
     """Index into `boxes` of the box select_box returns."""
     if is_cupy_array(m_s):
-        return int(_gpu().select_box_index_batch(m_s[None], np.asarray(boxes)[None], percentile, coverage)[0])
+        return int(_gpu("select_box_index_batch")(m_s[None], np.asarray(boxes)[None], percentile, coverage)[0])
     mask = hot_mask(m_s, percentile)
     total = int(mask.sum())
     if total == 0:
@@ -227,7 +225,7 @@ def select_box_index_batch(maps, boxes, percentile: float = 90.0, coverage: floa
     for bit). CuPy maps without map_index run the GPU kernel (mcl_fast.gpu.sampling).
     """
     if is_cupy_array(maps) and map_index is None:
-        return _gpu().select_box_index_batch(maps, boxes, percentile, coverage)
+        return _gpu("select_box_index_batch")(maps, boxes, percentile, coverage)
     maps = np.asarray(maps)
     boxes = np.asarray(boxes, np.int64)
     g = len(maps)
@@ -257,7 +255,7 @@ def select_box(m_s, boxes, percentile: float = 90.0, coverage: float = 0.8):
     """The first box holding >= coverage of the hot pixels (m_s > percentile); if none does, the
     first holding the most; with no hot pixels, the first box. Returns (y0, x0, h, w) ints."""
     if is_cupy_array(m_s):
-        return _gpu().select_box(m_s, boxes, percentile, coverage)
+        return _gpu("select_box")(m_s, boxes, percentile, coverage)
     boxes = np.asarray(boxes)
     return tuple(int(v) for v in boxes[select_box_index(m_s, boxes, percentile, coverage)])
 
@@ -294,7 +292,7 @@ def sample_crop_box(m_s, rng: np.random.Generator, *, frame_size=None, cell_scal
     returned in frame pixels. CuPy m_s is judged on the GPU with the same draws and result.
     """
     if is_cupy_array(m_s):
-        return _gpu().sample_crop_box(m_s, rng, frame_size=frame_size, cell_scale=cell_scale,
+        return _gpu("sample_crop_box")(m_s, rng, frame_size=frame_size, cell_scale=cell_scale,
                                       num_candidates=num_candidates, scale=scale, ratio=ratio,
                                       percentile=percentile, coverage=coverage)
     m_s = np.asarray(m_s)

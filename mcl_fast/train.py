@@ -47,6 +47,7 @@ DEFAULTS: dict = {
     "model": {
         "backbone": "r2plus1d_50",
         "backbone_kwargs": {},
+        "init": None,          # a 2D ResNet-50 checkpoint to inflate into the backbone (mcl_fast/models/inflate.py)
         "dim": 128,            # embedding size
         "hidden": 2048,        # MLP head width
         "queue_size": 131072,  # K negatives
@@ -187,7 +188,7 @@ def load_config(name_or_file: str, overrides: Sequence[str] = ()) -> dict:
 
 def validate(config: dict) -> None:
     from .losses import DISTANCES, TERMS, VARIANTS, WEIGHTINGS
-    from .models import BACKBONES
+    from .models import BACKBONES, check_model_config
 
     m, loss, d, o, t = config["model"], config["loss"], config["data"], config["optim"], config["train"]
     checks = [
@@ -207,6 +208,7 @@ def validate(config: dict) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"config {config.get('name')!r}: {message}")
+    check_model_config(m, loss, ConfigError)  # 2D backbones: MAL S only; model.init fits the backbone
 
 
 # ---- schedule ------------------------------------------------------------------------------
@@ -414,7 +416,7 @@ def build_model(config: dict):
     from .moco import MoCo
 
     m, loss = config["model"], config["loss"]
-    backbone = build_backbone(m["backbone"], **m["backbone_kwargs"])
+    backbone = build_backbone(m["backbone"], init=m["init"], **m["backbone_kwargs"])
     mal = {k: loss[k] for k in ("variant", "distance", "weighting")}
     mal["terms"] = tuple(loss["terms"])
     return MoCo(backbone, dim=m["dim"], hidden=m["hidden"], queue_size=m["queue_size"], momentum=m["momentum"],

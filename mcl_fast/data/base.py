@@ -181,7 +181,7 @@ class LoaderBase:
         # without verify they are probed lazily, the first time a video is planned (file_size).
         file_hw: dict[str, tuple[int, int] | None] = check_videos(
             videos, self.store, self.paths, o.verify, self.codecs, video_root=o.video_root,
-            fingerprints=o.check_fingerprints)
+            fingerprints=o.check_fingerprints, nvdec=getattr(self, "nvdec", False))
         self.verdicts = FileVerdicts(self.store, self.paths, self.codecs, file_hw, bool(o.verify))
         # Short videos: kept and padded (listed in short_videos), or dropped under min_frames.
         self.videos, self.short_videos, self.dropped_videos = short_video_policy(

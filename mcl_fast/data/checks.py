@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 from ..video_io import TRUNCATION_TOLERANCE, VIDEO_EXTENSIONS, VideoError, file_fingerprint, probe
 from .transcode import read_sources
+from .nvdec import FIX_HINT as NVDEC_FIX_HINT, nvdec_size_problem
 
 log = logging.getLogger("mcl_fast.data")
 
@@ -212,7 +213,8 @@ def check_fingerprints(videos: Sequence[str], files: list[str], scanned: list[Fi
 
 
 def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], verify: bool, codecs=None,
-                 progress: bool | None = None, video_root=None, fingerprints: bool = True) -> dict:
+                 progress: bool | None = None, video_root=None, fingerprints: bool = True,
+                 nvdec: bool = False) -> dict:
     """Construction-time check of the video list against the store; raises ValueError naming videos.
 
     Always: every video is a store key (check_keys) and its file exists. With verify: the file's
@@ -220,8 +222,9 @@ def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], veri
     fingerprints=False; a one-line notice counts the videos that cannot be checked so), the
     container's frame count, where it declares one, matches the store's num_frames, its codec is
     one of `codecs` (when given), and its frame size is the store's (source) size or that size
-    uniformly scaled (a `--short-side` transcode); another aspect ratio is an error. Files are
-    checked by a bounded thread pool (scan_files). Returns {video: (H, W)} of the files whose size
+    uniformly scaled (a `--short-side` transcode); another aspect ratio is an error; with nvdec
+    (device="gpu"), its frames are not below NVDEC's minimum size for its codec (data.nvdec). Files
+    are checked by a bounded thread pool (scan_files). Returns {video: (H, W)} of the files whose size
     differs from the store's (their boxes are scaled to file pixels).
     """
     check_keys(videos, store)
@@ -238,13 +241,16 @@ def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], veri
             notice(f"{len(unknown)} of {len(videos)} videos have no fingerprint to check against the store (a store "
                    "written before fingerprints, or files under video_root without transcode_sources.json): "
                    "checked by frame count and size only")
-    mismatched, wrong_codec, wrong_shape, resized = [], [], [], {}
+    mismatched, wrong_codec, wrong_shape, resized, too_small = [], [], [], {}, []
     for v, scan in zip(videos, scanned):
         meta = scan.header
         if meta is None:
             continue
         if codecs is not None and meta["codec"] not in codecs:
             wrong_codec.append(f"{v} ({meta['codec']})")
+        small = nvdec_size_problem(meta["codec"], meta["height"], meta["width"]) if nvdec else None
+        if small:
+            too_small.append(f"{v} ({small})")
         info = store.info(v)
         src_hw, file_hw = (int(info["height"]), int(info["width"])), (meta["height"], meta["width"])
         if file_hw != src_hw and min(file_hw) > 0:
@@ -259,6 +265,9 @@ def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], veri
         raise ValueError("DALI's CPU decoder reads " + "/".join(sorted(codecs)) + " only: "
                          + list_problem("videos in another codec", wrong_codec)
                          + "; re-encode them (`mcl-fast transcode --codec vp9`) or use device='gpu'")
+    if too_small:
+        raise ValueError("NVDEC cannot decode frames this small for device='gpu': "
+                         + list_problem("videos too small", too_small) + "; " + NVDEC_FIX_HINT)
     if mismatched:
         raise ValueError("the motion store does not match the videos: "
                          + list_problem("with a different frame count", mismatched)

@@ -86,6 +86,7 @@ class MotionFocusedLoader(LoaderBase):
             raise RuntimeError("device='gpu' needs a CUDA GPU (and CuPy); none found. Use device='cpu' with "
                                "VP9 videos (`mcl-fast transcode --codec vp9`) or TorchVideoLoader")
         self.codecs = DALI_CPU_CODECS if device == "cpu" else None
+        self.nvdec = device == "gpu"  # the file scan checks NVDEC's minimum frame sizes
         super().__init__(videos, store, batch_size, LoaderOptions.from_kwargs("MotionFocusedLoader", options))
         self.device, self.num_threads, self.prefetch, self.device_id = device, int(num_threads), int(prefetch), device_id
         self._pipe = None

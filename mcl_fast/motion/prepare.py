@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._backend import gpu_twin
 from ..video_io import (CRASH_REASON, VideoError, VideoListError, VideoReader, collect_videos, crash_tolerant_map,
                         file_fingerprint, target_size)
 from .flow import FLOW_METHODS, PairFlow
@@ -140,12 +141,10 @@ def _crashed(task):
 
 
 def _gpu_compute():
-    """mcl_fast.gpu.video_maps.compute_video_maps_gpu, after checking once that it can run here."""
+    """The GPU twin of the per-video work (mcl_fast.gpu.video_maps), after checking once that it can run here."""
     try:
-        from ..gpu import video_maps
-
-        video_maps.require_gpu_stack()  # fail once, now, rather than once per video
-        return video_maps.compute_video_maps_gpu
+        gpu_twin("prepare.require_gpu_stack")()  # fail once, now, rather than once per video
+        return gpu_twin("prepare.compute_video_maps")
     except (ImportError, AttributeError) as e:
         raise InputError(f"--device cuda cannot run here: {e}") from None
 
