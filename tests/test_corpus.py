@@ -96,7 +96,7 @@ def _check_torch_batches(loader, corpus, files) -> int:
 def test_torch_loader_reads_every_honest_file_frame_by_frame(video_corpus, tools):
     from mcl_fast.data import TorchVideoLoader
 
-    kw = dict(augment=False, sampling="random", return_meta=True, num_workers=0, **CLIP)
+    kw = dict(augment=False, sampling="random", return_meta=True, num_workers=0, drop_last=False, **CLIP)  # every file
     with pytest.warns(UserWarning, match=r"2 of \d+ videos are shorter than a clip \(10 frames\)"):
         loader = TorchVideoLoader(tools.store.videos, tools.store, 4, **kw)
     assert sorted(loader.short_videos) == ["one_frame.mp4", "two_frames.mp4"]
@@ -129,7 +129,7 @@ def test_dali_cpu_loader_reads_the_files_its_decoder_reads(video_corpus, tools):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the short-video notice
             loader = MotionFocusedLoader(videos, tools.store, 4, device="cpu", augment=False, sampling="random",
-                                         return_meta=True, num_threads=1, video_root=root, **CLIP)
+                                         return_meta=True, num_threads=1, video_root=root, drop_last=False, **CLIP)
         seen = set()
         for batch in loader:
             q = denormalize(batch["query"]).numpy()

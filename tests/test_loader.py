@@ -39,7 +39,7 @@ def dataset(tmp_path_factory, carphone_path):
 
 
 def loader(ds, **kw):
-    args = dict(batch_size=2, device="cpu", seed=0, return_meta=True, num_threads=2, **CLIP)
+    args = dict(batch_size=2, device="cpu", seed=0, return_meta=True, num_threads=2, drop_last=False, **CLIP)
     args.update(kw)
     return MotionFocusedLoader(ds.names, ds.store, **args)
 
@@ -187,7 +187,8 @@ def test_store_video_mismatch_is_an_error_naming_the_videos(dataset, tmp_path):
 
 def test_torch_loader_gives_the_same_frames(dataset):
     dali = loader(dataset, seed=3)
-    twin = TorchVideoLoader(dataset.names, dataset.store, 2, seed=3, return_meta=True, num_workers=0, **CLIP)
+    twin = TorchVideoLoader(dataset.names, dataset.store, 2, seed=3, return_meta=True, num_workers=0,
+                            drop_last=False, **CLIP)
     assert len(dali) == len(twin)
     for epoch in range(2):
         dali.set_epoch(epoch)

@@ -77,8 +77,9 @@ def test_transcoded_copies_are_checked_through_their_sources(dataset):
 
 def test_messages_say_what_to_do(dataset):
     with pytest.raises(ValueError, match=r"an epoch would have no batch: 3 videos over 2 shard\(s\) leave 1 per "
-                                         r"shard, fewer than batch_size=2, and drop_last=True"):
-        TorchVideoLoader(dataset.names, dataset.store, 2, num_shards=2, drop_last=True, **CLIP)
+                                         r"shard, fewer than batch_size=2 \(batch_size is per shard\), and "
+                                         r"drop_last=True drops the incomplete batch"):
+        TorchVideoLoader(dataset.names, dataset.store, 2, num_shards=2, **CLIP)  # drop_last=True: the default
     assert len(TorchVideoLoader(dataset.names, dataset.store, 3, drop_last=True, **CLIP)) == 1
     paths = [str(dataset.videos / n) for n in dataset.names]
     with pytest.raises(ValueError, match=r"3 file paths given instead of store keys: .*v0\.mp4.*: pass "

@@ -18,7 +18,7 @@ from mcl_fast.data.loader import UnsupportedCodec
 from mcl_fast.video_io import first_frame_problem, read_frames
 from videotools import decode_all, psnr
 
-CLIP = dict(clip_len=8, stride=2, size=32)
+CLIP = dict(clip_len=8, stride=2, size=32, drop_last=False)  # every video each epoch (the default drops a partial batch)
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +160,59 @@ def test_skip_resumes_mid_epoch_with_the_same_batches_without_decoding_the_skipp
     assert len(list(ld)) == 3  # the skip applies to one iteration only
     with pytest.raises(ValueError, match="the epoch has 3 batches"):
         ld.skip(4)
+
+
+@pytest.mark.parametrize("decoder", ["decord", "torchcodec"])
+def test_other_decoders_give_pyavs_frames(dataset, decoder):
+    from mcl_fast.data.torch_loader import DECODERS, decoder_problem
+
+    problem = decoder_problem(decoder)
+    if problem:
+        pytest.skip(problem)
+    path = dataset.store.video_path(dataset.names[1])
+    full = decode_all(path)
+    for idx in ([0, 39], [9, 9, 3], [17, 19, 21, 23, 25]):
+        assert np.array_equal(DECODERS[decoder](path, idx, 40), full[idx]), (decoder, idx)
+    kw = dict(seed=4, return_meta=True, num_workers=0, **CLIP)
+    a = list(TorchVideoLoader(dataset.names, dataset.store, 2, **kw))
+    b = list(TorchVideoLoader(dataset.names, dataset.store, 2, decoder=decoder, **kw))
+    for x, y in zip(a, b):
+        for key in x:
+            assert torch.equal(x[key], y[key]), (decoder, key)
+
+
+def test_workers_persist_across_epochs_until_closed(dataset):
+    import os
+
+    def children():
+        return set(open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split())
+
+    before = children()
+    with TorchVideoLoader(dataset.names, dataset.store, 1, num_workers=2, **CLIP) as ld:
+        first = [b["index"].tolist() for b in ld]
+        workers = children() - before
+        ld.set_epoch(1)
+        second = [b["index"].tolist() for b in ld]
+        assert len(workers) == 2 and children() - before == workers  # the same two processes: caches kept
+        assert sum(first, []) == ld.epoch_samples(0)[1].tolist() and sum(second, []) == ld.epoch_samples(1)[1].tolist()
+    assert not (children() - before) & workers  # close() stopped them
+
+
+def test_a_dropped_loader_stops_its_workers(dataset):
+    import gc
+    import os
+    import time
+
+    def children():
+        return set(open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split())
+
+    before = children()
+    gc.disable()  # no collector: the loader must go by reference counting alone (no reference cycle)
+    try:
+        ld = TorchVideoLoader(dataset.names, dataset.store, 1, num_workers=2, **CLIP)
+        assert len(list(ld)) == 3 and len(children() - before) == 2
+        del ld
+        time.sleep(0.2)
+        assert not children() - before
+    finally:
+        gc.enable()

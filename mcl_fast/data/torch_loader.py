@@ -2,22 +2,27 @@
 DataLoader over a CPU decoder (PyAV; decord when installed and asked for).
 
 It is the baseline of the loader benchmark and the CPU path for H.264 (DALI's CPU decoder reads
-VP8/VP9/MJPEG only). Each worker plans its samples with the same Planner and seeds as the DALI
+VP8/VP9/MJPEG only). Each worker plans its batches with the same Planner and seeds as the DALI
 loader, decodes exactly the planned frames (mcl_fast.video_io.read_frames: the frames a
-sequential decode numbers so, in every container) and applies the torch twin of the DALI
-pipeline (augment.py).
+sequential decode numbers so, in every container; the union of a sample's clips once) and
+applies the torch twin of the DALI pipeline (augment.py) and the output format. Workers persist
+across epochs, so the planner's per-video caches do too.
 """
 from __future__ import annotations
 
+import copy
 import logging
+import weakref
 from typing import Callable
 
 import numpy as np
 import torch
 
 from ..video_io import read_frames
-from .augment import apply_view
-from .loader import LoaderBase, failure_reason
+from .augment import render_view
+from .base import PLAN_CHUNK, LoaderBase, failure_reason
+from .options import LoaderOptions
+from .output import OutputFormat
 from .plan import SamplePlan
 
 log = logging.getLogger(__name__)
@@ -34,108 +39,185 @@ def read_frames_decord(path: str, indices, num_frames: int | None = None) -> np.
     return reader.get_batch(list(np.asarray(indices, np.int64))).asnumpy()
 
 
-DECODERS = {"pyav": read_frames, "decord": read_frames_decord}
+def read_frames_torchcodec(path: str, indices, num_frames: int | None = None) -> np.ndarray:
+    """video_io.read_frames with torchcodec (optional; needs FFmpeg's shared libraries); num_frames is unused."""
+    from torchcodec.decoders import VideoDecoder
+
+    frames = VideoDecoder(str(path), seek_mode="exact").get_frames_at([int(i) for i in indices]).data  # (N, 3, H, W)
+    return frames.permute(0, 2, 3, 1).numpy()
+
+
+DECODERS = {"pyav": read_frames, "decord": read_frames_decord, "torchcodec": read_frames_torchcodec}
+_MODULES = {"decord": "decord", "torchcodec": "torchcodec.decoders"}
+
+
+def decoder_problem(decoder: str) -> str | None:
+    """Why `decoder` cannot run here (its package is missing or does not load), or None.
+
+    decord is only looked up, not imported: its bundled FFmpeg 4 libraries, once loaded, break
+    PyAV's VP9 encoder in the same process (avcodec_open2 "Invalid argument"; found while
+    benchmarking), so it is imported where it decodes. torchcodec is imported: whether FFmpeg's
+    shared libraries load is the question (it leaves PyAV working)."""
+    if decoder not in _MODULES:
+        return None
+    if decoder == "decord":
+        import importlib.util
+
+        if importlib.util.find_spec("decord") is None:
+            return "decoder='decord' needs decord (pip install decord)"
+        return None
+    try:
+        __import__(_MODULES[decoder])
+    except Exception as err:  # noqa: BLE001 (torchcodec raises RuntimeError when FFmpeg's libraries are missing)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"decoder={decoder!r} needs {decoder} (pip install {decoder}): {first}"[:300]
+    return None
+
+
+def available_decoders() -> list[str]:
+    """The DECODERS that run here."""
+    return [d for d in DECODERS if decoder_problem(d) is None]
 
 
 # ------------------------------------------------------------------------------------ dataset
 
 
-def render_plan(plan: SamplePlan, size: int, read: Callable = read_frames,
-                num_frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode a plan's frames and apply both views: (query, key), each (3, T, S, S) float32.
-    read(path, indices, num_frames) decodes; num_frames: the video's frame count (the store's)."""
-    q, k = plan.query, plan.key
-    if np.array_equal(q.frames, k.frames):
-        uniq, inverse = np.unique(q.frames, return_inverse=True)
-        clip = read(plan.path, uniq, num_frames)[inverse]
-        q_clip = k_clip = clip
-    else:
-        q_clip, k_clip = read(plan.path, q.frames, num_frames), read(plan.path, k.frames, num_frames)
-    return apply_view(q_clip, q.box, q.aug, size), apply_view(k_clip, k.box, k.aug, size)
+def render_plan(plan: SamplePlan, size: int, read: Callable = read_frames, num_frames: int | None = None,
+                output: OutputFormat | None = None) -> list[torch.Tensor]:
+    """Decode a plan's frames (the union of its clips, once) and render every view: a list with one
+    tensor per view in `output`'s format (default ImageNet-normalised (3, T, S, S) float32).
+    read(path, indices, num_frames) decodes; num_frames: the video's frame count (the store's);
+    size: the views' side where the plan does not say."""
+    output = output or OutputFormat()
+    uniq, inverse = np.unique(np.concatenate(plan.clips), return_inverse=True)
+    decoded = read(plan.path, uniq, num_frames)
+    clips, at = [], 0
+    for frames in plan.clips:
+        clips.append(decoded[inverse[at:at + len(frames)]])
+        at += len(frames)
+    return [output.apply(render_view(clips[v.clip], v.box, v.aug, v.size or size)) for v in plan.views]
 
 
-class _EpochDataset(torch.utils.data.Dataset):
-    """Item i = batch i of one epoch of one shard, rendered in a worker (so the plan's batched
-    structure and the failure bookkeeping stay in one place)."""
+class _BatchDataset(torch.utils.data.Dataset):
+    """Item (epoch, positions, indices) = that batch, planned and rendered in a worker (so the plan's
+    batched structure and the failure bookkeeping stay in one place)."""
 
-    def __init__(self, loader: "TorchVideoLoader", epoch: int):
-        self.loader, self.epoch, self.batches = loader, epoch, loader._epoch_batches()
+    def __init__(self, loader: "TorchVideoLoader"):
+        self.loader = loader
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.loader)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, item) -> dict:
         loader = self.loader
-        positions, indices = self.batches[i]
+        epoch, positions, indices = item
         read = DECODERS[loader.decoder]
-        out_q, out_k, plans = [], [], []
-        for pos, idx in zip(positions, indices):
+        plans = loader.plan_chunk(epoch, [(positions, indices)])[0]
+        views, kept = [], []
+        for plan, pos, idx in zip(plans, positions, indices):
             for _ in range(loader.planner.MAX_ATTEMPTS):
-                plan = loader.planner.plan(self.epoch, int(pos), int(idx))
                 try:
-                    q, k = render_plan(plan, loader.size, read, int(loader.store.info(plan.video)["num_frames"]))
+                    rendered = render_plan(plan, loader.size, read, int(loader.store.info(plan.video)["num_frames"]),
+                                           loader.output)
                 except Exception as err:  # noqa: BLE001 (mark the file bad; the replan replaces it)
                     log.debug("reading %s failed", plan.path, exc_info=err)
                     loader.report_failure(plan.path, failure_reason(err))
+                    plan = loader.planner.plan(epoch, int(pos), int(idx))  # now resolves to a replacement
                     continue
                 break
             else:
                 raise RuntimeError(f"{loader.planner.MAX_ATTEMPTS} videos in a row failed to decode near "
-                                   f"position {pos} of epoch {self.epoch}")
-            out_q.append(q)
-            out_k.append(k)
-            plans.append(plan)
-        batch = {"query": torch.stack(out_q), "key": torch.stack(out_k)}
-        batch.update(loader.plan_fields(plans, "cpu"))
+                                   f"position {pos} of epoch {epoch}")
+            views.append(rendered)
+            kept.append(plan)
+        batch = loader.batch_dict([torch.stack(v) for v in zip(*views)], kept, "cpu")
         # Replacements travel to the main process, which counts them and reports each file once.
-        batch["_failures"] = [list(p.failures) for p in plans]
+        batch["_failures"] = [list(p.failures) for p in kept]
         return batch
 
 
-class TorchVideoLoader(LoaderBase):
-    """Same arguments and outputs as MotionFocusedLoader (without the DALI-only ones), plus:
+class _BatchSampler:
+    """Yields (epoch, positions, indices) for each batch of the loader's current epoch (from its
+    skip point): the DataLoader's sampler, read each time an epoch starts."""
 
-    num_workers: DataLoader worker processes (0: decode in the main process).
-    decoder: "pyav" (default) or "decord". device: where the tensors go ("cpu" or "cuda").
-    pin_memory, prefetch_factor: passed to the DataLoader.
-    """
+    def __init__(self, loader: "TorchVideoLoader"):
+        self.loader = loader
 
-    def __init__(self, videos, store, batch_size: int, *, clip_len: int = 16, stride: int = 2, size: int = 224,
-                 augment: bool = True, sampling: str = "motion", preset: str = "paper", seed: int = 0,
-                 shard_id: int = 0, num_shards: int = 1, return_meta: bool = False, two_clips: bool = False,
-                 sampler: Callable | None = None, motion_size=None, drop_last: bool = False, shuffle: bool = True,
-                 video_root=None, verify: bool = True, check_fingerprints: bool = True, min_frames: int | None = None,
-                 num_workers: int = 4, decoder: str = "pyav",
-                 device: str = "cpu", pin_memory: bool = False, prefetch_factor: int = 2):
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
-        if decoder == "decord":
-            try:
-                import decord  # noqa: F401
-            except ImportError:
-                raise ImportError("decoder='decord' needs decord: pip install decord") from None
-        super().__init__(videos, store, batch_size, clip_len=clip_len, stride=stride, size=size, augment=augment,
-                         sampling=sampling, preset=preset, seed=seed, shard_id=shard_id, num_shards=num_shards,
-                         return_meta=return_meta, two_clips=two_clips, sampler=sampler, motion_size=motion_size,
-                         drop_last=drop_last, shuffle=shuffle, video_root=video_root, verify=verify,
-                         check_fingerprints=check_fingerprints, min_frames=min_frames)
-        self.num_workers, self.decoder, self.device = int(num_workers), decoder, torch.device(device)
-        self.pin_memory, self.prefetch_factor = pin_memory, int(prefetch_factor)
+    def __len__(self) -> int:
+        return len(self.loader)
 
     def __iter__(self):
-        dataset = _EpochDataset(self, self.epoch)
-        kwargs = {"prefetch_factor": self.prefetch_factor} if self.num_workers > 0 else {}
-        # batch_size=None: each item already is a batch (planned together, like the DALI loader).
-        data = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=self.num_workers,
-                                           pin_memory=self.pin_memory, **kwargs)
-        for batch in data:
+        epoch = self.loader.epoch
+        return iter([(epoch, p, i) for p, i in self.loader._epoch_batches()])
+
+
+class TorchVideoLoader(LoaderBase):
+    """Same options and outputs as MotionFocusedLoader (options.LoaderOptions), plus:
+
+    num_workers: DataLoader worker processes (0: decode in the main process); they persist across
+    epochs. decoder: "pyav" (default), "decord" or "torchcodec" (each installed separately;
+    available_decoders() lists those that run here). device: where the tensors go ("cpu" or
+    "cuda"). pin_memory, prefetch_factor: passed to the DataLoader.
+    """
+
+    def __init__(self, videos, store, batch_size: int, *, num_workers: int = 4, decoder: str = "pyav",
+                 device: str = "cpu", pin_memory: bool = False, prefetch_factor: int = 2, **options):
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
+        problem = decoder_problem(decoder)
+        if problem:
+            raise ImportError(problem)
+        super().__init__(videos, store, batch_size, LoaderOptions.from_kwargs("TorchVideoLoader", options))
+        self.num_workers, self.decoder, self.device = int(num_workers), decoder, torch.device(device)
+        self.pin_memory, self.prefetch_factor = pin_memory, int(prefetch_factor)
+        self._data = None
+
+    def _dataloader(self):
+        if self._data is None:
+            kwargs = {"prefetch_factor": self.prefetch_factor, "persistent_workers": True} if self.num_workers > 0 else {}
+            # batch_size=None: each item already is a batch (planned together, like the DALI loader).
+            # No reference cycle through the DataLoader: the dataset holds a copy of this loader
+            # without it, the sampler a weak reference, so dropping the loader stops its workers.
+            self._data = torch.utils.data.DataLoader(_BatchDataset(copy.copy(self)), batch_size=None,
+                                                     sampler=_BatchSampler(weakref.proxy(self)),
+                                                     num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                                     **kwargs)
+        return self._data
+
+    def __iter__(self):
+        for batch in self._dataloader():
             failures = batch.pop("_failures")  # per sample: [(path, reason)] of the videos it replaced
             self.num_replaced += sum(1 for f in failures if f)
             for path, reason in (f for sample in failures for f in sample):
                 self.report_failure(path, reason)
             if self.device.type != "cpu":
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                batch = {k: [t.to(self.device, non_blocking=True) for t in v] if isinstance(v, list)
+                         else v.to(self.device, non_blocking=True) for k, v in batch.items()}
             yield batch
 
+    def close(self) -> None:
+        """Stop the worker processes now (they persist across epochs; the next iteration starts new ones)."""
+        data, self._data = self._data, None
+        iterator = getattr(data, "_iterator", None) if data is not None else None
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
 
-__all__ = ["TorchVideoLoader", "render_plan", "DECODERS"]
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 (interpreter shutdown)
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_data"] = None  # workers do not carry the DataLoader (and its worker handles)
+        return state
+
+
+__all__ = ["TorchVideoLoader", "render_plan", "DECODERS", "available_decoders", "decoder_problem", "PLAN_CHUNK"]

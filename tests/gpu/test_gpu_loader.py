@@ -97,7 +97,7 @@ def psnr(a, b) -> float:
 
 @pytest.mark.parametrize("augment", [False, True])
 def test_gpu_and_cpu_loaders_agree(dataset, augment):
-    kw = dict(batch_size=2, seed=11, return_meta=True, num_threads=2, augment=augment, **CLIP)
+    kw = dict(batch_size=2, seed=11, return_meta=True, num_threads=2, augment=augment, drop_last=False, **CLIP)
     gpu = MotionFocusedLoader(dataset.names, dataset.store, device="gpu", **kw)
     cpu = MotionFocusedLoader(dataset.names, dataset.store, device="cpu", **kw)
     assert len(gpu) == len(cpu) == 2
