@@ -203,7 +203,11 @@ def test_torch_loader_gives_the_same_frames(dataset):
 
 
 def test_sampling_options(dataset):
-    for kw in (dict(sampling="random"), dict(preset="official"), dict(two_clips=True)):
+    from mcl_fast.data.official import NotAnOfficialStore
+
+    with pytest.raises(NotAnOfficialStore, match="--maps official"):  # a paper store (tests/test_official_loader.py)
+        loader(dataset, batch_size=4, preset="official")
+    for kw in (dict(sampling="random"), dict(two_clips=True)):
         for batch in loader(dataset, batch_size=4, **kw):
             assert batch["query"].shape == batch["key"].shape == (4, 3, 8, 32, 32)
             assert torch.isfinite(batch["query"]).all()
