@@ -7,6 +7,10 @@ processes compute; the main process alone writes the store, so a SIGKILL at any 
 valid store, and a rerun skips every finished video (and, unless `retry_errors`, every video
 recorded as an error). Bad inputs never stop the run: each is recorded with its reason in
 STORE/errors.json.
+
+maps="official" (`--maps official --window 8|4`) stores the authors' release's maps instead
+(compute_official_video_maps): per frame a 7x7 uint8 map, per clip start a magnitude, and the
+encoded flows themselves, for the loaders' preset="official". CPU only.
 """
 from __future__ import annotations
 
