@@ -16,7 +16,7 @@ from mcl_fast.data.plan import Clips, draw_view_aug, scale_box
 from mcl_fast.data.synthetic import make_video
 from mcl_fast.motion.official import crop_resize_flows, mal_target
 from mcl_fast.sampling_official import clip_cell_map, official_crop_box, sample_official_clips
-from videotools import decode_all, psnr, reference_view
+from videotools import assert_loaders_agree, decode_all, psnr, reference_view
 
 LENGTHS = (40, 36, 44, 50, 38, 30)  # the last is under the Kinetics rule's 33 frames
 CLIP_LEN, STRIDE, SIZE = 16, 2, 32
@@ -150,16 +150,8 @@ def test_loaders_give_four_views_of_the_planned_clips_and_the_target(official, k
 def test_dali_and_torch_loaders_agree_with_augmentation(official):
     pytest.importorskip("nvidia.dali")
     dali, twin = make("dali", official.store, return_meta=True), make("torch", official.store, return_meta=True)
-    for epoch in range(2):
-        dali.set_epoch(epoch)
-        twin.set_epoch(epoch)
-        for a, b in zip(dali, twin):
-            for key in ("index", "frames", "boxes", "flips", "motion", "query_first", "motion_flipped"):
-                assert torch.equal(a[key], b[key]), key
-            for name in VIEW_NAMES:
-                x, y = denormalize(a[name]).numpy(), denormalize(b[name]).numpy()
-                for i in range(len(x)):
-                    assert psnr(x[i], y[i]) >= 35, (name, i)
+    assert_loaders_agree(dali, twin, ("index", "frames", "boxes", "flips", "motion", "query_first", "motion_flipped"),
+                         VIEW_NAMES)
 
 
 def test_a_store_without_official_maps_is_refused_with_the_command(official):

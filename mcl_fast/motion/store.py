@@ -659,6 +659,21 @@ class StoreWriter:
 # ----------------------------------------------------------------------------------- reader
 
 
+def _mapped(cache: dict, key, path: Path, end: int) -> np.memmap:
+    """The read-only uint8 memory map of the shard file `path`, from `cache` (mapped again when
+    it is not there yet, or shorter than `end`: grown by a writer since)."""
+    mm = cache.get(key)
+    if mm is None or len(mm) < end:
+        try:
+            mm = np.memmap(path, dtype=np.uint8, mode="r")
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{path}: cannot map the shard: {e}") from None
+        if len(mm) < end:
+            raise StoreError(f"{path} holds {len(mm)} bytes but the index needs {end}; the store is damaged")
+        cache[key] = mm
+    return mm
+
+
 class MotionStore:
     """A prepared motion store, read-only (see the module docstring for the layout).
 
@@ -761,30 +776,10 @@ class MotionStore:
 
     # -- reading
     def _shard(self, shard: int, end: int) -> np.memmap:
-        mm = self._maps.get(shard)
-        if mm is None or len(mm) < end:  # not mapped yet, or grown by a writer since
-            p = self.path / shard_name(shard)
-            try:
-                mm = np.memmap(p, dtype=np.uint8, mode="r")
-            except (OSError, ValueError) as e:
-                raise StoreError(f"{p}: cannot map the shard: {e}") from None
-            if len(mm) < end:
-                raise StoreError(f"{p} holds {len(mm)} bytes but the index needs {end}; the store is damaged")
-            self._maps[shard] = mm
-        return mm
+        return _mapped(self._maps, shard, self.path / shard_name(shard), end)
 
     def _other_shard(self, prefix: str, shard: int, end: int) -> np.memmap:
-        mm = self._other.get((prefix, shard))
-        if mm is None or len(mm) < end:
-            p = self.path / shard_name(shard, prefix)
-            try:
-                mm = np.memmap(p, dtype=np.uint8, mode="r")
-            except (OSError, ValueError) as e:
-                raise StoreError(f"{p}: cannot map the shard: {e}") from None
-            if len(mm) < end:
-                raise StoreError(f"{p} holds {len(mm)} bytes but the index needs {end}; the store is damaged")
-            self._other[(prefix, shard)] = mm
-        return mm
+        return _mapped(self._other, (prefix, shard), self.path / shard_name(shard, prefix), end)
 
     def _require_official(self, what: str) -> None:
         if not self.official:
