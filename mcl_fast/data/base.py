@@ -3,14 +3,18 @@ failure reports, and the batch dict they hand out.
 
 A batch is a dict of torch tensors:
 
-- default views: `query`, `key` (B, 3, T, S, S) in the output format; other views= specs: `views`,
-  a list with one tensor per view;
+- default views: `query`, `key` (B, 3, T, S, S) in the output format; preset="official": `query`,
+  `key`, `key2`, `key3` (official.VIEW_NAMES); other views= specs: `views`, a list with one tensor
+  per view;
 - `motion` (B, T', H', W') the query's motion target; `index` (B,) the dataset index;
 - with labels=: `label` (B,) int64;
+- a sampler's extras (plan.Clips.extras), each stacked under its name: the official preset's
+  `query_first` (B,) bool;
 - with return_meta=True: `frames` (B, T) the query clip's frame indices; default views: `box_query`,
   `box_key` (B, 4) (y0, x0, h, w) in the decoded file's pixels, `flip_query`, `flip_key` (B,) bool,
   and `frames_key` (B, T) when the key has its own clip; other specs: `boxes` (B, M, 4), `flips`
-  (B, M) and `clip_frames`, a list of (B, T_c) per clip.
+  (B, M) and `clip_frames`, a list of (B, T_c) per clip; preset="official" also `motion_flipped`
+  (B,) bool, whether `motion` was mirrored (a flipped query whose second coin said so).
 """
 from __future__ import annotations
 
@@ -173,9 +177,14 @@ class LoaderBase:
         self.paths = VideoPaths(self.store, o.video_root)
         videos = [str(v) for v in videos]
         labels, self.classes = resolve_labels(o.labels, videos)
-        # the sampler of clips and boxes: the built-in one (sampling, preset) or the user's
-        self.clip_sampler = o.sampler if o.sampler is not None else MotionSampler(o.clip_len, o.stride, o.sampling,
-                                                                                  o.preset, o.two_clips)
+        # the sampler of clips and boxes: the built-in one (sampling, preset), the release's, or the user's
+        self.official = o.preset == "official"
+        self.view_names = None  # names of the views in the batch (the official preset's four)
+        if self.official:
+            self.clip_sampler = self._official_sampler(o)
+        else:
+            self.clip_sampler = o.sampler if o.sampler is not None else MotionSampler(
+                o.clip_len, o.stride, o.sampling, o.preset, o.two_clips)
         self.layout = self._layout(o)
         # (H, W) of files whose size differs from the store's source frames (resized transcodes);
         # without verify they are probed lazily, the first time a video is planned (file_size).
@@ -183,9 +192,16 @@ class LoaderBase:
             videos, self.store, self.paths, o.verify, self.codecs, video_root=o.video_root,
             fingerprints=o.check_fingerprints, nvdec=getattr(self, "nvdec", False))
         self.verdicts = FileVerdicts(self.store, self.paths, self.codecs, file_hw, bool(o.verify))
-        # Short videos: kept and padded (listed in short_videos), or dropped under min_frames.
+        # Short videos: kept and padded (listed in short_videos), or dropped under min_frames (the
+        # official preset's default: the release's shortest training video for the store's dataset).
+        min_frames = o.min_frames
+        if self.official and min_frames is None:
+            from .official import default_min_frames
+
+            min_frames = default_min_frames(self.store.window)
+        self.min_frames = min_frames
         self.videos, self.short_videos, self.dropped_videos = short_video_policy(
-            videos, self.store, self.layout.max_span, o.min_frames)
+            videos, self.store, self.layout.max_span, min_frames)
         if labels is not None and self.dropped_videos:
             dropped = set(self.dropped_videos)
             labels = labels[[v not in dropped for v in videos]]
@@ -193,9 +209,14 @@ class LoaderBase:
         self._check_batches()
         first = self.layout.views[0]
         # motion target: T' = the query's clip_len, H' = W' = its size / 16 (7 at 112, 14 at 224);
-        # MAL pools it to the feature map's shape anyway.
+        # MAL pools it to the feature map's shape anyway. The official preset's is the release's (4, 7, 7).
         self.motion_size = o.motion_size or (self.layout.clips[first.clip][0], max(1, first.size // 16),
                                              max(1, first.size // 16))
+        if self.official:
+            if o.motion_size is not None and tuple(o.motion_size) != self.clip_sampler.motion_size:
+                raise ValueError(f"preset='official' gives the release's {self.clip_sampler.motion_size} motion target; "
+                                 f"motion_size={tuple(o.motion_size)} cannot change it")
+            self.motion_size = self.clip_sampler.motion_size
         self.num_replaced = 0  # samples whose video failed and was replaced by another
         # the planner asks the verdicts, loader.sampler holds a weak reference: no reference cycle
         # keeps a dropped loader (and a TorchVideoLoader's worker processes) alive until the next GC
@@ -209,11 +230,33 @@ class LoaderBase:
         epoch_order(len(self.videos), seed=self.seed, epoch=0, shard_id=self.shard_id,
                     num_shards=self.num_shards, drop_last=self.drop_last)  # validates the sharding now
 
+    def _official_sampler(self, o: LoaderOptions):
+        """The release's sampler (official.OfficialSampler), after checking what the preset fixes."""
+        from .official import OfficialSampler, check_official_store
+
+        if o.sampler is not None:
+            raise ValueError("preset='official' brings its own sampler (three clips, four views, the (4, 7, 7) "
+                             "target); a sampler= of your own goes with preset='paper'")
+        if o.two_clips:
+            raise ValueError("preset='official' already cuts its keys from three clips; two_clips=True is for the "
+                             "paper's query/key pair")
+        check_official_store(self.store)
+        return OfficialSampler(self.store, o.clip_len, o.stride, o.sampling)
+
     def _layout(self, o: LoaderOptions):
-        """The resolved views: views= (checked), or the default pair (planner.default_layout)."""
+        """The resolved views: views= (checked), the official preset's four, or the default pair
+        (planner.default_layout)."""
         sampler = self.clip_sampler
         builtin = type(sampler) is MotionSampler
-        if o.views is None:
+        if self.official:
+            from .official import VIEW_NAMES, check_views, official_views
+
+            layout = resolve_views(o.views if o.views is not None else official_views(), clip_len=o.clip_len,
+                                   stride=o.stride, size=o.size, motion_crop=sampler.motion_crop,
+                                   scale=sampler.config.scale, ratio=sampler.config.ratio, augment=True)
+            check_views(layout, (o.clip_len, o.stride))
+            self.default_views, self.view_names = False, VIEW_NAMES
+        elif o.views is None:
             layout = default_layout(sampler, clip_len=o.clip_len, size=o.size)
             self.default_views = True
         else:
@@ -324,7 +367,12 @@ class LoaderBase:
     def batch_dict(self, views: Sequence[torch.Tensor], plans: Sequence[SamplePlan], device) -> dict:
         """The batch handed out: the views (query/key or a views list), motion, index, label and
         (return_meta) the plans' frames, boxes and flips; everything on `device`."""
-        out = {"query": views[0], "key": views[1]} if self.default_views else {"views": list(views)}
+        if self.view_names is not None:
+            out = dict(zip(self.view_names, views))
+        elif self.default_views:
+            out = {"query": views[0], "key": views[1]}
+        else:
+            out = {"views": list(views)}
         out.update(self.plan_fields(plans, device))
         return out
 
@@ -335,9 +383,30 @@ class LoaderBase:
                "index": torch.tensor([p.index for p in plans], dtype=torch.int64)}
         if self.labels is not None:
             out["label"] = torch.from_numpy(self.labels[[p.index for p in plans]])
+        out.update(extra_fields(plans))
         if self.return_meta:
             out.update(meta_fields(plans, self.default_views))
+            if self.official:
+                out["motion_flipped"] = torch.tensor([p.motion_flipped for p in plans], dtype=torch.bool)
         return {k: [t.to(device) for t in v] if isinstance(v, list) else v.to(device) for k, v in out.items()}
+
+
+def extra_fields(plans: Sequence[SamplePlan]) -> dict:
+    """A sampler's per-sample extras (plan.Clips.extras) stacked into CPU tensors (B, ...), by name.
+    Every sample must give the same names, dtypes and shapes (ValueError naming the difference)."""
+    names = list(plans[0].extras) if plans else []
+    out = {}
+    for p in plans[1:]:
+        if list(p.extras) != names:
+            raise ValueError(f"samples of one batch gave different sampler extras: {names} and {list(p.extras)} "
+                             f"({p.video})")
+    for name in names:
+        values = [np.asarray(p.extras[name]) for p in plans]
+        if len({(v.dtype, v.shape) for v in values}) > 1:
+            raise ValueError(f"sampler extra {name!r} differs in dtype or shape between the samples of a batch: "
+                             f"{sorted({(str(v.dtype), v.shape) for v in values})}")
+        out[name] = torch.from_numpy(np.stack(values))
+    return out
 
 
 def meta_fields(plans: Sequence[SamplePlan], default_views: bool = True) -> dict:

@@ -26,10 +26,14 @@ class LoaderOptions:
       plain crops (no flip either) whatever the views say.
     sampling: "motion" (paper: motion-focused clip and crop), "random" (baseline), "temporal"
       (motion-focused clip, random crop) or "spatial" (random clip, motion-focused crop);
-      preset: "paper" or "official" (sampling.get_preset).
+      preset: "paper" or "official": the authors' release (data/official.py) on an official store
+      (`mcl-fast prepare --maps official`): three clips, four views (batch query, key, key2, key3),
+      motion (B, 4, 7, 7), query_first (B,); sampler, two_clips and other motion sizes refused,
+      min_frames defaulting to the release's 64 (UCF101) / 33 (Kinetics) by the store's window.
     sampler: a callable sampler(maps, info, rng) -> plan.Choice (query and key) or plan.Clips
       (any views) replacing the clips and boxes of `sampling`; info is the store's info of the
-      video plus "video" (its store key) and "clips" ((clip_len, stride) of each clip). Without
+      video plus "video" (its store key) and "clips" ((clip_len, stride) of each clip); a Clips'
+      extras become batch keys. Without
       views=, the key is cut from the key frames it returns (decoded once when they equal the
       query's), in both loaders.
     two_clips: the default key from a second clip of the same video.

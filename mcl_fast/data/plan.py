@@ -90,6 +90,9 @@ class SamplePlan:
     is the query); clips: the frames (T_c,) int64 of each clip, which the views are cut from;
     motion: (T', H', W') float32 the query tubelet's ST-motion, cropped at the query box and
     flipped with it; failures: [(path, reason)] of videos this sample replaced.
+    extras: a sampler's per-sample values (Clips.extras), batched under their names;
+    motion_flipped: whether `motion` was mirrored (the query's flip, unless the sampler's
+    Clips.motion_flip said not to follow it).
     `query` and `key` are views 0 and 1.
     """
 
@@ -100,6 +103,8 @@ class SamplePlan:
     clips: tuple
     motion: np.ndarray
     failures: tuple = ()
+    extras: dict = field(default_factory=dict)
+    motion_flipped: bool = False
 
     @property
     def query(self) -> ViewPlan:
@@ -137,11 +142,25 @@ class Clips:
     motion: None (the loader crops the store's maps under the query box), or the (T', H', W')
     motion target itself (T', H', W' the loader's motion_size), before any flip: it is mirrored
     with the query like the default target.
+    motion_flip: False leaves `motion` as it is when the query is flipped (the authors' release
+    mirrors its flows with the frames only half the time); True (default) mirrors it with the query.
+    extras: None, or {name: value} per-sample values (a bool, a number or an array, the same
+    names, dtypes and shapes for every sample) that the loaders stack into batch[name] (B, ...),
+    e.g. the official preset's "query_first"; a name may not be one of the batch's own keys
+    (BATCH_KEYS).
     """
 
     frames: tuple
     boxes: tuple | None = None
     motion: np.ndarray | None = None
+    motion_flip: bool = True
+    extras: dict | None = None
+
+
+# the keys a loader's batch can hold itself: a sampler's extras may not take them
+BATCH_KEYS = frozenset({"query", "key", "key2", "key3", "views", "motion", "index", "label", "frames", "box_query",
+                        "box_key", "flip_query", "flip_key", "frames_key", "boxes", "flips", "clip_frames",
+                        "motion_flipped"})
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -410,7 +429,19 @@ def validate_clips(clips: Clips, info: dict, clip_lens, num_views: int, motion_s
         if motion.shape != tuple(motion_size):
             raise ValueError(f"{video}: sampler returned a motion target of shape {motion.shape}, expected "
                              f"{tuple(motion_size)} (motion_size)")
-    return Clips(frames=frames, boxes=boxes, motion=motion)
+    extras = {}
+    if clips.extras is not None:
+        if not isinstance(clips.extras, dict):
+            raise TypeError(f"{video}: Clips.extras must be a dict {{name: value}}, got {type(clips.extras).__name__}")
+        for name, value in clips.extras.items():
+            if not isinstance(name, str) or name in BATCH_KEYS:
+                raise ValueError(f"{video}: Clips.extras name {name!r} is taken by the batch itself "
+                                 f"({', '.join(sorted(BATCH_KEYS))}); choose another")
+            value = np.asarray(value)
+            if value.dtype == object:
+                raise TypeError(f"{video}: Clips.extras[{name!r}] must be a bool, a number or a numeric array")
+            extras[name] = value
+    return Clips(frames=frames, boxes=boxes, motion=motion, motion_flip=bool(clips.motion_flip), extras=extras)
 
 
 # ------------------------------------------------------------------------------------ motion

@@ -233,7 +233,8 @@ class Planner:
                                         else tuple(box_lists[k][i]), augs[i][k], v.clip, v.size)
                                for k, v in enumerate(views))
             plans.append(SamplePlan(index=idx, video=video, path=self._path(video), views=view_plans,
-                                    clips=clip_frames, motion=motions[i], failures=tuple(failures)))
+                                    clips=clip_frames, motion=motions[i], failures=tuple(failures),
+                                    motion_flipped=bool(augs[i][0].flip)))
         return plans
 
     def _fill_scores(self, names, entries, score) -> None:
@@ -406,8 +407,10 @@ class Planner:
             if boxes[j] is None:
                 boxes[j] = self._draw_box(rng, v, maps, clips.frames[v.clip], entry, boxes)
         augs = [draw_view_aug(rng, v.size, v.aug is not None, v.aug or _NO_AUG) for v in layout.views]
+        flipped = augs[0].flip
         if clips.motion is not None:
-            motion = np.ascontiguousarray(clips.motion[:, :, ::-1] if augs[0].flip else clips.motion)
+            flipped = flipped and clips.motion_flip  # the sampler may leave its target unmirrored
+            motion = np.ascontiguousarray(clips.motion[:, :, ::-1] if flipped else clips.motion)
         else:
             motion = crop_motion(maps, clips.frames[0], boxes[0], frame_hw, self.motion_size, augs[0].flip,
                                  entry.cell_scale)
@@ -415,7 +418,8 @@ class Planner:
         views = tuple(ViewPlan(clips.frames[v.clip], scale_box(boxes[j], frame_hw, file_hw), augs[j], v.clip, v.size)
                       for j, v in enumerate(layout.views))
         return SamplePlan(index=index, video=video, path=self.path_of(video), views=views,
-                          clips=tuple(clips.frames), motion=motion, failures=tuple(failures))
+                          clips=tuple(clips.frames), motion=motion, failures=tuple(failures), extras=clips.extras,
+                          motion_flipped=bool(flipped))
 
     def _draw_box(self, rng, view: ResolvedView, maps, frames, entry: _VideoInfo, boxes) -> tuple:
         """A view's box when the sampler left it out: the view's crop rule, per-sample references."""

@@ -7,6 +7,10 @@ processes compute; the main process alone writes the store, so a SIGKILL at any 
 valid store, and a rerun skips every finished video (and, unless `retry_errors`, every video
 recorded as an error). Bad inputs never stop the run: each is recorded with its reason in
 STORE/errors.json.
+
+maps="official" (`--maps official --window 8|4`) stores the authors' release's maps instead
+(compute_official_video_maps): per frame a 7x7 uint8 map, per clip start a magnitude, and the
+encoded flows themselves, for the loaders' preset="official". CPU only.
 """
 from __future__ import annotations
 
@@ -21,9 +25,11 @@ from ..video_io import (CRASH_REASON, VideoError, VideoListError, VideoReader, c
                         file_fingerprint, target_size)
 from .flow import FLOW_METHODS, PairFlow
 from .maps import downsample_mean, motion_map
-from .store import ERRORS, StoreError, StoreWriter, VideoMaps
+from .official import WINDOW, OfficialMapAccumulator, encode_flow, frame_maps_to_uint8
+from .store import ERRORS, MAPS_KINDS, StoreError, StoreWriter, VideoMaps
 
 DEVICES = ("cpu", "cuda")
+WINDOWS = tuple(sorted(set(WINDOW.values()), reverse=True))  # the release's ws: 8 (UCF101), 4 (Kinetics)
 
 
 class PrepareError(Exception):
@@ -107,6 +113,48 @@ def compute_video_maps(path, *, flow: str = "tvl1", size: int = 128, map_downsam
         raise VideoError(path, f"motion maps unusable: {e}") from None
 
 
+def compute_official_video_maps(path, *, flow: str = "tvl1", size: int = 128, window: int = WINDOW["ucf101"]
+                                ) -> VideoMaps:
+    """The release's maps of one video (the `official` preset, mcl_fast.motion.official): decode
+    `path` (gray, short side `size`), flow of each consecutive pair, encode it to uint8
+    (encode_flow: clipped to +-20 px), feed it to OfficialMapAccumulator (window `window`).
+    Returns VideoMaps.official: maps (N, 7, 7) uint8 (frame_maps_to_uint8), clip magnitudes (K,)
+    (K = N - 32, at least 1) and the encoded flows (N - 1, h, w, 2) uint8 at the flow's
+    resolution, with the file's fingerprint. A one-frame video has zero maps, one zero
+    magnitude and no flows.
+
+    Memory: the video's encoded flows (2 bytes per flow pixel: 44 kB a frame at 128x171) plus
+    the accumulator's last 32 flows. Raises VideoError for every unusable input.
+    """
+    path = os.fspath(path)
+    if flow not in FLOW_METHODS:
+        raise ValueError(f"unknown flow method {flow!r}; choose one of {FLOW_METHODS}")
+    pair = _pair_flow(flow)
+    acc = OfficialMapAccumulator(int(window))
+    flows: list[np.ndarray] = []
+    with VideoReader(path) as reader:
+        fingerprint = source_fingerprint(path)
+        prev = None
+        for frame in reader.frames(size=size, gray=True):
+            if prev is not None:
+                f = pair(prev, frame)
+                if not np.isfinite(f).all():
+                    raise VideoError(path, "motion maps unusable: the optical flow holds non-finite values")
+                flows.append(encode_flow(f))
+                acc.add(flows[-1])
+            prev = frame
+        n, fps = reader.decoded, reader.info["fps"]
+        height, width = reader.frame_size or (reader.info["height"], reader.info["width"])
+    if n == 1:
+        th, tw = target_size(height, width, size)
+        g = acc.grid
+        return VideoMaps.official(np.zeros((1, g, g), np.uint8), np.zeros(1), np.zeros((0, th, tw, 2), np.uint8),
+                                  fps=fps, height=height, width=width, fingerprint=fingerprint)
+    maps, _, magnitudes = acc.finish()
+    return VideoMaps.official(frame_maps_to_uint8(maps), magnitudes, np.stack(flows), fps=fps, height=height,
+                              width=width, fingerprint=fingerprint)
+
+
 def still_map_shape(height: int, width: int, size: int, map_downsample: int) -> tuple[int, int]:
     """(map_h, map_w) of a video of height x width frames: what its flow would be block-averaged to."""
     th, tw = target_size(height, width, size)
@@ -125,11 +173,17 @@ def source_fingerprint(path) -> str:
 # --------------------------------------------------------------------------------- workers
 
 
+def _compute(path, flow: str, size: int, map_downsample: int, maps: str = "paper", window: int | None = None):
+    if maps == "official":
+        return compute_official_video_maps(path, flow=flow, size=size, window=window)
+    return compute_video_maps(path, flow=flow, size=size, map_downsample=map_downsample)
+
+
 def _work(task):
-    """(abs path, relpath, flow, size, map_downsample) -> (relpath, VideoMaps or None, reason)."""
-    path, rel, flow, size, map_downsample = task
+    """(abs path, relpath, flow, size, map_downsample, maps, window) -> (relpath, VideoMaps or None, reason)."""
+    path, rel, *settings = task
     try:
-        return rel, compute_video_maps(path, flow=flow, size=size, map_downsample=map_downsample), None
+        return rel, _compute(path, *settings), None
     except VideoError as e:
         return rel, None, e.reason
     except Exception as e:  # one video's failure must not stop the run
@@ -150,7 +204,7 @@ def _gpu_compute():
 
 
 def _gpu_results(tasks, compute):
-    for path, rel, flow, size, map_downsample in tasks:
+    for path, rel, flow, size, map_downsample, *_ in tasks:  # paper maps only (prepare refuses official on cuda)
         try:
             maps = compute(path, flow=flow, size=size, map_downsample=map_downsample)
             maps.fingerprint = source_fingerprint(path)
@@ -183,9 +237,14 @@ def _results(tasks, workers: int, gpu_compute=None):
 
 def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 1, device: str = "cpu",
             strict: bool = False, map_downsample: int = 4, retry_errors: bool = False, progress: bool = True,
-            root=None) -> PrepareReport:
+            root=None, maps: str = "paper", window: int | None = None) -> PrepareReport:
     """Build or resume the motion store `out` from `videos` (a folder, a list/split file, one
     video file, or a list of paths relative to `root`).
+
+    maps="paper" (default): the paper's motion maps (eq. 1), block-averaged by map_downsample.
+    maps="official": the release's maps for the `official` preset (compute_official_video_maps,
+    window 8 for UCF101 (the default) or 4 for Kinetics; map_downsample unused), CPU only: the
+    store also keeps each video's clip magnitudes and encoded flows.
 
     Finished videos are never recomputed; videos recorded as errors are skipped unless
     `retry_errors`. workers: CPU processes (0 computes in this process); device="cuda" computes
@@ -198,7 +257,7 @@ def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 
     if device not in DEVICES:
         raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     size, map_downsample, workers = int(size), int(map_downsample), int(workers)
-    if map_downsample < 1 or size < 2 * map_downsample:
+    if maps == "paper" and (map_downsample < 1 or size < 2 * map_downsample):
         raise InputError(f"need map_downsample >= 1 and size >= 2 * map_downsample, got size {size}, "
                          f"map_downsample {map_downsample}")
     if workers < 0:
@@ -206,20 +265,34 @@ def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 
     if device == "cuda" and flow != "tvl1":
         # Checked before the store opens: per-video errors would make a rerun skip every video.
         raise InputError(f"--device cuda computes TV-L1 flow only; use --flow tvl1, or --device cpu for {flow}")
+    if maps not in MAPS_KINDS:
+        raise InputError(f"unknown maps {maps!r}; choose one of {', '.join(MAPS_KINDS)}")
+    if maps == "official":
+        window = WINDOW["ucf101"] if window is None else int(window)
+        if window < 1:
+            raise InputError(f"--window must be >= 1 (the release: 8 for UCF101, 4 for Kinetics), got {window}")
+        if device == "cuda":
+            raise InputError("--maps official runs on the CPU only (--device cpu): its maps, clip magnitudes and "
+                             "encoded flows come from OpenCV's flow and filters, and the GPU path computes the "
+                             "paper's maps only")
+        map_downsample = None
+    elif window is not None:
+        raise InputError("--window sets the official maps' window of flows; it needs --maps official")
     gpu_compute = _gpu_compute() if device == "cuda" else None
     try:
         root, rels = collect_videos(videos, root)
     except VideoListError as e:
         raise InputError(str(e)) from None
     report = PrepareReport(store=os.fspath(out))
-    with StoreWriter(out, root=root, flow=flow, size=size, map_downsample=map_downsample) as writer:
+    with StoreWriter(out, root=root, flow=flow, size=size, map_downsample=map_downsample, maps=maps,
+                     window=window) as writer:
         todo = []
         for rel in rels:
             if writer.done(rel):
                 report.skipped_existing += 1
             elif not writer.failed(rel) or retry_errors:
                 todo.append(rel)
-        tasks = [(os.path.join(root, rel), rel, flow, size, map_downsample) for rel in todo]
+        tasks = [(os.path.join(root, rel), rel, flow, size, map_downsample, maps, window) for rel in todo]
         bar = None
         if progress and tasks:
             from tqdm import tqdm
@@ -268,6 +341,12 @@ def add_args(parser) -> None:
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any input is an error")
     parser.add_argument("--map-downsample", type=int, default=4,
                         help="average motion maps over NxN blocks before storing (default 4)")
+    parser.add_argument("--maps", choices=MAPS_KINDS, default="paper",
+                        help="paper (default): eq. (1) maps; official: the authors' release's 7x7 maps, clip "
+                             "magnitudes and encoded flows, for preset='official' (CPU only; stores 2 bytes per "
+                             "flow pixel: ~44 kB a frame at --size 128)")
+    parser.add_argument("--window", type=int, choices=WINDOWS, default=None,
+                        help="--maps official: flows per frame map, 8 for UCF101 (default) or 4 for Kinetics")
     parser.add_argument("--retry-errors", action="store_true", help="retry inputs recorded as errors by earlier runs")
     parser.add_argument("--root", default=None,
                         help="folder the listed paths are relative to (default: the list file's folder)")
@@ -277,7 +356,7 @@ def run(args) -> int:
     try:
         prepare(args.videos, args.out, flow=args.flow, size=args.size, workers=args.workers, device=args.device,
                 strict=args.strict, map_downsample=args.map_downsample, retry_errors=args.retry_errors,
-                progress=True, root=args.root)
+                progress=True, root=args.root, maps=args.maps, window=args.window)
     except PrepareFailed:
         return 1  # the summary is already printed
     except (PrepareError, StoreError) as e:
@@ -289,5 +368,5 @@ def run(args) -> int:
     return 0
 
 
-__all__ = ["prepare", "compute_video_maps", "PrepareReport", "PrepareError", "InputError", "PrepareFailed", "VideoMaps",
+__all__ = ["prepare", "compute_video_maps", "compute_official_video_maps", "PrepareReport", "PrepareError", "InputError", "PrepareFailed", "VideoMaps",
            "add_args", "run"]
