@@ -28,8 +28,10 @@ test: venv kernels
 demo: venv
 	$(VENV)/bin/mcl-fast demo --out $(DEMO_OUT)
 
+# The staged GPU check (header of benchmarks/gpu_check.sh): all three stages, or STAGE=1|2|3;
+# DRY=1 runs the CPU dry run (what CI runs: GPU steps skipped after their commands are checked).
 gpu-check:
-	bash benchmarks/gpu_check.sh
+	bash benchmarks/gpu_check.sh $(if $(STAGE),--stage $(STAGE)) $(if $(DRY),--dry-run)
 
 clean:
 	rm -rf $(BUILD) $(DEMO_OUT) .pytest_cache

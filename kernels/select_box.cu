@@ -12,7 +12,6 @@ extern "C" __global__ void mcl_select_box_percentile(const float* __restrict__ m
   __shared__ unsigned int hist[2][256];
   __shared__ unsigned int prefix[2];
   __shared__ long long rank[2];
-  __shared__ int has_nan;
   const int b = blockIdx.x;
   if (b >= batch) return;
   const float* m = maps + (long long)b * pixels;
@@ -21,21 +20,24 @@ extern "C" __global__ void mcl_select_box_percentile(const float* __restrict__ m
     prefix[0] = prefix[1] = 0u;
     rank[0] = r.lo;
     rank[1] = r.hi;
-    has_nan = 0;
   }
+  int has_nan = 0;  // any NaN in the map: this thread's pixels, then the whole block's (barrier-OR)
   for (int pass = 0; pass < 4; ++pass) {
     for (int i = threadIdx.x; i < 512; i += blockDim.x) (&hist[0][0])[i] = 0u;
     __syncthreads();
     const unsigned int p0 = prefix[0], p1 = prefix[1];
     for (long long i = threadIdx.x; i < pixels; i += blockDim.x) {
       const float v = m[i];
-      if (pass == 0 && mcl_is_nan(v)) has_nan = 1;  // a benign race: every writer writes 1
+      if (pass == 0 && mcl_is_nan(v)) has_nan = 1;
       const unsigned int key = mcl_float_key(v);
       const unsigned int digit = mcl_radix_digit(key, pass);
       if (mcl_radix_in_prefix(key, p0, pass)) atomicAdd(&hist[0][digit], 1u);
       if (mcl_radix_in_prefix(key, p1, pass)) atomicAdd(&hist[1][digit], 1u);
     }
-    __syncthreads();
+    if (pass == 0)
+      has_nan = __syncthreads_or(has_nan);  // the barrier that ends the histogram, and the OR of the flags
+    else
+      __syncthreads();
     if (threadIdx.x < 2) {
       long long k = rank[threadIdx.x];
       unsigned int p = prefix[threadIdx.x];

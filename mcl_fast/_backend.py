@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import sys
 from types import ModuleType
+from typing import Callable
 
 _GPU_EXTRA = "pip install 'mcl_fast[gpu]'  (nvidia-dali-cuda130, cupy-cuda13x, nvidia-ml-py)"
 
@@ -81,3 +82,31 @@ def array_module(x) -> ModuleType:
 
 def to_numpy(x):
     return x.get() if is_cupy_array(x) else x
+
+
+# GPU twins. The NumPy references (mcl_fast.motion, mcl_fast.sampling) sit below mcl_fast.gpu and
+# never import it: imports point one way (DESIGN.md, enforced by import-linter). A reference handed
+# a CuPy array, or device="cuda", asks here for its twin by name; the modules of mcl_fast.gpu
+# register their twins when they load, and the first request loads them. This is the one place
+# where a lower layer reaches the GPU package, and it does so only at run time, only when asked.
+_GPU_PACKAGE = "mcl_fast.gpu"
+_GPU_TWINS: dict[str, Callable] = {}
+
+
+def register_gpu_twin(name: str) -> Callable[[Callable], Callable]:
+    """Decorator for mcl_fast.gpu: register `fn` as the GPU twin called `name` ("sampling.select_box")."""
+    def register(fn: Callable) -> Callable:
+        _GPU_TWINS[name] = fn
+        return fn
+
+    return register
+
+
+def gpu_twin(name: str) -> Callable:
+    """The GPU twin registered as `name`, loading mcl_fast.gpu's twins on first use (no CuPy import)."""
+    if name not in _GPU_TWINS:
+        importlib.import_module(_GPU_PACKAGE).load_twins()
+    try:
+        return _GPU_TWINS[name]
+    except KeyError:
+        raise LookupError(f"no GPU twin is registered as {name!r}; known: {sorted(_GPU_TWINS)}") from None

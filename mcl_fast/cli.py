@@ -20,6 +20,7 @@ COMMANDS = {
     "transcode": ("mcl_fast.data.transcode", "re-encode videos with short closed GOPs for fast random access"),
     "pretrain": ("mcl_fast.train", "MCL self-supervised pretraining"),
     "eval": ("mcl_fast.eval.cli", "linear probe, retrieval, fine-tuning, Grad-CAM"),
+    "models": ("mcl_fast.models.info", "backbones: parameters, multiply-adds, last-stage shape, MAL tap layer"),
 }
 
 

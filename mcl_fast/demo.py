@@ -103,7 +103,7 @@ def build_store(videos_dir: Path, store_dir: Path, *, flow: str, size: int, work
 def decode_frames_at(path, indices) -> np.ndarray:
     """(len(indices), H, W, 3) uint8 RGB: the frames at those indices, in source resolution,
     decoded with the same decoder (and frame counting) that `prepare` used."""
-    from .motion.decode import iter_frames
+    from .video_io import iter_frames
 
     wanted = sorted(set(int(i) for i in indices))
     found = {}

@@ -54,6 +54,7 @@ DEFAULTS: dict = {
     "model": {
         "backbone": "r2plus1d_50",
         "backbone_kwargs": {},
+        "init": None,          # a 2D ResNet-50 checkpoint to inflate into the backbone (mcl_fast/models/inflate.py)
         "dim": 128,            # embedding size
         "hidden": 2048,        # MLP head width
         "queue_size": 131072,  # K negatives; 0: the other keys of the same step (no queue)
@@ -194,7 +195,7 @@ def load_config(name_or_file: str, overrides: Sequence[str] = ()) -> dict:
 
 def validate(config: dict) -> None:
     from .losses import DISTANCES, TERMS, VARIANTS, WEIGHTINGS
-    from .models import BACKBONES
+    from .models import BACKBONES, check_model_config
 
     m, loss, d, o, t = config["model"], config["loss"], config["data"], config["optim"], config["train"]
     checks = [
@@ -216,6 +217,7 @@ def validate(config: dict) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"config {config.get('name')!r}: {message}")
+    check_model_config(m, loss, ConfigError)  # 2D backbones: MAL S only; model.init fits the backbone
 
 
 # ---- data sources --------------------------------------------------------------------------
@@ -272,9 +274,12 @@ def read_video_list(value, store) -> list[str]:
     path = Path(value)
     if not path.is_file():
         raise ConfigError(f"data.videos: {path} is not a file")
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-    # A split file may carry a label after the path ("path label"): keep the path.
-    return [ln.split()[0] for ln in lines if ln and not ln.startswith("#")]
+    from .video_io import VideoListError, read_video_list as read_list_file
+
+    try:
+        return read_list_file(path)  # a split file's label after the path is dropped
+    except VideoListError as err:
+        raise ConfigError(f"data.videos: {err}") from None
 
 
 def build_loader(config: dict, device: torch.device, rank: int, world: int):
@@ -337,7 +342,7 @@ def build_model(config: dict):
     from .moco import MoCo
 
     m = config["model"]
-    backbone = build_backbone(m["backbone"], **m["backbone_kwargs"])
+    backbone = build_backbone(m["backbone"], init=m["init"], **m["backbone_kwargs"])
     return MoCo(backbone, dim=m["dim"], hidden=m["hidden"], queue_size=m["queue_size"], momentum=m["momentum"],
                 tau=m["tau"], split_bn=m["split_bn"])
 

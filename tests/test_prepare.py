@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from mcl_fast.motion import compute_flow, motion_map
-from mcl_fast.motion.decode import iter_frames, probe
 from mcl_fast.motion.maps import downsample_mean
-from mcl_fast.motion.prepare import (PrepareError, PrepareFailed, collect_videos, compute_video_maps, prepare,
-                                     read_video_list)
+from mcl_fast.motion.prepare import PrepareError, PrepareFailed, compute_video_maps, prepare
+from mcl_fast.video_io import (CRASH_REASON, VideoListError, collect_videos, crash_tolerant_map, iter_frames, probe,
+                               read_video_list)
 from mcl_fast.data.synthetic import make_video
 from mcl_fast.motion.store import JOURNAL, MotionStore
 
@@ -106,10 +106,12 @@ def test_list_files_folders_and_python_lists(tmp_path, good_videos):
 
     root, found = collect_videos([str(folder / "a.mp4"), "sub/d.mp4"], root=folder)
     assert root == str(folder) and found == ["a.mp4", "sub/d.mp4"]
-    with pytest.raises(PrepareError, match="no such folder or list file"):
+    with pytest.raises(VideoListError, match="no such folder or list file"):
         collect_videos(tmp_path / "absent")
+    with pytest.raises(PrepareError, match="no such folder or list file"):  # prepare says it as an InputError
+        prepare(tmp_path / "absent", tmp_path / "store", progress=False)
     (tmp_path / "empty.txt").write_text("# nothing\n")
-    with pytest.raises(PrepareError, match="no videos found"):
+    with pytest.raises(VideoListError, match="no videos found"):
         collect_videos(tmp_path / "empty.txt")
 
 
@@ -131,9 +133,8 @@ def bad_inputs(tmp_path_factory, good_videos) -> tuple[Path, dict[str, str]]:
     (folder / "truncated.webm").write_bytes(webm[: len(webm) // 2])
     (folder / "zero.mp4").write_bytes(b"")
     (folder / "text.mp4").write_text("this is not a video\n" * 20)
-    write_clip(folder / "one_frame.mp4", num_frames=1)
     expected = {"corrupt.mp4": "corrupt", "truncated.mp4": "truncated", "truncated.webm": "truncated",
-                "zero.mp4": "empty file", "text.mp4": "not a video", "one_frame.mp4": "fewer than 2 frames",
+                "zero.mp4": "empty file", "text.mp4": "not a video",
                 "missing/gone.mp4": "not found"}
     return folder, expected
 
@@ -151,7 +152,7 @@ def test_every_bad_input_is_reported_not_raised(tmp_path, good_videos, bad_input
 
     report = prepare(listing, tmp_path / "store", flow="farneback", size=64, workers=0, progress=True)
     summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert summary == f"prepared 3, skipped 0 already done, 7 errors (see {tmp_path / 'store' / 'errors.json'})"
+    assert summary == f"prepared 3, skipped 0 already done, 6 errors (see {tmp_path / 'store' / 'errors.json'})"
     assert report.done == 3 and report.skipped_existing == 0
     reasons = {e["path"]: e["reason"] for e in report.errors}
     assert sorted(reasons) == sorted(f"bad/{r}" for r in expected)
@@ -169,20 +170,20 @@ def test_every_bad_input_is_reported_not_raised(tmp_path, good_videos, bad_input
     args = ["prepare", "--videos", str(listing), "--out", str(tmp_path / "store"), "--flow", "farneback",
             "--size", "64", "--workers", "0"]
     assert main(args + ["--strict"]) == 1
-    assert "prepared 0, skipped 3 already done, 7 errors" in capsys.readouterr().out
+    assert "prepared 0, skipped 3 already done, 6 errors" in capsys.readouterr().out
     assert main(args) == 0
     # --retry-errors tries them again (and they fail again)
     (bad_folder / "text.mp4").rename(bad_folder / "text.mp4.bak")
     write_clip(bad_folder / "text.mp4", num_frames=6)  # fixed meanwhile
     try:
         assert main(args + ["--retry-errors", "--strict"]) == 1
-        assert "prepared 1, skipped 3 already done, 6 errors" in capsys.readouterr().out
+        assert "prepared 1, skipped 3 already done, 5 errors" in capsys.readouterr().out
     finally:
         (bad_folder / "text.mp4.bak").replace(bad_folder / "text.mp4")
     assert "bad/text.mp4" in MotionStore(tmp_path / "store")
     with pytest.raises(PrepareFailed) as info:
         prepare(listing, tmp_path / "store", flow="farneback", size=64, workers=0, strict=True, progress=False)
-    assert len(info.value.report.errors) == 6 and info.value.report.skipped_existing == 4
+    assert len(info.value.report.errors) == 5 and info.value.report.skipped_existing == 4
 
 
 def test_cli_setting_errors_exit_2_without_a_traceback(tmp_path, good_videos, capsys):
@@ -210,6 +211,58 @@ def test_cli_setting_errors_exit_2_without_a_traceback(tmp_path, good_videos, ca
     assert not (tmp_path / "fb").exists()
 
 
+def test_official_maps_match_the_release_transcription(tmp_path):
+    """compute_official_video_maps = the public pieces of motion.official on an independent decode
+    and flow: encode_flow of each pair's flow, official_frame_maps cast to uint8, the clip
+    magnitudes, and the encoded flows themselves."""
+    from mcl_fast.motion.official import (encode_flow, frame_maps_to_uint8, official_clip_magnitudes,
+                                          official_frame_maps)
+    from mcl_fast.motion.prepare import compute_official_video_maps
+
+    path = write_clip(tmp_path / "long.webm", num_frames=40, height=48, width=64, seed=7)
+    gray = np.stack(list(iter_frames(path, size=48, gray=True)))
+    encoded = encode_flow(compute_flow(gray, method="farneback")[:-1])  # the N - 1 real flows
+    vm = compute_official_video_maps(path, flow="farneback", size=48, window=4)
+    assert (vm.num_frames, vm.height, vm.width, vm.scale) == (40, 48, 64, 255.0)
+    np.testing.assert_array_equal(vm.flows, encoded)
+    np.testing.assert_array_equal(vm.maps_u8, frame_maps_to_uint8(official_frame_maps(encoded, 4)))
+    starts, magnitudes = official_clip_magnitudes(encoded)
+    assert len(starts) == 40 - 32
+    np.testing.assert_array_equal(vm.magnitudes, magnitudes)
+    assert vm.maps_u8.max() > 0 and magnitudes.min() > 0  # the moving square shows
+    assert not np.array_equal(vm.maps_u8, frame_maps_to_uint8(official_frame_maps(encoded, 8)))  # the window counts
+    one = compute_official_video_maps(write_clip(tmp_path / "one.webm", num_frames=1, height=48, width=64),
+                                      flow="farneback", size=24, window=4)
+    assert one.maps_u8.shape == (1, 7, 7) and not one.maps_u8.any()
+    assert one.flows.shape == (0, 24, 32, 2) and one.magnitudes.tolist() == [0.0]
+
+
+def test_cli_official_store_resumes_and_refuses_what_it_cannot_do(tmp_path, good_videos, capsys):
+    from mcl_fast.cli import main
+
+    folder, rels = good_videos
+    out = str(tmp_path / "store")
+    args = ["prepare", "--videos", str(folder), "--out", out, "--flow", "farneback", "--size", "32", "--workers", "0",
+            "--maps", "official", "--window", "4"]
+    assert main(args) == 0
+    store = MotionStore(out)
+    assert store.official and store.window == 4 and store.videos == sorted(rels)
+    for v in rels:
+        assert store.read_flows(v).shape[:3] == (store.info(v)["num_frames"] - 1, 32, 40)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert f"prepared 0, skipped {len(rels)} already done" in capsys.readouterr().out
+    assert main(args[:-1] + ["8"]) == 2
+    assert "window 4 (asked for 8)" in capsys.readouterr().err
+    assert main(args[:-4]) == 2  # a paper run on the official store
+    assert "maps 'official' (asked for 'paper')" in capsys.readouterr().err
+    assert main(args[:-4] + ["--window", "4", "--out", str(tmp_path / "w")]) == 2
+    assert "it needs --maps official" in capsys.readouterr().err
+    assert main(args + ["--device", "cuda", "--flow", "tvl1", "--out", str(tmp_path / "gpu")]) == 2
+    assert "--maps official runs on the CPU only" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "gpu").exists()
+
+
 def test_cli_commands_not_built_yet_say_so(capsys, monkeypatch):
     from mcl_fast import cli
 
@@ -231,11 +284,14 @@ def _journal_lines(store: Path) -> int:
         return 0
 
 
-def test_prepare_survives_sigkill_and_resumes_without_recomputing(tmp_path, good_videos):
+@pytest.mark.parametrize("maps", ["paper", "official"])
+def test_prepare_survives_sigkill_and_resumes_without_recomputing(tmp_path, good_videos, maps):
     folder, rels = good_videos
     store = tmp_path / "store"
+    official = dict(maps="official", window=4) if maps == "official" else {}
     cmd = [sys.executable, "-m", "mcl_fast.cli", "prepare", "--videos", str(folder), "--out", str(store),
-           "--flow", "farneback", "--size", "128", "--workers", "1"]
+           "--flow", "farneback", "--size", "128", "--workers", "1"] + (
+        ["--maps", "official", "--window", "4"] if official else [])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
@@ -257,10 +313,11 @@ def test_prepare_survives_sigkill_and_resumes_without_recomputing(tmp_path, good
     finished = killed.videos
     assert 1 <= len(finished) < len(rels), finished
     before = {v: (killed.info(v), killed.read_quantized(v).copy()) for v in finished}
+    flows_before = {v: killed.read_flows(v).copy() for v in finished} if official else {}
     for v in finished:
         assert killed.read(v).shape[0] == killed.info(v)["num_frames"]
 
-    report = prepare(folder, store, flow="farneback", size=128, workers=0, progress=False)
+    report = prepare(folder, store, flow="farneback", size=128, workers=0, progress=False, **official)
     assert report.skipped_existing == len(finished)  # finished videos were not recomputed
     assert report.done == len(rels) - len(finished) and report.errors == []
     after = MotionStore(store)
@@ -272,25 +329,28 @@ def test_prepare_survives_sigkill_and_resumes_without_recomputing(tmp_path, good
     assert all(a[1] == b[0] for a, b in zip(ends, ends[1:]))  # no gap: the killed run's partial bytes were cut
     assert (store / "shard-00000.bin").stat().st_size == ends[-1][1]
     assert not (store / JOURNAL).exists()
+    if official:
+        for v, flows in flows_before.items():
+            np.testing.assert_array_equal(after.read_flows(v), flows)
+        assert (store / "flows-00000.bin").stat().st_size == sum(after.read_flows(v).nbytes for v in rels)
+        assert (store / "mags-00000.bin").stat().st_size == sum(after.clip_magnitudes(v).nbytes for v in rels)
 
 
 def _die_on_b(task):
     """Stands in for the per-video work: the worker process dies on b.webm (a decoder crash)."""
-    from mcl_fast.motion.prepare import _work
-
-    if task[1] == "b.webm":
+    path, rel = task
+    if rel == "b.webm":
         os._exit(11)
-    return _work(task)
+    return rel, compute_video_maps(path, flow="farneback", size=32), None
 
 
 def test_a_worker_that_dies_costs_only_its_video(good_videos):
-    import mcl_fast.motion.prepare as prep
-
     folder, rels = good_videos
-    tasks = [(str(folder / r), r, "farneback", 32, 4) for r in rels[:3]]
-    results = {rel: (maps, reason) for rel, maps, reason in prep._pool_results(tasks, 2, fn=_die_on_b)}
+    tasks = [(str(folder / r), r) for r in rels[:3]]
+    results = {rel: (maps, reason) for rel, maps, reason in
+               crash_tolerant_map(_die_on_b, tasks, 2, on_crash=lambda task: (task[1], None, CRASH_REASON))}
     assert sorted(results) == sorted(rels[:3])
-    assert results["b.webm"] == (None, prep.CRASH_REASON)
+    assert results["b.webm"] == (None, CRASH_REASON)
     for rel in ("a.mp4", "c.mp4"):
         maps, reason = results[rel]
         assert reason is None and maps.maps_u8.shape[1:] == (8, 10)

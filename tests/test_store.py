@@ -302,11 +302,12 @@ def test_reader_refuses_newer_versions_and_foreign_files(tmp_path):
 
 
 def test_no_pickle_in_the_store_modules():
-    import mcl_fast.motion.decode as decode
     import mcl_fast.motion.prepare as prepare
     import mcl_fast.motion.store as store
+    import mcl_fast.video_io.random_access as random_access
+    import mcl_fast.video_io.reader as reader
 
-    for module in (store, prepare, decode):
+    for module in (store, prepare, reader, random_access):
         source = open(module.__file__, encoding="utf-8").read()
         assert "import pickle" not in source and "np.save" not in source and "allow_pickle" not in source
 
@@ -317,3 +318,160 @@ def test_cells_per_pixel_accounts_for_the_resize_and_the_dropped_block_edge(tmp_
     w.close()
     sy, sx = MotionStore(tmp_path / "s").cells_per_pixel("v.mp4")
     assert sy == pytest.approx(128 / (4 * 240)) and sx == pytest.approx(171 / (4 * 320))
+
+
+# ------------------------------------------------------------------------------ official stores
+
+
+def official_maps(rng, n=None, fh=6, fw=8, fps=25.0, height=48, width=64) -> VideoMaps:
+    """Random official maps (N, 7, 7) uint8, N - 1 encoded flows and max(1, N - 32) magnitudes."""
+    n = n or int(rng.integers(1, 40))
+    return VideoMaps.official(rng.integers(0, 256, (n, 7, 7), dtype=np.uint8), rng.random(max(1, n - 32)) * 50,
+                              rng.integers(0, 256, (n - 1, fh, fw, 2), dtype=np.uint8), fps=fps, height=height,
+                              width=width, fingerprint=f"s3b64k:{n}:0")
+
+
+def official_writer(path, root, **kw) -> StoreWriter:
+    return new_writer(path, root, maps="official", window=8, **kw)
+
+
+def assert_same_official(store: MotionStore, rel: str, vm: VideoMaps) -> None:
+    np.testing.assert_array_equal(store.read_quantized(rel), vm.maps_u8)
+    np.testing.assert_array_equal(store.read(rel), vm.maps_u8.astype(np.float32))  # the stored values, exactly
+    np.testing.assert_array_equal(store.read_flows(rel), vm.flows)
+    np.testing.assert_array_equal(store.clip_magnitudes(rel), vm.magnitudes)  # float64, bit for bit
+
+
+def test_official_round_trip_over_several_shards_of_each_kind(tmp_path):
+    rng = np.random.default_rng(10)
+    videos = {f"c{i % 2}/v{i:02d}.webm": official_maps(rng, n=[1, 33, 40][i % 3] if i < 3 else None)
+              for i in range(24)}
+    with official_writer(tmp_path / "s", tmp_path, shard_bytes=4000) as w:
+        for rel, vm in videos.items():
+            w.add(rel, vm)
+        w.compact()
+    files = sorted(os.listdir(tmp_path / "s"))
+    kinds = {prefix: [f for f in files if f.startswith(prefix + "-")] for prefix in ("shard", "flows", "mags")}
+    assert len(kinds["flows"]) >= 4 and len(kinds["shard"]) >= 2 and kinds["mags"], files
+    assert set(files) == {INDEX, ERRORS, ".lock", *kinds["shard"], *kinds["flows"], *kinds["mags"]}
+    index = json.loads((tmp_path / "s" / INDEX).read_text())
+    assert {k: index[k] for k in ("version", "maps", "window", "map_grid", "clip_flows", "map_downsample")} == {
+        "version": 2, "maps": "official", "window": 8, "map_grid": 7, "clip_flows": 32, "map_downsample": None}
+    store = MotionStore(tmp_path / "s")
+    assert store.official and (store.window, store.map_grid, store.clip_flows, store.map_downsample) == (8, 7, 32, None)
+    assert store.videos == sorted(videos)
+    for rel, vm in videos.items():
+        info = store.info(rel)
+        assert (info["num_frames"], info["num_flows"], info["num_starts"]) == (vm.num_frames, vm.num_frames - 1,
+                                                                              len(vm.magnitudes))
+        assert (info["flow_height"], info["flow_width"], info["scale"]) == (6, 8, 255.0)
+        assert_same_official(store, rel, vm)
+        assert store.cells_per_pixel(rel) == (7 / 48, 7 / 64)  # 7 cells over the whole frame
+    flows = store.read_flows("c0/v00.webm")
+    assert flows.shape == (0, 6, 8, 2)  # a one-frame video has no flow
+    q = store.read_flows("c1/v01.webm")
+    assert q.shape == (32, 6, 8, 2)
+    mm = store._other[("flows", store.info("c1/v01.webm")["flow_shard"])]
+    assert np.shares_memory(q, mm) and not q.flags.writeable  # memory-mapped views, not copies
+
+
+def test_official_leftovers_of_a_killed_writer_are_ignored_then_cut(tmp_path):
+    """Bytes written to any of the three kinds of shard without a journal line, and new shards of
+    each kind with no recorded video, read as absent and are cut by the next writer."""
+    rng = np.random.default_rng(11)
+    folder = tmp_path / "s"
+    videos = {f"v{i}.mp4": official_maps(rng, n=35) for i in range(4)}
+    w = official_writer(folder, tmp_path)
+    for rel in ("v0.mp4", "v1.mp4"):
+        w.add(rel, videos[rel])
+    w.close()  # "killed": no compaction
+    sizes = {p: (folder / p).stat().st_size for p in (shard_name(0), shard_name(0, "flows"), shard_name(0, "mags"))}
+    assert sizes == {shard_name(0): 2 * 35 * 49, shard_name(0, "flows"): 2 * 34 * 6 * 8 * 2,
+                     shard_name(0, "mags"): 2 * 3 * 8}
+    for name in sizes:
+        with open(folder / name, "ab") as f:
+            f.write(b"\x05" * 40)  # a video's bytes written, its journal line never
+    for prefix in ("shard", "flows", "mags"):
+        (folder / shard_name(1, prefix)).write_bytes(b"\x01" * 16)
+    with open(folder / JOURNAL, "ab") as f:
+        f.write(b'{"op":"video","path":"v9.mp4","entry":{"num_fr')
+    store = MotionStore(folder)
+    assert store.videos == ["v0.mp4", "v1.mp4"]
+    for rel in store.videos:
+        assert_same_official(store, rel, videos[rel])
+
+    w = official_writer(folder, tmp_path)
+    assert {name: (folder / name).stat().st_size for name in sizes} == sizes  # cut back
+    assert not any((folder / shard_name(1, prefix)).exists() for prefix in ("shard", "flows", "mags"))
+    for rel in ("v2.mp4", "v3.mp4"):
+        entry = w.add(rel, videos[rel])
+    assert entry["flow_offset"] == 3 * 34 * 6 * 8 * 2 and entry["mag_offset"] == 3 * 3 * 8  # appended where data ends
+    w.compact()
+    w.close()
+    store = MotionStore(folder)
+    assert store.videos == sorted(videos)
+    for rel, vm in videos.items():
+        assert_same_official(store, rel, vm)
+
+
+def test_a_journal_line_lacking_official_fields_reads_as_torn(tmp_path):
+    rng = np.random.default_rng(12)
+    folder = tmp_path / "s"
+    with official_writer(folder, tmp_path) as w:
+        w.add("a.mp4", official_maps(rng, n=3))
+    entry = MotionStore(folder).info("a.mp4")
+    partial = {k: v for k, v in entry.items() if k != "flow_offset"}
+    with open(folder / JOURNAL, "a") as f:
+        f.write(json.dumps({"op": "video", "path": "b.mp4", "entry": partial}) + "\n")
+    assert MotionStore(folder).videos == ["a.mp4"]
+
+
+def test_paper_and_official_stores_do_not_mix(tmp_path):
+    rng = np.random.default_rng(13)
+    paper, official = tmp_path / "paper", tmp_path / "official"
+    with new_writer(paper, tmp_path) as w:
+        w.add("a.mp4", video_maps(np.ones((2, 3, 3), np.float32)))
+        with pytest.raises(ValueError, match="official store"):
+            w.add("b.mp4", official_maps(rng, n=3))
+    with official_writer(official, tmp_path) as w:
+        with pytest.raises(ValueError, match="flows and clip magnitudes"):
+            w.add("a.mp4", video_maps(np.ones((2, 7, 7), np.float32)))
+        bad = official_maps(rng, n=4)
+        with pytest.raises(ValueError, match=r"flows must be \(3, h, w, 2\)"):
+            w.add("a.mp4", VideoMaps.official(bad.maps_u8, bad.magnitudes, bad.flows[:2], fps=25, height=48, width=64))
+        with pytest.raises(ValueError, match="must be \\(N, 7, 7\\)"):
+            w.add("a.mp4", VideoMaps.official(np.zeros((4, 6, 6), np.uint8), bad.magnitudes, bad.flows, fps=25,
+                                              height=48, width=64))
+        w.add("a.mp4", bad)
+    with pytest.raises(StoreError, match="maps 'paper' \\(asked for 'official'\\)"):
+        official_writer(paper, tmp_path)
+    with pytest.raises(StoreError, match="maps 'official' \\(asked for 'paper'\\)"):
+        new_writer(official, tmp_path)
+    with pytest.raises(StoreError, match="window 8 \\(asked for 4\\)"):
+        new_writer(official, tmp_path, maps="official", window=4)
+    store = MotionStore(paper)
+    assert not store.official and store.window is None
+    for call in (store.read_flows, store.clip_magnitudes):
+        with pytest.raises(StoreError, match="mcl-fast prepare .*--maps official --window 8"):
+            call("a.mp4")
+
+
+def test_reader_checks_official_versions(tmp_path):
+    rng = np.random.default_rng(14)
+    folder = tmp_path / "s"
+    with official_writer(folder, tmp_path) as w:
+        w.add("a.mp4", official_maps(rng, n=3))
+        w.compact()
+    index = json.loads((folder / INDEX).read_text())
+    (folder / INDEX).write_text(json.dumps({**index, "version": 3}))
+    with pytest.raises(StoreError, match="version 3 is newer.*version 2 for official"):
+        MotionStore(folder)
+    (folder / INDEX).write_text(json.dumps({**index, "version": 1}))
+    with pytest.raises(StoreError, match="needs version 2"):
+        MotionStore(folder)
+    (folder / INDEX).write_text(json.dumps({k: v for k, v in index.items() if k != "window"}))
+    with pytest.raises(StoreError, match="lacks window"):
+        MotionStore(folder)
+    (folder / INDEX).write_text(json.dumps({**index, "maps": "other"}))
+    with pytest.raises(StoreError, match="unknown maps 'other'"):
+        MotionStore(folder)

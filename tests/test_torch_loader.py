@@ -14,10 +14,11 @@ from mcl_fast.data import TorchVideoLoader
 from mcl_fast.data.augment import apply_view, denormalize
 from mcl_fast.data.plan import ViewAug, color_affine
 from mcl_fast.data.synthetic import make_video
-from mcl_fast.data.torch_loader import UnsupportedCodec, probe_video, read_frames_at
+from mcl_fast.data.loader import UnsupportedCodec
+from mcl_fast.video_io import first_frame_problem, read_frames
 from videotools import decode_all, psnr
 
-CLIP = dict(clip_len=8, stride=2, size=32)
+CLIP = dict(clip_len=8, stride=2, size=32, drop_last=False)  # every video each epoch (the default drops a partial batch)
 
 
 @pytest.fixture(scope="module")
@@ -40,24 +41,26 @@ def test_read_frames_at_seeks_and_matches_a_full_decode(dataset):
     full = decode_all(path)
     rng = np.random.default_rng(0)
     for idx in ([0], [39], [9, 9, 3], list(rng.integers(0, 40, 12)), [17, 19, 21, 23, 25]):
-        got = read_frames_at(path, idx)
+        got = read_frames(path, idx)
         assert got.shape == (len(idx), 64, 80, 3)
         assert np.array_equal(got, full[idx])  # same decoder: bit-exact after the seek
     with pytest.raises(ValueError, match=r"h1\.mp4.*outside"):
-        read_frames_at(path, [40])
+        read_frames(path, [40])
 
 
-def test_probe_video(dataset, tmp_path):
+def test_first_frame_problem_and_the_codec_check(dataset, tmp_path):
     good = dataset.store.video_path(dataset.names[0])
-    assert probe_video(good) is None
+    assert first_frame_problem(good) is None
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00garbage" * 100)
-    assert "not a video" in probe_video(junk)
+    assert "not a video" in first_frame_problem(junk)
     (tmp_path / "empty.mp4").write_bytes(b"")
-    assert "empty" in probe_video(tmp_path / "empty.mp4")
-    assert "not found" in probe_video(tmp_path / "missing.mp4")
+    assert "empty" in first_frame_problem(tmp_path / "empty.mp4")
+    assert "not found" in first_frame_problem(tmp_path / "missing.mp4")
+    ld = TorchVideoLoader(dataset.names, dataset.store, 2, num_workers=0, **CLIP)
+    ld.codecs = {"vp9"}  # as a decoder that reads VP9 only
     with pytest.raises(UnsupportedCodec, match="h264"):
-        probe_video(good, codecs={"vp9"})
+        ld.is_bad(good)
 
 
 def test_apply_view_identity_flip_and_colour():
@@ -130,17 +133,19 @@ def test_options_are_checked(dataset):
 
 
 def test_scan_files_probes_in_order_with_a_progress_bar(dataset, tmp_path, capsys):
-    from mcl_fast.data import loader as L
+    from mcl_fast.data import checks as C
 
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video" * 20)
     paths = [str(dataset.videos / "h0.mp4"), str(tmp_path / "none.mp4"), str(dataset.videos / "h1.mp4"), str(bad)]
-    got = L.scan_files(paths * 3, verify=True, progress=True)  # 12 files over the thread pool
-    assert [(e, m is not None) for e, m in got] == [(True, True), (False, False), (True, True), (True, False)] * 3
-    assert [m["num_frames"] for _, m in got[:3] if m] == [32, 40] and got[0][1]["height"] == 64
+    got = C.scan_files(paths * 3, verify=True, progress=True, fingerprints=True)  # 12 files over the thread pool
+    assert [(s.exists, s.header is not None) for s in got] == [(True, True), (False, False), (True, True),
+                                                              (True, False)] * 3
+    assert [s.header["num_frames"] for s in got[:3] if s.header] == [32, 40] and got[0].header["height"] == 64
+    assert got[0].fingerprint == dataset.store.fingerprint("h0.mp4") != got[2].fingerprint
     assert "12/12" in capsys.readouterr().err  # the tqdm bar
-    assert [e for e, _ in L.scan_files(paths, verify=False)] == [True, False, True, True]
-    assert L.PROGRESS_MIN == 1000 and 1 < L.PROBE_THREADS <= 32
+    assert [s.exists for s in C.scan_files(paths, verify=False)] == [True, False, True, True]
+    assert C.PROGRESS_MIN == 1000 and 1 < C.PROBE_THREADS <= 32
 
 
 def test_skip_resumes_mid_epoch_with_the_same_batches_without_decoding_the_skipped(dataset):
@@ -155,3 +160,59 @@ def test_skip_resumes_mid_epoch_with_the_same_batches_without_decoding_the_skipp
     assert len(list(ld)) == 3  # the skip applies to one iteration only
     with pytest.raises(ValueError, match="the epoch has 3 batches"):
         ld.skip(4)
+
+
+@pytest.mark.parametrize("decoder", ["decord", "torchcodec"])
+def test_other_decoders_give_pyavs_frames(dataset, decoder):
+    from mcl_fast.data.torch_loader import DECODERS, decoder_problem
+
+    problem = decoder_problem(decoder)
+    if problem:
+        pytest.skip(problem)
+    path = dataset.store.video_path(dataset.names[1])
+    full = decode_all(path)
+    for idx in ([0, 39], [9, 9, 3], [17, 19, 21, 23, 25]):
+        assert np.array_equal(DECODERS[decoder](path, idx, 40), full[idx]), (decoder, idx)
+    kw = dict(seed=4, return_meta=True, num_workers=0, **CLIP)
+    a = list(TorchVideoLoader(dataset.names, dataset.store, 2, **kw))
+    b = list(TorchVideoLoader(dataset.names, dataset.store, 2, decoder=decoder, **kw))
+    for x, y in zip(a, b):
+        for key in x:
+            assert torch.equal(x[key], y[key]), (decoder, key)
+
+
+def test_workers_persist_across_epochs_until_closed(dataset):
+    import os
+
+    def children():
+        return set(open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split())
+
+    before = children()
+    with TorchVideoLoader(dataset.names, dataset.store, 1, num_workers=2, **CLIP) as ld:
+        first = [b["index"].tolist() for b in ld]
+        workers = children() - before
+        ld.set_epoch(1)
+        second = [b["index"].tolist() for b in ld]
+        assert len(workers) == 2 and children() - before == workers  # the same two processes: caches kept
+        assert sum(first, []) == ld.epoch_samples(0)[1].tolist() and sum(second, []) == ld.epoch_samples(1)[1].tolist()
+    assert not (children() - before) & workers  # close() stopped them
+
+
+def test_a_dropped_loader_stops_its_workers(dataset):
+    import gc
+    import os
+    import time
+
+    def children():
+        return set(open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split())
+
+    before = children()
+    gc.disable()  # no collector: the loader must go by reference counting alone (no reference cycle)
+    try:
+        ld = TorchVideoLoader(dataset.names, dataset.store, 1, num_workers=2, **CLIP)
+        assert len(list(ld)) == 3 and len(children() - before) == 2
+        del ld
+        time.sleep(0.2)
+        assert not children() - before
+    finally:
+        gc.enable()

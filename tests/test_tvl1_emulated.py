@@ -1,96 +1,31 @@
-"""The GPU TV-L1 path without a GPU: kernels/tvl1.cu's __global__ kernels compiled by g++ over a
-small CUDA emulator (tests/fixtures/tvl1/cuda_emu.h: threads as fibers, real barriers and
-shuffles, shared memory), driven by the real mcl_fast.gpu.flow driver through a NumPy stand-in
-for CuPy. Checks the kernels' indexing, tiling, halos, ping-pong buffers and stopping logic:
-the result must equal the host twin bit for bit. Tiny images only (the emulator is slow).
+"""The GPU TV-L1 path without a GPU: the real __global__ kernels of kernels/tvl1.cu compiled by g++
+over the CUDA emulator (tests/cuda_emulator.py: threads as fibers, barriers, warp shuffles, shared
+memory, and thread interleavings between barriers drawn at random per seed), driven by the real
+mcl_fast.gpu.flow driver through a NumPy stand-in for CuPy. Checks the kernels' indexing, tiling,
+halos, in-place shared-memory updates, ping-pong buffers and stopping logic: the result must equal
+the host twin bit for bit (tests/test_tvl1_host.py holds that one to OpenCV), for every schedule.
+Tiny images only (the emulator is slow).
 """
 from __future__ import annotations
-
-import ctypes
-import shutil
-import subprocess
-import types
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+import cuda_emulator as ce
 from mcl_fast.gpu import host
 from mcl_fast.gpu import tvl1_host as th
 
-ROOT = Path(__file__).resolve().parents[1]
-EMU_DIR = ROOT / "tests" / "fixtures" / "tvl1"
-
 
 @pytest.fixture(scope="module")
-def emu_lib(tmp_path_factory):
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("g++ not found: the CUDA emulator test compiles kernels/tvl1.cu with it")
-    out = tmp_path_factory.mktemp("emu") / "libtvl1_emu.so"
-    cmd = [gxx, "-O2", "-std=c++17", "-ffp-contract=off", "-fPIC", "-shared", "-Wno-unknown-pragmas",
-           "-I", str(ROOT / "kernels"), "-I", str(EMU_DIR), "-o", str(out), str(EMU_DIR / "emu_tvl1.cpp")]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, f"emulator build failed:\n{res.stderr[-3000:]}"
-    return ctypes.CDLL(str(out))
+def tvl1_emu():
+    return ce.build("tvl1")
 
 
-class EmuArray(np.ndarray):
-    """A NumPy array with CuPy's .get()."""
-
-    def get(self):
-        return np.asarray(self).copy()
-
-
-def _emu(a):
-    return np.asarray(a).view(EmuArray)
-
-
-def fake_cupy():
-    """The part of CuPy's API that mcl_fast.gpu.flow uses, on NumPy."""
-    cp = types.SimpleNamespace()
-    cp.ndarray = EmuArray
-    cp.uint8, cp.float32, cp.int32 = np.uint8, np.float32, np.int32
-    cp.asarray = lambda a, dtype=None: _emu(np.asarray(a, dtype=dtype))
-    cp.ascontiguousarray = lambda a: _emu(np.ascontiguousarray(a))
-    cp.empty = lambda shape, dtype=np.float32: _emu(np.full(shape, np.nan, dtype) if np.dtype(dtype).kind == "f"
-                                                      else np.zeros(shape, dtype))  # NaN: catches unwritten reads
-    cp.zeros = lambda shape, dtype=np.float32: _emu(np.zeros(shape, dtype))
-    cp.empty_like = lambda a: cp.empty(a.shape, a.dtype)
-    cp.asnumpy = lambda a: np.asarray(a).copy()
-    return cp
-
-
-_CTYPE = {np.int32: ctypes.c_int32, np.int64: ctypes.c_int64, np.float32: ctypes.c_float, np.float64: ctypes.c_double}
-
-
-class EmuKernel:
-    def __init__(self, lib, name):
-        self.fn = getattr(lib, f"emu_{name}")
-        self.fn.restype = None
-
-    def __call__(self, grid, block, args):
-        holders = []
-        for a in args:
-            if isinstance(a, np.ndarray):
-                assert a.flags.c_contiguous, "kernel arguments must be C-contiguous"
-                holders.append(ctypes.c_void_p(a.ctypes.data))
-            else:
-                holders.append(_CTYPE[type(a)](a))  # the driver must pass typed NumPy scalars
-        argv = (ctypes.c_void_p * len(holders))(*[ctypes.cast(ctypes.pointer(h), ctypes.c_void_p) for h in holders])
-        g = (ctypes.c_uint * 3)(*(tuple(grid) + (1, 1))[:3])
-        b = (ctypes.c_uint * 3)(*(tuple(block) + (1, 1))[:3])
-        self.fn(g, b, argv)
-
-
-@pytest.fixture
-def emulated_flow(emu_lib, monkeypatch):
+def emulated(monkeypatch, emulator, seed: int):
     from mcl_fast.gpu import flow as gpu_flow
 
-    cp = fake_cupy()
-    monkeypatch.setattr(gpu_flow, "require_cupy", lambda: cp)
-    monkeypatch.setattr(gpu_flow, "is_cupy_array", lambda a: isinstance(a, EmuArray))
-    monkeypatch.setattr(gpu_flow, "_kernel", lambda name: EmuKernel(emu_lib, name))
+    emulator.configure(seed=seed, switch_prob=0.5)
+    ce.install(monkeypatch, {"tvl1": emulator})
     return gpu_flow
 
 
@@ -109,18 +44,20 @@ def _frames():
     return np.clip(np.stack(frames), 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("params, chunk", [
-    (th.TVL1Params(warps=2, outer_iterations=2, inner_iterations=4), 1),              # to the cap
-    (th.TVL1Params(warps=2, outer_iterations=2, inner_iterations=7), 3),              # chunks 3+3+1
-    (th.TVL1Params(warps=2, outer_iterations=3, inner_iterations=6, epsilon=0.08), 1),  # stops early
-    (th.TVL1Params(warps=2, outer_iterations=3, inner_iterations=6, epsilon=0.08), 6),  # ...mid-chunk
+@pytest.mark.parametrize("params, chunk, seed", [
+    (th.TVL1Params(warps=2, outer_iterations=2, inner_iterations=4), 1, 11),              # to the cap
+    (th.TVL1Params(warps=2, outer_iterations=2, inner_iterations=7), 3, 12),              # chunks 3+3+1
+    (th.TVL1Params(warps=2, outer_iterations=3, inner_iterations=6, epsilon=0.08), 1, 13),  # stops early
+    (th.TVL1Params(warps=2, outer_iterations=3, inner_iterations=6, epsilon=0.08), 6, 14),  # ...mid-chunk
 ])
-def test_emulated_gpu_equals_host_twin(emulated_flow, params, chunk):
+def test_emulated_gpu_equals_host_twin(monkeypatch, tvl1_emu, params, chunk, seed):
     host.library_or_skip()
+    gpu_flow = emulated(monkeypatch, tvl1_emu, seed)
     frames = _frames()
-    got = emulated_flow.compute_flow(frames, params=params, chunk=chunk)
+    before = tvl1_emu.stats()
+    got = gpu_flow.compute_flow(frames, params=params, chunk=chunk)
     ref, iters = th.tvl1_pairs(frames[:-1], frames[1:], params, return_iterations=True)
-    assert isinstance(got, EmuArray) and got.shape == (3, 24, 40, 2)
+    assert isinstance(got, ce.EmuArray) and got.shape == (3, 24, 40, 2)
     np.testing.assert_array_equal(np.asarray(got)[:-1], ref)
     np.testing.assert_array_equal(np.asarray(got)[-1], ref[-1])
     assert np.abs(ref).max() > 0.5  # the test sees real motion
@@ -130,11 +67,53 @@ def test_emulated_gpu_equals_host_twin(emulated_flow, params, chunk):
         assert np.any(iters % chunk != 0) or chunk == 1  # ...inside a chunk: the redo path ran
     else:
         assert np.all(iters == cap)
+    after = tvl1_emu.stats()
+    # threads really were interleaved inside the phases (a switch at about half the accesses)
+    assert after["switches"] - before["switches"] > 0.3 * (after["accesses"] - before["accesses"]) > 0
 
 
-def test_emulated_separate_stacks_equal_consecutive(emulated_flow):
+def test_emulated_separate_stacks_equal_consecutive(monkeypatch, tvl1_emu):
+    gpu_flow = emulated(monkeypatch, tvl1_emu, 21)
     frames = _frames()
     prm = th.TVL1Params(nscales=1, warps=1, outer_iterations=2, inner_iterations=3)
-    pairs = emulated_flow.tvl1_pairs(frames[:-1], frames[1:], params=prm, max_pairs=1, chunk=2)
-    whole = emulated_flow.compute_flow(frames, params=prm, chunk=3)
+    pairs = gpu_flow.tvl1_pairs(frames[:-1], frames[1:], params=prm, max_pairs=1, chunk=2)
+    whole = gpu_flow.compute_flow(frames, params=prm, chunk=3)
     np.testing.assert_array_equal(np.asarray(pairs), np.asarray(whole)[:-1])
+
+
+def test_emulated_flow_is_opencvs_tvl1(monkeypatch, tvl1_emu):
+    """The emulated GPU flow against OpenCV's own DualTVL1 (the independent reference) on the same
+    frames, with OpenCV's default settings cut short to keep the emulator fast."""
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "optflow"):
+        pytest.skip("opencv-contrib (cv2.optflow) not installed")
+    gpu_flow = emulated(monkeypatch, tvl1_emu, 31)
+    frames = _frames()
+    prm = th.TVL1Params(warps=2, outer_iterations=2, inner_iterations=5)
+    got = np.asarray(gpu_flow.compute_flow(frames, params=prm))[:-1]
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(warps=2, outerIterations=2, innnerIterations=5)  # sic (OpenCV)
+    gray = th.rgb_to_gray(frames)
+    want = np.stack([tvl1.calc(gray[i], gray[i + 1], None) for i in range(2)])
+    inner = (slice(None), slice(4, -4), slice(4, -4))  # the border is ill-conditioned for every TV-L1
+    epe = np.sqrt(((got - want) ** 2).sum(-1))[inner]
+    assert float(epe.mean()) < 1e-4 and float(np.quantile(epe, 0.99)) < 1e-3, (epe.mean(), epe.max())
+
+
+def test_a_barrier_removed_from_the_iteration_kernel_is_caught(monkeypatch, tvl1_emu):
+    """Without the barrier between the primal (A) and dual (B) phases, B reads u while A still
+    writes it: the emulator's interleavings make the flow differ from the host twin's (or fail),
+    while the intact kernel under the same schedules equals it."""
+    host.library_or_skip()
+    broken = ce.build("tvl1", edit=lambda src: ce.remove_barrier_before(src, "// B: dual step"))
+    frames = _frames()
+    prm = th.TVL1Params(nscales=1, warps=1, outer_iterations=1, inner_iterations=3)
+    ref = th.tvl1_pairs(frames[:1], frames[1:2], prm)
+    for seed in (1, 2):
+        intact = emulated(monkeypatch, tvl1_emu, seed).tvl1_pairs(frames[:1], frames[1:2], params=prm, chunk=3)
+        np.testing.assert_array_equal(np.asarray(intact), ref)
+        gpu_flow = emulated(monkeypatch, broken, seed)
+        try:
+            got = np.asarray(gpu_flow.tvl1_pairs(frames[:1], frames[1:2], params=prm, chunk=3))
+        except ce.EmulatorError:
+            continue
+        assert not np.array_equal(got, ref), f"seed {seed}: the missing barrier went unnoticed"

@@ -1,4 +1,4 @@
-"""Helpers shared by the loader tests: an independent decode and PSNR."""
+"""Helpers shared by the loader tests: an independent decode, a reference crop and PSNR."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,3 +15,33 @@ def decode_all(path) -> np.ndarray:
 def psnr(a, b) -> float:
     mse = float(((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2).mean())
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def reference_view(frames: np.ndarray, box, size: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> crop at box, bilinear antialiased resize (the loader's filter): (3, T, S, S)."""
+    import torch
+    import torch.nn.functional as F
+
+    y0, x0, h, w = box
+    crop = torch.from_numpy(frames[:, y0:y0 + h, x0:x0 + w]).permute(0, 3, 1, 2).float()
+    out = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.permute(1, 0, 2, 3).numpy()
+
+
+def assert_loaders_agree(a, b, exact, views, epochs: int = 2, min_psnr: float = 35.0) -> None:
+    """Two loaders with the same seed and options hand out, epoch after epoch, equal `exact` batch
+    fields and `views` within min_psnr dB of each other (their resize and blur filters differ)."""
+    import torch
+
+    from mcl_fast.data.augment import denormalize
+
+    for epoch in range(epochs):
+        a.set_epoch(epoch)
+        b.set_epoch(epoch)
+        for x, y in zip(a, b):
+            for key in exact:
+                assert torch.equal(x[key], y[key]), key
+            for view in views:
+                p, q = denormalize(x[view]).numpy(), denormalize(y[view]).numpy()
+                for i in range(len(p)):
+                    assert psnr(p[i], q[i]) >= min_psnr, (view, i)

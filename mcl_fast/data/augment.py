@@ -2,8 +2,8 @@
 
 crop (integer box) -> bilinear resize with antialiasing to size x size (DALI fn.resize's
 default filter) -> colour affine map, clipped to 0..255 (fn.coord_transform + clamp) ->
-separable Gaussian blur, reflect-101 borders (fn.gaussian_blur) -> flip and ImageNet
-normalisation (fn.crop_mirror_normalize) -> (3, T, S, S) float32.
+separable Gaussian blur, reflect-101 borders (fn.gaussian_blur) -> flip (fn.crop_mirror_normalize)
+-> the output format (output.OutputFormat: ImageNet-normalised (3, T, S, S) float32 by default).
 """
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .output import OutputFormat
 from .plan import MEAN_255, STD_255, ViewAug
+
+IMAGENET = OutputFormat()
 
 
 def gaussian_kernel(sigma: float, window: int) -> torch.Tensor:
@@ -41,8 +44,9 @@ def crop_resize(frames: torch.Tensor, box, size: int) -> torch.Tensor:
     return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def apply_view(frames, box, aug: ViewAug, size: int) -> torch.Tensor:
-    """One view of a plan: (T, H, W, 3) uint8 frames (NumPy or torch) -> (3, T, S, S) float32 normalised."""
+def render_view(frames, box, aug: ViewAug, size: int) -> torch.Tensor:
+    """One view of a plan before the output format: (T, H, W, 3) uint8 frames (NumPy or torch) ->
+    (T, 3, S, S) float32 RGB in 0..255."""
     frames = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
     x = crop_resize(frames, box, size)  # (T, 3, S, S)
     if not aug.identity_color:
@@ -50,11 +54,13 @@ def apply_view(frames, box, aug: ViewAug, size: int) -> torch.Tensor:
         t = torch.as_tensor(aug.color_offset, dtype=torch.float32, device=x.device)
         x = (torch.einsum("ij,njhw->nihw", m, x) + t.view(1, 3, 1, 1)).clamp_(0.0, 255.0)
     x = blur(x, aug.blur_sigma, aug.blur_window)
-    if aug.flip:
-        x = x.flip(-1)
-    mean = torch.tensor(MEAN_255, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD_255, device=x.device).view(1, 3, 1, 1)
-    return ((x - mean) / std).permute(1, 0, 2, 3).contiguous()
+    return x.flip(-1) if aug.flip else x
+
+
+def apply_view(frames, box, aug: ViewAug, size: int, output: OutputFormat = IMAGENET) -> torch.Tensor:
+    """One view of a plan: (T, H, W, 3) uint8 frames (NumPy or torch) -> the view in `output`'s
+    format (default (3, T, S, S) float32, ImageNet-normalised)."""
+    return output.apply(render_view(frames, box, aug, size))
 
 
 def denormalize(view: torch.Tensor) -> torch.Tensor:

@@ -1,411 +1,82 @@
-"""MotionFocusedLoader: motion-focused two-view clips from a DALI pipeline, as dicts of torch tensors.
+"""MotionFocusedLoader: motion-focused clips from a DALI pipeline, as dicts of torch tensors.
 
     loader = MotionFocusedLoader(store.videos, store, batch_size=8, size=112, device="gpu")
     for epoch in range(epochs):
-        loader.set_epoch(epoch)
+        loader.set_epoch(epoch)     # or loader.sampler.set_epoch(epoch), as with a DistributedSampler
         for batch in loader:        # query, key (B, 3, T, S, S); motion (B, T', H', W'); index (B,)
             ...
 
-For each sample the Python planner (plan.py) reads the video's motion maps from the store,
-picks the clip and the crop boxes (NumPy references on the CPU path; on the GPU path the batch's
-clip scores, percentile thresholds and box selection run in the batched GPU kernels, with the
-same results) and the augmentation parameters, all from a generator seeded by (seed, epoch,
-position). A DALI pipeline (pipeline.py) then decodes exactly those frames, crops, resizes,
-augments and normalises. DALI prefetches: the source callback plans batches ahead.
+The planner (planner.py) reads the videos' motion maps from the store and plans several batches
+at a time: clips and crop boxes (NumPy on the CPU path; on the GPU path the box selection and
+the clip scores of new videos run in the batched GPU kernels, with the same results) and the
+augmentation parameters, all from a generator seeded by (seed, epoch, position). A DALI pipeline
+(pipeline.py) then decodes exactly those frames, crops, resizes, augments and converts to the
+output format (options.LoaderOptions: normalize, dtype, layout). DALI prefetches: the source
+callback plans batches ahead.
 
 Bad input: a video that cannot be opened or decoded is replaced by another sample (drawn
-deterministically), counted in `num_replaced`, listed in `failures` (path -> reason) and
-reported once with a warning. Videos missing from the store, or whose frame count or aspect
-ratio disagrees with it, are an error at construction that names them. A file that is a resized
-copy of the store's source (`mcl-fast transcode --short-side`) is fine: boxes are chosen in
-source pixels and scaled to the file's, and `return_meta` boxes are in the file's pixels.
+deterministically), counted in `num_replaced` (samples replaced), listed in `failures`
+(path -> reason, the reason mcl_fast.video_io gives everywhere) and reported once in one line.
+At construction (checks.py), videos missing from the store (or that `prepare` rejected), files
+whose content, frame count or aspect ratio disagrees with the store, and an epoch with no batch
+are errors that name them; videos shorter than a clip are counted in one notice. A file that is
+a resized copy of the store's source (`mcl-fast transcode --short-side`) is fine: boxes are
+chosen in source pixels and scaled to the file's, and `return_meta` boxes are in the file's pixels.
 """
 from __future__ import annotations
 
 import logging
-import os
-import warnings
-from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from .plan import MotionSampler, Planner, SamplePlan, check_sampling, epoch_order, num_batches
+from ..video_io import read_frames
+from .base import PLAN_CHUNK, LoaderBase, UnsupportedCodec, failure_reason, meta_fields, resolve_store
+from .options import LoaderOptions
+from .plan import MotionSampler, SamplePlan
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
-FRAME_COUNT_TOLERANCE = 2  # frames: containers may count an edit-list frame or two differently
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})  # what fn.decoders.video reads without a GPU
-PROBE_THREADS = 16  # threads opening containers at construction (I/O bound; bounded for file servers)
-PROBE_CHUNK = 4096  # paths submitted to the pool at once
-PROGRESS_MIN = 1000  # show a progress bar when checking more videos than this
 
-
-def resolve_store(store):
-    """A MotionStore, or the path of one."""
-    if isinstance(store, (str, os.PathLike)):
-        from mcl_fast.motion.store import MotionStore
-
-        return MotionStore(store)
-    for attr in ("read", "info", "video_path", "videos"):
-        if not hasattr(store, attr):
-            raise TypeError(f"store must be a MotionStore or its path, got {type(store).__name__} without .{attr}")
-    return store
-
-
-class VideoPaths:
-    """Where each store key's file is: store.video_path(v), or under video_root.
-
-    With video_root (e.g. the output of `mcl-fast transcode`), a key "a/b.mp4" maps to
-    video_root/a/b.mp4 if it exists, else to the same stem with another video extension
-    (a/b.webm after a VP9 transcode).
-    """
-
-    def __init__(self, store, video_root=None):
-        self.store, self.root = store, (Path(video_root) if video_root is not None else None)
-
-    def __call__(self, video: str) -> str:
-        if self.root is None:
-            return str(self.store.video_path(video))
-        path = self.root / video
-        if path.exists():
-            return str(path)
-        for ext in VIDEO_EXTENSIONS:
-            alt = path.with_suffix(ext)
-            if alt.exists():
-                return str(alt)
-        return str(path)
-
-
-def _list_problem(what: str, items: list[str], limit: int = 10) -> str:
-    shown = ", ".join(items[:limit])
-    more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return f"{len(items)} {what}: {shown}{more}"
-
-
-def _scan_one(path: str, verify: bool):
-    """(exists, header or None) of one file; the header only with verify and when it opens."""
-    if not os.path.isfile(path):
-        return False, None
-    if not verify:
-        return True, None
-    from .torch_loader import probe_header
-
-    try:
-        return True, probe_header(path)
-    except ValueError:
-        return True, None  # unreadable files are skipped at training time (replaced and reported)
-
-
-def scan_files(paths: Sequence[str], verify: bool, progress: bool | None = None) -> list:
-    """[(exists, header or None)] per path, in order, from a bounded thread pool.
-
-    Opening a container and reading its header is mostly waiting on the file system, which
-    threads overlap (PROBE_THREADS of them, bounded so a shared file server is not flooded). A tqdm bar is
-    shown when there are more than PROGRESS_MIN files (progress=None) or when progress=True.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
-    show = len(paths) > PROGRESS_MIN if progress is None else progress
-    threads = max(1, min(PROBE_THREADS, len(paths)))
-    with ThreadPoolExecutor(threads, thread_name_prefix="mcl-probe") as pool, \
-            tqdm(total=len(paths), unit="video", desc="checking videos" if verify else "finding videos",
-                 disable=not show, dynamic_ncols=True) as bar:
-        out = []
-        # map() keeps the input order; one chunk at a time bounds the futures alive at once.
-        for i in range(0, len(paths), PROBE_CHUNK):
-            for result in pool.map(lambda p: _scan_one(p, verify), paths[i:i + PROBE_CHUNK]):
-                out.append(result)
-                bar.update(1)
-    return out
-
-
-def _uniform_scale(src_hw, file_hw, tolerance: float = 2.0) -> bool:
-    """True when file_hw is src_hw resized with one scale factor, up to `tolerance` pixels per side
-    (transcode rounds each side, then makes it even)."""
-    (sh, sw), (fh, fw) = src_hw, file_hw
-    for s in (fh / sh, fw / sw):
-        if abs(sh * s - fh) <= tolerance and abs(sw * s - fw) <= tolerance:
-            return True
-    return False
-
-
-def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], verify: bool, codecs=None,
-                 progress: bool | None = None) -> dict:
-    """Construction-time check of the video list against the store; raises ValueError naming videos.
-
-    Always: every video is a store key and its file exists. With verify: the container's frame
-    count (header only, no decoding; from the duration for WebM) matches the store's num_frames,
-    its codec is one of `codecs` (when given), and its frame size is the store's (source) size
-    or that size uniformly scaled (a `--short-side` transcode); a different aspect ratio is an
-    error. Files are checked by a bounded thread pool (scan_files; a progress bar past
-    PROGRESS_MIN videos). Returns {video: (H, W)} of the files whose size differs from the
-    store's (their boxes are scaled to file pixels); headers that could not be read are left out.
-    """
-    if len(videos) == 0:
-        raise ValueError("the video list is empty")
-    known = set(store.videos)
-    missing = [v for v in videos if v not in known]
-    if missing:
-        raise ValueError(f"videos not in the motion store {getattr(store, 'path', store)}: "
-                         + _list_problem("missing", missing) + " (run `mcl-fast prepare` on them)")
-    files = [paths(v) for v in videos]
-    scanned = scan_files(files, verify, progress)
-    absent = [f for f, (exists, _) in zip(files, scanned) if not exists]
-    if absent:
-        raise ValueError("video files not found: " + _list_problem("missing", absent))
-    if not verify:
-        return {}
-    mismatched, wrong_codec, wrong_shape, resized = [], [], [], {}
-    for v, (_, meta) in zip(videos, scanned):
-        if meta is None:
-            continue
-        if codecs is not None and meta["codec"] not in codecs:
-            wrong_codec.append(f"{v} ({meta['codec']})")
-        info = store.info(v)
-        src_hw, file_hw = (int(info["height"]), int(info["width"])), (meta["height"], meta["width"])
-        if file_hw != src_hw and min(file_hw) > 0:
-            if _uniform_scale(src_hw, file_hw):
-                resized[v] = file_hw
-            else:
-                wrong_shape.append(f"{v} (file {file_hw[0]}x{file_hw[1]}, store {src_hw[0]}x{src_hw[1]})")
-        stored = int(info["num_frames"])
-        if meta["num_frames"] > 0:
-            count, tol = meta["num_frames"], FRAME_COUNT_TOLERANCE
-        elif meta["duration"] and meta["fps"] > 0:
-            count = int(round(meta["duration"] * meta["fps"]))
-            tol = FRAME_COUNT_TOLERANCE + int(0.1 * count)
-        else:
-            continue
-        if abs(count - stored) > tol:
-            mismatched.append(f"{v} (file {count} frames, store {stored})")
-    if wrong_codec:
-        raise ValueError("DALI's CPU decoder reads " + "/".join(sorted(codecs)) + " only: "
-                         + _list_problem("videos in another codec", wrong_codec)
-                         + "; re-encode them (`mcl-fast transcode --codec vp9`) or use device='gpu'")
-    if mismatched:
-        raise ValueError("the motion store does not match the videos: "
-                         + _list_problem("with a different frame count", mismatched)
-                         + "; rebuild the store for these files")
-    if wrong_shape:
-        raise ValueError("the motion store does not match the videos: "
-                         + _list_problem("with another aspect ratio than the store's source frames", wrong_shape)
-                         + " (crop boxes cannot be mapped onto them); rebuild the store for these files")
-    return resized
-
-
-class LoaderBase:
-    """What both loaders share: options, planner, epochs, sharding, failure reports, batch meta."""
-
-    def __init__(self, videos, store, batch_size: int, *, clip_len: int = 16, stride: int = 2, size: int = 224,
-                 augment: bool = True, sampling: str = "motion", preset: str = "paper", seed: int = 0,
-                 shard_id: int = 0, num_shards: int = 1, return_meta: bool = False, two_clips: bool = False,
-                 sampler: Callable | None = None, motion_size=None, drop_last: bool = False, shuffle: bool = True,
-                 video_root=None, verify: bool = True):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if size < 8:
-            raise ValueError(f"size must be >= 8 pixels, got {size}")
-        check_sampling(sampling)  # checked even when a user sampler replaces it: a typo is never silent
-        self.store = resolve_store(store)
-        self.videos = [str(v) for v in videos]
-        self.batch_size, self.clip_len, self.stride, self.size = int(batch_size), int(clip_len), int(stride), int(size)
-        self.augment, self.seed, self.return_meta, self.two_clips = bool(augment), int(seed), return_meta, two_clips
-        self.shard_id, self.num_shards, self.drop_last, self.shuffle = int(shard_id), int(num_shards), drop_last, shuffle
-        self.paths = VideoPaths(self.store, video_root)
-        self.codecs = getattr(self, "codecs", None)  # codecs the decoder reads (None: any); set by subclasses
-        # (H, W) of files whose size differs from the store's source frames (resized transcodes);
-        # without verify they are probed lazily, the first time a video is planned (file_size).
-        self._file_hw: dict[str, tuple[int, int] | None] = check_videos(self.videos, self.store, self.paths,
-                                                                        verify, self.codecs)
-        self._verified = bool(verify)
-        # motion target: T' = clip_len, H' = W' = size / 16 (7 at 112, 14 at 224); MAL pools it
-        # to the feature map's shape anyway.
-        self.motion_size = tuple(motion_size) if motion_size is not None else (self.clip_len, max(1, size // 16),
-                                                                               max(1, size // 16))
-        if len(self.motion_size) != 3:
-            raise ValueError(f"motion_size must be (T', H', W'), got {motion_size}")
-        self.sampler = sampler if sampler is not None else MotionSampler(clip_len, stride, sampling, preset, two_clips)
-        if sampler is not None and not callable(sampler):
-            raise TypeError("sampler must be callable: sampler(maps, info, rng) -> plan.Choice")
-        self.failures: dict[str, str] = {}  # path -> reason, each reported once
-        self.num_replaced = 0  # samples replaced because their video failed
-        self._good: set[str] = set()
-        self.planner = Planner(self.store, self.videos, clip_len=self.clip_len, size=self.size, sampler=self.sampler,
-                               augment=self.augment, motion_size=self.motion_size, seed=self.seed,
-                               is_bad=self.is_bad, path_of=self.paths, file_hw=self.file_size)
-        self.epoch = 0
-        self._skip = 0
-        epoch_order(len(self.videos), seed=self.seed, epoch=0, shard_id=self.shard_id,
-                    num_shards=self.num_shards, drop_last=drop_last)  # validates the sharding now
-
-    # -- epochs ------------------------------------------------------------------------------
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose order (and plans) the next iteration produces."""
-        self.epoch = int(epoch)
-
-    def skip(self, n: int) -> None:
-        """Start the next iteration at batch n of the epoch, without decoding batches 0..n-1.
-
-        Plans are a function of (seed, epoch, position), so a resumed run gets exactly the batches
-        it would have had. Applies to the next `iter()` only.
-        """
-        if not 0 <= int(n) <= len(self):
-            raise ValueError(f"skip({n}): the epoch has {len(self)} batches")
-        self._skip = int(n)
-
-    def _epoch_batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The current epoch's batches from the skip point (consumes the skip)."""
-        start, self._skip = self._skip, 0
-        return self.batches()[start:]
-
-    def epoch_samples(self, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(positions, dataset indices) of this shard in `epoch` (default: the current one)."""
-        return epoch_order(len(self.videos), seed=self.seed, epoch=self.epoch if epoch is None else epoch,
-                           shard_id=self.shard_id, num_shards=self.num_shards, shuffle=self.shuffle,
-                           drop_last=self.drop_last)
-
-    def batches(self, epoch: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        positions, indices = self.epoch_samples(epoch)
-        b = self.batch_size
-        return [(positions[i:i + b], indices[i:i + b]) for i in range(0, len(positions), b)][:len(self)]
-
-    def __len__(self) -> int:
-        """Batches per epoch for this shard (the last one may be smaller unless drop_last)."""
-        return num_batches(len(self.epoch_samples(0)[0]), self.batch_size, self.drop_last)
-
-    # -- file pixels -------------------------------------------------------------------------
-    def file_size(self, video: str) -> tuple[int, int] | None:
-        """(H, W) of `video`'s file when it differs from the store's source size (a resized
-        transcode under video_root), else None. Known from the construction check with verify;
-        otherwise read from the container header the first time (cached). A different aspect
-        ratio raises ValueError naming the video."""
-        if self._verified or video in self._file_hw:
-            return self._file_hw.get(video)
-        from .torch_loader import probe_header
-
-        info, path = self.store.info(video), self.paths(video)
-        src_hw = (int(info["height"]), int(info["width"]))
-        try:
-            meta = probe_header(path)
-        except ValueError:
-            return None  # is_bad already let it through; a failing decode replaces it later
-        file_hw = (meta["height"], meta["width"])
-        if file_hw == src_hw or min(file_hw) <= 0:
-            self._file_hw[video] = None
-        elif _uniform_scale(src_hw, file_hw):
-            self._file_hw[video] = file_hw
-        else:
-            raise ValueError(f"the motion store does not match {path}: the file is {file_hw[0]}x{file_hw[1]}, the "
-                             f"store's source {src_hw[0]}x{src_hw[1]} (another aspect ratio); rebuild the store")
-        return self._file_hw[video]
-
-    # -- bad input ---------------------------------------------------------------------------
-    def is_bad(self, path: str) -> str | None:
-        """Reason `path` cannot be used, or None. Checked once per file (open + first frame)."""
-        if path in self.failures:
-            return self.failures[path]
-        if path in self._good:
-            return None
-        reason = probe_video(path, self.codecs)
-        if reason is None:
-            self._good.add(path)
-            return None
-        self.report_failure(path, reason)
-        return reason
-
-    def report_failure(self, path: str, reason: str) -> None:
-        if path not in self.failures:
-            self.failures[path] = reason
-            self._good.discard(path)
-            if torch.utils.data.get_worker_info() is not None:
-                return  # a DataLoader worker: the main process reports it (TorchVideoLoader)
-            msg = f"skipping video {path}: {reason} (replaced by another sample; reported once)"
-            log.warning(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
-
-    def count_replacements(self, plans: Sequence[SamplePlan]) -> None:
-        """Count (and report) the replacements in plans that are being handed out."""
-        for plan in plans:
-            self.num_replaced += len(plan.failures)
-            for path, reason in plan.failures:
-                self.report_failure(path, reason)
-
-    # -- output ------------------------------------------------------------------------------
-    def plan_fields(self, plans: Sequence[SamplePlan], device) -> dict:
-        """motion, index and (return_meta) frames/boxes/flips of a batch, as torch tensors on `device`."""
-        out = {"motion": torch.from_numpy(np.stack([p.motion for p in plans])),
-               "index": torch.tensor([p.index for p in plans], dtype=torch.int64)}
-        if self.return_meta:
-            out.update(meta_fields(plans, self.two_clips))
-        return {k: v.to(device) for k, v in out.items()}
-
-
-def meta_fields(plans: Sequence[SamplePlan], two_clips: bool) -> dict:
-    """frames (B, T) query frame indices, box_query/box_key (B, 4) int64 (y0, x0, h, w) in the
-    decoded file's pixels (the store's source pixels unless video_root holds a resized transcode),
-    flip_query/flip_key (B,) bool; frames_key (B, T) as well with two clips. CPU tensors (the
-    loaders move them to their device with the rest of the batch)."""
-    out = {"frames": torch.from_numpy(np.stack([p.query.frames for p in plans])),
-           "box_query": torch.tensor([p.query.box for p in plans], dtype=torch.int64),
-           "box_key": torch.tensor([p.key.box for p in plans], dtype=torch.int64),
-           "flip_query": torch.tensor([p.query.aug.flip for p in plans], dtype=torch.bool),
-           "flip_key": torch.tensor([p.key.aug.flip for p in plans], dtype=torch.bool)}
-    if two_clips:
-        out["frames_key"] = torch.from_numpy(np.stack([p.key.frames for p in plans]))
-    return out
-
-
-def probe_video(path: str, codecs=None) -> str | None:
-    """None if the file opens and its first frame decodes (PyAV, strict error checks), else why not.
-    A codec outside `codecs` raises torch_loader.UnsupportedCodec."""
-    from .torch_loader import probe_video as _probe
-
-    return _probe(path, codecs)
+__all__ = ["MotionFocusedLoader", "LoaderBase", "UnsupportedCodec", "failure_reason", "meta_fields", "resolve_store",
+           "DALI_CPU_CODECS"]
 
 
 # --------------------------------------------------------------------------------- the loader
 
 
 class MotionFocusedLoader(LoaderBase):
-    """Motion-focused two-view clips decoded by DALI (see the module docstring and DESIGN.md).
+    """Motion-focused clips decoded by DALI (see the module docstring and DESIGN.md).
 
-    videos: store keys; store: a MotionStore or its path; batch_size per shard.
-    clip_len, stride: frames per clip and their spacing (paper: 16, 2). size: output side S.
-    device: "gpu" (NVDEC, H.264/HEVC/VP9/AV1..., outputs on the current CUDA device) or "cpu"
-    (DALI's CPU decoder: VP8, VP9, MJPEG only; transcode H.264 with `mcl-fast transcode --codec vp9`).
-    augment: colour jitter p=0.8 (0.4, 0.4, 0.4, 0.1), greyscale p=0.2, blur p=0.5, flip p=0.5,
-    the same on every frame of a view; False gives plain crops (no flip either).
-    sampling: "motion" (paper: motion-focused clip and crop), "random" (baseline), or the
-    ablation's halves "temporal" (motion-focused clip, random crop) and "spatial" (random clip,
-    motion-focused crop), see plan.MotionSampler; preset: "paper" or "official";
-    sampler: a callable sampler(maps, info, rng) -> plan.Choice replacing both.
-    two_clips: the key from a second clip of the same video (default: both views from one clip).
-    motion_size: (T', H', W') of `motion` (default (clip_len, size // 16, size // 16)).
-    seed, shard_id, num_shards, shuffle, drop_last: see plan.epoch_order; len() is the number of
-    batches of this shard. return_meta: add frames, box_query, box_key, flip_query, flip_key (boxes
-    in the decoded file's pixels; see meta_fields), on the same device as the rest.
-    video_root: read the files from here instead of the store's root (a transcoded copy). A copy
-    resized by `mcl-fast transcode --short-side` works: boxes are chosen in the store's source
-    pixels and scaled to the file's (a copy with another aspect ratio is an error).
-    verify: at construction, check each file's frame count and frame size (container header)
-    against the store and, on the CPU, that its codec is one DALI's CPU decoder reads. The headers
-    are read by PROBE_THREADS threads, with a progress bar past PROGRESS_MIN videos; every rank
-    does it, so with ~1M videos verify once (e.g. on rank 0, or in a smoke run) and pass
-    verify=False elsewhere: sizes are then read lazily, the first time each video is planned.
-    num_threads, prefetch: DALI worker threads and prefetch depth (batches).
+    videos: store keys; store: a MotionStore or its path; batch_size: per shard (a config's global
+    batch divided by the number of ranks).
+    device: "gpu" (NVDEC, H.264/HEVC/VP9/AV1..., outputs on the current CUDA device: call
+      torch.cuda.set_device(local_rank) first, or pass device_id) or "cpu" (DALI's CPU decoder:
+      VP8, VP9, MJPEG only; transcode H.264 with `mcl-fast transcode --codec vp9`).
+    num_threads, prefetch: DALI worker threads and prefetch depth (batches); device_id: the GPU.
+    **options: the options both loaders share (options.LoaderOptions): clip_len, stride, size,
+      augment, sampling, preset, sampler, two_clips, views, motion_size, normalize, dtype, layout,
+      labels, seed, shard_id, num_shards, shuffle, drop_last (default True), return_meta,
+      video_root, verify, check_fingerprints, min_frames.
+
+    verify (default True): at construction, check each file against the store
+    (checks.check_videos): its content fingerprint is the one the maps were made from
+    (check_fingerprints=False opts out: use files that changed since), its frame count (where the
+    container declares one) and frame size agree, and, on the CPU, its codec is one DALI's CPU
+    decoder reads. It opens every file's header and reads three 64 KiB ranges of it
+    (checks.PROBE_THREADS threads, a progress bar past checks.PROGRESS_MIN videos): seconds for
+    UCF101 on a local disk, much longer for ~1M files on a network file system; every rank does
+    it, so verify once (e.g. on rank 0, or in a smoke run) and pass verify=False elsewhere: sizes
+    are then read lazily, the first time each video is planned.
+    min_frames: videos shorter than a clip ((clip_len - 1) * stride + 1 frames) are kept and their
+    last frame repeats (counted in one notice, listed in `short_videos`); min_frames=N drops the
+    videos shorter than N frames instead (listed in `dropped_videos`; `videos` and `index` then
+    refer to the videos kept).
     """
 
-    def __init__(self, videos, store, batch_size: int, *, clip_len: int = 16, stride: int = 2, size: int = 224,
-                 device: str = "gpu", augment: bool = True, sampling: str = "motion", preset: str = "paper",
-                 seed: int = 0, shard_id: int = 0, num_shards: int = 1, return_meta: bool = False,
-                 two_clips: bool = False, sampler: Callable | None = None, motion_size=None,
-                 drop_last: bool = False, shuffle: bool = True, video_root=None, verify: bool = True,
-                 num_threads: int = 4, prefetch: int = 2, device_id: int | None = None):
+    def __init__(self, videos, store, batch_size: int, *, device: str = "gpu", num_threads: int = 4,
+                 prefetch: int = 2, device_id: int | None = None, **options):
         from mcl_fast._backend import has_gpu, require_dali
 
         if device not in ("gpu", "cpu"):
@@ -415,15 +86,13 @@ class MotionFocusedLoader(LoaderBase):
             raise RuntimeError("device='gpu' needs a CUDA GPU (and CuPy); none found. Use device='cpu' with "
                                "VP9 videos (`mcl-fast transcode --codec vp9`) or TorchVideoLoader")
         self.codecs = DALI_CPU_CODECS if device == "cpu" else None
-        super().__init__(videos, store, batch_size, clip_len=clip_len, stride=stride, size=size, augment=augment,
-                         sampling=sampling, preset=preset, seed=seed, shard_id=shard_id, num_shards=num_shards,
-                         return_meta=return_meta, two_clips=two_clips, sampler=sampler, motion_size=motion_size,
-                         drop_last=drop_last, shuffle=shuffle, video_root=video_root, verify=verify)
+        self.nvdec = device == "gpu"  # the file scan checks NVDEC's minimum frame sizes
+        super().__init__(videos, store, batch_size, LoaderOptions.from_kwargs("MotionFocusedLoader", options))
         self.device, self.num_threads, self.prefetch, self.device_id = device, int(num_threads), int(prefetch), device_id
         self._pipe = None
         self._feed: _Feeder | None = None
-        self._select = _gpu_box_selector(self.sampler) if device == "gpu" else None
-        self._score = _gpu_clip_scorer(self.sampler) if device == "gpu" else None
+        self._select = _gpu_box_selector(self.clip_sampler) if device == "gpu" else None
+        self._score = _gpu_clip_scorer(self.clip_sampler) if device == "gpu" else None
 
     @property
     def torch_device(self) -> torch.device:
@@ -435,10 +104,10 @@ class MotionFocusedLoader(LoaderBase):
         return self._feed()
 
     def _build(self):
-        from .pipeline import build_view_pipeline
+        from .pipeline import PipelineSpec, build_view_pipeline
 
-        self._pipe = build_view_pipeline(self._source, batch_size=self.batch_size, size=self.size,
-                                         device=self.device, two_clips=self.two_clips, augment=self.augment,
+        self._spec = PipelineSpec.from_layout(self.layout, self.output)
+        self._pipe = build_view_pipeline(self._source, self._spec, batch_size=self.batch_size, device=self.device,
                                          num_threads=self.num_threads, device_id=self.device_id,
                                          prefetch=self.prefetch, seed=self.seed)
 
@@ -446,15 +115,16 @@ class MotionFocusedLoader(LoaderBase):
         from .pipeline import to_torch
 
         batches = self._epoch_batches()
-        self._feed = _Feeder(self, self.epoch, batches)
         if self._pipe is None:
             self._build()
+        self._feed = _Feeder(self, self.epoch, batches)
+        dtype = self.output.torch_dtype if self.output.dtype == "bfloat16" else None
         finished = False
         try:
             done = 0
             while done < len(batches):
                 try:
-                    query, key = self._pipe.run()
+                    outputs = self._pipe.run()
                 except StopIteration:
                     raise RuntimeError("the DALI pipeline ended the epoch early") from None
                 except Exception as err:  # a decode failure inside DALI: find it, replace it, go on
@@ -464,10 +134,9 @@ class MotionFocusedLoader(LoaderBase):
                     continue
                 plans = self._feed.served.pop(done)
                 self.count_replacements(plans)
-                batch = {"query": to_torch(query, self.torch_device), "key": to_torch(key, self.torch_device)}
-                batch.update(self.plan_fields(plans, self.torch_device))
+                views = [to_torch(v, self.torch_device, dtype) for v in outputs]
                 done += 1
-                yield batch
+                yield self.batch_dict(views, plans, self.torch_device)
             try:  # the source raised StopIteration after the last batch: drain it, rewind
                 self._pipe.run()
             except StopIteration:
@@ -481,22 +150,22 @@ class MotionFocusedLoader(LoaderBase):
         """A batch failed inside DALI: decode the samples of the batches in flight with PyAV to find
         the bad files, mark them, rebuild the pipeline and restart feeding at `batch_no` (its plans
         now replace those files)."""
-        from .torch_loader import read_frames_at
-
         culprits = {}
         for number in sorted(k for k in self._feed.served if k >= batch_no):
             for plan in self._feed.served[number]:
                 if plan.path in culprits:
                     continue
                 try:
-                    read_frames_at(plan.path, np.unique(np.concatenate([plan.query.frames, plan.key.frames])))
+                    read_frames(plan.path, np.unique(np.concatenate(plan.clips)),
+                                num_frames=int(self.store.info(plan.video)["num_frames"]))
                 except Exception as exc:  # noqa: BLE001 (any failure marks the file)
-                    culprits[plan.path] = f"decode failed ({exc})"
+                    culprits[plan.path] = failure_reason(exc)
         if not culprits:
             raise RuntimeError(f"the DALI pipeline failed on batch {batch_no} and no video in it fails to "
                                f"decode with PyAV: {err}") from err
+        log.debug("DALI failed on batch %d (files %s)", batch_no, ", ".join(culprits), exc_info=err)
         for path, reason in culprits.items():
-            self.report_failure(path, f"{reason}; DALI: {' '.join(str(err).split())[:300]}")
+            self.report_failure(path, reason)
         self._feed.restart(batch_no)
         self._build()
 
@@ -504,36 +173,41 @@ class MotionFocusedLoader(LoaderBase):
 class _Feeder:
     """The external_source callback: plans batch after batch of one epoch and returns DALI inputs.
 
-    DALI calls it ahead of the consumer (prefetch), so served batches wait in `served` until the
-    iterator pairs them with the pipeline's outputs. Raises StopIteration after the last batch.
+    It plans a chunk of batches (base.PLAN_CHUNK samples) per planner call. DALI calls it ahead of
+    the consumer (prefetch), so served batches wait in `served` until the iterator pairs them with
+    the pipeline's outputs. Raises StopIteration after the last batch.
     """
 
     def __init__(self, loader: MotionFocusedLoader, epoch: int, batches):
         self.loader, self.epoch, self.batches = loader, epoch, batches
         self.next = 0
         self.served: dict[int, list[SamplePlan]] = {}
+        self.planned: dict[int, list[SamplePlan]] = {}  # planned ahead, not served yet
         self.error: Exception | None = None
+        self.per_chunk = max(1, PLAN_CHUNK // loader.batch_size)
 
     def restart(self, batch_no: int) -> None:
         self.served = {k: v for k, v in self.served.items() if k < batch_no}
+        self.planned = {}  # replans: the failed files are now replaced
         self.next = batch_no
 
     def __call__(self):
-        from .pipeline import plan_inputs
-
         if self.next >= len(self.batches):
             raise StopIteration
         loader = self.loader
-        positions, indices = self.batches[self.next]
         try:
-            plans = loader.planner.plan_batch(self.epoch, positions, indices, loader._select, loader._score)
+            if self.next not in self.planned:
+                chunk = list(range(self.next, min(self.next + self.per_chunk, len(self.batches))))
+                plans = loader.plan_chunk(self.epoch, [self.batches[i] for i in chunk], loader._select, loader._score)
+                self.planned = dict(zip(chunk, plans))
+            plans = self.planned.pop(self.next)
             encoded = [np.fromfile(p.path, dtype=np.uint8) for p in plans]
         except Exception as err:  # surfaced by the iterator as itself, not as a DALI error
             self.error = err
             raise
         self.served[self.next] = plans
         self.next += 1
-        return plan_inputs(plans, encoded, loader.two_clips, loader.augment)
+        return loader._spec.batch_inputs(plans, encoded)
 
 
 def _gpu_box_selector(sampler):
@@ -550,10 +224,11 @@ def _gpu_box_selector(sampler):
 
     def select(proposals):
         # Flatten (sample, view) pairs and group by map shape so each group is one (G, h, w) batch.
-        chosen = np.zeros((len(proposals), 2), np.int64)
+        views = len(proposals[0]["m_s"]) if proposals else 0
+        chosen = np.zeros((len(proposals), views), np.int64)
         groups: dict[tuple, list[tuple[int, int]]] = {}
         for i, p in enumerate(proposals):
-            for v in range(2):
+            for v in range(len(p["m_s"])):
                 groups.setdefault(p["m_s"][v].shape, []).append((i, v))
         for shape, members in groups.items():
             maps = cp.asarray(np.stack([proposals[i]["m_s"][v] for i, v in members]).astype(np.float32))

@@ -1,69 +1,113 @@
 """DALI pipelines that execute sampling plans (plan.py): decode exactly the planned frames, crop,
-resize, augment, normalise.
+resize, augment, normalise, in the requested output format.
 
 Small builders in the style of solo-learn's dali_dataloader. Every random choice was made in
 Python (the plan) and arrives per sample through fn.external_source, so runs are reproducible
-and the torch twin (augment.py) can apply the identical operations. Per view:
+and the torch twin (augment.py) can apply the identical operations. Per sample:
 
-    decoders.video(frames=...)           (F, H, W, 3) uint8, CPU (VP8/VP9/MJPEG) or mixed (NVDEC)
+    decoders.video(frames=...)           (F, H, W, 3) uint8, CPU (VP8/VP9/MJPEG) or mixed (NVDEC):
+                                         the clip's frames, or with several clips the sorted union of
+                                         their frames, decoded once
+    sequence_rearrange(new_order=...)    several clips: each clip's frames out of the union
+per view:
     slice(start=(y0, x0), shape=(h, w))  the crop box, in pixels, on the H and W axes
     resize(size=(S, S))                  bilinear with antialiasing, float
     coord_transform(M, T) + clamp        colour jitter and greyscale as one affine map on RGB
     gaussian_blur(sigma, window_size)    window 1 = no blur
-    crop_mirror_normalize(mirror=flip)   ImageNet mean/std, layout CFHW -> (3, T, S, S)
+    crop_mirror_normalize(mirror=flip)   the output format: (x - mean) / std, dtype, layout
 
-With one clip (the default) the clip is decoded once and cropped twice.
+A view whose augmentation cannot change colour (or blur, or flip) skips that operator: its
+inputs are identities then, so the pixels are the same either way.
 nvidia.dali (fn, types, pipeline, math, plugin.pytorch) is reached only as attributes of the module
 mcl_fast._backend.require_dali() returns, inside the builders: no DALI import here.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from mcl_fast._backend import require_dali
 
-from .plan import MEAN_255, STD_255, SamplePlan, ViewPlan
-
-VIEW_FIELDS_PLAIN = ("frames", "start", "shape")
-VIEW_FIELDS_AUG = ("matrix", "offset", "sigma", "window", "flip")
-
-
-def input_names(two_clips: bool, augment: bool) -> list[str]:
-    """Names of the external_source outputs, in the order source callbacks return them."""
-    names = ["encoded"]
-    for view in ("query", "key"):
-        fields = list(VIEW_FIELDS_PLAIN) + (list(VIEW_FIELDS_AUG) if augment else [])
-        if view == "key" and not two_clips:
-            fields.remove("frames")  # the key is cut from the query's decoded clip
-        names += [f"{view}_{f}" for f in fields]
-    return names
+from .output import OutputFormat
+from .plan import MEAN_255, STD_255, SamplePlan
+from .views import ViewLayout
 
 
-def _view_arrays(view: ViewPlan) -> dict:
-    y0, x0, h, w = view.box
-    a = view.aug
-    return {"frames": view.frames.astype(np.int32), "start": np.array([y0, x0], np.int32),
-            "shape": np.array([h, w], np.int32), "matrix": np.ascontiguousarray(a.color_matrix, np.float32),
-            "offset": np.ascontiguousarray(a.color_offset, np.float32),
-            "sigma": np.array(max(a.blur_sigma, 1e-3), np.float32),  # DALI wants sigma > 0 even for window 1
-            "window": np.array(a.blur_window, np.int32), "flip": np.array(int(a.flip), np.int32)}
+@dataclass(frozen=True)
+class ViewOps:
+    """The static shape of one view's branch: output size and which augmentation operators it has."""
+
+    clip: int
+    size: int
+    colour: bool
+    blur: bool
+    flip: bool
 
 
-def plan_inputs(plans: Sequence[SamplePlan], encoded: Sequence[np.ndarray], two_clips: bool,
-                augment: bool) -> tuple[list, ...]:
-    """The per-sample arrays a source callback returns for `plans`, ordered like input_names."""
-    columns = {name: [] for name in input_names(two_clips, augment)}
-    for plan, data in zip(plans, encoded):
-        columns["encoded"].append(data)
-        for view_name, view in (("query", plan.query), ("key", plan.key)):
-            arrays = _view_arrays(view)
-            for field, value in arrays.items():
-                name = f"{view_name}_{field}"
-                if name in columns:
-                    columns[name].append(value)
-    return tuple(columns.values())
+@dataclass(frozen=True)
+class PipelineSpec:
+    """What the DALI graph looks like for a loader: one ViewOps per view, the number of clips, the
+    output format. Built from the loader's views (from_layout)."""
+
+    views: tuple[ViewOps, ...]
+    num_clips: int
+    output: OutputFormat = OutputFormat()
+
+    @classmethod
+    def from_layout(cls, layout: ViewLayout, output: OutputFormat) -> "PipelineSpec":
+        ops = tuple(ViewOps(v.clip, v.size, bool(v.aug and v.aug.colour), bool(v.aug and v.aug.blur),
+                            bool(v.aug and v.aug.flip)) for v in layout.views)
+        return cls(views=ops, num_clips=layout.num_clips, output=output)
+
+    def input_names(self) -> list[str]:
+        """Names of the external_source outputs, in the order the source callback returns them."""
+        names = ["encoded", "frames"] + [f"order{c}" for c in range(self.num_clips) if self.num_clips > 1]
+        for k, v in enumerate(self.views):
+            names += [f"v{k}_start", f"v{k}_shape"]
+            names += [f"v{k}_matrix", f"v{k}_offset"] if v.colour else []
+            names += [f"v{k}_sigma", f"v{k}_window"] if v.blur else []
+            names += [f"v{k}_flip"] if v.flip else []
+        return names
+
+    def sample_arrays(self, plan: SamplePlan, encoded: np.ndarray) -> dict:
+        """The per-sample arrays of one plan, by input name."""
+        out = {"encoded": encoded}
+        if self.num_clips == 1:
+            out["frames"] = plan.clips[0].astype(np.int32)
+        else:  # the union of the clips' frames, decoded once; each clip gathers its frames from it
+            union, inverse = np.unique(np.concatenate(plan.clips), return_inverse=True)
+            out["frames"] = union.astype(np.int32)
+            at = 0
+            for c, frames in enumerate(plan.clips):
+                out[f"order{c}"] = inverse[at:at + len(frames)].astype(np.int32)
+                at += len(frames)
+        for k, (ops, view) in enumerate(zip(self.views, plan.views)):
+            y0, x0, h, w = view.box
+            a = view.aug
+            out[f"v{k}_start"], out[f"v{k}_shape"] = np.array([y0, x0], np.int32), np.array([h, w], np.int32)
+            if ops.colour:
+                out[f"v{k}_matrix"] = np.ascontiguousarray(a.color_matrix, np.float32)
+                out[f"v{k}_offset"] = np.ascontiguousarray(a.color_offset, np.float32)
+            if ops.blur:
+                out[f"v{k}_sigma"] = np.array(max(a.blur_sigma, 1e-3), np.float32)  # DALI wants sigma > 0 even for window 1
+                out[f"v{k}_window"] = np.array(a.blur_window, np.int32)
+            if ops.flip:
+                out[f"v{k}_flip"] = np.array(int(a.flip), np.int32)
+        return out
+
+    def batch_inputs(self, plans: Sequence[SamplePlan], encoded: Sequence[np.ndarray]) -> tuple[list, ...]:
+        """The per-sample arrays a source callback returns for `plans`, ordered like input_names."""
+        names = self.input_names()
+        columns = {name: [] for name in names}
+        for plan, data in zip(plans, encoded):
+            for name, value in self.sample_arrays(plan, data).items():
+                columns[name].append(value)
+        return tuple(columns[name] for name in names)
+
+
+# ------------------------------------------------------------------------------- operators
 
 
 def decode(encoded, frames, device: str):
@@ -81,27 +125,45 @@ def crop_resize(video, start, shape, size: int):
 
 def color_and_blur(video, matrix, offset, sigma, window):
     """Colour jitter + greyscale as one affine map on the channel axis, clipped, then the blur."""
+    return blur(colour(video, matrix, offset), sigma, window)
+
+
+def colour(video, matrix, offset):
+    """Colour jitter + greyscale as one affine map on the channel axis, clipped to 0..255."""
     dali = require_dali()  # its submodules, math included, are imported by _backend
     video = dali.fn.coord_transform(video, M=matrix, T=offset, dtype=dali.types.FLOAT)
-    video = dali.math.clamp(video, 0.0, 255.0)
-    return dali.fn.gaussian_blur(video, sigma=sigma, window_size=window)
+    return dali.math.clamp(video, 0.0, 255.0)
 
 
-def flip_normalize(video, flip):
-    """Mirror (flip per sample, 0/1) and ImageNet-normalise -> CFHW float."""
+def blur(video, sigma, window):
+    return require_dali().fn.gaussian_blur(video, sigma=sigma, window_size=window)
+
+
+def _dali_dtype(output: OutputFormat):
+    types = require_dali().types
+    # DALI has no bfloat16: the pipeline gives float32 and to_torch converts on the same device
+    return {"float32": types.FLOAT, "float16": types.FLOAT16, "bfloat16": types.FLOAT, "uint8": types.UINT8}[output.dtype]
+
+
+def flip_normalize(video, flip, output: OutputFormat | None = None):
+    """Mirror (flip per sample, 0/1) and convert to the output format (default: ImageNet-normalised
+    float32, CFHW): crop_mirror_normalize computes (x - mean) / std, rounds and clamps for uint8."""
     dali = require_dali()
-    return dali.fn.crop_mirror_normalize(video, mirror=flip, mean=list(MEAN_255), std=list(STD_255),
-                                         output_layout="CFHW", dtype=dali.types.FLOAT)
+    if output is None:
+        return dali.fn.crop_mirror_normalize(video, mirror=flip, mean=list(MEAN_255), std=list(STD_255),
+                                             output_layout="CFHW", dtype=dali.types.FLOAT)
+    return dali.fn.crop_mirror_normalize(video, mirror=flip, mean=list(output.mean_255), std=list(output.std_255),
+                                         output_layout=output.dali_layout, dtype=_dali_dtype(output))
 
 
-def view_branch(video, inputs: dict, view: str, size: int, augment: bool):
-    """One view from a decoded clip: crop, resize, [augment], flip, normalise."""
-    x = crop_resize(video, inputs[f"{view}_start"], inputs[f"{view}_shape"], size)
-    if not augment:
-        return flip_normalize(x, 0)
-    x = color_and_blur(x, inputs[f"{view}_matrix"], inputs[f"{view}_offset"], inputs[f"{view}_sigma"],
-                       inputs[f"{view}_window"])
-    return flip_normalize(x, inputs[f"{view}_flip"])
+def view_branch(clip, inputs: dict, k: int, ops: ViewOps, output: OutputFormat):
+    """View k from its decoded clip: crop, resize, [colour], [blur], flip, output format."""
+    x = crop_resize(clip, inputs[f"v{k}_start"], inputs[f"v{k}_shape"], ops.size)
+    if ops.colour:
+        x = colour(x, inputs[f"v{k}_matrix"], inputs[f"v{k}_offset"])
+    if ops.blur:
+        x = blur(x, inputs[f"v{k}_sigma"], inputs[f"v{k}_window"])
+    return flip_normalize(x, inputs[f"v{k}_flip"] if ops.flip else 0, output)
 
 
 def _device_id(device: str, device_id):
@@ -114,28 +176,28 @@ def _device_id(device: str, device_id):
     return torch.cuda.current_device()
 
 
-def build_view_pipeline(source: Callable, *, batch_size: int, size: int, device: str = "cpu",
-                        two_clips: bool = False, augment: bool = True, num_threads: int = 2,
-                        device_id=None, prefetch: int = 2, seed: int = 0):
-    """Pipeline with outputs (query, key), each per sample (3, T, S, S) float.
+def build_view_pipeline(source: Callable, spec: PipelineSpec, *, batch_size: int, device: str = "cpu",
+                        num_threads: int = 2, device_id=None, prefetch: int = 2, seed: int = 0):
+    """Pipeline with one output per view of `spec`, each per sample a view in spec.output's format.
 
-    source: a batch callback returning the arrays of plan_inputs (raise StopIteration at the end
-    of an epoch; then call pipe.reset()). device: "cpu" (DALI CPU operators, VP8/VP9/MJPEG) or
+    source: a batch callback returning spec.batch_inputs(...) (raise StopIteration at the end of
+    an epoch; then call pipe.reset()). device: "cpu" (DALI CPU operators, VP8/VP9/MJPEG) or
     "gpu" (NVDEC through device="mixed", then GPU operators: no frame returns to the host).
     """
     dali = require_dali()
-    names = input_names(two_clips, augment)
+    names = spec.input_names()
     pipe = dali.pipeline.Pipeline(batch_size=batch_size, num_threads=num_threads,
                                   device_id=_device_id(device, device_id), prefetch_queue_depth=prefetch,
                                   seed=seed)
     with pipe:
         outputs = dali.fn.external_source(source=source, num_outputs=len(names), batch=True)
         inputs = dict(zip(names, outputs))
-        query_clip = decode(inputs["encoded"], inputs["query_frames"], device)
-        key_clip = decode(inputs["encoded"], inputs["key_frames"], device) if two_clips else query_clip
-        query = view_branch(query_clip, inputs, "query", size, augment)
-        key = view_branch(key_clip, inputs, "key", size, augment)
-        pipe.set_outputs(query, key)
+        decoded = decode(inputs["encoded"], inputs["frames"], device)
+        if spec.num_clips == 1:
+            clips = [decoded]
+        else:
+            clips = [dali.fn.sequence_rearrange(decoded, new_order=inputs[f"order{c}"]) for c in range(spec.num_clips)]
+        pipe.set_outputs(*(view_branch(clips[ops.clip], inputs, k, ops, spec.output) for k, ops in enumerate(spec.views)))
     pipe.build()
     return pipe
 
@@ -154,9 +216,10 @@ def build_decode_pipeline(source: Callable, *, batch_size: int, device: str = "c
     return pipe
 
 
-def to_torch(tensor_list, device="cpu"):
+def to_torch(tensor_list, device="cpu", dtype=None):
     """A DALI TensorList of equal-shape samples -> a torch tensor that owns its memory, on
-    `device` ("cpu", "gpu" = the current CUDA device, or a torch.device).
+    `device` ("cpu", "gpu" = the current CUDA device, or a torch.device); dtype: a torch dtype to
+    convert to on that device (bfloat16, which DALI has no type for).
 
     DALI reuses its output buffers on the next run, so this always copies: on the GPU with
     feed_ndarray on torch's current stream (device to device), on the CPU through NumPy.
@@ -169,5 +232,6 @@ def to_torch(tensor_list, device="cpu"):
         dense = tensor_list.as_tensor()
         out = torch.empty(dense.shape(), dtype=dali_torch.to_torch_type[dense.dtype], device=device)
         dali_torch.feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(device))
-        return out
-    return torch.from_numpy(np.array(tensor_list.as_tensor(), copy=True))
+    else:
+        out = torch.from_numpy(np.array(tensor_list.as_tensor(), copy=True))
+    return out if dtype is None or out.dtype == dtype else out.to(dtype)

@@ -1,10 +1,14 @@
 """The per-sample sampling plan shared by the DALI loader and the torch loader.
 
-A plan says everything random about one training sample: which frames each view decodes,
-which crop box it takes, whether it is flipped, and its photometric augmentation. Plans are
-pure NumPy, drawn from a generator seeded by (seed, epoch, position in the epoch, attempt), so
-the same seed gives the same plans in any loader, on any number of workers, in any order.
-Both loaders then only *execute* the plan: that is why they produce the same pixels.
+A plan says everything random about one training sample: which frames each clip decodes, which
+crop box each view takes from its clip, whether it is flipped, and its photometric augmentation.
+Plans are pure NumPy, drawn from a generator seeded by (seed, epoch, position in the epoch,
+attempt), so the same seed gives the same plans in any loader, on any number of workers, in any
+order. Both loaders then only *execute* the plan: that is why they produce the same pixels.
+
+This module holds the records, the per-sample reference of every draw (draw_view_aug,
+MotionSampler) and the epoch order; planner.py makes the plans of a whole batch at once with the
+same draws (batchplan.py), which is what the loaders run.
 
 Conventions: frames are source-frame indices (int64, always inside [0, num_frames-1]);
 colours are RGB in 0..255. Samplers choose boxes (y0, x0, h, w) in the store's source pixels
@@ -15,19 +19,22 @@ only when that file is a resized copy (`mcl-fast transcode --short-side`): see s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from mcl_fast import sampling as reference  # the NumPy sampling oracle
 
+from .batchplan import adaptive_avg_pool
+from .views import PAPER, Augmentation
+
 # ImageNet statistics (the paper's backbones and MoCo v2 normalise with them), in 0..255 units.
 MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
-# Augmentation probabilities and ranges (MoCo v2 / the paper sec. 4.2).
-JITTER_P, JITTER_STRENGTH, HUE_MAX = 0.8, 0.4, 0.1
-GRAYSCALE_P, BLUR_P, BLUR_SIGMA, FLIP_P = 0.2, 0.5, (0.1, 2.0), 0.5
+# The paper's augmentation (MoCo v2, sec. 4.2): views.PAPER; a view spec can set its own.
+JITTER_P, JITTER_STRENGTH, HUE_MAX = PAPER.jitter_p, PAPER.brightness, PAPER.hue
+GRAYSCALE_P, BLUR_P, BLUR_SIGMA, FLIP_P = PAPER.grayscale_p, PAPER.blur_p, PAPER.blur_sigma, PAPER.flip_p
 CONTRAST_CENTER = 128.0  # contrast scales around mid-grey (fixed, so the whole jitter is one affine map)
 
 # RGB <-> YIQ: saturation scales I and Q, hue rotates them; Y is the grey value.
@@ -40,9 +47,10 @@ _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 # ---------------------------------------------------------------------------------- records
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ViewAug:
-    """Photometric and geometric augmentation of one view, the same on every frame.
+    """Photometric and geometric augmentation of one view, the same on every frame (a record: read only;
+    not frozen, because planning makes tens of thousands per second and frozen init is 3x slower).
 
     The colour part (jitter then optional greyscale) is one affine map on RGB 0..255 values:
     rgb' = clip(color_matrix @ rgb + color_offset, 0, 255). Blur is a separable Gaussian of
@@ -61,42 +69,98 @@ class ViewAug:
         return bool(np.array_equal(self.color_matrix, np.eye(3, dtype=np.float32)) and not self.color_offset.any())
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ViewPlan:
-    """One view: frames (T,) int64 source indices, box (y0, x0, h, w) in the decoded file's pixels, aug."""
+    """One view: frames (T,) int64 source indices (its clip's), box (y0, x0, h, w) in the decoded
+    file's pixels, aug; clip: the index of its clip in SamplePlan.clips; size: output side."""
 
     frames: np.ndarray
     box: tuple[int, int, int, int]
     aug: ViewAug
+    clip: int = 0
+    size: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SamplePlan:
     """Everything one loader sample needs.
 
     index: the sample's position in `videos` (the dataset index, returned as `index`);
-    video: its store key; path: the file to decode; query/key: the two views;
+    video: its store key; path: the file to decode; views: one ViewPlan per output view (view 0
+    is the query); clips: the frames (T_c,) int64 of each clip, which the views are cut from;
     motion: (T', H', W') float32 the query tubelet's ST-motion, cropped at the query box and
     flipped with it; failures: [(path, reason)] of videos this sample replaced.
+    extras: a sampler's per-sample values (Clips.extras), batched under their names;
+    motion_flipped: whether `motion` was mirrored (the query's flip, unless the sampler's
+    Clips.motion_flip said not to follow it).
+    `query` and `key` are views 0 and 1.
     """
 
     index: int
     video: str
     path: str
-    query: ViewPlan
-    key: ViewPlan
+    views: tuple
+    clips: tuple
     motion: np.ndarray
     failures: tuple = ()
+    extras: dict = field(default_factory=dict)
+    motion_flipped: bool = False
+
+    @property
+    def query(self) -> ViewPlan:
+        return self.views[0]
+
+    @property
+    def key(self) -> ViewPlan:
+        if len(self.views) < 2:
+            raise AttributeError("this plan has a single view (no key)")
+        return self.views[1]
 
 
 @dataclass(frozen=True)
 class Choice:
-    """What a sampler returns: the frames and box of each view (augmentation is drawn after)."""
+    """What a two-view sampler returns: the frames and box of the query and the key.
+
+    With the default views the key's frames are its own clip: return the query's frames again
+    for both views from one clip (then they are decoded once).
+    """
 
     query_frames: np.ndarray
     query_box: tuple[int, int, int, int]
     key_frames: np.ndarray
     key_box: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Clips:
+    """What a sampler returns for any views spec.
+
+    frames: one (T_c,) int array of source frame indices per clip of the views spec, in clip
+    order (clip 0 is the query's), T_c that clip's clip_len; inside [0, num_frames - 1].
+    boxes: None, or one (y0, x0, h, w) box (source pixels) or None per view; a missing box is
+    drawn by the loader with the view's crop rule after the sampler returns.
+    motion: None (the loader crops the store's maps under the query box), or the (T', H', W')
+    motion target itself (T', H', W' the loader's motion_size), before any flip: it is mirrored
+    with the query like the default target.
+    motion_flip: False leaves `motion` as it is when the query is flipped (the authors' release
+    mirrors its flows with the frames only half the time); True (default) mirrors it with the query.
+    extras: None, or {name: value} per-sample values (a bool, a number or an array, the same
+    names, dtypes and shapes for every sample) that the loaders stack into batch[name] (B, ...),
+    e.g. the official preset's "query_first"; a name may not be one of the batch's own keys
+    (BATCH_KEYS).
+    """
+
+    frames: tuple
+    boxes: tuple | None = None
+    motion: np.ndarray | None = None
+    motion_flip: bool = True
+    extras: dict | None = None
+
+
+# the keys a loader's batch can hold itself: a sampler's extras may not take them
+BATCH_KEYS = frozenset({"query", "key", "key2", "key3", "views", "motion", "index", "label", "frames", "box_query",
+                        "box_key", "flip_query", "flip_key", "frames_key", "boxes", "flips", "clip_frames",
+                        "motion_flipped"})
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -141,18 +205,29 @@ def blur_window(sigma: float, size: int) -> int:
     return int(max(1, min(window, size - 1 if size % 2 == 0 else size)))
 
 
-def draw_view_aug(rng: np.random.Generator, size: int, augment: bool = True) -> ViewAug:
-    """The random augmentation of one view (colour jitter p=0.8, greyscale p=0.2, blur p=0.5,
-    flip p=0.5). Always draws the same count of numbers, so later draws do not depend on
-    which branches fired. With augment=False returns the identity."""
+def jitter_ranges(aug: Augmentation) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) (3,) of the brightness, contrast and saturation factors of `aug`."""
+    strength = np.array([aug.brightness, aug.contrast, aug.saturation], np.float64)
+    return np.maximum(1.0 - strength, 0.0), 1.0 + strength
+
+
+def draw_view_aug(rng: np.random.Generator, size: int, augment: bool = True, aug: Augmentation = PAPER) -> ViewAug:
+    """The random augmentation of one view (views.Augmentation; default the paper's: colour
+    jitter p=0.8, greyscale p=0.2, blur p=0.5, flip p=0.5). Always draws the same count of
+    numbers (4 + 3 + 1 doubles, a permutation of 4, 1 double), so later draws do not depend on
+    which branches fired or on the settings. With augment=False returns the identity."""
+    low, high = jitter_ranges(aug)
     u = rng.random(4)  # jitter?, greyscale?, blur?, flip?
-    b, c, s = rng.uniform(1 - JITTER_STRENGTH, 1 + JITTER_STRENGTH, 3)
-    h = rng.uniform(-HUE_MAX, HUE_MAX)
+    if low[0] == low[1] == low[2] and high[0] == high[1] == high[2]:
+        b, c, s = rng.uniform(float(low[0]), float(high[0]), 3)
+    else:
+        b, c, s = rng.uniform(low, high, 3)
+    h = rng.uniform(-aug.hue, aug.hue)
     order = rng.permutation(4)
-    sigma = float(rng.uniform(*BLUR_SIGMA))
+    sigma = float(rng.uniform(*aug.blur_sigma))
     if not augment:
         return ViewAug()
-    jitter, gray, blur, flip = u[0] < JITTER_P, u[1] < GRAYSCALE_P, u[2] < BLUR_P, u[3] < FLIP_P
+    jitter, gray, blur, flip = u[0] < aug.jitter_p, u[1] < aug.grayscale_p, u[2] < aug.blur_p, u[3] < aug.flip_p
     if jitter or gray:
         matrix, offset = color_affine(b, c, s, h, gray, order) if jitter else color_affine(grayscale=True)
     else:
@@ -272,10 +347,11 @@ class MotionSampler:
         return {"frames": np.stack(frames), "m_s": np.stack(m_s), "candidates": candidates, "judged": judged}
 
     def select(self, proposal: dict) -> np.ndarray:
-        """(2,) indices of the chosen candidates, NumPy reference (reference.select_box_index)."""
+        """(V,) indices of the chosen candidates of a proposal's V views, NumPy reference
+        (reference.select_box_index)."""
         cfg = self.config
         return np.array([reference.select_box_index(proposal["m_s"][v], proposal["judged"][v], cfg.percentile,
-                                                   cfg.coverage) for v in range(2)])
+                                                   cfg.coverage) for v in range(len(proposal["m_s"]))])
 
     @staticmethod
     def finish(proposal: dict, chosen) -> Choice:
@@ -306,22 +382,66 @@ class MotionSampler:
         return self.finish(proposal, self.select(proposal))
 
 
+def _check_frames(frames, clip_len: int, n: int, name: str, video: str) -> np.ndarray:
+    frames = np.asarray(frames, np.int64)
+    if frames.shape != (clip_len,):
+        raise ValueError(f"{video}: sampler returned {name} frames of shape {frames.shape}, expected ({clip_len},)")
+    if frames.min() < 0 or frames.max() > n - 1:
+        raise ValueError(f"{video}: sampler returned {name} frames outside [0, {n - 1}]: {frames.tolist()}")
+    return frames
+
+
+def _check_box(box, height: int, width: int, name: str, video: str) -> tuple[int, int, int, int]:
+    y0, x0, h, w = (int(v) for v in box)
+    if h < 1 or w < 1 or y0 < 0 or x0 < 0 or y0 + h > height or x0 + w > width:
+        raise ValueError(f"{video}: sampler returned {name} box {tuple(box)} outside the {height}x{width} frame")
+    return y0, x0, h, w
+
+
 def validate_choice(choice: Choice, info: dict, clip_len: int, video: str) -> Choice:
     """Check a (user) sampler's Choice; raises ValueError naming the video and the problem."""
     n, height, width = int(info["num_frames"]), int(info["height"]), int(info["width"])
     out = []
     for name, frames, box in (("query", choice.query_frames, choice.query_box),
                               ("key", choice.key_frames, choice.key_box)):
-        frames = np.asarray(frames, np.int64)
-        if frames.shape != (clip_len,):
-            raise ValueError(f"{video}: sampler returned {name} frames of shape {frames.shape}, expected ({clip_len},)")
-        if frames.min() < 0 or frames.max() > n - 1:
-            raise ValueError(f"{video}: sampler returned {name} frames outside [0, {n - 1}]: {frames.tolist()}")
-        y0, x0, h, w = (int(v) for v in box)
-        if h < 1 or w < 1 or y0 < 0 or x0 < 0 or y0 + h > height or x0 + w > width:
-            raise ValueError(f"{video}: sampler returned {name} box {box} outside the {height}x{width} frame")
-        out += [frames, (y0, x0, h, w)]
+        out += [_check_frames(frames, clip_len, n, name, video), _check_box(box, height, width, name, video)]
     return Choice(*out)
+
+
+def validate_clips(clips: Clips, info: dict, clip_lens, num_views: int, motion_size, video: str) -> Clips:
+    """Check a (user) sampler's Clips against the views spec: one frames array per clip (clip_lens
+    (C,) their lengths), None or one box (or None) per view, the motion target's shape. Raises
+    ValueError naming the video and the problem."""
+    n, height, width = int(info["num_frames"]), int(info["height"]), int(info["width"])
+    frames = tuple(clips.frames)
+    if len(frames) != len(clip_lens):
+        raise ValueError(f"{video}: sampler returned {len(frames)} clips; the views spec has {len(clip_lens)}")
+    frames = tuple(_check_frames(f, int(t), n, f"clip {c}", video) for c, (f, t) in enumerate(zip(frames, clip_lens)))
+    boxes = clips.boxes
+    if boxes is not None:
+        if len(boxes) != num_views:
+            raise ValueError(f"{video}: sampler returned {len(boxes)} boxes; the views spec has {num_views} views")
+        boxes = tuple(None if b is None else _check_box(b, height, width, f"view {v}", video)
+                      for v, b in enumerate(boxes))
+    motion = clips.motion
+    if motion is not None:
+        motion = np.ascontiguousarray(motion, np.float32)
+        if motion.shape != tuple(motion_size):
+            raise ValueError(f"{video}: sampler returned a motion target of shape {motion.shape}, expected "
+                             f"{tuple(motion_size)} (motion_size)")
+    extras = {}
+    if clips.extras is not None:
+        if not isinstance(clips.extras, dict):
+            raise TypeError(f"{video}: Clips.extras must be a dict {{name: value}}, got {type(clips.extras).__name__}")
+        for name, value in clips.extras.items():
+            if not isinstance(name, str) or name in BATCH_KEYS:
+                raise ValueError(f"{video}: Clips.extras name {name!r} is taken by the batch itself "
+                                 f"({', '.join(sorted(BATCH_KEYS))}); choose another")
+            value = np.asarray(value)
+            if value.dtype == object:
+                raise TypeError(f"{video}: Clips.extras[{name!r}] must be a bool, a number or a numeric array")
+            extras[name] = value
+    return Clips(frames=frames, boxes=boxes, motion=motion, motion_flip=bool(clips.motion_flip), extras=extras)
 
 
 # ------------------------------------------------------------------------------------ motion
@@ -349,16 +469,13 @@ def crop_motion(maps: np.ndarray, frames: np.ndarray, box, frame_hw, out_size, f
 
     maps (N, h, w) per-frame motion; takes the maps of `frames`, crops the map cells the box
     (source pixels) covers (map_cells: start floored, end ceiled; cell_scale as there),
-    resamples to out_size by area averaging (adaptive average pooling, which repeats cells
-    when upsampling), and mirrors the width when the query is flipped.
+    resamples to out_size by area averaging (adaptive average pooling, torch's windows, which
+    repeat cells when upsampling: batchplan.adaptive_avg_pool), and mirrors the width when the
+    query is flipped.
     """
-    import torch
-    import torch.nn.functional as F
-
     y0, x0, h, w = map_cells(np.asarray([box]), frame_hw, maps.shape[1:], cell_scale)[0]
     tube = maps[np.minimum(np.asarray(frames), len(maps) - 1), y0:y0 + h, x0:x0 + w]
-    pooled = F.adaptive_avg_pool3d(torch.from_numpy(np.ascontiguousarray(tube, np.float32))[None, None],
-                                   tuple(int(s) for s in out_size))[0, 0].numpy()
+    pooled = adaptive_avg_pool(tube, out_size)
     return np.ascontiguousarray(pooled[:, :, ::-1] if flip else pooled)
 
 
@@ -421,114 +538,3 @@ def num_batches(samples_per_shard: int, batch_size: int, drop_last: bool) -> int
 def sample_rng(seed: int, epoch: int, position: int, attempt: int = 0) -> np.random.Generator:
     """The generator of one sample: independent of batch size, sharding and worker."""
     return np.random.default_rng([int(seed), int(epoch), int(position), int(attempt)])
-
-
-# ----------------------------------------------------------------------------------- planner
-
-
-class Planner:
-    """Turns (epoch, position, dataset index) into a SamplePlan, reading the motion store.
-
-    store: a MotionStore (duck-typed: read(v), info(v), video_path(v); cells_per_pixel(v) used
-    when present). videos: store keys. path_of(video) -> file path (default store.video_path).
-    file_hw(video) -> (H, W) of the file to decode, or None when it is the store's source size;
-    boxes are chosen in source pixels and scaled to the file's (scale_box) when they differ.
-    sampler: a MotionSampler or a user callable sampler(maps, info, rng) -> Choice.
-    is_bad(path) -> reason or None: the caller's decode check; a bad video is replaced by
-    another (drawn from the sample's own generator, so the replacement is deterministic) and
-    listed in the plan's `failures`.
-    """
-
-    MAX_ATTEMPTS = 16
-
-    def __init__(self, store, videos: Sequence[str], *, clip_len: int, size: int, sampler: Callable,
-                 augment: bool, motion_size, seed: int, is_bad: Callable[[str], str | None] | None = None,
-                 path_of: Callable[[str], str] | None = None,
-                 file_hw: Callable[[str], tuple[int, int] | None] | None = None):
-        self.store, self.videos = store, list(videos)
-        self.clip_len, self.size, self.sampler, self.augment = int(clip_len), int(size), sampler, augment
-        self.motion_size, self.seed = tuple(int(s) for s in motion_size), int(seed)
-        self.is_bad = is_bad or (lambda path: None)
-        self.path_of = path_of or (lambda video: str(store.video_path(video)))
-        self.file_hw = file_hw or (lambda video: None)
-
-    def plan(self, epoch: int, position: int, index: int, select: Callable | None = None,
-             score: Callable | None = None) -> SamplePlan:
-        """The plan of the sample at `position` of `epoch` (dataset index `index`), after any
-        replacements. select, score: optional batched GPU steps, see plan_batch."""
-        return self.plan_batch(epoch, [position], [index], select, score)[0]
-
-    def plan_batch(self, epoch: int, positions, indices, select: Callable | None = None,
-                   score: Callable | None = None) -> list[SamplePlan]:
-        """Plans of a batch. For the MotionSampler (ignored for user samplers), two optional batched
-        steps replace the per-sample NumPy ones (the GPU path passes its kernels):
-        select(proposals) -> (B, 2) chosen candidate indices, used by the modes with a
-        motion-focused crop ("motion", "spatial"); score([m_t (N_i,) float32 per sample]) ->
-        [(starts, scores) per sample], equal to reference.clip_scores(m_t, clip_len, stride), used
-        by the modes with a motion-focused clip ("motion", "temporal"). Either gives the same plans."""
-        resolved = []  # (position, index, rng, failures)
-        for pos, idx in zip(positions, indices):
-            resolved.append(self._resolve(epoch, int(pos), int(idx)))
-        choices: list[Choice | None] = [None] * len(resolved)
-        pending = []  # (slot, proposal) for batched selection
-        sampler = self.sampler
-        ours = isinstance(sampler, MotionSampler)
-        batched = select is not None and ours and sampler.motion_crop
-        loaded = []
-        for pos, idx, rng, _ in resolved:
-            video = self.videos[idx]
-            maps, info = self.store.read(video), dict(self.store.info(video))
-            scale = cells_per_pixel(self.store, video)
-            if scale is not None:
-                info["cells_per_pixel"] = scale
-            loaded.append((maps, info))
-        scores = [None] * len(resolved)
-        if score is not None and ours and sampler.motion_clip:  # the batch's clip scores in one go (before any draw)
-            scores = list(score([MotionSampler.motion_t(maps) for maps, _ in loaded]))
-        for slot, ((pos, idx, rng, _), (maps, info)) in enumerate(zip(resolved, loaded)):
-            if batched:
-                pending.append((slot, sampler.propose(maps, info, rng, clip_scores=scores[slot])))
-            else:
-                if ours and not sampler.motion_crop:  # "random", "temporal"
-                    choice = sampler.random_crop_choice(maps, info, rng, clip_scores=scores[slot])
-                elif ours:  # a motion-focused crop, selected here on the CPU
-                    proposal = sampler.propose(maps, info, rng, clip_scores=scores[slot])
-                    choice = MotionSampler.finish(proposal, sampler.select(proposal))
-                else:
-                    choice = sampler(maps, info, rng)
-                choices[slot] = validate_choice(choice, info, self.clip_len, self.videos[idx])
-        if pending:
-            chosen = select([p for _, p in pending])
-            for (slot, proposal), pick in zip(pending, chosen):
-                choices[slot] = MotionSampler.finish(proposal, pick)
-        plans = []
-        for (pos, idx, rng, failures), choice, (maps, info) in zip(resolved, choices, loaded):
-            video = self.videos[idx]
-            q_aug = draw_view_aug(rng, self.size, self.augment)
-            k_aug = draw_view_aug(rng, self.size, self.augment)
-            frame_hw = (int(info["height"]), int(info["width"]))
-            motion = crop_motion(maps, choice.query_frames, choice.query_box, frame_hw, self.motion_size, q_aug.flip,
-                                 info.get("cells_per_pixel"))
-            file_hw = self.file_hw(video) or frame_hw  # a resized transcode: same region, its pixels
-            q_box, k_box = (scale_box(box, frame_hw, file_hw) for box in (choice.query_box, choice.key_box))
-            plans.append(SamplePlan(
-                index=idx, video=video, path=self.path_of(video),
-                query=ViewPlan(np.asarray(choice.query_frames, np.int64), q_box, q_aug),
-                key=ViewPlan(np.asarray(choice.key_frames, np.int64), k_box, k_aug),
-                motion=motion, failures=tuple(failures)))
-        return plans
-
-    def _resolve(self, epoch: int, position: int, index: int):
-        """Replace a bad video by another, deterministically; returns (pos, idx, rng, failures)."""
-        failures = []
-        for attempt in range(self.MAX_ATTEMPTS):
-            rng = sample_rng(self.seed, epoch, position, attempt)
-            if attempt:
-                index = int(rng.integers(len(self.videos)))
-            path = self.path_of(self.videos[index])
-            reason = self.is_bad(path)
-            if reason is None:
-                return position, index, rng, failures
-            failures.append((path, reason))
-        raise RuntimeError(f"{self.MAX_ATTEMPTS} videos in a row failed to decode; the last: "
-                           f"{failures[-1][0]}: {failures[-1][1]}")

@@ -271,7 +271,7 @@ def read_frames(path, max_frames: int | None = None, short_side: int | None = No
     """
     import cv2
 
-    from ..motion.decode import VideoError, iter_frames
+    from ..video_io import iter_frames
 
     out = []
     frames = iter_frames(path)
@@ -285,6 +285,4 @@ def read_frames(path, max_frames: int | None = None, short_side: int | None = No
         if max_frames is not None and len(out) >= max_frames:
             frames.close()  # stop decoding: the rest of the file is not needed
             break
-    if not out:
-        raise VideoError(path, "no frames decoded")
-    return np.stack(out)
+    return np.stack(out)  # iter_frames raises for a file without a frame

@@ -12,10 +12,13 @@ each GOP starting at an IDR/key frame:
 
 Frame count and frame rate are kept (one output frame per decoded input frame, constant rate)
 and checked after encoding, before the file is moved into place (temporary file, fsync,
-os.replace), so an output that exists is complete. Reruns skip outputs that exist (resumable);
-failures are listed in OUT/transcode_errors.json (also when a worker process crashes on a file:
-that file is recorded and the run goes on). Runs in parallel worker processes with a tqdm
-progress bar.
+os.replace), so an output that exists is complete. The source gets the same checks as in
+`prepare` (mcl_fast.video_io: a corrupt or truncated source is an error with the same reason,
+never a shorter output). Reruns skip outputs that exist (resumable); failures are listed in
+OUT/transcode_errors.json (also when a worker process crashes on a file: that file is recorded
+and the run goes on). OUT/transcode_sources.json records, per output, the fingerprint of the
+source it was made from, so the loaders can check a transcoded copy against a motion store.
+Runs in parallel worker processes with a tqdm progress bar.
 """
 from __future__ import annotations
 
@@ -27,22 +30,18 @@ from fractions import Fraction
 from pathlib import Path
 
 from .._io import atomic_write_json, fsync_path
+from ..video_io import (CRASH_REASON, VideoError, VideoReader, collect_videos, count_frames, crash_tolerant_map,
+                        file_fingerprint, probe)
 
 CODECS = {"h264": ("libx264", ".mp4", "mp4"), "vp9": ("libvpx-vp9", ".webm", "webm")}
 DEFAULT_CRF = {"h264": 18, "vp9": 30}
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
 ERRORS_NAME = "transcode_errors.json"
+SOURCES_NAME = "transcode_sources.json"
+SOURCES_FORMAT = "mcl_fast.transcode_sources"
 
 
-class TranscodeError(Exception):
-    """A video that could not be transcoded; `path` and `reason` are kept for the error list."""
-
-    def __init__(self, path, reason: str):
-        self.path, self.reason = str(path), str(reason)
-        super().__init__(f"{self.path}: {self.reason}")
-
-    def __reduce__(self):  # survive the trip back from a worker process
-        return (type(self), (self.path, self.reason))
+class TranscodeError(VideoError):
+    """A video that could not be transcoded (a VideoError: `path` and `reason` kept apart)."""
 
 
 # ----------------------------------------------------------------------------------- one file
@@ -71,23 +70,14 @@ def _encoder_options(codec: str, gop: int, crf: int, threads: int) -> dict:
             "keyint_min": str(gop), "g": str(gop), "threads": str(threads)}
 
 
-def count_frames(path) -> tuple[int, Fraction | None]:
-    """(decoded frame count, average frame rate) of a video's first stream, by decoding it."""
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        n = sum(1 for _ in container.decode(stream))
-        return n, stream.average_rate or stream.guessed_rate
-
-
 def transcode(src, dst, *, codec: str = "vp9", gop: int = 16, crf: int | None = None,
               short_side: int | None = None, threads: int = 1) -> dict:
-    """Re-encode `src` to `dst` (closed GOPs of `gop` frames); returns {num_frames, fps, height, width}.
+    """Re-encode `src` to `dst` (closed GOPs of `gop` frames); returns {num_frames, fps, height,
+    width, source_fingerprint, fingerprint} (the fingerprints of src and of the output).
 
     Writes dst's folder/.name.tmp<pid>.ext, checks the frame count and rate, fsyncs, then renames.
-    Raises TranscodeError naming the file when the input cannot be read or the check fails.
+    Raises VideoError naming the file when the source is a bad video (the reason prepare gives),
+    TranscodeError when the output's check fails.
     """
     import av
 
@@ -104,47 +94,35 @@ def transcode(src, dst, *, codec: str = "vp9", gop: int = 16, crf: int | None = 
     tmp = dst.with_name(f".{dst.stem}.tmp{os.getpid()}{dst.suffix}")
     n = 0
     try:
-        try:
-            inp = av.open(str(src))
-        except (av.FFmpegError, OSError) as err:
-            raise TranscodeError(src, f"cannot open ({getattr(err, 'strerror', None) or err})") from None
-        with inp:
-            if not inp.streams.video:
-                raise TranscodeError(src, "no video stream")
-            stream = inp.streams.video[0]
-            stream.thread_type = "AUTO"
-            rate = stream.average_rate or stream.guessed_rate
-            if not rate:
+        with VideoReader(src) as reader:  # VideoError: not a video, corrupt, truncated (as in prepare)
+            source_fingerprint = file_fingerprint(src)
+            if not reader.info["fps"]:
                 raise TranscodeError(src, "the container gives no frame rate")
-            rate = Fraction(rate).limit_denominator(1001)
-            height, width = output_size(stream.codec_context.height, stream.codec_context.width, short_side)
+            rate = Fraction(reader.info["fps"]).limit_denominator(1001)
+            height, width = output_size(reader.info["height"], reader.info["width"], short_side)
             with av.open(str(tmp), mode="w", format=fmt) as out:
                 ostream = out.add_stream(encoder, rate=rate, options=_encoder_options(codec, gop, crf, threads))
                 ostream.width, ostream.height, ostream.pix_fmt = width, height, "yuv420p"
                 ostream.codec_context.gop_size = gop
-                try:
-                    for frame in inp.decode(stream):
-                        image = frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
-                        image.pts, image.time_base = n, Fraction(1) / rate  # constant rate, nothing dropped
-                        out.mux(ostream.encode(image))
-                        n += 1
-                except av.FFmpegError as err:
-                    raise TranscodeError(src, f"decode error after {n} frames "
-                                              f"({getattr(err, 'strerror', None) or err})") from None
+                for frame in reader.av_frames():
+                    image = frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
+                    image.pts, image.time_base = n, Fraction(1) / rate  # constant rate, nothing dropped
+                    out.mux(ostream.encode(image))
+                    n += 1
                 out.mux(ostream.encode(None))
-        if n == 0:
-            raise TranscodeError(src, "no frames decoded")
-        got, got_rate = count_frames(tmp)
+        got, got_rate = count_frames(tmp), probe(tmp)["fps"]
         if got != n:
             raise TranscodeError(src, f"output holds {got} frames, the input {n}")
-        if got_rate is None or abs(float(got_rate) - float(rate)) > 1e-3 * float(rate):
-            raise TranscodeError(src, f"output frame rate {got_rate} differs from the input's {rate}")
+        if abs(got_rate - float(rate)) > 1e-3 * float(rate):
+            raise TranscodeError(src, f"output frame rate {got_rate:g} differs from the input's {float(rate):g}")
         fsync_path(tmp)
+        fingerprint = file_fingerprint(tmp)
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return {"num_frames": n, "fps": float(rate), "height": height, "width": width}
+    return {"num_frames": n, "fps": float(rate), "height": height, "width": width,
+            "source_fingerprint": source_fingerprint, "fingerprint": fingerprint}
 
 
 def _task(args) -> tuple[str, dict | None, str | None]:
@@ -152,7 +130,7 @@ def _task(args) -> tuple[str, dict | None, str | None]:
     src, rel, dst, kwargs = args
     try:
         return rel, transcode(src, dst, **kwargs), None
-    except TranscodeError as err:
+    except VideoError as err:
         return rel, None, err.reason
     except Exception as err:  # noqa: BLE001 (an unexpected failure of one file must not stop the run)
         return rel, None, f"{type(err).__name__}: {err}"
@@ -161,42 +139,16 @@ def _task(args) -> tuple[str, dict | None, str | None]:
 # ---------------------------------------------------------------------------------- datasets
 
 
-def collect_inputs(videos) -> tuple[Path, list[str]]:
-    """(root, relpaths) of a folder (scanned recursively), one video file, or a text list (one
-    path per line, relative to the list's folder unless absolute; blank lines and # comments skipped)."""
-    path = Path(videos)
-    if path.is_dir():
-        rels = sorted(p.relative_to(path).as_posix() for p in path.rglob("*")
-                      if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."))
-        if not rels:
-            raise ValueError(f"{path}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in this folder")
-        return path, rels
-    if not path.is_file():
-        raise ValueError(f"{path}: no such folder, video or list file")
-    if path.suffix.lower() in VIDEO_EXTENSIONS:
-        return path.parent, [path.name]
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text list of videos (binary data)") from None
-    root = path.parent
-    rels = []
-    for line in lines:
-        line = line.strip().split()[0] if line.strip() else ""
-        if line and not line.startswith("#"):
-            p = Path(line)
-            rels.append(os.path.relpath(p, root) if p.is_absolute() else p.as_posix())
-    if not rels:
-        raise ValueError(f"{path}: the list holds no videos")
-    return root, rels
-
-
 @dataclass
 class TranscodeReport:
+    """done, skipped: relpaths written / already there; errors: relpath -> reason; sources: output
+    relpath -> {"source", "source_fingerprint", "fingerprint"} of the outputs written (this run)."""
+
     out: str
     done: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     errors: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -211,19 +163,42 @@ def output_path(out: Path, rel: str, codec: str) -> Path:
 def existing_ok(path: Path, codec: str) -> bool:
     """An output left by an earlier run: it was only renamed into place after its check, so
     opening it and finding a stream of the right codec is enough."""
-    from .torch_loader import probe_header
-
     try:
-        return probe_header(path)["codec"] == codec
-    except ValueError:
+        return probe(path)["codec"] == codec
+    except VideoError:
         return False
+
+
+def read_sources(out) -> dict:
+    """{output relpath: {"source", "source_fingerprint", "fingerprint"}} from OUT/transcode_sources.json
+    ({} when there is none: a folder transcoded by other tools, or before fingerprints)."""
+    import json
+
+    path = Path(out) / SOURCES_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read the transcode source list: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != SOURCES_FORMAT or not isinstance(data.get("files"), dict):
+        raise ValueError(f"{path} is not a transcode source list (format {SOURCES_FORMAT!r})")
+    return data["files"]
+
+
+def _write_sources(out: Path, report: TranscodeReport) -> None:
+    files = {k: v for k, v in read_sources(out).items() if (out / k).exists()}
+    files.update(report.sources)
+    atomic_write_json(out / SOURCES_NAME, {"format": SOURCES_FORMAT, "version": 1,
+                                           "files": {k: files[k] for k in sorted(files)}})
 
 
 def transcode_dataset(videos, out, *, codec: str = "vp9", gop: int = 16, crf: int | None = None,
                       short_side: int | None = None, workers: int = 1, overwrite: bool = False,
                       progress: bool = True) -> TranscodeReport:
-    """Transcode every video of `videos` (see collect_inputs) into `out`, keeping relative paths
-    (the extension becomes the codec's). Resumable; failures go to out/transcode_errors.json."""
+    """Transcode every video of `videos` (a folder, list file or video: video_io.collect_videos)
+    into `out`, keeping relative paths (the extension becomes the codec's). Resumable; failures go
+    to out/transcode_errors.json, the sources' fingerprints to out/transcode_sources.json."""
     from tqdm import tqdm
 
     if codec not in CODECS:
@@ -231,7 +206,8 @@ def transcode_dataset(videos, out, *, codec: str = "vp9", gop: int = 16, crf: in
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     start = time.perf_counter()
-    root, rels = collect_inputs(videos)
+    root, rels = collect_videos(videos)
+    root = Path(root)
     out = Path(out).resolve()
     if out == root.resolve():
         raise ValueError(f"{out}: the output folder must differ from the input folder")
@@ -253,9 +229,10 @@ def transcode_dataset(videos, out, *, codec: str = "vp9", gop: int = 16, crf: in
     out.mkdir(parents=True, exist_ok=True)
     try:
         run_tasks(tasks, workers, report, bar)
-    finally:  # even when interrupted, the failures so far are listed
+    finally:  # even when interrupted, the failures and the sources so far are listed
         bar.close()
         atomic_write_json(out / ERRORS_NAME, [{"path": p, "reason": r} for p, r in sorted(report.errors.items())])
+        _write_sources(out, report)
         report.seconds = time.perf_counter() - start
     return report
 
@@ -263,28 +240,29 @@ def transcode_dataset(videos, out, *, codec: str = "vp9", gop: int = 16, crf: in
 def run_tasks(tasks, workers: int, report: TranscodeReport, bar, fn=None) -> None:
     """Run fn(task) -> (rel, info, reason) for tasks (src, rel, dst, kwargs), recording each in report.
 
-    workers == 1: in this process. Otherwise spawned processes through the motion store's
-    crash-tolerant pool (mcl_fast.motion.prepare._pool_results): a worker that dies (a decoder
-    crash, the OOM killer) breaks the pool; the files in flight then run again one by one in fresh
-    processes, the one that kills its process again is recorded as an error (prepare.CRASH_REASON:
-    "the worker process died on this video ...") and the run goes on. fn: a picklable top-level
-    function (default _task).
+    workers == 1: in this process. Otherwise spawned processes through video_io.crash_tolerant_map
+    (the pool `prepare` uses): a worker that dies (a decoder crash, the OOM killer) costs only its
+    file, recorded as an error (video_io.CRASH_REASON), and the run goes on. fn: a picklable
+    top-level function (default _task).
     """
     fn = _task if fn is None else fn
     if workers == 1:
         results = map(fn, tasks)
     else:
-        from mcl_fast.motion.prepare import _pool_results
-
-        results = _pool_results(tasks, workers, fn=fn)
+        results = crash_tolerant_map(fn, tasks, workers, on_crash=lambda task: (task[1], None, CRASH_REASON))
+    dst_of = {task[1]: Path(task[2]) for task in tasks}
     for result in results:
-        _record(report, result, bar)
+        _record(report, result, bar, dst_of)
 
 
-def _record(report: TranscodeReport, result, bar) -> None:
+def _record(report: TranscodeReport, result, bar, dst_of: dict) -> None:
     rel, info, reason = result
     if reason is None:
         report.done.append(rel)
+        if info and "fingerprint" in info:
+            out_rel = dst_of[rel].relative_to(report.out).as_posix()
+            report.sources[out_rel] = {"source": rel, "source_fingerprint": info["source_fingerprint"],
+                                       "fingerprint": info["fingerprint"]}
     else:
         report.errors[rel] = reason
         bar.write(f"transcode: skipped {rel}: {reason}")
@@ -340,4 +318,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["transcode", "transcode_dataset", "add_args", "run", "count_frames", "TranscodeError", "CODECS"]
+__all__ = ["transcode", "transcode_dataset", "read_sources", "add_args", "run", "TranscodeError", "CODECS"]

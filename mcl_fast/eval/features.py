@@ -76,15 +76,12 @@ def decode_resized(path, short_side: int, crop: int | None = None) -> np.ndarray
     """Decode every frame of a video with PyAV: (N, S, S, 3) uint8 RGB after resize + centre crop.
 
     crop=None keeps the whole resized frame (N, h, w, 3). Raises ValueError (a VideoError naming
-    the file) when it cannot be opened, is corrupt or holds no frames.
+    the file, with the reason every tool gives: mcl_fast.video_io) for a bad video.
     """
     import cv2
 
-    from ..motion.decode import VideoError, iter_frames
+    from ..video_io import iter_frames
 
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(path, "video not found")
     frames = []
     for image in iter_frames(path):
         if crop is None:
@@ -95,9 +92,7 @@ def decode_resized(path, short_side: int, crop: int | None = None) -> np.ndarray
         else:
             image = resize_center_crop(image, short_side, crop)
         frames.append(image)
-    if not frames:
-        raise VideoError(path, "no frames decoded")
-    return np.stack(frames)
+    return np.stack(frames)  # iter_frames raises for a file without a frame
 
 
 def uniform_clip_starts(num_frames: int, num_clips: int, clip_len: int, stride: int) -> np.ndarray:
@@ -154,22 +149,22 @@ def iter_dali_clips(paths, settings: ClipSettings, *, device: str = "gpu", batch
     device="cpu" uses DALI's CPU decoder (VP8, VP9, MJPEG only). Each clip's frames are decoded
     exactly (fn.decoders.video with frames=), the centre box (centre_box) is cropped and resized
     to crop_size² and ImageNet-normalised: the same clips as eval_clips up to interpolation.
-    Frame counts come from demuxing (no decode).
+    Frame counts come from demuxing (video_io.frame_index, no decode).
     """
     import torch
 
     from .._backend import require_dali
     from ..data.pipeline import crop_resize, decode, flip_normalize, to_torch
-    from ..data.torch_loader import frame_pts, probe_header
+    from ..video_io import VideoError, frame_index, probe
 
     dali = require_dali()
     samples = []  # (video index, frames (T,) int32, box)
     for vi, path in enumerate(paths):
         path = str(path)
-        info = probe_header(path)
-        n = len(frame_pts(path))
+        info = probe(path)
+        n = len(frame_index(path))
         if n == 0:
-            raise ValueError(f"{path}: no frames")
+            raise VideoError(path, "corrupt: no frame decodes")
         box = centre_box(info["height"], info["width"], settings)
         for start in uniform_clip_starts(n, settings.num_clips, settings.clip_len, settings.stride):
             samples.append((vi, clip_frame_indices(start, settings.clip_len, settings.stride, n).astype(np.int32), box))

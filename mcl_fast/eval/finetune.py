@@ -43,7 +43,7 @@ class TrainClipDataset:
     """item i = {"clip": (3, T, S, S) float32 tensor, "label"}: random start, random crop, random flip.
 
     Only the clip's frames are decoded (seek to the keyframe before them, decode forward:
-    mcl_fast.data.torch_loader.read_frames_at), then resized to the short side and cropped.
+    mcl_fast.video_io.read_frames), then resized to the short side and cropped.
     cache_videos=True instead decodes each whole video once and keeps it, resized, in memory
     (small datasets read in the main process, num_workers=0: workers are new every epoch).
     Randomness comes from (seed, epoch, i), so a run is reproducible whatever the worker count.
@@ -64,7 +64,7 @@ class TrainClipDataset:
         """{"clip": (3, T, S, S) float32, "label": int}."""
         import cv2
 
-        from ..data.torch_loader import frame_pts, read_frames_at
+        from ..video_io import frame_index, read_frames
         from ..sampling import clip_frame_indices, random_clip_start
 
         s = self.settings
@@ -76,9 +76,9 @@ class TrainClipDataset:
             start = random_clip_start(n, s.clip_len, s.stride, rng)
             clip = self.cache[i][clip_frame_indices(start, s.clip_len, s.stride, n)]
         else:
-            n = len(frame_pts(str(self.paths[i])))
+            n = len(frame_index(self.paths[i]))  # packets: no decode of the whole video
             start = random_clip_start(n, s.clip_len, s.stride, rng)
-            clip = read_frames_at(str(self.paths[i]), clip_frame_indices(start, s.clip_len, s.stride, n))
+            clip = read_frames(self.paths[i], clip_frame_indices(start, s.clip_len, s.stride, n))
             h, w = clip.shape[1:3]
             scale = s.resize_to / min(h, w)  # the evaluation's resize (features.decode_resized)
             size = (int(round(w * scale)), int(round(h * scale)))

@@ -18,6 +18,16 @@ _SUBMODULES = ("motion", "sampling", "flow", "video_maps", "host")
 __all__ = list(_SUBMODULES)
 
 
+# The modules that register GPU twins of the NumPy references (mcl_fast._backend.gpu_twin).
+_TWIN_MODULES = ("motion", "sampling", "flow", "video_maps")
+
+
+def load_twins() -> None:
+    """Import the modules that register GPU twins; cheap (none of them imports CuPy at load)."""
+    for name in _TWIN_MODULES:
+        importlib.import_module(f"{__name__}.{name}")
+
+
 def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .._backend import is_cupy_array, require_cupy
+from .._backend import is_cupy_array, register_gpu_twin, require_cupy
 from .tvl1_host import TVL1Params
 
 # No FMA contraction: the host twin (g++ -ffp-contract=off) then rounds exactly like the GPU.
@@ -197,6 +197,7 @@ def tvl1_pairs(prev, nxt, params: TVL1Params | None = None, max_pairs: int = DEF
     return out
 
 
+@register_gpu_twin("motion.compute_flow")
 def compute_flow(frames, method: str = "tvl1", params: TVL1Params | None = None,
                  max_pairs: int = DEFAULT_MAX_PAIRS, chunk: int = DEFAULT_CHUNK):
     """Dense TV-L1 flow of consecutive frames on the GPU.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._backend import require_cupy
+from .._backend import register_gpu_twin, require_cupy
 from ._module import get_kernel
 
 THREADS = 256  # = MCL_MOTION_THREADS in kernels/motion_map.cu (the fused kernel's block size)
@@ -38,6 +38,7 @@ def _flow_on_gpu(flow):
     return cp, flow
 
 
+@register_gpu_twin("motion.motion_map")
 def motion_map(flow):
     """Eq. (1) of (N, H, W, 2) float CuPy flow -> (N, H, W) float32 CuPy (numpy.gradient semantics)."""
     cp, flow = _flow_on_gpu(flow)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import sampling as ref
-from .._backend import require_cupy
+from .._backend import register_gpu_twin, require_cupy
 from ._module import get_kernel
 
 THREADS = 256  # the per-map kernels' shared-memory reductions assume exactly this block size
@@ -74,6 +74,7 @@ def _boxes_on_gpu(cp, boxes, b: int, h: int, w: int):
     return boxes
 
 
+@register_gpu_twin("sampling.select_box_index_batch")
 def select_box_index_batch(maps, boxes, percentile: float = 90.0, coverage: float = 0.8):
     """(B,) int64 CuPy: sampling.select_box_index(maps[b], boxes[b], percentile, coverage) for each b.
 
@@ -124,6 +125,7 @@ def clip_scores_batch(m_t, clip_len: int, stride: int, candidate_step: int = 1):
 
 # ------------------------------------------------------------------ the reference's single-video API
 
+@register_gpu_twin("sampling.clip_scores")
 def clip_scores(m_t, clip_len: int, stride: int, candidate_step: int = 1):
     """sampling.clip_scores of CuPy m_t (N,): (starts (K,) int64, scores (K,) float64), both CuPy."""
     cp = require_cupy()
@@ -139,6 +141,7 @@ def _clip_scores_one(cp, m_t, clip_len, stride, candidate_step):
     return starts, scores[0]
 
 
+@register_gpu_twin("sampling.sample_clip_start")
 def sample_clip_start(m_t, clip_len: int, stride: int, rng: np.random.Generator, candidate_step: int = 1,
                       motion_prob: float = 1.0) -> int:
     """sampling.sample_clip_start with the scores computed on the GPU; same rng draws, same start."""
@@ -151,6 +154,7 @@ def sample_clip_start(m_t, clip_len: int, stride: int, rng: np.random.Generator,
     return int(starts[rng.integers(len(starts))])
 
 
+@register_gpu_twin("sampling.select_box")
 def select_box(m_s, boxes, percentile: float = 90.0, coverage: float = 0.8):
     """sampling.select_box for one CuPy map m_s (H, W) float32: (y0, x0, h, w) ints."""
     cp = require_cupy()
@@ -161,6 +165,7 @@ def select_box(m_s, boxes, percentile: float = 90.0, coverage: float = 0.8):
     return tuple(int(v) for v in boxes_np[int(index[0])])
 
 
+@register_gpu_twin("sampling.sample_crop_box")
 def sample_crop_box(m_s, rng: np.random.Generator, *, frame_size=None, cell_scale=None,
                     num_candidates: int = 20, scale=(0.3, 1.0), ratio=(0.5, 2.0),
                     percentile: float = 90.0, coverage: float = 0.8):

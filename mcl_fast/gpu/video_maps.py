@@ -19,13 +19,14 @@ import functools
 
 import numpy as np
 
-from .._backend import has_gpu, require_cupy, require_dali
-from ..motion.decode import VideoError, probe, target_size
+from .._backend import has_gpu, register_gpu_twin, require_cupy, require_dali
 from ..motion.store import VideoMaps
+from ..video_io import VideoError, frame_index, probe, target_size
 
 DEFAULT_CHUNK_FRAMES = 128
 
 
+@register_gpu_twin("prepare.require_gpu_stack")
 def require_gpu_stack() -> None:
     """ImportError naming what `prepare --device cuda` lacks here: CuPy, NVIDIA DALI or a visible GPU.
 
@@ -39,14 +40,7 @@ def require_gpu_stack() -> None:
 
 def count_frames(path: str) -> int:
     """Video packets in the container (= frames for every codec prepare accepts), without decoding."""
-    import av
-
-    try:
-        with av.open(path, metadata_errors="ignore") as container:
-            stream = container.streams.video[0]
-            return sum(1 for packet in container.demux(stream) if packet.size)
-    except (av.FFmpegError, OSError, IndexError) as exc:
-        raise VideoError(path, f"cannot read the video's packets: {exc}") from None
+    return len(frame_index(path))
 
 
 class _ChunkSource:
@@ -99,10 +93,15 @@ def decode_chunk(encoded: np.ndarray, frames: np.ndarray, out_hw, device_id: int
     (video,) = pipe.run()
     tensor = video[0]  # one sample; DALI reuses this buffer on the next run: copy it out now
     out = cp.empty(tuple(tensor.shape()), cp.uint8)
-    tensor.copy_to_external(ctypes.c_void_p(out.data.ptr))  # blocking device-to-device copy
+    # On CuPy's stream: `out` may be a block CuPy's pool just recycled from arrays whose kernels are
+    # still queued on that stream; a copy on DALI's own stream could overwrite it under them.
+    # Blocking: the copy is done (and DALI may reuse its buffer) when this returns.
+    stream = ctypes.c_void_p(cp.cuda.get_current_stream().ptr)
+    tensor.copy_to_external(ctypes.c_void_p(out.data.ptr), cuda_stream=stream, non_blocking=False)
     return out
 
 
+@register_gpu_twin("prepare.compute_video_maps")
 def compute_video_maps_gpu(path, *, flow: str = "tvl1", size: int = 128, map_downsample: int = 4,
                            chunk_frames: int = DEFAULT_CHUNK_FRAMES, device_id: int | None = None) -> VideoMaps:
     """VideoMaps of `path` computed on the GPU (see the module docstring). Raises VideoError for bad input."""
@@ -117,9 +116,12 @@ def compute_video_maps_gpu(path, *, flow: str = "tvl1", size: int = 128, map_dow
     path = str(path)
     info = probe(path)  # VideoError for missing/unreadable/non-video files, with the reason
     num_frames = count_frames(path)
-    if num_frames < 2:
-        raise VideoError(path, f"too short: {num_frames} frame(s); motion needs at least 2")
+    if num_frames == 0:
+        raise VideoError(path, "corrupt: no frame decodes")
     out_hw = target_size(info["height"], info["width"], size)
+    if num_frames == 1:  # nothing moves in a single frame (the CPU path's rule)
+        return VideoMaps.without_motion(1, (out_hw[0] // map_downsample, out_hw[1] // map_downsample),
+                                        fps=info["fps"], height=info["height"], width=info["width"])
     device_id = cp.cuda.runtime.getDevice() if device_id is None else int(device_id)
     encoded = np.fromfile(path, dtype=np.uint8)
 

@@ -4,6 +4,9 @@ A backbone maps a clip (B, 3, T, H, W) to pooled features (B, D). It names one c
 `mal_layer` (the last conv of the last stage, before its BN, as the authors hook it), and
 `forward(x, return_features=True)` also returns that layer's output (B, C, T', H', W'), the
 tensor the motion alignment loss differentiates the query/key similarity against.
+
+`temporal` is False for the 2D backbones (R2D, I2D): they see every frame on its own (all
+kernels 1 x k x k, no temporal stride), so only the spatial (S) term of the MAL applies to them.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ class VideoBackbone(nn.Module):
 
     feature_dim: int = 0
     mal_layer: str = ""
+    temporal: bool = True  # False: a 2D network applied to each frame (no information crosses frames)
 
     def _install_tap(self) -> None:
         # A forward hook (not a special code path in every block) so the tapped layer can be any

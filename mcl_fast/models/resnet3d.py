@@ -1,9 +1,19 @@
-"""Video ResNets: R3D-18, R(2+1)D-18 (Tran et al. 2018) and the paper's R(2+1)D-50 (P3D-style).
+"""Video ResNets: R3D-18, R(2+1)D-18 (Tran et al. 2018), the paper's R(2+1)D-50 and the 2D R2D-50.
 
-Shapes: input (B, 3, T, H, W). The stem halves H and W twice (conv + max-pool); stages 2-4
-halve H, W; the temporal stride depends on the variant (see `_TEMPORAL_STRIDES`).
-For 16x224x224 the R(2+1)D-50's last stage is (B, 2048, 4, 7, 7), the shape the authors'
-motion alignment loss works on.
+Shapes: input (B, 3, T, H, W). The stem halves H and W (R3D/R(2+1)D-18: once; ResNet-50s: twice,
+conv + max-pool); stages 2-4 halve H, W; the temporal strides depend on the variant.
+
+- `r2plus1d_50`: the authors' released P3D-A ResNet-50. Stem 4x7x7 with temporal stride 4
+  (16 frames -> 4 at once), then ResNet-50 bottlenecks whose 3x3 conv is 1x3x3 -> 3x1x1 at the
+  same width with nothing between them, and no later temporal stride. 16x224^2 -> last stage
+  (B, 2048, 4, 7, 7): 27.3 M parameters, 20.4 G multiply-adds (paper, Table 3). Because the
+  spatial conv feeds the temporal one directly, an ImageNet ResNet-50 inflates into it exactly
+  (models/inflate.py). Needs clip_len >= 4.
+- `r2plus1d_50_t16`: the layout this project used first: 3x7x7 stem at temporal stride 1, a BN
+  and ReLU between the 1x3x3 and 3x1x1 convs, temporal stride 2 in layer3 and layer4 (16 frames
+  kept through the stem, layer1 and layer2): the same 27.3 M parameters at ~2.8x the multiply-adds.
+- `r2d_50`: ResNet-50 on single frames (every kernel 1xkxk, no temporal stride): the paper's R2D
+  of Table 1. Each frame goes through the 2D network on its own; pooling averages over frames.
 """
 from __future__ import annotations
 
@@ -48,6 +58,32 @@ def conv2plus1d_p3d(cin: int, cout: int, mid: int = 0, stride: int = 1, t_stride
     return Conv2Plus1D(cin, cout, cout, stride, t_stride)
 
 
+class SpatialTemporal(nn.Sequential):
+    """The release's P3D-A split: 1 x 3 x 3 (spatial, carries the spatial stride) -> 3 x 1 x 1
+    (temporal), same width, no BN or ReLU between (the block's BN and ReLU follow the pair).
+
+    Children `0` (spatial) and `1` (temporal): a 2D 3x3 conv inflates into `0`, `1` starts as
+    the identity.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, t_stride: int = 1):
+        super().__init__(
+            nn.Conv3d(cin, cout, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False),
+            nn.Conv3d(cout, cout, (3, 1, 1), stride=(t_stride, 1, 1), padding=(1, 0, 0), bias=False),
+        )
+
+
+def conv_p3d_a(cin: int, cout: int, mid: int = 0, stride: int = 1, t_stride: int | None = None):
+    return SpatialTemporal(cin, cout, stride, 1 if t_stride is None else t_stride)
+
+
+def conv_spatial(cin: int, cout: int, mid: int = 0, stride: int = 1, t_stride: int | None = None) -> nn.Conv3d:
+    """1 x 3 x 3: a 2D 3x3 conv applied to every frame (R2D). No temporal stride."""
+    if t_stride not in (None, 1):
+        raise ValueError("a spatial-only conv has no temporal stride")
+    return nn.Conv3d(cin, cout, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False)
+
+
 def _shortcut(cin: int, cout: int, stride: int, t_stride: int):
     """The projection shortcut (1x1x1 conv + BN) where a block changes shape, else None (identity)."""
     if stride == 1 and t_stride == 1 and cin == cout:
@@ -76,7 +112,8 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1x1 reduce -> (2+1)D 3x3 split at the same width -> 1x1x1 expand (x4)."""
+    """1x1x1 reduce -> BN -> ReLU -> `conv` (the 3x3 stage) -> BN -> ReLU -> 1x1x1 expand (x4) -> BN,
+    plus the shortcut, then ReLU. Spatial stride on the 3x3 stage (torchvision's ResNet v1.5)."""
 
     expansion = 4
 
@@ -100,32 +137,52 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+def _stem_r2plus1d(t_stride: int) -> nn.Sequential:
+    """Tran et al.'s factorised stem: 1x7x7 (45 channels) -> BN -> ReLU -> 3x1x1 -> BN -> ReLU."""
+    return nn.Sequential(
+        nn.Conv3d(3, 45, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False), _bn(45),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(45, 64, (3, 1, 1), stride=(t_stride, 1, 1), padding=(1, 0, 0), bias=False),
+        _bn(64), nn.ReLU(inplace=True))
+
+
+def _stem_r3d(t_stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(3, 64, (3, 7, 7), stride=(t_stride, 2, 2), padding=(1, 3, 3), bias=False),
+        _bn(64), nn.ReLU(inplace=True))
+
+
+def _resnet50_stem(kernel_t: int, t_stride: int, pad_t: int) -> nn.Sequential:
+    """ResNet-50's 7x7/2 conv with a temporal extent kernel_t, BN, ReLU, then the 3x3/2 spatial max-pool.
+    Children: 0 conv, 1 BN, 2 ReLU, 3 max-pool (a 2D checkpoint's conv1/bn1 go to 0/1)."""
+    return nn.Sequential(
+        nn.Conv3d(3, 64, (kernel_t, 7, 7), stride=(t_stride, 2, 2), padding=(pad_t, 3, 3), bias=False),
+        _bn(64), nn.ReLU(inplace=True),
+        nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)))
+
+
+_STEMS = {
+    "r2plus1d": _stem_r2plus1d,
+    "r3d": _stem_r3d,
+    # The first R(2+1)D-50 layout: ResNet-50's stem inflated to 3x7x7.
+    "resnet50": lambda t_stride: _resnet50_stem(3, t_stride, 1),
+    # The release's P3D-A stem: 4x7x7 at temporal stride 4 without temporal padding (16 -> 4 frames).
+    "p3d_a": lambda t_stride: _resnet50_stem(4, t_stride, 0),
+    # R2D: ResNet-50's stem on every frame.
+    "resnet50_2d": lambda t_stride: _resnet50_stem(1, t_stride, 0),
+}
+
+
 class VideoResNet(VideoBackbone):
     """ResNet over clips. `block` BasicBlock/Bottleneck, `layers` blocks per stage, `conv` the 3x3 factory.
 
-    `t_strides` is the temporal stride of the stem and of stages 2, 3, 4.
+    `stem` one of `_STEMS`; `t_strides` is the temporal stride of the stem and of stages 2, 3, 4.
     """
 
     def __init__(self, block, layers, conv, stem: str, t_strides=(1, 2, 2, 2), name: str = "video_resnet"):
         super().__init__()
         self.name = name
-        if stem == "r2plus1d":  # factorised stem: 1x7x7 (45 channels) then 3x1x1, as Tran et al.
-            self.stem = nn.Sequential(
-                nn.Conv3d(3, 45, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False), _bn(45),
-                nn.ReLU(inplace=True),
-                nn.Conv3d(45, 64, (3, 1, 1), stride=(t_strides[0], 1, 1), padding=(1, 0, 0), bias=False),
-                _bn(64), nn.ReLU(inplace=True))
-        elif stem == "r3d":
-            self.stem = nn.Sequential(
-                nn.Conv3d(3, 64, (3, 7, 7), stride=(t_strides[0], 2, 2), padding=(1, 3, 3), bias=False),
-                _bn(64), nn.ReLU(inplace=True))
-        elif stem == "resnet50":  # ResNet-50 stem inflated to 3x7x7, then the 3x3 spatial max-pool
-            self.stem = nn.Sequential(
-                nn.Conv3d(3, 64, (3, 7, 7), stride=(t_strides[0], 2, 2), padding=(1, 3, 3), bias=False),
-                _bn(64), nn.ReLU(inplace=True),
-                nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)))
-        else:
-            raise ValueError(f"unknown stem {stem!r}")
+        self.stem = _STEMS[stem](t_strides[0])
         self._cin = 64
         self.layer1 = self._make_layer(block, conv, 64, layers[0], 1, 1)
         self.layer2 = self._make_layer(block, conv, 128, layers[1], 2, t_strides[1])
@@ -133,7 +190,7 @@ class VideoResNet(VideoBackbone):
         self.layer4 = self._make_layer(block, conv, 512, layers[3], 2, t_strides[3])
         self.feature_dim = 512 * block.expansion
         last = f"layer4.{layers[3] - 1}"
-        if block is Bottleneck:
+        if block is Bottleneck:  # the last 1x1x1 conv, before its BN (the release's layer4.2.conv3)
             self.mal_layer = f"{last}.conv3"
         elif isinstance(self.layer4[-1].conv2, Conv2Plus1D):
             self.mal_layer = f"{last}.conv2.3"  # the temporal conv of the (2+1)D pair
@@ -176,12 +233,30 @@ def r2plus1d_18() -> VideoResNet:
 
 
 def r2plus1d_50() -> VideoResNet:
-    """The paper's R(2+1)D: ResNet-50 whose 3x3 convs become 1x3x3 -> 3x1x1 at the same width.
+    """The paper's R(2+1)D-50 as the authors released it (P3D-A ResNet-50), see the module docstring.
 
-    27.3 M parameters (Table 3). Temporal stride 2 in stages 3 and 4: 16 frames -> 4 at the end.
+    27.3 M parameters; 16x224^2 -> (B, 2048, 4, 7, 7); needs clip_len >= 4 (the stem's 4 frames).
+    """
+    return VideoResNet(Bottleneck, (3, 4, 6, 3), conv_p3d_a, "p3d_a", t_strides=(4, 1, 1, 1), name="r2plus1d_50")
+
+
+def r2plus1d_50_t16() -> VideoResNet:
+    """The first R(2+1)D-50 layout of this project (kept for comparison and old checkpoints).
+
+    3x7x7 stem at temporal stride 1, BN + ReLU inside each (2+1)D pair, temporal stride 2 in
+    layer3 and layer4: 27.3 M parameters, ~57 G multiply-adds at 16x224^2.
     """
     return VideoResNet(Bottleneck, (3, 4, 6, 3), conv2plus1d_p3d, "resnet50", t_strides=(1, 1, 2, 2),
-                       name="r2plus1d_50")
+                       name="r2plus1d_50_t16")
 
 
-__all__ = ["VideoResNet", "BasicBlock", "Bottleneck", "Conv2Plus1D", "r3d_18", "r2plus1d_18", "r2plus1d_50"]
+def r2d_50() -> VideoResNet:
+    """R2D (Table 1): ResNet-50 on every frame independently; 23.5 M parameters, 4.1 G multiply-adds
+    per 224^2 frame; input (B, 3, T, H, W) with any T (the paper: T = 1), last stage (B, 2048, T, H/32, W/32)."""
+    net = VideoResNet(Bottleneck, (3, 4, 6, 3), conv_spatial, "resnet50_2d", t_strides=(1, 1, 1, 1), name="r2d_50")
+    net.temporal = False
+    return net
+
+
+__all__ = ["VideoResNet", "BasicBlock", "Bottleneck", "Conv2Plus1D", "SpatialTemporal", "r3d_18", "r2plus1d_18",
+           "r2plus1d_50", "r2plus1d_50_t16", "r2d_50"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._backend import is_cupy_array
+from .._backend import gpu_twin, is_cupy_array
 
 FLOW_METHODS = ("tvl1", "farneback")
 
@@ -55,9 +55,7 @@ def compute_flow(frames, method: str = "tvl1", device: str = "cpu"):
     if device not in ("cpu", "cuda", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if device != "cpu" or is_cupy_array(frames):
-        from ..gpu.flow import compute_flow as gpu_compute_flow
-
-        return gpu_compute_flow(frames, method=method)
+        return gpu_twin("motion.compute_flow")(frames, method=method)
     gray = to_gray(frames)
     if len(gray) < 2:
         raise ValueError(f"optical flow needs at least 2 frames, got {len(gray)}")

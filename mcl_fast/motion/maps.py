@@ -1,12 +1,12 @@
 """Motion maps from optical flow: eq. (1) motion boundaries and eq. (2) pooling.
 
-NumPy reference; a CuPy input is dispatched to the fused GPU kernel (mcl_fast.gpu).
+NumPy reference; a CuPy input goes to its registered GPU twin (the fused kernel in mcl_fast.gpu.motion).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .._backend import is_cupy_array
+from .._backend import gpu_twin, is_cupy_array
 
 
 def motion_map(flow):
@@ -17,9 +17,7 @@ def motion_map(flow):
     unit spacing. A pure translation (camera pan) has zero derivatives, so it scores zero.
     """
     if is_cupy_array(flow):
-        from ..gpu.motion import motion_map as gpu_motion_map
-
-        return gpu_motion_map(flow)
+        return gpu_twin("motion.motion_map")(flow)
     flow = np.asarray(flow, dtype=np.float32)
     if flow.ndim != 4 or flow.shape[-1] != 2:
         raise ValueError(f"flow must be (N, H, W, 2), got {flow.shape}")

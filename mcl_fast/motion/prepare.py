@@ -7,23 +7,29 @@ processes compute; the main process alone writes the store, so a SIGKILL at any 
 valid store, and a rerun skips every finished video (and, unless `retry_errors`, every video
 recorded as an error). Bad inputs never stop the run: each is recorded with its reason in
 STORE/errors.json.
+
+maps="official" (`--maps official --window 8|4`) stores the authors' release's maps instead
+(compute_official_video_maps): per frame a 7x7 uint8 map, per clip start a magnitude, and the
+encoded flows themselves, for the loaders' preset="official". CPU only.
 """
 from __future__ import annotations
 
 import os
 import sys
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decode import VideoError, VideoReader
+from .._backend import gpu_twin
+from ..video_io import (CRASH_REASON, VideoError, VideoListError, VideoReader, collect_videos, crash_tolerant_map,
+                        file_fingerprint, target_size)
 from .flow import FLOW_METHODS, PairFlow
 from .maps import downsample_mean, motion_map
-from .store import ERRORS, StoreError, StoreWriter, VideoMaps
+from .official import WINDOW, OfficialMapAccumulator, encode_flow, frame_maps_to_uint8
+from .store import ERRORS, MAPS_KINDS, StoreError, StoreWriter, VideoMaps
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 DEVICES = ("cpu", "cuda")
+WINDOWS = tuple(sorted(set(WINDOW.values()), reverse=True))  # the release's ws: 8 (UCF101), 4 (Kinetics)
 
 
 class PrepareError(Exception):
@@ -76,17 +82,19 @@ def _pair_flow(method: str) -> PairFlow:
 def compute_video_maps(path, *, flow: str = "tvl1", size: int = 128, map_downsample: int = 4) -> VideoMaps:
     """Decode `path` (gray, short side `size`), flow of each consecutive pair, motion map (eq. 1),
     block mean over map_downsample x map_downsample; the last frame repeats the map before it
-    (paper 3.1). Returns VideoMaps quantised per video: |read - exact| <= scale / 510.
+    (paper 3.1); a single-frame video has one all-zero map (nothing moves). Returns VideoMaps
+    quantised per video (|read - exact| <= scale / 510), with the file's fingerprint.
 
     Memory is bounded by the downsampled maps (a 128x171 flow gives 32x42 float maps).
-    Raises VideoError for every unusable input (see decode.py) and for fewer than 2 frames.
+    Raises VideoError for every unusable input (the verdict of mcl_fast.video_io).
     """
     path = os.fspath(path)
     if flow not in FLOW_METHODS:
         raise ValueError(f"unknown flow method {flow!r}; choose one of {FLOW_METHODS}")
     pair = _pair_flow(flow)
     maps: list[np.ndarray] = []
-    with VideoReader(path) as reader:
+    with VideoReader(path) as reader:  # VideoError for a missing or unreadable file first
+        fingerprint = source_fingerprint(path)
         prev = None
         for frame in reader.frames(size=size, gray=True):
             if prev is not None:
@@ -95,195 +103,112 @@ def compute_video_maps(path, *, flow: str = "tvl1", size: int = 128, map_downsam
             prev = frame
         n, fps = reader.decoded, reader.info["fps"]
         height, width = reader.frame_size or (reader.info["height"], reader.info["width"])
-    if n < 2:
-        raise VideoError(path, f"fewer than 2 frames (decoded {n}): motion needs a pair of frames")
+    if n == 1:
+        return VideoMaps.without_motion(1, still_map_shape(height, width, size, map_downsample), fps=fps,
+                                        height=height, width=width, fingerprint=fingerprint)
     maps.append(maps[-1])
     try:
-        return VideoMaps.from_maps(np.stack(maps), fps=fps, height=height, width=width)
+        return VideoMaps.from_maps(np.stack(maps), fps=fps, height=height, width=width, fingerprint=fingerprint)
     except ValueError as e:  # non-finite flow
         raise VideoError(path, f"motion maps unusable: {e}") from None
 
 
-# ----------------------------------------------------------------------------- the inputs
+def compute_official_video_maps(path, *, flow: str = "tvl1", size: int = 128, window: int = WINDOW["ucf101"]
+                                ) -> VideoMaps:
+    """The release's maps of one video (the `official` preset, mcl_fast.motion.official): decode
+    `path` (gray, short side `size`), flow of each consecutive pair, encode it to uint8
+    (encode_flow: clipped to +-20 px), feed it to OfficialMapAccumulator (window `window`).
+    Returns VideoMaps.official: maps (N, 7, 7) uint8 (frame_maps_to_uint8), clip magnitudes (K,)
+    (K = N - 32, at least 1) and the encoded flows (N - 1, h, w, 2) uint8 at the flow's
+    resolution, with the file's fingerprint. A one-frame video has zero maps, one zero
+    magnitude and no flows.
+
+    Memory: the video's encoded flows (2 bytes per flow pixel: 44 kB a frame at 128x171) plus
+    the accumulator's last 32 flows. Raises VideoError for every unusable input.
+    """
+    path = os.fspath(path)
+    if flow not in FLOW_METHODS:
+        raise ValueError(f"unknown flow method {flow!r}; choose one of {FLOW_METHODS}")
+    pair = _pair_flow(flow)
+    acc = OfficialMapAccumulator(int(window))
+    flows: list[np.ndarray] = []
+    with VideoReader(path) as reader:
+        fingerprint = source_fingerprint(path)
+        prev = None
+        for frame in reader.frames(size=size, gray=True):
+            if prev is not None:
+                f = pair(prev, frame)
+                if not np.isfinite(f).all():
+                    raise VideoError(path, "motion maps unusable: the optical flow holds non-finite values")
+                flows.append(encode_flow(f))
+                acc.add(flows[-1])
+            prev = frame
+        n, fps = reader.decoded, reader.info["fps"]
+        height, width = reader.frame_size or (reader.info["height"], reader.info["width"])
+    if n == 1:
+        th, tw = target_size(height, width, size)
+        g = acc.grid
+        return VideoMaps.official(np.zeros((1, g, g), np.uint8), np.zeros(1), np.zeros((0, th, tw, 2), np.uint8),
+                                  fps=fps, height=height, width=width, fingerprint=fingerprint)
+    maps, _, magnitudes = acc.finish()
+    return VideoMaps.official(frame_maps_to_uint8(maps), magnitudes, np.stack(flows), fps=fps, height=height,
+                              width=width, fingerprint=fingerprint)
 
 
-def _posix(p: str) -> str:
-    return p.replace(os.sep, "/")
+def still_map_shape(height: int, width: int, size: int, map_downsample: int) -> tuple[int, int]:
+    """(map_h, map_w) of a video of height x width frames: what its flow would be block-averaged to."""
+    th, tw = target_size(height, width, size)
+    return max(1, th // map_downsample), max(1, tw // map_downsample)
 
 
-def is_video_file(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
-
-
-def scan_folder(folder) -> list[str]:
-    """Video files under `folder` (recursive, hidden files and folders skipped), as sorted
-    '/'-separated paths relative to it."""
-    folder = os.fspath(folder)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith(".") and is_video_file(name):
-                found.append(_posix(os.path.relpath(os.path.join(dirpath, name), folder)))
-    return sorted(found)
-
-
-def read_video_list(list_file) -> list[str]:
-    """Paths from a list / split file: one per line, the first whitespace-separated token (so
-    UCF101's "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1" works); blank lines and lines
-    starting with '#' are skipped. Paths containing spaces are not supported."""
-    out = []
-    with open(list_file, encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                out.append(line.split()[0])
-    return out
-
-
-def _relative(entry: str, root: str) -> str:
-    entry = os.path.expanduser(entry)
-    rel = os.path.relpath(entry, root) if os.path.isabs(entry) else os.path.normpath(entry)
-    return _posix(rel)
-
-
-def collect_videos(videos, root=None) -> tuple[str, list[str]]:
-    """(root, relpaths) for `videos`: a folder (scanned; paths relative to it unless `root`),
-    a list file (paths relative to its folder unless `root`), a single video file, or a
-    Python list of paths (relative to `root`, default the working directory). Duplicates
-    are dropped, the order of a list is kept."""
-    if isinstance(videos, (str, os.PathLike)):
-        spec = os.fspath(videos)
-        if os.path.isdir(spec):
-            base = os.path.abspath(root if root is not None else spec)
-            entries = [os.path.join(os.path.abspath(spec), p) for p in scan_folder(spec)]
-            what = f"folder {spec}"
-        elif os.path.isfile(spec):
-            if is_video_file(spec):
-                base = os.path.abspath(root if root is not None else os.path.dirname(os.path.abspath(spec)))
-                entries = [os.path.abspath(spec)]
-            else:
-                base = os.path.abspath(root if root is not None else os.path.dirname(os.path.abspath(spec)))
-                try:
-                    entries = read_video_list(spec)
-                except (OSError, UnicodeDecodeError) as e:
-                    raise InputError(f"cannot read the video list {spec}: {e}") from None
-            what = f"list file {spec}"
-        else:
-            raise InputError(f"--videos {spec}: no such folder or list file")
-    else:
-        base = os.path.abspath(root if root is not None else os.getcwd())
-        entries = [os.fspath(v) for v in videos]
-        what = "the list of videos"
-    rels = list(dict.fromkeys(_relative(e, base) for e in entries))
-    if not rels:
-        raise InputError(f"no videos found in {what} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
-    return base, rels
+def source_fingerprint(path) -> str:
+    """The file's content fingerprint (video_io.file_fingerprint), recorded in the store so the
+    loaders can tell when a file is no longer the one the maps were made from."""
+    try:
+        return file_fingerprint(path)
+    except OSError as e:
+        raise VideoError(path, f"unreadable: {e.strerror or e}") from None
 
 
 # --------------------------------------------------------------------------------- workers
 
 
-def _init_worker() -> None:
-    import signal
-
-    import cv2
-
-    cv2.setNumThreads(1)  # one video per process; the processes are the parallelism
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
+def _compute(path, flow: str, size: int, map_downsample: int, maps: str = "paper", window: int | None = None):
+    if maps == "official":
+        return compute_official_video_maps(path, flow=flow, size=size, window=window)
+    return compute_video_maps(path, flow=flow, size=size, map_downsample=map_downsample)
 
 
 def _work(task):
-    """(abs path, relpath, flow, size, map_downsample) -> (relpath, VideoMaps or None, reason)."""
-    path, rel, flow, size, map_downsample = task
+    """(abs path, relpath, flow, size, map_downsample, maps, window) -> (relpath, VideoMaps or None, reason)."""
+    path, rel, *settings = task
     try:
-        return rel, compute_video_maps(path, flow=flow, size=size, map_downsample=map_downsample), None
+        return rel, _compute(path, *settings), None
     except VideoError as e:
         return rel, None, e.reason
     except Exception as e:  # one video's failure must not stop the run
         return rel, None, f"internal error: {type(e).__name__}: {e}"
 
 
-CRASH_REASON = "the worker process died on this video (crashed, or killed: out of memory?)"
-
-
-def _pool_results(tasks, workers: int, fn=None):
-    """Yield _work(task) for every task, computed by `workers` spawned processes, in completion
-    order. A worker that dies (a decoder crash, the OOM killer) breaks the pool: the videos in
-    flight then run again one by one in fresh processes, and the one that kills its process
-    again is reported as an error."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
-
-    fn = _work if fn is None else fn  # a picklable top-level function of one task
-    ctx = multiprocessing.get_context("spawn")
-    pending = deque(tasks)
-    while pending:
-        suspects = []
-        ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
-        clean = False
-        try:
-            inflight = {}
-            while pending or inflight:
-                while pending and len(inflight) < 2 * workers:
-                    task = pending.popleft()
-                    try:
-                        inflight[ex.submit(fn, task)] = task
-                    except BrokenProcessPool:
-                        suspects.append(task)
-                        break
-                if suspects:
-                    break
-                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    task = inflight.pop(fut)
-                    try:
-                        result = fut.result()
-                    except BrokenProcessPool:
-                        suspects.append(task)
-                        continue
-                    yield result
-                if suspects:
-                    break
-            suspects.extend(inflight.values())
-            clean = not suspects
-        finally:
-            ex.shutdown(wait=clean, cancel_futures=True)
-        # The videos in flight when the pool broke run again one at a time, so the one that kills
-        # its process is known; a single-worker pool is kept until it breaks.
-        ex1 = None
-        try:
-            for task in suspects:
-                if ex1 is None:
-                    ex1 = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_init_worker)
-                try:
-                    result = ex1.submit(fn, task).result()
-                except BrokenProcessPool:
-                    ex1.shutdown(wait=False)
-                    ex1 = None
-                    result = (task[1], None, CRASH_REASON)
-                yield result
-        finally:
-            if ex1 is not None:
-                ex1.shutdown(wait=False, cancel_futures=True)
+def _crashed(task):
+    return task[1], None, CRASH_REASON
 
 
 def _gpu_compute():
-    """mcl_fast.gpu.video_maps.compute_video_maps_gpu, after checking once that it can run here."""
+    """The GPU twin of the per-video work (mcl_fast.gpu.video_maps), after checking once that it can run here."""
     try:
-        from ..gpu import video_maps
-
-        video_maps.require_gpu_stack()  # fail once, now, rather than once per video
-        return video_maps.compute_video_maps_gpu
+        gpu_twin("prepare.require_gpu_stack")()  # fail once, now, rather than once per video
+        return gpu_twin("prepare.compute_video_maps")
     except (ImportError, AttributeError) as e:
         raise InputError(f"--device cuda cannot run here: {e}") from None
 
 
 def _gpu_results(tasks, compute):
-    for path, rel, flow, size, map_downsample in tasks:
+    for path, rel, flow, size, map_downsample, *_ in tasks:  # paper maps only (prepare refuses official on cuda)
         try:
-            yield rel, compute(path, flow=flow, size=size, map_downsample=map_downsample), None
+            maps = compute(path, flow=flow, size=size, map_downsample=map_downsample)
+            maps.fingerprint = source_fingerprint(path)
+            yield rel, maps, None
         except VideoError as e:
             yield rel, None, e.reason
         except Exception as e:
@@ -304,7 +229,7 @@ def _results(tasks, workers: int, gpu_compute=None):
         return _gpu_results(tasks, gpu_compute)
     if workers <= 0:
         return (_work(t) for t in tasks)
-    return _pool_results(tasks, workers)
+    return crash_tolerant_map(_work, tasks, workers, on_crash=_crashed)
 
 
 # --------------------------------------------------------------------------------- prepare
@@ -312,9 +237,14 @@ def _results(tasks, workers: int, gpu_compute=None):
 
 def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 1, device: str = "cpu",
             strict: bool = False, map_downsample: int = 4, retry_errors: bool = False, progress: bool = True,
-            root=None) -> PrepareReport:
+            root=None, maps: str = "paper", window: int | None = None) -> PrepareReport:
     """Build or resume the motion store `out` from `videos` (a folder, a list/split file, one
     video file, or a list of paths relative to `root`).
+
+    maps="paper" (default): the paper's motion maps (eq. 1), block-averaged by map_downsample.
+    maps="official": the release's maps for the `official` preset (compute_official_video_maps,
+    window 8 for UCF101 (the default) or 4 for Kinetics; map_downsample unused), CPU only: the
+    store also keeps each video's clip magnitudes and encoded flows.
 
     Finished videos are never recomputed; videos recorded as errors are skipped unless
     `retry_errors`. workers: CPU processes (0 computes in this process); device="cuda" computes
@@ -327,7 +257,7 @@ def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 
     if device not in DEVICES:
         raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     size, map_downsample, workers = int(size), int(map_downsample), int(workers)
-    if map_downsample < 1 or size < 2 * map_downsample:
+    if maps == "paper" and (map_downsample < 1 or size < 2 * map_downsample):
         raise InputError(f"need map_downsample >= 1 and size >= 2 * map_downsample, got size {size}, "
                          f"map_downsample {map_downsample}")
     if workers < 0:
@@ -335,17 +265,34 @@ def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 
     if device == "cuda" and flow != "tvl1":
         # Checked before the store opens: per-video errors would make a rerun skip every video.
         raise InputError(f"--device cuda computes TV-L1 flow only; use --flow tvl1, or --device cpu for {flow}")
+    if maps not in MAPS_KINDS:
+        raise InputError(f"unknown maps {maps!r}; choose one of {', '.join(MAPS_KINDS)}")
+    if maps == "official":
+        window = WINDOW["ucf101"] if window is None else int(window)
+        if window < 1:
+            raise InputError(f"--window must be >= 1 (the release: 8 for UCF101, 4 for Kinetics), got {window}")
+        if device == "cuda":
+            raise InputError("--maps official runs on the CPU only (--device cpu): its maps, clip magnitudes and "
+                             "encoded flows come from OpenCV's flow and filters, and the GPU path computes the "
+                             "paper's maps only")
+        map_downsample = None
+    elif window is not None:
+        raise InputError("--window sets the official maps' window of flows; it needs --maps official")
     gpu_compute = _gpu_compute() if device == "cuda" else None
-    root, rels = collect_videos(videos, root)
+    try:
+        root, rels = collect_videos(videos, root)
+    except VideoListError as e:
+        raise InputError(str(e)) from None
     report = PrepareReport(store=os.fspath(out))
-    with StoreWriter(out, root=root, flow=flow, size=size, map_downsample=map_downsample) as writer:
+    with StoreWriter(out, root=root, flow=flow, size=size, map_downsample=map_downsample, maps=maps,
+                     window=window) as writer:
         todo = []
         for rel in rels:
             if writer.done(rel):
                 report.skipped_existing += 1
             elif not writer.failed(rel) or retry_errors:
                 todo.append(rel)
-        tasks = [(os.path.join(root, rel), rel, flow, size, map_downsample) for rel in todo]
+        tasks = [(os.path.join(root, rel), rel, flow, size, map_downsample, maps, window) for rel in todo]
         bar = None
         if progress and tasks:
             from tqdm import tqdm
@@ -394,6 +341,12 @@ def add_args(parser) -> None:
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any input is an error")
     parser.add_argument("--map-downsample", type=int, default=4,
                         help="average motion maps over NxN blocks before storing (default 4)")
+    parser.add_argument("--maps", choices=MAPS_KINDS, default="paper",
+                        help="paper (default): eq. (1) maps; official: the authors' release's 7x7 maps, clip "
+                             "magnitudes and encoded flows, for preset='official' (CPU only; stores 2 bytes per "
+                             "flow pixel: ~44 kB a frame at --size 128)")
+    parser.add_argument("--window", type=int, choices=WINDOWS, default=None,
+                        help="--maps official: flows per frame map, 8 for UCF101 (default) or 4 for Kinetics")
     parser.add_argument("--retry-errors", action="store_true", help="retry inputs recorded as errors by earlier runs")
     parser.add_argument("--root", default=None,
                         help="folder the listed paths are relative to (default: the list file's folder)")
@@ -403,7 +356,7 @@ def run(args) -> int:
     try:
         prepare(args.videos, args.out, flow=args.flow, size=args.size, workers=args.workers, device=args.device,
                 strict=args.strict, map_downsample=args.map_downsample, retry_errors=args.retry_errors,
-                progress=True, root=args.root)
+                progress=True, root=args.root, maps=args.maps, window=args.window)
     except PrepareFailed:
         return 1  # the summary is already printed
     except (PrepareError, StoreError) as e:
@@ -415,5 +368,5 @@ def run(args) -> int:
     return 0
 
 
-__all__ = ["prepare", "compute_video_maps", "collect_videos", "read_video_list", "scan_folder", "PrepareReport",
-           "PrepareError", "InputError", "PrepareFailed", "VideoMaps", "VideoError", "VIDEO_EXTENSIONS", "add_args", "run"]
+__all__ = ["prepare", "compute_video_maps", "compute_official_video_maps", "PrepareReport", "PrepareError", "InputError", "PrepareFailed", "VideoMaps",
+           "add_args", "run"]

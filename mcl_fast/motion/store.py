@@ -8,12 +8,20 @@ A store is a folder:
      "flow": "tvl1", "size": 128, "map_downsample": 4, "map_dtype": "uint8",
      "videos": {"a/v1.avi": {"num_frames": 150, "fps": 25.0, "height": 240, "width": 320,
                              "map_height": 32, "map_width": 42, "shard": 0, "offset": 0,
-                             "scale": 3.71}}}
+                             "scale": 3.71, "fingerprint": "s3b64k:1048576:9f0c..."}}}
+
+  ``fingerprint`` (mcl_fast.video_io.file_fingerprint of the source file) is absent from
+  entries written before it was recorded: such a store still reads, and the loaders then
+  compare frame count and size only.
 
 - ``shard-00000.bin``, ``shard-00001.bin``, ...: the raw uint8 maps of many videos, one after
   another (C order, (num_frames, map_height, map_width) each); a new shard starts once one
   passes ~1 GiB (`SHARD_BYTES`). Nothing per video on disk but its bytes.
 - ``journal.jsonl``: one JSON line per video finished (or failed) since the last compaction.
+- Official stores only (``prepare --maps official``, the `official` preset): ``flows-NNNNN.bin``
+  (each video's encoded uint8 flows, (num_flows, flow_height, flow_width, 2) in C order) and
+  ``mags-NNNNN.bin`` (its clip magnitudes, (num_starts,) little-endian float64), shards of their
+  own beside the maps' (see `Official stores` below).
 - ``errors.json``: ``[{"path": ..., "reason": ...}]``, the inputs `prepare` skipped.
 
 Resolution and error. The flow is computed on frames whose short side is ``size`` (128);
@@ -25,7 +33,17 @@ edge rows/columns). Each video is quantised to uint8 on its own scale: ``scale =
 plus float32 rounding), i.e. 0.2 % of the video's peak motion. A 10 s, 25 fps video takes
 250 * 32 * 42 B = 336 kB.
 
-Atomicity. Shard bytes are written and fsynced first; only then is the video's journal line
+Official stores (index ``version`` 2, ``"maps": "official"``; readers before it refuse them as
+newer). The maps are the release's per-frame (7, 7) maps (mcl_fast.motion.official), stored as
+the release stores them, uint8 without normalisation, so each entry's ``scale`` is 255 and
+``read`` returns the stored values exactly. The header adds ``window`` (flows per frame map: 8
+UCF101, 4 Kinetics), ``map_grid`` (7) and ``clip_flows`` (32: the flows a clip magnitude spans)
+and records ``map_downsample`` as null; each entry adds ``num_flows`` (num_frames - 1),
+``flow_height``, ``flow_width`` (the flow's resolution: the frames resized to short side
+``size``), ``flow_shard``, ``flow_offset``, ``num_starts`` (clip starts), ``mag_shard`` and
+``mag_offset``. Paper stores (version 1) are unchanged.
+
+Atomicity. Shard bytes (maps, then flows and magnitudes) are written and fsynced first; only then is the video's journal line
 appended and fsynced, so a video is in the store exactly when its line is complete. A crash can
 leave bytes past the last recorded video (ignored by readers, cut off by the next writer) and a
 torn last journal line (ignored; cut off by the next writer). `compact` folds the journal into
@@ -45,25 +63,68 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write_json, fsync_path
+from ..video_io import target_size
 
 FORMAT = "mcl_fast.motion_store"
-VERSION = 1
+PAPER_VERSION, OFFICIAL_VERSION = 1, 2  # the newest version this module reads of each kind of store
+VERSION = PAPER_VERSION  # the paper store's (the default) format version
+MAPS_KINDS = ("paper", "official")
 INDEX = "index.json"
 JOURNAL = "journal.jsonl"
 ERRORS = "errors.json"
 LOCK = ".lock"
 SHARD_BYTES = 1 << 30  # start a new shard once one would pass ~1 GiB
-_SHARD_RE = re.compile(r"^shard-(\d{5,})\.bin$")
 _SETTINGS = ("flow", "size", "map_downsample")
 _ENTRY_KEYS = ("num_frames", "fps", "height", "width", "map_height", "map_width", "shard", "offset", "scale")
+_OFFICIAL_SETTINGS = ("window", "map_grid", "clip_flows")
+_OFFICIAL_KEYS = ("num_flows", "flow_height", "flow_width", "flow_shard", "flow_offset", "num_starts", "mag_shard",
+                  "mag_offset")
+OFFICIAL_SCALE = 255.0  # official maps are stored as the release's uint8 values: read() returns them exactly
+
+
+OFFICIAL_PREPARE = "mcl-fast prepare --videos DIR --out STORE --maps official --window 8"  # (4 for Kinetics)
 
 
 class StoreError(ValueError):
     """A store that cannot be opened as asked: not a store, a newer format, other settings, damaged."""
 
 
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.bin"
+def shard_name(index: int, prefix: str = "shard") -> str:
+    return f"{prefix}-{index:05d}.bin"
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """One kind of shard file: its name prefix, the entry keys of a video's shard and offset, and
+    how many bytes a video takes in it."""
+
+    prefix: str
+    shard_key: str
+    offset_key: str
+
+    def nbytes(self, entry: dict) -> int:
+        if self.prefix == "shard":
+            return int(entry["num_frames"]) * int(entry["map_height"]) * int(entry["map_width"])
+        if self.prefix == "flows":
+            return int(entry["num_flows"]) * int(entry["flow_height"]) * int(entry["flow_width"]) * 2
+        return int(entry["num_starts"]) * 8  # float64 magnitudes
+
+    @property
+    def pattern(self) -> re.Pattern:
+        return re.compile(rf"^{self.prefix}-(\d{{5,}})\.bin$")
+
+
+MAPS_STREAM = _Stream("shard", "shard", "offset")
+FLOWS_STREAM = _Stream("flows", "flow_shard", "flow_offset")
+MAGS_STREAM = _Stream("mags", "mag_shard", "mag_offset")
+
+
+def _streams(kind: str) -> tuple[_Stream, ...]:
+    return (MAPS_STREAM, FLOWS_STREAM, MAGS_STREAM) if kind == "official" else (MAPS_STREAM,)
+
+
+def _entry_keys(kind: str) -> tuple[str, ...]:
+    return _ENTRY_KEYS + _OFFICIAL_KEYS if kind == "official" else _ENTRY_KEYS
 
 
 # ------------------------------------------------------------------------------ quantisation
@@ -99,7 +160,11 @@ class VideoMaps:
 
     num_frames: frames decoded (= len(maps_u8): the last frame repeats the map before it);
     fps; height, width: the source frame size; maps_u8: (num_frames, map_h, map_w) uint8;
-    scale: dequantised maps are maps_u8 * scale / 255, within `max_abs_error` = scale / 510.
+    scale: dequantised maps are maps_u8 * scale / 255, within `max_abs_error` = scale / 510;
+    fingerprint: the source file's content fingerprint (None: unknown).
+    Official maps (`official`) also carry magnitudes (K,) float64, the clip magnitudes of starts
+    0 .. K-1, and flows (num_frames - 1, fh, fw, 2) uint8, the encoded flows; paper maps leave
+    both None.
     """
 
     num_frames: int
@@ -108,12 +173,38 @@ class VideoMaps:
     width: int
     maps_u8: np.ndarray
     scale: float
+    fingerprint: str | None = None
+    magnitudes: np.ndarray | None = None
+    flows: np.ndarray | None = None
 
     @classmethod
-    def from_maps(cls, maps, *, fps: float, height: int, width: int) -> "VideoMaps":
+    def official(cls, maps_u8, magnitudes, flows, *, fps: float, height: int, width: int,
+                 fingerprint: str | None = None) -> "VideoMaps":
+        """The release's maps of one video: maps_u8 (N, g, g) uint8 as stored by
+        motion.official.frame_maps_to_uint8 (scale 255: read() returns them exactly), magnitudes
+        (K,) clip magnitudes, flows (N - 1, fh, fw, 2) encoded uint8 flows."""
+        maps_u8 = np.ascontiguousarray(maps_u8)
+        return cls(num_frames=len(maps_u8), fps=float(fps), height=int(height), width=int(width), maps_u8=maps_u8,
+                   scale=OFFICIAL_SCALE, fingerprint=fingerprint,
+                   magnitudes=np.ascontiguousarray(magnitudes, np.float64), flows=np.ascontiguousarray(flows))
+
+    @property
+    def is_official(self) -> bool:
+        return self.flows is not None or self.magnitudes is not None
+
+    @classmethod
+    def from_maps(cls, maps, *, fps: float, height: int, width: int, fingerprint: str | None = None) -> "VideoMaps":
         """Quantise (N, h, w) float maps (one per frame) with `quantize_maps`."""
         q, scale = quantize_maps(maps)
-        return cls(num_frames=len(q), fps=float(fps), height=int(height), width=int(width), maps_u8=q, scale=scale)
+        return cls(num_frames=len(q), fps=float(fps), height=int(height), width=int(width), maps_u8=q, scale=scale,
+                   fingerprint=fingerprint)
+
+    @classmethod
+    def without_motion(cls, num_frames: int, map_shape, *, fps: float, height: int, width: int,
+                       fingerprint: str | None = None) -> "VideoMaps":
+        """All-zero maps: a video too short for optical flow (one frame) has no motion."""
+        return cls.from_maps(np.zeros((int(num_frames), *map_shape), np.float32), fps=fps, height=height,
+                             width=width, fingerprint=fingerprint)
 
     @property
     def map_height(self) -> int:
@@ -167,15 +258,30 @@ def _load_index(folder: Path) -> dict:
     version = index.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise StoreError(f"{path}: unknown store version {version!r}")
-    if version > VERSION:
+    kind = maps_kind(index)
+    if kind not in MAPS_KINDS:
+        raise StoreError(f"{path}: unknown maps {kind!r} (this mcl_fast reads {', '.join(MAPS_KINDS)})")
+    newest = OFFICIAL_VERSION if kind == "official" else PAPER_VERSION  # each kind's newest known version
+    if version > newest:
         raise StoreError(f"{path}: store format version {version} is newer than this mcl_fast reads "
-                         f"(version {VERSION}); upgrade mcl_fast to read it")
+                         f"(version {newest} for {kind} stores); upgrade mcl_fast to read it")
     missing = [k for k in ("root", *_SETTINGS, "map_dtype", "videos") if k not in index]
     if missing:
         raise StoreError(f"{path}: store index lacks {', '.join(missing)}")
     if index["map_dtype"] != "uint8":
         raise StoreError(f"{path}: unsupported map_dtype {index['map_dtype']!r}")
+    if kind == "official":
+        missing = [k for k in _OFFICIAL_SETTINGS if k not in index]
+        if missing or version < OFFICIAL_VERSION:
+            raise StoreError(f"{path}: an official store index needs version {OFFICIAL_VERSION} and "
+                             f"{', '.join(_OFFICIAL_SETTINGS)}; it has version {version}"
+                             f"{', lacks ' + ', '.join(missing) if missing else ''}")
     return index
+
+
+def maps_kind(index: dict) -> str:
+    """"paper" or "official": the maps a store index describes (stores before official ones are paper)."""
+    return index.get("maps", "paper")
 
 
 def _load_errors(folder: Path) -> dict[str, str]:
@@ -190,10 +296,10 @@ def _load_errors(folder: Path) -> dict[str, str]:
         raise StoreError(f"{path}: cannot read the error list: {e}") from None
 
 
-def _read_journal(folder: Path) -> tuple[list[dict], int, int]:
+def _read_journal(folder: Path, entry_keys=_ENTRY_KEYS) -> tuple[list[dict], int, int]:
     """(operations, bytes of complete valid lines, file size). Reading stops at a last line that is
-    not complete (no newline: a torn write) or not a valid operation; an invalid line in the middle
-    raises StoreError."""
+    not complete (no newline: a torn write) or not a valid operation (a video entry lacking one of
+    `entry_keys`); an invalid line in the middle raises StoreError."""
     path = folder / JOURNAL
     try:
         with open(path, "rb") as f:
@@ -213,8 +319,8 @@ def _read_journal(folder: Path) -> tuple[list[dict], int, int]:
                 raise TypeError(path_)
             if kind == "video":
                 entry = op["entry"]
-                if any(k not in entry for k in _ENTRY_KEYS):
-                    raise KeyError(_ENTRY_KEYS)
+                if any(k not in entry for k in entry_keys):
+                    raise KeyError(entry_keys)
             elif kind == "error":
                 str(op["reason"])
             else:
@@ -242,14 +348,14 @@ def _apply(videos: dict, errors: dict, op: dict) -> None:
 
 
 def _entry_nbytes(entry: dict) -> int:
-    return int(entry["num_frames"]) * int(entry["map_height"]) * int(entry["map_width"])
+    return MAPS_STREAM.nbytes(entry)
 
 
 def _load_state(folder: Path) -> tuple[dict, dict, dict, list[dict], int, int]:
     index = _load_index(folder)
     videos = dict(index["videos"])
     errors = _load_errors(folder)
-    ops, good, size = _read_journal(folder)
+    ops, good, size = _read_journal(folder, _entry_keys(maps_kind(index)))
     for op in ops:
         _apply(videos, errors, op)
     return index, videos, errors, ops, good, size
@@ -263,19 +369,39 @@ class StoreWriter:
 
     Opening an existing store applies its journal, cuts a torn last journal line and any shard
     bytes past the last recorded video (what a killed run left), and refuses (StoreError) when
-    flow / size / map_downsample differ from the store's, or when `root` differs from that of
-    a non-empty store. Each `add` / `add_error` costs one append and two fsyncs; index.json is
-    rewritten only by `compact`.
+    flow / size / map_downsample (or maps / window) differ from the store's, or when `root`
+    differs from that of a non-empty store. Each `add` / `add_error` costs one append and two
+    fsyncs (official stores: two more, for the flows and magnitudes); index.json is rewritten only
+    by `compact`.
+
+    maps="official" writes an official store (see the module docstring): `window` (8 or 4 in the
+    release) is required and map_downsample is not used (recorded as null); every added VideoMaps
+    must carry magnitudes and flows (VideoMaps.official).
     """
 
-    def __init__(self, path, *, root, flow: str = "tvl1", size: int = 128, map_downsample: int = 4,
-                 shard_bytes: int = SHARD_BYTES):
+    def __init__(self, path, *, root, flow: str = "tvl1", size: int = 128, map_downsample: int | None = 4,
+                 shard_bytes: int = SHARD_BYTES, maps: str = "paper", window: int | None = None,
+                 map_grid: int = 7, clip_flows: int = 32):
+        if maps not in MAPS_KINDS:
+            raise ValueError(f"maps must be one of {', '.join(MAPS_KINDS)}, got {maps!r}")
         self.path = Path(path)
         self.root = os.path.abspath(root)
-        self.flow, self.size, self.map_downsample = str(flow), int(size), int(map_downsample)
+        self.maps = maps
+        self.flow, self.size = str(flow), int(size)
+        if maps == "official":
+            if window is None or int(window) < 1:
+                raise ValueError(f"an official store needs window >= 1 (8 UCF101, 4 Kinetics), got {window}")
+            self.map_downsample = None
+            self.window, self.map_grid, self.clip_flows = int(window), int(map_grid), int(clip_flows)
+        else:
+            self.map_downsample = int(map_downsample)
+            self.window = self.map_grid = self.clip_flows = None
         self.shard_bytes = int(shard_bytes)
+        self.streams = _streams(maps)
         self._lock_fd = None
-        self._shard_fd = None
+        self._fds: dict[str, int] = {}  # stream prefix -> the open fd of its current shard
+        self._cur: dict[str, int] = {}  # stream prefix -> current shard index
+        self._cur_size: dict[str, int] = {}  # stream prefix -> bytes in the current shard
         self._journal_fd = None
         self._refuse_foreign_folder()
         self.path.mkdir(parents=True, exist_ok=True)
@@ -285,6 +411,13 @@ class StoreWriter:
         except BaseException:
             self.close()
             raise
+
+    def _settings(self) -> dict:
+        """The header fields a store must share to be added to."""
+        out = {"flow": self.flow, "size": self.size, "map_downsample": self.map_downsample, "maps": self.maps}
+        if self.maps == "official":
+            out.update(window=self.window, map_grid=self.map_grid, clip_flows=self.clip_flows)
+        return out
 
     # -- opening
     def _lock(self) -> None:
@@ -315,8 +448,9 @@ class StoreWriter:
     def _open(self) -> None:
         if (self.path / INDEX).exists():
             index, self.videos, self.errors, _, good, size = _load_state(self.path)
-            settings = {"flow": self.flow, "size": self.size, "map_downsample": self.map_downsample}
-            differ = [f"{k} {index[k]!r} (asked for {v!r})" for k, v in settings.items() if index[k] != v]
+            found = {**index, "maps": maps_kind(index)}
+            differ = [f"{k} {found.get(k)!r} (asked for {v!r})" for k, v in self._settings().items()
+                      if found.get(k) != v]
             if differ:
                 raise StoreError(f"{self.path} was prepared with {', '.join(differ)}; use the store's "
                                  "settings to add to it, or another output folder")
@@ -340,19 +474,28 @@ class StoreWriter:
         self._repair_shards()
 
     def _repair_shards(self) -> None:
+        removed = False
+        for stream in self.streams:
+            removed |= self._repair_stream(stream)
+        if removed:
+            fsync_path(self.path)
+
+    def _repair_stream(self, stream: _Stream) -> bool:
+        """Cut the shards of one stream back to their recorded videos; True when a file was removed."""
         ends: dict[int, int] = {}
         for entry in self.videos.values():
-            shard = int(entry["shard"])
-            ends[shard] = max(ends.get(shard, 0), int(entry["offset"]) + _entry_nbytes(entry))
-        present = {int(m.group(1)): p for p in self.path.iterdir() if (m := _SHARD_RE.match(p.name))}
+            shard = int(entry[stream.shard_key])
+            ends[shard] = max(ends.get(shard, 0), int(entry[stream.offset_key]) + stream.nbytes(entry))
+        pattern = stream.pattern
+        present = {int(m.group(1)): p for p in self.path.iterdir() if (m := pattern.match(p.name))}
         for shard in ends:
             if shard not in present:
-                raise StoreError(f"{self.path}: {shard_name(shard)} is missing; the store is damaged")
-        self._cur = max(ends) if ends else 0
+                raise StoreError(f"{self.path}: {shard_name(shard, stream.prefix)} is missing; the store is damaged")
+        cur = max(ends) if ends else 0
         removed = False
         for shard, p in sorted(present.items()):
             end = ends.get(shard, 0)
-            if end == 0 and shard != self._cur:
+            if end == 0 and shard != cur:
                 p.unlink()  # a shard a killed run started, with no recorded video
                 removed = True
                 continue
@@ -366,15 +509,18 @@ class StoreWriter:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-        if removed:
-            fsync_path(self.path)
-        self._cur_size = ends.get(self._cur, 0)
+        self._cur[stream.prefix], self._cur_size[stream.prefix] = cur, ends.get(cur, 0)
+        return removed
 
     # -- state
     def _index(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "root": self.root, "flow": self.flow, "size": self.size,
-                "map_downsample": self.map_downsample, "map_dtype": "uint8",
-                "videos": {k: self.videos[k] for k in sorted(self.videos)}}
+        index = {"format": FORMAT, "version": PAPER_VERSION, "root": self.root, "flow": self.flow, "size": self.size,
+                 "map_downsample": self.map_downsample, "map_dtype": "uint8"}
+        if self.maps == "official":  # paper stores keep their version-1 header, field for field
+            index.update(version=OFFICIAL_VERSION, maps="official", window=self.window, map_grid=self.map_grid,
+                         clip_flows=self.clip_flows)
+        index["videos"] = {k: self.videos[k] for k in sorted(self.videos)}
+        return index
 
     def done(self, relpath: str) -> bool:
         """True when `relpath`'s maps are in the store."""
@@ -396,17 +542,48 @@ class StoreWriter:
         os.fsync(self._journal_fd)
         self._journal_size += len(line)
 
-    def _shard(self) -> int:
-        if self._shard_fd is None:
-            p = self.path / shard_name(self._cur)
+    def _append(self, stream: _Stream, data: np.ndarray) -> tuple[int, int]:
+        """Write `data` at the end of the stream's current shard (a new shard once it would pass
+        shard_bytes) and fsync it. Returns (shard, offset)."""
+        prefix = stream.prefix
+        if self._cur_size[prefix] > 0 and self._cur_size[prefix] + data.nbytes > self.shard_bytes:
+            fd = self._fds.pop(prefix, None)
+            if fd is not None:
+                os.close(fd)
+            self._cur[prefix], self._cur_size[prefix] = self._cur[prefix] + 1, 0
+        fd = self._fds.get(prefix)
+        if fd is None:
+            p = self.path / shard_name(self._cur[prefix], prefix)
             new = not p.exists()
-            self._shard_fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._fds[prefix] = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
             if new:
                 fsync_path(self.path)
-        return self._shard_fd
+        offset = self._cur_size[prefix]
+        if data.nbytes:  # a one-frame video has no flows
+            _pwrite_all(fd, data, offset)
+            os.fsync(fd)
+        return self._cur[prefix], offset
+
+    def _check_official(self, relpath: str, maps: VideoMaps) -> tuple[np.ndarray, np.ndarray]:
+        """(flows, magnitudes) of an official VideoMaps, checked against the store's settings."""
+        if maps.flows is None or maps.magnitudes is None:
+            raise ValueError(f"{relpath}: an official store needs the video's flows and clip magnitudes "
+                             "(VideoMaps.official)")
+        g = self.map_grid
+        if maps.maps_u8.shape[1:] != (g, g):
+            raise ValueError(f"{relpath}: official maps must be (N, {g}, {g}), got {maps.maps_u8.shape}")
+        flows = np.ascontiguousarray(maps.flows)
+        if flows.dtype != np.uint8 or flows.ndim != 4 or flows.shape[-1] != 2 \
+                or len(flows) != max(int(maps.num_frames) - 1, 0):
+            raise ValueError(f"{relpath}: flows must be ({int(maps.num_frames) - 1}, h, w, 2) uint8 (one per frame "
+                             f"pair), got {flows.shape} {flows.dtype}")
+        mags = np.ascontiguousarray(maps.magnitudes, "<f8")
+        if mags.ndim != 1 or len(mags) < 1 or not np.isfinite(mags).all() or (mags < 0).any():
+            raise ValueError(f"{relpath}: clip magnitudes must be a non-empty (K,) array of finite values >= 0")
+        return flows, mags
 
     def add(self, relpath: str, maps: VideoMaps) -> dict:
-        """Append one video's maps (shard bytes fsynced, then its journal line). Returns its entry."""
+        """Append one video (its shard bytes fsynced, then its journal line). Returns its entry."""
         q = np.ascontiguousarray(maps.maps_u8)
         if q.dtype != np.uint8 or q.ndim != 3 or q.size == 0:
             raise ValueError(f"{relpath}: maps_u8 must be a non-empty (N, h, w) uint8 array, got {q.shape} {q.dtype}")
@@ -416,19 +593,26 @@ class StoreWriter:
             raise ValueError(f"{relpath}: scale must be positive and finite, got {maps.scale}")
         if relpath in self.videos:
             raise StoreError(f"{relpath} is already in the store {self.path}")
-        if self._cur_size > 0 and self._cur_size + q.nbytes > self.shard_bytes:
-            if self._shard_fd is not None:
-                os.close(self._shard_fd)
-                self._shard_fd = None
-            self._cur, self._cur_size = self._cur + 1, 0
-        fd = self._shard()
-        _pwrite_all(fd, q, self._cur_size)
-        os.fsync(fd)
+        if self.maps == "official":
+            flows, mags = self._check_official(relpath, maps)
+        elif maps.is_official:
+            raise ValueError(f"{relpath}: official maps (with flows) go into an official store "
+                             f"(prepare --maps official), not the paper store {self.path}")
+        shard, offset = self._append(MAPS_STREAM, q)
         entry = {"num_frames": int(maps.num_frames), "fps": float(maps.fps), "height": int(maps.height),
                  "width": int(maps.width), "map_height": int(q.shape[1]), "map_width": int(q.shape[2]),
-                 "shard": self._cur, "offset": self._cur_size, "scale": float(maps.scale)}
+                 "shard": shard, "offset": offset, "scale": float(maps.scale)}
+        if maps.fingerprint is not None:
+            entry["fingerprint"] = str(maps.fingerprint)
+        if self.maps == "official":
+            flow_shard, flow_offset = self._append(FLOWS_STREAM, flows)
+            mag_shard, mag_offset = self._append(MAGS_STREAM, mags)
+            entry.update(num_flows=len(flows), flow_height=int(flows.shape[1]), flow_width=int(flows.shape[2]),
+                         flow_shard=flow_shard, flow_offset=flow_offset, num_starts=len(mags), mag_shard=mag_shard,
+                         mag_offset=mag_offset)
         self._journal({"op": "video", "path": relpath, "entry": entry})
-        self._cur_size += q.nbytes
+        for stream in self.streams:
+            self._cur_size[stream.prefix] += stream.nbytes(entry)
         self.videos[relpath] = entry
         self.errors.pop(relpath, None)
         return entry
@@ -453,7 +637,10 @@ class StoreWriter:
         self._journal_size = 0
 
     def close(self) -> None:
-        for name in ("_shard_fd", "_journal_fd", "_lock_fd"):
+        fds = getattr(self, "_fds", {})
+        while fds:
+            os.close(fds.popitem()[1])
+        for name in ("_journal_fd", "_lock_fd"):
             fd = getattr(self, name, None)
             if fd is not None:
                 os.close(fd)  # closing the lock file releases the flock
@@ -472,6 +659,21 @@ class StoreWriter:
 # ----------------------------------------------------------------------------------- reader
 
 
+def _mapped(cache: dict, key, path: Path, end: int) -> np.memmap:
+    """The read-only uint8 memory map of the shard file `path`, from `cache` (mapped again when
+    it is not there yet, or shorter than `end`: grown by a writer since)."""
+    mm = cache.get(key)
+    if mm is None or len(mm) < end:
+        try:
+            mm = np.memmap(path, dtype=np.uint8, mode="r")
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{path}: cannot map the shard: {e}") from None
+        if len(mm) < end:
+            raise StoreError(f"{path} holds {len(mm)} bytes but the index needs {end}; the store is damaged")
+        cache[key] = mm
+    return mm
+
+
 class MotionStore:
     """A prepared motion store, read-only (see the module docstring for the layout).
 
@@ -487,10 +689,22 @@ class MotionStore:
         self.root = str(index["root"])
         self.flow = str(index["flow"])
         self.size = int(index["size"])
-        self.map_downsample = int(index["map_downsample"])
+        self.maps = maps_kind(index)  # "paper" or "official"
+        official = self.maps == "official"
+        self.map_downsample = None if official else int(index["map_downsample"])
+        # official stores: flows per frame map, the maps' grid, the flows a clip magnitude spans
+        self.window = int(index["window"]) if official else None
+        self.map_grid = int(index["map_grid"]) if official else None
+        self.clip_flows = int(index["clip_flows"]) if official else None
         self._names = sorted(self._videos)
         self._errors = [{"path": p, "reason": errors[p]} for p in sorted(errors)]
-        self._maps: dict[int, np.memmap] = {}
+        self._maps: dict[int, np.memmap] = {}  # map shards
+        self._other: dict[tuple[str, int], np.memmap] = {}  # (prefix, shard) of flow and magnitude shards
+
+    @property
+    def official(self) -> bool:
+        """True for a store of the release's maps with flows and clip magnitudes (prepare --maps official)."""
+        return self.maps == "official"
 
     # -- listing
     @property
@@ -513,7 +727,8 @@ class MotionStore:
         return iter(self.videos)
 
     def __repr__(self) -> str:
-        return f"MotionStore({str(self.path)!r}: {len(self)} videos, flow={self.flow}, size={self.size})"
+        kind = f", maps=official, window={self.window}" if self.official else ""
+        return f"MotionStore({str(self.path)!r}: {len(self)} videos, flow={self.flow}, size={self.size}{kind})"
 
     def _entry(self, video: str) -> dict:
         try:
@@ -523,8 +738,12 @@ class MotionStore:
 
     def info(self, video: str) -> dict:
         """The index entry: num_frames, fps, height, width (source frames), map_height,
-        map_width, shard, offset, scale."""
+        map_width, shard, offset, scale, and fingerprint when the store recorded it."""
         return dict(self._entry(video))
+
+    def fingerprint(self, video: str) -> str | None:
+        """The content fingerprint of the file the maps were made from (None in older stores)."""
+        return self._entry(video).get("fingerprint")
 
     def video_path(self, video: str) -> str:
         """Absolute path of the video file."""
@@ -535,7 +754,10 @@ class MotionStore:
         return float(self._entry(video)["scale"])
 
     def max_abs_error(self, video: str) -> float:
-        """The most `read` can differ from the maps `prepare` computed: scale / 510."""
+        """The most `read` can differ from the maps `prepare` computed: scale / 510 (official
+        stores: 1, the release's truncation to uint8; `read` returns its uint8 values exactly)."""
+        if self.official:
+            return 1.0
         return self.scale(video) / 510.0
 
     def cells_per_pixel(self, video: str) -> tuple[float, float]:
@@ -545,26 +767,43 @@ class MotionStore:
         short side `size`; the rows/columns the block mean drops at the far edge are not covered,
         so this is not map_height / height.
         """
-        from .decode import target_size
-
         e = self._entry(video)
+        if self.official:  # the maps resize the whole frame to 224 before the 7 x 7 block means
+            return self.map_grid / int(e["height"]), self.map_grid / int(e["width"])
         th, tw = target_size(int(e["height"]), int(e["width"]), self.size)
         f = self.map_downsample
         return th / (f * int(e["height"])), tw / (f * int(e["width"]))
 
     # -- reading
     def _shard(self, shard: int, end: int) -> np.memmap:
-        mm = self._maps.get(shard)
-        if mm is None or len(mm) < end:  # not mapped yet, or grown by a writer since
-            p = self.path / shard_name(shard)
-            try:
-                mm = np.memmap(p, dtype=np.uint8, mode="r")
-            except (OSError, ValueError) as e:
-                raise StoreError(f"{p}: cannot map the shard: {e}") from None
-            if len(mm) < end:
-                raise StoreError(f"{p} holds {len(mm)} bytes but the index needs {end}; the store is damaged")
-            self._maps[shard] = mm
-        return mm
+        return _mapped(self._maps, shard, self.path / shard_name(shard), end)
+
+    def _other_shard(self, prefix: str, shard: int, end: int) -> np.memmap:
+        return _mapped(self._other, (prefix, shard), self.path / shard_name(shard, prefix), end)
+
+    def _require_official(self, what: str) -> None:
+        if not self.official:
+            raise StoreError(f"{self.path} holds the paper's motion maps, not {what}; build an official store with "
+                             f"`{OFFICIAL_PREPARE}`")
+
+    def read_flows(self, video: str) -> np.ndarray:
+        """(F, fh, fw, 2) uint8: the video's encoded flows (motion.official.encode_flow), F = num_frames - 1,
+        flow j from frame j to j + 1, at the flow's resolution (the frames resized to short side
+        `size`); a read-only view of the memory map. Official stores only."""
+        self._require_official("the flows the official preset needs")
+        e = self._entry(video)
+        off, n = int(e["flow_offset"]), FLOWS_STREAM.nbytes(e)
+        mm = self._other_shard("flows", int(e["flow_shard"]), off + n)
+        return mm[off:off + n].reshape(int(e["num_flows"]), int(e["flow_height"]), int(e["flow_width"]), 2)
+
+    def clip_magnitudes(self, video: str) -> np.ndarray:
+        """(K,) float64 clip magnitudes of starts 0 .. K-1 (motion.official.official_clip_magnitudes;
+        K = num_frames - clip_flows, at least 1). Official stores only."""
+        self._require_official("the clip magnitudes the official preset needs")
+        e = self._entry(video)
+        off, n = int(e["mag_offset"]), MAGS_STREAM.nbytes(e)
+        mm = self._other_shard("mags", int(e["mag_shard"]), off + n)
+        return mm[off:off + n].view("<f8")
 
     def read_quantized(self, video: str) -> np.ndarray:
         """(N, h, w) uint8, a read-only view of the shard's memory map."""
@@ -591,4 +830,5 @@ class MotionStore:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_maps"] = {}
+        state["_other"] = {}
         return state

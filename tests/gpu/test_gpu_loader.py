@@ -76,13 +76,14 @@ def test_gpu_clip_scorer_is_bit_equal_to_numpy(rng):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """Three synthetic VP9 videos (NVDEC and DALI's CPU decoder both read VP9) and their store."""
+    """Three synthetic VP9 videos (NVDEC and DALI's CPU decoder both read VP9; 128x160: NVDEC's VP9
+    minimum is 128x128) and their store."""
     from mcl_fast.motion.prepare import prepare
     from mcl_fast.motion.store import MotionStore
 
     root = tmp_path_factory.mktemp("gpu_loader")
     for i, n in enumerate((32, 40, 36)):
-        make_video(root / "videos" / f"g{i}.webm", num_frames=n, height=64, width=80, object_size=14, gop=8,
+        make_video(root / "videos" / f"g{i}.webm", num_frames=n, height=128, width=160, object_size=28, gop=8,
                    seed=30 + i)
     prepare(str(root / "videos"), str(root / "store"), flow="farneback", size=64, workers=1, progress=False)
     store = MotionStore(root / "store")
@@ -96,7 +97,7 @@ def psnr(a, b) -> float:
 
 @pytest.mark.parametrize("augment", [False, True])
 def test_gpu_and_cpu_loaders_agree(dataset, augment):
-    kw = dict(batch_size=2, seed=11, return_meta=True, num_threads=2, augment=augment, **CLIP)
+    kw = dict(batch_size=2, seed=11, return_meta=True, num_threads=2, augment=augment, drop_last=False, **CLIP)
     gpu = MotionFocusedLoader(dataset.names, dataset.store, device="gpu", **kw)
     cpu = MotionFocusedLoader(dataset.names, dataset.store, device="cpu", **kw)
     assert len(gpu) == len(cpu) == 2

@@ -1,0 +1,428 @@
+"""What both loaders share: options, file checks, views, labels, the planner, epochs and sharding,
+failure reports, and the batch dict they hand out.
+
+A batch is a dict of torch tensors:
+
+- default views: `query`, `key` (B, 3, T, S, S) in the output format; preset="official": `query`,
+  `key`, `key2`, `key3` (official.VIEW_NAMES); other views= specs: `views`, a list with one tensor
+  per view;
+- `motion` (B, T', H', W') the query's motion target; `index` (B,) the dataset index;
+- with labels=: `label` (B,) int64;
+- a sampler's extras (plan.Clips.extras), each stacked under its name: the official preset's
+  `query_first` (B,) bool;
+- with return_meta=True: `frames` (B, T) the query clip's frame indices; default views: `box_query`,
+  `box_key` (B, 4) (y0, x0, h, w) in the decoded file's pixels, `flip_query`, `flip_key` (B,) bool,
+  and `frames_key` (B, T) when the key has its own clip; other specs: `boxes` (B, M, 4), `flips`
+  (B, M) and `clip_frames`, a list of (B, T_c) per clip; preset="official" also `motion_flipped`
+  (B,) bool, whether `motion` was mirrored (a flipped query whose second coin said so).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+import weakref
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..video_io import VideoError, first_frame_problem, probe
+from .checks import VideoPaths, check_videos, short_video_policy, uniform_scale
+from .labels import resolve_labels
+from .options import LoaderOptions
+from .plan import MotionSampler, SamplePlan, check_sampling, epoch_order, num_batches
+from .planner import Planner, default_layout
+from .views import resolve_views
+
+log = logging.getLogger("mcl_fast.data.loader")
+
+PLAN_CHUNK = 64  # samples planned per call (the planner's batch work pays off from a few dozen on)
+
+
+class UnsupportedCodec(ValueError):
+    """A video whose codec the chosen decoder cannot read (a setup error, not a bad file)."""
+
+
+def resolve_store(store):
+    """A MotionStore, or the path of one."""
+    if isinstance(store, (str, os.PathLike)):
+        from mcl_fast.motion.store import MotionStore
+
+        return MotionStore(store)
+    for attr in ("read", "info", "video_path", "videos"):
+        if not hasattr(store, attr):
+            raise TypeError(f"store must be a MotionStore or its path, got {type(store).__name__} without .{attr}")
+    return store
+
+
+def failure_reason(err: BaseException) -> str:
+    """One line saying why reading a video failed: a VideoError's reason, else the error's first line."""
+    if isinstance(err, VideoError):
+        return err.reason
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {first}"[:200]
+
+
+class EpochSampler:
+    """`loader.sampler`: the epoch order of this shard, shaped like torch's DistributedSampler so
+    loops written for it work unchanged: set_epoch(e) (the loader's), len() (samples of this
+    shard per epoch), iteration (their dataset indices, in order)."""
+
+    def __init__(self, loader: "LoaderBase"):
+        self.loader = loader
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self.loader.epoch
+
+    def __len__(self) -> int:
+        return len(self.loader.epoch_samples(0)[0])
+
+    def __iter__(self):
+        return iter(self.loader.epoch_samples()[1].tolist())
+
+
+class FileVerdicts:
+    """What the loader knows about its files while planning: which failed and why (`failures`,
+    reported once each), which passed the first-frame check, and the sizes of resized copies.
+    The planner calls is_bad and file_size; they live here, apart from the loader, so that no
+    reference cycle runs through the loader (a dropped TorchVideoLoader stops its workers)."""
+
+    def __init__(self, store, paths, codecs, file_hw: dict, verified: bool):
+        self.store, self.paths, self.codecs = store, paths, codecs
+        self.file_hw, self.verified = file_hw, verified
+        self.failures: dict[str, str] = {}
+        self.good: set[str] = set()
+
+    def file_size(self, video: str) -> tuple[int, int] | None:
+        """(H, W) of `video`'s file when it differs from the store's source size (a resized
+        transcode under video_root), else None. Known from the construction check with verify;
+        otherwise read from the container header the first time (cached). A different aspect
+        ratio raises ValueError naming the video."""
+        if self.verified or video in self.file_hw:
+            return self.file_hw.get(video)
+        info, path = self.store.info(video), self.paths(video)
+        src_hw = (int(info["height"]), int(info["width"]))
+        try:
+            meta = probe(path)
+        except VideoError:
+            return None  # is_bad already let it through; a failing decode replaces it later
+        file_hw = (meta["height"], meta["width"])
+        if file_hw == src_hw or min(file_hw) <= 0:
+            self.file_hw[video] = None
+        elif uniform_scale(src_hw, file_hw):
+            self.file_hw[video] = file_hw
+        else:
+            raise ValueError(f"the motion store does not match {path}: the file is {file_hw[0]}x{file_hw[1]}, the "
+                             f"store's source {src_hw[0]}x{src_hw[1]} (another aspect ratio); rebuild the store")
+        return self.file_hw[video]
+
+    def is_bad(self, path: str) -> str | None:
+        """Reason `path` cannot be used, or None. Checked once per file: it opens, its codec is one
+        the decoder reads (else UnsupportedCodec: a setup error) and its first frame decodes."""
+        if path in self.good:
+            return None
+        if path in self.failures:
+            return self.failures[path]
+        reason = self._codec_problem(path) or first_frame_problem(path)
+        if reason is None:
+            self.good.add(path)
+            return None
+        self.report_failure(path, reason)
+        return reason
+
+    def _codec_problem(self, path: str) -> str | None:
+        if self.codecs is None:
+            return None
+        try:
+            codec = probe(path)["codec"]
+        except VideoError as err:
+            return err.reason
+        if codec not in self.codecs:
+            raise UnsupportedCodec(f"{path}: codec {codec} cannot be decoded here (this decoder reads "
+                                   f"{', '.join(sorted(self.codecs))}); re-encode with `mcl-fast transcode --codec vp9`"
+                                   " or use device='gpu' / TorchVideoLoader")
+        return None
+
+    def report_failure(self, path: str, reason: str) -> None:
+        """Record that `path` failed (one line: the file and why; reported once per file)."""
+        if path not in self.failures:
+            self.failures[path] = reason
+            self.good.discard(path)
+            if torch.utils.data.get_worker_info() is not None:
+                return  # a DataLoader worker: the main process reports it (TorchVideoLoader)
+            msg = f"skipping video {path}: {reason} (replaced by another sample; reported once)"
+            log.warning(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+
+
+class LoaderBase:
+    """Options (options.LoaderOptions), planner, epochs, sharding, failure reports, batch dicts."""
+
+    def __init__(self, videos, store, batch_size: int, options: LoaderOptions):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        o = self.options = options
+        check_sampling(o.sampling)  # checked even when a user sampler replaces it: a typo is never silent
+        self.store = resolve_store(store)
+        self.batch_size, self.clip_len, self.stride, self.size = int(batch_size), o.clip_len, o.stride, int(o.size)
+        self.augment, self.seed, self.return_meta, self.two_clips = bool(o.augment), o.seed, o.return_meta, o.two_clips
+        self.shard_id, self.num_shards = o.shard_id, o.num_shards
+        self.drop_last, self.shuffle = bool(o.drop_last), bool(o.shuffle)
+        self.output = o.output
+        self.paths = VideoPaths(self.store, o.video_root)
+        videos = [str(v) for v in videos]
+        labels, self.classes = resolve_labels(o.labels, videos)
+        # the sampler of clips and boxes: the built-in one (sampling, preset), the release's, or the user's
+        self.official = o.preset == "official"
+        self.view_names = None  # names of the views in the batch (the official preset's four)
+        if self.official:
+            self.clip_sampler = self._official_sampler(o)
+        else:
+            self.clip_sampler = o.sampler if o.sampler is not None else MotionSampler(
+                o.clip_len, o.stride, o.sampling, o.preset, o.two_clips)
+        self.layout = self._layout(o)
+        # (H, W) of files whose size differs from the store's source frames (resized transcodes);
+        # without verify they are probed lazily, the first time a video is planned (file_size).
+        file_hw: dict[str, tuple[int, int] | None] = check_videos(
+            videos, self.store, self.paths, o.verify, self.codecs, video_root=o.video_root,
+            fingerprints=o.check_fingerprints, nvdec=getattr(self, "nvdec", False))
+        self.verdicts = FileVerdicts(self.store, self.paths, self.codecs, file_hw, bool(o.verify))
+        # Short videos: kept and padded (listed in short_videos), or dropped under min_frames (the
+        # official preset's default: the release's shortest training video for the store's dataset).
+        min_frames = o.min_frames
+        if self.official and min_frames is None:
+            from .official import default_min_frames
+
+            min_frames = default_min_frames(self.store.window)
+        self.min_frames = min_frames
+        self.videos, self.short_videos, self.dropped_videos = short_video_policy(
+            videos, self.store, self.layout.max_span, min_frames)
+        if labels is not None and self.dropped_videos:
+            dropped = set(self.dropped_videos)
+            labels = labels[[v not in dropped for v in videos]]
+        self.labels = labels
+        self._check_batches()
+        first = self.layout.views[0]
+        # motion target: T' = the query's clip_len, H' = W' = its size / 16 (7 at 112, 14 at 224);
+        # MAL pools it to the feature map's shape anyway. The official preset's is the release's (4, 7, 7).
+        self.motion_size = o.motion_size or (self.layout.clips[first.clip][0], max(1, first.size // 16),
+                                             max(1, first.size // 16))
+        if self.official:
+            if o.motion_size is not None and tuple(o.motion_size) != self.clip_sampler.motion_size:
+                raise ValueError(f"preset='official' gives the release's {self.clip_sampler.motion_size} motion target; "
+                                 f"motion_size={tuple(o.motion_size)} cannot change it")
+            self.motion_size = self.clip_sampler.motion_size
+        self.num_replaced = 0  # samples whose video failed and was replaced by another
+        # the planner asks the verdicts, loader.sampler holds a weak reference: no reference cycle
+        # keeps a dropped loader (and a TorchVideoLoader's worker processes) alive until the next GC
+        self.planner = Planner(self.store, self.videos, clip_len=self.clip_len, size=self.size,
+                               sampler=self.clip_sampler, augment=self.augment, motion_size=self.motion_size,
+                               seed=self.seed, layout=self.layout, is_bad=self.verdicts.is_bad,
+                               path_of=self.paths, file_hw=self.verdicts.file_size)
+        self.sampler = EpochSampler(weakref.proxy(self))
+        self.epoch = 0
+        self._skip = 0
+        epoch_order(len(self.videos), seed=self.seed, epoch=0, shard_id=self.shard_id,
+                    num_shards=self.num_shards, drop_last=self.drop_last)  # validates the sharding now
+
+    def _official_sampler(self, o: LoaderOptions):
+        """The release's sampler (official.OfficialSampler), after checking what the preset fixes."""
+        from .official import OfficialSampler, check_official_store
+
+        if o.sampler is not None:
+            raise ValueError("preset='official' brings its own sampler (three clips, four views, the (4, 7, 7) "
+                             "target); a sampler= of your own goes with preset='paper'")
+        if o.two_clips:
+            raise ValueError("preset='official' already cuts its keys from three clips; two_clips=True is for the "
+                             "paper's query/key pair")
+        check_official_store(self.store)
+        return OfficialSampler(self.store, o.clip_len, o.stride, o.sampling)
+
+    def _layout(self, o: LoaderOptions):
+        """The resolved views: views= (checked), the official preset's four, or the default pair
+        (planner.default_layout)."""
+        sampler = self.clip_sampler
+        builtin = type(sampler) is MotionSampler
+        if self.official:
+            from .official import VIEW_NAMES, check_views, official_views
+
+            layout = resolve_views(o.views if o.views is not None else official_views(), clip_len=o.clip_len,
+                                   stride=o.stride, size=o.size, motion_crop=sampler.motion_crop,
+                                   scale=sampler.config.scale, ratio=sampler.config.ratio, augment=True)
+            check_views(layout, (o.clip_len, o.stride))
+            self.default_views, self.view_names = False, VIEW_NAMES
+        elif o.views is None:
+            layout = default_layout(sampler, clip_len=o.clip_len, size=o.size)
+            self.default_views = True
+        else:
+            cfg = sampler.config if builtin else getattr(sampler, "config", MotionSampler().config)
+            layout = resolve_views(o.views, clip_len=o.clip_len, stride=o.stride, size=o.size,
+                                   motion_crop=builtin and sampler.motion_crop, scale=cfg.scale, ratio=cfg.ratio,
+                                   augment=True)
+            self.default_views = False
+        if not o.augment:
+            from .views import ResolvedView, ViewLayout
+
+            layout = ViewLayout(views=tuple(ResolvedView(v.clip, v.crop, v.size, v.scale, v.ratio, None)
+                                            for v in layout.views), clips=layout.clips)
+        return layout
+
+    def _check_batches(self) -> None:
+        """ValueError when an epoch would have no batch (drop_last with too few videos per shard)."""
+        if self.num_shards < 1:
+            raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
+        n = len(self.videos)
+        per_shard = n // self.num_shards if self.drop_last else -(-n // self.num_shards)
+        if per_shard < self.batch_size and self.drop_last:
+            raise ValueError(f"an epoch would have no batch: {n} videos over {self.num_shards} shard(s) leave "
+                             f"{per_shard} per shard, fewer than batch_size={self.batch_size} (batch_size is per "
+                             "shard), and drop_last=True drops the incomplete batch; lower batch_size or the shard "
+                             "count, add videos, or pass drop_last=False")
+
+    # -- epochs ------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order (and plans) the next iteration produces."""
+        self.epoch = int(epoch)
+
+    def skip(self, n: int) -> None:
+        """Start the next iteration at batch n of the epoch, without decoding batches 0..n-1.
+
+        Plans are a function of (seed, epoch, position), so a resumed run gets exactly the batches
+        it would have had. Applies to the next `iter()` only.
+        """
+        if not 0 <= int(n) <= len(self):
+            raise ValueError(f"skip({n}): the epoch has {len(self)} batches")
+        self._skip = int(n)
+
+    def _epoch_batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The current epoch's batches from the skip point (consumes the skip)."""
+        start, self._skip = self._skip, 0
+        return self.batches()[start:]
+
+    def epoch_samples(self, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, dataset indices) of this shard in `epoch` (default: the current one)."""
+        return epoch_order(len(self.videos), seed=self.seed, epoch=self.epoch if epoch is None else epoch,
+                           shard_id=self.shard_id, num_shards=self.num_shards, shuffle=self.shuffle,
+                           drop_last=self.drop_last)
+
+    def batches(self, epoch: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        positions, indices = self.epoch_samples(epoch)
+        b = self.batch_size
+        return [(positions[i:i + b], indices[i:i + b]) for i in range(0, len(positions), b)][:len(self)]
+
+    def __len__(self) -> int:
+        """Batches per epoch for this shard (full batches only, unless drop_last=False)."""
+        return num_batches(len(self.epoch_samples(0)[0]), self.batch_size, self.drop_last)
+
+    def plan_chunk(self, epoch: int, batches, select=None, score=None) -> list[list[SamplePlan]]:
+        """The plans of several batches in one planner call (split back into batches)."""
+        positions = np.concatenate([p for p, _ in batches])
+        indices = np.concatenate([i for _, i in batches])
+        plans = self.planner.plan_batch(epoch, positions, indices, select, score)
+        out, at = [], 0
+        for p, _ in batches:
+            out.append(plans[at:at + len(p)])
+            at += len(p)
+        return out
+
+    # -- files: delegated to the verdicts (the planner calls them without a loader reference) ---
+    @property
+    def codecs(self):
+        """Codecs the decoder reads (None: any)."""
+        return self.verdicts.codecs if "verdicts" in self.__dict__ else self.__dict__.get("_codecs")
+
+    @codecs.setter
+    def codecs(self, value) -> None:
+        self.__dict__["_codecs"] = value
+        if "verdicts" in self.__dict__:
+            self.verdicts.codecs = value
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """path -> reason of the files that failed, each reported once."""
+        return self.verdicts.failures
+
+    def file_size(self, video: str) -> tuple[int, int] | None:
+        return self.verdicts.file_size(video)
+
+    def is_bad(self, path: str) -> str | None:
+        return self.verdicts.is_bad(path)
+
+    def report_failure(self, path: str, reason: str) -> None:
+        self.verdicts.report_failure(path, reason)
+
+    def count_replacements(self, plans: Sequence[SamplePlan]) -> None:
+        """Count the samples replaced in plans being handed out, and report each bad file once."""
+        for plan in plans:
+            self.num_replaced += bool(plan.failures)
+            for path, reason in plan.failures:
+                self.report_failure(path, reason)
+
+    # -- output ------------------------------------------------------------------------------
+    def batch_dict(self, views: Sequence[torch.Tensor], plans: Sequence[SamplePlan], device) -> dict:
+        """The batch handed out: the views (query/key or a views list), motion, index, label and
+        (return_meta) the plans' frames, boxes and flips; everything on `device`."""
+        if self.view_names is not None:
+            out = dict(zip(self.view_names, views))
+        elif self.default_views:
+            out = {"query": views[0], "key": views[1]}
+        else:
+            out = {"views": list(views)}
+        out.update(self.plan_fields(plans, device))
+        return out
+
+    def plan_fields(self, plans: Sequence[SamplePlan], device) -> dict:
+        """motion, index, label (labels=) and (return_meta) frames/boxes/flips of a batch, as torch
+        tensors on `device`."""
+        out = {"motion": torch.from_numpy(np.stack([p.motion for p in plans])),
+               "index": torch.tensor([p.index for p in plans], dtype=torch.int64)}
+        if self.labels is not None:
+            out["label"] = torch.from_numpy(self.labels[[p.index for p in plans]])
+        out.update(extra_fields(plans))
+        if self.return_meta:
+            out.update(meta_fields(plans, self.default_views))
+            if self.official:
+                out["motion_flipped"] = torch.tensor([p.motion_flipped for p in plans], dtype=torch.bool)
+        return {k: [t.to(device) for t in v] if isinstance(v, list) else v.to(device) for k, v in out.items()}
+
+
+def extra_fields(plans: Sequence[SamplePlan]) -> dict:
+    """A sampler's per-sample extras (plan.Clips.extras) stacked into CPU tensors (B, ...), by name.
+    Every sample must give the same names, dtypes and shapes (ValueError naming the difference)."""
+    names = list(plans[0].extras) if plans else []
+    out = {}
+    for p in plans[1:]:
+        if list(p.extras) != names:
+            raise ValueError(f"samples of one batch gave different sampler extras: {names} and {list(p.extras)} "
+                             f"({p.video})")
+    for name in names:
+        values = [np.asarray(p.extras[name]) for p in plans]
+        if len({(v.dtype, v.shape) for v in values}) > 1:
+            raise ValueError(f"sampler extra {name!r} differs in dtype or shape between the samples of a batch: "
+                             f"{sorted({(str(v.dtype), v.shape) for v in values})}")
+        out[name] = torch.from_numpy(np.stack(values))
+    return out
+
+
+def meta_fields(plans: Sequence[SamplePlan], default_views: bool = True) -> dict:
+    """The plans' frames, boxes and flips as CPU tensors (see the module docstring for the names).
+    Boxes are (y0, x0, h, w) int64 in the decoded file's pixels (the store's source pixels unless
+    video_root holds a resized transcode)."""
+    out = {"frames": torch.from_numpy(np.stack([p.clips[0] for p in plans]))}
+    if default_views:
+        out.update({"box_query": torch.tensor([p.query.box for p in plans], dtype=torch.int64),
+                    "box_key": torch.tensor([p.key.box for p in plans], dtype=torch.int64),
+                    "flip_query": torch.tensor([p.query.aug.flip for p in plans], dtype=torch.bool),
+                    "flip_key": torch.tensor([p.key.aug.flip for p in plans], dtype=torch.bool)})
+        if len(plans[0].clips) > 1:
+            out["frames_key"] = torch.from_numpy(np.stack([p.key.frames for p in plans]))
+        return out
+    out["boxes"] = torch.tensor([[v.box for v in p.views] for p in plans], dtype=torch.int64)
+    out["flips"] = torch.tensor([[v.aug.flip for v in p.views] for p in plans], dtype=torch.bool)
+    out["clip_frames"] = [torch.from_numpy(np.stack([p.clips[c] for p in plans])) for c in range(len(plans[0].clips))]
+    return out

@@ -1,0 +1,119 @@
+"""The options both loaders take, in one place so the DALI loader and the torch loader cannot drift.
+
+    MotionFocusedLoader(videos, store, batch_size, device="gpu", **options)
+    TorchVideoLoader(videos, store, batch_size, num_workers=4, **options)
+
+`LoaderOptions(**options)` checks every name and value; an unknown name is a TypeError listing
+the valid ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Callable, Sequence
+
+from .output import OutputFormat
+from .views import ViewSpec
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """Options shared by MotionFocusedLoader and TorchVideoLoader.
+
+    clip_len, stride: frames per clip and their spacing (paper: 16, 2). size: output side S.
+    augment: each view's augmentation (default views: colour jitter p=0.8 (0.4, 0.4, 0.4, 0.1),
+      greyscale p=0.2, blur p=0.5, flip p=0.5, the same on every frame of a view); False gives
+      plain crops (no flip either) whatever the views say.
+    sampling: "motion" (paper: motion-focused clip and crop), "random" (baseline), "temporal"
+      (motion-focused clip, random crop) or "spatial" (random clip, motion-focused crop);
+      preset: "paper" or "official": the authors' release (data/official.py) on an official store
+      (`mcl-fast prepare --maps official`): three clips, four views (batch query, key, key2, key3),
+      motion (B, 4, 7, 7), query_first (B,); sampler, two_clips and other motion sizes refused,
+      min_frames defaulting to the release's 64 (UCF101) / 33 (Kinetics) by the store's window.
+    sampler: a callable sampler(maps, info, rng) -> plan.Choice (query and key) or plan.Clips
+      (any views) replacing the clips and boxes of `sampling`; info is the store's info of the
+      video plus "video" (its store key) and "clips" ((clip_len, stride) of each clip); a Clips'
+      extras become batch keys. Without
+      views=, the key is cut from the key frames it returns (decoded once when they equal the
+      query's), in both loaders.
+    two_clips: the default key from a second clip of the same video.
+    views: a list of views.ViewSpec (each view's clip, crop rule, size, clip length and
+      augmentation); None: the paper's query/key pair. Batches then hold `views` (a list of
+      tensors) instead of `query` and `key`.
+    motion_size: (T', H', W') of `motion` (default (clip_len, size // 16, size // 16) of view 0).
+    normalize: "imagenet" (default), (mean, std) per channel in [0, 1] units, or None (floats in
+      [0, 1]); dtype: "float32", "float16", "bfloat16" or "uint8" (0..255, only with
+      normalize=None); layout: "NCTHW", "NTCHW" or "NTHWC" (output.OutputFormat).
+    labels: None, a sequence aligned with `videos` (class indices), or a split (a
+      splits.load_split spec such as ".../trainlist01.txt", or a splits.Split): adds `label` (B,)
+      int64 to each batch.
+    seed, shard_id, num_shards, shuffle, drop_last: see plan.epoch_order; drop_last=True (the
+      default) keeps every batch full (MoCo queues, shuffle BN); len(loader) is the number of
+      batches of this shard; batch_size is per shard.
+    return_meta: add the decoded frame indices, crop boxes (in the decoded file's pixels) and flips.
+    video_root: read the files from here instead of the store's root (a transcoded copy).
+    verify, check_fingerprints, min_frames: the construction checks (checks.check_videos) and the
+      short-video policy (checks.short_video_policy), see the loaders' docstrings.
+    """
+
+    clip_len: int = 16
+    stride: int = 2
+    size: int = 224
+    augment: bool = True
+    sampling: str = "motion"
+    preset: str = "paper"
+    seed: int = 0
+    shard_id: int = 0
+    num_shards: int = 1
+    return_meta: bool = False
+    two_clips: bool = False
+    sampler: Callable | None = None
+    views: Sequence[ViewSpec] | None = None
+    motion_size: tuple | None = None
+    normalize: object = "imagenet"
+    dtype: object = "float32"
+    layout: str = "NCTHW"
+    labels: object = None
+    drop_last: bool = True
+    shuffle: bool = True
+    video_root: object = None
+    verify: bool = True
+    check_fingerprints: bool = True
+    min_frames: int | None = None
+    output: OutputFormat = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self):
+        for name in ("clip_len", "stride", "seed", "shard_id", "num_shards"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if self.size < 8:
+            raise ValueError(f"size must be >= 8 pixels, got {self.size}")
+        if self.clip_len < 1 or self.stride < 1:
+            raise ValueError(f"clip_len and stride must be >= 1, got {self.clip_len}, {self.stride}")
+        if self.sampler is not None and not callable(self.sampler):
+            raise TypeError("sampler must be callable: sampler(maps, info, rng) -> plan.Choice or plan.Clips")
+        if self.views is not None:
+            views = tuple(self.views)
+            if self.two_clips:
+                raise ValueError("two_clips=True describes the default views; with views= give each view its clip "
+                                 "(ViewSpec(clip=1))")
+            object.__setattr__(self, "views", views)
+        if self.motion_size is not None:
+            motion_size = tuple(int(s) for s in self.motion_size)
+            if len(motion_size) != 3 or min(motion_size) < 1:
+                raise ValueError(f"motion_size must be (T', H', W') of positive ints, got {self.motion_size}")
+            object.__setattr__(self, "motion_size", motion_size)
+        if self.min_frames is not None and int(self.min_frames) < 1:
+            raise ValueError(f"min_frames must be >= 1, got {self.min_frames}")
+        object.__setattr__(self, "output", OutputFormat(self.normalize, self.dtype, self.layout))
+
+    @classmethod
+    def from_kwargs(cls, owner: str, kwargs: dict) -> "LoaderOptions":
+        """LoaderOptions(**kwargs), with a TypeError naming `owner` and the valid names for an unknown one."""
+        names = {f.name for f in fields(cls) if f.init}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise TypeError(f"{owner} got unexpected option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        return cls(**kwargs)
+
+    def replace(self, **changes) -> "LoaderOptions":
+        return dataclasses.replace(self, **changes)
