@@ -105,6 +105,24 @@ def test_workers_give_the_same_batches(dataset):
             assert torch.equal(a[key], b[key]), key
 
 
+def _descendants() -> set[str]:
+    """Process ids below this one, the forkserver (started first) included: workers start from it."""
+    import multiprocessing.forkserver
+    import os
+
+    multiprocessing.forkserver.ensure_running()
+    found, todo = set(), [str(os.getpid())]
+    while todo:
+        pid = todo.pop()
+        try:
+            kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+        except FileNotFoundError:
+            continue
+        found.update(kids)
+        todo.extend(kids)
+    return found
+
+
 def test_corrupt_file_is_skipped_and_reported_once_from_workers(dataset, tmp_path):
     bad_root = tmp_path / "videos"
     shutil.copytree(dataset.videos, bad_root)
@@ -182,11 +200,7 @@ def test_other_decoders_give_pyavs_frames(dataset, decoder):
 
 
 def test_workers_persist_across_epochs_until_closed(dataset):
-    import os
-
-    def children():
-        return set(open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split())
-
+    children = _descendants
     before = children()
     with TorchVideoLoader(dataset.names, dataset.store, 1, num_workers=2, **CLIP) as ld:
         first = [b["index"].tolist() for b in ld]
@@ -200,12 +214,9 @@ def test_workers_persist_across_epochs_until_closed(dataset):
 
 def test_a_dropped_loader_stops_its_workers(dataset):
     import gc
-    import os
     import time
 
-    def children():
-        return set(open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split())
-
+    children = _descendants
     before = children()
     gc.disable()  # no collector: the loader must go by reference counting alone (no reference cycle)
     try:

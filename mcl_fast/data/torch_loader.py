@@ -11,6 +11,7 @@ across epochs, so the planner's per-video caches do too.
 from __future__ import annotations
 
 import copy
+import faulthandler
 import logging
 import weakref
 from typing import Callable
@@ -136,6 +137,12 @@ class _BatchDataset(torch.utils.data.Dataset):
         return batch
 
 
+def _worker_init(_worker_id: int) -> None:
+    # A native crash in a decoder then names the Python frame it happened under in the worker's
+    # stderr (the DataLoader's own handler only says "segmentation fault").
+    faulthandler.enable(all_threads=True)
+
+
 class _BatchSampler:
     """Yields (epoch, positions, indices) for each batch of the loader's current epoch (from its
     skip point): the DataLoader's sampler, read each time an epoch starts."""
@@ -157,11 +164,15 @@ class TorchVideoLoader(LoaderBase):
     num_workers: DataLoader worker processes (0: decode in the main process); they persist across
     epochs. decoder: "pyav" (default), "decord" or "torchcodec" (each installed separately;
     available_decoders() lists those that run here). device: where the tensors go ("cpu" or
-    "cuda"). pin_memory, prefetch_factor: passed to the DataLoader.
+    "cuda"). pin_memory, prefetch_factor: passed to the DataLoader. multiprocessing_context: how
+    workers start, "forkserver" (default: from a clean process, so no thread pool, lock or CUDA
+    state of the training process is inherited half-copied; ~1-2 s per worker, once, as workers
+    persist) or "fork" / "spawn".
     """
 
     def __init__(self, videos, store, batch_size: int, *, num_workers: int = 4, decoder: str = "pyav",
-                 device: str = "cpu", pin_memory: bool = False, prefetch_factor: int = 2, **options):
+                 device: str = "cpu", pin_memory: bool = False, prefetch_factor: int = 2,
+                 multiprocessing_context: str = "forkserver", **options):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
         problem = decoder_problem(decoder)
@@ -170,11 +181,17 @@ class TorchVideoLoader(LoaderBase):
         super().__init__(videos, store, batch_size, LoaderOptions.from_kwargs("TorchVideoLoader", options))
         self.num_workers, self.decoder, self.device = int(num_workers), decoder, torch.device(device)
         self.pin_memory, self.prefetch_factor = pin_memory, int(prefetch_factor)
+        if multiprocessing_context not in ("forkserver", "fork", "spawn"):
+            raise ValueError(f"multiprocessing_context must be 'forkserver', 'fork' or 'spawn', got "
+                             f"{multiprocessing_context!r}")
+        self.multiprocessing_context = multiprocessing_context
         self._data = None
 
     def _dataloader(self):
         if self._data is None:
-            kwargs = {"prefetch_factor": self.prefetch_factor, "persistent_workers": True} if self.num_workers > 0 else {}
+            kwargs = {"prefetch_factor": self.prefetch_factor, "persistent_workers": True,
+                      "multiprocessing_context": self.multiprocessing_context,
+                      "worker_init_fn": _worker_init} if self.num_workers > 0 else {}
             # batch_size=None: each item already is a batch (planned together, like the DALI loader).
             # No reference cycle through the DataLoader: the dataset holds a copy of this loader
             # without it, the sampler a weak reference, so dropping the loader stops its workers.
