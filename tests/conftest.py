@@ -69,3 +69,14 @@ def video_corpus(tmp_path_factory):
     except FileNotFoundError:
         real = []
     return write_corpus(tmp_path_factory.mktemp("corpus"), real)
+
+
+@pytest.fixture(scope="module")
+def nvrtc():
+    """NVRTC through ctypes (tests/gpu_build.py): what the GPU compiles, flags included; skips without it."""
+    from gpu_build import CtypesNVRTC, find_nvrtc
+
+    lib = find_nvrtc()
+    if lib is None:
+        pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc==13.0.*)")
+    return CtypesNVRTC(lib)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpu_build import CtypesNVRTC, find_nvrtc, flushes_denormals, module_ptx
+from gpu_build import flushes_denormals, module_ptx
 from mcl_fast.gpu import _module
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,14 +42,7 @@ def test_nvcc_objects_hold_ampere_and_hopper_code():
             assert arch in data, f"{obj} holds no {arch.decode()} code"
 
 
-# ------------------------------------------------------------------ NVRTC (what the GPU compiles, flags included)
-
-@pytest.fixture(scope="module")
-def nvrtc():
-    lib = find_nvrtc()
-    if lib is None:
-        pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc==13.0.*)")
-    return CtypesNVRTC(lib)
+# ------------------------------------------------------------------ NVRTC (what the GPU compiles, flags included; fixture nvrtc: conftest)
 
 
 def module_options(name: str) -> tuple:

@@ -275,16 +275,7 @@ def test_a_divergent_barrier_is_reported_not_a_hang():
         emu.kernel("mcl_test_deadlock")((1,), (32,), (np.zeros(32, np.float32),))
 
 
-# ------------------------------------------------------------------ denormals under the GPU's flags
-
-@pytest.fixture(scope="module")
-def nvrtc():
-    from gpu_build import CtypesNVRTC, find_nvrtc
-
-    lib = find_nvrtc()
-    if lib is None:
-        pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc==13.0.*)")
-    return CtypesNVRTC(lib)
+# ------------------------------------------------------------------ denormals under the GPU's flags (fixture nvrtc: conftest)
 
 
 def _subnormal_percentiles(g) -> tuple[np.ndarray, np.ndarray]:

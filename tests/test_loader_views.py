@@ -12,8 +12,7 @@ pytest.importorskip("nvidia.dali")
 
 from mcl_fast.data import NONE, WEAK, Augmentation, MotionFocusedLoader, TorchVideoLoader, ViewSpec  # noqa: E402
 from mcl_fast.data.plan import Choice, Clips  # noqa: E402
-from mcl_fast.data.synthetic import make_video  # noqa: E402
-from videotools import decode_all, psnr, reference_view  # noqa: E402
+from videotools import decode_all, labelled_store, psnr, reference_view  # noqa: E402
 
 CLIP = dict(clip_len=4, stride=2, size=16, verify=False)
 VIDEOS = [("walk", 24), ("walk", 20), ("jump", 24), ("jump", 28), ("jump", 22)]
@@ -23,21 +22,9 @@ IMAGENET = (np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]))
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """Five VP9 videos in two class folders, their store and a UCF101-style split."""
-    from mcl_fast.motion.prepare import prepare
-    from mcl_fast.motion.store import MotionStore
-
     root = tmp_path_factory.mktemp("views")
-    for i, (cls, n) in enumerate(VIDEOS):
-        make_video(root / "videos" / cls / f"{cls[0]}{i}.webm", num_frames=n, height=48, width=64, object_size=12,
-                   gop=8, seed=50 + i)
-    prepare(str(root / "videos"), str(root / "store"), flow="farneback", size=48, workers=1, progress=False)
-    store = MotionStore(root / "store")
-    lists = root / "ucfTrainTestlist"
-    lists.mkdir()
-    (lists / "classInd.txt").write_text("1 jump\n2 walk\n")
-    (lists / "trainlist01.txt").write_text("".join(f"{v} {1 if v.startswith('jump') else 2}\n" for v in store.videos))
-    return SimpleNamespace(root=root, store=store, names=list(store.videos), split=lists / "trainlist01.txt",
-                           decoded={})
+    store, _, split = labelled_store(root, [(cls, f"{cls[0]}{i}", n) for i, (cls, n) in enumerate(VIDEOS)], seed=50)
+    return SimpleNamespace(root=root, store=store, names=list(store.videos), split=split, decoded={})
 
 
 def make(kind, ds, batch_size=2, **kw):

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("nvidia.dali")
 
-from mcl_fast.data.synthetic import make_video  # noqa: E402
+from videotools import labelled_store  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TINY = dict(clip_len=4, stride=2, verify=False)
@@ -34,21 +34,8 @@ def recipes() -> dict:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Six VP9 clips in two class folders, their store and a UCF101-style split."""
-    from mcl_fast.motion.prepare import prepare
-    from mcl_fast.motion.store import MotionStore
-
     root = tmp_path_factory.mktemp("recipes")
-    for i in range(6):
-        cls = ("run", "sit")[i % 2]
-        make_video(root / "clips" / cls / f"v{i}.webm", num_frames=20 + 2 * i, height=48, width=64, object_size=12,
-                   gop=8, seed=70 + i)
-    prepare(str(root / "clips"), str(root / "store"), flow="farneback", size=48, workers=1, progress=False)
-    store = MotionStore(root / "store")
-    lists = root / "ucfTrainTestlist"
-    lists.mkdir()
-    (lists / "classInd.txt").write_text("1 run\n2 sit\n")
-    (lists / "trainlist01.txt").write_text("".join(f"{v} {1 if v.startswith('run') else 2}\n" for v in store.videos))
-    return store, root / "clips", lists / "trainlist01.txt"
+    return labelled_store(root, [(("run", "sit")[i % 2], f"v{i}", 20 + 2 * i) for i in range(6)], seed=70)
 
 
 class TinyEncoder(torch.nn.Module):

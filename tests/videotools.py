@@ -45,3 +45,28 @@ def assert_loaders_agree(a, b, exact, views, epochs: int = 2, min_psnr: float = 
                 p, q = denormalize(x[view]).numpy(), denormalize(y[view]).numpy()
                 for i in range(len(p)):
                     assert psnr(p[i], q[i]) >= min_psnr, (view, i)
+
+
+def labelled_store(root, clips, seed: int):
+    """VP9 clips in class folders, their motion store (Farneback, short side 48) and a UCF101-style
+    split listing every video with its class's 1-based number.
+
+    clips: [(class_name, file_stem, num_frames)]. Returns (store, videos_folder, trainlist path).
+    """
+    from mcl_fast.data.synthetic import make_video
+    from mcl_fast.motion.prepare import prepare
+    from mcl_fast.motion.store import MotionStore
+
+    classes = sorted({cls for cls, _, _ in clips})
+    videos = root / "videos"
+    for i, (cls, stem, n) in enumerate(clips):
+        make_video(videos / cls / f"{stem}.webm", num_frames=n, height=48, width=64, object_size=12, gop=8,
+                   seed=seed + i)
+    prepare(str(videos), str(root / "store"), flow="farneback", size=48, workers=1, progress=False)
+    store = MotionStore(root / "store")
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir()
+    (lists / "classInd.txt").write_text("".join(f"{k + 1} {c}\n" for k, c in enumerate(classes)))
+    (lists / "trainlist01.txt").write_text(
+        "".join(f"{v} {classes.index(v.split('/')[0]) + 1}\n" for v in store.videos))
+    return store, videos, lists / "trainlist01.txt"
