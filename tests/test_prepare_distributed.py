@@ -140,6 +140,32 @@ def test_torchrun_environment_is_read_and_checked():
     assert Ranks().on_rank0(lambda: 7) == 7 and Ranks().by_stride(3, lambda i: i * i) == [0, 1, 4]
 
 
+def test_device_cuda_under_torchrun_computes_on_the_local_rank_gpu(monkeypatch):
+    """--device cuda: rank LOCAL_RANK makes cuda:LOCAL_RANK CuPy's device (a stand-in CuPy: no GPU here)."""
+    from types import SimpleNamespace
+
+    from mcl_fast import _backend
+    from mcl_fast.motion import prepare as prepare_module
+
+    used = []
+
+    class Device:
+        def __init__(self, index):
+            self.index = index
+
+        def use(self):
+            used.append(self.index)
+
+    cupy = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(getDeviceCount=lambda: 2), Device=Device))
+    monkeypatch.setattr(_backend, "require_cupy", lambda: cupy)
+    twins = {"prepare.require_gpu_stack": lambda: None, "prepare.compute_video_maps": "the GPU twin"}
+    monkeypatch.setattr(prepare_module, "gpu_twin", twins.__getitem__)
+    assert prepare_module._gpu_compute(1) == "the GPU twin" and used == [1]
+    assert prepare_module._gpu_compute(None) == "the GPU twin" and used == [1]  # one process: the current device
+    with pytest.raises(prepare_module.InputError, match="LOCAL_RANK 2 but 2 CUDA device"):
+        prepare_module._gpu_compute(2)
+
+
 def _maps(n: int, seed: int) -> VideoMaps:
     rng = np.random.default_rng(seed)
     return VideoMaps.from_maps(rng.random((n, 4, 5), np.float32), fps=25.0, height=16, width=20)
@@ -207,10 +233,10 @@ def test_one_process_stays_alone_without_torch(tmp_path, videos, reference, monk
 # ------------------------------------------------------------------------ torchrun jobs
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(300)
 def test_two_nodes_of_two_processes_make_the_single_process_store(tmp_path, videos, reference):
     store = tmp_path / "store"
-    rcs = wait(launch(tmp_path, "job", 2, 2, ["-m", "mcl_fast.cli", "prepare", *prepare_cmd(videos, store)]), 120)
+    rcs = wait(launch(tmp_path, "job", 2, 2, ["-m", "mcl_fast.cli", "prepare", *prepare_cmd(videos, store)]), 240)
     out = logs(tmp_path, "job")
     assert rcs == [0, 0], out[-4000:]
     assert f"prepared {len(GOOD)}, skipped 0 already done, 1 errors" in out
@@ -221,13 +247,13 @@ def test_two_nodes_of_two_processes_make_the_single_process_store(tmp_path, vide
     assert_same_store(store, reference)
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(300)
 def test_a_killed_job_resumes_with_another_world_size(tmp_path, videos, reference):
     store = tmp_path / "store"
     die = {"MCL_TEST_DIE_RANK": "1", "MCL_TEST_DIE_AT": "1"}  # rank 1 dies in its second video
     procs = launch(tmp_path, "killed", 2, 2, [str(REPO / "tests" / "prepare_rank_dies.py"),
                                                *prepare_cmd(videos, store)], env=die)
-    rc0 = wait(procs[:1], 90)[0]  # node 0 (ranks 0 and 1) ends when its rank 1 dies
+    rc0 = wait(procs[:1], 180)[0]  # node 0 (ranks 0 and 1) ends when its rank 1 dies
     rc1 = wait(procs[1:], 5)[0]  # node 1's ranks would wait for the dead ranks: the job dies
     out = logs(tmp_path, "killed")
     assert rc0 != 0 and rc1 != 0, out[-4000:]
@@ -238,7 +264,7 @@ def test_a_killed_job_resumes_with_another_world_size(tmp_path, videos, referenc
     assert 1 <= len(finished) < len(GOOD), finished
     before = {v: (killed.info(v), killed.read_quantized(v).copy()) for v in finished}
 
-    rcs = wait(launch(tmp_path, "resumed", 1, 3, ["-m", "mcl_fast.motion.prepare", *prepare_cmd(videos, store)]), 90)
+    rcs = wait(launch(tmp_path, "resumed", 1, 3, ["-m", "mcl_fast.motion.prepare", *prepare_cmd(videos, store)]), 180)
     out = logs(tmp_path, "resumed")
     assert rcs == [0], out[-4000:]
     m = re.search(r"prepared (\d+), skipped (\d+) already done, 1 errors", out)
@@ -250,12 +276,12 @@ def test_a_killed_job_resumes_with_another_world_size(tmp_path, videos, referenc
     assert_same_store(store, reference)
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(300)
 def test_transcode_under_two_processes_writes_every_output_once(tmp_path, videos):
     out = tmp_path / "out"
     cmd = ["-m", "mcl_fast.data.transcode", "--videos", str(videos), "--out", str(out), "--codec", "h264",
            "--gop", "4", "--workers", "1", "--no-progress"]
-    rcs = wait(launch(tmp_path, "tc", 1, 2, cmd), 90)
+    rcs = wait(launch(tmp_path, "tc", 1, 2, cmd), 180)
     text = logs(tmp_path, "tc")
     assert rcs == [1], text[-4000:]  # the corrupt file
     job = re.search(r"^transcode: (\d+) written, (\d+) already there, (\d+) failed", text, re.M)
@@ -270,7 +296,7 @@ def test_transcode_under_two_processes_writes_every_output_once(tmp_path, videos
     assert sorted(sources) == outputs and not list(out.glob(".transcode-rank*"))
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")}
 
-    rcs = wait(launch(tmp_path, "tc2", 1, 2, cmd), 90)  # a rerun: nothing to write, every rank skips
+    rcs = wait(launch(tmp_path, "tc2", 1, 2, cmd), 180)  # a rerun: nothing to write, every rank skips
     text = logs(tmp_path, "tc2")
     assert re.search(rf"^transcode: 0 written, {len(GOOD)} already there, 1 failed", text, re.M), text[-4000:]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")} == mtimes
