@@ -230,6 +230,33 @@ def test_one_process_stays_alone_without_torch(tmp_path, videos, reference, monk
     assert_same_store(out, reference)
 
 
+def test_rank_writers_of_an_official_store_keep_flows_and_magnitudes(tmp_path):
+    """Official stores have three kinds of shard; each rank numbers all three its own way."""
+    store = tmp_path / "s"
+    settings = dict(root=tmp_path, flow="farneback", size=16, maps="official", window=4)
+    rng = np.random.default_rng(0)
+    made = {}
+    with StoreWriter(store, **settings) as main:
+        first = main.next_free_shard()
+        for rank in (0, 1):
+            with PartWriter(store, rank=rank, world=2, first_shard=first, **settings) as w:
+                for k in range(2):
+                    n = 3 + rank + k
+                    m = VideoMaps.official(rng.integers(0, 256, (n, 7, 7), dtype=np.uint8), rng.random(1),
+                                           rng.integers(0, 256, (n - 1, 4, 5, 2), dtype=np.uint8), fps=25.0,
+                                           height=16, width=20)
+                    entry = w.add(f"r{rank}v{k}.mp4", m)
+                    assert entry["shard"] == entry["flow_shard"] == entry["mag_shard"] == first + rank
+                    made[f"r{rank}v{k}.mp4"] = m
+        main.fold_parts()
+    got = MotionStore(store)
+    assert got.videos == sorted(made)
+    for v, m in made.items():
+        np.testing.assert_array_equal(got.read_quantized(v), m.maps_u8)
+        np.testing.assert_array_equal(got.read_flows(v), m.flows)
+        np.testing.assert_array_equal(got.clip_magnitudes(v), m.magnitudes)
+
+
 # ------------------------------------------------------------------------ torchrun jobs
 
 
