@@ -19,6 +19,14 @@ OUT/transcode_errors.json (also when a worker process crashes on a file: that fi
 and the run goes on). OUT/transcode_sources.json records, per output, the fingerprint of the
 source it was made from, so the loaders can check a transcoded copy against a motion store.
 Runs in parallel worker processes with a tqdm progress bar.
+
+Under torchrun (`torchrun --nnodes N --nproc-per-node G -m mcl_fast.data.transcode ...`) the
+job's ranks share the videos (mcl_fast.motion.ranks: the same balanced split by container frame
+count on every rank; `--workers` per rank). Outputs are per file, so the ranks only write their
+own journal, OUT/.transcode-rankRRRRR.jsonl (one line per file, fsynced); when all are done,
+rank 0 merges them into transcode_errors.json and transcode_sources.json and removes them (at
+its start it first folds the journals a killed job left, so the sources of outputs that job
+wrote are kept).
 """
 from __future__ import annotations
 
@@ -30,12 +38,15 @@ from fractions import Fraction
 from pathlib import Path
 
 from .._io import atomic_write_json, fsync_path
+from ..motion.ranks import JobProgress, RankError, Ranks, balanced_slices, container_frames, part_name
 from ..video_io import (CRASH_REASON, VideoError, VideoReader, collect_videos, count_frames, crash_tolerant_map,
                         file_fingerprint, probe)
 
 CODECS = {"h264": ("libx264", ".mp4", "mp4"), "vp9": ("libvpx-vp9", ".webm", "webm")}
 DEFAULT_CRF = {"h264": 18, "vp9": 30}
 ERRORS_NAME = "transcode_errors.json"
+JOURNAL_STEM = ".transcode"  # a torchrun rank's journal: .transcode-rank00003.jsonl
+JOURNAL_GLOB = ".transcode-rank*.jsonl"
 SOURCES_NAME = "transcode_sources.json"
 SOURCES_FORMAT = "mcl_fast.transcode_sources"
 
@@ -195,10 +206,15 @@ def _write_sources(out: Path, report: TranscodeReport) -> None:
 
 def transcode_dataset(videos, out, *, codec: str = "vp9", gop: int = 16, crf: int | None = None,
                       short_side: int | None = None, workers: int = 1, overwrite: bool = False,
-                      progress: bool = True) -> TranscodeReport:
+                      progress: bool = True, distributed: bool | None = None) -> TranscodeReport:
     """Transcode every video of `videos` (a folder, list file or video: video_io.collect_videos)
     into `out`, keeping relative paths (the extension becomes the codec's). Resumable; failures go
-    to out/transcode_errors.json, the sources' fingerprints to out/transcode_sources.json."""
+    to out/transcode_errors.json, the sources' fingerprints to out/transcode_sources.json.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls it with the same arguments and takes its
+    share (see the module docstring); rank 0 returns the job's report, the other ranks their own
+    files' (with the job's `skipped`). distributed=False: this process alone even under torchrun
+    (a call on one rank only)."""
     from tqdm import tqdm
 
     if codec not in CODECS:
@@ -217,9 +233,12 @@ def transcode_dataset(videos, out, *, codec: str = "vp9", gop: int = 16, crf: in
         if dst in targets:
             raise ValueError(f"{rel} and {targets[dst]} would both be written to {dst}")
         targets[dst] = rel
+    kwargs = {"codec": codec, "gop": int(gop), "crf": crf, "short_side": short_side}
+    ranks = Ranks.from_env() if distributed is not False else Ranks()
+    if ranks.distributed:
+        return _transcode_ranks(ranks, root, out, targets, kwargs, workers, overwrite, progress, start)
     report = TranscodeReport(out=str(out))
     tasks = []
-    kwargs = {"codec": codec, "gop": int(gop), "crf": crf, "short_side": short_side}
     for dst, rel in targets.items():
         if not overwrite and dst.exists() and existing_ok(dst, codec):
             report.skipped.append(rel)
@@ -231,14 +250,117 @@ def transcode_dataset(videos, out, *, codec: str = "vp9", gop: int = 16, crf: in
         run_tasks(tasks, workers, report, bar)
     finally:  # even when interrupted, the failures and the sources so far are listed
         bar.close()
-        atomic_write_json(out / ERRORS_NAME, [{"path": p, "reason": r} for p, r in sorted(report.errors.items())])
-        _write_sources(out, report)
+        _write_report(out, report)
         report.seconds = time.perf_counter() - start
     return report
 
 
-def run_tasks(tasks, workers: int, report: TranscodeReport, bar, fn=None) -> None:
-    """Run fn(task) -> (rel, info, reason) for tasks (src, rel, dst, kwargs), recording each in report.
+def _write_report(out: Path, report: TranscodeReport) -> None:
+    atomic_write_json(out / ERRORS_NAME, [{"path": p, "reason": r} for p, r in sorted(report.errors.items())])
+    _write_sources(out, report)
+
+
+def _replay_journals(out: Path, report: TranscodeReport) -> None:
+    """Add the complete lines of every rank's journal in `out` to `report` (a torn last line,
+    left by a killed rank, is skipped)."""
+    import json
+
+    for path in sorted(out.glob(JOURNAL_GLOB)):
+        data = path.read_bytes()
+        for line in data[:data.rfind(b"\n") + 1].splitlines():
+            try:
+                item = json.loads(line)
+                rel, reason = str(item["path"]), item.get("reason")
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}: a corrupt line ({err}); remove the file to go on") from None
+            if reason is not None:
+                report.errors[rel] = str(reason)
+                continue
+            report.done.append(rel)
+            report.errors.pop(rel, None)
+            info = item.get("info") or {}
+            if "fingerprint" in info:
+                report.sources[str(item["output"])] = {"source": rel, "source_fingerprint": info["source_fingerprint"],
+                                                       "fingerprint": info["fingerprint"]}
+
+
+def _remove_journals(out: Path) -> None:
+    for path in out.glob(JOURNAL_GLOB):
+        path.unlink()
+    fsync_path(out)
+
+
+def _transcode_ranks(ranks: Ranks, root: Path, out: Path, targets: dict, kwargs: dict, workers: int,
+                     overwrite: bool, progress: bool, start: float) -> TranscodeReport:
+    """transcode_dataset as one rank of a torchrun job (see the module docstring)."""
+    import json
+
+    from tqdm import tqdm
+
+    codec = kwargs["codec"]
+
+    def open_out() -> int:  # rank 0: keep the sources of what a killed job wrote
+        out.mkdir(parents=True, exist_ok=True)
+        leftover = TranscodeReport(out=str(out))
+        _replay_journals(out, leftover)
+        if leftover.sources:
+            _write_sources(out, leftover)
+        _remove_journals(out)
+        return 0
+
+    with ranks:
+        ranks.on_rank0(open_out)
+        items = list(targets.items())  # (dst, rel), the same order on every rank
+
+        def weight(i: int) -> int:  # -1: an output an earlier run finished; else the source's frames
+            dst, rel = items[i]
+            if not overwrite and dst.exists() and existing_ok(dst, codec):
+                return -1
+            return container_frames(root / rel)
+
+        weights = ranks.by_stride(len(items), weight)
+        report = TranscodeReport(out=str(out), skipped=[rel for (_, rel), w in zip(items, weights) if w < 0])
+        todo = [i for i, w in enumerate(weights) if w >= 0]
+        mine = [items[todo[j]] for j in balanced_slices([weights[i] for i in todo], ranks.world)[ranks.rank]]
+        tasks = [(str(root / rel), rel, str(dst), kwargs) for dst, rel in mine]
+        journal = out / part_name(JOURNAL_STEM, ranks.rank, ".jsonl")
+        bar = tqdm(total=len(tasks), unit="video", desc=f"transcode rank {ranks.rank}", disable=not progress,
+                   dynamic_ncols=True, position=ranks.local_rank)
+        job = JobProgress(out, JOURNAL_GLOB, len(todo), desc=f"transcode job ({ranks.world} ranks)",
+                          position=ranks.local_world, enabled=progress and ranks.is_main)
+        output_of = {rel: dst.relative_to(out).as_posix() for dst, rel in mine}
+        with job, open(journal, "ab") as f:
+            fsync_path(out)
+
+            def log(rel, info, reason) -> None:
+                output = output_of[rel]
+                line = {"path": rel, "output": output, "info": info, "reason": reason}
+                f.write((json.dumps(line, separators=(",", ":")) + "\n").encode())
+                f.flush()
+                os.fsync(f.fileno())
+
+            try:
+                run_tasks(tasks, workers, report, bar, on_result=log)
+            finally:
+                bar.close()
+            ranks.barrier()  # every rank's journal is complete
+
+        def merge() -> int:  # rank 0: one error list and one source list for the job
+            job_report = TranscodeReport(out=str(out), skipped=report.skipped)
+            _replay_journals(out, job_report)
+            _write_report(out, job_report)
+            _remove_journals(out)
+            report.done, report.errors, report.sources = job_report.done, job_report.errors, job_report.sources
+            return 0
+
+        ranks.on_rank0(merge)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def run_tasks(tasks, workers: int, report: TranscodeReport, bar, fn=None, on_result=None) -> None:
+    """Run fn(task) -> (rel, info, reason) for tasks (src, rel, dst, kwargs), recording each in report
+    (and passing it to on_result(rel, info, reason) when given: a rank's journal).
 
     workers == 1: in this process. Otherwise spawned processes through video_io.crash_tolerant_map
     (the pool `prepare` uses): a worker that dies (a decoder crash, the OOM killer) costs only its
@@ -253,6 +375,8 @@ def run_tasks(tasks, workers: int, report: TranscodeReport, bar, fn=None) -> Non
     dst_of = {task[1]: Path(task[2]) for task in tasks}
     for result in results:
         _record(report, result, bar, dst_of)
+        if on_result is not None:
+            on_result(*result)
 
 
 def _record(report: TranscodeReport, result, bar, dst_of: dict) -> None:
@@ -296,10 +420,11 @@ def run(args) -> int:
         report = transcode_dataset(args.videos, args.out, codec=args.codec, gop=args.gop, crf=args.crf,
                                    short_side=args.short_side, workers=args.workers, overwrite=args.overwrite,
                                    progress=not args.no_progress)
-    except ValueError as err:
+    except (ValueError, RankError) as err:
         print(f"mcl-fast transcode: error: {err}", file=sys.stderr)
         return 2
-    print(report.summary())
+    ranks = Ranks.from_env()
+    print(report.summary() if ranks.is_main else f"{ranks}: {report.summary()}")
     if report.errors:
         print(f"failed videos are listed in {Path(report.out) / ERRORS_NAME}", file=sys.stderr)
         return 1

@@ -8,6 +8,15 @@ valid store, and a rerun skips every finished video (and, unless `retry_errors`,
 recorded as an error). Bad inputs never stop the run: each is recorded with its reason in
 STORE/errors.json.
 
+Under torchrun (`torchrun --nnodes N --nproc-per-node G -m mcl_fast.motion.prepare ...`, or
+`-m mcl_fast.cli prepare ...`) the job's ranks share the work (mcl_fast.motion.ranks): rank 0
+opens and locks the store and folds what a killed job left; every rank takes its slice of the
+videos still to do (balanced by container frame count), computes it on its own GPU
+(cuda:LOCAL_RANK with --device cuda) or its own --workers, and writes its own shards and journal
+into the store (store.PartWriter); when all are done, rank 0 folds the rank journals into the
+one index and errors.json. A killed job rerun with any number of processes recomputes no
+finished video.
+
 maps="official" (`--maps official --window 8|4`) stores the authors' release's maps instead
 (compute_official_video_maps): per frame a 7x7 uint8 map, per clip start a magnitude, and the
 encoded flows themselves, for the loaders' preset="official". CPU only.
@@ -16,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +36,8 @@ from ..video_io import (CRASH_REASON, VideoError, VideoListError, VideoReader, c
 from .flow import FLOW_METHODS, PairFlow
 from .maps import downsample_mean, motion_map
 from .official import WINDOW, OfficialMapAccumulator, encode_flow, frame_maps_to_uint8
-from .store import ERRORS, MAPS_KINDS, StoreError, StoreWriter, VideoMaps
+from .ranks import JobProgress, RankError, Ranks, balanced_slices, container_frames
+from .store import ERRORS, MAPS_KINDS, PART_JOURNAL_GLOB, PartWriter, StoreError, StoreWriter, VideoMaps, store_state
 
 DEVICES = ("cpu", "cuda")
 WINDOWS = tuple(sorted(set(WINDOW.values()), reverse=True))  # the release's ws: 8 (UCF101), 4 (Kinetics)
@@ -194,10 +205,20 @@ def _crashed(task):
     return task[1], None, CRASH_REASON
 
 
-def _gpu_compute():
-    """The GPU twin of the per-video work (mcl_fast.gpu.video_maps), after checking once that it can run here."""
+def _gpu_compute(local_rank: int | None = None):
+    """The GPU twin of the per-video work (mcl_fast.gpu.video_maps), after checking once that it
+    can run here; local_rank (torchrun): make cuda:local_rank this process's device first."""
     try:
         gpu_twin("prepare.require_gpu_stack")()  # fail once, now, rather than once per video
+        if local_rank is not None:
+            from .._backend import require_cupy
+
+            cp = require_cupy()
+            count = cp.cuda.runtime.getDeviceCount()
+            if local_rank >= count:
+                raise InputError(f"--device cuda: LOCAL_RANK {local_rank} but {count} CUDA device(s) visible; "
+                                 "start at most one process per GPU (torchrun --nproc-per-node)")
+            cp.cuda.Device(local_rank).use()  # the twin's CuPy work and DALI decoder follow it
         return gpu_twin("prepare.compute_video_maps")
     except (ImportError, AttributeError) as e:
         raise InputError(f"--device cuda cannot run here: {e}") from None
@@ -237,7 +258,8 @@ def _results(tasks, workers: int, gpu_compute=None):
 
 def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 1, device: str = "cpu",
             strict: bool = False, map_downsample: int = 4, retry_errors: bool = False, progress: bool = True,
-            root=None, maps: str = "paper", window: int | None = None) -> PrepareReport:
+            root=None, maps: str = "paper", window: int | None = None, distributed: bool | None = None
+            ) -> PrepareReport:
     """Build or resume the motion store `out` from `videos` (a folder, a list/split file, one
     video file, or a list of paths relative to `root`).
 
@@ -251,6 +273,13 @@ def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 
     with mcl_fast.gpu.video_maps in this process. progress: a progress bar (stderr) and the
     one-line summary (stdout). strict: raise PrepareFailed at the end (after the store is
     complete for every good video) when any input is an error.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls prepare with the same arguments and the job
+    shares the work (see the module docstring): `workers` are per rank, device="cuda" uses
+    cuda:LOCAL_RANK, rank 0 prints the job's bar and summary, and every rank returns the job's
+    report (done and skipped_existing over all ranks, errors of the merged store).
+    distributed: None (default) shares the work when torchrun started this process with
+    WORLD_SIZE > 1; False runs this process alone even then (a call on one rank only).
     """
     if flow not in FLOW_METHODS:
         raise InputError(f"unknown flow method {flow!r}; choose one of {', '.join(FLOW_METHODS)}")
@@ -278,28 +307,73 @@ def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 
         map_downsample = None
     elif window is not None:
         raise InputError("--window sets the official maps' window of flows; it needs --maps official")
-    gpu_compute = _gpu_compute() if device == "cuda" else None
+    ranks = Ranks.from_env() if distributed is not False else Ranks()
+    gpu_compute = None
+    if device == "cuda":
+        gpu_compute = _gpu_compute(ranks.local_rank if ranks.distributed else None)
     try:
         root, rels = collect_videos(videos, root)
     except VideoListError as e:
         raise InputError(str(e)) from None
-    report = PrepareReport(store=os.fspath(out))
-    with StoreWriter(out, root=root, flow=flow, size=size, map_downsample=map_downsample, maps=maps,
-                     window=window) as writer:
+    settings = dict(root=root, flow=flow, size=size, map_downsample=map_downsample, maps=maps, window=window)
+    work = _Run(flow=flow, size=size, map_downsample=map_downsample, maps=maps, window=window, workers=workers,
+               gpu_compute=gpu_compute, retry_errors=retry_errors, progress=progress)
+    if ranks.distributed:
+        report = _prepare_ranks(ranks, rels, out, settings, work)
+    else:
+        report = PrepareReport(store=os.fspath(out))
+        with StoreWriter(out, **settings) as writer:
+            todo = work.todo(rels, writer.videos, writer.errors, report)
+            try:
+                work.compute(todo, root, writer, report)
+            finally:
+                writer.compact()  # on KeyboardInterrupt too: the journal is folded in either way
+            report.errors = [{"path": rel, "reason": writer.errors[rel]} for rel in rels if rel in writer.errors]
+    if progress and ranks.is_main:
+        print(report.summary(), flush=True)
+    if strict and report.errors:
+        raise PrepareFailed(report)
+    return report
+
+
+@dataclass
+class _Run:
+    """What prepare computes and how (one process, or one torchrun rank)."""
+
+    flow: str
+    size: int
+    map_downsample: int | None
+    maps: str
+    window: int | None
+    workers: int
+    gpu_compute: object
+    retry_errors: bool
+    progress: bool
+
+    def todo(self, rels, videos: dict, errors: dict, report: PrepareReport) -> list[str]:
+        """The videos of `rels` still to compute (counting those already in the store in report)."""
         todo = []
         for rel in rels:
-            if writer.done(rel):
+            if rel in videos:
                 report.skipped_existing += 1
-            elif not writer.failed(rel) or retry_errors:
+            elif rel not in errors or self.retry_errors:
                 todo.append(rel)
-        tasks = [(os.path.join(root, rel), rel, flow, size, map_downsample, maps, window) for rel in todo]
+        return todo
+
+    def compute(self, rels, root: str, writer, report: PrepareReport, *, desc: str = "prepare",
+                position: int = 0) -> None:
+        """Compute `rels` and add each to `writer` (maps or error), with a progress bar."""
+        tasks = [(os.path.join(root, rel), rel, self.flow, self.size, self.map_downsample, self.maps, self.window)
+                 for rel in rels]
         bar = None
-        if progress and tasks:
+        if self.progress and tasks:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(tasks), unit="video", desc="prepare", dynamic_ncols=True, file=sys.stderr)
+            bar = tqdm(total=len(tasks), unit="video", desc=desc, position=position, dynamic_ncols=True,
+                       file=sys.stderr)
         new_errors = 0
-        results = _results(tasks, min(workers, len(tasks)) if workers > 0 else 0, gpu_compute)
+        workers = min(self.workers, len(tasks)) if self.workers > 0 else 0
+        results = _results(tasks, workers, self.gpu_compute)
         try:
             for rel, maps, reason in results:
                 if maps is not None:
@@ -316,12 +390,50 @@ def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 
                 results.close()  # stop the workers if the loop ended early
             if bar is not None:
                 bar.close()
-            writer.compact()  # on KeyboardInterrupt too: the journal is folded in either way
-        report.errors = [{"path": rel, "reason": writer.errors[rel]} for rel in rels if rel in writer.errors]
-    if progress:
-        print(report.summary(), flush=True)
-    if strict and report.errors:
-        raise PrepareFailed(report)
+
+
+def _prepare_ranks(ranks: Ranks, rels: list[str], out, settings: dict, work: _Run) -> PrepareReport:
+    """prepare as one rank of a torchrun job (see the module docstring). Every rank returns the
+    job's report: done and skipped_existing summed over ranks, errors from the merged store."""
+    start = time.perf_counter()
+    with ranks:
+        main = None
+
+        def open_store() -> int:  # rank 0: lock the store, fold a killed job's journals, first free shard
+            nonlocal main
+            main = StoreWriter(out, **settings)
+            main.fold_parts()
+            return main.next_free_shard()
+
+        try:
+            first_shard = ranks.on_rank0(open_store, error=PrepareError)
+            report = PrepareReport(store=os.fspath(out))
+            videos, errors = store_state(out)  # as rank 0 left it: the same on every rank
+            todo = work.todo(rels, videos, errors, report)
+            root = settings["root"]
+            frames = ranks.by_stride(len(todo), lambda i: container_frames(os.path.join(root, todo[i])))
+            mine = [todo[i] for i in balanced_slices(frames, ranks.world)[ranks.rank]]
+            if work.workers == 0 and work.gpu_compute is None:  # this rank computes: its share of the node's cores
+                import cv2
+
+                cv2.setNumThreads(max(1, (os.cpu_count() or 1) // ranks.local_world))
+            job = JobProgress(out, PART_JOURNAL_GLOB, len(todo), desc=f"prepare job ({ranks.world} ranks)",
+                              position=ranks.local_world, enabled=work.progress and ranks.is_main)
+            with job, PartWriter(out, rank=ranks.rank, world=ranks.world, first_shard=first_shard,
+                                 **settings) as writer:
+                work.compute(mine, root, writer, report, desc=f"prepare rank {ranks.rank}", position=ranks.local_rank)
+                writer.compact()
+                report.done, = ranks.all_sum([report.done])  # the barrier: every rank has written its part
+            ranks.on_rank0(lambda: main.fold_parts() or 0, error=PrepareError)
+        finally:
+            if main is not None:
+                main.close()  # releases the store's lock
+    _, errors = store_state(out)
+    report.errors = [{"path": rel, "reason": errors[rel]} for rel in rels if rel in errors]
+    if work.progress and ranks.is_main:
+        seconds = time.perf_counter() - start
+        print(f"prepare job: {report.done} videos on {ranks.world} ranks in {seconds:.1f} s "
+              f"({report.done / max(seconds, 1e-9):.2f} videos/s)", flush=True)
     return report
 
 
@@ -336,8 +448,9 @@ def add_args(parser) -> None:
     parser.add_argument("--flow", choices=FLOW_METHODS, default="tvl1", help="optical flow (default tvl1)")
     parser.add_argument("--size", type=int, default=128, help="short side of the frames the flow runs on (default 128)")
     parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes (default 1; 0 computes in the main process)")
-    parser.add_argument("--device", choices=DEVICES, default="cpu", help="where to compute flow and maps")
+                        help="worker processes (default 1; 0 computes in the main process); under torchrun, per rank")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="where to compute flow and maps (cuda under torchrun: cuda:LOCAL_RANK)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any input is an error")
     parser.add_argument("--map-downsample", type=int, default=4,
                         help="average motion maps over NxN blocks before storing (default 4)")
@@ -359,7 +472,7 @@ def run(args) -> int:
                 progress=True, root=args.root, maps=args.maps, window=args.window)
     except PrepareFailed:
         return 1  # the summary is already printed
-    except (PrepareError, StoreError) as e:
+    except (PrepareError, StoreError, RankError) as e:
         print(f"mcl-fast prepare: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -368,5 +481,18 @@ def run(args) -> int:
     return 0
 
 
+def main(argv=None) -> int:
+    """`python -m mcl_fast.motion.prepare ...` (the same options as `mcl-fast prepare`; torchrun's entry point)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mcl_fast.motion.prepare", description=__doc__.splitlines()[0])
+    add_args(parser)
+    return run(parser.parse_args(argv))
+
+
 __all__ = ["prepare", "compute_video_maps", "compute_official_video_maps", "PrepareReport", "PrepareError", "InputError", "PrepareFailed", "VideoMaps",
            "add_args", "run"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,6 +18,8 @@ A store is a folder:
   another (C order, (num_frames, map_height, map_width) each); a new shard starts once one
   passes ~1 GiB (`SHARD_BYTES`). Nothing per video on disk but its bytes.
 - ``journal.jsonl``: one JSON line per video finished (or failed) since the last compaction.
+- Only while a `prepare` under torchrun runs (or after one was killed): ``journal-rank00003.jsonl``,
+  one journal per rank, each rank appending to shards of its own (see `Many writers` below).
 - Official stores only (``prepare --maps official``, the `official` preset): ``flows-NNNNN.bin``
   (each video's encoded uint8 flows, (num_flows, flow_height, flow_width, 2) in C order) and
   ``mags-NNNNN.bin`` (its clip magnitudes, (num_starts,) little-endian float64), shards of their
@@ -51,6 +53,17 @@ torn last journal line (ignored; cut off by the next writer). `compact` folds th
 removes the journal; replaying a journal that survived a crash during compaction is harmless
 (it sets every entry to the value it already has). One writer at a time (an flock on
 ``.lock``); readers never lock. No pickle anywhere.
+
+Many writers (`prepare` under torchrun, mcl_fast.motion.ranks). Rank 0 holds ``.lock`` for the
+whole job through a StoreWriter that first folds what an earlier, killed job left (`fold_parts`)
+and tells every rank the first free shard number F. Each rank then writes through a PartWriter:
+its own journal ``journal-rankRRRRR.jsonl`` and its own shards, numbered F + rank, F + rank +
+world, F + rank + 2 * world, ... (never a number another rank or an earlier run uses), with the
+same order of fsyncs as above. Readers and writers apply the main journal, then every rank's
+journal (by name), so a store reads right while a job runs and after it is killed. When every
+rank is done, rank 0 folds the rank journals into ``index.json`` (`fold_parts`: cost proportional
+to the number of videos, no map byte is read or copied) and removes them. The index format is
+the one above: entries name their shard by number, whichever process wrote it.
 """
 from __future__ import annotations
 
@@ -71,6 +84,7 @@ VERSION = PAPER_VERSION  # the paper store's (the default) format version
 MAPS_KINDS = ("paper", "official")
 INDEX = "index.json"
 JOURNAL = "journal.jsonl"
+PART_JOURNAL_GLOB = "journal-rank*.jsonl"  # one per torchrun rank (part_journal_name)
 ERRORS = "errors.json"
 LOCK = ".lock"
 SHARD_BYTES = 1 << 30  # start a new shard once one would pass ~1 GiB
@@ -91,6 +105,15 @@ class StoreError(ValueError):
 
 def shard_name(index: int, prefix: str = "shard") -> str:
     return f"{prefix}-{index:05d}.bin"
+
+
+def part_journal_name(rank: int) -> str:
+    """The journal of torchrun rank `rank` (PartWriter): journal-rank00003.jsonl."""
+    return f"journal-rank{int(rank):05d}.jsonl"
+
+
+def _part_journals(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob(PART_JOURNAL_GLOB) if re.fullmatch(r"journal-rank\d{5,}\.jsonl", p.name))
 
 
 @dataclass(frozen=True)
@@ -296,11 +319,10 @@ def _load_errors(folder: Path) -> dict[str, str]:
         raise StoreError(f"{path}: cannot read the error list: {e}") from None
 
 
-def _read_journal(folder: Path, entry_keys=_ENTRY_KEYS) -> tuple[list[dict], int, int]:
-    """(operations, bytes of complete valid lines, file size). Reading stops at a last line that is
-    not complete (no newline: a torn write) or not a valid operation (a video entry lacking one of
-    `entry_keys`); an invalid line in the middle raises StoreError."""
-    path = folder / JOURNAL
+def _read_journal(path: Path, entry_keys=_ENTRY_KEYS) -> tuple[list[dict], int, int]:
+    """(operations, bytes of complete valid lines, file size) of the journal file `path`. Reading
+    stops at a last line that is not complete (no newline: a torn write) or not a valid operation
+    (a video entry lacking one of `entry_keys`); an invalid line in the middle raises StoreError."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -352,13 +374,26 @@ def _entry_nbytes(entry: dict) -> int:
 
 
 def _load_state(folder: Path) -> tuple[dict, dict, dict, list[dict], int, int]:
+    """(index, videos, errors, the main journal's operations, its good bytes, its size): the index
+    with the main journal applied, then every rank's journal (a torchrun job's, running or killed)."""
     index = _load_index(folder)
     videos = dict(index["videos"])
     errors = _load_errors(folder)
-    ops, good, size = _read_journal(folder, _entry_keys(maps_kind(index)))
+    keys = _entry_keys(maps_kind(index))
+    ops, good, size = _read_journal(folder / JOURNAL, keys)
     for op in ops:
         _apply(videos, errors, op)
+    for part in _part_journals(folder):
+        for op in _read_journal(part, keys)[0]:
+            _apply(videos, errors, op)
     return index, videos, errors, ops, good, size
+
+
+def store_state(folder) -> tuple[dict, dict]:
+    """(videos, errors) of the store `folder` as it stands (index.json, then every journal's
+    complete lines): {relpath: entry}, {relpath: reason}. Raises StoreError."""
+    _, videos, errors, _, _, _ = _load_state(Path(folder))
+    return videos, errors
 
 
 # ----------------------------------------------------------------------------------- writer
@@ -403,6 +438,8 @@ class StoreWriter:
         self._cur: dict[str, int] = {}  # stream prefix -> current shard index
         self._cur_size: dict[str, int] = {}  # stream prefix -> bytes in the current shard
         self._journal_fd = None
+        self.journal_name = JOURNAL
+        self._shard_step = 1  # a PartWriter's next shard is `world` numbers on
         self._refuse_foreign_folder()
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock()
@@ -445,19 +482,23 @@ class StoreWriter:
                              f"{', '.join(stray[:3])}{', ...' if len(stray) > 3 else ''}); "
                              "choose an empty or new folder")
 
+    def _check_settings(self, index: dict) -> None:
+        """StoreError unless the store's header (and, when it holds anything, its root) is ours."""
+        found = {**index, "maps": maps_kind(index)}
+        differ = [f"{k} {found.get(k)!r} (asked for {v!r})" for k, v in self._settings().items()
+                  if found.get(k) != v]
+        if differ:
+            raise StoreError(f"{self.path} was prepared with {', '.join(differ)}; use the store's "
+                             "settings to add to it, or another output folder")
+        if os.path.abspath(index["root"]) != self.root:
+            if self.videos or self.errors:
+                raise StoreError(f"{self.path} holds videos relative to {index['root']}, not {self.root}; "
+                                 "use the same root (--root) or another output folder")
+
     def _open(self) -> None:
         if (self.path / INDEX).exists():
             index, self.videos, self.errors, _, good, size = _load_state(self.path)
-            found = {**index, "maps": maps_kind(index)}
-            differ = [f"{k} {found.get(k)!r} (asked for {v!r})" for k, v in self._settings().items()
-                      if found.get(k) != v]
-            if differ:
-                raise StoreError(f"{self.path} was prepared with {', '.join(differ)}; use the store's "
-                                 "settings to add to it, or another output folder")
-            if os.path.abspath(index["root"]) != self.root:
-                if self.videos or self.errors:
-                    raise StoreError(f"{self.path} holds videos relative to {index['root']}, not {self.root}; "
-                                     "use the same root (--root) or another output folder")
+            self._check_settings(index)
             if good < size:  # a torn or invalid tail: cut it so the next line starts clean
                 fd = os.open(self.path / JOURNAL, os.O_RDWR)
                 try:
@@ -472,6 +513,10 @@ class StoreWriter:
             self._journal_size = 0
             atomic_write_json(self.path / INDEX, self._index())
         self._repair_shards()
+        if _part_journals(self.path):
+            # A torchrun job's rank journals (killed, or just finished): fold them before this
+            # writer's own lines, which must come after them when the journals are replayed.
+            self.compact()
 
     def _repair_shards(self) -> None:
         removed = False
@@ -512,6 +557,26 @@ class StoreWriter:
         self._cur[stream.prefix], self._cur_size[stream.prefix] = cur, ends.get(cur, 0)
         return removed
 
+    # -- many writers (torchrun; see the module docstring)
+    def fold_parts(self) -> None:
+        """Fold every rank's journal (a job's, finished or killed) and the main journal into
+        index.json and errors.json, cut what a killed rank left past its last recorded video, and
+        remove the journals. Cost: the journals' lines and one stat per shard file. Call it only
+        while no PartWriter writes (before a job's ranks start, after they all finished)."""
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
+        self._open()  # reads index + every journal, cuts torn tails, repairs the shards, folds rank journals
+        if (self.path / JOURNAL).exists():
+            self.compact()
+
+    def next_free_shard(self) -> int:
+        """1 + the highest shard number of any stream on disk (0 for none): where a torchrun job's
+        ranks start numbering their shards."""
+        numbers = [int(m.group(1)) for stream in self.streams for p in self.path.iterdir()
+                   if (m := stream.pattern.match(p.name))]
+        return max(numbers, default=-1) + 1
+
     # -- state
     def _index(self) -> dict:
         index = {"format": FORMAT, "version": PAPER_VERSION, "root": self.root, "flow": self.flow, "size": self.size,
@@ -534,8 +599,8 @@ class StoreWriter:
     def _journal(self, op: dict) -> None:
         line = (json.dumps(op, separators=(",", ":")) + "\n").encode()
         if self._journal_fd is None:
-            new = not (self.path / JOURNAL).exists()
-            self._journal_fd = os.open(self.path / JOURNAL, os.O_RDWR | os.O_CREAT, 0o644)
+            new = not (self.path / self.journal_name).exists()
+            self._journal_fd = os.open(self.path / self.journal_name, os.O_RDWR | os.O_CREAT, 0o644)
             if new:
                 fsync_path(self.path)
         _pwrite_all(self._journal_fd, line, self._journal_size)
@@ -550,7 +615,7 @@ class StoreWriter:
             fd = self._fds.pop(prefix, None)
             if fd is not None:
                 os.close(fd)
-            self._cur[prefix], self._cur_size[prefix] = self._cur[prefix] + 1, 0
+            self._cur[prefix], self._cur_size[prefix] = self._cur[prefix] + self._shard_step, 0
         fd = self._fds.get(prefix)
         if fd is None:
             p = self.path / shard_name(self._cur[prefix], prefix)
@@ -558,6 +623,9 @@ class StoreWriter:
             fd = self._fds[prefix] = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
             if new:
                 fsync_path(self.path)
+            if os.fstat(fd).st_size != self._cur_size[prefix]:  # never write over bytes another writer owns
+                raise StoreError(f"{p} holds {os.fstat(fd).st_size} bytes, this writer expected "
+                                 f"{self._cur_size[prefix]}; is another process writing the store?")
         offset = self._cur_size[prefix]
         if data.nbytes:  # a one-frame video has no flows
             _pwrite_all(fd, data, offset)
@@ -631,8 +699,12 @@ class StoreWriter:
         if self._journal_fd is not None:
             os.close(self._journal_fd)
             self._journal_fd = None
-        if (self.path / JOURNAL).exists():
-            os.unlink(self.path / JOURNAL)
+        removed = False
+        for journal in [self.path / JOURNAL, *_part_journals(self.path)]:
+            if journal.exists():
+                os.unlink(journal)
+                removed = True
+        if removed:
             fsync_path(self.path)
         self._journal_size = 0
 
@@ -654,6 +726,50 @@ class StoreWriter:
 
     def __del__(self):
         self.close()
+
+
+class PartWriter(StoreWriter):
+    """One torchrun rank's writer into a store that rank 0's StoreWriter holds open (and locked)
+    for the job: journal-rankRRRRR.jsonl and shards numbered first_shard + rank + k * world
+    (see `Many writers` in the module docstring). `add` and `add_error` work as StoreWriter's;
+    `compact` only closes the journal: rank 0 folds it (StoreWriter.fold_parts).
+
+    The store must exist (rank 0 created it) and have the given settings; the rank's journal must
+    not hold anything (rank 0 folded every earlier one before handing out first_shard).
+    """
+
+    def __init__(self, path, *, rank: int, world: int, first_shard: int, **settings):
+        if not (0 <= int(rank) < int(world)) or int(first_shard) < 0:
+            raise ValueError(f"need 0 <= rank < world and first_shard >= 0, got rank {rank}, world {world}, "
+                             f"first_shard {first_shard}")
+        self.rank, self.world, self.first_shard = int(rank), int(world), int(first_shard)
+        super().__init__(path, **settings)
+
+    def _lock(self) -> None:
+        """Rank 0's StoreWriter holds the store's lock for the whole job; the ranks' files are disjoint."""
+
+    def _open(self) -> None:
+        if not (self.path / INDEX).exists():
+            raise StoreError(f"{self.path} is not a motion store yet (rank 0 creates it before the ranks write)")
+        index, self.videos, self.errors, _, _, _ = _load_state(self.path)
+        self._check_settings(index)
+        self.journal_name = part_journal_name(self.rank)
+        journal = self.path / self.journal_name
+        if journal.exists() and journal.stat().st_size:
+            raise StoreError(f"{journal} already holds lines: rank 0 folds every rank journal before a job starts; "
+                             "is another job writing this store?")
+        self._journal_size = 0
+        self._shard_step = self.world
+        for stream in self.streams:
+            self._cur[stream.prefix], self._cur_size[stream.prefix] = self.first_shard + self.rank, 0
+
+    def fold_parts(self) -> None:
+        raise StoreError("only rank 0's StoreWriter folds the rank journals")
+
+    def compact(self) -> None:
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
 
 
 # ----------------------------------------------------------------------------------- reader
