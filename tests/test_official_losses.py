@@ -249,6 +249,20 @@ def test_moco_official_forward_matches_numpy_and_enqueues_all_three_keys():
     assert all(p.grad is None for p in model.encoder_k.parameters())
 
 
+def test_enqueue_of_three_keys_follows_the_release_across_ranks(monkeypatch):
+    """Under DDP the release enqueues [k1 of every rank, k2 of every rank, k3 of every rank]; a
+    gather that appends a second rank's keys (-x here) shows the order without processes."""
+    from mcl_fast import moco as moco_module
+
+    model = _official_moco(k=20)
+    monkeypatch.setattr(moco_module.dist, "concat_all_gather", lambda x: torch.cat([x, -x]))
+    keys = [torch.full((2, 8), float(v), dtype=torch.float64) for v in (1, 2, 3)]
+    model.enqueue(*keys)
+    want = torch.cat([torch.cat([k, -k]) for k in keys])
+    torch.testing.assert_close(model.queue[:12], want)
+    assert int(model.queue_ptr) == 12
+
+
 def test_moco_official_options_are_checked():
     backbone = build_backbone("tiny", width=4)
     with pytest.raises(ValueError, match="needs a queue"):
