@@ -229,9 +229,8 @@ class MoCo(nn.Module):
         """Whether forward needs key2 and key3 (the release's terms)."""
         return self.positives == 3 or self.intra or self.order
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, key2: torch.Tensor | None = None,
-                key3: torch.Tensor | None = None, return_features: bool = False,
-                update: bool = True) -> dict[str, torch.Tensor]:
+    def forward(self, query: torch.Tensor, key: torch.Tensor, return_features: bool = False, update: bool = True,
+                *, key2: torch.Tensor | None = None, key3: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One MoCo step's forward: query, key (B, 3, T, H, W) -> a dict of
 
         logits (B, 1 + K) float32: column 0 the positive q.k, then q against the queue, over tau
