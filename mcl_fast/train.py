@@ -71,6 +71,13 @@ DEFAULTS: dict = {
         "warmup_weight_epochs": 0,    # official: 5
         "distance": "l2",             # official: cosine
         "weighting": "global",        # official: per_time
+        "st_weighting": "uniform",    # official: softmax (ST term weighted by a softmax over chunks, the release's terms)
+        # The release's terms beside it (need data.preset=official: key2, key3, query_first):
+        "positives": 1,               # InfoNCE positives per query; official: 3 (key, key2, key3; all enqueued)
+        "intra": False,               # official: intra-video logits [q.k1, q.k_other] / intra_tau (own head), weight 1
+        "intra_tau": 0.1,
+        "order": False,               # official UCF101: order loss (own head + linear classifier), weight
+                                      # (epoch + 1) / epochs (the release's epoch / epochs, 1-based); Kinetics: off
     },
     "data": {
         "loader": "dali",       # dali | torch | synthetic
@@ -123,6 +130,11 @@ _FREE = ("backbone_kwargs", "loader_kwargs")  # passed through to constructors: 
 
 class ConfigError(ValueError):
     pass
+
+
+def _uses_other_clips(loss: dict) -> bool:
+    """Whether the loss has a term of the release that needs the video's two other clips."""
+    return loss["positives"] == 3 or bool(loss["intra"]) or bool(loss["order"])
 
 
 def _merge(base: dict, update: dict, where: str, source: str) -> dict:
@@ -194,7 +206,7 @@ def load_config(name_or_file: str, overrides: Sequence[str] = ()) -> dict:
 
 
 def validate(config: dict) -> None:
-    from .losses import DISTANCES, TERMS, VARIANTS, WEIGHTINGS
+    from .losses import DISTANCES, ST_WEIGHTINGS, TERMS, VARIANTS, WEIGHTINGS
     from .models import BACKBONES, check_model_config
 
     m, loss, d, o, t = config["model"], config["loss"], config["data"], config["optim"], config["train"]
@@ -204,6 +216,15 @@ def validate(config: dict) -> None:
         (bool(loss["terms"]) and all(x in TERMS for x in loss["terms"]), f"loss.terms must be a subset of {TERMS}"),
         (loss["distance"] in DISTANCES, f"loss.distance must be one of {DISTANCES}"),
         (loss["weighting"] in WEIGHTINGS, f"loss.weighting must be one of {WEIGHTINGS}"),
+        (loss["st_weighting"] in ST_WEIGHTINGS, f"loss.st_weighting must be one of {ST_WEIGHTINGS}"),
+        (loss["st_weighting"] == "uniform" or loss["distance"] == "cosine",
+         "loss.st_weighting=softmax (the release's alignment terms) needs loss.distance=cosine"),
+        (loss["positives"] in (1, 3), "loss.positives must be 1 (key) or 3 (key, key2, key3: the release)"),
+        (loss["positives"] == 1 or int(m["queue_size"]) > 0,
+         "loss.positives=3 (InfoNCE over 3B rows against the queue) needs model.queue_size > 0"),
+        (not _uses_other_clips(loss) or d["preset"] == "official",
+         "loss.positives=3, loss.intra and loss.order need data.preset=official (its batch has key2, key3, "
+         "query_first)"),
         (d["loader"] in ("dali", "torch", "synthetic"), "data.loader must be dali, torch or synthetic"),
         (int(d["batch_size"]) >= 1, "data.batch_size must be >= 1"),
         (int(m["queue_size"]) >= 0, "model.queue_size must be >= 0 (0: negatives from the same step)"),
@@ -226,14 +247,18 @@ class SyntheticBatches:
 
     Batch i of epoch e is a pure function of (seed, e, i): the global batch is generated and this
     shard takes its slice, so N ranks see exactly what one process sees, and resuming at any
-    position is exact. query/key (B, 3, T, S, S) float32, motion (B, T', H', W') >= 0, index (B,).
+    position is exact. query/key (B, 3, T, S, S) float32, motion (B, T', H', W') >= 0, index (B,);
+    official=True (the batch of preset="official") adds key2, key3 (B, 3, T, S, S) and query_first
+    (B,) bool, and the motion target defaults to the release's (4, 7, 7), in encoded-flow units
+    (uniform in [0, 100)).
     """
 
     def __init__(self, batch_size: int, *, clip_len: int, size: int, motion_size=None, batches: int = 50,
-                 seed: int = 0, shard_id: int = 0, num_shards: int = 1, device="cpu"):
-        self.batch_size, self.clip_len, self.size = batch_size, clip_len, size
-        # The real loaders' default target: (clip_len, size / 16, size / 16).
-        self.motion_size = tuple(motion_size or (clip_len, max(1, size // 16), max(1, size // 16)))
+                 seed: int = 0, shard_id: int = 0, num_shards: int = 1, device="cpu", official: bool = False):
+        self.batch_size, self.clip_len, self.size, self.official = batch_size, clip_len, size, official
+        # The real loaders' default target: (clip_len, size / 16, size / 16); official (4, 7, 7).
+        default = (4, 7, 7) if official else (clip_len, max(1, size // 16), max(1, size // 16))
+        self.motion_size = tuple(motion_size or default)
         self.batches, self.seed, self.shard_id, self.num_shards = batches, seed, shard_id, num_shards
         self.device = torch.device(device)
         self.epoch = 0
@@ -256,6 +281,10 @@ class SyntheticBatches:
         out = {"query": torch.randn(shape, generator=g), "key": torch.randn(shape, generator=g),
                "motion": torch.rand((n, *self.motion_size), generator=g),
                "index": torch.arange(i * n, (i + 1) * n)}
+        if self.official:  # drawn after the paper batch's tensors: those stay what they were
+            out["motion"] = out["motion"] * 100
+            out["key2"], out["key3"] = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+            out["query_first"] = torch.rand(n, generator=g) < 0.5
         lo = self.shard_id * self.batch_size
         return {k: v[lo:lo + self.batch_size].to(self.device) for k, v in out.items()}
 
@@ -292,7 +321,7 @@ def build_loader(config: dict, device: torch.device, rank: int, world: int):
     if d["loader"] == "synthetic":
         return SyntheticBatches(per_rank, clip_len=d["clip_len"], size=d["size"], motion_size=d["motion_size"],
                                 batches=d["synthetic_batches"], seed=seed, shard_id=rank, num_shards=world,
-                                device=device)
+                                device=device, official=d["preset"] == "official")
     from .motion.store import MotionStore  # lazy: only real loaders need the store
 
     store = MotionStore(d["store"])
@@ -341,15 +370,16 @@ def build_model(config: dict):
     from .models import build_backbone
     from .moco import MoCo
 
-    m = config["model"]
+    m, loss = config["model"], config["loss"]
     backbone = build_backbone(m["backbone"], init=m["init"], **m["backbone_kwargs"])
     return MoCo(backbone, dim=m["dim"], hidden=m["hidden"], queue_size=m["queue_size"], momentum=m["momentum"],
-                tau=m["tau"], split_bn=m["split_bn"])
+                tau=m["tau"], split_bn=m["split_bn"], positives=int(loss["positives"]), intra=bool(loss["intra"]),
+                order=bool(loss["order"]), tau_intra=float(loss["intra_tau"]))
 
 
 def build_criterion(config: dict, runtime: Runtime) -> MCLLoss:
     loss = config["loss"]
-    mal = {k: loss[k] for k in ("variant", "distance", "weighting")}
+    mal = {k: loss[k] for k in ("variant", "distance", "weighting", "st_weighting")}
     mal["terms"] = tuple(loss["terms"])
     # Under fp16 autocast, d score / d feat would underflow: scale it up (the maps are normalised).
     return MCLLoss(mal, grad_scale=1024.0 if runtime.amp_dtype == torch.float16 else 1.0)
@@ -363,16 +393,30 @@ def build_optimizer(config: dict, model) -> torch.optim.Optimizer:
 
 
 def mal_weight(config: dict, epoch: int) -> float:
+    """lambda at 0-based `epoch`: warmup_weight for the first warmup_weight_epochs, then weight (the
+    release: 2 while its 1-based epoch <= 5, i.e. epochs 0-4 here, then 1); 0 with the MAL off."""
     loss = config["loss"]
     if not loss["mal"]:
         return 0.0
     return float(loss["warmup_weight"] if epoch < loss["warmup_weight_epochs"] else loss["weight"])
 
 
-def pretrain_loss(model, batch: dict, criterion: MCLLoss, mal_weight: float) -> dict:
-    """One batch's objective and diagnostics: `compute_loss` of engine.train_one_epoch for MoCo."""
-    out = model(batch["query"], batch["key"], return_features=criterion.needs_features(mal_weight))
-    terms = criterion(out, batch.get("motion"), mal_weight)
+def order_weight(config: dict, epoch: int) -> float:
+    """The release's order-loss weight at 0-based `epoch`: (epoch + 1) / epochs (its epoch / epochs,
+    counted from 1), 0 with loss.order off (the release's Kinetics runs)."""
+    if not config["loss"]["order"]:
+        return 0.0
+    return float(epoch + 1) / float(config["optim"]["epochs"])
+
+
+def pretrain_loss(model, batch: dict, criterion: MCLLoss, mal_weight: float, order_weight: float = 0.0) -> dict:
+    """One batch's objective and diagnostics: `compute_loss` of engine.train_one_epoch for MoCo.
+
+    An official batch's key2 / key3 go to the model and its query_first to the criterion."""
+    others = {name: batch[name] for name in ("key2", "key3") if name in batch}
+    out = model(batch["query"], batch["key"], return_features=criterion.needs_features(mal_weight), **others)
+    terms = criterion(out, batch.get("motion"), mal_weight, query_first=batch.get("query_first"),
+                      order_weight=order_weight)
     terms.update(contrastive_diagnostics(out))
     return terms
 
@@ -458,7 +502,8 @@ class Pretraining:
             # Judged after the warm-up (a tiny backbone starts in a narrow cone) and once the queue
             # holds only real keys.
             ready = (self.step >= self.steps_per_epoch * max(1, self.config["optim"]["warmup_epochs"])
-                     and self.step * self.config["data"]["batch_size"] >= self.model.queue.shape[0])
+                     and self.step * self.config["data"]["batch_size"] * self.model.positives
+                     >= self.model.queue.shape[0])
             self.last = self.log.log(self.step, self.epoch, info.lr, self.window, self.queue_stats(),
                                      collapse_ready=ready)
         self.log.advance()
@@ -475,7 +520,8 @@ class Pretraining:
             in_epoch = self.step - self.epoch * self.steps_per_epoch
             loader.set_epoch(self.epoch)
             compute = functools.partial(pretrain_loss, criterion=criterion,
-                                        mal_weight=mal_weight(self.config, self.epoch))
+                                        mal_weight=mal_weight(self.config, self.epoch),
+                                        order_weight=order_weight(self.config, self.epoch))
             done = train_one_epoch(ddp, compute, _seek(loader, in_epoch), self.optimizer, self.runtime,
                                    scheduler=self.scheduler, steps=self.steps_per_epoch, start=in_epoch,
                                    grad_clip=o["grad_clip"], on_step=self.on_step)
