@@ -1,13 +1,14 @@
 """A scaled-down ablation of the paper's claims (Tables 1-2) on a synthetic action dataset.
 
     python benchmarks/ablation.py --preset smoke   # 2-3 minutes: checks the pipeline runs
-    python benchmarks/ablation.py --preset cpu     # <= 30 minutes on 2 idle cores: the BENCHMARKS.md table
+    python benchmarks/ablation.py --preset cpu     # ~13 min on the 2-core VM (<= 30 loaded): BENCHMARKS.md
     python benchmarks/ablation.py --preset gpu     # larger data, backbone and budget
 
 The dataset (mcl_fast.eval.actions): classes defined by how a small object moves (horizontal,
 vertical, circle, jitter), amid static distractors; the object moves only during part of each
 video. In the cpu preset every video shares one scene (background, distractors, object texture:
-`scene_seed`), so nothing but the motion tells videos or classes apart. Rows:
+`scene_seed`), so nothing but the motion tells videos or classes apart, and pretraining uses crops
+only (`augment=False`; README "MoCo collapse"). Rows:
 
   supervised  the same backbone trained with labels (mcl_fast.eval.finetune, the trainer's loop):
               the ceiling of what this backbone and data allow
@@ -63,11 +64,11 @@ PRESETS = {
                   active_fraction=0.75, distractors=2, scene_seed=0, backbone="tiny", size=48, clip_len=8, stride=2,
                   batch=8, epochs=1, seeds=1, eval_clips=2, supervised_epochs=1,
                   variants=["moco", "+MAL v3"]),
-    # The CPU table in BENCHMARKS.md: <= 30 minutes on the 2-core VM (214 train / 106 test videos).
+    # The CPU table in BENCHMARKS.md: <= 30 minutes on the 2-core VM (216 train / 104 test videos).
     # Pretraining: batch 16 (13 steps per epoch, 8 epochs = 104 steps), crops only (augment=False:
     # with the MoCo v2 photometric augmentation instance discrimination did not start within 300
     # steps on this shared-scene data; with crops only it started after ~200 steps, README "MoCo
-    # collapse"). Supervised ceiling: one seed, lr 0.05 at batch 32, 40 epochs (~270 steps).
+    # collapse"). Supervised ceiling: one seed, lr 0.05 at batch 32, 40 epochs (~240 steps).
     "cpu": dict(classes=4, videos_per_class=80, num_frames=48, height=48, width=64, object_size=10, pan=0.0,
                 active_fraction=0.75, distractors=2, scene_seed=0, backbone="tiny", size=48, clip_len=8, stride=2,
                 batch=16, epochs=8, augment=False, seeds=3, eval_clips=3, supervised_epochs=40,
