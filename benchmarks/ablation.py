@@ -65,14 +65,15 @@ PRESETS = {
                   batch=8, epochs=1, seeds=1, eval_clips=2, supervised_epochs=1,
                   variants=["moco", "+MAL v3"]),
     # The CPU table in BENCHMARKS.md: <= 30 minutes on the 2-core VM (216 train / 104 test videos).
-    # Pretraining: batch 16 (13 steps per epoch, 8 epochs = 104 steps), crops only (augment=False:
+    # Pretraining: batch 16 (13 steps per epoch, 22 epochs = 286 steps), crops only (augment=False:
     # with the MoCo v2 photometric augmentation instance discrimination did not start within 300
     # steps on this shared-scene data; with crops only it started after ~200 steps, README "MoCo
-    # collapse"). Supervised ceiling: one seed, lr 0.05 at batch 32, 40 epochs (~240 steps).
+    # collapse"; 104 steps left one seed in three learning nothing). Supervised ceiling: lr 0.05 at
+    # batch 32, 40 epochs (~270 steps).
     "cpu": dict(classes=4, videos_per_class=80, num_frames=48, height=48, width=64, object_size=10, pan=0.0,
                 active_fraction=0.75, distractors=2, scene_seed=0, backbone="tiny", size=48, clip_len=8, stride=2,
-                batch=16, epochs=8, augment=False, seeds=3, eval_clips=3, supervised_epochs=40,
-                supervised_lr=0.05, supervised_batch=32, supervised_seeds=1, loader_workers=2,
+                batch=16, epochs=22, augment=False, seeds=3, eval_clips=3, supervised_epochs=40,
+                supervised_lr=0.05, supervised_batch=32, loader_workers=2,
                 variants=list(VARIANTS)),
     # One GPU: more classes, videos, a bigger backbone and budget; per-video scenes.
     "gpu": dict(classes=5, videos_per_class=80, num_frames=64, height=128, width=160, object_size=16, pan=1.0,
