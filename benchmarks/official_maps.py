@@ -13,9 +13,6 @@ target of random query clips, in encoded units.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
+from _results import write_results  # noqa: E402 (benchmarks/_results.py)
 from mcl_fast.motion.maps import downsample_mean, motion_map  # noqa: E402
 from mcl_fast.motion.official import (OfficialMapAccumulator, crop_resize_flows, encode_flow,  # noqa: E402
                                       frame_maps_to_uint8, mal_target)
@@ -73,6 +71,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each; the fastest is kept")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args(argv)
+    if args.frames < 33:  # the sampled clips are 16 frames at stride 2: 32 flows, 33 frames
+        parser.error(f"--frames {args.frames}: at least 33 frames (a 16-frame clip at stride 2)")
     cv2.setNumThreads(1)
     rows = []
     for name, size, ws in CASES:
@@ -119,9 +119,7 @@ def main(argv=None) -> int:
               f"{r['official_cpu_ms_per_frame']:.2f} | {r['official_over_paper']:.2f} | {r['map_max']:.1f} | "
               f"{r['cells_above_255']} / {r['cells']} | {r['clip_magnitude_range'][0]:.1f}–"
               f"{r['clip_magnitude_range'][1]:.1f} | {r['target_mean']:.1f} / {r['target_max']:.1f} |")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"date": dt.datetime.now(dt.timezone.utc).isoformat(),
-                                     "machine": platform.platform(), "rows": rows}, indent=2))
+    write_results(args.json, rows=rows)
     print(f"wrote {args.json}")
     return 0
 

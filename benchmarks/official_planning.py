@@ -22,9 +22,6 @@ side 128 (both stores' default), cached in benchmarks/results/official_data.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
+from _results import write_results  # noqa: E402 (benchmarks/_results.py)
 from mcl_fast.data import TorchVideoLoader  # noqa: E402
 from mcl_fast.data.official import query_target  # noqa: E402
 from mcl_fast.data.plan import scale_box  # noqa: E402
@@ -146,11 +144,8 @@ def main() -> None:
         for r in storage:
             print(f"| {r['video']} | {r['flow_hw'][0]}x{r['flow_hw'][1]} | {r['raw_kB']:.1f} | {r['jpeg_q100_kB']:.1f} | "
                   f"{r['ratio']:.1f} |")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"date": dt.datetime.now(dt.timezone.utc).isoformat(),
-                                     "machine": platform.platform(), "args": vars(args) | {"json": str(args.json)},
-                                     "planning_ms": rows, "target_ms": {"composition": composed, "chunk_sums": fast},
-                                     "target_max_rel_diff": diff, "storage": storage}, indent=2))
+    write_results(args.json, args=vars(args) | {"json": str(args.json)}, planning_ms=rows,
+                  target_ms={"composition": composed, "chunk_sums": fast}, target_max_rel_diff=diff, storage=storage)
     print(f"wrote {args.json}")
 
 

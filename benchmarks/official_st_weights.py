@@ -12,9 +12,6 @@ uses TV-L1: same units, somewhat different values), encoded as the release does,
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import sys
 from pathlib import Path
 
@@ -24,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
+from _results import write_results  # noqa: E402 (benchmarks/_results.py)
 from mcl_fast.motion.official import crop_resize_flows, encode_flow, mal_target  # noqa: E402
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "official_st_weights.json"
@@ -81,9 +79,7 @@ def main(argv=None) -> int:
         print(f"| {r['video']} | {r['clips']} | {r['chunk_sum_mean']:.0f} | {r['top_two_gap_min']:.1f} / "
               f"{r['top_two_gap_median']:.1f} | {r['max_weight_min']:.4f} / {r['max_weight_median']:.4f} | "
               f"{100 * r['share_max_weight_over_0.99']:.0f} % |")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"date": dt.datetime.now(dt.timezone.utc).isoformat(),
-                                     "machine": platform.platform(), "rows": rows}, indent=2))
+    write_results(args.json, rows=rows)
     print(f"wrote {args.json}")
     return 0
 

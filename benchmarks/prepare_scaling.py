@@ -23,10 +23,7 @@ Prints a Markdown table and writes JSON (default benchmarks/results/prepare_scal
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -43,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
+from _results import write_results  # noqa: E402 (benchmarks/_results.py)
 from mcl_fast.data.samples import sample_video  # noqa: E402
 from mcl_fast.motion.store import MotionStore  # noqa: E402
 
@@ -157,11 +155,8 @@ def main(argv=None) -> int:
         job = f"{row['job_s']:.1f}" if row["job_s"] is not None else "–"
         print(f"| {row['config']} | {row['wall_s']:.1f} | {job} | {row['cpu_s']:.1f} | {row['videos_per_s']:.2f} | "
               f"{row['frames_per_s']:.0f} | {row['speedup']:.2f}× |")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
-        "cpus": os.cpu_count(), "clips": clips, "frames": frames, "flow": args.flow, "size": args.size,
-        "repeats": args.repeats, "stores_equal": equal, "load_average": load, "rows": rows}, indent=1) + "\n")
+    write_results(args.json, cpus=os.cpu_count(), clips=clips, frames=frames, flow=args.flow, size=args.size,
+                  repeats=args.repeats, stores_equal=equal, load_average=load, rows=rows)
     print(f"\nwrote {args.json}")
     return 0 if equal else 1
 
