@@ -238,7 +238,26 @@ def validate(config: dict) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"config {config.get('name')!r}: {message}")
+    _check_views(config)
     check_model_config(m, loss, ConfigError)  # 2D backbones: MAL S only; model.init fits the backbone
+
+
+def _check_views(config: dict) -> None:
+    """data.loader_kwargs.views, if given: MoCo's two views (query, key) as ViewSpec dicts."""
+    from .data.views import ViewSpec
+
+    views = config["data"]["loader_kwargs"].get("views")
+    if views is None:
+        return
+    where = f"config {config.get('name')!r}: data.loader_kwargs.views"
+    if config["data"]["preset"] == "official" or len(views) != 2:
+        raise ConfigError(f"{where}: pretraining takes exactly two views (query, key) and the paper preset; "
+                          f"got {len(views)} with preset {config['data']['preset']!r}")
+    try:
+        for view in views:
+            ViewSpec.from_dict(view)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 # ---- data sources --------------------------------------------------------------------------
@@ -414,7 +433,9 @@ def pretrain_loss(model, batch: dict, criterion: MCLLoss, mal_weight: float, ord
 
     An official batch's key2 / key3 go to the model and its query_first to the criterion."""
     others = {name: batch[name] for name in ("key2", "key3") if name in batch}
-    out = model(batch["query"], batch["key"], return_features=criterion.needs_features(mal_weight), **others)
+    # With data.loader_kwargs.views (two views, checked by validate) the loader hands out a list.
+    query, key = batch["views"] if "views" in batch else (batch["query"], batch["key"])
+    out = model(query, key, return_features=criterion.needs_features(mal_weight), **others)
     terms = criterion(out, batch.get("motion"), mal_weight, query_first=batch.get("query_first"),
                       order_weight=order_weight)
     terms.update(contrastive_diagnostics(out))

@@ -309,3 +309,45 @@ def test_augmentation_settings_are_checked():
 
         resolve_views([ViewSpec(crop="same")], clip_len=4, stride=2, size=16, motion_crop=True, scale=(0.3, 1),
                       ratio=(0.5, 2), augment=True)
+
+
+def test_views_from_plain_data_as_a_json_config_gives_them(dataset):
+    spec = {"crop": "random", "scale": [0.6, 1.0], "aug": {"jitter_p": 0.0, "grayscale_p": 0.0, "blur_sigma": [0.5, 1]}}
+    view = ViewSpec.from_dict(spec)
+    assert view == ViewSpec(crop="random", scale=(0.6, 1.0), aug=Augmentation(jitter_p=0.0, grayscale_p=0.0,
+                                                                               blur_sigma=(0.5, 1.0)))
+    with pytest.raises(ValueError, match="ViewSpec has no field 'scales'"):
+        ViewSpec.from_dict({"scales": [0.5, 1]})
+    with pytest.raises(ValueError, match="Augmentation has no field 'jitter'"):
+        ViewSpec.from_dict({"aug": {"jitter": 0.5}})
+    with pytest.raises(TypeError, match="a view is a ViewSpec or a dict"):
+        ViewSpec.from_dict([0.5, 1])
+    # the loaders take dicts too: the same plans as with the ViewSpec objects
+    a = make("torch", dataset, views=[{}, spec]).planner.plan_batch(0, range(5), np.arange(5))
+    b = make("torch", dataset, views=[ViewSpec(), view]).planner.plan_batch(0, range(5), np.arange(5))
+    assert [p.views[1].box for p in a] == [p.views[1].box for p in b]
+
+
+def test_pretraining_takes_two_views_from_its_config(dataset, tmp_path):
+    """data.loader_kwargs.views reaches the loader (as dicts) and its two views train as query and key."""
+    import json
+
+    from mcl_fast.train import ConfigError, build_loader, load_config, train
+
+    views = [{"aug": {"jitter_p": 0.0, "grayscale_p": 0.0}}, {"crop": "random", "scale": [0.6, 1.0], "size": 24}]
+    over = ["model.backbone_kwargs.width=8", "model.hidden=16", "model.dim=8", "data.loader=torch",
+            f"data.store={dataset.store.path}", "data.videos=null", "data.batch_size=2", "data.clip_len=4",
+            "data.size=32", f"data.loader_kwargs={json.dumps({'num_workers': 0, 'views': views})}", "optim.epochs=1",
+            "train.max_steps=2", "train.tensorboard=false", "train.progress=false", "train.plot=false",
+            "checkpoint.every_steps=0", f"output={tmp_path / 'run'}"]
+    config = load_config("demo_cpu", over)
+    batch = next(iter(build_loader(config, torch.device("cpu"), 0, 1)))
+    assert [v.shape for v in batch["views"]] == [(2, 3, 4, 32, 32), (2, 3, 4, 24, 24)] and "query" not in batch
+    summary = train(config)
+    assert summary["step"] == 2 and summary["nce"] > 0
+    three = json.dumps({"num_workers": 0, "views": views + [{}]})
+    with pytest.raises(ConfigError, match="exactly two views"):
+        load_config("demo_cpu", over[:-8] + [f"data.loader_kwargs={three}"])
+    typo = json.dumps({"views": [{}, {"crops": "random"}]})
+    with pytest.raises(ConfigError, match="views: ViewSpec has no field 'crops'"):
+        load_config("demo_cpu", over[:-8] + [f"data.loader_kwargs={typo}"])

@@ -38,7 +38,7 @@ class LoaderOptions:
       query's), in both loaders.
     two_clips: the default key from a second clip of the same video.
     views: a list of views.ViewSpec (each view's clip, crop rule, size, clip length and
-      augmentation); None: the paper's query/key pair. Batches then hold `views` (a list of
+      augmentation), or of dicts of their fields (ViewSpec.from_dict); None: the paper's query/key pair. Batches then hold `views` (a list of
       tensors) instead of `query` and `key`.
     motion_size: (T', H', W') of `motion` (default (clip_len, size // 16, size // 16) of view 0).
     normalize: "imagenet" (default), (mean, std) per channel in [0, 1] units, or None (floats in
@@ -92,7 +92,7 @@ class LoaderOptions:
         if self.sampler is not None and not callable(self.sampler):
             raise TypeError("sampler must be callable: sampler(maps, info, rng) -> plan.Choice or plan.Clips")
         if self.views is not None:
-            views = tuple(self.views)
+            views = tuple(ViewSpec.from_dict(v) for v in self.views)  # dicts: from a JSON config
             if self.two_clips:
                 raise ValueError("two_clips=True describes the default views; with views= give each view its clip "
                                  "(ViewSpec(clip=1))")

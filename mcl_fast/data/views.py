@@ -128,6 +128,29 @@ class ViewSpec:
         if not isinstance(self.aug, Augmentation):
             raise TypeError(f"ViewSpec.aug must be an Augmentation, got {type(self.aug).__name__}")
 
+    @classmethod
+    def from_dict(cls, spec: dict) -> "ViewSpec":
+        """A view from plain data (a JSON config's `data.loader_kwargs.views` entry): ViewSpec's
+        fields, with "aug" a dict of Augmentation's fields. Unknown names raise ValueError."""
+        if isinstance(spec, ViewSpec):
+            return spec
+        if not isinstance(spec, dict):
+            raise TypeError(f"a view is a ViewSpec or a dict of its fields, got {type(spec).__name__}")
+        spec = dict(spec)
+        aug = spec.pop("aug", {})
+        _check_names("ViewSpec", spec, cls)
+        if isinstance(aug, dict):
+            _check_names("Augmentation", aug, Augmentation)
+            aug = Augmentation(**aug)
+        return cls(**spec, aug=aug)
+
+
+def _check_names(what: str, given: dict, kind) -> None:
+    unknown = sorted(set(given) - set(kind.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"{what} has no field {', '.join(map(repr, unknown))}; its fields: "
+                         f"{', '.join(kind.__dataclass_fields__)}")
+
 
 def default_views(two_clips: bool = False) -> tuple[ViewSpec, ViewSpec]:
     """The paper's query/key pair: both from one clip, or the key from a second clip (two_clips)."""
