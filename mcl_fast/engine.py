@@ -88,15 +88,18 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def to_device(self, batch: dict) -> dict:
-        """Tensors of a batch dict onto the device; 5-D clips in channels_last_3d when asked."""
-        out = {}
-        for k, v in batch.items():
-            if isinstance(v, torch.Tensor):
-                v = v.to(self.device, non_blocking=True)
-                if self.channels_last and v.dim() == 5:
-                    v = v.contiguous(memory_format=torch.channels_last_3d)
-            out[k] = v
-        return out
+        """Tensors of a batch dict (and lists of them: a `views` batch) onto the device; 5-D clips
+        in channels_last_3d when asked."""
+        return {k: [self._tensor_to_device(t) for t in v] if isinstance(v, list) else self._tensor_to_device(v)
+                for k, v in batch.items()}
+
+    def _tensor_to_device(self, v):
+        if not isinstance(v, torch.Tensor):
+            return v
+        v = v.to(self.device, non_blocking=True)
+        if self.channels_last and v.dim() == 5:
+            v = v.contiguous(memory_format=torch.channels_last_3d)
+        return v
 
     def prepare(self, model: torch.nn.Module, *, broadcast_buffers: bool = True) -> tuple[torch.nn.Module, torch.nn.Module]:
         """(model on the device in the chosen layout, the module to call: DDP-wrapped when world > 1).

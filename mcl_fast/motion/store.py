@@ -77,6 +77,7 @@ import numpy as np
 
 from .._io import atomic_write_json, fsync_path
 from ..video_io import target_size
+from .ranks import part_name
 
 FORMAT = "mcl_fast.motion_store"
 PAPER_VERSION, OFFICIAL_VERSION = 1, 2  # the newest version this module reads of each kind of store
@@ -109,7 +110,7 @@ def shard_name(index: int, prefix: str = "shard") -> str:
 
 def part_journal_name(rank: int) -> str:
     """The journal of torchrun rank `rank` (PartWriter): journal-rank00003.jsonl."""
-    return f"journal-rank{int(rank):05d}.jsonl"
+    return part_name("journal", rank, ".jsonl")
 
 
 def _part_journals(folder: Path) -> list[Path]:
