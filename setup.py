@@ -44,6 +44,7 @@ setup(
         "opencv-contrib-python-headless>=4.8",
         "av>=11",
         "tqdm>=4.60",
+        "xxhash>=3.0",  # checksums of stored maps and checkpoints (mcl_fast._checksum)
         "matplotlib>=3.6",
         "tensorboard>=2.12",
         "scikit-learn>=1.2",

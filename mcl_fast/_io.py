@@ -30,6 +30,23 @@ def fsync_path(path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would race with other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def new_file_mode() -> int:
+    """The mode open(path, "w") would give a new file: 0o666 less the umask."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write(path, write: Callable[[IO[bytes]], object], *, suffix: str = ".tmp") -> Path:
     """Call write(binary file object) on a temporary file beside `path`, then make it `path` atomically.
 
@@ -40,6 +57,8 @@ def atomic_write(path, write: Callable[[IO[bytes]], object], *, suffix: str = ".
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     try:
+        # mkstemp creates 0600; a shared store or run folder must read like any file its owner writes
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
