@@ -359,8 +359,8 @@ def _fold_records(out: Path, this_run: dict) -> None:
     pending = out / PENDING_DIR
     for path in pending.glob("*.json"):
         path.unlink()
-    if pending.is_dir():
-        fsync_path(pending)
+    if pending.is_dir() and not any(pending.iterdir()):
+        pending.rmdir()
 
 
 # ----------------------------------------------------------------------- the lock, leftovers
