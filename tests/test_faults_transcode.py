@@ -172,6 +172,52 @@ def test_a_second_run_into_the_same_out_is_refused_and_touches_nothing(tmp_path)
     assert not live_tmp.exists() and (out / "a.webm").exists()
 
 
+PAUSE_BEFORE_FIRST_RENAME = """
+import os, sys, time
+from pathlib import Path
+real_replace, marker = os.replace, Path(os.environ["PAUSE_MARKER"])
+def replace(src, dst, *a, **kw):
+    if str(dst).endswith(".webm") and not marker.with_suffix(".go").exists():
+        marker.write_text(str(src))  # the encoded file waits under its temporary name
+        while not marker.with_suffix(".go").exists():
+            time.sleep(0.02)
+    return real_replace(src, dst, *a, **kw)
+os.replace = replace
+from mcl_fast.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_two_transcode_processes_into_one_out_the_second_refuses(tmp_path):
+    """Finding 11 with two real processes: while the first holds a finished encode under its
+    temporary name, a second run into the same --out refuses and leaves it alone."""
+    from mcl_fast.data.transcode import read_sources
+
+    videos = tmp_path / "videos"
+    for i in range(2):
+        tiny_video(videos / f"v{i}.mp4", seed=i)
+    out = tmp_path / "out"
+    marker = tmp_path / "paused"
+    env = dict(os.environ, PAUSE_MARKER=str(marker),
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    first = subprocess.Popen([sys.executable, "-c", PAUSE_BEFORE_FIRST_RENAME, *map(str, transcode_args(videos, out))],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marker.exists(), first.communicate()
+        tmp = Path(marker.read_text())
+        second = cli(*transcode_args(videos, out))
+        assert second.returncode == 2 and "being written by another transcode" in second.stderr, second.stderr
+        assert tmp.exists() and not (out / "v0.webm").exists()  # the first run's work untouched
+    finally:
+        marker.with_suffix(".go").write_text("")
+        stdout, stderr = first.communicate(timeout=60)
+    assert first.returncode == 0 and "2 written" in stdout, stderr
+    assert sorted(read_sources(out)) == ["v0.webm", "v1.webm"]
+
+
 KILL_AFTER_FIRST_RENAME = """
 import os, signal, sys
 real_replace = os.replace
