@@ -758,13 +758,13 @@ def add_args(parser) -> None:
     parser.add_argument("--gop", type=_int_from(*GOP_RANGE), default=16,
                         help=f"frames per closed GOP (keyframe interval), {GOP_RANGE[0]}..{GOP_RANGE[1]}")
     parser.add_argument("--crf", type=_int_from(0, max(hi for _, hi in CRF_RANGE.values())), default=None,
-                        help="constant quality (lower is better): h264 0..51, vp9 0..63; "
-                             f"default {DEFAULT_CRF}")
+                        help="constant quality (lower is better): h264 0..51 (default "
+                             f"{DEFAULT_CRF['h264']}), vp9 0..63 (default {DEFAULT_CRF['vp9']})")
     parser.add_argument("--short-side", type=_int_from(*SHORT_SIDE_RANGE), default=None,
                         help=f"resize so the shorter side has this many pixels, {SHORT_SIDE_RANGE[0]}.."
                              f"{SHORT_SIDE_RANGE[1]} (default: keep the size)")
     parser.add_argument("--workers", type=_int_from(*WORKERS_RANGE), default=max(1, (os.cpu_count() or 2) // 2),
-                        help="parallel encoder processes")
+                        help=f"parallel encoder processes, {WORKERS_RANGE[0]}..{WORKERS_RANGE[1]}")
     parser.add_argument("--overwrite", action="store_true",
                         help="re-encode outputs that already exist (also those made with other settings)")
     parser.add_argument("--allow-out-inside-videos", action="store_true",
