@@ -86,7 +86,7 @@ def test_dataset_run_is_parallel_resumable_and_lists_failures(tmp_path, capsys):
     assert os.stat(out / "a.webm").st_mtime_ns == stamp  # not re-encoded
     assert json.loads((out / "transcode_errors.json").read_text()) == []
     (out / "a.webm").write_bytes(b"a damaged output")  # not a video any more: redone
-    assert _cli("--videos", str(src), "--out", str(out), "--workers", "1", "--no-progress") == 0
+    assert _cli("--videos", str(src), "--out", str(out), "--gop", "8", "--workers", "1", "--no-progress") == 0
     assert "1 written, 1 already there" in capsys.readouterr().out
     assert _cli("--videos", str(tmp_path / "nowhere"), "--out", str(out), "--no-progress") == 2
 
@@ -95,18 +95,19 @@ def _dies_on_crash_files(task):
     """A task function whose worker process dies (as on a decoder segfault) on files named crash*."""
     from mcl_fast.data.transcode import _task
 
-    if os.path.basename(task[1]).startswith("crash"):
+    if os.path.basename(task.rel).startswith("crash"):
         os._exit(11)
     return _task(task)
 
 
 def test_a_crashing_worker_is_recorded_and_the_run_goes_on(tmp_path):
-    from mcl_fast.data.transcode import TranscodeReport, run_tasks
+    from mcl_fast.data.transcode import Task, TranscodeReport, check_settings, run_tasks
 
     src = make_video(tmp_path / "a.mp4", num_frames=8, height=32, width=48, object_size=8, seed=3).path
-    kwargs = {"codec": "vp9", "gop": 4, "crf": None, "short_side": None}
-    tasks = [(str(src), "crash.mp4", str(tmp_path / "out" / "crash.webm"), kwargs),
-             (str(src), "a.mp4", str(tmp_path / "out" / "a.webm"), kwargs)]
+    settings = check_settings("vp9", 4, None, None)
+    out = tmp_path / "out"
+    tasks = [Task(str(src), "crash.mp4", str(out / "crash.webm"), str(out), "crash.webm", settings),
+             Task(str(src), "a.mp4", str(out / "a.webm"), str(out), "a.webm", settings)]
     report = TranscodeReport(out=str(tmp_path / "out"))
 
     class Bar:

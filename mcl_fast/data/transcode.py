@@ -13,29 +13,52 @@ each GOP starting at an IDR/key frame:
 Frame count and frame rate are kept (one output frame per decoded input frame, constant rate)
 and checked after encoding, before the file is moved into place (temporary file, fsync,
 os.replace), so an output that exists is complete. The source gets the same checks as in
-`prepare` (mcl_fast.video_io: a corrupt or truncated source is an error with the same reason,
-never a shorter output). Reruns skip outputs that exist (resumable); failures are listed in
-OUT/transcode_errors.json (also when a worker process crashes on a file: that file is recorded
-and the run goes on). OUT/transcode_sources.json records, per output, the fingerprint of the
-source it was made from, so the loaders can check a transcoded copy against a motion store.
+`prepare` (mcl_fast.video_io: a corrupt, truncated or variable-resolution source is an error
+with the same reason, never a shorter output). Every numeric option is range-checked before
+anything is read or written.
+
+Writes stay under OUT and never touch an input: each source maps to OUT/<its path relative to
+the scanned folder or the list file's folder> (a '..' segment becomes `UP`, so `../v/a.mp4` and
+absolute paths elsewhere land at OUT/__up__/...); an output that would resolve outside OUT (a
+symbolic link under it) or onto a source is refused before anything is written, as is an OUT
+inside the scanned folder unless asked (`--allow-out-inside-videos`: the scan then leaves OUT
+out). One run per OUT at a time (an flock on OUT/.transcode.lock); under that lock a run first
+removes what a killed run left (temporary files) and folds its records.
+
+OUT/transcode_sources.json records, per output, the fingerprint of the source it was made from,
+its own fingerprint and the settings (codec, gop, crf, short_side), so the loaders can check a
+transcoded copy against a motion store. Each output's record is written (OUT/.transcode-pending/,
+one small JSON file per output, atomically) *before* the output is renamed into place, and
+`read_sources` counts those, so a kill can never leave a finished output unrecorded; a run folds
+them into transcode_sources.json. Reruns skip outputs made from the same source with the same
+settings and unchanged since (resumable); one made with other settings, or with none recorded, is
+refused unless `--overwrite`. Failures are listed in OUT/transcode_errors.json (also when a worker
+process crashes on a file: that file is recorded and the run goes on); a full disk, a read-only
+or forbidden OUT stops the run (the CLI says so in one line, exit 1) with nothing half-written.
 Runs in parallel worker processes with a tqdm progress bar.
 
 Under torchrun (`torchrun --nnodes N --nproc-per-node G -m mcl_fast.data.transcode ...`) the
 job's ranks share the videos (mcl_fast.motion.ranks: the same balanced split by container frame
-count on every rank; `--workers` per rank). Outputs are per file, so the ranks only write their
-own journal, OUT/.transcode-rankRRRRR.jsonl (one line per file, fsynced); when all are done,
-rank 0 merges them into transcode_errors.json and transcode_sources.json and removes them (at
-its start it first folds the journals a killed job left, so the sources of outputs that job
-wrote are kept).
+count on every rank; `--workers` per rank). Rank 0 holds the lock for the job. Outputs are per
+file, so the ranks only write their own journal, OUT/.transcode-rankRRRRR.jsonl (one line per
+file, fsynced); when all are done, rank 0 merges them into transcode_errors.json, folds the
+records into transcode_sources.json and removes the journals.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
+import numbers
 import os
+import posixpath
+import re
 import sys
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from .._io import atomic_write_json, fsync_path
 from ..motion.ranks import JobProgress, RankError, Ranks, balanced_slices, container_frames, part_name
@@ -49,10 +72,56 @@ JOURNAL_STEM = ".transcode"  # a torchrun rank's journal: .transcode-rank00003.j
 JOURNAL_GLOB = ".transcode-rank*.jsonl"
 SOURCES_NAME = "transcode_sources.json"
 SOURCES_FORMAT = "mcl_fast.transcode_sources"
+SOURCES_VERSION = 2  # 2: each record holds the settings its output was made with
+LOCK_NAME = ".transcode.lock"
+PENDING_DIR = ".transcode-pending"  # one record per output, written before the output is renamed into place
+UP = "__up__"  # stands for a '..' segment of a source path under OUT
+
+# Allowed ranges of the numeric options (inclusive). 16: the smallest side NVDEC decodes (H.264 48x16);
+# GOP 1000 frames is already far from what this tool is for (short GOPs); the CRF scales are the encoders'.
+GOP_RANGE = (1, 1000)
+SHORT_SIDE_RANGE = (16, 8192)
+WORKERS_RANGE = (1, 512)
+CRF_RANGE = {"h264": (0, 51), "vp9": (0, 63)}
+
+# What a failed write of an output says about the machine rather than the video (cli.main turns these
+# into one line and exit 1): stop the run instead of failing every further file the same way.
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+# Temporary files of this module: an encoder's (.NAME.tmpPID.EXT) and atomic_write's (.NAME.XXXXXXXX.tmp).
+_OUTPUT_TMP = re.compile(r"^\..+\.tmp\d+(%s)$" % "|".join(re.escape(ext) for _, ext, _ in CODECS.values()))
+_REPORT_TMP = re.compile(r"^\.(%s|%s)\..+\.tmp$" % (re.escape(ERRORS_NAME), re.escape(SOURCES_NAME)))
+
+TODO, DONE = "todo", "done"  # _output_state's verdicts; any other value says why an output is in the way
 
 
 class TranscodeError(VideoError):
     """A video that could not be transcoded (a VideoError: `path` and `reason` kept apart)."""
+
+
+class OutputBusy(ValueError):
+    """Another transcode holds the output folder's lock."""
+
+
+# ----------------------------------------------------------------------------------- settings
+
+
+def _check_range(option: str, value, low: int, high: int, what: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise ValueError(f"{option} must be an integer from {low} to {high}{what}, got {value!r}")
+    return int(value)
+
+
+def check_settings(codec: str, gop: int, crf: int | None, short_side: int | None) -> dict:
+    """{"codec", "gop", "crf", "short_side"} of an output (crf None: the codec's default), each
+    range-checked; ValueError naming the option and its allowed range. Recorded with each output."""
+    if codec not in CODECS:
+        raise ValueError(f"--codec must be one of {sorted(CODECS)}, got {codec!r}")
+    gop = _check_range("--gop", gop, *GOP_RANGE)
+    crf = _check_range("--crf", DEFAULT_CRF[codec] if crf is None else crf, *CRF_RANGE[codec], what=f" for {codec}")
+    if short_side is not None:
+        short_side = _check_range("--short-side", short_side, *SHORT_SIDE_RANGE)
+    return {"codec": codec, "gop": gop, "crf": crf, "short_side": short_side}
 
 
 # ----------------------------------------------------------------------------------- one file
@@ -82,26 +151,24 @@ def _encoder_options(codec: str, gop: int, crf: int, threads: int) -> dict:
 
 
 def transcode(src, dst, *, codec: str = "vp9", gop: int = 16, crf: int | None = None,
-              short_side: int | None = None, threads: int = 1) -> dict:
+              short_side: int | None = None, threads: int = 1,
+              before_rename: Callable[[dict], None] | None = None) -> dict:
     """Re-encode `src` to `dst` (closed GOPs of `gop` frames); returns {num_frames, fps, height,
-    width, source_fingerprint, fingerprint} (the fingerprints of src and of the output).
+    width, source_fingerprint, fingerprint, settings} (the fingerprints of src and of the output;
+    settings: check_settings'). before_rename(info): called once the output is checked and
+    fsynced, before it is renamed into place (the dataset run records it there).
 
     Writes dst's folder/.name.tmp<pid>.ext, checks the frame count and rate, fsyncs, then renames.
-    Raises VideoError naming the file when the source is a bad video (the reason prepare gives),
-    TranscodeError when the output's check fails.
+    Raises ValueError for settings out of range, VideoError naming the file when the source is a
+    bad video (the reason prepare gives), TranscodeError when the output's check fails, OSError
+    when the output cannot be written (nothing is left behind).
     """
     import av
 
-    if codec not in CODECS:
-        raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
-    if gop < 1:
-        raise ValueError(f"gop must be >= 1, got {gop}")
+    settings = check_settings(codec, gop, crf, short_side)
     encoder, _, fmt = CODECS[codec]
-    crf = DEFAULT_CRF[codec] if crf is None else int(crf)
     src, dst = Path(src), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dst.parent.glob(f".{dst.stem}.tmp*{dst.suffix}"):  # left by a killed run
-        stale.unlink(missing_ok=True)
     tmp = dst.with_name(f".{dst.stem}.tmp{os.getpid()}{dst.suffix}")
     n = 0
     try:
@@ -111,11 +178,12 @@ def transcode(src, dst, *, codec: str = "vp9", gop: int = 16, crf: int | None = 
                 raise TranscodeError(src, "the container gives no frame rate")
             rate = Fraction(reader.info["fps"]).limit_denominator(1001)
             height, width = output_size(reader.info["height"], reader.info["width"], short_side)
+            options = _encoder_options(codec, gop, settings["crf"], threads)
             with av.open(str(tmp), mode="w", format=fmt) as out:
-                ostream = out.add_stream(encoder, rate=rate, options=_encoder_options(codec, gop, crf, threads))
+                ostream = out.add_stream(encoder, rate=rate, options=options)
                 ostream.width, ostream.height, ostream.pix_fmt = width, height, "yuv420p"
                 ostream.codec_context.gop_size = gop
-                for frame in reader.av_frames():
+                for frame in reader.av_frames():  # VideoError at a frame size change (variable resolution)
                     image = frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
                     image.pts, image.time_base = n, Fraction(1) / rate  # constant rate, nothing dropped
                     out.mux(ostream.encode(image))
@@ -127,24 +195,287 @@ def transcode(src, dst, *, codec: str = "vp9", gop: int = 16, crf: int | None = 
         if abs(got_rate - float(rate)) > 1e-3 * float(rate):
             raise TranscodeError(src, f"output frame rate {got_rate:g} differs from the input's {float(rate):g}")
         fsync_path(tmp)
-        fingerprint = file_fingerprint(tmp)
+        info = {"num_frames": n, "fps": float(rate), "height": height, "width": width,
+                "source_fingerprint": source_fingerprint, "fingerprint": file_fingerprint(tmp),
+                "settings": settings}
+        if before_rename is not None:
+            before_rename(info)
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return {"num_frames": n, "fps": float(rate), "height": height, "width": width,
-            "source_fingerprint": source_fingerprint, "fingerprint": fingerprint}
+    fsync_path(dst.parent)  # the rename itself survives a power loss
+    return info
 
 
-def _task(args) -> tuple[str, dict | None, str | None]:
-    """(rel, info, None) or (rel, None, reason) for a task (src, rel, dst, kwargs)."""
-    src, rel, dst, kwargs = args
+# ---------------------------------------------------------------------------- where outputs go
+
+
+def confined_relpath(rel: str) -> str:
+    """`rel` (a relative '/'-separated path, as video_io.collect_videos gives) with each '..'
+    segment named UP, so that joined to a folder it stays inside it: "../v/a.mp4" ->
+    "__up__/v/a.mp4". Distinct paths stay distinct. ValueError for an absolute or empty path."""
+    norm = posixpath.normpath(rel.replace(os.sep, "/"))
+    if posixpath.isabs(norm) or norm in (".", ""):
+        raise ValueError(f"{rel!r} is not a relative path to a file")
+    return "/".join(UP if part == ".." else part for part in norm.split("/"))
+
+
+def output_relpath(rel: str, codec: str) -> str:
+    """The output of source `rel`, relative to OUT: confined_relpath with the codec's extension."""
+    return posixpath.splitext(confined_relpath(rel))[0] + CODECS[codec][1]
+
+
+def _inside(path: str, folder: str) -> bool:
+    """path is folder or lies under it (both real paths)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _real_entry(path: str, folders: dict) -> str:
+    """The directory entry a rename onto `path` replaces: its folder's real path + its name
+    (`folders` caches the folders' real paths: a dataset has many files per folder)."""
+    head, name = os.path.split(path)
+    if head not in folders:
+        folders[head] = os.path.realpath(head)
+    return os.path.join(folders[head], name)
+
+
+def _real_file(path: str, folders: dict) -> str:
+    """The file a read of `path` reaches (symbolic links followed)."""
+    entry = _real_entry(path, folders)
+    return os.path.realpath(entry) if os.path.islink(entry) else entry
+
+
+def _check_out_folder(videos, out: str, allow_inside: bool) -> None:
+    """Refuse an OUT that is the scanned folder, or inside it unless allowed (a later scan would
+    take the outputs for inputs)."""
+    if not (isinstance(videos, (str, os.PathLike)) and os.path.isdir(videos)):
+        return
+    folder = os.path.realpath(videos)
+    if out == folder:
+        raise ValueError(f"--out {out} is the videos folder itself: choose another folder")
+    if _inside(out, folder) and not allow_inside:
+        raise ValueError(f"--out {out} is inside the videos folder {folder}: a later scan would take the outputs "
+                         "for videos. Choose an --out outside it, or pass --allow-out-inside-videos (the scan "
+                         "then leaves --out out)")
+
+
+def plan_outputs(videos, out, codec: str, allow_out_inside_videos: bool = False) -> tuple[Path, Path, dict]:
+    """(root, out, {output path: source relpath}) for `videos` (video_io.collect_videos; OUT itself
+    is never scanned), out as a real path. ValueError, before anything is written, when OUT is
+    misplaced (_check_out_folder), two sources share an output, or an output would lie outside
+    OUT (a symbolic link under it) or replace a source."""
+    out_real = os.path.realpath(out)
+    _check_out_folder(videos, out_real, allow_out_inside_videos)
+    root, rels = collect_videos(videos, exclude=[out_real])
+    if os.path.realpath(root) == out_real:
+        raise ValueError(f"--out {out_real}: the output folder must differ from the folder the videos are listed in")
+    folders: dict = {}
+    sources = {_real_file(os.path.join(root, rel), folders) for rel in rels}
+    targets: dict[Path, str] = {}
+    for rel in rels:
+        dst = Path(out_real) / output_relpath(rel, codec)
+        if dst in targets:
+            raise ValueError(f"{rel} and {targets[dst]} would both be written to {dst}")
+        entry = _real_entry(str(dst), folders)
+        if not _inside(entry, out_real):
+            raise ValueError(f"{rel}: its output {dst} would be written to {entry}, outside --out {out_real} "
+                             "(a symbolic link under --out?); nothing was written")
+        if entry in sources:
+            raise ValueError(f"{rel}: its output {dst} would replace the source video {entry}; nothing was written")
+        targets[dst] = rel
+    return Path(root), Path(out_real), targets
+
+
+# --------------------------------------------------------------------------------- the record
+
+
+def _read_record_file(out: Path) -> dict:
+    path = out / SOURCES_NAME
     try:
-        return rel, transcode(src, dst, **kwargs), None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read the transcode source list: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != SOURCES_FORMAT or not isinstance(data.get("files"), dict):
+        raise ValueError(f"{path} is not a transcode source list (format {SOURCES_FORMAT!r})")
+    return data["files"]
+
+
+def _pending_path(out: Path, out_rel: str) -> Path:
+    return out / PENDING_DIR / (hashlib.blake2b(out_rel.encode(), digest_size=12).hexdigest() + ".json")
+
+
+def _write_pending(out: Path, out_rel: str, record: dict) -> None:
+    """Record one output before it is renamed into place (atomic, fsynced)."""
+    atomic_write_json(_pending_path(out, out_rel), {"output": out_rel, "record": record})
+
+
+def _pending_records(out: Path, trusted: dict | None = None) -> dict:
+    """{output relpath: record} of the pending records whose output exists with the fingerprint
+    recorded (a record written just before a kill, its output never renamed, does not count).
+    trusted: records this run already checked ({output relpath: record}), not fingerprinted again."""
+    found = {}
+    for path in sorted((out / PENDING_DIR).glob("*.json")):
+        try:
+            item = json.loads(path.read_text(encoding="utf-8"))
+            out_rel, record = str(item["output"]), dict(item["record"])
+            fingerprint = record["fingerprint"]
+            confined = confined_relpath(out_rel) == out_rel
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable: its output has no record, and a rerun treats it so
+        if not confined:
+            continue
+        if trusted is not None and trusted.get(out_rel, {}).get("fingerprint") == fingerprint:
+            found[out_rel] = record
+            continue
+        try:
+            if file_fingerprint(out / out_rel) == fingerprint:
+                found[out_rel] = record
+        except OSError:
+            pass
+    return found
+
+
+def read_sources(out) -> dict:
+    """{output relpath: {"source", "source_fingerprint", "fingerprint", "settings"}} of the outputs in
+    OUT: transcode_sources.json and the records not folded into it yet (a killed or running
+    transcode's); {} for a folder transcoded by other tools. "settings" is absent in records of
+    mcl-fast before transcode_sources version 2."""
+    out = Path(out)
+    files = _read_record_file(out)
+    files.update(_pending_records(out))
+    return files
+
+
+def _fold_records(out: Path, this_run: dict) -> None:
+    """Write transcode_sources.json with every recorded output that exists (its entries, the
+    pending records, `this_run`'s), then remove the pending records. Only under the lock."""
+    files = {k: v for k, v in _read_record_file(out).items() if (out / k).exists()}
+    files.update(_pending_records(out, trusted=this_run))
+    atomic_write_json(out / SOURCES_NAME, {"format": SOURCES_FORMAT, "version": SOURCES_VERSION,
+                                           "files": {k: files[k] for k in sorted(files)}})
+    pending = out / PENDING_DIR
+    for path in pending.glob("*.json"):
+        path.unlink()
+    if pending.is_dir() and not any(pending.iterdir()):
+        pending.rmdir()
+
+
+# ----------------------------------------------------------------------- the lock, leftovers
+
+
+def _lock(out: Path) -> int:
+    """Take OUT/.transcode.lock (flock; released when the fd is closed, or the process dies);
+    OutputBusy when another transcode holds it."""
+    import fcntl
+
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise OutputBusy(f"{out} is being written by another transcode (pid {holder or '?'}); "
+                         "one transcode per output folder at a time") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Delete the temporary files and rank journals a killed run left in OUT (its finished outputs'
+    records are folded first). Only under the lock: never another live run's files."""
+    if (out / PENDING_DIR).is_dir():
+        _fold_records(out, {})
+    for dirpath, _, names in os.walk(out):  # symbolic links are not followed: nothing outside OUT
+        for name in names:
+            in_root = dirpath == str(out)
+            if (_OUTPUT_TMP.match(name) or (in_root and (_REPORT_TMP.match(name) or Path(name).match(JOURNAL_GLOB)))
+                    or (dirpath == str(out / PENDING_DIR) and name.startswith(".") and name.endswith(".tmp"))):
+                os.unlink(os.path.join(dirpath, name))
+    fsync_path(out)
+
+
+# ---------------------------------------------------------------------------- existing outputs
+
+
+def _settings_change(made: dict | None, settings: dict) -> str:
+    if made is None:
+        return "made by an older mcl-fast that did not record its settings"
+    diff = [f"{k} {made.get(k)!r} (this run: {v!r})" for k, v in settings.items() if made.get(k) != v]
+    return "made with " + ", ".join(diff)
+
+
+def _output_state(dst: Path, src: Path, record: dict | None, settings: dict) -> str:
+    """TODO (missing, damaged or changed since, or its source changed), DONE (made from src as it
+    is now, with these settings), or why the existing output may only be replaced with --overwrite."""
+    if not dst.exists():
+        return TODO
+    if record is None:
+        return "no record of how it was made (another tool, or a run of an older mcl-fast)"
+    if record.get("settings") != settings:
+        return _settings_change(record.get("settings"), settings)
+    try:
+        intact = file_fingerprint(dst) == record.get("fingerprint")
+    except OSError:
+        intact = False
+    if not intact:
+        return TODO  # damaged or changed since it was written: ours to redo
+    try:
+        return DONE if file_fingerprint(src) == record.get("source_fingerprint") else TODO
+    except OSError:
+        return DONE  # the source is gone: the output is all there is
+
+
+def _refusal(out: Path, conflicts: list[tuple[str, str]], limit: int = 10) -> ValueError:
+    shown = "; ".join(f"{rel}: {why}" for rel, why in conflicts[:limit])
+    more = f"; and {len(conflicts) - limit} more" if len(conflicts) > limit else ""
+    return ValueError(f"{out} holds {len(conflicts)} outputs this run would make differently ({shown}{more}). "
+                      "Run with the settings they were made with, or pass --overwrite to re-encode them")
+
+
+# ---------------------------------------------------------------------------------- the tasks
+
+
+class Task(NamedTuple):
+    """One file to transcode: src (path), rel (its relpath in the video list), dst (output path),
+    out (OUT), out_rel (dst relative to OUT), settings (check_settings')."""
+
+    src: str
+    rel: str
+    dst: str
+    out: str
+    out_rel: str
+    settings: dict
+
+
+def _make_task(root: Path, out: Path, dst: Path, rel: str, settings: dict) -> Task:
+    return Task(str(root / rel), rel, str(dst), str(out), dst.relative_to(out).as_posix(), settings)
+
+
+def _source_record(rel: str, info: dict) -> dict:
+    return {"source": rel, "source_fingerprint": info["source_fingerprint"], "fingerprint": info["fingerprint"],
+            "settings": info["settings"]}
+
+
+def _task(task: Task) -> tuple[str, dict | None, str | None]:
+    """(rel, info, None) or (rel, None, reason) for a Task; an OSError of the machine (MACHINE_ERRNOS)
+    propagates: the run stops."""
+    def record(info: dict) -> None:  # before the output exists under its name
+        _write_pending(Path(task.out), task.out_rel, _source_record(task.rel, info))
+
+    try:
+        return task.rel, transcode(task.src, task.dst, **task.settings, before_rename=record), None
     except VideoError as err:
-        return rel, None, err.reason
+        return task.rel, None, err.reason
+    except OSError as err:
+        if err.errno in MACHINE_ERRNOS:  # a plain OSError: PyAV's own do not survive the trip from a worker
+            raise OSError(err.errno, os.strerror(err.errno), err.filename) from None
+        return task.rel, None, f"{type(err).__name__}: {err}"
     except Exception as err:  # noqa: BLE001 (an unexpected failure of one file must not stop the run)
-        return rel, None, f"{type(err).__name__}: {err}"
+        return task.rel, None, f"{type(err).__name__}: {err}"
 
 
 # ---------------------------------------------------------------------------------- datasets
@@ -153,7 +484,8 @@ def _task(args) -> tuple[str, dict | None, str | None]:
 @dataclass
 class TranscodeReport:
     """done, skipped: relpaths written / already there; errors: relpath -> reason; sources: output
-    relpath -> {"source", "source_fingerprint", "fingerprint"} of the outputs written (this run)."""
+    relpath -> {"source", "source_fingerprint", "fingerprint", "settings"} of the outputs written
+    (this run)."""
 
     out: str
     done: list = field(default_factory=list)
@@ -167,104 +499,90 @@ class TranscodeReport:
                 f"{len(self.errors)} failed ({self.seconds:.1f} s) -> {self.out}")
 
 
-def output_path(out: Path, rel: str, codec: str) -> Path:
-    return (out / rel).with_suffix(CODECS[codec][1])
-
-
-def existing_ok(path: Path, codec: str) -> bool:
-    """An output left by an earlier run: it was only renamed into place after its check, so
-    opening it and finding a stream of the right codec is enough."""
-    try:
-        return probe(path)["codec"] == codec
-    except VideoError:
-        return False
-
-
-def read_sources(out) -> dict:
-    """{output relpath: {"source", "source_fingerprint", "fingerprint"}} from OUT/transcode_sources.json
-    ({} when there is none: a folder transcoded by other tools, or before fingerprints)."""
-    import json
-
-    path = Path(out) / SOURCES_NAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: cannot read the transcode source list: {err}") from None
-    if not isinstance(data, dict) or data.get("format") != SOURCES_FORMAT or not isinstance(data.get("files"), dict):
-        raise ValueError(f"{path} is not a transcode source list (format {SOURCES_FORMAT!r})")
-    return data["files"]
-
-
-def _write_sources(out: Path, report: TranscodeReport) -> None:
-    files = {k: v for k, v in read_sources(out).items() if (out / k).exists()}
-    files.update(report.sources)
-    atomic_write_json(out / SOURCES_NAME, {"format": SOURCES_FORMAT, "version": 1,
-                                           "files": {k: files[k] for k in sorted(files)}})
-
-
 def transcode_dataset(videos, out, *, codec: str = "vp9", gop: int = 16, crf: int | None = None,
                       short_side: int | None = None, workers: int = 1, overwrite: bool = False,
-                      progress: bool = True, distributed: bool | None = None) -> TranscodeReport:
+                      progress: bool = True, distributed: bool | None = None,
+                      allow_out_inside_videos: bool = False) -> TranscodeReport:
     """Transcode every video of `videos` (a folder, list file or video: video_io.collect_videos)
-    into `out`, keeping relative paths (the extension becomes the codec's). Resumable; failures go
-    to out/transcode_errors.json, the sources' fingerprints to out/transcode_sources.json.
+    into `out` (see output_relpath; the extension becomes the codec's). Resumable; failures go to
+    out/transcode_errors.json, the records to out/transcode_sources.json. ValueError, before
+    anything is written, for settings out of range and misplaced outputs (plan_outputs); also
+    for outputs already there made with other settings (unless overwrite) and OutputBusy when
+    another transcode writes into `out`.
 
     Under torchrun (WORLD_SIZE > 1) every rank calls it with the same arguments and takes its
     share (see the module docstring); rank 0 returns the job's report, the other ranks their own
     files' (with the job's `skipped`). distributed=False: this process alone even under torchrun
     (a call on one rank only)."""
-    from tqdm import tqdm
-
-    if codec not in CODECS:
-        raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    settings = check_settings(codec, gop, crf, short_side)
+    _check_range("--workers", workers, *WORKERS_RANGE)
     start = time.perf_counter()
-    root, rels = collect_videos(videos)
-    root = Path(root)
-    out = Path(out).resolve()
-    if out == root.resolve():
-        raise ValueError(f"{out}: the output folder must differ from the input folder")
-    targets: dict[Path, str] = {}
-    for rel in rels:
-        dst = output_path(out, rel, codec)
-        if dst in targets:
-            raise ValueError(f"{rel} and {targets[dst]} would both be written to {dst}")
-        targets[dst] = rel
-    kwargs = {"codec": codec, "gop": int(gop), "crf": crf, "short_side": short_side}
+    root, out, targets = plan_outputs(videos, out, codec, allow_out_inside_videos)
     ranks = Ranks.from_env() if distributed is not False else Ranks()
     if ranks.distributed:
-        return _transcode_ranks(ranks, root, out, targets, kwargs, workers, overwrite, progress, start)
-    report = TranscodeReport(out=str(out))
-    tasks = []
-    for dst, rel in targets.items():
-        if not overwrite and dst.exists() and existing_ok(dst, codec):
-            report.skipped.append(rel)
-        else:
-            tasks.append((str(root / rel), rel, str(dst), kwargs))
-    bar = tqdm(total=len(tasks), unit="video", desc="transcode", disable=not progress, dynamic_ncols=True)
+        return _transcode_ranks(ranks, root, out, targets, settings, workers, overwrite, progress, start)
     out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out)
+    try:
+        _remove_leftovers(out)
+        report = TranscodeReport(out=str(out))
+        tasks = _tasks_to_run(root, out, targets, settings, overwrite, report)
+        _run_and_report(tasks, workers, report, progress)
+    finally:
+        os.close(lock)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _tasks_to_run(root: Path, out: Path, targets: dict, settings: dict, overwrite: bool,
+                  report: TranscodeReport) -> list[Task]:
+    """The Tasks of the outputs to write; those already done go to report.skipped. ValueError
+    (_refusal) when outputs made otherwise are in the way and not overwrite."""
+    records = read_sources(out)
+    tasks, conflicts = [], []
+    for dst, rel in targets.items():
+        task = _make_task(root, out, dst, rel, settings)
+        state = TODO if overwrite else _output_state(dst, root / rel, records.get(task.out_rel), settings)
+        if state == DONE:
+            report.skipped.append(rel)
+        elif state == TODO:
+            tasks.append(task)
+        else:
+            conflicts.append((task.out_rel, state))
+    if conflicts:
+        raise _refusal(out, conflicts)
+    return tasks
+
+
+def _run_and_report(tasks: list[Task], workers: int, report: TranscodeReport, progress: bool) -> None:
+    """Run the tasks, then write the error list and fold the records (also when interrupted; when
+    the machine failed, e.g. a full disk, a failure to write them hides nothing: the records of the
+    finished outputs stay pending)."""
+    from tqdm import tqdm
+
+    out = Path(report.out)
+    bar = tqdm(total=len(tasks), unit="video", desc="transcode", disable=not progress, dynamic_ncols=True)
     try:
         run_tasks(tasks, workers, report, bar)
-    finally:  # even when interrupted, the failures and the sources so far are listed
+    except BaseException:
         bar.close()
-        _write_report(out, report)
-        report.seconds = time.perf_counter() - start
-    return report
+        try:
+            _write_report(out, report)
+        except OSError:
+            pass  # the first error is the one to tell
+        raise
+    bar.close()
+    _write_report(out, report)
 
 
 def _write_report(out: Path, report: TranscodeReport) -> None:
     atomic_write_json(out / ERRORS_NAME, [{"path": p, "reason": r} for p, r in sorted(report.errors.items())])
-    _write_sources(out, report)
+    _fold_records(out, report.sources)
 
 
 def _replay_journals(out: Path, report: TranscodeReport) -> None:
     """Add the complete lines of every rank's journal in `out` to `report` (a torn last line,
     left by a killed rank, is skipped)."""
-    import json
-
     for path in sorted(out.glob(JOURNAL_GLOB)):
         data = path.read_bytes()
         for line in data[:data.rfind(b"\n") + 1].splitlines():
@@ -280,8 +598,7 @@ def _replay_journals(out: Path, report: TranscodeReport) -> None:
             report.errors.pop(rel, None)
             info = item.get("info") or {}
             if "fingerprint" in info:
-                report.sources[str(item["output"])] = {"source": rel, "source_fingerprint": info["source_fingerprint"],
-                                                       "fingerprint": info["fingerprint"]}
+                report.sources[str(item["output"])] = _source_record(rel, info)
 
 
 def _remove_journals(out: Path) -> None:
@@ -290,103 +607,120 @@ def _remove_journals(out: Path) -> None:
     fsync_path(out)
 
 
-def _transcode_ranks(ranks: Ranks, root: Path, out: Path, targets: dict, kwargs: dict, workers: int,
+def _transcode_ranks(ranks: Ranks, root: Path, out: Path, targets: dict, settings: dict, workers: int,
                      overwrite: bool, progress: bool, start: float) -> TranscodeReport:
     """transcode_dataset as one rank of a torchrun job (see the module docstring)."""
-    import json
+    lock: list[int] = []  # rank 0's lock, held for the whole job
 
-    from tqdm import tqdm
-
-    codec = kwargs["codec"]
-
-    def open_out() -> int:  # rank 0: keep the sources of what a killed job wrote
+    def open_out() -> int:  # rank 0: one job per OUT, and what a killed job left tidied
         out.mkdir(parents=True, exist_ok=True)
-        leftover = TranscodeReport(out=str(out))
-        _replay_journals(out, leftover)
-        if leftover.sources:
-            _write_sources(out, leftover)
-        _remove_journals(out)
+        lock.append(_lock(out))
+        _remove_leftovers(out)
         return 0
 
-    with ranks:
-        ranks.on_rank0(open_out)
-        items = list(targets.items())  # (dst, rel), the same order on every rank
+    try:
+        with ranks:
+            ranks.on_rank0(open_out)
+            report, mine, total = _split_ranks(ranks, root, out, targets, settings, overwrite)
+            _run_rank(ranks, out, mine, total, workers, report, progress)
 
-        def weight(i: int) -> int:  # -1: an output an earlier run finished; else the source's frames
-            dst, rel = items[i]
-            if not overwrite and dst.exists() and existing_ok(dst, codec):
-                return -1
-            return container_frames(root / rel)
+            def merge() -> int:  # rank 0: one error list and one source list for the job
+                job_report = TranscodeReport(out=str(out), skipped=report.skipped)
+                _replay_journals(out, job_report)
+                _write_report(out, job_report)
+                _remove_journals(out)
+                report.done, report.errors, report.sources = job_report.done, job_report.errors, job_report.sources
+                return 0
 
-        weights = ranks.by_stride(len(items), weight)
-        report = TranscodeReport(out=str(out), skipped=[rel for (_, rel), w in zip(items, weights) if w < 0])
-        todo = [i for i, w in enumerate(weights) if w >= 0]
-        mine = [items[todo[j]] for j in balanced_slices([weights[i] for i in todo], ranks.world)[ranks.rank]]
-        tasks = [(str(root / rel), rel, str(dst), kwargs) for dst, rel in mine]
-        journal = out / part_name(JOURNAL_STEM, ranks.rank, ".jsonl")
-        bar = tqdm(total=len(tasks), unit="video", desc=f"transcode rank {ranks.rank}", disable=not progress,
-                   dynamic_ncols=True, position=ranks.local_rank)
-        job = JobProgress(out, JOURNAL_GLOB, len(todo), desc=f"transcode job ({ranks.world} ranks)",
-                          position=ranks.local_world, enabled=progress and ranks.is_main)
-        output_of = {rel: dst.relative_to(out).as_posix() for dst, rel in mine}
-        with job, open(journal, "ab") as f:
-            fsync_path(out)
-
-            def log(rel, info, reason) -> None:
-                output = output_of[rel]
-                line = {"path": rel, "output": output, "info": info, "reason": reason}
-                f.write((json.dumps(line, separators=(",", ":")) + "\n").encode())
-                f.flush()
-                os.fsync(f.fileno())
-
-            try:
-                run_tasks(tasks, workers, report, bar, on_result=log)
-            finally:
-                bar.close()
-            ranks.barrier()  # every rank's journal is complete
-
-        def merge() -> int:  # rank 0: one error list and one source list for the job
-            job_report = TranscodeReport(out=str(out), skipped=report.skipped)
-            _replay_journals(out, job_report)
-            _write_report(out, job_report)
-            _remove_journals(out)
-            report.done, report.errors, report.sources = job_report.done, job_report.errors, job_report.sources
-            return 0
-
-        ranks.on_rank0(merge)
+            ranks.on_rank0(merge)
+    finally:
+        for fd in lock:
+            os.close(fd)
     report.seconds = time.perf_counter() - start
     return report
 
 
+def _split_ranks(ranks: Ranks, root: Path, out: Path, targets: dict, settings: dict,
+                 overwrite: bool) -> tuple[TranscodeReport, list[Task], int]:
+    """(a report holding the job's skipped outputs, this rank's Tasks, the job's number of Tasks);
+    every rank raises the same
+    ValueError (_refusal) when outputs made otherwise are in the way."""
+    records = read_sources(out)
+    tasks = [_make_task(root, out, dst, rel, settings) for dst, rel in targets.items()]
+
+    def state(i: int) -> str:
+        task = tasks[i]
+        return TODO if overwrite else _output_state(Path(task.dst), root / task.rel, records.get(task.out_rel),
+                                                    settings)
+
+    def weight(i: int) -> int:  # -1: done; -2: in the way; else the source's frames
+        verdict = state(i)
+        return -1 if verdict == DONE else container_frames(tasks[i].src) if verdict == TODO else -2
+
+    weights = ranks.by_stride(len(tasks), weight)
+    conflicts = [(tasks[i].out_rel, state(i)) for i, w in enumerate(weights) if w == -2]
+    if conflicts:
+        raise _refusal(out, conflicts)
+    report = TranscodeReport(out=str(out), skipped=[t.rel for t, w in zip(tasks, weights) if w == -1])
+    todo = [i for i, w in enumerate(weights) if w >= 0]
+    mine = [tasks[todo[j]] for j in balanced_slices([weights[i] for i in todo], ranks.world)[ranks.rank]]
+    return report, mine, len(todo)
+
+
+def _run_rank(ranks: Ranks, out: Path, tasks: list[Task], total: int, workers: int, report: TranscodeReport,
+              progress: bool) -> None:
+    """Run this rank's tasks, one fsynced journal line per file, then wait for every rank."""
+    from tqdm import tqdm
+
+    journal = out / part_name(JOURNAL_STEM, ranks.rank, ".jsonl")
+    bar = tqdm(total=len(tasks), unit="video", desc=f"transcode rank {ranks.rank}", disable=not progress,
+               dynamic_ncols=True, position=ranks.local_rank)
+    job = JobProgress(out, JOURNAL_GLOB, total, desc=f"transcode job ({ranks.world} ranks)",
+                      position=ranks.local_world, enabled=progress and ranks.is_main)
+    output_of = {task.rel: task.out_rel for task in tasks}
+    with job, open(journal, "ab") as f:
+        fsync_path(out)
+
+        def log(rel, info, reason) -> None:
+            line = {"path": rel, "output": output_of[rel], "info": info, "reason": reason}
+            f.write((json.dumps(line, separators=(",", ":")) + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())
+
+        try:
+            run_tasks(tasks, workers, report, bar, on_result=log)
+        finally:
+            bar.close()
+        ranks.barrier()  # every rank's journal is complete
+
+
 def run_tasks(tasks, workers: int, report: TranscodeReport, bar, fn=None, on_result=None) -> None:
-    """Run fn(task) -> (rel, info, reason) for tasks (src, rel, dst, kwargs), recording each in report
-    (and passing it to on_result(rel, info, reason) when given: a rank's journal).
+    """Run fn(task) -> (rel, info, reason) for Tasks, recording each in report (and passing it to
+    on_result(rel, info, reason) when given: a rank's journal).
 
     workers == 1: in this process. Otherwise spawned processes through video_io.crash_tolerant_map
     (the pool `prepare` uses): a worker that dies (a decoder crash, the OOM killer) costs only its
     file, recorded as an error (video_io.CRASH_REASON), and the run goes on. fn: a picklable
-    top-level function (default _task).
+    top-level function (default _task). An exception fn raises (a full disk) stops the run.
     """
     fn = _task if fn is None else fn
     if workers == 1:
         results = map(fn, tasks)
     else:
-        results = crash_tolerant_map(fn, tasks, workers, on_crash=lambda task: (task[1], None, CRASH_REASON))
-    dst_of = {task[1]: Path(task[2]) for task in tasks}
+        results = crash_tolerant_map(fn, tasks, workers, on_crash=lambda task: (task.rel, None, CRASH_REASON))
+    out_rel_of = {task.rel: task.out_rel for task in tasks}
     for result in results:
-        _record(report, result, bar, dst_of)
+        _record(report, result, bar, out_rel_of)
         if on_result is not None:
             on_result(*result)
 
 
-def _record(report: TranscodeReport, result, bar, dst_of: dict) -> None:
+def _record(report: TranscodeReport, result, bar, out_rel_of: dict) -> None:
     rel, info, reason = result
     if reason is None:
         report.done.append(rel)
         if info and "fingerprint" in info:
-            out_rel = dst_of[rel].relative_to(report.out).as_posix()
-            report.sources[out_rel] = {"source": rel, "source_fingerprint": info["source_fingerprint"],
-                                       "fingerprint": info["fingerprint"]}
+            report.sources[out_rel_of[rel]] = _source_record(rel, info)
     else:
         report.errors[rel] = reason
         bar.write(f"transcode: skipped {rel}: {reason}")
@@ -396,30 +730,56 @@ def _record(report: TranscodeReport, result, bar, dst_of: dict) -> None:
 # ----------------------------------------------------------------------------------------- CLI
 
 
+def _int_from(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from low to high (inclusive), refused by argparse otherwise."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
 def add_args(parser) -> None:
     """Arguments of `mcl-fast transcode`."""
     parser.add_argument("--videos", required=True,
                         help="folder (scanned recursively), one video, or a list file (one path per line)")
-    parser.add_argument("--out", required=True, help="output folder (relative paths are kept)")
+    parser.add_argument("--out", required=True,
+                        help="output folder: each video goes to OUT/<its path relative to the folder or the list "
+                             f"file's folder>, a '..' in it written {UP}; nothing is written elsewhere")
     parser.add_argument("--codec", choices=sorted(CODECS), default="vp9",
                         help="h264 (.mp4) for the GPU loader (NVDEC), vp9 (.webm) for DALI's CPU decoder")
-    parser.add_argument("--gop", type=int, default=16, help="frames per closed GOP (keyframe interval)")
-    parser.add_argument("--crf", type=int, default=None,
-                        help=f"constant quality (lower is better); default {DEFAULT_CRF}")
-    parser.add_argument("--short-side", type=int, default=None,
-                        help="resize so the shorter side has this many pixels (default: keep the size)")
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                        help="parallel encoder processes")
-    parser.add_argument("--overwrite", action="store_true", help="re-encode outputs that already exist")
+    parser.add_argument("--gop", type=_int_from(*GOP_RANGE), default=16,
+                        help=f"frames per closed GOP (keyframe interval), {GOP_RANGE[0]}..{GOP_RANGE[1]}")
+    parser.add_argument("--crf", type=_int_from(0, max(hi for _, hi in CRF_RANGE.values())), default=None,
+                        help="constant quality (lower is better): h264 0..51 (default "
+                             f"{DEFAULT_CRF['h264']}), vp9 0..63 (default {DEFAULT_CRF['vp9']})")
+    parser.add_argument("--short-side", type=_int_from(*SHORT_SIDE_RANGE), default=None,
+                        help=f"resize so the shorter side has this many pixels, {SHORT_SIDE_RANGE[0]}.."
+                             f"{SHORT_SIDE_RANGE[1]} (default: keep the size)")
+    parser.add_argument("--workers", type=_int_from(*WORKERS_RANGE), default=max(1, (os.cpu_count() or 2) // 2),
+                        help=f"parallel encoder processes, {WORKERS_RANGE[0]}..{WORKERS_RANGE[1]}")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="re-encode outputs that already exist (also those made with other settings)")
+    parser.add_argument("--allow-out-inside-videos", action="store_true",
+                        help="allow --out inside the --videos folder (the scan then leaves it out)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
-    """Run `mcl-fast transcode`; 0 when every video was written or already there, 1 otherwise."""
+    """Run `mcl-fast transcode`; 0 when every video was written or already there, 1 otherwise
+    (also a full disk or a read-only --out: cli.main says so in one line), 2 when refused."""
     try:
         report = transcode_dataset(args.videos, args.out, codec=args.codec, gop=args.gop, crf=args.crf,
                                    short_side=args.short_side, workers=args.workers, overwrite=args.overwrite,
-                                   progress=not args.no_progress)
+                                   progress=not args.no_progress,
+                                   allow_out_inside_videos=args.allow_out_inside_videos)
     except (ValueError, RankError) as err:
         print(f"mcl-fast transcode: error: {err}", file=sys.stderr)
         return 2
@@ -443,4 +803,5 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["transcode", "transcode_dataset", "read_sources", "add_args", "run", "TranscodeError", "CODECS"]
+__all__ = ["transcode", "transcode_dataset", "read_sources", "output_relpath", "confined_relpath", "plan_outputs",
+           "check_settings", "add_args", "run", "TranscodeError", "OutputBusy", "CODECS"]

@@ -8,11 +8,15 @@ the same verdict on the same file:
   no frame;
 - *truncated*: it decodes to clearly fewer frames than its container declares
   (`TRUNCATION_TOLERANCE`), or, where the container declares no count, its data ends well before
-  the declared duration (`DURATION_TOLERANCE`; any stream counts).
+  the declared duration (`DURATION_TOLERANCE`; any stream counts);
+- *variable resolution*: its frame size changes mid-stream (rejected, never resized: every
+  reader raises it at the first frame of another size; a random-access read that stops before
+  the change cannot know of it, as with truncation).
 
 Every other file is accepted. Frame `i` is the i-th frame a sequential decode yields;
 `read_frames` returns exactly those frames in any container. Also here: the video extensions,
-`--videos` listing, the crash-tolerant process pool and file fingerprints.
+`--videos` listing (a folder scan enters each folder and lists each file once, by real path, so
+symbolic-link loops end at once), the crash-tolerant process pool and file fingerprints.
 This package imports nothing else of mcl_fast.
 """
 from .container import DURATION_TOLERANCE, TRUNCATION_TOLERANCE, check_path, open_video, probe, truncation_reason

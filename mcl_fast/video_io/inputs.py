@@ -21,17 +21,56 @@ def _posix(p: str) -> str:
     return p.replace(os.sep, "/")
 
 
-def scan_folder(folder) -> list[str]:
+def scan_folder(folder, exclude=()) -> list[str]:
     """Video files under `folder` (recursive, hidden files and folders skipped), as sorted
-    '/'-separated paths relative to it."""
-    folder = os.fspath(folder)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith(".") and is_video_file(name):
-                found.append(_posix(os.path.relpath(os.path.join(dirpath, name), folder)))
-    return sorted(found)
+    '/'-separated paths relative to it.
+
+    Symlinks are followed, but each folder is entered once and each file listed once, both by real
+    path: a link loop (`loop -> .`) ends at once, and a folder reached both plainly and through a
+    link is listed under its plain path. exclude: folders left out (by real path; e.g. an output
+    folder inside `folder`)."""
+    top = os.fspath(folder)
+    entered = {os.path.realpath(p) for p in exclude}  # an excluded folder counts as already entered
+    found: dict[str, tuple[bool, str]] = {}  # a file's real path -> (reached through a link, relpath)
+    pending = [""]  # folders to walk: the top, then the symlinked folders, level by level
+    while pending:
+        linked: list[str] = []
+        for rel in pending:
+            _walk_plain(top, rel, rel != "", entered, found, linked)
+        pending = sorted(linked)
+    return sorted(rel for _, rel in found.values())
+
+
+def _walk_plain(top: str, start: str, via_link: bool, entered: set, found: dict, linked: list) -> None:
+    """Walk top/start without following symlinked folders (they go to `linked`, to be walked after
+    every plain folder), adding its videos to `found` (a file reached plainly replaces one reached
+    through a link). `entered`: real paths of folders walked so far (each is walked once)."""
+    stack = [start]
+    while stack:
+        rel = stack.pop()
+        path = os.path.join(top, rel) if rel else top
+        real = os.path.realpath(path)
+        if real in entered:
+            continue
+        entered.add(real)
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:  # an unreadable folder is skipped, as os.walk does
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_dir():
+                (linked if entry.is_symlink() else subfolders).append(child)
+            elif is_video_file(entry.name):
+                link = via_link or entry.is_symlink()
+                file_real = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real, entry.name)
+                if file_real not in found or (found[file_real][0] and not link):
+                    found[file_real] = (link, child)
+        stack.extend(reversed(subfolders))
 
 
 def read_video_list(list_file) -> list[str]:
@@ -58,8 +97,9 @@ def _relative(entry: str, root: str) -> str:
     return _posix(rel)
 
 
-def collect_videos(videos, root=None) -> tuple[str, list[str]]:
-    """(root, relpaths) for `videos`: a folder (scanned; paths relative to it unless `root`),
+def collect_videos(videos, root=None, exclude=()) -> tuple[str, list[str]]:
+    """(root, relpaths) for `videos`: a folder (scanned, leaving out the folders in `exclude`;
+    paths relative to it unless `root`),
     a list file (paths relative to its folder unless `root`), a single video file, or a
     Python list of paths (relative to `root`, default the working directory). Duplicates
     are dropped, the order of a list is kept. Raises VideoListError."""
@@ -67,7 +107,7 @@ def collect_videos(videos, root=None) -> tuple[str, list[str]]:
         spec = os.fspath(videos)
         if os.path.isdir(spec):
             base = os.path.abspath(root if root is not None else spec)
-            entries = [os.path.join(os.path.abspath(spec), p) for p in scan_folder(spec)]
+            entries = [os.path.join(os.path.abspath(spec), p) for p in scan_folder(spec, exclude)]
             what = f"folder {spec}"
         elif os.path.isfile(spec):
             base = os.path.abspath(root if root is not None else os.path.dirname(os.path.abspath(spec)))

@@ -3,8 +3,10 @@ decode (`reader.VideoReader`) numbers i, j, ... for every file that decodes.
 
 Seeking is fast but not trustworthy in every container (MPEG-PS/TS and AVI timestamps, B-frames,
 edit lists, open GOPs). So a seek is only taken when the file's packet index allows it, and its
-result only when every frame it gives is identified beyond doubt; otherwise the frames are
-decoded from the start of the file, which is always right. Per process, each file's index and
+result only when every frame it gives is identified beyond doubt and has the size the container
+declares; otherwise the frames are decoded from the start of the file, which is always right
+(and meets a size change on the way: a variable-resolution file is rejected with the reason a
+full decode gives, as soon as a read reaches a frame of another size). Per process, each file's index and
 whether seeking failed on it are cached (keyed by size and modification time).
 """
 from __future__ import annotations
@@ -125,8 +127,9 @@ def _read_by_seeking(path: str, index: FrameIndex, wanted: np.ndarray) -> dict |
     None when the result cannot be trusted (then the caller decodes from the start).
 
     A frame is taken only when its pts is in the index, it is displayed at or after the keyframe
-    the seek landed on (leading pictures of an open GOP reference frames before the seek) and the
-    decoder does not mark it corrupt."""
+    the seek landed on (leading pictures of an open GOP reference frames before the seek), the
+    decoder does not mark it corrupt and it has the declared size (else the decode from the start
+    names the size change)."""
     import av
 
     first, last = int(wanted[0]), int(wanted[-1])
@@ -135,6 +138,7 @@ def _read_by_seeking(path: str, index: FrameIndex, wanted: np.ndarray) -> dict |
     want = set(int(k) for k in wanted)
     got: dict[int, np.ndarray] = {}
     container, stream = open_video(path)
+    declared = (int(stream.codec_context.height or 0), int(stream.codec_context.width or 0))
     try:
         container.seek(int(target), stream=stream, backward=True, any_frame=False)
         landed = None  # pts of the first keyframe after the seek: decoding really starts there
@@ -150,6 +154,9 @@ def _read_by_seeking(path: str, index: FrameIndex, wanted: np.ndarray) -> dict |
                 k = int(np.searchsorted(index.pts, frame.pts))
                 if k >= len(index) or index.pts[k] != frame.pts:
                     _no_seek.add(_file_key(path))  # timestamps after a seek differ: never seek here
+                    return None
+                if 0 not in declared and (int(frame.height), int(frame.width)) != declared:
+                    _no_seek.add(_file_key(path))  # another size than the header's: a decode from the start judges
                     return None
                 if landed is None or frame.pts < landed or k not in want:
                     continue

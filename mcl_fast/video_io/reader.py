@@ -1,8 +1,10 @@
 """Sequential decoding: every frame of a video in order, with the one verdict on bad files.
 
 A file is *corrupt* when decoding stops with an error (FFmpeg's default error concealment is
-on: what FFmpeg conceals, it decodes) or yields no frame, and *truncated* when it decodes to
-clearly fewer frames than its container declares (`container.truncation_reason`). Frame `i`
+on: what FFmpeg conceals, it decodes) or yields no frame, *truncated* when it decodes to
+clearly fewer frames than its container declares (`container.truncation_reason`), and of
+*variable resolution* when its frame size changes mid-stream (e.g. an MPEG-TS spliced from two
+encodes): rejected rather than resized, so that no tool invents pixels another would not. Frame `i`
 of a video is the i-th frame this decode yields: every reader of the package numbers frames so.
 """
 from __future__ import annotations
@@ -14,6 +16,12 @@ import numpy as np
 
 from .container import open_video, stream_info, truncation_reason
 from .errors import VideoError, ffmpeg_message
+
+
+def variable_resolution_reason(first_hw: tuple[int, int], other_hw: tuple[int, int]) -> str:
+    """The one wording of a frame size change ((height, width) pairs), whichever reader meets it."""
+    return (f"variable resolution: the frame size changes mid-stream from {first_hw[1]}x{first_hw[0]} "
+            f"to {other_hw[1]}x{other_hw[0]} (re-encode it at one size)")
 
 
 def target_size(height: int, width: int, size: int | None) -> tuple[int, int]:
@@ -29,8 +37,9 @@ class VideoReader:
     """One pass over a video's frames. `info` holds `probe`'s fields; during and after the pass,
     `decoded` counts the frames decoded and `frame_size` is the (height, width) of the first.
 
-    Iterating `av_frames()` or `frames()` to the end checks the whole file and raises VideoError
-    (corrupt, truncated); stopping early checks nothing past the frames read.
+    Iterating `av_frames()` or `frames()` raises VideoError at the first frame whose size differs
+    from the first's (variable resolution); iterating to the end checks the whole file (corrupt,
+    truncated); stopping early checks nothing past the frames read.
     """
 
     def __init__(self, path):
@@ -59,6 +68,13 @@ class VideoReader:
             end = float((ts + (packet.duration or 0)) * packet.time_base)
             self._data_end = end if self._data_end is None else max(self._data_end, end)
 
+    def _check_size(self, frame) -> None:
+        size = (int(frame.height), int(frame.width))
+        if self.frame_size is None:
+            self.frame_size = size
+        elif size != self.frame_size:
+            raise VideoError(self.path, variable_resolution_reason(self.frame_size, size))
+
     def av_frames(self) -> Iterator:
         """Yield av.VideoFrame objects in presentation order (the decoder's output order).
 
@@ -74,8 +90,7 @@ class VideoReader:
                 if packet.stream.index != video:
                     continue
                 for frame in packet.decode():
-                    if self.frame_size is None:
-                        self.frame_size = (int(frame.height), int(frame.width))
+                    self._check_size(frame)
                     self.decoded += 1
                     yield frame
         except av.FFmpegError as e:
@@ -90,7 +105,7 @@ class VideoReader:
     def frames(self, size: int | None = None, gray: bool = False) -> Iterator[np.ndarray]:
         """Yield frames: (h, w) uint8 gray or (h, w, 3) uint8 RGB, resized (cv2.INTER_AREA) so the
         short side is `size`. Gray is cv2's BT.601 RGB->gray, the same as
-        `mcl_fast.motion.flow.to_gray`. Every frame has the size of the first one."""
+        `mcl_fast.motion.flow.to_gray`. Raises VideoError as `av_frames`."""
         import cv2
 
         out_hw = None
