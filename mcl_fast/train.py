@@ -1,4 +1,4 @@
-"""MCL pretraining: `mcl-fast pretrain --config NAME_OR_FILE [key=value ...] [--resume]`.
+"""MCL pretraining: `mcl-fast pretrain --config NAME_OR_FILE [key=value ...] [--resume] [--overwrite]`.
 
 One process: `mcl-fast pretrain --config demo_cpu`. Several GPUs / nodes, through torchrun:
     torchrun --nproc-per-node 8 -m mcl_fast.train --config ucf101_r2plus1d
@@ -19,8 +19,14 @@ Atomic checkpoints every N steps and at each epoch's end; `--resume` continues e
 (weights, queue, optimiser, scaler, schedule, RNG states, loader position). Under torchrun's
 elastic restarts (`--max-restarts`), a restarted job resumes by itself.
 
+One run per output folder (`RunFolder`): rank 0 holds OUT/.lock while the run lasts; a fresh run
+refuses a folder that holds another run (`--overwrite` moves that run to OUT.replaced-<time>);
+`--resume` refuses a config that changes the run, listing the differences, and applies the safe
+ones (SAFE_ON_RESUME) only with `--resume-with-changes`; a killed run's temporaries are removed.
+
 Configs are JSON (mcl_fast/configs/NAME.json or any path) deep-merged over DEFAULTS; an
-override `a.b=value` must name an existing key; values parse as JSON when they can.
+override `a.b=value` must name an existing key; values parse as JSON when they can. Every value
+is checked against `config_schema()` (type and range, one table) before anything is written.
 """
 from __future__ import annotations
 
@@ -289,7 +295,7 @@ def _number(low=None, high=None, *, open_low=False, open_high=False, null=False)
 
 
 def _one_of(*choices, null=False) -> Field:
-    kinds = tuple({type(c).__name__: _kind_of(c) for c in choices}.values()) + (("null",) if null else ())
+    kinds = tuple(dict.fromkeys(_kind_of(c) for c in choices)) + (("null",) if null else ())
     return Field(kinds, choices=tuple(choices))
 
 
@@ -707,19 +713,19 @@ def move_aside(out_dir: Path) -> Path:
     return aside
 
 
+def _over(base: dict, config: dict) -> dict:
+    """config deep-merged over base, accepting any key (a saved config may hold keys since removed)."""
+    out = copy.deepcopy(base)
+    for key, value in config.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict) and key not in _FREE
+        out[key] = _over(out[key], value) if nested else copy.deepcopy(value)
+    return out
+
+
 def _comparable(config: dict) -> dict:
-    """The flat {key: value} a resume compares: the saved config over DEFAULTS (keys added since a
-    checkpoint was written take their defaults), empty kwargs dicts dropped."""
-    merged = copy.deepcopy(DEFAULTS)
-    for key, value in flatten(config).items():
-        node, parts = merged, key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                break
-        else:
-            node[parts[-1]] = value
-    return {k: v for k, v in flatten(merged).items() if v != {} and k not in NOT_COMPARED}
+    """The flat {key: value} a resume compares: the config over DEFAULTS (keys added since a
+    checkpoint was written take their defaults), empty kwargs dicts and NOT_COMPARED left out."""
+    return {k: v for k, v in flatten(_over(DEFAULTS, config)).items() if v != {} and k not in NOT_COMPARED}
 
 
 def config_changes(saved: dict, new: dict) -> list[tuple[str, object, object]]:
