@@ -815,7 +815,7 @@ class RunFolder:
                 raise RunFolderError(f"--resume: none of the checkpoints in {out_dir} can be loaded (see the warnings "
                                      "above): move them away, or start a new run with --overwrite")
             move = resume is None and _occupied(out_dir, overwrite)
-            return None, uuid.uuid4().hex, move
+            return None, uuid.uuid4().hex, move  # a new run (only rank 0's id is written: it saves the checkpoints)
         changes = check_resume_config(loaded["config"], config, allow_changes, resume if resume != "auto" else out_dir)
         if changes:
             _log(rank, f"resuming with changes:\n{_change_lines(changes)}")

@@ -223,6 +223,23 @@ def test_a_checkpoint_without_checksums_loads_with_a_note(tmp_path):
         "not found" in ckpt.verify_checkpoint(tmp_path / "missing.pt")[0]
 
 
+def test_a_run_of_an_earlier_version_resumes_and_keeps_its_checkpoints(run_copy):
+    """Checkpoints without checksums or run id (and no run.json): resumed with a note, never pruned."""
+    for path in ckpt.list_checkpoints(run_copy):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        torch.save({k: v for k, v in state.items() if k not in ("checksums", "run_id")}, path)
+    (run_copy / "run.json").unlink()
+    legacy = snapshot(run_copy)
+    done = pretrain(run_copy, "--resume", "--resume-with-changes", "train.max_steps=6")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "no checksums" in done.stderr and "resuming from" in done.stderr
+    assert [p.name for p in ckpt.list_checkpoints(run_copy)] == [
+        "ckpt_00000003.pt", "ckpt_00000004.pt", "ckpt_00000006.pt"]  # 6: every 2 steps and the epoch's end
+    assert {k: snapshot(run_copy)[k] for k in ("ckpt_00000003.pt", "ckpt_00000004.pt")} == {
+        k: legacy[k] for k in ("ckpt_00000003.pt", "ckpt_00000004.pt")}
+    assert ckpt.verify_checkpoint(run_copy / "ckpt_00000006.pt") == []
+
+
 def test_eval_retrieval_refuses_a_damaged_checkpoint(tmp_path, capsys):
     """The issue's case: 40 flipped bytes gave R@1 50.0 instead of 37.5, exit 0."""
     from mcl_fast.data.synthetic import make_video
