@@ -854,7 +854,8 @@ def _occupied(out_dir: Path, overwrite: bool) -> bool:
     if traces and not overwrite:
         shown = ", ".join(traces[:6]) + (f" and {len(traces) - 6} more" if len(traces) > 6 else "")
         raise RunFolderError(f"{out_dir} holds another run ({shown}): continue it with --resume, choose another "
-                             "output=, or pass --overwrite to move it aside (to a new folder beside it) and start afresh")
+                             "output=, or pass --overwrite to move it aside (to a new folder beside it) and start "
+                             "afresh")
     return bool(traces)
 
 

@@ -7,7 +7,7 @@ umask, a full disk; in this process where only the message and the files matter)
   finding 4   40 flipped bytes in a checkpoint tensor loaded silently -> every load checks checksums
   finding 6   --resume ignored a changed lr / batch, model.dim=64 gave a traceback -> refused with the diff
   finding 12  checkpoints were 0600 whatever the umask -> the umask's mode
-  finding 13  optim.lr=abc crashed after config.json was written; disk full gave a traceback -> refused up front; one line
+  finding 13  optim.lr=abc crashed after config.json was written -> refused up front; disk full: one line, not a traceback
   finding 14  a killed run's .ckpt_*.tmp stayed forever -> removed by the next run (folder locked)
 """
 from __future__ import annotations
@@ -118,6 +118,19 @@ def test_overwrite_does_not_go_with_resume(run_copy, capsys):
     before = snapshot(run_copy)
     code, err = pretrain_here(capsys, run_copy, "--resume", "--overwrite")
     assert code == 2 and "--overwrite" in err and snapshot(run_copy) == before
+
+
+def test_resume_from_a_checkpoint_never_joins_another_runs_folder(finished_run, tmp_path, capsys):
+    source = finished_run / "ckpt_00000004.pt"
+    other = tmp_path / "other"
+    assert pretrain_here(capsys, other, "train.seed=1", "train.max_steps=2")[0] == 0
+    before = snapshot(other)
+    code, err = pretrain_here(capsys, other, f"--resume-from={source}", "train.max_steps=4")
+    assert code == 2 and "holds another run" in err and snapshot(other) == before
+    branch = tmp_path / "branch"  # an empty folder: the run continues there, under its own id
+    code, err = pretrain_here(capsys, branch, f"--resume-from={source}", "train.max_steps=4")
+    assert code == 0, err
+    assert json.loads((branch / "run.json").read_text()) == json.loads((finished_run / "run.json").read_text())
 
 
 def test_pruning_deletes_only_the_runs_own_checkpoints(tmp_path):
