@@ -1,4 +1,4 @@
-"""MCL pretraining: `mcl-fast pretrain --config NAME_OR_FILE [key=value ...] [--resume]`.
+"""MCL pretraining: `mcl-fast pretrain --config NAME_OR_FILE [key=value ...] [--resume] [--overwrite]`.
 
 One process: `mcl-fast pretrain --config demo_cpu`. Several GPUs / nodes, through torchrun:
     torchrun --nproc-per-node 8 -m mcl_fast.train --config ucf101_r2plus1d
@@ -19,18 +19,29 @@ Atomic checkpoints every N steps and at each epoch's end; `--resume` continues e
 (weights, queue, optimiser, scaler, schedule, RNG states, loader position). Under torchrun's
 elastic restarts (`--max-restarts`), a restarted job resumes by itself.
 
+One run per output folder (`RunFolder`): rank 0 holds OUT/.lock while the run lasts; a fresh run
+refuses a folder that holds another run (`--overwrite` moves that run to OUT.replaced-<time>);
+`--resume` refuses a config that changes the run, listing the differences, and applies the safe
+ones (SAFE_ON_RESUME) only with `--resume-with-changes`; a killed run's temporaries are removed.
+
 Configs are JSON (mcl_fast/configs/NAME.json or any path) deep-merged over DEFAULTS; an
-override `a.b=value` must name an existing key; values parse as JSON when they can.
+override `a.b=value` must name an existing key; values parse as JSON when they can. Every value
+is checked against `config_schema()` (type and range, one table) before anything is written.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import functools
+import itertools
 import json
+import math
 import os
 import sys
+import time
+import uuid
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -38,8 +49,9 @@ import numpy as np
 import torch
 
 from . import dist
-from ._io import atomic_write_json
-from .checkpoint import load_checkpoint, load_latest, rng_state, save_checkpoint, set_rng_state
+from ._io import atomic_write_json, fsync_path
+from .checkpoint import (RUN_ID, list_checkpoints, load_checkpoint, load_latest, rng_state, save_checkpoint,
+                         set_rng_state)
 from .diagnostics import contrastive_diagnostics, mean_pairwise_cosine
 from .engine import MetricWindow, Runtime, StepInfo, WarmupCosine, setup_runtime, train_one_epoch
 from .losses import MCLLoss
@@ -205,37 +217,190 @@ def load_config(name_or_file: str, overrides: Sequence[str] = ()) -> dict:
     return config
 
 
-def validate(config: dict) -> None:
-    from .losses import DISTANCES, ST_WEIGHTINGS, TERMS, VARIANTS, WEIGHTINGS
-    from .models import BACKBONES, check_model_config
+# ---- the config schema: every key's type and range, in one table ----------------------------
+_KINDS = {  # kind -> (test, how a message names it); bool is not an int here (epochs=true is a typo)
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "list": (lambda v: isinstance(v, list), "a list"),
+    "dict": (lambda v: isinstance(v, dict), "an object"),
+    "null": (lambda v: v is None, "null"),
+}
 
-    m, loss, d, o, t = config["model"], config["loss"], config["data"], config["optim"], config["train"]
-    checks = [
-        (m["backbone"] in BACKBONES, f"model.backbone must be one of {sorted(BACKBONES)}"),
-        (loss["variant"] in VARIANTS, f"loss.variant must be one of {VARIANTS}"),
-        (bool(loss["terms"]) and all(x in TERMS for x in loss["terms"]), f"loss.terms must be a subset of {TERMS}"),
-        (loss["distance"] in DISTANCES, f"loss.distance must be one of {DISTANCES}"),
-        (loss["weighting"] in WEIGHTINGS, f"loss.weighting must be one of {WEIGHTINGS}"),
-        (loss["st_weighting"] in ST_WEIGHTINGS, f"loss.st_weighting must be one of {ST_WEIGHTINGS}"),
+
+@dataclass(frozen=True)
+class Field:
+    """What one config value may be: its kinds, and for numbers a range, for any a set of choices,
+    for lists a length and each item's Field."""
+    kinds: tuple
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False     # low itself excluded
+    open_high: bool = False    # high itself excluded
+    choices: tuple = ()
+    items: "Field | None" = None
+    length: int | None = None  # lists: exactly this many items (0: at least one)
+
+    def describe(self) -> str:
+        """The expectation in words, e.g. 'an integer >= 1' or 'null or a number in (0, 1]'."""
+        if self.choices:
+            kinds = [_KINDS["null"][1]] if "null" in self.kinds else []
+            return " or ".join(kinds + [f"one of {json.dumps(list(self.choices))}"])
+        words = []
+        for kind in self.kinds:
+            text = _KINDS[kind][1]
+            if kind in ("int", "number"):
+                text += self._range()
+            if kind == "list" and self.items is not None:
+                count = "at least one item" if self.length == 0 else f"{self.length} items" if self.length else "items"
+                text = f"a list of {count}, each {self.items.describe()}"
+            words.append(text)
+        return " or ".join(words)
+
+    def _range(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f" in {'(' if self.open_low else '['}{self.low}, {self.high}{')' if self.open_high else ']'}"
+        if self.low is not None:
+            return f" {'>' if self.open_low else '>='} {self.low}"
+        return ""
+
+    def accepts(self, value) -> bool:
+        kind = next((k for k in self.kinds if _KINDS[k][0](value)), None)
+        if kind is None:
+            return False
+        if kind == "null":
+            return True
+        if self.choices:
+            return any(value == c and type(value) is type(c) for c in self.choices)
+        if kind in ("int", "number"):
+            return self._in_range(value)
+        if kind == "list" and self.items is not None:
+            size_ok = len(value) > 0 if self.length == 0 else self.length is None or len(value) == self.length
+            return size_ok and all(self.items.accepts(v) for v in value)
+        return True
+
+    def _in_range(self, v) -> bool:
+        low_ok = self.low is None or (v > self.low if self.open_low else v >= self.low)
+        high_ok = self.high is None or (v < self.high if self.open_high else v <= self.high)
+        return low_ok and high_ok
+
+
+def _int(low=None, *, null=False) -> Field:
+    return Field(("int", "null") if null else ("int",), low=low)
+
+
+def _number(low=None, high=None, *, open_low=False, open_high=False, null=False) -> Field:
+    return Field(("number", "null") if null else ("number",), low, high, open_low, open_high)
+
+
+def _one_of(*choices, null=False) -> Field:
+    kinds = tuple(dict.fromkeys(_kind_of(c) for c in choices)) + (("null",) if null else ())
+    return Field(kinds, choices=tuple(choices))
+
+
+def _kind_of(value) -> str:
+    return next(k for k in ("bool", "int", "number", "str") if _KINDS[k][0](value))
+
+
+_BOOL, _TEXT, _FREE_DICT = Field(("bool",)), Field(("str",)), Field(("dict",))
+
+
+@functools.lru_cache(maxsize=1)
+def config_schema() -> dict:
+    """key -> Field for every key of DEFAULTS (the kwargs dicts take any content). The one place a
+    config value's type and range are stated; `validate` checks them all before anything is written."""
+    from .data.plan import SAMPLING_MODES
+    from .losses import DISTANCES, ST_WEIGHTINGS, TERMS, VARIANTS, WEIGHTINGS
+    from .models import BACKBONES
+    from .sampling import PRESETS
+
+    return {
+        "name": _TEXT, "output": _TEXT,
+        "model.backbone": _one_of(*sorted(BACKBONES)), "model.backbone_kwargs": _FREE_DICT,
+        "model.init": Field(("str", "null")), "model.dim": _int(1), "model.hidden": _int(1),
+        "model.queue_size": _int(0), "model.momentum": _number(0, 1, open_high=True),
+        "model.tau": _number(0, open_low=True), "model.split_bn": _int(1),
+        "loss.mal": _BOOL, "loss.variant": _one_of(*VARIANTS),
+        "loss.terms": Field(("list",), items=_one_of(*TERMS), length=0),
+        "loss.weight": _number(0), "loss.warmup_weight": _number(0), "loss.warmup_weight_epochs": _int(0),
+        "loss.distance": _one_of(*DISTANCES), "loss.weighting": _one_of(*WEIGHTINGS),
+        "loss.st_weighting": _one_of(*ST_WEIGHTINGS), "loss.positives": _one_of(1, 3), "loss.intra": _BOOL,
+        "loss.intra_tau": _number(0, open_low=True), "loss.order": _BOOL,
+        "data.loader": _one_of("dali", "torch", "synthetic"), "data.store": Field(("str", "null")),
+        "data.videos": Field(("null", "str", "list"), items=_TEXT),
+        "data.batch_size": _int(1), "data.clip_len": _int(1), "data.stride": _int(1), "data.size": _int(1),
+        "data.augment": _BOOL, "data.sampling": _one_of(*SAMPLING_MODES), "data.preset": _one_of(*PRESETS),
+        "data.loader_kwargs": _FREE_DICT, "data.synthetic_batches": _int(1),
+        "data.motion_size": Field(("null", "list"), items=_int(1), length=3),
+        "optim.lr": _number(0, open_low=True), "optim.momentum": _number(0, 1), "optim.weight_decay": _number(0),
+        "optim.epochs": _int(1), "optim.warmup_epochs": _int(0),
+        "optim.warmup_start_factor": _number(0, 1, open_low=True), "optim.min_lr": _number(0),
+        "optim.grad_clip": _number(0, open_low=True, null=True),
+        "train.device": _one_of("auto", "cuda", "cpu"), "train.amp": _one_of("auto", "bf16", "fp16", "off"),
+        "train.channels_last": _one_of("auto", True, False), "train.compile": _BOOL, "train.seed": _int(0),
+        "train.deterministic": _BOOL, "train.max_steps": _int(1, null=True), "train.log_every": _int(1),
+        "train.tensorboard": _BOOL, "train.progress": _BOOL, "train.plot": _BOOL, "train.collapse_warning": _BOOL,
+        "checkpoint.every_steps": _int(0, null=True), "checkpoint.keep": _int(1),
+    }
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """{"a.b": value} of a nested config; the kwargs dicts (_FREE) are flattened into too."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _value_at(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _kind_in_words(value) -> str:
+    return next((words for test, words in _KINDS.values() if test(value)), type(value).__name__)
+
+
+def check_types(config: dict) -> None:
+    """Every value against config_schema(): ConfigError naming the key, what it must be and what it is."""
+    for key, field in config_schema().items():
+        value = _value_at(config, key)
+        if not field.accepts(value):
+            raise ConfigError(f"config {config.get('name')!r}: {key} must be {field.describe()}, "
+                              f"got {json.dumps(value) if _is_json(value) else repr(value)} ({_kind_in_words(value)})")
+
+
+def _is_json(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def validate(config: dict) -> None:
+    """Types and ranges (config_schema), then the rules that tie keys together."""
+    from .models import check_model_config
+
+    check_types(config)
+    m, loss, d = config["model"], config["loss"], config["data"]
+    relations = [
         (loss["st_weighting"] == "uniform" or loss["distance"] == "cosine",
          "loss.st_weighting=softmax (the release's alignment terms) needs loss.distance=cosine"),
-        (loss["positives"] in (1, 3), "loss.positives must be 1 (key) or 3 (key, key2, key3: the release)"),
-        (loss["positives"] == 1 or int(m["queue_size"]) > 0,
+        (loss["positives"] == 1 or m["queue_size"] > 0,
          "loss.positives=3 (InfoNCE over 3B rows against the queue) needs model.queue_size > 0"),
         (not _uses_other_clips(loss) or d["preset"] == "official",
          "loss.positives=3, loss.intra and loss.order need data.preset=official (its batch has key2, key3, "
          "query_first)"),
-        (d["loader"] in ("dali", "torch", "synthetic"), "data.loader must be dali, torch or synthetic"),
-        (int(d["batch_size"]) >= 1, "data.batch_size must be >= 1"),
-        (int(m["queue_size"]) >= 0, "model.queue_size must be >= 0 (0: negatives from the same step)"),
-        (0.0 <= float(m["momentum"]) < 1.0, "model.momentum must be in [0, 1)"),
-        (t["amp"] in ("auto", "bf16", "fp16", "off"), "train.amp must be auto, bf16, fp16 or off"),
-        (t["device"] in ("auto", "cuda", "cpu"), "train.device must be auto, cuda or cpu"),
-        (o["epochs"] >= 1, "optim.epochs must be >= 1"),
-        (config["checkpoint"]["keep"] >= 1, "checkpoint.keep must be >= 1"),
         (d["loader"] == "synthetic" or d["store"], "data.store is required unless data.loader=synthetic"),
     ]
-    for ok, message in checks:
+    for ok, message in relations:
         if not ok:
             raise ConfigError(f"config {config.get('name')!r}: {message}")
     _check_views(config)
@@ -442,13 +607,11 @@ def pretrain_loss(model, batch: dict, criterion: MCLLoss, mal_weight: float, ord
     return terms
 
 
-def _resume_state(out_dir: Path, resume: str | None, rank: int) -> dict | None:
-    """The checkpoint to continue from: "auto" (the newest in out_dir; also after an elastic
-    restart), a path, or None (fresh)."""
-    if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
-        resume = "auto"  # an elastic restart picks up the last checkpoint by itself
+def _resume_state(out_dir: Path, resume: str | None, rank: int, run_id: str | None = None) -> dict | None:
+    """The checkpoint to continue from: "auto" (the newest in out_dir, of the folder's run `run_id`
+    if known), a path, or None (fresh)."""
     if resume == "auto":
-        found = load_latest(out_dir)
+        found = load_latest(out_dir, run_id=run_id)
         if rank == 0:
             print(f"[mcl-fast] resuming from {found[0]}" if found else f"[mcl-fast] no checkpoint in {out_dir}: "
                   "starting fresh", file=sys.stderr)
@@ -467,6 +630,235 @@ def _same_step_everywhere(step: int, runtime: Runtime, out_dir: Path) -> None:
                            f"the output folder {out_dir} must be shared by every node")
 
 
+# ---- the run folder: one run per folder, locked, its leftovers cleaned, resumes checked ------------
+RUN_RECORD = "run.json"  # {"run_id": ...}: the run that owns the folder (each checkpoint records it too)
+LOCK_NAME = ".lock"
+# What marks a folder as holding a run (besides checkpoints): a fresh run refuses to start there.
+RUN_TRACES = ("config.json", "history.json", "summary.json", RUN_RECORD, "loss_curves.png", "tb")
+# Temporaries of mcl_fast._io.atomic_write (".NAME.XXXXXXXX.tmp") that a killed run leaves behind.
+TEMPORARIES = (".ckpt_*.pt.*.tmp", ".config.json.*.tmp", ".history.json.*.tmp", ".summary.json.*.tmp",
+               f".{RUN_RECORD}.*.tmp")
+
+# Keys a resume may change with --resume-with-changes. They decide when the run stops, what it logs,
+# how often and how many checkpoints it keeps, its label, or how the same computation executes
+# (device, compile, channels_last: same math, kernels' rounding aside). Every other key changes the
+# run itself (model, data, batch, loss, optimiser, schedule, seed, precision) and is refused.
+SAFE_ON_RESUME = ("name", "train.max_steps", "train.log_every", "train.tensorboard", "train.progress",
+                  "train.plot", "train.collapse_warning", "train.device", "train.compile", "train.channels_last",
+                  "checkpoint.every_steps", "checkpoint.keep")
+NOT_COMPARED = ("output",)  # where the run lives, not what it is: a moved folder resumes as well
+_ABSENT = "(absent)"
+
+
+class RunFolderError(ConfigError):
+    """The output folder cannot take this run as asked; nothing in it was changed."""
+
+
+def run_traces(out_dir: Path) -> list[str]:
+    """Names of what an earlier run left in out_dir: checkpoints, config.json, history, ..."""
+    names = [p.name for p in list_checkpoints(out_dir)]
+    return names + [name for name in RUN_TRACES if (out_dir / name).exists()]
+
+
+def read_run_id(out_dir: Path) -> str | None:
+    """The id in out_dir/run.json (None if there is none: a new folder, or an earlier version's run)."""
+    try:
+        return json.loads((out_dir / RUN_RECORD).read_text(encoding="utf-8")).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def lock_run_folder(out_dir: Path):
+    """Create out_dir and hold an exclusive flock on out_dir/.lock (released when the returned file
+    closes, or the process dies); RunFolderError if another process holds it."""
+    import fcntl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(out_dir / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise RunFolderError(f"another `mcl-fast pretrain` is running in {out_dir} (it holds {out_dir / LOCK_NAME}): "
+                             "wait for it to end, or choose another output=") from None
+    except OSError as e:  # a filesystem without flock: run unlocked rather than not at all
+        warnings.warn(f"cannot lock {out_dir / LOCK_NAME} ({e.strerror}): two runs in this folder would not be stopped")
+    return lock
+
+
+def remove_stale_temporaries(out_dir: Path) -> list[Path]:
+    """Delete the temporary files a killed run left in out_dir. Call it holding the folder's lock:
+    then no other pretrain can be writing them."""
+    stale = sorted({p for pattern in TEMPORARIES for p in out_dir.glob(pattern)})
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def move_aside(out_dir: Path) -> Path:
+    """Move everything in out_dir (but the lock) into a new sibling folder OUT.replaced-<time>; nothing is deleted."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in itertools.count():
+        aside = out_dir.with_name(f"{out_dir.name}.replaced-{stamp}{f'-{i}' if i else ''}")
+        try:
+            aside.mkdir()
+            break
+        except FileExistsError:
+            continue
+    for entry in out_dir.iterdir():
+        if entry.name != LOCK_NAME:
+            os.rename(entry, aside / entry.name)
+    fsync_path(aside)
+    fsync_path(out_dir)
+    return aside
+
+
+def _over(base: dict, config: dict) -> dict:
+    """config deep-merged over base, accepting any key (a saved config may hold keys since removed)."""
+    out = copy.deepcopy(base)
+    for key, value in config.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict) and key not in _FREE
+        out[key] = _over(out[key], value) if nested else copy.deepcopy(value)
+    return out
+
+
+def _comparable(config: dict) -> dict:
+    """The flat {key: value} a resume compares: the config over DEFAULTS (keys added since a
+    checkpoint was written take their defaults), empty kwargs dicts and NOT_COMPARED left out."""
+    return {k: v for k, v in flatten(_over(DEFAULTS, config)).items() if v != {} and k not in NOT_COMPARED}
+
+
+def config_changes(saved: dict, new: dict) -> list[tuple[str, object, object]]:
+    """(key, saved value, new value) of every key that differs, sorted by key."""
+    a, b = _comparable(saved), _comparable(new)
+    return [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(a.keys() | b.keys())
+            if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+
+
+def _change_lines(changes) -> str:
+    show = lambda v: v if v is _ABSENT else json.dumps(v)  # noqa: E731
+    return "\n".join(f"  {key}: {show(old)} -> {show(new)}" for key, old, new in changes)
+
+
+def check_resume_config(saved: dict, new: dict, allow_changes: bool, source) -> list[tuple]:
+    """The safe changes a resume applies; RunFolderError listing the differences if any change
+    alters the run, or if safe ones are made without allow_changes (--resume-with-changes)."""
+    changes = config_changes(saved, new)
+    altering = [c for c in changes if c[0] not in SAFE_ON_RESUME]
+    if altering:
+        raise RunFolderError(
+            f"--resume with a config that changes the run saved in {source}:\n{_change_lines(altering)}\n"
+            "resume with the saved values, or start a new run in another output= (or here with --overwrite, "
+            f"which moves this run aside); only {', '.join(SAFE_ON_RESUME)} may change "
+            "(with --resume-with-changes)")
+    if changes and not allow_changes:
+        raise RunFolderError(f"--resume with changed settings (safe ones) against {source}:\n{_change_lines(changes)}\n"
+                             "pass --resume-with-changes to apply them, or resume with the saved values")
+    return changes
+
+
+def _resume_mode(resume: str | None) -> str | None:
+    """resume as asked, except that a torchrun elastic restart always picks up the last checkpoint."""
+    if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        return "auto"
+    return resume
+
+
+def _is_inside(path: str, folder: Path) -> bool:
+    return Path(path).resolve().parent == folder.resolve()
+
+
+def _log(rank: int, message: str) -> None:
+    if rank == 0:
+        print(f"[mcl-fast] {message}", file=sys.stderr)
+
+
+class RunFolder:
+    """The output folder of one pretraining run, held (locked on rank 0) while the run lasts.
+
+    `open` decides, before anything is written, what the run may do there: start fresh (the folder
+    holds no other run, or `overwrite` moves that run aside), or resume (the checkpoint's config
+    matches, see SAFE_ON_RESUME). Then rank 0 removes a killed run's temporaries and writes run.json
+    and config.json. `loaded` is the checkpoint state to continue from (None: fresh), `run_id` the
+    id every checkpoint of this run records."""
+
+    def __init__(self, out_dir: Path, lock, loaded: dict | None, run_id: str):
+        self.out_dir, self.lock, self.loaded, self.run_id = out_dir, lock, loaded, run_id
+
+    @classmethod
+    def open(cls, config: dict, resume: str | None, rank: int, *, overwrite: bool = False,
+             allow_changes: bool = False) -> "RunFolder":
+        out_dir = Path(config["output"])
+        resume = _resume_mode(resume)
+        lock = lock_run_folder(out_dir) if rank == 0 else None
+        try:
+            loaded, run_id, move = cls._decide(config, out_dir, resume, rank, overwrite, allow_changes)
+            dist.barrier()  # every rank has looked at the folder before rank 0 changes it
+            if rank == 0:
+                cls._prepare(config, out_dir, run_id, move)
+        except BaseException:
+            if lock is not None:
+                lock.close()
+            raise
+        return cls(out_dir, lock, loaded, run_id)
+
+    @staticmethod
+    def _decide(config, out_dir, resume, rank, overwrite, allow_changes) -> tuple[dict | None, str, bool]:
+        """(checkpoint state or None, run id, whether to move an earlier run aside); raises RunFolderError."""
+        folder_run = read_run_id(out_dir)
+        try:
+            loaded = _resume_state(out_dir, resume, rank, run_id=folder_run)
+        except (FileNotFoundError, ValueError) as e:  # --resume-from a missing, unreadable or damaged file
+            raise RunFolderError(f"--resume-from: {e}") from None
+        if loaded is None:
+            if resume == "auto" and list_checkpoints(out_dir):
+                raise RunFolderError(f"--resume: none of the checkpoints in {out_dir} can be loaded (see the warnings "
+                                     "above): move them away, or start a new run with --overwrite")
+            move = resume is None and _occupied(out_dir, overwrite)
+            return None, uuid.uuid4().hex, move  # a new run (only rank 0's id is written: it saves the checkpoints)
+        changes = check_resume_config(loaded["config"], config, allow_changes, resume if resume != "auto" else out_dir)
+        if changes:
+            _log(rank, f"resuming with changes:\n{_change_lines(changes)}")
+        run_id = loaded.get(RUN_ID) or uuid.uuid4().hex  # an earlier version's checkpoint: a new id from here on
+        move = False
+        if resume != "auto" and not _is_inside(resume, out_dir) and folder_run != run_id:
+            move = _occupied(out_dir, overwrite)  # another run's folder: the checkpoint must not join it
+        return loaded, run_id, move
+
+    @staticmethod
+    def _prepare(config: dict, out_dir: Path, run_id: str, move: bool) -> None:
+        """Rank 0, the decision made: move an earlier run aside, clean, write run.json and config.json."""
+        if move:
+            _log(0, f"--overwrite: moved the earlier run in {out_dir} to {move_aside(out_dir)}")
+        removed = remove_stale_temporaries(out_dir)
+        if removed:
+            _log(0, f"removed {len(removed)} temporary file(s) a killed run left in {out_dir}")
+        atomic_write_json(out_dir / RUN_RECORD, {"run_id": run_id})
+        atomic_write_json(out_dir / "config.json", config)
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+
+    def __enter__(self) -> "RunFolder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _occupied(out_dir: Path, overwrite: bool) -> bool:
+    """Whether out_dir holds an earlier run that `overwrite` will move aside; RunFolderError without it."""
+    traces = run_traces(out_dir)
+    if traces and not overwrite:
+        shown = ", ".join(traces[:6]) + (f" and {len(traces) - 6} more" if len(traces) > 6 else "")
+        raise RunFolderError(f"{out_dir} holds another run ({shown}): continue it with --resume, choose another "
+                             "output=, or pass --overwrite to move it aside (to a new folder beside it) and start "
+                             "afresh")
+    return bool(traces)
+
+
 class Pretraining:
     """The state of one pretraining run and what happens after each step (log, checkpoint).
 
@@ -474,8 +866,9 @@ class Pretraining:
     """
 
     def __init__(self, config, runtime, model, optimizer, scheduler, steps_per_epoch, max_steps, out_dir,
-                 step=0, history=None, on_step=None):
+                 step=0, history=None, on_step=None, run_id=None):
         self.config, self.runtime, self.model = config, runtime, model
+        self.run_id = run_id  # recorded in each checkpoint: pruning deletes only this run's
         self.optimizer, self.scheduler = optimizer, scheduler
         self.steps_per_epoch, self.max_steps, self.out_dir = steps_per_epoch, max_steps, out_dir
         self.step, self.epoch = step, step // steps_per_epoch
@@ -501,7 +894,8 @@ class Pretraining:
                 "scaler": self.runtime.scaler.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "step": self.step, "epoch": epoch,
                 "loader": {"epoch": epoch, "batch": batch_in_epoch, "steps_per_epoch": self.steps_per_epoch},
-                "rng": rngs, "config": self.config, "history": self.log.history, "world_size": self.runtime.world}
+                "rng": rngs, "config": self.config, "history": self.log.history, "world_size": self.runtime.world,
+                RUN_ID: self.run_id}
 
     def checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
         state = self.state_dict(epoch, batch_in_epoch)  # collective when world > 1: every rank calls it
@@ -550,18 +944,24 @@ class Pretraining:
                 self.epoch += 1
 
 
-def train(config: dict, resume: str | None = None, on_step=None) -> dict:
+def train(config: dict, resume: str | None = None, on_step=None, *, overwrite: bool = False,
+          allow_changes: bool = False) -> dict:
     """Run pretraining as configured; returns a summary dict (steps, final losses, paths).
 
     resume: None (fresh), "auto" (the newest checkpoint in the output folder) or a checkpoint path.
     on_step: called with the global step after each step's checkpoint (tests use it).
+    overwrite: a fresh run moves an earlier run in the output folder aside (else: RunFolderError).
+    allow_changes: a resume may change the SAFE_ON_RESUME keys (else: RunFolderError listing them).
     """
+    runtime = setup_runtime(config["train"]["device"], config["train"]["amp"], config["train"]["channels_last"])
+    with RunFolder.open(config, resume, runtime.rank, overwrite=overwrite, allow_changes=allow_changes) as folder:
+        return _train(config, runtime, folder, on_step)
+
+
+def _train(config: dict, runtime: Runtime, folder: RunFolder, on_step) -> dict:
+    """train() in its run folder (locked, checked, config.json written)."""
     t_cfg, o_cfg = config["train"], config["optim"]
-    runtime = setup_runtime(t_cfg["device"], t_cfg["amp"], t_cfg["channels_last"])
-    out_dir = Path(config["output"])
-    if runtime.rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out_dir / "config.json", config)
+    out_dir = folder.out_dir
     _set_deterministic(bool(t_cfg["deterministic"]), runtime.device)
     torch.manual_seed(int(t_cfg["seed"]))  # the same initial weights on every rank
     model = build_model(config)
@@ -579,7 +979,7 @@ def train(config: dict, resume: str | None = None, on_step=None) -> dict:
     max_steps = min(total_steps, int(t_cfg["max_steps"])) if t_cfg["max_steps"] else total_steps
 
     step, history = 0, []
-    loaded = _resume_state(out_dir, resume, runtime.rank)
+    loaded = folder.loaded
     if loaded is not None:
         model.load_state_dict(loaded["model"])
         optimizer.load_state_dict(loaded["optimizer"])
@@ -600,7 +1000,7 @@ def train(config: dict, resume: str | None = None, on_step=None) -> dict:
             model.encoder_q.compile()
 
     run = Pretraining(config, runtime, model, optimizer, scheduler, steps_per_epoch, max_steps, out_dir,
-                      step=step, history=history, on_step=on_step)
+                      step=step, history=history, on_step=on_step, run_id=folder.run_id)
     run.run(loader, criterion, ddp)
     run.log.close()
     summary = {"step": run.step, "epoch": run.epoch, "world_size": runtime.world, "output": str(out_dir), **run.last}
@@ -619,8 +1019,14 @@ def add_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. data.store=demo_out/store optim.epochs=2")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the latest checkpoint in the output folder (fresh start if none)")
+                        help="continue from the latest checkpoint in the output folder (fresh start if none); "
+                             "the config must match the saved one")
     parser.add_argument("--resume-from", default=None, metavar="CKPT", help="continue from this checkpoint file")
+    parser.add_argument("--resume-with-changes", action="store_true",
+                        help="let a resume change the safe keys (" + ", ".join(SAFE_ON_RESUME) + ")")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an output folder that holds another run, moving that run aside to "
+                             "OUTPUT.replaced-<time> (never deleted)")
     return parser
 
 
@@ -636,8 +1042,12 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"mcl-fast pretrain: {e}", file=sys.stderr)
         return 2
+    if args.overwrite and args.resume:
+        print("mcl-fast pretrain: --overwrite starts a new run; it cannot go with --resume", file=sys.stderr)
+        return 2
     try:
-        summary = train(config, resume=args.resume_from or ("auto" if args.resume else None))
+        summary = train(config, resume=args.resume_from or ("auto" if args.resume else None),
+                        overwrite=args.overwrite, allow_changes=args.resume_with_changes)
     except ConfigError as e:
         print(f"mcl-fast pretrain: {e}", file=sys.stderr)
         return 2

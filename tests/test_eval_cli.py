@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from mcl_fast.checkpoint import atomic_torch_save
 from mcl_fast.cli import main as cli_main
 from mcl_fast.data.synthetic import make_video
 from mcl_fast.eval.features import (ClipSettings, cached_features, eval_clips, extract_features,
@@ -45,8 +46,7 @@ def checkpoint(tmp_path_factory):
     state = {"model": {f"encoder_q.backbone.{k}": v for k, v in net.state_dict().items()},
              "config": {"model": {"backbone": "tiny"}, "data": {"size": 48, "clip_len": 4, "stride": 2}}}
     path = tmp_path_factory.mktemp("ckpt") / "ckpt_00000010.pt"
-    torch.save(state, path)
-    return path
+    return atomic_torch_save(state, path)  # as the trainer writes it: with checksums, checked on every load
 
 
 def test_eval_clip_geometry(synthetic_mp4):

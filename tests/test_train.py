@@ -133,7 +133,8 @@ def test_kill_and_resume_equals_straight_run(tmp_path):
 
 def test_atomic_save_keeps_last_two_and_skips_a_corrupt_newest(tmp_path):
     for step in (1, 2, 3):
-        ckpt.save_checkpoint({"model": {"w": torch.full((2,), float(step))}, "step": step}, tmp_path, step, keep=2)
+        ckpt.save_checkpoint({"model": {"w": torch.full((2,), float(step))}, "step": step, "run_id": "a"}, tmp_path,
+                             step, keep=2)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["ckpt_00000002.pt", "ckpt_00000003.pt"]
     (tmp_path / "ckpt_00000004.pt").write_bytes(b"torn")  # not written by us: a foreign, broken file
     with pytest.warns(UserWarning, match="ckpt_00000004.pt"):
