@@ -64,6 +64,11 @@ def atomic_write(path, write: Callable[[IO[bytes]], object], *, suffix: str = ".
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # a write or fsync on the descriptor: name the file the user knows
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

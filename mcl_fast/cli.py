@@ -102,7 +102,7 @@ def main(argv=None) -> int:
 
 # errno -> what to do; a failure of the machine, not of the program, gets one line instead of a traceback
 _ADVICE = {
-    errno.ENOSPC: "free space there (or choose another --out) and run the same command again: finished work is kept",
+    errno.ENOSPC: "free space there (or choose another output folder) and run the same command again: finished work is kept",
     errno.EDQUOT: "the disk quota is exhausted: free space and run the same command again",
     errno.EROFS: "the file system is read-only: choose a writable folder",
     errno.EACCES: "check the permissions of that file and its folder",

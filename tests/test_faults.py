@@ -85,3 +85,16 @@ def test_a_flipped_byte_changes_the_checksum():
         assert not matches(damaged, expected)
     with pytest.raises(ValueError, match="unknown checksum algorithm"):
         matches(data, "md5:0123")
+
+
+def test_a_failed_atomic_write_names_its_target_and_leaves_nothing(tmp_path):
+    def full(f):
+        f.write(b"x" * 10)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write() on a full disk raises it
+
+    from mcl_fast._io import atomic_write
+
+    with pytest.raises(OSError) as info:
+        atomic_write(tmp_path / "history.json", full)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "history.json")
+    assert list(tmp_path.iterdir()) == []
