@@ -157,3 +157,13 @@ def test_a_sanitizer_that_cannot_run_is_a_skip_not_a_kernel_failure(tmp_path):
     res = subprocess.run(["bash", "-c", f'source <(sed -n "/^sanitize() {{/,/^}}/p" {SCRIPT}); SANITIZER={fake} '
                           f'PY={sys.executable} sanitize memcheck'], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0 and "STEP-SKIP: memcheck could not run here (rc 255)" in res.stdout, res.stdout
+
+
+def test_a_program_that_raised_under_the_sanitizer_stays_a_failure(tmp_path):
+    fake = tmp_path / "compute-sanitizer"
+    fake.write_text("#!/bin/sh\necho 'Traceback (most recent call last):'\necho 'CUDADriverError: CUDA_ERROR_INVALID_IMAGE'\n"
+                    "exit 1\n")
+    fake.chmod(0o755)
+    res = subprocess.run(["bash", "-c", f'source <(sed -n "/^sanitize() {{/,/^}}/p" {SCRIPT}); SANITIZER={fake} '
+                          f'PY={sys.executable} sanitize memcheck'], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 1 and "STEP-SKIP" not in res.stdout
