@@ -4,6 +4,7 @@ and `prepare --device cuda` apply it; a failure only DALI's GPU decoder sees rep
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +173,26 @@ def test_a_failure_no_check_explains_is_found_by_decoding_each_file_alone(h264_f
     monkeypatch.setattr(video_maps, "nvdec_trial", lambda path, frames, dev: None)
     with pytest.raises(RuntimeError, match="no video in it fails"):
         MotionFocusedLoader._recover(fake, 0, RuntimeError("DALI error"))
+
+
+def test_the_gpu_loader_names_the_files_at_construction(h264_files, tmp_path, monkeypatch):
+    """MotionFocusedLoader(device="gpu", verify=True) refuses before building anything, naming the
+    4:4:4 file and not the 8-bit 4:2:0 one (the GPU itself is stood in for: none here)."""
+    import shutil
+
+    import mcl_fast._backend as backend
+    from mcl_fast.data import loader as loader_module
+    from mcl_fast.motion.prepare import prepare
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for key in ("444", "420"):
+        shutil.copy(h264_files[key], videos / Path(h264_files[key]).name)
+    prepare(str(videos), str(tmp_path / "store"), flow="farneback", size=32, workers=0, progress=False)
+    monkeypatch.setattr(backend, "has_gpu", lambda: True)
+    monkeypatch.setattr(ns, "nvdec_generation", lambda *a: ns.TURING_GA100_HOPPER)
+    with pytest.raises(nvdec.NvdecUnsupported) as err:
+        loader_module.MotionFocusedLoader(["chroma444.mp4", "plain420.mp4"], tmp_path / "store", 1, device="gpu",
+                                          clip_len=2, size=32)
+    assert list(err.value.problems) == [str(videos / "chroma444.mp4")]
+    assert "MotionFocusedLoader(device='gpu')" in str(err.value) and "4:4:4 8-bit" in str(err.value)

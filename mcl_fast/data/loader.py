@@ -71,11 +71,12 @@ class MotionFocusedLoader(LoaderBase):
     (check_fingerprints=False opts out: use files that changed since), its frame count (where the
     container declares one) and frame size agree, on the CPU its codec is one DALI's CPU decoder
     reads, and on the GPU its stream is one NVDEC decodes (video_io.nvdec_support: codec, profile,
-    chroma format, bit depth, size; a second header read per file). It opens every file's header and reads three 64 KiB ranges of it
-    (checks.PROBE_THREADS threads, a progress bar past checks.PROGRESS_MIN videos): seconds for
-    UCF101 on a local disk, much longer for ~1M files on a network file system; every rank does
-    it, so verify once (e.g. on rank 0, or in a smoke run) and pass verify=False elsewhere: sizes
-    are then read lazily, the first time each video is planned.
+    chroma format, bit depth, size; a second header read per file). It opens every file's header
+    and reads three 64 KiB ranges of it (checks.PROBE_THREADS threads, a progress bar past
+    checks.PROGRESS_MIN videos): seconds for UCF101 on a local disk, much longer for ~1M files on
+    a network file system; every rank does it, so verify once (e.g. on rank 0, or in a smoke run)
+    and pass verify=False elsewhere: sizes are then read lazily, the first time each video is
+    planned, and a file NVDEC cannot decode is replaced when DALI first fails on it.
     min_frames: videos shorter than a clip ((clip_len - 1) * stride + 1 frames) are kept and their
     last frame repeats (counted in one notice, listed in `short_videos`); min_frames=N drops the
     videos shorter than N frames instead (listed in `dropped_videos`; `videos` and `index` then
@@ -96,7 +97,8 @@ class MotionFocusedLoader(LoaderBase):
         self.nvdec = device == "gpu"  # the file scan checks NVDEC's minimum frame sizes
         super().__init__(videos, store, batch_size, LoaderOptions.from_kwargs("MotionFocusedLoader", options))
         if self.nvdec and self.options.verify:  # NVDEC's formats (codec, profile, chroma, bit depth): named now
-            refuse_unsupported([self.paths(v) for v in self.videos], "MotionFocusedLoader(device='gpu')", PROBE_THREADS)
+            refuse_unsupported([self.paths(v) for v in self.videos], "MotionFocusedLoader(device='gpu')",
+                               PROBE_THREADS)
         self.device, self.num_threads, self.prefetch, self.device_id = device, int(num_threads), int(prefetch), device_id
         self._pipe = None
         self._feed: _Feeder | None = None
@@ -166,8 +168,9 @@ class MotionFocusedLoader(LoaderBase):
         if not culprits and self.device == "gpu":
             culprits = dali_only_culprits(in_flight, self.torch_device.index)
         if not culprits:
+            alone = " or alone with NVDEC" if self.device == "gpu" else ""
             raise RuntimeError(f"the DALI pipeline failed on batch {batch_no} and no video in it fails to "
-                               f"decode with PyAV or alone on the {self.device.upper()}: {err}") from err
+                               f"decode with PyAV{alone}: {err}") from err
         log.debug("DALI failed on batch %d (files %s)", batch_no, ", ".join(culprits), exc_info=err)
         for path, reason in culprits.items():
             self.report_failure(path, reason)
