@@ -293,10 +293,10 @@ EOF
 }
 
 sanitize() {  # compute-sanitizer TOOL over one launch of every kernel; a device it cannot use is a SKIP
-  local tool=$1 out rc
-  out=$("$SANITIZER" --tool "$tool" --error-exitcode 3 "$PY" tests/gpu/kernel_launches.py 2>&1)
-  rc=$?
-  echo "$out"
+  local tool=$1 out rc log=$WORK/sanitizer_$1.out
+  "$SANITIZER" --tool "$tool" --error-exitcode 3 "$PY" tests/gpu/kernel_launches.py 2>&1 | tee "$log"  # streamed: a killed run keeps its log
+  rc=${PIPESTATUS[0]}
+  out=$(cat "$log")
   if [ $rc -ne 0 ] && [ $rc -ne 3 ] && ! echo "$out" | grep -qE "kernels launched|Traceback"; then
     # The sanitizer never ran the program (no device access in a sandboxed runtime, a driver it
     # does not support): say so, it is no kernel failure. A program that raised (a CUDA error

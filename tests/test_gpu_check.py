@@ -154,7 +154,7 @@ def test_a_sanitizer_that_cannot_run_is_a_skip_not_a_kernel_failure(tmp_path):
     fake.write_text("#!/bin/sh\necho '========= Error: Target application terminated before first instrumented API call'\n"
                     "exit 255\n")
     fake.chmod(0o755)
-    res = subprocess.run(["bash", "-c", f'source <(sed -n "/^sanitize() {{/,/^}}/p" {SCRIPT}); SANITIZER={fake} '
+    res = subprocess.run(["bash", "-c", f'source <(sed -n "/^sanitize() {{/,/^}}/p" {SCRIPT}); SANITIZER={fake} WORK={tmp_path} '
                           f'PY={sys.executable} sanitize memcheck'], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0 and "STEP-SKIP: memcheck could not run here (rc 255)" in res.stdout, res.stdout
 
@@ -164,6 +164,6 @@ def test_a_program_that_raised_under_the_sanitizer_stays_a_failure(tmp_path):
     fake.write_text("#!/bin/sh\necho 'Traceback (most recent call last):'\necho 'CUDADriverError: CUDA_ERROR_INVALID_IMAGE'\n"
                     "exit 1\n")
     fake.chmod(0o755)
-    res = subprocess.run(["bash", "-c", f'source <(sed -n "/^sanitize() {{/,/^}}/p" {SCRIPT}); SANITIZER={fake} '
+    res = subprocess.run(["bash", "-c", f'source <(sed -n "/^sanitize() {{/,/^}}/p" {SCRIPT}); SANITIZER={fake} WORK={tmp_path} '
                           f'PY={sys.executable} sanitize memcheck'], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 1 and "STEP-SKIP" not in res.stdout
