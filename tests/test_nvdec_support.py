@@ -88,6 +88,8 @@ def fmt(codec, chroma="4:2:0", depth=8, profile=None, size=(320, 240)):
     (fmt("h264", profile="High 4:4:4 Predictive"), ns.TURING_GA100_HOPPER, True),  # lossless x264
     (fmt("h264", "4:0:0"), ns.TURING_GA100_HOPPER, True),
     (fmt("prores", "4:2:2", 10), ns.BLACKWELL, True),
+    (fmt("mjpeg", "4:2:2"), ns.TURING_GA100_HOPPER, False),  # only the size rule, as before
+    (fmt("mjpeg", size=(32, 32)), ns.TURING_GA100_HOPPER, True),
     (fmt("vp9", size=(80, 64)), ns.TURING_GA100_HOPPER, True),  # below 128x128
 ])
 def test_support_matrix(stream, generation, refused):

@@ -69,6 +69,10 @@ NVDEC_MIN_SIZE = {
     "vc1": (48, 16),
     "mjpeg": (64, 64),
 }
+# Codecs the GPU loader accepted before this matrix, which the SDK's codec list does not name:
+# only the size rule applies here; whether DALI's GPU decoder reads them is left to it (a failure
+# replaces the file, as any bad one).
+_SIZE_RULE_ONLY = frozenset({"mjpeg"})
 # FFmpeg decoder names that PyAV may report for the same codecs.
 _ALIASES = {"libvpx": "vp8", "libvpx-vp8": "vp8", "libvpx-vp9": "vp9", "libdav1d": "av1", "libaom-av1": "av1",
             "h265": "hevc"}
@@ -179,6 +183,8 @@ def size_problem(codec: str, height: int, width: int) -> str | None:
 def format_problem(fmt: StreamFormat, generation: str = DEFAULT_GENERATION) -> str | None:
     """None when NVDEC on `generation` decodes a stream of this format, else why not (a phrase)."""
     formats = supported_formats(generation)
+    if fmt.codec in _SIZE_RULE_ONLY:
+        return size_problem(fmt.codec, fmt.height, fmt.width)
     if fmt.codec not in formats:
         known = ", ".join(sorted(formats))
         return f"codec {fmt.codec} is not decoded by NVDEC on {generation} GPUs (it decodes {known})"
