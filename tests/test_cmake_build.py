@@ -223,3 +223,68 @@ def ref_boxes(rng, h, w):
     from mcl_fast.sampling import draw_boxes
 
     return draw_boxes(rng, 6, h, w)
+
+
+# ------------------------------------------------------------------ whole cubins (CuPy's getCUBIN drops a byte)
+
+
+def test_the_stand_in_drops_the_last_cubin_byte_as_cupy_does(nvrtc):
+    """The stand-in keeps CuPy's semantics (nvrtc.getCUBIN strips one byte as if a NUL): without the
+    fix below, every cubin written by _module would be one byte short of its program headers."""
+    from gpu_build import elf_extent_problems
+
+    src = _module.preprocess("select_box")
+    prog = nvrtc.createProgram(src, "select_box.cu", (), ())
+    try:
+        nvrtc.compileProgram(prog, list(_module.compile_options()) + ["--gpu-architecture=sm_90"])
+        raw = nvrtc.getCUBIN(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+    assert elf_extent_problems(raw), "the stand-in no longer drops the last byte: it no longer tests CuPy's case"
+    assert not elf_extent_problems(_module.whole_cubin(raw))
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_the_loaded_cubin_is_a_whole_elf(nvrtc, monkeypatch, tmp_path, name):
+    """An sm_90 device: the file RawModule(path=...) loads holds every byte of its ELF tables and
+    sections, through _module's own path with CuPy's byte semantics."""
+    from gpu_build import elf_extent_problems, module_file
+
+    data = module_file(monkeypatch, tmp_path, nvrtc, name, module_options(name), compute_capability="90")
+    assert data[:4] == b"\x7fELF"
+    assert elf_extent_problems(data) == [], f"kernels/{name}.cu's cubin is cut short"
+
+
+def test_cubins_cached_before_the_fix_are_not_reused(nvrtc, monkeypatch, tmp_path):
+    """Caches written before the fix hold short cubins: CACHE_FORMAT is part of the file's key, so
+    the same source compiles to a new file instead of loading the old one."""
+    from gpu_build import fake_cupy_for_compiling
+
+    monkeypatch.setenv(_module.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(_module, "require_cupy", lambda: fake_cupy_for_compiling(nvrtc, "90"))
+    paths = []
+    for version in ("1", _module.CACHE_FORMAT):
+        monkeypatch.setattr(_module, "CACHE_FORMAT", version)
+        _module.load_module.cache_clear()
+        paths.append(_module.load_module("motion_map").path)
+    _module.load_module.cache_clear()
+    assert paths[0] != paths[1]
+
+
+def test_an_incomplete_cubin_is_a_clear_error():
+    with pytest.raises(_module.KernelCompileError, match="incomplete cubin for x.cu"):
+        _module.whole_cubin(_tiny_elf()[:-3], "x.cu")
+    with pytest.raises(ValueError, match="not a 64-bit"):
+        _module.elf_tables_end(b"PTX")
+    assert _module.whole_cubin(_tiny_elf()[:-1]) == _tiny_elf() == _module.whole_cubin(_tiny_elf())
+
+
+def _tiny_elf() -> bytes:
+    """An ELF header with one 56-byte program header at 64: the tables end at 120."""
+    import struct
+
+    head = bytearray(64)
+    head[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<QQ", head, 0x20, 64, 0)
+    struct.pack_into("<HHHH", head, 0x36, 56, 1, 64, 0)
+    return bytes(head) + bytes(56)

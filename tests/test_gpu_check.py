@@ -21,16 +21,18 @@ STEPS = {
     1: ["probe GPU and packages", "probe NVDEC and tools", "cmake build", "pytest kernels + TV-L1",
         "motion_gpu --quick", "sanitizer memcheck", "sanitizer racecheck"],
     2: ["probe GPU and packages", "train_step R(2+1)D-50, S3D", "pretrain smoke fp16"],
-    3: ["activate DALI/PyAV kit", "host library", "pytest loader + prepare", "pytest GPU evaluation", "sample clips",
-        "prepare --device cuda", "loader_throughput --quick"],
+    3: ["activate DALI/PyAV kit", "NVDEC loader equality", "loader_throughput --quick", "sample clips",
+        "prepare --device cuda", "host library", "prepare maps vs CPU store", "pytest loader + prepare",
+        "pytest GPU evaluation"],
 }
 GPU_ONLY = {"motion_gpu --quick", "sanitizer memcheck", "sanitizer racecheck", "train_step R(2+1)D-50, S3D",
             "pretrain smoke fp16", "pytest kernels + TV-L1", "pytest loader + prepare", "pytest GPU evaluation",
-            "prepare --device cuda", "loader_throughput --quick", "activate DALI/PyAV kit"}
+            "prepare --device cuda", "loader_throughput --quick", "activate DALI/PyAV kit", "NVDEC loader equality",
+            "prepare maps vs CPU store"}
 
 
-def run_script(args, out: Path, work: Path, timeout: int = 600):
-    env = dict(os.environ, OUT=str(out), GPU_CHECK_WORK=str(work), PYTHON=sys.executable)
+def run_script(args, out: Path, work: Path, timeout: int = 600, **env_extra):
+    env = dict(os.environ, OUT=str(out), GPU_CHECK_WORK=str(work), PYTHON=sys.executable, **env_extra)
     return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -84,7 +86,7 @@ def test_dry_run_checked_what_the_gpu_steps_will_run(dry_runs):
     notes = {r[1]: r[4] for stage, (_, out) in dry_runs.items() for r in table_rows(out / f"stage{stage}.md")}
     assert "16 kernels launched (emulator)" in notes["sanitizer memcheck"]
     for name in ("motion_gpu --quick", "train_step R(2+1)D-50, S3D", "pretrain smoke fp16", "prepare --device cuda",
-                 "loader_throughput --quick"):
+                 "loader_throughput --quick", "NVDEC loader equality", "prepare maps vs CPU store"):
         assert "args OK" in notes[name], (name, notes[name])
 
 
@@ -117,3 +119,51 @@ def test_header_documents_the_three_device_calls():
     assert 'run carry=[".dali/part-01"]               timeout_s=240 command="bash benchmarks/gpu_check.sh --stage 2"' in text
     assert 'run carry=[".dali/part-02", ".dali/deps"] timeout_s=240 command="bash benchmarks/gpu_check.sh --stage 3"' in text
     assert not (ROOT / "benchmarks" / "pack_for_device.sh").exists()  # the kit replaced it
+
+
+def test_stage3_by_value_the_nvdec_checks_and_the_gpu_loader_rows_first():
+    order = STEPS[3]
+    assert order.index("NVDEC loader equality") == 1 and order.index("loader_throughput --quick") == 2
+
+
+def test_a_kit_that_fails_to_activate_stops_stage3_with_one_row(tmp_path):
+    """activate.sh's exit status is its import check (../shared/tools/dali-for-device.sh): when it
+    fails, stage 3 runs nothing else (no NVDEC step on a machine without its kit) and says why."""
+    kit = tmp_path / "activate.sh"
+    kit.write_text('echo "NVDEC: libnvcuvid NOT visible"\n'
+                   'echo "a part is missing: the machine was renewed; send the parts again"\nreturn 1\n')
+    res = run_script(["--stage", "3"], tmp_path / "out", tmp_path / "work", timeout=60, GPU_CHECK_KIT=str(kit))
+    rows = table_rows(tmp_path / "out" / "stage3.md")
+    assert [r[1:3] for r in rows] == [["activate DALI/PyAV kit", "FAIL(1)"]], res.stdout[-3000:]
+    assert "stage 3 stopped" in rows[0][4] and "a part is missing" in rows[0][4]
+    assert res.returncode == 1
+
+
+def test_nvdec_is_probed_through_the_dynamic_loader(dry_runs):
+    """As DALI loads it (ctypes.CDLL("libnvcuvid.so.1"), LD_LIBRARY_PATH included), not `ldconfig -p`."""
+    assert "ldconfig -p" not in SCRIPT.read_text()
+    _, out = dry_runs[1]
+    with tarfile.open(out / "stage1-logs.tar.gz") as tar:
+        log = tar.extractfile("./s1_probe_NVDEC_and_tools.log").read().decode()
+    assert "NVDEC: libnvcuvid" in log
+
+
+def test_a_sanitizer_that_cannot_run_is_a_skip_not_a_kernel_failure(tmp_path):
+    """compute-sanitizer refusing the device (a sandboxed runtime) gives a SKIP row saying so."""
+    fake = tmp_path / "compute-sanitizer"
+    fake.write_text("#!/bin/sh\necho '========= Error: Target application terminated before first instrumented API call'\n"
+                    "exit 255\n")
+    fake.chmod(0o755)
+    res = subprocess.run(["bash", "-c", f'source <(sed -n "/^sanitize() {{/,/^}}/p" {SCRIPT}); SANITIZER={fake} WORK={tmp_path} '
+                          f'PY={sys.executable} sanitize memcheck'], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0 and "STEP-SKIP: memcheck could not run here (rc 255)" in res.stdout, res.stdout
+
+
+def test_a_program_that_raised_under_the_sanitizer_stays_a_failure(tmp_path):
+    fake = tmp_path / "compute-sanitizer"
+    fake.write_text("#!/bin/sh\necho 'Traceback (most recent call last):'\necho 'CUDADriverError: CUDA_ERROR_INVALID_IMAGE'\n"
+                    "exit 1\n")
+    fake.chmod(0o755)
+    res = subprocess.run(["bash", "-c", f'source <(sed -n "/^sanitize() {{/,/^}}/p" {SCRIPT}); SANITIZER={fake} WORK={tmp_path} '
+                          f'PY={sys.executable} sanitize memcheck'], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 1 and "STEP-SKIP" not in res.stdout

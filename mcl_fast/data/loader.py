@@ -17,6 +17,10 @@ callback plans batches ahead.
 Bad input: a video that cannot be opened or decoded is replaced by another sample (drawn
 deterministically), counted in `num_replaced` (samples replaced), listed in `failures`
 (path -> reason, the reason mcl_fast.video_io gives everywhere) and reported once in one line.
+On the GPU a file PyAV decodes may still be one NVDEC cannot (4:4:4 or 10-bit H.264, AV1 on an
+H100...): with verify, construction raises nvdec.NvdecUnsupported naming each such file, why, and
+the way out (`mcl-fast transcode --codec h264`); without, its first DALI failure replaces it like
+any bad file, with that reason.
 At construction (checks.py), videos missing from the store (or that `prepare` rejected), files
 whose content, frame count or aspect ratio disagrees with the store, and an epoch with no batch
 are errors that name them; videos shorter than a clip are counted in one notice. A file that is
@@ -32,6 +36,8 @@ import torch
 
 from ..video_io import read_frames
 from .base import PLAN_CHUNK, LoaderBase, UnsupportedCodec, failure_reason, meta_fields, resolve_store
+from .checks import PROBE_THREADS
+from .nvdec import dali_only_culprits, refuse_unsupported
 from .options import LoaderOptions
 from .plan import MotionSampler, SamplePlan
 
@@ -63,12 +69,14 @@ class MotionFocusedLoader(LoaderBase):
     verify (default True): at construction, check each file against the store
     (checks.check_videos): its content fingerprint is the one the maps were made from
     (check_fingerprints=False opts out: use files that changed since), its frame count (where the
-    container declares one) and frame size agree, and, on the CPU, its codec is one DALI's CPU
-    decoder reads. It opens every file's header and reads three 64 KiB ranges of it
-    (checks.PROBE_THREADS threads, a progress bar past checks.PROGRESS_MIN videos): seconds for
-    UCF101 on a local disk, much longer for ~1M files on a network file system; every rank does
-    it, so verify once (e.g. on rank 0, or in a smoke run) and pass verify=False elsewhere: sizes
-    are then read lazily, the first time each video is planned.
+    container declares one) and frame size agree, on the CPU its codec is one DALI's CPU decoder
+    reads, and on the GPU its stream is one NVDEC decodes (video_io.nvdec_support: codec, profile,
+    chroma format, bit depth, size; a second header read per file). It opens every file's header
+    and reads three 64 KiB ranges of it (checks.PROBE_THREADS threads, a progress bar past
+    checks.PROGRESS_MIN videos): seconds for UCF101 on a local disk, much longer for ~1M files on
+    a network file system; every rank does it, so verify once (e.g. on rank 0, or in a smoke run)
+    and pass verify=False elsewhere: sizes are then read lazily, the first time each video is
+    planned, and a file NVDEC cannot decode is replaced when DALI first fails on it.
     min_frames: videos shorter than a clip ((clip_len - 1) * stride + 1 frames) are kept and their
     last frame repeats (counted in one notice, listed in `short_videos`); min_frames=N drops the
     videos shorter than N frames instead (listed in `dropped_videos`; `videos` and `index` then
@@ -88,6 +96,9 @@ class MotionFocusedLoader(LoaderBase):
         self.codecs = DALI_CPU_CODECS if device == "cpu" else None
         self.nvdec = device == "gpu"  # the file scan checks NVDEC's minimum frame sizes
         super().__init__(videos, store, batch_size, LoaderOptions.from_kwargs("MotionFocusedLoader", options))
+        if self.nvdec and self.options.verify:  # NVDEC's formats (codec, profile, chroma, bit depth): named now
+            refuse_unsupported([self.paths(v) for v in self.videos], "MotionFocusedLoader(device='gpu')",
+                               PROBE_THREADS)
         self.device, self.num_threads, self.prefetch, self.device_id = device, int(num_threads), int(prefetch), device_id
         self._pipe = None
         self._feed: _Feeder | None = None
@@ -147,27 +158,38 @@ class MotionFocusedLoader(LoaderBase):
                 self._pipe = None
 
     def _recover(self, batch_no: int, err: Exception) -> None:
-        """A batch failed inside DALI: decode the samples of the batches in flight with PyAV to find
-        the bad files, mark them, rebuild the pipeline and restart feeding at `batch_no` (its plans
-        now replace those files)."""
-        culprits = {}
-        for number in sorted(k for k in self._feed.served if k >= batch_no):
-            for plan in self._feed.served[number]:
-                if plan.path in culprits:
-                    continue
-                try:
-                    read_frames(plan.path, np.unique(np.concatenate(plan.clips)),
-                                num_frames=int(self.store.info(plan.video)["num_frames"]))
-                except Exception as exc:  # noqa: BLE001 (any failure marks the file)
-                    culprits[plan.path] = failure_reason(exc)
+        """A batch failed inside DALI: find the bad files among the batches in flight, mark them,
+        rebuild the pipeline and restart feeding at `batch_no` (its plans now replace those files).
+        Bad files are those PyAV cannot decode; when PyAV decodes them all (device="gpu"), those
+        NVDEC cannot (nvdec.dali_only_culprits). Each is reported once, like any bad file."""
+        in_flight = [plan for number in sorted(k for k in self._feed.served if k >= batch_no)
+                     for plan in self._feed.served[number]]
+        culprits = _pyav_culprits(in_flight, self.store)
+        if not culprits and self.device == "gpu":
+            culprits = dali_only_culprits(in_flight, self.torch_device.index)
         if not culprits:
+            alone = " or alone with NVDEC" if self.device == "gpu" else ""
             raise RuntimeError(f"the DALI pipeline failed on batch {batch_no} and no video in it fails to "
-                               f"decode with PyAV: {err}") from err
+                               f"decode with PyAV{alone}: {err}") from err
         log.debug("DALI failed on batch %d (files %s)", batch_no, ", ".join(culprits), exc_info=err)
         for path, reason in culprits.items():
             self.report_failure(path, reason)
         self._feed.restart(batch_no)
         self._build()
+
+
+def _pyav_culprits(plans, store) -> dict[str, str]:
+    """{path: reason} of the files among `plans` whose planned frames PyAV cannot decode."""
+    culprits = {}
+    for plan in plans:
+        if plan.path in culprits:
+            continue
+        try:
+            read_frames(plan.path, np.unique(np.concatenate(plan.clips)),
+                        num_frames=int(store.info(plan.video)["num_frames"]))
+        except Exception as exc:  # noqa: BLE001 (any failure marks the file)
+            culprits[plan.path] = failure_reason(exc)
+    return culprits
 
 
 class _Feeder:

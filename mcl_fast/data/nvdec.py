@@ -1,47 +1,85 @@
-"""NVDEC's smallest decodable frames, checked before a GPU loader starts.
+"""What device="gpu" (NVDEC through DALI) cannot decode, checked before a GPU loader or evaluation
+starts, and said per file with the way out.
 
-NVDEC (the GPU's video decoder, which DALI's "mixed" decoder drives) refuses streams below a
-per-codec minimum size: VP9 and AV1 below 128x128 and HEVC below 144x144 cannot be decoded at all,
-so a dataset of small VP9 clips fails on every batch with `device="gpu"`. The loader checks the
-sizes when it scans the files (container headers only) and names the files and the way out.
+The rules (codec, profile, chroma format, bit depth, minimum size per NVIDIA's support matrix) live
+in mcl_fast.video_io.nvdec_support, the lowest layer, so that `prepare --device cuda` uses the same
+ones; this module applies them to a list of files and words the error. The names below are kept
+for the loaders' file scan (checks.py), which checks the sizes from the headers it reads anyway.
 """
 from __future__ import annotations
 
-# (min width, min height) per FFmpeg codec name: NVIDIA Video Codec SDK, NVDEC Video Decoder
-# API programming guide, "Video Decoder Capabilities" (Turing and later: A100, H100, H200).
-NVDEC_MIN_SIZE = {
-    "h264": (48, 16),
-    "hevc": (144, 144),
-    "vp8": (48, 16),
-    "vp9": (128, 128),
-    "av1": (128, 128),
-    "mpeg1video": (48, 16),
-    "mpeg2video": (48, 16),
-    "mpeg4": (48, 16),
-    "vc1": (48, 16),
-    "mjpeg": (64, 64),
-}
-# FFmpeg decoder names that PyAV may report for the same codecs.
-_ALIASES = {"libvpx": "vp8", "libvpx-vp8": "vp8", "libvpx-vp9": "vp9", "libdav1d": "av1", "libaom-av1": "av1",
-            "h265": "hevc"}
+from concurrent.futures import ThreadPoolExecutor
 
-FIX_HINT = ("re-encode them as H.264, which NVDEC reads from 48x16 (`mcl-fast transcode --videos ... --out DIR "
-            "--codec h264`, add `--short-side 128` for tinier ones, then pass video_root=DIR), "
-            "or use device='cpu'")
+from ..video_io.nvdec_support import FIX_HINT, NVDEC_MIN_SIZE, canonical_codec, nvdec_generation, size_problem
+from ..video_io.nvdec_support import stream_problem
+
+SHOWN = 20  # files listed in the error (all of them are in NvdecUnsupported.problems)
+
+__all__ = ["FIX_HINT", "NVDEC_MIN_SIZE", "nvdec_min_size", "nvdec_size_problem", "nvdec_problems",
+           "NvdecUnsupported", "refuse_unsupported", "unsupported_reason", "dali_only_culprits"]
 
 
 def nvdec_min_size(codec: str) -> tuple[int, int] | None:
     """(min width, min height) NVDEC decodes for an FFmpeg codec name, or None when unknown."""
-    name = str(codec).lower()
-    return NVDEC_MIN_SIZE.get(_ALIASES.get(name, name))
+    return NVDEC_MIN_SIZE.get(canonical_codec(codec))
 
 
 def nvdec_size_problem(codec: str, height: int, width: int) -> str | None:
-    """None when NVDEC can decode `codec` frames of height x width (or the codec is unknown),
-    else the reason as a phrase, e.g. "vp9 64x80 (w x h), NVDEC needs at least 128x128"."""
-    least = nvdec_min_size(codec)
-    if least is None or height <= 0 or width <= 0:
-        return None
-    if width >= least[0] and height >= least[1]:
-        return None
-    return f"{codec} {width}x{height} (w x h), NVDEC needs at least {least[0]}x{least[1]}"
+    """None when NVDEC can decode `codec` frames of height x width (or the codec is unknown), else why not."""
+    return size_problem(codec, height, width)
+
+
+class NvdecUnsupported(ValueError):
+    """Files NVDEC cannot decode (a setup error: re-encode them or decode on the CPU); `problems`
+    maps each file to the reason."""
+
+    def __init__(self, problems: dict[str, str], who: str):
+        self.problems = dict(problems)
+        lines = [f"  {path}: {reason}" for path, reason in list(self.problems.items())[:SHOWN]]
+        if len(self.problems) > SHOWN:
+            lines.append(f"  ... and {len(self.problems) - SHOWN} more")
+        super().__init__(f"{who} decodes with NVDEC, which cannot decode {len(self.problems)} of these videos:\n"
+                         + "\n".join(lines) + f"\nWhat to do: {FIX_HINT}")
+
+
+def nvdec_problems(paths, threads: int = 16, generation: str | None = None) -> dict[str, str]:
+    """{path: why NVDEC cannot decode it} over `paths` (stream headers read by `threads` threads;
+    files that do not open are left to the readers). generation None: the current device's."""
+    generation = generation or nvdec_generation()
+    paths = [str(p) for p in paths]
+    with ThreadPoolExecutor(max(1, min(threads, len(paths)))) as pool:
+        reasons = pool.map(lambda p: stream_problem(p, generation), paths)
+        return {p: r for p, r in zip(paths, reasons) if r is not None}
+
+
+def refuse_unsupported(paths, who: str, threads: int = 16, generation: str | None = None) -> None:
+    """NvdecUnsupported naming every file of `paths` NVDEC cannot decode (and why), if any."""
+    problems = nvdec_problems(paths, threads, generation)
+    if problems:
+        raise NvdecUnsupported(problems, who)
+
+
+def unsupported_reason(problem: str) -> str:
+    """The failure reason of a file NVDEC cannot decode: the problem and the way out."""
+    return f"NVDEC cannot decode it: {problem}; {FIX_HINT}"
+
+
+def dali_only_culprits(plans, device_id: int) -> dict[str, str]:
+    """{path: reason} of the files among `plans` (SamplePlans of a failed GPU batch, all of which
+    PyAV decodes) that DALI's GPU decoder refuses: those the support matrix rules out, else those
+    that fail a decode of their planned frames on their own (one small DALI pipeline)."""
+    import numpy as np
+
+    from ..gpu.video_maps import nvdec_trial
+
+    by_path = {}
+    for plan in plans:
+        by_path.setdefault(plan.path, []).append(np.concatenate(plan.clips))
+    culprits = {p: unsupported_reason(r) for p in by_path if (r := stream_problem(p)) is not None}
+    if culprits:
+        return culprits
+    for path, frames in by_path.items():
+        failed = nvdec_trial(path, np.unique(np.concatenate(frames)), device_id)
+        if failed is not None:
+            culprits[path] = unsupported_reason(f"DALI's GPU decoder fails on it though PyAV decodes it ({failed})")
+    return culprits

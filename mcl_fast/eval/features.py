@@ -149,14 +149,18 @@ def iter_dali_clips(paths, settings: ClipSettings, *, device: str = "gpu", batch
     device="cpu" uses DALI's CPU decoder (VP8, VP9, MJPEG only). Each clip's frames are decoded
     exactly (fn.decoders.video with frames=), the centre box (centre_box) is cropped and resized
     to crop_size² and ImageNet-normalised: the same clips as eval_clips up to interpolation.
-    Frame counts come from demuxing (video_io.frame_index, no decode).
+    Frame counts come from demuxing (video_io.frame_index, no decode). On the GPU, files NVDEC
+    cannot decode (data.nvdec) raise NvdecUnsupported naming each, before any decoding.
     """
     import torch
 
     from .._backend import require_dali
+    from ..data.nvdec import refuse_unsupported
     from ..data.pipeline import crop_resize, decode, flip_normalize, to_torch
     from ..video_io import VideoError, frame_index, probe
 
+    if device == "gpu":
+        refuse_unsupported(paths, "evaluation with decoder='dali' on the GPU")
     dali = require_dali()
     samples = []  # (video index, frames (T,) int32, box)
     for vi, path in enumerate(paths):

@@ -13,6 +13,10 @@ COMPILE_OPTIONS (`--ftz=false`: IEEE denormals), to a cubin for the device's arc
 the driver to finish when NVRTC does not know the device yet), written to a cache folder and loaded
 with `cupy.RawModule(path=...)`. tests/test_cmake_build.py compiles every kernel through this very
 path on the CPU and checks that the PTX has no flushing instruction.
+
+CuPy's `nvrtc.getCUBIN` drops the cubin's last byte as if it were a C string's NUL, but a cubin is
+an ELF file whose program-header table ends at its last byte; `whole_cubin` restores it before
+the file is written, so the driver (`cuModuleLoad`) and compute-sanitizer read a complete ELF.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import functools
 import hashlib
 import os
 import re
+import struct
 import tempfile
 from pathlib import Path
 
@@ -31,6 +36,8 @@ _PRAGMA_ONCE = re.compile(r"^\s*#\s*pragma\s+once\s*$")
 # Every kernel module gets these NVRTC options first (plus the architecture, plus its own).
 COMPILE_OPTIONS = ("-std=c++17", "--ftz=false")
 CACHE_ENV = "MCL_FAST_KERNEL_CACHE"
+# Part of the cache key: bump it when the bytes written for the same compile change (2: whole cubins).
+CACHE_FORMAT = "2"
 
 
 class KernelCompileError(RuntimeError):
@@ -98,9 +105,30 @@ def nvrtc_compile(nvrtc, source: str, filename: str, options, arch: str) -> byte
         except Exception as exc:  # CuPy raises NVRTCError; the log says why
             log = nvrtc.getProgramLog(prog)
             raise KernelCompileError(f"NVRTC could not compile {filename} ({exc}):\n{log}") from None
-        return nvrtc.getCUBIN(prog) if arch.startswith("sm_") else nvrtc.getPTX(prog)
+        return whole_cubin(nvrtc.getCUBIN(prog), filename) if arch.startswith("sm_") else nvrtc.getPTX(prog)
     finally:
         nvrtc.destroyProgram(prog)
+
+
+def elf_tables_end(data: bytes) -> int:
+    """Where a 64-bit little-endian ELF's program- and section-header tables end (bytes from the start)."""
+    if data[:4] != b"\x7fELF" or len(data) < 64 or data[4] != 2 or data[5] != 1:
+        raise ValueError("not a 64-bit little-endian ELF file")
+    phoff, shoff = struct.unpack_from("<QQ", data, 0x20)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", data, 0x36)
+    return max(phoff + phentsize * phnum if phnum else 0, shoff + shentsize * shnum if shnum else 0)
+
+
+def whole_cubin(cubin: bytes, filename: str = "cubin") -> bytes:
+    """The cubin with the bytes its header tables need: CuPy's getCUBIN strips the last byte as if
+    it were a trailing NUL (it is the last program header's zero top byte of p_align), so zeros
+    are appended up to the tables' end. A cubin already whole (another binding) is returned as is;
+    one short by more than that byte is an error naming the module."""
+    missing = elf_tables_end(cubin) - len(cubin)
+    if missing > 1:
+        raise KernelCompileError(f"NVRTC returned an incomplete cubin for {filename}: "
+                                 f"{len(cubin)} bytes, its header tables need {len(cubin) + missing}")
+    return cubin + b"\0" * max(missing, 0)
 
 
 def target_arch(cp) -> str:
@@ -123,7 +151,7 @@ def _cached_binary(name: str, source: str, options, arch: str, nvrtc) -> Path:
     from .._io import atomic_write
 
     version = ".".join(str(v) for v in nvrtc.getVersion())
-    key = hashlib.sha256("\0".join([source, *options, arch, version]).encode()).hexdigest()[:24]
+    key = hashlib.sha256("\0".join([CACHE_FORMAT, source, *options, arch, version]).encode()).hexdigest()[:24]
     suffix = ".cubin" if arch.startswith("sm_") else ".ptx"
     for folder in (cache_dir(), Path(tempfile.gettempdir()) / f"mcl_fast_kernels_{os.getuid()}"):
         path = folder / f"{name}-{arch}-{key}{suffix}"

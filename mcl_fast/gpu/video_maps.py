@@ -22,6 +22,7 @@ import numpy as np
 from .._backend import has_gpu, register_gpu_twin, require_cupy, require_dali
 from ..motion.store import VideoMaps
 from ..video_io import VideoError, frame_index, probe, target_size
+from ..video_io.nvdec_support import FIX_HINT as NVDEC_FIX_HINT, stream_problem
 
 DEFAULT_CHUNK_FRAMES = 128
 
@@ -78,7 +79,7 @@ def _pipeline(device_id: int | None):
     return pipe, source
 
 
-def _dali_reason(exc: BaseException) -> str:
+def dali_reason(exc: BaseException) -> str:
     """DALI's error text without its boilerplate lines."""
     boiler = ("Critical error in pipeline:", "Current pipeline object is no longer valid.")
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and ln.strip() not in boiler]
@@ -101,6 +102,17 @@ def decode_chunk(encoded: np.ndarray, frames: np.ndarray, out_hw, device_id: int
     return out
 
 
+def nvdec_trial(path: str, frames, device_id: int) -> str | None:
+    """None when DALI's GPU decoder decodes `frames` of `path` alone, else DALI's reason: finds which
+    file of a failed loader batch NVDEC refuses when PyAV decodes them all."""
+    try:
+        decode_chunk(np.fromfile(path, dtype=np.uint8), np.asarray(frames), (64, 64), device_id)
+    except RuntimeError as exc:
+        _pipeline.cache_clear()  # after a critical error DALI's pipeline object is no longer valid
+        return dali_reason(exc)
+    return None
+
+
 @register_gpu_twin("prepare.compute_video_maps")
 def compute_video_maps_gpu(path, *, flow: str = "tvl1", size: int = 128, map_downsample: int = 4,
                            chunk_frames: int = DEFAULT_CHUNK_FRAMES, device_id: int | None = None) -> VideoMaps:
@@ -115,6 +127,9 @@ def compute_video_maps_gpu(path, *, flow: str = "tvl1", size: int = 128, map_dow
         raise ValueError(f"chunk_frames must be >= 2, got {chunk_frames}")
     path = str(path)
     info = probe(path)  # VideoError for missing/unreadable/non-video files, with the reason
+    unsupported = stream_problem(path)  # NVDEC's limits: named here rather than as a DALI error below
+    if unsupported:
+        raise VideoError(path, f"NVDEC cannot decode it: {unsupported}; {NVDEC_FIX_HINT}")
     num_frames = count_frames(path)
     if num_frames == 0:
         raise VideoError(path, "corrupt: no frame decodes")
@@ -133,7 +148,7 @@ def compute_video_maps_gpu(path, *, flow: str = "tvl1", size: int = 128, map_dow
             frames = decode_chunk(encoded, np.arange(start, stop), out_hw, device_id)
         except RuntimeError as exc:  # DALI reports decoder failures (corrupt, truncated) as RuntimeError
             _pipeline.cache_clear()  # after a critical error DALI's pipeline object is no longer valid
-            raise VideoError(path, f"GPU decode failed at frames {start}..{stop - 1}: {_dali_reason(exc)}") from None
+            raise VideoError(path, f"GPU decode failed at frames {start}..{stop - 1}: {dali_reason(exc)}") from None
         if last_frame is not None:
             frames = cp.concatenate([last_frame[None], frames])
         last_frame = frames[-1].copy()
