@@ -113,6 +113,14 @@ class StoreError(ValueError):
     """A store that cannot be opened as asked: not a store, a newer format, other settings, damaged."""
 
 
+class DamagedVideo(StoreError):
+    """A video's stored bytes fail their checksum: `.video` and `.file` (the shard) name it."""
+
+    def __init__(self, message: str, video: str, file):
+        super().__init__(message)
+        self.video, self.file = video, str(file)
+
+
 def shard_name(index: int, prefix: str = "shard") -> str:
     return f"{prefix}-{index:05d}.bin"
 
@@ -1168,9 +1176,9 @@ class MotionStore:
                 raise StoreError(f"{self.path / INDEX}: video {video!r}: {e}") from None
             if not good:
                 path = self.path / shard_name(int(self._videos[video][stream.shard_key]), stream.prefix)
-                raise StoreError(f"{path}: the {stream.what} of video {video!r} are damaged (checksum {digest(data)}, "
+                raise DamagedVideo(f"{path}: the {stream.what} of video {video!r} are damaged (checksum {digest(data)}, "
                                  f"the index recorded {expected}); recompute them with "
-                                 f"`{repair_command(self.path)}`")
+                                 f"`{repair_command(self.path)}`", video, path)
         self._checked.add((video, stream.prefix))
 
     def check(self, video: str) -> None:
@@ -1234,3 +1242,82 @@ class MotionStore:
         state = self.__dict__.copy()
         state["_mapped"] = {}
         return state
+
+
+# ------------------------------------------------------------------------------ verification
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One problem `check_store` found: the video (None for the store as a whole), the file, why."""
+
+    video: str | None
+    file: str
+    reason: str
+
+
+@dataclass
+class StoreCheck:
+    """What check_store found: videos checked, damage, and notes (not damage: bytes a killed
+    prepare left, which the next prepare cuts; videos written before checksums)."""
+
+    path: str
+    checked: int = 0
+    damage: list = None
+    notes: list = None
+
+    def __post_init__(self):
+        self.damage = [] if self.damage is None else self.damage
+        self.notes = [] if self.notes is None else self.notes
+
+
+def check_store(path, progress: bool = False) -> StoreCheck:
+    """Check a whole store: it opens (index and entries sound, every shard long enough), every
+    video's bytes match their checksums, and no shard holds complete blocks past what the index
+    accounts for (videos an older index does not know). Reads every stored byte once."""
+    folder = Path(path)
+    report = StoreCheck(str(folder))
+    try:
+        store = MotionStore(folder)
+    except StoreError as e:
+        report.damage.append(Damage(None, str(folder / INDEX), str(e)))
+        return report
+    names = store.videos
+    bar = None
+    if progress and names:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(names), unit="video", desc=f"verify {folder.name}", dynamic_ncols=True)
+    unchecked = 0
+    for video in names:
+        try:
+            store.check(video)
+        except StoreError as e:  # a checksum mismatch (DamagedVideo), or its shard cannot be mapped
+            report.damage.append(Damage(video, getattr(e, "file", str(folder)), str(e)))
+        unchecked += not store.has_checksums(video)
+        report.checked += 1
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if unchecked:
+        report.notes.append(f"{unchecked} of {len(names)} videos were written before checksums: only their "
+                            "index fields and extents were checked")
+    _check_tails(folder, store, report)
+    return report
+
+
+def _check_tails(folder: Path, store: MotionStore, report: StoreCheck) -> None:
+    for stream in store._streams:
+        ends = {shard: end for shard, (end, _) in _stream_ends(store._videos, stream).items()}
+        for p in sorted(folder.iterdir()):
+            m = stream.pattern.match(p.name)
+            if not m:
+                continue
+            tail = _shard_tail(p, ends.get(int(m.group(1)), 0))
+            if tail.unknown:
+                report.damage.append(Damage(None, str(p), tail.describe() + "; `mcl-fast prepare` refuses to "
+                                            "write this store until the matching index.json is restored or "
+                                            "`--repair` keeps them aside"))
+            elif tail.leftover:
+                report.notes.append(f"{p.name}: {tail.leftover} bytes a killed prepare left (cut by the next prepare)")
