@@ -149,12 +149,14 @@ class FileVerdicts:
         video = self._video_of.get(path)
         if video is None or not getattr(self.store, "verify", False):
             return None
-        from mcl_fast.motion.store import StoreError
+        from mcl_fast.motion.store import DamagedVideo, StoreError
 
         try:
             self.store.check(video)
+        except DamagedVideo as err:
+            return f"its stored {err.what} in {err.file} fail their checksum (damaged; `mcl-fast verify` lists them all)"
         except StoreError as err:
-            return str(err)
+            return failure_reason(err)
         return None
 
     def _codec_problem(self, path: str) -> str | None:

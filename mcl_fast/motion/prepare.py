@@ -42,7 +42,8 @@ from .store import (ERRORS, MAPS_KINDS, PART_JOURNAL_GLOB, MotionStore, PartWrit
                     store_state)
 
 DEVICES = ("cpu", "cuda")
-WINDOWS = tuple(sorted(set(WINDOW.values()), reverse=True))  # the release's ws: 8 (UCF101), 4 (Kinetics)
+WINDOWS = tuple(sorted(set(WINDOW.values()), reverse=True))
+CHECK_BAR_MIN = 200  # show a bar while checking the store's videos from this many on (about 1 s)  # the release's ws: 8 (UCF101), 4 (Kinetics)
 
 
 class PrepareError(Exception):
@@ -448,7 +449,7 @@ class _Run:
         whose source file is no longer the one their maps were made from (report.stale)."""
         held = [rel for rel in rels if rel in videos]
         bar = None
-        if self.progress and held:
+        if self.progress and len(held) >= CHECK_BAR_MIN:
             from tqdm import tqdm
 
             bar = tqdm(total=len(held), unit="video", desc="checking the store", dynamic_ncols=True, file=sys.stderr)

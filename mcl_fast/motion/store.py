@@ -116,9 +116,9 @@ class StoreError(ValueError):
 class DamagedVideo(StoreError):
     """A video's stored bytes fail their checksum: `.video` and `.file` (the shard) name it."""
 
-    def __init__(self, message: str, video: str, file):
+    def __init__(self, message: str, video: str, file, what: str):
         super().__init__(message)
-        self.video, self.file = video, str(file)
+        self.video, self.file, self.what = video, str(file), what
 
 
 def shard_name(index: int, prefix: str = "shard") -> str:
@@ -1178,7 +1178,7 @@ class MotionStore:
                 path = self.path / shard_name(int(self._videos[video][stream.shard_key]), stream.prefix)
                 raise DamagedVideo(f"{path}: the {stream.what} of video {video!r} are damaged (checksum {digest(data)}, "
                                  f"the index recorded {expected}); recompute them with "
-                                 f"`{repair_command(self.path)}`", video, path)
+                                 f"`{repair_command(self.path)}`", video, path, stream.what)
         self._checked.add((video, stream.prefix))
 
     def check(self, video: str) -> None:
