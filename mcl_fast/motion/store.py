@@ -900,8 +900,8 @@ class StoreWriter:
                          flow_shard=flow_shard, flow_offset=flow_offset, num_starts=len(mags), mag_shard=mag_shard,
                          mag_offset=mag_offset, flow_checksum=flow_checksum, mag_checksum=mag_checksum)
         self._journal({"op": "video", "path": relpath, "entry": entry})
+        self.videos[relpath] = entry  # recorded now: whatever happens next, compact keeps it
         self._commit(entry)
-        self.videos[relpath] = entry
         self.errors.pop(relpath, None)
         return entry
 
