@@ -7,16 +7,22 @@ A store is a folder:
     {"format": "mcl_fast.motion_store", "version": 1, "root": "/abs/folder/the/paths/are/relative/to",
      "flow": "tvl1", "size": 128, "map_downsample": 4, "map_dtype": "uint8",
      "videos": {"a/v1.avi": {"num_frames": 150, "fps": 25.0, "height": 240, "width": 320,
-                             "map_height": 32, "map_width": 42, "shard": 0, "offset": 0,
-                             "scale": 3.71, "fingerprint": "s3b64k:1048576:9f0c..."}}}
+                             "map_height": 32, "map_width": 42, "shard": 0, "offset": 32,
+                             "scale": 3.71, "checksum": "xxh3_64:5d0e...",
+                             "fingerprint": "s3b64k:1048576:9f0c..."}}}
 
   ``fingerprint`` (mcl_fast.video_io.file_fingerprint of the source file) is absent from
   entries written before it was recorded: such a store still reads, and the loaders then
-  compare frame count and size only.
+  compare frame count and size only. ``checksum`` (mcl_fast._checksum.digest, XXH3-64 of the
+  video's map bytes; official entries also ``flow_checksum`` and ``mag_checksum``) is absent
+  from entries written before checksums: such a store still reads, unchecked.
 
-- ``shard-00000.bin``, ``shard-00001.bin``, ...: the raw uint8 maps of many videos, one after
-  another (C order, (num_frames, map_height, map_width) each); a new shard starts once one
-  passes ~1 GiB (`SHARD_BYTES`). Nothing per video on disk but its bytes.
+- ``shard-00000.bin``, ``shard-00001.bin``, ...: the uint8 maps of many videos, one block after
+  another; a new shard starts once one passes ~1 GiB (`SHARD_BYTES`). A block is a 32-byte
+  header (`BLOCK_MAGIC`, the data's length, its XXH3-64, a state: pending, committed or
+  orphaned, see `Block states` below) and the video's bytes (C order, (num_frames, map_height,
+  map_width)); ``offset`` points at the bytes. Blocks written before headers existed are bare
+  bytes (their entries have no checksum).
 - ``journal.jsonl``: one JSON line per video finished (or failed) since the last compaction.
 - Only while a `prepare` under torchrun runs (or after one was killed): ``journal-rank00003.jsonl``,
   one journal per rank, each rank appending to shards of its own (see `Many writers` below).
@@ -48,7 +54,19 @@ and records ``map_downsample`` as null; each entry adds ``num_flows`` (num_frame
 Atomicity. Shard bytes (maps, then flows and magnitudes) are written and fsynced first; only then is the video's journal line
 appended and fsynced, so a video is in the store exactly when its line is complete. A crash can
 leave bytes past the last recorded video (ignored by readers, cut off by the next writer) and a
-torn last journal line (ignored; cut off by the next writer). `compact` folds the journal into
+torn last journal line (ignored; cut off by the next writer).
+
+Block states. A block is written pending; once its journal line is durable the writer marks it
+committed (durable with the shard's next fsync, or at compact). So a writer that finds bytes
+past what index and journals account for can tell a killed run's leftovers (a torn block, a
+pending one, headerless bytes: cut, as above) from complete committed blocks of videos the index
+does not know (an older index.json restored over newer shards): it never cuts those; it refuses
+(StoreError naming the shard and the bytes) unless opened with repair=True (`prepare --repair`),
+which marks them orphaned: kept in place (the index that knows them still reads them), skipped
+by every later writer. `StoreWriter.drop` (`--repair` of damaged or stale videos) orphans their
+blocks the same way before taking them out of the index. Verification: readers check each
+video's bytes against its checksum on first read (MotionStore(verify=True), the default);
+`check_store` (`mcl-fast verify`) checks a whole store. `compact` folds the journal into
 ``index.json`` (written to a temporary file, fsynced, renamed over, directory fsynced) and then
 removes the journal; replaying a journal that survived a crash during compaction is harmless
 (it sets every entry to the value it already has). One writer at a time (an flock on
