@@ -17,6 +17,14 @@ into the store (store.PartWriter); when all are done, rank 0 folds the rank jour
 one index and errors.json. A killed job rerun with any number of processes recomputes no
 finished video.
 
+A rerun checks the store first: each listed video already in it must match its checksum and
+its source file its recorded fingerprint. Damaged and stale videos are counted in the summary and
+kept (exit status 1); `--repair` recomputes exactly those (and keeps, marked orphaned, shard
+bytes of videos the index does not know, which are otherwise refused: store.py's `Block
+states`). `mcl-fast prepare --out STORE --repair` (no --videos) repairs the store's own videos
+with its own settings. A store this process cannot write (read-only) with nothing to do reports
+done; with work left, one sentence says so.
+
 maps="official" (`--maps official --window 8|4`) stores the authors' release's maps instead
 (compute_official_video_maps): per frame a 7x7 uint8 map, per clip start a magnitude, and the
 encoded flows themselves, for the loaders' preset="official". CPU only.

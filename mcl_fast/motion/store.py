@@ -622,6 +622,12 @@ class StoreWriter:
     fsyncs (official stores: two more, for the flows and magnitudes); index.json is rewritten only
     by `compact`.
 
+    Bytes past what the index and journals account for that are complete committed blocks
+    (videos an older index does not know) are never cut: StoreError naming the shard and the
+    byte count, unless repair=True, which marks them orphaned (kept in place, skipped; listed in
+    `orphaned`). Each added video's blocks carry its checksums (the entry's `checksum`, and
+    `flow_checksum` / `mag_checksum` in official stores).
+
     maps="official" writes an official store (see the module docstring): `window` (8 or 4 in the
     release) is required and map_downsample is not used (recorded as null); every added VideoMaps
     must carry magnitudes and flows (VideoMaps.official).
