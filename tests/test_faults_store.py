@@ -242,6 +242,27 @@ def test_loaders_report_a_damaged_video_once_and_replace_it(videos, tmp_path, nu
     assert ld.num_replaced >= 2
 
 
+def test_dalis_cpu_loader_reports_a_damaged_video_once_and_replaces_it(tmp_path):
+    pytest.importorskip("nvidia.dali")
+    from mcl_fast.data import MotionFocusedLoader
+
+    videos = tmp_path / "vp9"
+    for i, name in enumerate(("a.webm", "b.webm", "c.webm")):
+        make_video(videos / name, num_frames=16, height=64, width=80, object_size=14, speed=2.0, gop=8, seed=60 + i)
+    prepare(videos, tmp_path / "store", **KW)
+    flip_bytes(tmp_path / "store", "b.webm")
+    store = MotionStore(tmp_path / "store")
+    ld = MotionFocusedLoader(store.videos, store, 1, device="cpu", num_threads=1, clip_len=4, stride=2, size=32,
+                             drop_last=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = [int(i) for batch in ld for i in batch["index"]]
+    assert len(got) == 3 and store.videos.index("b.webm") not in got
+    bad = str(videos / "b.webm")
+    assert list(ld.failures) == [bad] and "fail their checksum" in ld.failures[bad]
+    assert len([w for w in caught if bad in str(w.message)]) == 1
+
+
 # ---------------------------------------------------------------- finding 10: a replaced source
 
 
