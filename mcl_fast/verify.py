@@ -41,8 +41,11 @@ def verify_store(path, quiet: bool = False) -> bool:
 
 def verify_checkpoint_file(path, quiet: bool = False) -> bool:
     """Check one checkpoint (mcl_fast.checkpoint.verify_checkpoint) and print the result; True when sound."""
-    from .checkpoint import verify_checkpoint  # imports torch: only when a checkpoint is given
-
+    try:
+        from .checkpoint import verify_checkpoint  # imports torch: only when a checkpoint is given
+    except ImportError as e:
+        print(f"{path}: cannot be checked: this installation cannot read checkpoints ({e})", file=sys.stderr)
+        return False
     problems = verify_checkpoint(path)
     for problem in problems:
         print(f"{path}: DAMAGED: {problem}")

@@ -90,7 +90,7 @@ import math
 import os
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -1287,12 +1287,8 @@ class StoreCheck:
 
     path: str
     checked: int = 0
-    damage: list = None
-    notes: list = None
-
-    def __post_init__(self):
-        self.damage = [] if self.damage is None else self.damage
-        self.notes = [] if self.notes is None else self.notes
+    damage: list[Damage] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def check_store(path, progress: bool = False) -> StoreCheck:
