@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from mcl_fast.motion.prepare import prepare
 from mcl_fast.motion.ranks import RankError, Ranks, balanced_slices
 from mcl_fast._checksum import digest
 from mcl_fast.motion.store import (ERRORS, HEADER_BYTES, JOURNAL, PART_JOURNAL_GLOB, MotionStore, PartWriter,
-                                   StoreError, StoreWriter, VideoMaps, part_journal_name)
+                                   StoreError, StoreWriter, VideoMaps, check_store, part_journal_name)
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ["--flow", "farneback", "--size", "64", "--map-downsample", "4"]
@@ -330,3 +331,24 @@ def test_transcode_under_two_processes_writes_every_output_once(tmp_path, videos
     assert re.search(rf"^transcode: 0 written, {len(GOOD)} already there, 1 failed", text, re.M), text[-4000:]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")} == mtimes
     assert sorted(json.loads((out / "transcode_sources.json").read_text())["files"]) == outputs
+
+
+def test_repair_under_torchrun_recomputes_exactly_the_damaged_video(tmp_path, videos, reference):
+    store = tmp_path / "store"
+    shutil.copytree(reference.path, store)
+    info = reference.info("sub/d.mp4")
+    shard = store / f"shard-{info['shard']:05d}.bin"
+    data = bytearray(shard.read_bytes())
+    data[info["offset"] + 3] ^= 0xFF  # a failing disk
+    shard.write_bytes(bytes(data))
+    untouched = {v: reference.info(v) for v in GOOD if v != "sub/d.mp4"}
+    rcs = wait(launch(tmp_path, "job", 1, 2, ["-m", "mcl_fast.cli", "prepare", *prepare_cmd(videos, store),
+                                              "--repair"]), 240)
+    out = logs(tmp_path, "job")
+    assert rcs == [0], out[-4000:]
+    assert f"prepared 1, skipped {len(GOOD) - 1} already done" in out and "repaired 1 damaged" in out
+    got = MotionStore(store)
+    assert {v: got.info(v) for v in untouched} == untouched  # nothing else recomputed
+    for v in GOOD:
+        np.testing.assert_array_equal(got.read_quantized(v), reference.read_quantized(v))
+    assert check_store(store).damage == []
