@@ -166,9 +166,10 @@ def main(argv=None) -> int:
             else:
                 vp9 = make_clips(work / "vp9", args.videos, args.frames, "vp9", ".webm")
                 prepare_module.prepare(vp9, work / "store_vp9", **PREPARE)
-                rows.append(loader_rows("MotionFocusedLoader (DALI, device=cpu, 2 threads)", lambda s: MotionFocusedLoader(
-                    s.videos, s, 2, device="cpu", num_threads=2, **LOADER), work / "store_vp9", args.repeats,
-                    check_ms))
+                rows.append(loader_rows(
+                    "MotionFocusedLoader (DALI, device=cpu, 2 threads)",
+                    lambda s: MotionFocusedLoader(s.videos, s, 2, device="cpu", num_threads=2, **LOADER),
+                    work / "store_vp9", args.repeats, check_ms))
         rows += prepare_rows(h264, work, args.videos, args.repeats)
 
     print(f"\n{args.videos} videos of {args.frames} frames at 320x240, maps 32x42 (flow farneback, size 128); "

@@ -203,7 +203,8 @@ def test_rank_writers_fold_into_one_index_and_a_dead_ranks_bytes_are_cut(tmp_pat
     assert folded.videos == seen.videos and folded.errors == seen.errors
     for v in folded.videos:
         np.testing.assert_array_equal(folded.read_quantized(v), seen.read_quantized(v))
-    assert (store / "shard-00002.bin").stat().st_size == HEADER_BYTES + 2 * 20  # b.mp4's bytes only: the dead video's cut
+    # b.mp4's block only: the dead video's cut
+    assert (store / "shard-00002.bin").stat().st_size == HEADER_BYTES + 2 * 20
     assert not list(store.glob(PART_JOURNAL_GLOB))
     # a one-process prepare after a killed job folds the rank journals before its own lines
     with StoreWriter(store, **settings) as w:

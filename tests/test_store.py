@@ -409,7 +409,8 @@ def test_official_leftovers_of_a_killed_writer_are_ignored_then_cut(tmp_path):
     assert not any((folder / shard_name(1, prefix)).exists() for prefix in ("shard", "flows", "mags"))
     for rel in ("v2.mp4", "v3.mp4"):
         entry = w.add(rel, videos[rel])
-    assert entry["flow_offset"] == 3 * (h + 34 * 6 * 8 * 2) + h and entry["mag_offset"] == 3 * (h + 3 * 8) + h  # appended where data ends
+    # appended where the data ends
+    assert entry["flow_offset"] == 3 * (h + 34 * 6 * 8 * 2) + h and entry["mag_offset"] == 3 * (h + 3 * 8) + h
     w.compact()
     w.close()
     store = MotionStore(folder)

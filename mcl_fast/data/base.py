@@ -154,7 +154,8 @@ class FileVerdicts:
         try:
             self.store.check(video)
         except DamagedVideo as err:
-            return f"its stored {err.what} in {err.file} fail their checksum (damaged; `mcl-fast verify` lists them all)"
+            return (f"its stored {err.what} in {err.file} fail their checksum (damaged; `mcl-fast verify` lists "
+                    "them all)")
         except StoreError as err:
             return failure_reason(err)
         return None

@@ -50,8 +50,8 @@ from .store import (ERRORS, MAPS_KINDS, PART_JOURNAL_GLOB, MotionStore, PartWrit
                     store_state)
 
 DEVICES = ("cpu", "cuda")
-WINDOWS = tuple(sorted(set(WINDOW.values()), reverse=True))
-CHECK_BAR_MIN = 200  # show a bar while checking the store's videos from this many on (about 1 s)  # the release's ws: 8 (UCF101), 4 (Kinetics)
+WINDOWS = tuple(sorted(set(WINDOW.values()), reverse=True))  # the release's ws: 8 (UCF101), 4 (Kinetics)
+CHECK_BAR_MIN = 200  # show a bar while checking the store's videos from this many on (about 1 s)
 
 
 class PrepareError(Exception):

@@ -524,7 +524,8 @@ def _load_state(folder: Path) -> tuple[dict, dict, dict, list[dict], int, int]:
     Every entry's fields are checked (StoreError naming the video and the field)."""
     index = _load_index(folder)
     if not isinstance(index["videos"], dict):
-        raise StoreError(f"{folder / INDEX}: 'videos' must be an object of entries, got {type(index['videos']).__name__}")
+        raise StoreError(f"{folder / INDEX}: 'videos' must be an object of entries, "
+                         f"got {type(index['videos']).__name__}")
     videos = dict(index["videos"])
     errors = _load_errors(folder)
     kind = maps_kind(index)
@@ -1200,9 +1201,9 @@ class MotionStore:
                 raise StoreError(f"{self.path / INDEX}: video {video!r}: {e}") from None
             if not good:
                 path = self.path / shard_name(int(self._videos[video][stream.shard_key]), stream.prefix)
-                raise DamagedVideo(f"{path}: the {stream.what} of video {video!r} are damaged (checksum {digest(data)}, "
-                                 f"the index recorded {expected}); recompute them with "
-                                 f"`{repair_command(self.path)}`", video, path, stream.what)
+                raise DamagedVideo(f"{path}: the {stream.what} of video {video!r} are damaged (checksum "
+                                   f"{digest(data)}, the index recorded {expected}); recompute them with "
+                                   f"`{repair_command(self.path)}`", video, path, stream.what)
         self._checked.add((video, stream.prefix))
 
     def check(self, video: str) -> None:
