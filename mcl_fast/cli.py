@@ -23,6 +23,7 @@ COMMANDS = {
     "pretrain": ("mcl_fast.train", "MCL self-supervised pretraining"),
     "eval": ("mcl_fast.eval.cli", "linear probe, retrieval, fine-tuning, Grad-CAM"),
     "models": ("mcl_fast.models.info", "backbones: parameters, multiply-adds, last-stage shape, MAL tap layer"),
+    "verify": ("mcl_fast.verify", "check motion stores and checkpoints against their checksums; list what is damaged"),
 }
 
 

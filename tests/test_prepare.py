@@ -18,7 +18,7 @@ from mcl_fast.motion.prepare import PrepareError, PrepareFailed, compute_video_m
 from mcl_fast.video_io import (CRASH_REASON, VideoListError, collect_videos, crash_tolerant_map, iter_frames, probe,
                                read_video_list)
 from mcl_fast.data.synthetic import make_video
-from mcl_fast.motion.store import JOURNAL, MotionStore
+from mcl_fast.motion.store import HEADER_BYTES, JOURNAL, MotionStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -183,7 +183,9 @@ def test_every_bad_input_is_reported_not_raised(tmp_path, good_videos, bad_input
     assert "bad/text.mp4" in MotionStore(tmp_path / "store")
     with pytest.raises(PrepareFailed) as info:
         prepare(listing, tmp_path / "store", flow="farneback", size=64, workers=0, strict=True, progress=False)
-    assert len(info.value.report.errors) == 5 and info.value.report.skipped_existing == 4
+    # text.mp4's maps were made from the fixed file, which is gone again: stale, not silently "done"
+    assert len(info.value.report.errors) == 5 and info.value.report.skipped_existing == 3
+    assert info.value.report.stale == ["bad/text.mp4"] and info.value.report.needs_repair
 
 
 def test_cli_setting_errors_exit_2_without_a_traceback(tmp_path, good_videos, capsys):
@@ -326,14 +328,17 @@ def test_prepare_survives_sigkill_and_resumes_without_recomputing(tmp_path, good
         assert after.info(v) == info  # same shard, same offset, same scale
         np.testing.assert_array_equal(after.read_quantized(v), q)
     ends = sorted((after.info(v)["offset"], after.info(v)["offset"] + after.read_quantized(v).nbytes) for v in rels)
-    assert all(a[1] == b[0] for a, b in zip(ends, ends[1:]))  # no gap: the killed run's partial bytes were cut
+    # no gap but each block's header: the killed run's partial bytes were cut
+    assert all(a[1] + HEADER_BYTES == b[0] for a, b in zip(ends, ends[1:]))
     assert (store / "shard-00000.bin").stat().st_size == ends[-1][1]
     assert not (store / JOURNAL).exists()
     if official:
         for v, flows in flows_before.items():
             np.testing.assert_array_equal(after.read_flows(v), flows)
-        assert (store / "flows-00000.bin").stat().st_size == sum(after.read_flows(v).nbytes for v in rels)
-        assert (store / "mags-00000.bin").stat().st_size == sum(after.clip_magnitudes(v).nbytes for v in rels)
+        assert (store / "flows-00000.bin").stat().st_size == sum(HEADER_BYTES + after.read_flows(v).nbytes
+                                                                 for v in rels)
+        assert (store / "mags-00000.bin").stat().st_size == sum(HEADER_BYTES + after.clip_magnitudes(v).nbytes
+                                                                for v in rels)
 
 
 def _die_on_b(task):

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,8 +19,9 @@ import pytest
 from mcl_fast.data.synthetic import make_video
 from mcl_fast.motion.prepare import prepare
 from mcl_fast.motion.ranks import RankError, Ranks, balanced_slices
-from mcl_fast.motion.store import (ERRORS, JOURNAL, PART_JOURNAL_GLOB, MotionStore, PartWriter, StoreError,
-                                   StoreWriter, VideoMaps, part_journal_name)
+from mcl_fast._checksum import digest
+from mcl_fast.motion.store import (ERRORS, HEADER_BYTES, JOURNAL, PART_JOURNAL_GLOB, MotionStore, PartWriter,
+                                   StoreError, StoreWriter, VideoMaps, check_store, part_journal_name)
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ["--flow", "farneback", "--size", "64", "--map-downsample", "4"]
@@ -111,7 +113,7 @@ def assert_same_store(store: Path, reference: MotionStore) -> None:
     assert not list(store.glob(PART_JOURNAL_GLOB)) and not (store / JOURNAL).exists()
     owned: dict[int, int] = {}
     for v in got.videos:
-        owned[got.info(v)["shard"]] = owned.get(got.info(v)["shard"], 0) + got.read_quantized(v).nbytes
+        owned[got.info(v)["shard"]] = owned.get(got.info(v)["shard"], 0) + HEADER_BYTES + got.read_quantized(v).nbytes
     on_disk = {int(p.stem.split("-")[1]): p.stat().st_size for p in store.glob("shard-*.bin")}
     assert {k: v for k, v in on_disk.items() if v} == owned
 
@@ -188,7 +190,8 @@ def test_rank_writers_fold_into_one_index_and_a_dead_ranks_bytes_are_cut(tmp_pat
     e = [r0.add("a.mp4", _maps(4, 1)), r1.add("b.mp4", _maps(2, 2)), r0.add("c.mp4", _maps(4, 3)),
          r1.add_error("bad.mp4", "corrupt: test")]
     assert (e[0]["shard"], e[1]["shard"], e[2]["shard"]) == (1, 2, 3)  # rank 0: 1, 3, ...; rank 1: 2, 4, ...
-    r1._append(r1.streams[0], _maps(5, 4).maps_u8)  # a rank killed mid-video: bytes, no journal line
+    torn = _maps(5, 4).maps_u8
+    r1._append(r1.streams[0], torn, digest(torn))  # a rank killed mid-video: bytes, no journal line
     with open(store / part_journal_name(1), "ab") as f:
         f.write(b'{"op":"video","path":"torn')  # ... and a torn line
     r0.compact(), r1.compact(), r0.close(), r1.close()
@@ -200,7 +203,8 @@ def test_rank_writers_fold_into_one_index_and_a_dead_ranks_bytes_are_cut(tmp_pat
     assert folded.videos == seen.videos and folded.errors == seen.errors
     for v in folded.videos:
         np.testing.assert_array_equal(folded.read_quantized(v), seen.read_quantized(v))
-    assert (store / "shard-00002.bin").stat().st_size == 2 * 20  # b.mp4's bytes only: the dead video's cut
+    # b.mp4's block only: the dead video's cut
+    assert (store / "shard-00002.bin").stat().st_size == HEADER_BYTES + 2 * 20
     assert not list(store.glob(PART_JOURNAL_GLOB))
     # a one-process prepare after a killed job folds the rank journals before its own lines
     with StoreWriter(store, **settings) as w:
@@ -328,3 +332,24 @@ def test_transcode_under_two_processes_writes_every_output_once(tmp_path, videos
     assert re.search(rf"^transcode: 0 written, {len(GOOD)} already there, 1 failed", text, re.M), text[-4000:]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")} == mtimes
     assert sorted(json.loads((out / "transcode_sources.json").read_text())["files"]) == outputs
+
+
+def test_repair_under_torchrun_recomputes_exactly_the_damaged_video(tmp_path, videos, reference):
+    store = tmp_path / "store"
+    shutil.copytree(reference.path, store)
+    info = reference.info("sub/d.mp4")
+    shard = store / f"shard-{info['shard']:05d}.bin"
+    data = bytearray(shard.read_bytes())
+    data[info["offset"] + 3] ^= 0xFF  # a failing disk
+    shard.write_bytes(bytes(data))
+    untouched = {v: reference.info(v) for v in GOOD if v != "sub/d.mp4"}
+    rcs = wait(launch(tmp_path, "job", 1, 2, ["-m", "mcl_fast.cli", "prepare", *prepare_cmd(videos, store),
+                                              "--repair"]), 240)
+    out = logs(tmp_path, "job")
+    assert rcs == [0], out[-4000:]
+    assert f"prepared 1, skipped {len(GOOD) - 1} already done" in out and "repaired 1 damaged" in out
+    got = MotionStore(store)
+    assert {v: got.info(v) for v in untouched} == untouched  # nothing else recomputed
+    for v in GOOD:
+        np.testing.assert_array_equal(got.read_quantized(v), reference.read_quantized(v))
+    assert check_store(store).damage == []

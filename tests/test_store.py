@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from mcl_fast.motion.store import (ERRORS, INDEX, JOURNAL, MotionStore, StoreError, StoreWriter, VideoMaps,
-                                   dequantize, quantize_maps, shard_name)
+from mcl_fast._checksum import digest
+from mcl_fast.motion.store import (ERRORS, HEADER_BYTES, INDEX, JOURNAL, MotionStore, StoreError, StoreWriter,
+                                   VideoMaps, dequantize, quantize_maps, shard_name)
 
 
 def random_maps(rng, n=None, h=None, w=None, peak=None) -> np.ndarray:
@@ -97,17 +98,17 @@ def test_reads_are_memory_mapped_views_of_one_shard(tmp_path):
     rng = np.random.default_rng(2)
     with new_writer(tmp_path / "s", tmp_path, shard_bytes=3000) as w:
         for i in range(12):
-            w.add(f"v{i}.mp4", video_maps(random_maps(rng, n=8, h=6, w=10)))  # 480 B each: 6 per shard
+            w.add(f"v{i}.mp4", video_maps(random_maps(rng, n=8, h=6, w=10)))  # 480 B + header each: 5 per shard
         w.compact()
     store = MotionStore(tmp_path / "s")
     q = store.read_quantized("v7.mp4")
     assert store.info("v7.mp4")["shard"] == 1
-    assert list(store._maps) == [1]  # one shard mapped: reading a video touches only its own shard
-    mm = store._maps[1]
+    assert list(store._mapped) == [("shard", 1)]  # one shard mapped: reading a video touches only its own shard
+    mm = store._mapped["shard", 1]
     assert isinstance(mm, np.memmap) and np.shares_memory(q, mm)  # a view, not a copy
     assert not q.flags.writeable
     store.read("v1.mp4")
-    assert sorted(store._maps) == [0, 1]
+    assert sorted(store._mapped) == [("shard", 0), ("shard", 1)]
     # the same bytes as the shard file at the recorded offset
     entry = store.info("v7.mp4")
     raw = (tmp_path / "s" / shard_name(1)).read_bytes()[entry["offset"]:entry["offset"] + q.nbytes]
@@ -133,8 +134,10 @@ def test_index_is_versioned_json_with_the_documented_fields(tmp_path):
         "format": "mcl_fast.motion_store", "version": 1, "flow": "farneback", "size": 64, "map_downsample": 4,
         "map_dtype": "uint8"}
     assert index["root"] == str(tmp_path)
+    q = np.full((3, 4, 5), 255, np.uint8)  # the maps quantised on their own scale (2.0)
     assert index["videos"]["a/b.webm"] == {"num_frames": 3, "fps": 29.97, "height": 144, "width": 176,
-                                           "map_height": 4, "map_width": 5, "shard": 0, "offset": 0, "scale": 2.0}
+                                           "map_height": 4, "map_width": 5, "shard": 0, "offset": HEADER_BYTES,
+                                           "scale": 2.0, "checksum": digest(q)}
     assert json.loads((tmp_path / "s" / ERRORS).read_text()) == [{"path": "bad.mp4", "reason": "empty file (0 bytes)"}]
     assert MotionStore(tmp_path / "s").errors == [{"path": "bad.mp4", "reason": "empty file (0 bytes)"}]
 
@@ -187,7 +190,7 @@ def test_killed_writer_leftovers_are_ignored_then_cut(tmp_path):
     w.close()  # "killed": no compaction
     shard0 = folder / shard_name(0)
     good_size = shard0.stat().st_size
-    assert good_size == 2 * 5 * 4 * 6
+    assert good_size == 2 * (HEADER_BYTES + 5 * 4 * 6)
     journal_size = (folder / JOURNAL).stat().st_size
     with open(shard0, "ab") as f:
         f.write(b"\x07" * 77)  # a video's bytes written, its journal line never
@@ -207,7 +210,7 @@ def test_killed_writer_leftovers_are_ignored_then_cut(tmp_path):
     assert w.done("v0.mp4") and not w.done("v9.mp4")
     for rel in ("v2.mp4", "v3.mp4"):
         w.add(rel, video_maps(maps[rel]))
-    assert w.videos["v2.mp4"]["offset"] == good_size  # appended where the good data ends
+    assert w.videos["v2.mp4"]["offset"] == good_size + HEADER_BYTES  # appended where the good data ends
     w.close()
     store = MotionStore(folder)  # journal only (still not compacted): the new lines parse
     assert store.videos == sorted(maps)
@@ -218,7 +221,7 @@ def test_killed_writer_leftovers_are_ignored_then_cut(tmp_path):
     assert store.videos == sorted(maps)
     for rel, m in maps.items():
         assert np.abs(store.read(rel) - m).max() <= store.max_abs_error(rel) * (1 + 1e-5)
-    assert shard0.stat().st_size == 4 * 5 * 4 * 6
+    assert shard0.stat().st_size == 4 * (HEADER_BYTES + 5 * 4 * 6)
 
 
 def test_a_journal_left_by_a_crash_during_compaction_replays_harmlessly(tmp_path):
@@ -371,7 +374,7 @@ def test_official_round_trip_over_several_shards_of_each_kind(tmp_path):
     assert flows.shape == (0, 6, 8, 2)  # a one-frame video has no flow
     q = store.read_flows("c1/v01.webm")
     assert q.shape == (32, 6, 8, 2)
-    mm = store._other[("flows", store.info("c1/v01.webm")["flow_shard"])]
+    mm = store._mapped[("flows", store.info("c1/v01.webm")["flow_shard"])]
     assert np.shares_memory(q, mm) and not q.flags.writeable  # memory-mapped views, not copies
 
 
@@ -386,8 +389,9 @@ def test_official_leftovers_of_a_killed_writer_are_ignored_then_cut(tmp_path):
         w.add(rel, videos[rel])
     w.close()  # "killed": no compaction
     sizes = {p: (folder / p).stat().st_size for p in (shard_name(0), shard_name(0, "flows"), shard_name(0, "mags"))}
-    assert sizes == {shard_name(0): 2 * 35 * 49, shard_name(0, "flows"): 2 * 34 * 6 * 8 * 2,
-                     shard_name(0, "mags"): 2 * 3 * 8}
+    h = HEADER_BYTES
+    assert sizes == {shard_name(0): 2 * (h + 35 * 49), shard_name(0, "flows"): 2 * (h + 34 * 6 * 8 * 2),
+                     shard_name(0, "mags"): 2 * (h + 3 * 8)}
     for name in sizes:
         with open(folder / name, "ab") as f:
             f.write(b"\x05" * 40)  # a video's bytes written, its journal line never
@@ -405,7 +409,8 @@ def test_official_leftovers_of_a_killed_writer_are_ignored_then_cut(tmp_path):
     assert not any((folder / shard_name(1, prefix)).exists() for prefix in ("shard", "flows", "mags"))
     for rel in ("v2.mp4", "v3.mp4"):
         entry = w.add(rel, videos[rel])
-    assert entry["flow_offset"] == 3 * 34 * 6 * 8 * 2 and entry["mag_offset"] == 3 * 3 * 8  # appended where data ends
+    # appended where the data ends
+    assert entry["flow_offset"] == 3 * (h + 34 * 6 * 8 * 2) + h and entry["mag_offset"] == 3 * (h + 3 * 8) + h
     w.compact()
     w.close()
     store = MotionStore(folder)

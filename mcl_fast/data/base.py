@@ -97,6 +97,13 @@ class FileVerdicts:
         self.file_hw, self.verified = file_hw, verified
         self.failures: dict[str, str] = {}
         self.good: set[str] = set()
+        self._video_of: dict[str, str] = {}  # file -> store key, of the files path_of handed out
+
+    def path_of(self, video: str) -> str:
+        """The file of `video` (the planner asks this before is_bad, which then knows the video)."""
+        path = self.paths(video)
+        self._video_of[path] = video
+        return path
 
     def file_size(self, video: str) -> tuple[int, int] | None:
         """(H, W) of `video`'s file when it differs from the store's source size (a resized
@@ -128,12 +135,30 @@ class FileVerdicts:
             return None
         if path in self.failures:
             return self.failures[path]
-        reason = self._codec_problem(path) or first_frame_problem(path)
+        reason = self._codec_problem(path) or first_frame_problem(path) or self._store_problem(path)
         if reason is None:
             self.good.add(path)
             return None
         self.report_failure(path, reason)
         return reason
+
+    def _store_problem(self, path: str) -> str | None:
+        """Why the video's stored maps (flows, magnitudes) cannot be used: their bytes fail the
+        checksum the store recorded (MotionStore.check; a store opened with verify=False, or
+        another store-like object, is not checked)."""
+        video = self._video_of.get(path)
+        if video is None or not getattr(self.store, "verify", False):
+            return None
+        from mcl_fast.motion.store import DamagedVideo, StoreError
+
+        try:
+            self.store.check(video)
+        except DamagedVideo as err:
+            return (f"its stored {err.what} in {err.file} fail their checksum (damaged; `mcl-fast verify` lists "
+                    "them all)")
+        except StoreError as err:
+            return failure_reason(err)
+        return None
 
     def _codec_problem(self, path: str) -> str | None:
         if self.codecs is None:
@@ -223,7 +248,7 @@ class LoaderBase:
         self.planner = Planner(self.store, self.videos, clip_len=self.clip_len, size=self.size,
                                sampler=self.clip_sampler, augment=self.augment, motion_size=self.motion_size,
                                seed=self.seed, layout=self.layout, is_bad=self.verdicts.is_bad,
-                               path_of=self.paths, file_hw=self.verdicts.file_size)
+                               path_of=self.verdicts.path_of, file_hw=self.verdicts.file_size)
         self.sampler = EpochSampler(weakref.proxy(self))
         self.epoch = 0
         self._skip = 0

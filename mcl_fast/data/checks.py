@@ -207,9 +207,15 @@ def check_fingerprints(videos: Sequence[str], files: list[str], scanned: list[Fi
     if stale:
         raise ValueError("the motion store does not match the videos: "
                          + list_problem("files with other content than the maps were made from", stale)
-                         + "; rebuild the store for them (`mcl-fast prepare`), or pass check_fingerprints=False "
-                           "to use them anyway")
+                         + f"; recompute their maps with `{_repair_command(store)}` (the store's own videos and "
+                           "settings), or pass check_fingerprints=False to use them anyway")
     return unknown
+
+
+def _repair_command(store) -> str:
+    from mcl_fast.motion.store import repair_command
+
+    return repair_command(getattr(store, "path", "STORE"))
 
 
 def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], verify: bool, codecs=None,

@@ -17,12 +17,21 @@ into the store (store.PartWriter); when all are done, rank 0 folds the rank jour
 one index and errors.json. A killed job rerun with any number of processes recomputes no
 finished video.
 
+A rerun checks the store first: each listed video already in it must match its checksum and
+its source file its recorded fingerprint. Damaged and stale videos are counted in the summary and
+kept (exit status 1); `--repair` recomputes exactly those (and keeps, marked orphaned, shard
+bytes of videos the index does not know, which are otherwise refused: store.py's `Block
+states`). `mcl-fast prepare --out STORE --repair` (no --videos) repairs the store's own videos
+with its own settings. A store this process cannot write (read-only) with nothing to do reports
+done; with work left, one sentence says so.
+
 maps="official" (`--maps official --window 8|4`) stores the authors' release's maps instead
 (compute_official_video_maps): per frame a 7x7 uint8 map, per clip start a magnitude, and the
 encoded flows themselves, for the loaders' preset="official". CPU only.
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -37,10 +46,12 @@ from .flow import FLOW_METHODS, PairFlow
 from .maps import downsample_mean, motion_map
 from .official import WINDOW, OfficialMapAccumulator, encode_flow, frame_maps_to_uint8
 from .ranks import JobProgress, RankError, Ranks, balanced_slices, container_frames
-from .store import ERRORS, MAPS_KINDS, PART_JOURNAL_GLOB, PartWriter, StoreError, StoreWriter, VideoMaps, store_state
+from .store import (ERRORS, MAPS_KINDS, PART_JOURNAL_GLOB, MotionStore, PartWriter, StoreError, StoreWriter, VideoMaps,
+                    store_state)
 
 DEVICES = ("cpu", "cuda")
 WINDOWS = tuple(sorted(set(WINDOW.values()), reverse=True))  # the release's ws: 8 (UCF101), 4 (Kinetics)
+CHECK_BAR_MIN = 200  # show a bar while checking the store's videos from this many on (about 1 s)
 
 
 class PrepareError(Exception):
@@ -62,21 +73,44 @@ class PrepareFailed(PrepareError):
 
 @dataclass
 class PrepareReport:
-    """done: videos prepared by this run; skipped_existing: videos already in the store;
-    errors: [{"path", "reason"}] of this run's inputs that are errors (new or from earlier runs)."""
+    """done: videos prepared by this run (repaired ones included); skipped_existing: videos
+    already in the store, sound; errors: [{"path", "reason"}] of this run's inputs that are
+    errors (new or from earlier runs); damaged: videos of the list whose stored bytes fail their
+    checksum; stale: videos whose source file changed since their maps were made (fingerprint);
+    repaired: whether this run recomputed the damaged and stale ones (--repair) or kept them;
+    orphaned: the shard tails of videos the index does not know that --repair kept aside.
+    Under torchrun, damaged, stale and orphaned are rank 0's (it checks the store)."""
 
     done: int = 0
     skipped_existing: int = 0
     errors: list = field(default_factory=list)
     store: str = ""
+    damaged: list = field(default_factory=list)
+    stale: list = field(default_factory=list)
+    repaired: bool = False
+    orphaned: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def needs_repair(self) -> bool:
+        """True when damaged or stale videos were found and kept as they are (no --repair)."""
+        return bool(self.damaged or self.stale) and not self.repaired
+
     def summary(self) -> str:
-        return (f"prepared {self.done}, skipped {self.skipped_existing} already done, "
+        text = (f"prepared {self.done}, skipped {self.skipped_existing} already done, "
                 f"{len(self.errors)} errors (see {os.path.join(self.store, ERRORS)})")
+        suspect = f"{len(self.damaged)} damaged (checksum mismatch) and {len(self.stale)} stale (source changed)"
+        if self.repaired and (self.damaged or self.stale):
+            text += f"; repaired {suspect} videos"
+        elif self.needs_repair:
+            text += (f"; {suspect} videos kept as they are: rerun with --repair to recompute them "
+                     f"(e.g. `mcl-fast prepare --out {self.store} --repair`)")
+        for tail in self.orphaned:
+            text += f"; kept in place and marked orphaned: {tail}"
+        return text
 
 
 # ------------------------------------------------------------------------ one video's maps
@@ -164,6 +198,17 @@ def compute_official_video_maps(path, *, flow: str = "tvl1", size: int = 128, wi
     maps, _, magnitudes = acc.finish()
     return VideoMaps.official(frame_maps_to_uint8(maps), magnitudes, np.stack(flows), fps=fps, height=height,
                               width=width, fingerprint=fingerprint)
+
+
+def _source_changed(path: str, recorded: str | None) -> bool:
+    """True when the file at `path` is not the one whose fingerprint was recorded (False when
+    nothing was recorded, or the file cannot be read: there is nothing to recompute from)."""
+    if recorded is None:
+        return False
+    try:
+        return file_fingerprint(path) != recorded
+    except OSError:
+        return False
 
 
 def still_map_shape(height: int, width: int, size: int, map_downsample: int) -> tuple[int, int]:
@@ -258,8 +303,8 @@ def _results(tasks, workers: int, gpu_compute=None):
 
 def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 1, device: str = "cpu",
             strict: bool = False, map_downsample: int = 4, retry_errors: bool = False, progress: bool = True,
-            root=None, maps: str = "paper", window: int | None = None, distributed: bool | None = None
-            ) -> PrepareReport:
+            root=None, maps: str = "paper", window: int | None = None, distributed: bool | None = None,
+            repair: bool = False) -> PrepareReport:
     """Build or resume the motion store `out` from `videos` (a folder, a list/split file, one
     video file, or a list of paths relative to `root`).
 
@@ -268,8 +313,13 @@ def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 
     window 8 for UCF101 (the default) or 4 for Kinetics; map_downsample unused), CPU only: the
     store also keeps each video's clip magnitudes and encoded flows.
 
-    Finished videos are never recomputed; videos recorded as errors are skipped unless
-    `retry_errors`. workers: CPU processes (0 computes in this process); device="cuda" computes
+    Finished videos are never recomputed, except, with `repair`, those of the list whose stored
+    bytes fail their checksum (damaged) or whose source changed since (stale: its fingerprint);
+    without `repair` they are counted in the report (report.needs_repair) and kept. repair also
+    lets the store be opened when its shards hold complete blocks of videos the index does not
+    know (an older index.json restored): they are kept in place, marked orphaned (StoreWriter);
+    without it that is a StoreError and nothing is changed. Videos recorded as errors are skipped
+    unless `retry_errors`. workers: CPU processes (0 computes in this process); device="cuda" computes
     with mcl_fast.gpu.video_maps in this process. progress: a progress bar (stderr) and the
     one-line summary (stdout). strict: raise PrepareFailed at the end (after the store is
     complete for every good video) when any input is an error.
@@ -317,22 +367,62 @@ def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 
         raise InputError(str(e)) from None
     settings = dict(root=root, flow=flow, size=size, map_downsample=map_downsample, maps=maps, window=window)
     work = _Run(flow=flow, size=size, map_downsample=map_downsample, maps=maps, window=window, workers=workers,
-               gpu_compute=gpu_compute, retry_errors=retry_errors, progress=progress)
+               gpu_compute=gpu_compute, retry_errors=retry_errors, progress=progress, repair=bool(repair))
     if ranks.distributed:
         report = _prepare_ranks(ranks, rels, out, settings, work)
     else:
         report = PrepareReport(store=os.fspath(out))
-        with StoreWriter(out, **settings) as writer:
-            todo = work.todo(rels, writer.videos, writer.errors, report)
-            try:
-                work.compute(todo, root, writer, report)
-            finally:
-                writer.compact()  # on KeyboardInterrupt too: the journal is folded in either way
-            report.errors = [{"path": rel, "reason": writer.errors[rel]} for rel in rels if rel in writer.errors]
+        try:
+            writer = StoreWriter(out, repair=repair, **settings)
+        except OSError as e:
+            if e.errno not in _CANNOT_WRITE or not _is_store(out):
+                raise
+            report = _read_only(out, rels, settings, work, report, e)
+        else:
+            with writer:
+                suspect = work.check_store(out, rels, writer, report)
+                todo = work.todo(rels, writer.videos, writer.errors, report, suspect)
+                try:
+                    work.compute(todo, root, writer, report)
+                finally:
+                    writer.compact()  # on KeyboardInterrupt too: the journal is folded in either way
+                report.errors = [{"path": rel, "reason": writer.errors[rel]} for rel in rels if rel in writer.errors]
     if progress and ranks.is_main:
         print(report.summary(), flush=True)
     if strict and report.errors:
         raise PrepareFailed(report)
+    return report
+
+
+_CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _is_store(out) -> bool:
+    from .store import INDEX
+
+    return os.path.isfile(os.path.join(out, INDEX))
+
+
+def _read_only(out, rels, settings: dict, work: "_Run", report: PrepareReport, err: OSError) -> PrepareReport:
+    """prepare on a store this process cannot write: done when nothing is left to do (every
+    video of the list in the store or recorded as an error, and nothing to repair), else one
+    PrepareError sentence saying what is left and why it cannot be done."""
+    store = MotionStore(out, verify=False)
+    asked = {"flow": settings["flow"], "size": settings["size"], "map_downsample": settings["map_downsample"],
+             "maps": settings["maps"], "window": settings["window"]}
+    found = {"flow": store.flow, "size": store.size, "map_downsample": store.map_downsample, "maps": store.maps,
+             "window": store.window}
+    if asked != found:
+        differ = ", ".join(f"{k} {found[k]!r} (asked for {v!r})" for k, v in asked.items() if found[k] != v)
+        raise StoreError(f"{out} was prepared with {differ}; use the store's settings, or another output folder")
+    videos, errors = store_state(out)
+    suspect = work.find_suspects(store, rels, videos, settings["root"], report)
+    todo = work.todo(rels, videos, errors, report, suspect)
+    left = len(todo) + (len(suspect) if work.repair else 0)
+    if left:
+        raise PrepareError(f"{out} cannot be written ({os.strerror(err.errno)}: {err.filename}) and {left} videos "
+                           "are left to prepare or repair; make the store writable or choose another --out")
+    report.errors = [{"path": rel, "reason": errors[rel]} for rel in rels if rel in errors]
     return report
 
 
@@ -349,16 +439,54 @@ class _Run:
     gpu_compute: object
     retry_errors: bool
     progress: bool
+    repair: bool = False
 
-    def todo(self, rels, videos: dict, errors: dict, report: PrepareReport) -> list[str]:
-        """The videos of `rels` still to compute (counting those already in the store in report)."""
+    def todo(self, rels, videos: dict, errors: dict, report: PrepareReport, suspect=frozenset()) -> list[str]:
+        """The videos of `rels` still to compute (counting the sound ones already in the store in
+        report; `suspect`: the damaged and stale ones, counted apart)."""
         todo = []
         for rel in rels:
             if rel in videos:
-                report.skipped_existing += 1
+                report.skipped_existing += rel not in suspect
             elif rel not in errors or self.retry_errors:
                 todo.append(rel)
         return todo
+
+    def find_suspects(self, store: MotionStore, rels, videos: dict, root: str, report: PrepareReport) -> set[str]:
+        """The videos of `rels` in the store whose bytes fail their checksum (report.damaged) or
+        whose source file is no longer the one their maps were made from (report.stale)."""
+        held = [rel for rel in rels if rel in videos]
+        bar = None
+        if self.progress and len(held) >= CHECK_BAR_MIN:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(held), unit="video", desc="checking the store", dynamic_ncols=True, file=sys.stderr)
+        try:
+            for rel in held:
+                try:
+                    store.check(rel)
+                except StoreError:
+                    report.damaged.append(rel)
+                else:
+                    if _source_changed(os.path.join(root, rel), videos[rel].get("fingerprint")):
+                        report.stale.append(rel)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        return set(report.damaged) | set(report.stale)
+
+    def check_store(self, out, rels, writer: StoreWriter, report: PrepareReport) -> set[str]:
+        """Find the damaged and stale videos of `rels` (find_suspects); with repair, take them out
+        of the store (to be computed again) and return nothing, else return them."""
+        report.orphaned = [t.describe() for t in writer.orphaned]
+        suspect = self.find_suspects(MotionStore(out), rels, writer.videos, writer.root, report)
+        if self.repair:
+            writer.drop(sorted(suspect))
+            report.repaired = True
+            return set()
+        return suspect
 
     def compute(self, rels, root: str, writer, report: PrepareReport, *, desc: str = "prepare",
                 position: int = 0) -> None:
@@ -399,17 +527,22 @@ def _prepare_ranks(ranks: Ranks, rels: list[str], out, settings: dict, work: _Ru
     with ranks:
         main = None
 
-        def open_store() -> int:  # rank 0: lock the store, fold a killed job's journals, first free shard
-            nonlocal main
-            main = StoreWriter(out, **settings)
+        report = PrepareReport(store=os.fspath(out))
+        suspect: set[str] = set()
+
+        def open_store() -> int:
+            # rank 0: lock the store, fold a killed job's journals, check it (with repair: drop the
+            # damaged and stale videos, which every rank then finds to do), first free shard
+            nonlocal main, suspect
+            main = StoreWriter(out, repair=work.repair, **settings)
             main.fold_parts()
+            suspect = work.check_store(out, rels, main, report)
             return main.next_free_shard()
 
         try:
             first_shard = ranks.on_rank0(open_store, error=PrepareError)
-            report = PrepareReport(store=os.fspath(out))
             videos, errors = store_state(out)  # as rank 0 left it: the same on every rank
-            todo = work.todo(rels, videos, errors, report)
+            todo = work.todo(rels, videos, errors, report, suspect)
             root = settings["root"]
             frames = ranks.by_stride(len(todo), lambda i: container_frames(os.path.join(root, todo[i])))
             mine = [todo[i] for i in balanced_slices(frames, ranks.world)[ranks.rank]]
@@ -441,35 +574,60 @@ def _prepare_ranks(ranks: Ranks, rels: list[str], out, settings: dict, work: _Ru
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--videos", required=True, metavar="DIR_OR_LIST",
+    parser.add_argument("--videos", metavar="DIR_OR_LIST",
                         help="a folder (scanned recursively for video files) or a list/split file "
-                             "(one path per line; extra tokens such as UCF101 labels are ignored)")
+                             "(one path per line; extra tokens such as UCF101 labels are ignored); with --repair it "
+                             "may be left out: the store's own videos, with the store's settings")
     parser.add_argument("--out", required=True, metavar="STORE", help="the motion store folder (created or resumed)")
-    parser.add_argument("--flow", choices=FLOW_METHODS, default="tvl1", help="optical flow (default tvl1)")
-    parser.add_argument("--size", type=int, default=128, help="short side of the frames the flow runs on (default 128)")
+    parser.add_argument("--flow", choices=FLOW_METHODS, default=None, help="optical flow (default tvl1)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="short side of the frames the flow runs on (default 128)")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes (default 1; 0 computes in the main process); under torchrun, per rank")
     parser.add_argument("--device", choices=DEVICES, default="cpu",
                         help="where to compute flow and maps (cuda under torchrun: cuda:LOCAL_RANK)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any input is an error")
-    parser.add_argument("--map-downsample", type=int, default=4,
+    parser.add_argument("--map-downsample", type=int, default=None,
                         help="average motion maps over NxN blocks before storing (default 4)")
-    parser.add_argument("--maps", choices=MAPS_KINDS, default="paper",
+    parser.add_argument("--maps", choices=MAPS_KINDS, default=None,
                         help="paper (default): eq. (1) maps; official: the authors' release's 7x7 maps, clip "
                              "magnitudes and encoded flows, for preset='official' (CPU only; stores 2 bytes per "
                              "flow pixel: ~44 kB a frame at --size 128)")
     parser.add_argument("--window", type=int, choices=WINDOWS, default=None,
                         help="--maps official: flows per frame map, 8 for UCF101 (default) or 4 for Kinetics")
     parser.add_argument("--retry-errors", action="store_true", help="retry inputs recorded as errors by earlier runs")
+    parser.add_argument("--repair", action="store_true",
+                        help="recompute the videos whose stored bytes fail their checksum (damaged) or whose source "
+                             "file changed since (stale), and nothing else; keep shard bytes of videos the index does "
+                             "not know (an older index.json restored) in place, marked orphaned, instead of refusing")
     parser.add_argument("--root", default=None,
                         help="folder the listed paths are relative to (default: the list file's folder)")
 
 
+_SETTINGS = ("flow", "size", "map_downsample", "maps", "window")
+
+
+def _resolve_args(args) -> tuple[object, object, dict]:
+    """(videos, root, settings) of the command line (prepare's defaults for the settings it does
+    not name). Without --videos (only with --repair): the store's videos and root, and the store's
+    settings wherever the command line names none."""
+    given = {k: getattr(args, k) for k in _SETTINGS}
+    if args.videos is None:
+        if not args.repair:
+            raise InputError("--videos is required (without it, --repair repairs the store's own videos)")
+        store = MotionStore(args.out, verify=False)
+        given = {k: getattr(store, k) if v is None else v for k, v in given.items()}
+        videos, root = store.videos, store.root
+    else:
+        videos, root = args.videos, args.root
+    return videos, root, {k: v for k, v in given.items() if v is not None}
+
+
 def run(args) -> int:
     try:
-        prepare(args.videos, args.out, flow=args.flow, size=args.size, workers=args.workers, device=args.device,
-                strict=args.strict, map_downsample=args.map_downsample, retry_errors=args.retry_errors,
-                progress=True, root=args.root, maps=args.maps, window=args.window)
+        videos, root, s = _resolve_args(args)
+        report = prepare(videos, args.out, workers=args.workers, device=args.device, strict=args.strict,
+                         retry_errors=args.retry_errors, progress=True, root=root, repair=args.repair, **s)
     except PrepareFailed:
         return 1  # the summary is already printed
     except (PrepareError, StoreError, RankError) as e:
@@ -478,7 +636,7 @@ def run(args) -> int:
     except KeyboardInterrupt:
         print("mcl-fast prepare: interrupted; the store is valid and a rerun resumes it", file=sys.stderr)
         return 130
-    return 0
+    return 1 if report.needs_repair else 0
 
 
 def main(argv=None) -> int:

@@ -7,16 +7,22 @@ A store is a folder:
     {"format": "mcl_fast.motion_store", "version": 1, "root": "/abs/folder/the/paths/are/relative/to",
      "flow": "tvl1", "size": 128, "map_downsample": 4, "map_dtype": "uint8",
      "videos": {"a/v1.avi": {"num_frames": 150, "fps": 25.0, "height": 240, "width": 320,
-                             "map_height": 32, "map_width": 42, "shard": 0, "offset": 0,
-                             "scale": 3.71, "fingerprint": "s3b64k:1048576:9f0c..."}}}
+                             "map_height": 32, "map_width": 42, "shard": 0, "offset": 32,
+                             "scale": 3.71, "checksum": "xxh3_64:5d0e...",
+                             "fingerprint": "s3b64k:1048576:9f0c..."}}}
 
   ``fingerprint`` (mcl_fast.video_io.file_fingerprint of the source file) is absent from
   entries written before it was recorded: such a store still reads, and the loaders then
-  compare frame count and size only.
+  compare frame count and size only. ``checksum`` (mcl_fast._checksum.digest, XXH3-64 of the
+  video's map bytes; official entries also ``flow_checksum`` and ``mag_checksum``) is absent
+  from entries written before checksums: such a store still reads, unchecked.
 
-- ``shard-00000.bin``, ``shard-00001.bin``, ...: the raw uint8 maps of many videos, one after
-  another (C order, (num_frames, map_height, map_width) each); a new shard starts once one
-  passes ~1 GiB (`SHARD_BYTES`). Nothing per video on disk but its bytes.
+- ``shard-00000.bin``, ``shard-00001.bin``, ...: the uint8 maps of many videos, one block after
+  another; a new shard starts once one passes ~1 GiB (`SHARD_BYTES`). A block is a 32-byte
+  header (`BLOCK_MAGIC`, the data's length, its XXH3-64, a state: pending, committed or
+  orphaned, see `Block states` below) and the video's bytes (C order, (num_frames, map_height,
+  map_width)); ``offset`` points at the bytes. Blocks written before headers existed are bare
+  bytes (their entries have no checksum).
 - ``journal.jsonl``: one JSON line per video finished (or failed) since the last compaction.
 - Only while a `prepare` under torchrun runs (or after one was killed): ``journal-rank00003.jsonl``,
   one journal per rank, each rank appending to shards of its own (see `Many writers` below).
@@ -48,7 +54,19 @@ and records ``map_downsample`` as null; each entry adds ``num_flows`` (num_frame
 Atomicity. Shard bytes (maps, then flows and magnitudes) are written and fsynced first; only then is the video's journal line
 appended and fsynced, so a video is in the store exactly when its line is complete. A crash can
 leave bytes past the last recorded video (ignored by readers, cut off by the next writer) and a
-torn last journal line (ignored; cut off by the next writer). `compact` folds the journal into
+torn last journal line (ignored; cut off by the next writer).
+
+Block states. A block is written pending; once its journal line is durable the writer marks it
+committed (durable with the shard's next fsync, or at compact). So a writer that finds bytes
+past what index and journals account for can tell a killed run's leftovers (a torn block, a
+pending one, headerless bytes: cut, as above) from complete committed blocks of videos the index
+does not know (an older index.json restored over newer shards): it never cuts those; it refuses
+(StoreError naming the shard and the bytes) unless opened with repair=True (`prepare --repair`),
+which marks them orphaned: kept in place (the index that knows them still reads them), skipped
+by every later writer. `StoreWriter.drop` (`--repair` of damaged or stale videos) orphans their
+blocks the same way before taking them out of the index. Verification: readers check each
+video's bytes against its checksum on first read (MotionStore(verify=True), the default);
+`check_store` (`mcl-fast verify`) checks a whole store. `compact` folds the journal into
 ``index.json`` (written to a temporary file, fsynced, renamed over, directory fsynced) and then
 removes the journal; replaying a journal that survived a crash during compaction is harmless
 (it sets every entry to the value it already has). One writer at a time (an flock on
@@ -68,13 +86,16 @@ the one above: entries name their shard by number, whichever process wrote it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .._checksum import digest, matches
 from .._io import atomic_write_json, fsync_path
 from ..video_io import target_size
 from .ranks import part_name
@@ -100,8 +121,22 @@ OFFICIAL_SCALE = 255.0  # official maps are stored as the release's uint8 values
 OFFICIAL_PREPARE = "mcl-fast prepare --videos DIR --out STORE --maps official --window 8"  # (4 for Kinetics)
 
 
+def repair_command(store) -> str:
+    """The command that recomputes a store's damaged and stale videos (prepare --repair with no
+    --videos: the store's own videos and settings)."""
+    return f"mcl-fast prepare --out {store} --repair"
+
+
 class StoreError(ValueError):
     """A store that cannot be opened as asked: not a store, a newer format, other settings, damaged."""
+
+
+class DamagedVideo(StoreError):
+    """A video's stored bytes fail their checksum: `.video` and `.file` (the shard) name it."""
+
+    def __init__(self, message: str, video: str, file, what: str):
+        super().__init__(message)
+        self.video, self.file, self.what = video, str(file), what
 
 
 def shard_name(index: int, prefix: str = "shard") -> str:
@@ -125,6 +160,8 @@ class _Stream:
     prefix: str
     shard_key: str
     offset_key: str
+    checksum_key: str
+    what: str  # what a damaged block holds, for messages
 
     def nbytes(self, entry: dict) -> int:
         if self.prefix == "shard":
@@ -138,9 +175,9 @@ class _Stream:
         return re.compile(rf"^{self.prefix}-(\d{{5,}})\.bin$")
 
 
-MAPS_STREAM = _Stream("shard", "shard", "offset")
-FLOWS_STREAM = _Stream("flows", "flow_shard", "flow_offset")
-MAGS_STREAM = _Stream("mags", "mag_shard", "mag_offset")
+MAPS_STREAM = _Stream("shard", "shard", "offset", "checksum", "motion maps")
+FLOWS_STREAM = _Stream("flows", "flow_shard", "flow_offset", "flow_checksum", "flows")
+MAGS_STREAM = _Stream("mags", "mag_shard", "mag_offset", "mag_checksum", "clip magnitudes")
 
 
 def _streams(kind: str) -> tuple[_Stream, ...]:
@@ -250,19 +287,126 @@ class VideoMaps:
 # ----------------------------------------------------------------------------- file helpers
 
 
-def _pwrite_all(fd: int, data, offset: int) -> None:
-    """Write all of `data` at `offset`; on failure cut the file back to `offset` and re-raise."""
-    view = memoryview(data).cast("B")
-    done = 0
+def _pwrite_all(fd: int, offset: int, *buffers) -> None:
+    """Write the buffers one after another from `offset`; on failure cut the file back to
+    `offset` and re-raise."""
+    at = offset
     try:
-        while done < len(view):
-            done += os.pwrite(fd, view[done:], offset + done)
+        for buf in buffers:
+            view = memoryview(buf).cast("B")
+            done = 0
+            while done < len(view):
+                done += os.pwrite(fd, view[done:], at + done)
+            at += len(view)
     except BaseException:
         try:
             os.ftruncate(fd, offset)
         except OSError:
             pass
         raise
+
+
+# ------------------------------------------------------------------------------ block headers
+#
+# Every block (one video's bytes in one shard) written by this version starts with a 32-byte
+# header: magic, the block's length, its xxh3_64, and a state. The state is PENDING when the
+# block is written and becomes COMMITTED once the video's journal line is durable (the state write
+# rides on the next fsync of that shard). So bytes past what the index accounts for are either
+# a killed run's leftovers (a torn block, or a PENDING one: cut, as ever) or COMMITTED blocks of
+# videos an index does not know (an older index.json restored over the shards): those are never
+# cut; the writer refuses, and `prepare --repair` marks them ORPHANED (kept in place, skipped).
+# Blocks written before headers existed have none; their entries have no checksum either.
+
+BLOCK_MAGIC = b"MCLBLK01"
+PENDING, COMMITTED, ORPHANED = b"pending\0", b"commitd\0", b"orphand\0"
+_HEADER = struct.Struct("<8sQQ8s")  # magic, data bytes, xxh3_64 of the data, state
+HEADER_BYTES = _HEADER.size
+_STATE_AT = 24  # offset of the state field in the header
+
+
+def _header(nbytes: int, checksum: str) -> bytes:
+    return _HEADER.pack(BLOCK_MAGIC, nbytes, int(checksum.partition(":")[2], 16), PENDING)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A complete block found past the accounted end of a shard."""
+
+    start: int  # its header's offset
+    end: int  # one past its data
+    state: bytes
+
+
+def _blocks_from(fd: int, start: int, size: int) -> list[_Block]:
+    """The complete blocks with a valid header from `start` on, stopping at the first torn or
+    headerless bytes (what a killed writer left, or a block written before headers existed)."""
+    blocks, at = [], start
+    while at + HEADER_BYTES <= size:
+        magic, nbytes, _, state = _HEADER.unpack(os.pread(fd, HEADER_BYTES, at))
+        end = at + HEADER_BYTES + nbytes
+        if magic != BLOCK_MAGIC or end > size or state not in (PENDING, COMMITTED, ORPHANED):
+            break
+        blocks.append(_Block(at, end, state))
+        at = end
+    return blocks
+
+
+def _set_state(fd: int, header_at: int, state: bytes) -> None:
+    os.pwrite(fd, state, header_at + _STATE_AT)
+
+
+@dataclass(frozen=True)
+class ShardTail:
+    """What lies past the last byte a store's index accounts for in one shard file.
+
+    unknown: COMMITTED blocks (maps of videos the index does not know) and their bytes;
+    orphaned: the end of the last ORPHANED block (bytes kept aside by `prepare --repair`);
+    leftover: bytes after those a killed writer left (torn or PENDING blocks, or headerless bytes)."""
+
+    path: Path
+    accounted: int
+    size: int
+    unknown: list[_Block]
+    keep_end: int  # end of the last block that must stay (COMMITTED or ORPHANED)
+
+    @property
+    def unknown_bytes(self) -> int:
+        return sum(b.end - b.start for b in self.unknown)
+
+    @property
+    def leftover(self) -> int:
+        return self.size - self.keep_end
+
+    def describe(self) -> str:
+        return (f"{self.path.name} holds {self.size - self.accounted} bytes past the {self.accounted} its index "
+                f"accounts for, {self.unknown_bytes} of them in {len(self.unknown)} complete block(s) of videos "
+                "the index does not know (an older index.json restored over newer shards?)")
+
+
+def _shard_tail(path: Path, accounted: int) -> ShardTail:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        blocks = _blocks_from(fd, accounted, size)
+    finally:
+        os.close(fd)
+    kept = [b for b in blocks if b.state != PENDING]
+    return ShardTail(path, accounted, size, [b for b in blocks if b.state == COMMITTED],
+                     kept[-1].end if kept else accounted)
+
+
+def _raw(array: np.ndarray) -> np.ndarray:
+    """The bytes of a C-contiguous array as a flat uint8 array (what a block stores and its checksum covers)."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
+def _truncate(path: Path, size: int) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _load_index(folder: Path) -> dict:
@@ -376,18 +520,87 @@ def _entry_nbytes(entry: dict) -> int:
 
 def _load_state(folder: Path) -> tuple[dict, dict, dict, list[dict], int, int]:
     """(index, videos, errors, the main journal's operations, its good bytes, its size): the index
-    with the main journal applied, then every rank's journal (a torchrun job's, running or killed)."""
+    with the main journal applied, then every rank's journal (a torchrun job's, running or killed).
+    Every entry's fields are checked (StoreError naming the video and the field)."""
     index = _load_index(folder)
+    if not isinstance(index["videos"], dict):
+        raise StoreError(f"{folder / INDEX}: 'videos' must be an object of entries, "
+                         f"got {type(index['videos']).__name__}")
     videos = dict(index["videos"])
     errors = _load_errors(folder)
-    keys = _entry_keys(maps_kind(index))
+    kind = maps_kind(index)
+    keys = _entry_keys(kind)
     ops, good, size = _read_journal(folder / JOURNAL, keys)
     for op in ops:
         _apply(videos, errors, op)
     for part in _part_journals(folder):
         for op in _read_journal(part, keys)[0]:
             _apply(videos, errors, op)
+    for video, entry in videos.items():
+        _check_entry(folder, video, entry, kind)
     return index, videos, errors, ops, good, size
+
+
+# field -> (lowest value, integer only); every entry has the first group, official entries all
+_FIELD_RANGES = {"num_frames": (1, True), "fps": (0, False), "height": (1, True), "width": (1, True),
+                 "map_height": (1, True), "map_width": (1, True), "shard": (0, True), "offset": (0, True),
+                 "scale": (None, False)}
+_OFFICIAL_RANGES = {"num_flows": (0, True), "flow_height": (1, True), "flow_width": (1, True),
+                    "flow_shard": (0, True), "flow_offset": (0, True), "num_starts": (1, True),
+                    "mag_shard": (0, True), "mag_offset": (0, True)}
+_TEXT_FIELDS = ("fingerprint", "checksum", "flow_checksum", "mag_checksum")
+
+
+def _check_entry(folder: Path, video: str, entry, kind: str) -> None:
+    """StoreError unless `entry` has every field a reader uses, each of the right type and range
+    (a damaged or hand-edited index must never read as negative or garbage maps)."""
+    where = f"{folder / INDEX}: video {video!r}"
+    if not isinstance(entry, dict):
+        raise StoreError(f"{where}: the entry is {type(entry).__name__}, not an object")
+    ranges = {**_FIELD_RANGES, **_OFFICIAL_RANGES} if kind == "official" else _FIELD_RANGES
+    for key, (low, integer) in ranges.items():
+        value = entry.get(key)
+        if value is None:
+            raise StoreError(f"{where}: the field {key} is missing; the store is damaged (rebuild it or restore "
+                             "its index)")
+        number = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not number or not math.isfinite(value) or \
+                (value <= 0 if low is None else value < low):
+            want = "a positive finite number" if low is None else f"{'an integer' if integer else 'a number'} >= {low}"
+            raise StoreError(f"{where}: the field {key} is {value!r}, expected {want}; the store is damaged "
+                             "(rebuild it or restore its index)")
+    if kind == "official" and entry["num_flows"] != max(entry["num_frames"] - 1, 0):
+        raise StoreError(f"{where}: the field num_flows is {entry['num_flows']!r}, expected num_frames - 1 = "
+                         f"{entry['num_frames'] - 1}; the store is damaged")
+    for key in _TEXT_FIELDS:
+        if key in entry and not isinstance(entry[key], str):
+            raise StoreError(f"{where}: the field {key} is {entry[key]!r}, expected a string")
+
+
+def _stream_ends(videos: dict, stream: _Stream) -> dict[int, tuple[int, str]]:
+    """{shard: (the end of its last recorded byte, the video that ends there)} of one stream."""
+    ends: dict[int, tuple[int, str]] = {}
+    for video, entry in videos.items():
+        shard = int(entry[stream.shard_key])
+        end = int(entry[stream.offset_key]) + stream.nbytes(entry)
+        if end > ends.get(shard, (0, ""))[0]:
+            ends[shard] = (end, video)
+    return ends
+
+
+def _check_extents(folder: Path, videos: dict, streams) -> None:
+    """StoreError naming the video and field whose bytes lie past the end of (or in a missing) shard file."""
+    for stream in streams:
+        for shard, (end, video) in _stream_ends(videos, stream).items():
+            path = folder / shard_name(shard, stream.prefix)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise StoreError(f"{path} is missing but video {video!r} has its {stream.what} there "
+                                 f"(field {stream.shard_key}); the store is damaged") from None
+            if size < end:
+                raise StoreError(f"{path} holds {size} bytes but video {video!r} ends at byte {end} (fields "
+                                 f"{stream.offset_key} and its sizes); the store is damaged")
 
 
 def store_state(folder) -> tuple[dict, dict]:
@@ -410,6 +623,12 @@ class StoreWriter:
     fsyncs (official stores: two more, for the flows and magnitudes); index.json is rewritten only
     by `compact`.
 
+    Bytes past what the index and journals account for that are complete committed blocks
+    (videos an older index does not know) are never cut: StoreError naming the shard and the
+    byte count, unless repair=True, which marks them orphaned (kept in place, skipped; listed in
+    `orphaned`). Each added video's blocks carry its checksums (the entry's `checksum`, and
+    `flow_checksum` / `mag_checksum` in official stores).
+
     maps="official" writes an official store (see the module docstring): `window` (8 or 4 in the
     release) is required and map_downsample is not used (recorded as null); every added VideoMaps
     must carry magnitudes and flows (VideoMaps.official).
@@ -417,7 +636,7 @@ class StoreWriter:
 
     def __init__(self, path, *, root, flow: str = "tvl1", size: int = 128, map_downsample: int | None = 4,
                  shard_bytes: int = SHARD_BYTES, maps: str = "paper", window: int | None = None,
-                 map_grid: int = 7, clip_flows: int = 32):
+                 map_grid: int = 7, clip_flows: int = 32, repair: bool = False):
         if maps not in MAPS_KINDS:
             raise ValueError(f"maps must be one of {', '.join(MAPS_KINDS)}, got {maps!r}")
         self.path = Path(path)
@@ -440,6 +659,8 @@ class StoreWriter:
         self._cur_size: dict[str, int] = {}  # stream prefix -> bytes in the current shard
         self._journal_fd = None
         self.journal_name = JOURNAL
+        self.repair = bool(repair)  # mark unknown committed blocks ORPHANED instead of refusing
+        self.orphaned: list[ShardTail] = []  # the shard tails this writer marked ORPHANED
         self._shard_step = 1  # a PartWriter's next shard is `world` numbers on
         self._refuse_foreign_folder()
         self.path.mkdir(parents=True, exist_ok=True)
@@ -461,7 +682,7 @@ class StoreWriter:
     def _lock(self) -> None:
         import fcntl
 
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides, as for every file
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -527,36 +748,45 @@ class StoreWriter:
             fsync_path(self.path)
 
     def _repair_stream(self, stream: _Stream) -> bool:
-        """Cut the shards of one stream back to their recorded videos; True when a file was removed."""
-        ends: dict[int, int] = {}
-        for entry in self.videos.values():
-            shard = int(entry[stream.shard_key])
-            ends[shard] = max(ends.get(shard, 0), int(entry[stream.offset_key]) + stream.nbytes(entry))
-        pattern = stream.pattern
-        present = {int(m.group(1)): p for p in self.path.iterdir() if (m := pattern.match(p.name))}
-        for shard in ends:
-            if shard not in present:
-                raise StoreError(f"{self.path}: {shard_name(shard, stream.prefix)} is missing; the store is damaged")
-        cur = max(ends) if ends else 0
+        """Cut what a killed writer left past the recorded videos of one stream's shards, refuse
+        (or, with repair, mark ORPHANED) complete blocks of videos the index does not know, and
+        set where the next block goes. True when a file was removed."""
+        _check_extents(self.path, self.videos, [stream])
+        ends = {shard: end for shard, (end, _) in _stream_ends(self.videos, stream).items()}
+        present = {int(m.group(1)): p for p in self.path.iterdir() if (m := stream.pattern.match(p.name))}
+        tails = {shard: _shard_tail(p, ends.get(shard, 0)) for shard, p in sorted(present.items())}
+        unknown = [t for t in tails.values() if t.unknown]
+        if unknown and not self.repair:
+            raise StoreError(f"{self.path}: refusing to cut shard bytes that hold maps: "
+                             + "; ".join(t.describe() for t in unknown)
+                             + ". Nothing was changed. Restore the index.json that goes with these shards, or run "
+                               "`mcl-fast prepare ... --repair`, which keeps those bytes in place (marked orphaned, "
+                               "never deleted) and recomputes the videos the index lacks")
+        for tail in unknown:
+            self._orphan(tail)
         removed = False
-        for shard, p in sorted(present.items()):
-            end = ends.get(shard, 0)
-            if end == 0 and shard != cur:
-                p.unlink()  # a shard a killed run started, with no recorded video
+        for shard, tail in tails.items():
+            if tail.keep_end == 0:
+                tail.path.unlink()  # a shard a killed run started, with no recorded video
                 removed = True
-                continue
-            size = p.stat().st_size
-            if size < end:
-                raise StoreError(f"{p} holds {size} bytes but its videos need {end}; the store is damaged")
-            if size > end:  # bytes of a video whose journal line never made it
-                fd = os.open(p, os.O_RDWR)
-                try:
-                    os.ftruncate(fd, end)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            elif tail.leftover:  # bytes of a video whose journal line never made it
+                _truncate(tail.path, tail.keep_end)
+            ends[shard] = tail.keep_end
+        cur = max((shard for shard, end in ends.items() if end), default=0)
         self._cur[stream.prefix], self._cur_size[stream.prefix] = cur, ends.get(cur, 0)
         return removed
+
+    def _orphan(self, tail: ShardTail) -> None:
+        """Mark the unknown committed blocks of a shard tail ORPHANED: kept where they are (a
+        newer index that knows them still reads them), skipped by every later writer."""
+        fd = os.open(tail.path, os.O_RDWR)
+        try:
+            for block in tail.unknown:
+                _set_state(fd, block.start, ORPHANED)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.orphaned.append(tail)
 
     # -- many writers (torchrun; see the module docstring)
     def fold_parts(self) -> None:
@@ -601,37 +831,50 @@ class StoreWriter:
         line = (json.dumps(op, separators=(",", ":")) + "\n").encode()
         if self._journal_fd is None:
             new = not (self.path / self.journal_name).exists()
-            self._journal_fd = os.open(self.path / self.journal_name, os.O_RDWR | os.O_CREAT, 0o644)
+            self._journal_fd = os.open(self.path / self.journal_name, os.O_RDWR | os.O_CREAT, 0o666)
             if new:
                 fsync_path(self.path)
-        _pwrite_all(self._journal_fd, line, self._journal_size)
+        _pwrite_all(self._journal_fd, self._journal_size, line)
         os.fsync(self._journal_fd)
         self._journal_size += len(line)
 
-    def _append(self, stream: _Stream, data: np.ndarray) -> tuple[int, int]:
-        """Write `data` at the end of the stream's current shard (a new shard once it would pass
-        shard_bytes) and fsync it. Returns (shard, offset)."""
+    def _append(self, stream: _Stream, data: np.ndarray, checksum: str) -> tuple[int, int]:
+        """Write a PENDING block (header, then `data`) at the end of the stream's current shard (a
+        new shard once it would pass shard_bytes) and fsync it. Returns (shard, offset of the data)."""
         prefix = stream.prefix
-        if self._cur_size[prefix] > 0 and self._cur_size[prefix] + data.nbytes > self.shard_bytes:
+        size = HEADER_BYTES + data.nbytes
+        if self._cur_size[prefix] > 0 and self._cur_size[prefix] + size > self.shard_bytes:
             fd = self._fds.pop(prefix, None)
             if fd is not None:
+                os.fsync(fd)  # the COMMITTED marks written since its last block
                 os.close(fd)
             self._cur[prefix], self._cur_size[prefix] = self._cur[prefix] + self._shard_step, 0
         fd = self._fds.get(prefix)
         if fd is None:
             p = self.path / shard_name(self._cur[prefix], prefix)
             new = not p.exists()
-            fd = self._fds[prefix] = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._fds[prefix] = os.open(p, os.O_RDWR | os.O_CREAT, 0o666)
             if new:
                 fsync_path(self.path)
             if os.fstat(fd).st_size != self._cur_size[prefix]:  # never write over bytes another writer owns
                 raise StoreError(f"{p} holds {os.fstat(fd).st_size} bytes, this writer expected "
                                  f"{self._cur_size[prefix]}; is another process writing the store?")
-        offset = self._cur_size[prefix]
-        if data.nbytes:  # a one-frame video has no flows
-            _pwrite_all(fd, data, offset)
+        start = self._cur_size[prefix]
+        _pwrite_all(fd, start, _header(data.nbytes, checksum), data)
+        os.fsync(fd)
+        self._cur_size[prefix] = start + size
+        return self._cur[prefix], start + HEADER_BYTES
+
+    def _commit(self, entry: dict) -> None:
+        """Mark the video's blocks COMMITTED (after its journal line is durable). No fsync of its
+        own: the next block's fsync of the same shard, or compact/close, makes it durable; lost
+        in a crash, the block reads as PENDING, which only matters to an index that lacks it."""
+        for stream in self.streams:
+            _set_state(self._fds[stream.prefix], int(entry[stream.offset_key]) - HEADER_BYTES, COMMITTED)
+
+    def _sync_shards(self) -> None:
+        for fd in self._fds.values():
             os.fsync(fd)
-        return self._cur[prefix], offset
 
     def _check_official(self, relpath: str, maps: VideoMaps) -> tuple[np.ndarray, np.ndarray]:
         """(flows, magnitudes) of an official VideoMaps, checked against the store's settings."""
@@ -667,22 +910,23 @@ class StoreWriter:
         elif maps.is_official:
             raise ValueError(f"{relpath}: official maps (with flows) go into an official store "
                              f"(prepare --maps official), not the paper store {self.path}")
-        shard, offset = self._append(MAPS_STREAM, q)
+        checksum = digest(_raw(q))
+        shard, offset = self._append(MAPS_STREAM, _raw(q), checksum)
         entry = {"num_frames": int(maps.num_frames), "fps": float(maps.fps), "height": int(maps.height),
                  "width": int(maps.width), "map_height": int(q.shape[1]), "map_width": int(q.shape[2]),
-                 "shard": shard, "offset": offset, "scale": float(maps.scale)}
+                 "shard": shard, "offset": offset, "scale": float(maps.scale), "checksum": checksum}
         if maps.fingerprint is not None:
             entry["fingerprint"] = str(maps.fingerprint)
         if self.maps == "official":
-            flow_shard, flow_offset = self._append(FLOWS_STREAM, flows)
-            mag_shard, mag_offset = self._append(MAGS_STREAM, mags)
+            flow_checksum, mag_checksum = digest(_raw(flows)), digest(_raw(mags))
+            flow_shard, flow_offset = self._append(FLOWS_STREAM, _raw(flows), flow_checksum)
+            mag_shard, mag_offset = self._append(MAGS_STREAM, _raw(mags), mag_checksum)
             entry.update(num_flows=len(flows), flow_height=int(flows.shape[1]), flow_width=int(flows.shape[2]),
                          flow_shard=flow_shard, flow_offset=flow_offset, num_starts=len(mags), mag_shard=mag_shard,
-                         mag_offset=mag_offset)
+                         mag_offset=mag_offset, flow_checksum=flow_checksum, mag_checksum=mag_checksum)
         self._journal({"op": "video", "path": relpath, "entry": entry})
-        for stream in self.streams:
-            self._cur_size[stream.prefix] += stream.nbytes(entry)
-        self.videos[relpath] = entry
+        self.videos[relpath] = entry  # recorded now: whatever happens next, compact keeps it
+        self._commit(entry)
         self.errors.pop(relpath, None)
         return entry
 
@@ -692,9 +936,37 @@ class StoreWriter:
         self.errors[relpath] = str(reason)
         self.videos.pop(relpath, None)
 
+    def drop(self, relpaths) -> None:
+        """Take videos out of the store so that they are computed again (prepare --repair: damaged
+        or stale maps). Their blocks are marked ORPHANED first (kept, skipped by later writers),
+        then the index is rewritten without them (compact): a crash in between leaves them in the
+        store as they were."""
+        relpaths = [r for r in relpaths if r in self.videos]
+        if not relpaths:
+            return
+        touched = set()
+        for rel in relpaths:
+            entry = self.videos[rel]
+            for stream in self.streams:
+                if stream.checksum_key not in entry:
+                    continue  # a block written before headers: it has no state to set
+                path = self.path / shard_name(int(entry[stream.shard_key]), stream.prefix)
+                fd = os.open(path, os.O_RDWR)
+                try:
+                    _set_state(fd, int(entry[stream.offset_key]) - HEADER_BYTES, ORPHANED)
+                finally:
+                    os.close(fd)
+                touched.add(path)
+        for path in touched:
+            fsync_path(path)
+        for rel in relpaths:
+            del self.videos[rel]
+        self.compact()  # new blocks still go after the dropped ones, which stay where they are
+
     def compact(self) -> None:
         """Fold the journal into index.json and errors.json (each written atomically), then
         remove the journal."""
+        self._sync_shards()  # the COMMITTED marks of the videos the index is about to hold
         atomic_write_json(self.path / ERRORS, [{"path": p, "reason": self.errors[p]} for p in sorted(self.errors)])
         atomic_write_json(self.path / INDEX, self._index())
         if self._journal_fd is not None:
@@ -712,7 +984,12 @@ class StoreWriter:
     def close(self) -> None:
         fds = getattr(self, "_fds", {})
         while fds:
-            os.close(fds.popitem()[1])
+            fd = fds.popitem()[1]
+            try:
+                os.fsync(fd)  # the COMMITTED marks since the last fsync (best effort: they only guard restores)
+            except OSError:
+                pass
+            os.close(fd)
         for name in ("_journal_fd", "_lock_fd"):
             fd = getattr(self, name, None)
             if fd is not None:
@@ -768,6 +1045,7 @@ class PartWriter(StoreWriter):
         raise StoreError("only rank 0's StoreWriter folds the rank journals")
 
     def compact(self) -> None:
+        self._sync_shards()
         if self._journal_fd is not None:
             os.close(self._journal_fd)
             self._journal_fd = None
@@ -797,10 +1075,17 @@ class MotionStore:
     Reads index.json plus the complete lines of the journal, so a store that is being prepared,
     or whose `prepare` was killed, reads right (as of opening). Shards are memory-mapped on
     first use and cached: reading one video touches only its bytes.
+
+    verify (default True): the first read of each video's bytes (maps; flows and magnitudes in
+    official stores) in this object checks them against the checksum the index records and
+    raises StoreError naming the video and the shard file on a mismatch; entries written before
+    checksums are read unchecked. Opening checks every entry's fields and that every shard file
+    holds the bytes the index places in it (StoreError naming the video and the field).
     """
 
-    def __init__(self, path):
+    def __init__(self, path, *, verify: bool = True):
         self.path = Path(path)
+        self.verify = bool(verify)
         index, self._videos, errors, _, _, _ = _load_state(self.path)
         self.version = int(index["version"])
         self.root = str(index["root"])
@@ -813,10 +1098,12 @@ class MotionStore:
         self.window = int(index["window"]) if official else None
         self.map_grid = int(index["map_grid"]) if official else None
         self.clip_flows = int(index["clip_flows"]) if official else None
+        self._streams = _streams(self.maps)
+        _check_extents(self.path, self._videos, self._streams)
         self._names = sorted(self._videos)
         self._errors = [{"path": p, "reason": errors[p]} for p in sorted(errors)]
-        self._maps: dict[int, np.memmap] = {}  # map shards
-        self._other: dict[tuple[str, int], np.memmap] = {}  # (prefix, shard) of flow and magnitude shards
+        self._mapped: dict[tuple[str, int], np.memmap] = {}  # (stream prefix, shard) -> its memory map
+        self._checked: set[tuple[str, str]] = set()  # (video, stream prefix) whose bytes matched their checksum
 
     @property
     def official(self) -> bool:
@@ -892,11 +1179,48 @@ class MotionStore:
         return th / (f * int(e["height"])), tw / (f * int(e["width"]))
 
     # -- reading
-    def _shard(self, shard: int, end: int) -> np.memmap:
-        return _mapped(self._maps, shard, self.path / shard_name(shard), end)
+    def _bytes(self, video: str, stream: _Stream) -> np.ndarray:
+        """The video's block of one stream: a read-only uint8 view of the shard's memory map,
+        checked against its checksum on the first read when `verify`."""
+        e = self._entry(video)
+        shard, off, n = int(e[stream.shard_key]), int(e[stream.offset_key]), stream.nbytes(e)
+        if n == 0:  # a one-frame video has no flows
+            return np.empty(0, np.uint8)
+        mm = _mapped(self._mapped, (stream.prefix, shard), self.path / shard_name(shard, stream.prefix), off + n)
+        data = mm[off:off + n]
+        if self.verify and (video, stream.prefix) not in self._checked:
+            self._check_block(video, stream, data)
+        return data
 
-    def _other_shard(self, prefix: str, shard: int, end: int) -> np.memmap:
-        return _mapped(self._other, (prefix, shard), self.path / shard_name(shard, prefix), end)
+    def _check_block(self, video: str, stream: _Stream, data: np.ndarray) -> None:
+        expected = self._videos[video].get(stream.checksum_key)
+        if expected is not None:
+            try:
+                good = matches(data, expected)
+            except ValueError as e:  # an algorithm this version does not know
+                raise StoreError(f"{self.path / INDEX}: video {video!r}: {e}") from None
+            if not good:
+                path = self.path / shard_name(int(self._videos[video][stream.shard_key]), stream.prefix)
+                raise DamagedVideo(f"{path}: the {stream.what} of video {video!r} are damaged (checksum "
+                                   f"{digest(data)}, the index recorded {expected}); recompute them with "
+                                   f"`{repair_command(self.path)}`", video, path, stream.what)
+        self._checked.add((video, stream.prefix))
+
+    def check(self, video: str) -> None:
+        """Check every stored byte of `video` against its checksums now (whatever `verify` says);
+        StoreError naming the video and the shard file on a mismatch or a short/missing shard."""
+        for stream in self._streams:
+            self._checked.discard((video, stream.prefix))
+            e = self._entry(video)
+            shard, off, n = int(e[stream.shard_key]), int(e[stream.offset_key]), stream.nbytes(e)
+            if n:
+                mm = _mapped(self._mapped, (stream.prefix, shard), self.path / shard_name(shard, stream.prefix),
+                             off + n)
+                self._check_block(video, stream, mm[off:off + n])
+
+    def has_checksums(self, video: str) -> bool:
+        """False for a video written before checksums (its bytes cannot be checked)."""
+        return all(s.checksum_key in self._entry(video) for s in self._streams)
 
     def _require_official(self, what: str) -> None:
         if not self.official:
@@ -909,25 +1233,20 @@ class MotionStore:
         `size`); a read-only view of the memory map. Official stores only."""
         self._require_official("the flows the official preset needs")
         e = self._entry(video)
-        off, n = int(e["flow_offset"]), FLOWS_STREAM.nbytes(e)
-        mm = self._other_shard("flows", int(e["flow_shard"]), off + n)
-        return mm[off:off + n].reshape(int(e["num_flows"]), int(e["flow_height"]), int(e["flow_width"]), 2)
+        return self._bytes(video, FLOWS_STREAM).reshape(int(e["num_flows"]), int(e["flow_height"]),
+                                                        int(e["flow_width"]), 2)
 
     def clip_magnitudes(self, video: str) -> np.ndarray:
         """(K,) float64 clip magnitudes of starts 0 .. K-1 (motion.official.official_clip_magnitudes;
         K = num_frames - clip_flows, at least 1). Official stores only."""
         self._require_official("the clip magnitudes the official preset needs")
-        e = self._entry(video)
-        off, n = int(e["mag_offset"]), MAGS_STREAM.nbytes(e)
-        mm = self._other_shard("mags", int(e["mag_shard"]), off + n)
-        return mm[off:off + n].view("<f8")
+        return self._bytes(video, MAGS_STREAM).view("<f8")
 
     def read_quantized(self, video: str) -> np.ndarray:
         """(N, h, w) uint8, a read-only view of the shard's memory map."""
         e = self._entry(video)
-        off, n = int(e["offset"]), _entry_nbytes(e)
-        mm = self._shard(int(e["shard"]), off + n)
-        return mm[off:off + n].reshape(int(e["num_frames"]), int(e["map_height"]), int(e["map_width"]))
+        return self._bytes(video, MAPS_STREAM).reshape(int(e["num_frames"]), int(e["map_height"]),
+                                                       int(e["map_width"]))
 
     def read(self, video: str) -> np.ndarray:
         """(N, h, w) float32 dequantised motion maps, one per frame (within scale / 510)."""
@@ -946,6 +1265,80 @@ class MotionStore:
     # memory maps do not travel to DataLoader workers: they map again on first use
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_maps"] = {}
-        state["_other"] = {}
+        state["_mapped"] = {}
         return state
+
+
+# ------------------------------------------------------------------------------ verification
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One problem `check_store` found: the video (None for the store as a whole), the file, why."""
+
+    video: str | None
+    file: str
+    reason: str
+
+
+@dataclass
+class StoreCheck:
+    """What check_store found: videos checked, damage, and notes (not damage: bytes a killed
+    prepare left, which the next prepare cuts; videos written before checksums)."""
+
+    path: str
+    checked: int = 0
+    damage: list[Damage] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_store(path, progress: bool = False) -> StoreCheck:
+    """Check a whole store: it opens (index and entries sound, every shard long enough), every
+    video's bytes match their checksums, and no shard holds complete blocks past what the index
+    accounts for (videos an older index does not know). Reads every stored byte once."""
+    folder = Path(path)
+    report = StoreCheck(str(folder))
+    try:
+        store = MotionStore(folder)
+    except StoreError as e:
+        report.damage.append(Damage(None, str(folder / INDEX), str(e)))
+        return report
+    names = store.videos
+    bar = None
+    if progress and names:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(names), unit="video", desc=f"verify {folder.name}", dynamic_ncols=True)
+    unchecked = 0
+    for video in names:
+        try:
+            store.check(video)
+        except StoreError as e:  # a checksum mismatch (DamagedVideo), or its shard cannot be mapped
+            report.damage.append(Damage(video, getattr(e, "file", str(folder)), str(e)))
+        unchecked += not store.has_checksums(video)
+        report.checked += 1
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if unchecked:
+        report.notes.append(f"{unchecked} of {len(names)} videos were written before checksums: only their "
+                            "index fields and extents were checked")
+    _check_tails(folder, store, report)
+    return report
+
+
+def _check_tails(folder: Path, store: MotionStore, report: StoreCheck) -> None:
+    for stream in store._streams:
+        ends = {shard: end for shard, (end, _) in _stream_ends(store._videos, stream).items()}
+        for p in sorted(folder.iterdir()):
+            m = stream.pattern.match(p.name)
+            if not m:
+                continue
+            tail = _shard_tail(p, ends.get(int(m.group(1)), 0))
+            if tail.unknown:
+                report.damage.append(Damage(None, str(p), tail.describe() + "; `mcl-fast prepare` refuses to "
+                                            "write this store until the matching index.json is restored or "
+                                            "`--repair` keeps them aside"))
+            elif tail.leftover:
+                report.notes.append(f"{p.name}: {tail.leftover} bytes a killed prepare left (cut by the next prepare)")
