@@ -368,7 +368,7 @@ def test_disk_full_as_torch_save_reports_it_names_the_checkpoint(tmp_path, capsy
     code, err = pretrain_here(capsys, out, "train.max_steps=2")
     assert code == 1, err
     assert err.strip().splitlines()[-1] == (f"mcl-fast pretrain: No space left on device: {out}/ckpt_00000002.pt: "
-                                            "free space there (or choose another --out) and run the same command "
+                                            "free space there (or choose another output folder) and run the same command "
                                             "again: finished work is kept")
     assert not [p for p in out.iterdir() if "ckpt_" in p.name]
 
