@@ -88,3 +88,32 @@ def atomic_copy(src, dst) -> Path:
 
     with open(src, "rb") as source:
         return atomic_write(dst, lambda f: shutil.copyfileobj(source, f, 1 << 20))
+
+
+class FolderBusy(Exception):
+    """Another process holds the folder's lock; `holder` is its pid as it wrote it ("?" if unknown)."""
+
+    def __init__(self, holder: str):
+        super().__init__(f"locked by pid {holder}")
+        self.holder = holder
+
+
+def lock_folder(folder, name: str = ".lock") -> int:
+    """Hold an exclusive flock on folder/name (created with the umask's mode) and write our pid in it;
+    the lock lasts until the returned descriptor is closed or the process dies (even by SIGKILL).
+    FolderBusy when another process holds it; an OSError where the filesystem has no flock."""
+    import fcntl
+
+    fd = os.open(Path(folder) / name, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise FolderBusy(holder or "?") from None
+    except OSError:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from . import dist
-from ._io import atomic_write_json, fsync_path
+from ._io import FolderBusy, atomic_write_json, fsync_path, lock_folder
 from .checkpoint import (RUN_ID, list_checkpoints, load_checkpoint, load_latest, rng_state, save_checkpoint,
                          set_rng_state)
 from .diagnostics import contrastive_diagnostics, mean_pairwise_cosine
@@ -668,22 +668,18 @@ def read_run_id(out_dir: Path) -> str | None:
         return None
 
 
-def lock_run_folder(out_dir: Path):
-    """Create out_dir and hold an exclusive flock on out_dir/.lock (released when the returned file
-    closes, or the process dies); RunFolderError if another process holds it."""
-    import fcntl
-
+def lock_run_folder(out_dir: Path) -> int | None:
+    """Create out_dir and hold the lock on out_dir/.lock (a descriptor; released when it is closed, or
+    the process dies); RunFolderError if another process holds it, None where flock is missing."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(out_dir / LOCK_NAME, "a+")
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
+        return lock_folder(out_dir, LOCK_NAME)
+    except FolderBusy:
         raise RunFolderError(f"another `mcl-fast pretrain` is running in {out_dir} (it holds {out_dir / LOCK_NAME}): "
                              "wait for it to end, or choose another output=") from None
     except OSError as e:  # a filesystem without flock: run unlocked rather than not at all
         warnings.warn(f"cannot lock {out_dir / LOCK_NAME} ({e.strerror}): two runs in this folder would not be stopped")
-    return lock
+        return None
 
 
 def remove_stale_temporaries(out_dir: Path) -> list[Path]:
@@ -798,7 +794,7 @@ class RunFolder:
                 cls._prepare(config, out_dir, run_id, move)
         except BaseException:
             if lock is not None:
-                lock.close()
+                os.close(lock)
             raise
         return cls(out_dir, lock, loaded, run_id)
 
@@ -838,7 +834,7 @@ class RunFolder:
 
     def close(self) -> None:
         if self.lock is not None:
-            self.lock.close()
+            os.close(self.lock)
             self.lock = None
 
     def __enter__(self) -> "RunFolder":

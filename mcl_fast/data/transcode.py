@@ -60,7 +60,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from .._io import atomic_write_json, fsync_path
+from .._io import FolderBusy, atomic_write_json, fsync_path, lock_folder
 from ..motion.ranks import JobProgress, RankError, Ranks, balanced_slices, container_frames, part_name
 from ..video_io import (CRASH_REASON, VideoError, VideoReader, collect_videos, count_frames, crash_tolerant_map,
                         file_fingerprint, probe)
@@ -367,21 +367,13 @@ def _fold_records(out: Path, this_run: dict) -> None:
 
 
 def _lock(out: Path) -> int:
-    """Take OUT/.transcode.lock (flock; released when the fd is closed, or the process dies);
+    """Take OUT/.transcode.lock (released when the fd is closed, or the process dies);
     OutputBusy when another transcode holds it."""
-    import fcntl
-
-    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-        os.close(fd)
-        raise OutputBusy(f"{out} is being written by another transcode (pid {holder or '?'}); "
+        return lock_folder(out, LOCK_NAME)
+    except FolderBusy as busy:
+        raise OutputBusy(f"{out} is being written by another transcode (pid {busy.holder}); "
                          "one transcode per output folder at a time") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
 
 
 def _remove_leftovers(out: Path) -> None:

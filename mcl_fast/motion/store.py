@@ -96,7 +96,7 @@ from pathlib import Path
 import numpy as np
 
 from .._checksum import digest, matches
-from .._io import atomic_write_json, fsync_path
+from .._io import FolderBusy, atomic_write_json, fsync_path, lock_folder
 from ..video_io import target_size
 from .ranks import part_name
 
@@ -680,19 +680,11 @@ class StoreWriter:
 
     # -- opening
     def _lock(self) -> None:
-        import fcntl
-
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides, as for every file
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise StoreError(f"{self.path} is being written by another process (pid {holder or '?'}); "
+            self._lock_fd = lock_folder(self.path, LOCK)
+        except FolderBusy as busy:
+            raise StoreError(f"{self.path} is being written by another process (pid {busy.holder}); "
                              "one prepare per store at a time") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
 
     def _refuse_foreign_folder(self) -> None:
         """Never write a store into a folder that holds something else."""
