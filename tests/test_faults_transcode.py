@@ -480,3 +480,18 @@ def test_a_read_only_out_is_one_line(tmp_path, small_tmpfs):
     subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
     done = cli(*transcode_args(videos, out))
     assert str(out) in one_line_error(done, "Read-only file system")
+
+
+def test_the_loaders_find_a_transcoded_copy_of_a_key_above_the_store_root(tmp_path):
+    """A store key "../v/a.mp4" (a list file's `../` entry) maps to video_root/__up__/v/a.mp4, where
+    transcode wrote it, and never to a path outside video_root."""
+    from mcl_fast.data.checks import VideoPaths
+
+    out = tmp_path / "h264"
+    (out / "__up__" / "v").mkdir(parents=True)
+    (out / "__up__" / "v" / "a.webm").write_bytes(b"x")
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "a.mp4").write_bytes(b"source")  # what video_root/../v/a.mp4 would have reached
+    paths = VideoPaths(store=None, video_root=out)
+    assert paths("../v/a.mp4") == str(out / "__up__" / "v" / "a.webm")
+    assert paths("../v/b.mp4").startswith(str(out / "__up__"))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..video_io import TRUNCATION_TOLERANCE, VIDEO_EXTENSIONS, VideoError, file_fingerprint, probe
-from .transcode import read_sources
+from .transcode import confined_relpath, read_sources
 from .nvdec import FIX_HINT as NVDEC_FIX_HINT, nvdec_size_problem
 
 log = logging.getLogger("mcl_fast.data")
@@ -43,7 +43,8 @@ class VideoPaths:
 
     With video_root (e.g. the output of `mcl-fast transcode`), a key "a/b.mp4" maps to
     video_root/a/b.mp4 if it exists, else to the same stem with another video extension
-    (a/b.webm after a VP9 transcode).
+    (a/b.webm after a VP9 transcode). A key above the store's root ("../v/a.mp4") maps where
+    transcode writes it, video_root/__up__/v/a.mp4: nothing is looked up outside video_root.
     """
 
     def __init__(self, store, video_root=None):
@@ -52,7 +53,7 @@ class VideoPaths:
     def __call__(self, video: str) -> str:
         if self.root is None:
             return str(self.store.video_path(video))
-        path = self.root / video
+        path = self.root / confined_relpath(video)
         if path.exists():
             return str(path)
         for ext in VIDEO_EXTENSIONS:
