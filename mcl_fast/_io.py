@@ -6,8 +6,10 @@ and the folder is fsynced so the rename itself survives a power loss.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, IO
@@ -117,3 +119,48 @@ def lock_folder(folder, name: str = ".lock") -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+# -- failures of the machine, not of the program: one line and exit 1 instead of a traceback --------
+# errno -> what to do
+MACHINE_ADVICE = {
+    errno.ENOSPC: "free space there (or choose another output folder) and run the same command again: finished work is kept",
+    errno.EDQUOT: "the disk quota is exhausted: free space and run the same command again",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+    errno.EACCES: "check the permissions of that file and its folder",
+    errno.EPERM: "check the permissions of that file and its folder",
+}
+MACHINE_ERRNOS = frozenset(MACHINE_ADVICE)
+
+
+def _chain(e: BaseException):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def machine_error_line(e: BaseException) -> str | None:
+    """One line for an error the user must fix on the machine (disk full, read-only, permissions),
+    found in e or its chain (torch.save reports ENOSPC as a RuntimeError); None for anything else."""
+    if not isinstance(e, (OSError, RuntimeError)):
+        return None
+    cause = next((c for c in _chain(e) if isinstance(c, OSError)), None)
+    if cause is None or cause.errno not in MACHINE_ADVICE:
+        return None
+    where = cause.filename or "(file not named by the system)"
+    return f"{os.strerror(cause.errno)}: {where}: {MACHINE_ADVICE[cause.errno]}"
+
+
+def run_command(name: str, run: Callable, args) -> int:
+    """run(args) as a command's exit code: a machine's failure (machine_error_line) becomes one line
+    on stderr and 1; every other error keeps its traceback."""
+    try:
+        return int(run(args) or 0)
+    except (OSError, RuntimeError) as e:
+        line = machine_error_line(e)
+        if line is None:
+            raise
+        print(f"{name}: {line}", file=sys.stderr)
+        return 1

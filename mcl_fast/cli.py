@@ -8,12 +8,11 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
-import os
 import sys
 
 from . import __version__
+from ._io import run_command
 
 # name -> (module, one-line help)
 COMMANDS = {
@@ -84,47 +83,7 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    try:
-        return int(args._run(args) or 0)
-    except OSError as e:
-        reason = _environment_error(e)
-        if reason is None:
-            raise
-        print(f"mcl-fast {args.command}: {reason}", file=sys.stderr)
-        return 1
-    except RuntimeError as e:  # torch.save wraps ENOSPC in a RuntimeError; the OSError is in its chain
-        cause = next((c for c in _chain(e) if isinstance(c, OSError)), None)
-        reason = _environment_error(cause) if cause is not None else None
-        if reason is None:
-            raise
-        print(f"mcl-fast {args.command}: {reason}", file=sys.stderr)
-        return 1
-
-
-# errno -> what to do; a failure of the machine, not of the program, gets one line instead of a traceback
-_ADVICE = {
-    errno.ENOSPC: "free space there (or choose another output folder) and run the same command again: finished work is kept",
-    errno.EDQUOT: "the disk quota is exhausted: free space and run the same command again",
-    errno.EROFS: "the file system is read-only: choose a writable folder",
-    errno.EACCES: "check the permissions of that file and its folder",
-    errno.EPERM: "check the permissions of that file and its folder",
-}
-
-
-def _chain(e: BaseException):
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
-
-
-def _environment_error(e: OSError) -> str | None:
-    """One line for an OSError the user must fix on the machine (disk full, read-only, permissions)."""
-    if e.errno not in _ADVICE:
-        return None
-    where = e.filename or "(file not named by the system)"
-    return f"{os.strerror(e.errno)}: {where}: {_ADVICE[e.errno]}"
+    return run_command(f"mcl-fast {args.command}", args._run, args)
 
 
 if __name__ == "__main__":

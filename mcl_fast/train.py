@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from . import dist
-from ._io import FolderBusy, atomic_write_json, fsync_path, lock_folder
+from ._io import FolderBusy, atomic_write_json, fsync_path, lock_folder, run_command
 from .checkpoint import (RUN_ID, list_checkpoints, load_checkpoint, load_latest, rng_state, save_checkpoint,
                          set_rng_state)
 from .diagnostics import contrastive_diagnostics, mean_pairwise_cosine
@@ -1053,7 +1053,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(get_args_parser().parse_args(argv))
+    return run_command("mcl-fast pretrain", run, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -98,3 +98,16 @@ def test_a_failed_atomic_write_names_its_target_and_leaves_nothing(tmp_path):
         atomic_write(tmp_path / "history.json", full)
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "history.json")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("module_name", ["mcl_fast.motion.prepare", "mcl_fast.data.transcode", "mcl_fast.train"])
+def test_torchrun_entry_points_give_the_same_one_line(monkeypatch, capsys, module_name):
+    """`torchrun -m mcl_fast.motion.prepare ...` (and transcode, train) skip cli.main: their own
+    main() must turn a full disk into the same one line."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    monkeypatch.setattr(module, "run", lambda args: _disk_full())
+    argv = {"mcl_fast.train": ["--config", "demo_cpu"]}.get(module_name, ["--videos", "v", "--out", "o"])
+    assert module.main(argv) == 1
+    assert "No space left on device: /data/out/ckpt_00000010.pt" in capsys.readouterr().err

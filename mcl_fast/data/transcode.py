@@ -46,7 +46,6 @@ records into transcode_sources.json and removes the journals.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import numbers
@@ -60,7 +59,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from .._io import FolderBusy, atomic_write_json, fsync_path, lock_folder
+from .._io import MACHINE_ERRNOS, FolderBusy, atomic_write_json, fsync_path, lock_folder, run_command
 from ..motion.ranks import JobProgress, RankError, Ranks, balanced_slices, container_frames, part_name
 from ..video_io import (CRASH_REASON, VideoError, VideoReader, collect_videos, count_frames, crash_tolerant_map,
                         file_fingerprint, probe)
@@ -84,9 +83,6 @@ SHORT_SIDE_RANGE = (16, 8192)
 WORKERS_RANGE = (1, 512)
 CRF_RANGE = {"h264": (0, 51), "vp9": (0, 63)}
 
-# What a failed write of an output says about the machine rather than the video (cli.main turns these
-# into one line and exit 1): stop the run instead of failing every further file the same way.
-MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 # Temporary files of this module: an encoder's (.NAME.tmpPID.EXT) and atomic_write's (.NAME.XXXXXXXX.tmp).
 _OUTPUT_TMP = re.compile(r"^\..+\.tmp\d+(%s)$" % "|".join(re.escape(ext) for _, ext, _ in CODECS.values()))
@@ -788,7 +784,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="mcl-fast transcode", description=__doc__.splitlines()[0])
     add_args(parser)
-    return run(parser.parse_args(argv))
+    return run_command("mcl-fast transcode", run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._io import run_command
 from .._backend import gpu_twin
 from ..video_io import (CRASH_REASON, VideoError, VideoListError, VideoReader, collect_videos, crash_tolerant_map,
                         file_fingerprint, target_size)
@@ -645,7 +646,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m mcl_fast.motion.prepare", description=__doc__.splitlines()[0])
     add_args(parser)
-    return run(parser.parse_args(argv))
+    return run_command("mcl-fast prepare", run, parser.parse_args(argv))
 
 
 __all__ = ["prepare", "compute_video_maps", "compute_official_video_maps", "PrepareReport", "PrepareError", "InputError", "PrepareFailed", "VideoMaps",
