@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..video_io import read_frames
+from ..video_io.pool import die_with_parent
 from .augment import render_view
 from .base import PLAN_CHUNK, LoaderBase, failure_reason
 from .options import LoaderOptions
@@ -137,6 +138,9 @@ class _BatchDataset(torch.utils.data.Dataset):
 
 
 def _worker_init(_worker_id: int) -> None:
+    # Torch's own check (is os.getppid() still the same?) sees the forkserver, not the training
+    # process: without this a SIGKILLed run left its workers, and so their forkserver, running.
+    die_with_parent()
     # A native crash in a decoder then names the Python frame it happened under in the worker's
     # stderr (the DataLoader's own handler only says "segmentation fault").
     faulthandler.enable(all_threads=True)
