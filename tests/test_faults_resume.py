@@ -24,26 +24,32 @@ KILLABLE = Path(__file__).resolve().parent / "test_train.py"  # `--kill-after N`
 PER_EPOCH, STEPS = 3, 7  # 12 videos in batches of 4; 7 steps cross two epoch ends and stop mid-epoch
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    """A motion store of 12 tiny H.264 videos (16 frames of 48x64)."""
+def tiny_store(root: Path, ext: str) -> Path:
+    """A motion store of 12 tiny videos (16 frames of 48x64): .mp4 is H.264, .webm VP9 (DALI's CPU decoder)."""
     from mcl_fast.motion.prepare import prepare
 
-    root = tmp_path_factory.mktemp("faults_resume")
     for i in range(12):
-        make_video(root / "videos" / f"v{i:02d}.mp4", num_frames=16, height=48, width=64, object_size=12, gop=8,
+        make_video(root / "videos" / f"v{i:02d}{ext}", num_frames=16, height=48, width=64, object_size=12, gop=8,
                    seed=i)
     prepare(str(root / "videos"), str(root / "store"), flow="farneback", size=48, workers=0, progress=False)
     return root / "store"
 
 
-def tiny_torch_run(store: Path, out: Path, workers: int, keep: int = 2) -> list[str]:
-    """Overrides of demo_cpu for a tiny run on the torch loader, a checkpoint after every step."""
-    return ["data.loader=torch", f"data.store={store}", "data.videos=null", "data.batch_size=4", "data.size=32",
-            "data.clip_len=4", f"data.loader_kwargs.num_workers={workers}", "optim.epochs=3",
-            "optim.warmup_epochs=1", f"train.max_steps={STEPS}", "train.deterministic=true", "train.log_every=1",
-            "train.tensorboard=false", "train.progress=false", "train.plot=false", "train.collapse_warning=false",
-            "model.queue_size=8", "checkpoint.every_steps=1", f"checkpoint.keep={keep}", f"output={out}"]
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return tiny_store(tmp_path_factory.mktemp("faults_resume_h264"), ".mp4")
+
+
+def tiny_run(store: Path, out: Path, workers: int | None, keep: int = 2) -> list[str]:
+    """Overrides of demo_cpu for a tiny run, a checkpoint after every step: on the torch loader with
+    `workers`, or on the DALI loader (CPU) with workers=None."""
+    loader = ["data.loader=dali"] if workers is None else ["data.loader=torch",
+                                                           f"data.loader_kwargs.num_workers={workers}"]
+    return ['data.loader_kwargs={"drop_last": true}', *loader, f"data.store={store}", "data.videos=null",
+            "data.batch_size=4", "data.size=32", "data.clip_len=4", "optim.epochs=3", "optim.warmup_epochs=1",
+            f"train.max_steps={STEPS}", "train.deterministic=true", "train.log_every=1", "train.tensorboard=false",
+            "train.progress=false", "train.plot=false", "train.collapse_warning=false", "model.queue_size=8",
+            "checkpoint.every_steps=1", f"checkpoint.keep={keep}", f"output={out}"]
 
 
 def assert_same_state(expected: dict, got: dict, where: str) -> None:
@@ -61,19 +67,28 @@ def last_checkpoint(out: Path) -> dict:
     return ckpt.load_checkpoint(ckpt.checkpoint_path(out, STEPS))
 
 
+@pytest.fixture(scope="module", params=["torch, 0 workers", "torch, 2 workers", "dali, cpu"])
+def loader_and_store(request, tmp_path_factory) -> tuple[str, int | None, Path]:
+    """(name, the torch loader's workers or None for DALI's CPU pipeline, the store it reads)."""
+    if request.param.startswith("dali"):
+        pytest.importorskip("nvidia.dali")
+        return request.param, None, tiny_store(tmp_path_factory.mktemp("faults_resume_vp9"), ".webm")
+    return request.param, int(request.param.split(", ")[1][0]), request.getfixturevalue("store")
+
+
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_from_every_step_equals_the_straight_run(store, tmp_path, workers):
+def test_resume_from_every_step_equals_the_straight_run(loader_and_store, tmp_path):
     """In process: a straight run, then runs resumed from its checkpoints mid-epoch (steps 2, 4) and
     at epoch ends (3, 6) to the end, each bit-equal to it."""
+    name, workers, store = loader_and_store
     straight = tmp_path / "straight"
-    train(load_config("demo_cpu", tiny_torch_run(store, straight, workers, keep=STEPS)))
+    train(load_config("demo_cpu", tiny_run(store, straight, workers, keep=STEPS)))
     expected = last_checkpoint(straight)
     for k in (2, 3, 4, 6):
         resumed = tmp_path / f"from_{k}"
-        train(load_config("demo_cpu", tiny_torch_run(store, resumed, workers)),
+        train(load_config("demo_cpu", tiny_run(store, resumed, workers)),
               resume=str(ckpt.checkpoint_path(straight, k)))
-        assert_same_state(expected, last_checkpoint(resumed), f"{workers} workers, resumed at step {k}")
+        assert_same_state(expected, last_checkpoint(resumed), f"{name}, resumed at step {k}")
 
 
 def run_logged(argv: list[str], log: Path) -> tuple[int, str]:
@@ -89,7 +104,7 @@ def run_logged(argv: list[str], log: Path) -> tuple[int, str]:
 def killed_and_resumed(store: Path, out: Path, workers: int, kills=(2, 3, 5)) -> tuple[int, str]:
     """Run to the first kill step and SIGKILL there, resume to the next and SIGKILL again, ..., then
     resume to the end: every resume must be exact for the result to equal the straight run."""
-    config, log = ["--config", "demo_cpu", *tiny_torch_run(store, out, workers)], out.with_suffix(".log")
+    config, log = ["--config", "demo_cpu", *tiny_run(store, out, workers)], out.with_suffix(".log")
     for i, step in enumerate(kills):
         code, text = run_logged([str(KILLABLE), "--kill-after", str(step), *config, *(["--resume"] if i else [])], log)
         assert code == -signal.SIGKILL, text
@@ -104,7 +119,7 @@ def test_sigkill_mid_epoch_and_at_an_epoch_end_then_resume_equals_the_straight_r
     straight, chains = tmp_path / "straight", {w: tmp_path / f"killed_{w}_workers" for w in (0, 2)}
     with ThreadPoolExecutor(3) as pool:
         runs = [pool.submit(run_logged, ["-m", "mcl_fast.train", "--config", "demo_cpu",
-                                         *tiny_torch_run(store, straight, 0)], tmp_path / "straight.log")]
+                                         *tiny_run(store, straight, 0)], tmp_path / "straight.log")]
         runs += [pool.submit(killed_and_resumed, store, out, w) for w, out in chains.items()]
         for run in runs:
             code, text = run.result()
@@ -183,7 +198,7 @@ def sigkill_and_list_survivors(argv: list[str], log: Path, ready, at_least: int)
 @pytest.mark.timeout(200)
 def test_sigkill_of_pretrain_ends_its_dataloader_workers_and_forkserver(store, tmp_path):
     out = tmp_path / "run"
-    argv = ["-m", "mcl_fast.cli", "pretrain", "--config", "demo_cpu", *tiny_torch_run(store, out, 2),
+    argv = ["-m", "mcl_fast.cli", "pretrain", "--config", "demo_cpu", *tiny_run(store, out, 2),
             "train.max_steps=1000", "optim.epochs=1000"]
     survivors = sigkill_and_list_survivors(
         argv, tmp_path / "pretrain.log", at_least=3,  # the forkserver, its 2 workers (and a resource tracker)
