@@ -132,14 +132,15 @@ def test_sigkill_mid_epoch_and_at_an_epoch_end_then_resume_equals_the_straight_r
 # ------------------------------------------------------------------ processes die with their parent
 
 
-def proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, start time) of a process from /proc/PID/stat; None once it is gone."""
+def proc_stat(pid: int) -> tuple[str, int, int, float] | None:
+    """(state, ppid, start time, CPU seconds) of a process from /proc/PID/stat; None once it is gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ..., starttime (22nd)
-    return fields[0], int(fields[1]), int(fields[19])
+    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": fields 3 (state), 4 (ppid), ...
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime (14th, 15th)
+    return fields[0], int(fields[1]), int(fields[19]), cpu  # starttime: the 22nd
 
 
 def descendants(pid: int) -> dict[int, int]:
@@ -209,15 +210,16 @@ def test_sigkill_of_pretrain_ends_its_dataloader_workers_and_forkserver(store, t
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
 @pytest.mark.timeout(200)
 def test_sigkill_of_prepare_ends_its_worker(tmp_path):
-    # One video that takes its worker well over 5 s (TV-L1, 64 frames): killed at once, or caught alive.
-    make_video(tmp_path / "videos" / "long.mp4", num_frames=64, height=96, width=128, object_size=20, seed=0)
+    # One video that takes its worker ~10 s of CPU (TV-L1, 128 frames): killed at once, or caught alive.
+    make_video(tmp_path / "videos" / "long.mp4", num_frames=128, height=96, width=128, object_size=20, seed=0)
     argv = ["-m", "mcl_fast.cli", "prepare", "--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "store"),
             "--flow", "tvl1", "--size", "96", "--workers", "1"]
 
-    def worker_started(tree) -> bool:
-        return any("spawn_main" in cmd for cmd in still_running(tree).values())
+    def worker_busy(tree) -> bool:  # past its imports (~1 s of CPU), into the video
+        return any("spawn_main" in cmd and (proc_stat(pid) or (0, 0, 0, 0.0))[3] >= 2
+                   for pid, cmd in still_running(tree).items())
 
-    survivors = sigkill_and_list_survivors(argv, tmp_path / "prepare.log", ready=worker_started, at_least=1)
+    survivors = sigkill_and_list_survivors(argv, tmp_path / "prepare.log", ready=worker_busy, at_least=1)
     assert not survivors, f"still running 5 s after the SIGKILL: {survivors}"
 
 
