@@ -40,16 +40,16 @@ def store(tmp_path_factory) -> Path:
     return tiny_store(tmp_path_factory.mktemp("faults_resume_h264"), ".mp4")
 
 
-def tiny_run(store: Path, out: Path, workers: int | None, keep: int = 2) -> list[str]:
-    """Overrides of demo_cpu for a tiny run, a checkpoint after every step: on the torch loader with
-    `workers`, or on the DALI loader (CPU) with workers=None."""
+def tiny_run(store: Path, out: Path, workers: int | None) -> list[str]:
+    """Overrides of demo_cpu for a tiny run, a checkpoint after every step (all kept): on the torch
+    loader with `workers`, or on the DALI loader (CPU) with workers=None."""
     loader = ["data.loader=dali"] if workers is None else ["data.loader=torch",
                                                            f"data.loader_kwargs.num_workers={workers}"]
     return ['data.loader_kwargs={"drop_last": true}', *loader, f"data.store={store}", "data.videos=null",
             "data.batch_size=4", "data.size=32", "data.clip_len=4", "optim.epochs=3", "optim.warmup_epochs=1",
             f"train.max_steps={STEPS}", "train.deterministic=true", "train.log_every=1", "train.tensorboard=false",
             "train.progress=false", "train.plot=false", "train.collapse_warning=false", "model.queue_size=8",
-            "checkpoint.every_steps=1", f"checkpoint.keep={keep}", f"output={out}"]
+            "checkpoint.every_steps=1", f"checkpoint.keep={STEPS}", f"output={out}"]
 
 
 def assert_same_state(expected: dict, got: dict, where: str) -> None:
@@ -82,7 +82,7 @@ def test_resume_from_every_step_equals_the_straight_run(loader_and_store, tmp_pa
     at epoch ends (3, 6) to the end, each bit-equal to it."""
     name, workers, store = loader_and_store
     straight = tmp_path / "straight"
-    train(load_config("demo_cpu", tiny_run(store, straight, workers, keep=STEPS)))
+    train(load_config("demo_cpu", tiny_run(store, straight, workers)))
     expected = last_checkpoint(straight)
     for k in (2, 3, 4, 6):
         resumed = tmp_path / f"from_{k}"
