@@ -223,7 +223,7 @@ def test_sigkill_of_prepare_ends_its_worker(tmp_path):
     assert not survivors, f"still running 5 s after the SIGKILL: {survivors}"
 
 
-def test_the_parent_exit_waiters_return_when_the_process_ends(monkeypatch):
+def test_the_process_exit_waiters_return_when_the_process_ends(monkeypatch):
     """Both ways of watching a process: a pidfd (Linux >= 5.3) and polling (elsewhere)."""
     from mcl_fast.video_io import pool
 
@@ -235,9 +235,9 @@ def test_the_parent_exit_waiters_return_when_the_process_ends(monkeypatch):
             continue
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
         with ThreadPoolExecutor(1) as waiting:
-            done = waiting.submit(pool.parent_exit_waiter(child.pid))
+            done = waiting.submit(pool.process_exit_waiter(child.pid))
             time.sleep(0.2)
             assert not done.done(), "returned while the process runs"
             child.wait()  # reaped: polling sees a zombie as running
             done.result(timeout=5)
-        assert pool.parent_exit_waiter(child.pid)() is None  # gone already: returns at once
+        assert pool.process_exit_waiter(child.pid)() is None  # gone already: returns at once

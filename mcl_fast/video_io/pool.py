@@ -10,7 +10,7 @@ from collections import deque
 from typing import Callable, Iterable, Iterator
 
 CRASH_REASON = "the worker process died on this video (crashed, or killed: out of memory?)"
-POLL_S = 1.0  # how often a platform without pidfds looks whether the parent still runs
+POLL_S = 1.0  # how often process_exit_waiter looks, where it has no pidfd to wait on
 
 
 def die_with_parent() -> None:
@@ -18,24 +18,23 @@ def die_with_parent() -> None:
 
     Call it first thing in a worker. The kernel leaves children running when their parent is
     SIGKILLed: a killed `prepare` left its worker decoding, a killed `pretrain` its DataLoader
-    workers (~300 MB each) and their forkserver (which lives while any child of its holds its
-    "alive" pipe). The parent watched is multiprocessing's parent process: the process that asked
-    for this one, also when a forkserver forked it. Not PR_SET_PDEATHSIG: that fires when the
+    workers (~300 MB each) and their forkserver (which lives while a child of its holds its
+    "alive" pipe). The parent watched is multiprocessing's parent process: the one that asked for
+    this process, also when a forkserver forked it. Not PR_SET_PDEATHSIG: that fires when the
     parent *thread* that forked ends (a pool started from a short-lived thread would lose its
-    workers), and a forkserver child's parent is the forkserver, which outlives the training
-    process. A daemon thread waits on a pidfd of the parent (Linux >= 5.3: no polling), else
-    polls it every POLL_S; on Windows it does nothing (no forkserver there; spawned workers of a
-    dead parent fail on their next queue read)."""
+    workers), and a forkserver child's parent is the forkserver, not the training process.
+    A daemon thread waits on the parent (process_exit_waiter); on Windows nothing is done."""
     import multiprocessing
 
     parent = multiprocessing.parent_process()
-    wait = parent_exit_waiter(parent.pid if parent is not None else os.getppid())
+    wait = process_exit_waiter(parent.pid if parent is not None else os.getppid())
     if wait is not None:
         threading.Thread(target=_kill_self_after, args=(wait,), name="die-with-parent", daemon=True).start()
 
 
-def parent_exit_waiter(pid: int) -> Callable[[], None] | None:
-    """A function that returns once process `pid` has ended (None where none can be made: Windows)."""
+def process_exit_waiter(pid: int) -> Callable[[], None] | None:
+    """A function that returns once process `pid` has ended: it waits on a pidfd (Linux >= 5.3),
+    else polls every POLL_S. None on Windows (no pidfd, and os.kill(pid, 0) is no probe there)."""
     if os.name != "posix":
         return None
     if hasattr(os, "pidfd_open"):
@@ -58,9 +57,7 @@ def _poll_until_gone(pid: int) -> None:
     while True:
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        except PermissionError:  # alive, someone else's (the pid was reused: the parent is gone)
+        except (ProcessLookupError, PermissionError):  # gone (PermissionError: its pid now is another user's)
             return
         time.sleep(POLL_S)
 
