@@ -166,16 +166,22 @@ def test_scan_files_probes_in_order_with_a_progress_bar(dataset, tmp_path, capsy
     assert C.PROGRESS_MIN == 1000 and 1 < C.PROBE_THREADS <= 32
 
 
-def test_skip_resumes_mid_epoch_with_the_same_batches_without_decoding_the_skipped(dataset):
-    kw = dict(return_meta=True, num_workers=0, **CLIP)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_skip_resumes_mid_epoch_with_the_same_batches_without_decoding_the_skipped(dataset, workers):
+    kw = dict(return_meta=True, num_workers=workers, **CLIP)
     full = list(TorchVideoLoader(dataset.names, dataset.store, 1, **kw))
     ld = TorchVideoLoader(dataset.names, dataset.store, 1, **kw)
     ld.skip(2)
-    resumed = list(ld)
+    rng = torch.get_rng_state()
+    resumed = list(ld)  # with workers: the first iteration of a DataLoader, which reads its sampler twice
+    assert torch.equal(torch.get_rng_state(), rng), "the loader drew from torch's global generator (training's)"
     assert len(full) == 3 and len(resumed) == 1
     for key in ("query", "key", "motion", "index", "frames"):
         assert torch.equal(resumed[0][key], full[2][key]), key
     assert len(list(ld)) == 3  # the skip applies to one iteration only
+    ld.skip(1)
+    assert [b["index"].tolist() for b in ld] == [b["index"].tolist() for b in full[1:]]  # workers kept: a reset
+    ld.close()
     with pytest.raises(ValueError, match="the epoch has 3 batches"):
         ld.skip(4)
 

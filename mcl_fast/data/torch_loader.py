@@ -13,13 +13,13 @@ from __future__ import annotations
 import copy
 import faulthandler
 import logging
-import weakref
 from typing import Callable
 
 import numpy as np
 import torch
 
 from ..video_io import read_frames
+from ..video_io.pool import die_with_parent
 from .augment import render_view
 from .base import PLAN_CHUNK, LoaderBase, failure_reason
 from .options import LoaderOptions
@@ -138,24 +138,45 @@ class _BatchDataset(torch.utils.data.Dataset):
 
 
 def _worker_init(_worker_id: int) -> None:
+    # Torch's own check (is os.getppid() still the same?) sees the forkserver, not the training
+    # process: without this a SIGKILLed run left its workers, and so their forkserver, running.
+    die_with_parent()
     # A native crash in a decoder then names the Python frame it happened under in the worker's
     # stderr (the DataLoader's own handler only says "segmentation fault").
     faulthandler.enable(all_threads=True)
 
 
-class _BatchSampler:
-    """Yields (epoch, positions, indices) for each batch of the loader's current epoch (from its
-    skip point): the DataLoader's sampler, read each time an epoch starts."""
+def _private_generator(seed: int, shard_id: int) -> torch.Generator:
+    """The DataLoader's own generator, a function of (seed, shard).
 
-    def __init__(self, loader: "TorchVideoLoader"):
-        self.loader = loader
+    A DataLoader draws its workers' base seed from `generator` each time it makes an iterator
+    (every epoch without workers, once with persistent workers); left None, that draw comes from
+    torch's global generator, which training shares (MoCo's shuffle-BN permutation). The global
+    stream then depended on how many iterators this process had made: a resumed run (one fresh
+    iterator mid-epoch) drew the permutations of the straight run shifted by one, so --resume was
+    not exact. With its own generator the loader never touches the global stream, and its
+    workers' seeds are the same in every run."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, shard_id]).generate_state(1)[0]))
+
+
+class _BatchSampler:
+    """The DataLoader's sampler: yields (epoch, positions, indices) for each batch of the iteration
+    in progress, which TorchVideoLoader.__iter__ sets (`items`) before it iterates the DataLoader.
+
+    Iterating it has no side effect, and must not: a multi-process DataLoader calls iter(sampler)
+    twice when it makes its iterator (in _BaseDataLoaderIter.__init__ and again in _reset), so a
+    sampler that consumed the loader's skip point there lost it to the first call, and a resumed
+    run with workers restarted the epoch from its first batch."""
+
+    def __init__(self, batches: int):
+        self.batches = batches
+        self.items: list[tuple[int, np.ndarray, np.ndarray]] = []
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return self.batches
 
     def __iter__(self):
-        epoch = self.loader.epoch
-        return iter([(epoch, p, i) for p, i in self.loader._epoch_batches()])
+        return iter(self.items)
 
 
 class TorchVideoLoader(LoaderBase):
@@ -194,15 +215,19 @@ class TorchVideoLoader(LoaderBase):
                       "worker_init_fn": _worker_init} if self.num_workers > 0 else {}
             # batch_size=None: each item already is a batch (planned together, like the DALI loader).
             # No reference cycle through the DataLoader: the dataset holds a copy of this loader
-            # without it, the sampler a weak reference, so dropping the loader stops its workers.
+            # without it and the sampler no loader at all, so dropping the loader stops its workers.
             self._data = torch.utils.data.DataLoader(_BatchDataset(copy.copy(self)), batch_size=None,
-                                                     sampler=_BatchSampler(weakref.proxy(self)),
+                                                     sampler=_BatchSampler(len(self)),
                                                      num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                                     generator=_private_generator(self.seed, self.shard_id),
                                                      **kwargs)
         return self._data
 
     def __iter__(self):
-        for batch in self._dataloader():
+        data = self._dataloader()
+        epoch = self.epoch
+        data.sampler.items = [(epoch, p, i) for p, i in self._epoch_batches()]  # consumes the skip, once
+        for batch in data:
             failures = batch.pop("_failures")  # per sample: [(path, reason)] of the videos it replaced
             self.num_replaced += sum(1 for f in failures if f)
             for path, reason in (f for sample in failures for f in sample):

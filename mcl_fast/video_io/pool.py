@@ -1,17 +1,76 @@
-"""A process pool that survives its workers dying: what `prepare` and `transcode` run files in."""
+"""A process pool that survives its workers dying: what `prepare` and `transcode` run files in;
+and `die_with_parent`, which ends a worker process (of this pool, of a DataLoader) with the
+process that started it."""
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from collections import deque
 from typing import Callable, Iterable, Iterator
 
 CRASH_REASON = "the worker process died on this video (crashed, or killed: out of memory?)"
+POLL_S = 1.0  # how often process_exit_waiter looks, where it has no pidfd to wait on
+
+
+def die_with_parent() -> None:
+    """End this process (SIGKILL) as soon as the process that started it ends, however it ends.
+
+    Call it first thing in a worker. The kernel leaves children running when their parent is
+    SIGKILLed: a killed `prepare` left its worker decoding, a killed `pretrain` its DataLoader
+    workers (~300 MB each) and their forkserver (which lives while a child of its holds its
+    "alive" pipe). The parent watched is multiprocessing's parent process: the one that asked for
+    this process, also when a forkserver forked it. Not PR_SET_PDEATHSIG: that fires when the
+    parent *thread* that forked ends (a pool started from a short-lived thread would lose its
+    workers), and a forkserver child's parent is the forkserver, not the training process.
+    A daemon thread waits on the parent (process_exit_waiter); on Windows nothing is done."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    wait = process_exit_waiter(parent.pid if parent is not None else os.getppid())
+    if wait is not None:
+        threading.Thread(target=_kill_self_after, args=(wait,), name="die-with-parent", daemon=True).start()
+
+
+def process_exit_waiter(pid: int) -> Callable[[], None] | None:
+    """A function that returns once process `pid` has ended: it waits on a pidfd (Linux >= 5.3),
+    else polls every POLL_S. None on Windows (no pidfd, and os.kill(pid, 0) is no probe there)."""
+    if os.name != "posix":
+        return None
+    if hasattr(os, "pidfd_open"):
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:  # already gone
+            return lambda: None
+        except OSError:  # a kernel before 5.3: poll instead
+            pass
+        else:
+            import select
+
+            return lambda: select.select([fd], [], [])  # readable once the process has exited
+    return lambda: _poll_until_gone(pid)
+
+
+def _poll_until_gone(pid: int) -> None:
+    import time
+
+    while True:
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):  # gone (PermissionError: its pid now is another user's)
+            return
+        time.sleep(POLL_S)
+
+
+def _kill_self_after(wait: Callable[[], None]) -> None:
+    wait()
+    os.kill(os.getpid(), signal.SIGKILL)  # not sys.exit: the main thread may be blocked in a decoder
 
 
 def _init_worker() -> None:
-    import signal
-
     import cv2
 
+    die_with_parent()
     cv2.setNumThreads(1)  # one file per process; the processes are the parallelism
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
 
