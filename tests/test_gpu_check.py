@@ -148,22 +148,24 @@ def test_nvdec_is_probed_through_the_dynamic_loader(dry_runs):
     assert "NVDEC: libnvcuvid" in log
 
 
+def _sanitize_with(tmp_path, fake_body: str) -> subprocess.CompletedProcess:
+    """gpu_check.sh's sanitize() run on memcheck with a stand-in compute-sanitizer (a shell body)."""
+    fake = tmp_path / "compute-sanitizer"
+    fake.write_text("#!/bin/sh\n" + fake_body)
+    fake.chmod(0o755)
+    return subprocess.run(["bash", "-c", f'source <(sed -n "/^sanitize() {{/,/^}}/p" {SCRIPT}); SANITIZER={fake} '
+                           f'WORK={tmp_path} PY={sys.executable} sanitize memcheck'], cwd=ROOT, capture_output=True,
+                          text=True)
+
+
 def test_a_sanitizer_that_cannot_run_is_a_skip_not_a_kernel_failure(tmp_path):
     """compute-sanitizer refusing the device (a sandboxed runtime) gives a SKIP row saying so."""
-    fake = tmp_path / "compute-sanitizer"
-    fake.write_text("#!/bin/sh\necho '========= Error: Target application terminated before first instrumented API call'\n"
-                    "exit 255\n")
-    fake.chmod(0o755)
-    res = subprocess.run(["bash", "-c", f'source <(sed -n "/^sanitize() {{/,/^}}/p" {SCRIPT}); SANITIZER={fake} WORK={tmp_path} '
-                          f'PY={sys.executable} sanitize memcheck'], cwd=ROOT, capture_output=True, text=True)
+    res = _sanitize_with(tmp_path, "echo '========= Error: Target application terminated before first instrumented API call'\n"
+                         "exit 255\n")
     assert res.returncode == 0 and "STEP-SKIP: memcheck could not run here (rc 255)" in res.stdout, res.stdout
 
 
 def test_a_program_that_raised_under_the_sanitizer_stays_a_failure(tmp_path):
-    fake = tmp_path / "compute-sanitizer"
-    fake.write_text("#!/bin/sh\necho 'Traceback (most recent call last):'\necho 'CUDADriverError: CUDA_ERROR_INVALID_IMAGE'\n"
-                    "exit 1\n")
-    fake.chmod(0o755)
-    res = subprocess.run(["bash", "-c", f'source <(sed -n "/^sanitize() {{/,/^}}/p" {SCRIPT}); SANITIZER={fake} WORK={tmp_path} '
-                          f'PY={sys.executable} sanitize memcheck'], cwd=ROOT, capture_output=True, text=True)
+    res = _sanitize_with(tmp_path, "echo 'Traceback (most recent call last):'\necho 'CUDADriverError: CUDA_ERROR_INVALID_IMAGE'\n"
+                         "exit 1\n")
     assert res.returncode == 1 and "STEP-SKIP" not in res.stdout
