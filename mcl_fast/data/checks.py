@@ -294,8 +294,9 @@ def short_video_policy(videos: Sequence[str], store, span: int, min_frames: int 
     kept and padded by repeating its last frame (listed in `short`); with min_frames, videos
     shorter than min_frames frames are dropped instead (listed in `dropped`). Says so once."""
     length = {v: int(store.info(v)["num_frames"]) for v in videos}
-    dropped = [] if min_frames is None else [v for v in videos if length[v] < min_frames]
-    kept = [v for v in videos if v not in set(dropped)] if dropped else list(videos)
+    keep = [min_frames is None or length[v] >= min_frames for v in videos]  # one pass: linear in the videos
+    dropped = [v for v, k in zip(videos, keep) if not k]
+    kept = [v for v, k in zip(videos, keep) if k]
     short = [v for v in kept if length[v] < span]
     if dropped:
         notice(f"dropped {len(dropped)} of {len(videos)} videos shorter than min_frames={min_frames} frames "
