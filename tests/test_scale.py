@@ -39,3 +39,22 @@ def test_the_short_video_filter_is_linear_in_the_videos():
     small, large = _calls_for(400), _calls_for(4000)
     # linear: 10x the videos, ~10x the hashing (the per-video set of dropped videos made it ~100x)
     assert large <= 12 * max(small, 1), (small, large)
+
+
+def test_a_prepare_with_nothing_to_do_writes_nothing(tmp_path, synthetic_mp4):
+    import os
+    import shutil
+
+    from mcl_fast.motion.prepare import prepare
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(synthetic_mp4.path, videos / "a.mp4")
+    store = tmp_path / "store"
+    prepare(str(videos), str(store), flow="farneback", size=32, workers=0, progress=False)
+    before = {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in store.iterdir()}
+    prepare(str(videos), str(store), flow="farneback", size=32, workers=0, progress=False)
+    after = {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in store.iterdir()}
+    written = {name for name in after if name != ".lock" and after[name] != before.get(name)}
+    assert not written, f"a no-op prepare rewrote {sorted(written)}"
+    assert os.path.exists(store / "index.json") and os.path.exists(store / "errors.json")

@@ -658,6 +658,7 @@ class StoreWriter:
         self._cur: dict[str, int] = {}  # stream prefix -> current shard index
         self._cur_size: dict[str, int] = {}  # stream prefix -> bytes in the current shard
         self._journal_fd = None
+        self._index_stale = False  # entries changed outside the journal (drop): index.json must be rewritten
         self.journal_name = JOURNAL
         self.repair = bool(repair)  # mark unknown committed blocks ORPHANED instead of refusing
         self.orphaned: list[ShardTail] = []  # the shard tails this writer marked ORPHANED
@@ -953,12 +954,15 @@ class StoreWriter:
             fsync_path(path)
         for rel in relpaths:
             del self.videos[rel]
+        self._index_stale = True
         self.compact()  # new blocks still go after the dropped ones, which stay where they are
 
     def compact(self) -> None:
         """Fold the journal into index.json and errors.json (each written atomically), then
         remove the journal."""
         self._sync_shards()  # the COMMITTED marks of the videos the index is about to hold
+        if not self._behind():
+            return  # a run with nothing to do writes nothing (a read-only or shared store stays untouched)
         atomic_write_json(self.path / ERRORS, [{"path": p, "reason": self.errors[p]} for p in sorted(self.errors)])
         atomic_write_json(self.path / INDEX, self._index())
         if self._journal_fd is not None:
@@ -972,6 +976,13 @@ class StoreWriter:
         if removed:
             fsync_path(self.path)
         self._journal_size = 0
+        self._index_stale = False
+
+    def _behind(self) -> bool:
+        """Whether index.json or errors.json lag what this writer holds: journal lines (this run's or
+        a killed run's), rank journals, entries dropped by repair, or no errors.json yet."""
+        return (self._index_stale or self._journal_size > 0 or (self.path / JOURNAL).exists()
+                or bool(_part_journals(self.path)) or not (self.path / ERRORS).exists())
 
     def close(self) -> None:
         fds = getattr(self, "_fds", {})
