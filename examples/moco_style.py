@@ -12,9 +12,7 @@ tiny stand-in encoder so it runs on a CPU in seconds:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -23,6 +21,8 @@ import torch.nn.functional as F
 
 from mcl_fast.data import WEAK, TorchVideoLoader, ViewSpec
 from mcl_fast.motion.store import MotionStore
+
+from _report import record_epoch, write_report  # examples/_report.py: what the tests read
 
 
 def get_args(argv=None):
@@ -136,13 +136,10 @@ def main(args) -> None:
     for epoch in range(args.epochs):
         loader.sampler.set_epoch(epoch)  # CoCLR's call (a DistributedSampler's); pins the epoch for a resume
         loss, indices = train_one_epoch(loader, model, optimizer, device)
-        seen.append({"epoch": epoch, "loss": loss, "indices": indices, "views": list(loader.view_names)})
-        print(f"rank {rank} epoch {epoch}: loss {loss:.4f}, {len(indices)} clips")
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"rank{rank}.json").write_text(json.dumps(seen))
+        record_epoch(seen, rank, epoch, loss, indices, views=list(loader.view_names))
     if distributed:
         dist.destroy_process_group()
+    write_report(args.out, rank, seen)
 
 
 if __name__ == "__main__":  # required with num_workers > 0: the workers import this file

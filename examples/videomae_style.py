@@ -12,7 +12,6 @@ pixel targets), with a tiny stand-in model so it runs on a CPU in seconds:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -26,6 +25,8 @@ from mcl_fast.data import TorchVideoLoader
 from mcl_fast.data.masking import MotionTubeMask
 from mcl_fast.data.output import IMAGENET_MEAN, IMAGENET_STD
 from mcl_fast.motion.store import MotionStore
+
+from _report import record_epoch, write_report  # examples/_report.py: what the tests read
 
 PATCH, TUBELET = 16, 2  # VideoMAE's token: 2 frames x 16 x 16 pixels
 
@@ -149,11 +150,8 @@ def main(args) -> None:
         if distributed:
             loader.sampler.set_epoch(epoch)  # VideoMAE calls it only when distributed: either way is right
         loss, indices, shapes = train_one_epoch(model, loader, optimizer, device)
-        seen.append({"epoch": epoch, "loss": loss, "indices": indices, "shapes": shapes})
-        print(f"rank {rank} epoch {epoch}: loss {loss:.4f}, {len(indices)} clips")
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"rank{rank}.json").write_text(json.dumps(seen))
+        record_epoch(seen, rank, epoch, loss, indices, shapes=shapes)
+    write_report(args.out, rank, seen)
     if distributed:
         dist.destroy_process_group()
 

@@ -412,9 +412,11 @@ def _check_views(config: dict) -> None:
     from .data.views import ViewSpec
 
     views = config["data"]["loader_kwargs"].get("views")
-    if views is None:
+    if views is None or views == "pair":  # the loaders' default pair, by name
         return
     where = f"config {config.get('name')!r}: data.loader_kwargs.views"
+    if isinstance(views, str):
+        raise ConfigError(f"{where}: pretraining takes MoCo's two views: \"pair\" or two view dicts, got {views!r}")
     if config["data"]["preset"] == "official" or len(views) != 2:
         raise ConfigError(f"{where}: pretraining takes exactly two views (query, key) and the paper preset; "
                           f"got {len(views)} with preset {config['data']['preset']!r}")

@@ -41,9 +41,13 @@ def ranks_seen(out: Path, ranks: int) -> list[list[dict]]:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """The tiny store the VideoMAE example makes with --tiny-data."""
-    spec = importlib.util.spec_from_file_location("videomae_style", EXAMPLES / "videomae_style.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(EXAMPLES))  # as when the script runs: its folder first (examples/_report.py)
+    try:
+        spec = importlib.util.spec_from_file_location("videomae_style", EXAMPLES / "videomae_style.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(EXAMPLES))
     return module.tiny_store(str(tmp_path_factory.mktemp("examples")))
 
 

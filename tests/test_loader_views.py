@@ -350,6 +350,9 @@ def test_pretraining_takes_two_views_from_its_config(dataset, tmp_path):
     three = json.dumps({"num_workers": 0, "views": views + [{}]})
     with pytest.raises(ConfigError, match="exactly two views"):
         load_config("demo_cpu", over[:-8] + [f"data.loader_kwargs={three}"])
+    with pytest.raises(ConfigError, match="MoCo's two views: \"pair\" or two view dicts, got 'clip'"):
+        load_config("demo_cpu", over[:-8] + ['data.loader_kwargs={"views": "clip"}'])
+    load_config("demo_cpu", over[:-8] + ['data.loader_kwargs={"views": "pair"}'])
     typo = json.dumps({"views": [{}, {"crops": "random"}]})
     with pytest.raises(ConfigError, match="views: ViewSpec has no field 'crops'"):
         load_config("demo_cpu", over[:-8] + [f"data.loader_kwargs={typo}"])
