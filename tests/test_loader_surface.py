@@ -136,6 +136,19 @@ def test_shards_follow_an_initialised_group_and_explicit_values_win(store, tmp_p
     assert (loader.shard_id, loader.num_shards) == (0, 1)
 
 
+def test_ranks_augment_differently_with_one_seed(store):
+    """The same video on two ranks (drop_last=False pads rank 1 with video 0) gets its own clip,
+    crop and flip on each: a sample's randomness comes from its position, which differs per rank."""
+    from mcl_fast.data import TorchVideoLoader
+
+    options = dict(TINY, num_workers=0, shuffle=False, drop_last=False, return_meta=True, num_shards=2)
+    by_rank = [next(iter(TorchVideoLoader(store.videos[:3], store, 2, shard_id=r, **options))) for r in range(2)]
+    assert [b["index"].tolist() for b in by_rank] == [[0, 1], [2, 0]]
+    rank0, rank1 = by_rank  # video 0: sample 0 of rank 0, sample 1 of rank 1
+    same_clip = torch.equal(rank0["frames"][0][0], rank1["frames"][0][1])
+    assert not (same_clip and torch.equal(rank0["boxes"][0][0], rank1["boxes"][0][1]))
+
+
 def test_without_a_group_the_loader_reads_everything(store):
     loader = make("torch", store)
     assert (loader.shard_id, loader.num_shards, len(loader)) == (0, 1, NUM_VIDEOS)

@@ -61,8 +61,10 @@ class LoaderOptions:
       default) keeps every batch full (MoCo queues, shuffle BN); len(loader) is the number of
       batches of this shard; batch_size is per shard. shard_id / num_shards left None: the rank
       and world size of torch.distributed's initialised process group (like DistributedSampler),
-      else 0 / 1 (base.resolve_shards). Every rank must pass the same seed (checked at the first
-      iteration of a multi-rank job).
+      else 0 / 1 (base.resolve_shards): then every rank builds and iterates the loader, as with a
+      DistributedSampler (a loader on one rank only, e.g. an evaluation on rank 0, passes
+      shard_id=0, num_shards=1). Every rank must pass the same seed: the first pass of a loader
+      sharded by the group checks it (one all-gather) and raises naming each rank's seed.
     batch_transform: None, or a picklable callable batch -> batch run on each batch after it is
       assembled: in the worker process (TorchVideoLoader, CPU tensors) or after the pipeline
       (MotionFocusedLoader, tensors on its device); e.g. masking.MotionTubeMask.
