@@ -4,7 +4,7 @@ users bring from torch, views="clip" and batch_transform.
 
 This file is also the torchrun worker: `torchrun --standalone --nproc-per-node 2 tests/test_loader_surface.py
 STORE OUT` writes each rank's dataset indices per epoch (no shard arguments, no set_epoch) and the
-error a per-rank seed gives.
+errors a per-rank seed and a per-rank video list give.
 """
 from __future__ import annotations
 
@@ -85,6 +85,13 @@ def worker(store_path: str, out_dir: str) -> None:
         got["seed_error"] = None
     except ValueError as err:
         got["seed_error"] = str(err)
+    from mcl_fast.data import TorchVideoLoader
+
+    try:  # a rank-local video list: rank 1 leaves one out
+        next(iter(TorchVideoLoader(store.videos[:NUM_VIDEOS - rank], store, 1, num_workers=0, **TINY)))
+        got["videos_error"] = None
+    except ValueError as err:
+        got["videos_error"] = str(err)
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(got))
     dist.destroy_process_group()
 
@@ -114,8 +121,9 @@ def test_under_torchrun_the_loaders_shard_by_the_process_group_and_check_the_see
             assert sorted(a + b) == list(range(NUM_VIDEOS)), (kind, epoch)  # together: the dataset
         orders = [ranks[0][kind]["indices"][e] + ranks[1][kind]["indices"][e] for e in range(2)]
         assert orders[0] != orders[1], kind  # the second pass is another epoch (no set_epoch called)
-    for r in ranks:  # each rank's error names both ranks' seeds
+    for r in ranks:  # each rank's error names both ranks' seeds; then the video lists
         assert r["seed_error"] and "rank 0: seed=7" in r["seed_error"] and "rank 1: seed=8" in r["seed_error"]
+        assert r["videos_error"] and "different video lists (rank 0: 4 videos, rank 1: 3 videos" in r["videos_error"]
 
 
 def test_shards_follow_an_initialised_group_and_explicit_values_win(store, tmp_path, monkeypatch):

@@ -36,6 +36,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .._checksum import digest
 from ..video_io import VideoError, first_frame_problem, probe
 from .checks import VideoPaths, check_videos, short_video_policy, uniform_scale
 from .labels import resolve_labels
@@ -107,24 +108,30 @@ def resolve_shards(shard_id: int | None, num_shards: int | None) -> tuple[int, i
     return chosen
 
 
-def check_same_seed(seed: int, shard_id: int, num_shards: int) -> None:
-    """Raise ValueError naming every rank's seed when the ranks of the process group disagree on
-    `seed` (one all-gather). Skipped unless this loader shards by the group (shard_id, num_shards
-    == rank, world > 1): all ranks must take part in the collective. Different seeds give each rank
-    its own epoch order, so the shards overlap and miss videos without any other error."""
+def check_same_setup(seed: int, videos: Sequence[str], shard_id: int, num_shards: int) -> None:
+    """Raise ValueError when the ranks of the process group disagree on `seed` (naming every rank's
+    seed) or on the video list (naming every rank's count); one all-gather. Either gives each rank
+    its own epoch order, so the shards overlap and miss videos without any other error. Skipped
+    unless this loader shards by the group (shard_id, num_shards == rank, world > 1): all ranks
+    must take part in the collective."""
     group = process_group()
     if group is None or group[1] < 2 or (shard_id, num_shards) != group:
         return
     import torch.distributed as dist
 
-    seeds: list = [None] * group[1]
-    dist.all_gather_object(seeds, int(seed))
-    if len(set(seeds)) > 1:
-        listed = ", ".join(f"rank {r}: seed={s}" for r, s in enumerate(seeds))
+    ranks: list = [None] * group[1]
+    dist.all_gather_object(ranks, (int(seed), len(videos), digest("\n".join(videos).encode())))
+    if len({seed for seed, _, _ in ranks}) > 1:
+        listed = ", ".join(f"rank {r}: seed={s}" for r, (s, _, _) in enumerate(ranks))
         raise ValueError(f"the loaders of the {group[1]} ranks have different seeds ({listed}): the seed fixes each "
                          "epoch's order that the ranks split, so it must be the same on every rank (ranks already "
                          "augment differently: each sample's randomness comes from (seed, epoch, its position)). "
                          "Pass one seed to every rank's loader, not seed + rank")
+    if len({(n, d) for _, n, d in ranks}) > 1:
+        listed = ", ".join(f"rank {r}: {n} videos" for r, (_, n, _) in enumerate(ranks))
+        raise ValueError(f"the loaders of the {group[1]} ranks have different video lists ({listed}; same counts: "
+                         "another order or other videos): the ranks split one list, so every rank must pass the same "
+                         "videos in the same order (each rank's shard is taken from it)")
 
 
 class EpochSampler:
@@ -405,11 +412,11 @@ class LoaderBase:
         self._skip = int(n)
 
     def _begin_pass(self) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
-        """Start a pass: check that every rank has the same seed (the first pass of a multi-rank
-        job), choose its epoch (set_epoch's, or the next one after a pass) and consume the skip.
+        """Start a pass: check that every rank has the same seed and videos (the first pass of a
+        multi-rank job), choose its epoch (set_epoch's, or the next one after a pass) and consume the skip.
         Returns (epoch, its batches from the skip point)."""
         if not self._seeds_checked:
-            check_same_seed(self.seed, self.shard_id, self.num_shards)
+            check_same_setup(self.seed, self.videos, self.shard_id, self.num_shards)
             self._seeds_checked = True
         if self._epoch_used:
             self.epoch += 1

@@ -63,8 +63,8 @@ class LoaderOptions:
       and world size of torch.distributed's initialised process group (like DistributedSampler),
       else 0 / 1 (base.resolve_shards): then every rank builds and iterates the loader, as with a
       DistributedSampler (a loader on one rank only, e.g. an evaluation on rank 0, passes
-      shard_id=0, num_shards=1). Every rank must pass the same seed: the first pass of a loader
-      sharded by the group checks it (one all-gather) and raises naming each rank's seed.
+      shard_id=0, num_shards=1). Every rank must pass the same seed and videos: the first pass of
+      a loader sharded by the group checks them (one all-gather) and raises naming each rank's.
     batch_transform: None, or a picklable callable batch -> batch run on each batch after it is
       assembled: in the worker process (TorchVideoLoader, CPU tensors) or after the pipeline
       (MotionFocusedLoader, tensors on its device); e.g. masking.MotionTubeMask.
