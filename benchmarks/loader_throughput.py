@@ -289,7 +289,7 @@ def measure(make_iterable, gpu_handle=None, sync=None) -> dict:
 
 def _batch_len(batch) -> int:
     if isinstance(batch, dict):
-        return int(batch["query"].shape[0])
+        return int(batch["index"].shape[0])
     return int(len(batch[0]))  # a DALI TensorList tuple
 
 
@@ -341,6 +341,15 @@ def decode_only(names, store, video_root, device, batch, threads):
     return lambda: Epoch()
 
 
+def _same_field(a, b) -> bool:
+    """Equal batch fields: tensors (on any device), or the per-view lists of them."""
+    import torch
+
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same_field(x, y) for x, y in zip(a, b))
+    return torch.equal(a.cpu(), b.cpu())
+
+
 def gpu_checks(store, data, size: int) -> dict:
     """On a GPU: the GPU loader (kernel box selection, NVDEC on H.264, GPU augmentation) against the
     CPU references on the same plans: boxes equal to the NumPy selection (the DALI CPU loader on
@@ -355,11 +364,10 @@ def gpu_checks(store, data, size: int) -> dict:
     gpu = next(iter(MotionFocusedLoader(names, store, len(names), device="gpu", video_root=data["h264"], **common)))
     cpu = next(iter(MotionFocusedLoader(names, store, len(names), device="cpu", video_root=data["vp9"], **common)))
     ref = next(iter(TorchVideoLoader(names, store, len(names), num_workers=0, video_root=data["h264"], **common)))
-    same = all(torch.equal(gpu[k].cpu(), cpu[k].cpu()) for k in ("index", "frames", "box_query", "box_key",
-                                                                  "flip_query", "flip_key"))
+    same = all(_same_field(gpu[k], cpu[k]) for k in ("index", "frames", "boxes", "flips"))
     psnrs = []
-    for view in ("query", "key"):
-        a, b = denormalize(gpu[view].float().cpu()), denormalize(ref[view])
+    for gpu_view, ref_view in zip(gpu["views"], ref["views"]):  # query, key
+        a, b = denormalize(gpu_view.float().cpu()), denormalize(ref_view)
         mse = ((a - b) ** 2).flatten(1).mean(1)
         psnrs += (10 * torch.log10(255.0 ** 2 / mse.clamp_min(1e-10))).tolist()
     return {"plans_equal_cpu_numpy": bool(same), "min_psnr_vs_torch_db": round(min(psnrs), 2),

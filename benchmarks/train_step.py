@@ -114,7 +114,7 @@ def bench(backbone: str, amp, source: str, args, device: torch.device) -> list[d
             if i >= args.warmup:
                 times[mal].append(t2 - t0)
                 cpu[mal].append(time.process_time() - c0)
-                clips[mal].append(int(b["query"].shape[0]))
+                clips[mal].append(int(b["index"].shape[0]))
                 waits[mal].append(t1 - t0)
                 peaks[mal] = max(peaks[mal], _peak_gib(device))
     rows = []

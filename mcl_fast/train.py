@@ -412,9 +412,11 @@ def _check_views(config: dict) -> None:
     from .data.views import ViewSpec
 
     views = config["data"]["loader_kwargs"].get("views")
-    if views is None:
+    if views is None or views == "pair":  # the loaders' default pair, by name
         return
     where = f"config {config.get('name')!r}: data.loader_kwargs.views"
+    if isinstance(views, str):
+        raise ConfigError(f"{where}: pretraining takes MoCo's two views: \"pair\" or two view dicts, got {views!r}")
     if config["data"]["preset"] == "official" or len(views) != 2:
         raise ConfigError(f"{where}: pretraining takes exactly two views (query, key) and the paper preset; "
                           f"got {len(views)} with preset {config['data']['preset']!r}")
@@ -431,10 +433,10 @@ class SyntheticBatches:
 
     Batch i of epoch e is a pure function of (seed, e, i): the global batch is generated and this
     shard takes its slice, so N ranks see exactly what one process sees, and resuming at any
-    position is exact. query/key (B, 3, T, S, S) float32, motion (B, T', H', W') >= 0, index (B,);
-    official=True (the batch of preset="official") adds key2, key3 (B, 3, T, S, S) and query_first
-    (B,) bool, and the motion target defaults to the release's (4, 7, 7), in encoded-flow units
-    (uniform in [0, 100)).
+    position is exact. views [query, key] (B, 3, T, S, S) float32, motion (B, T', H', W') >= 0,
+    index (B,); official=True (the batch of preset="official") adds the views key2, key3 and
+    query_first (B,) bool, and the motion target defaults to the release's (4, 7, 7), in
+    encoded-flow units (uniform in [0, 100)).
     """
 
     def __init__(self, batch_size: int, *, clip_len: int, size: int, motion_size=None, batches: int = 50,
@@ -462,15 +464,15 @@ class SyntheticBatches:
         g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0]))
         n = self.batch_size * self.num_shards
         shape = (n, 3, self.clip_len, self.size, self.size)
-        out = {"query": torch.randn(shape, generator=g), "key": torch.randn(shape, generator=g),
-               "motion": torch.rand((n, *self.motion_size), generator=g),
-               "index": torch.arange(i * n, (i + 1) * n)}
+        views = [torch.randn(shape, generator=g), torch.randn(shape, generator=g)]
+        out = {"motion": torch.rand((n, *self.motion_size), generator=g), "index": torch.arange(i * n, (i + 1) * n)}
         if self.official:  # drawn after the paper batch's tensors: those stay what they were
             out["motion"] = out["motion"] * 100
-            out["key2"], out["key3"] = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+            views += [torch.randn(shape, generator=g), torch.randn(shape, generator=g)]
             out["query_first"] = torch.rand(n, generator=g) < 0.5
         lo = self.shard_id * self.batch_size
-        return {k: v[lo:lo + self.batch_size].to(self.device) for k, v in out.items()}
+        out = {k: v[lo:lo + self.batch_size].to(self.device) for k, v in out.items()}
+        return {"views": [v[lo:lo + self.batch_size].to(self.device) for v in views], **out}
 
     def __iter__(self):
         start, self.start = self.start, 0
@@ -596,11 +598,11 @@ def order_weight(config: dict, epoch: int) -> float:
 def pretrain_loss(model, batch: dict, criterion: MCLLoss, mal_weight: float, order_weight: float = 0.0) -> dict:
     """One batch's objective and diagnostics: `compute_loss` of engine.train_one_epoch for MoCo.
 
-    An official batch's key2 / key3 go to the model and its query_first to the criterion."""
-    others = {name: batch[name] for name in ("key2", "key3") if name in batch}
-    # With data.loader_kwargs.views (two views, checked by validate) the loader hands out a list.
-    query, key = batch["views"] if "views" in batch else (batch["query"], batch["key"])
-    out = model(query, key, return_features=criterion.needs_features(mal_weight), **others)
+    batch["views"] holds the query and the key (and an official batch's key2 / key3, which go to
+    the model by name); an official batch's query_first goes to the criterion."""
+    query, key, *others = batch["views"]
+    out = model(query, key, return_features=criterion.needs_features(mal_weight),
+                **dict(zip(("key2", "key3"), others)))
     terms = criterion(out, batch.get("motion"), mal_weight, query_first=batch.get("query_first"),
                       order_weight=order_weight)
     terms.update(contrastive_diagnostics(out))

@@ -45,7 +45,7 @@ def test_loader_throughput_times_from_iterator_creation():
         def __iter__(self):
             time.sleep(0.3)  # workers start and decode ahead
             for _ in range(3):
-                yield {"query": torch.zeros(2, 1)}
+                yield {"views": [torch.zeros(2, 1)], "index": torch.arange(2)}
 
     row = lt.measure(Prefetching)
     assert row["clips"] == 6 and row["seconds"] >= 0.3 and row["clips_per_s"] <= 20

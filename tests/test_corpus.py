@@ -83,12 +83,12 @@ def _check_torch_batches(loader, corpus, files) -> int:
     for batch in loader:
         for b, idx in enumerate(batch["index"].tolist()):
             rel = loader.videos[idx]
-            frames = batch["frames"][b].numpy()
+            frames = batch["frames"][0][b].numpy()
             if not set(frames.tolist()) <= set(corpus.comparable(rel)):
                 continue  # a frame with concealed pixels (see Corpus.concealed)
             full = decoded.setdefault(rel, decode_all(files(rel)))
-            want = apply_view(full[frames], batch["box_query"][b].tolist(), ViewAug(), CLIP["size"])
-            assert torch.equal(batch["query"][b], want), (rel, frames)
+            want = apply_view(full[frames], batch["boxes"][0][b].tolist(), ViewAug(), CLIP["size"])
+            assert torch.equal(batch["views"][0][b], want), (rel, frames)
             compared += 1
     return compared
 
@@ -132,16 +132,16 @@ def test_dali_cpu_loader_reads_the_files_its_decoder_reads(video_corpus, tools):
                                          return_meta=True, num_threads=1, video_root=root, drop_last=False, **CLIP)
         seen = set()
         for batch in loader:
-            q = denormalize(batch["query"]).numpy()
+            q = denormalize(batch["views"][0]).numpy()
             for b, idx in enumerate(batch["index"].tolist()):
                 path = loader.paths(loader.videos[idx])
-                full, f = decode_all(path), batch["frames"][b].numpy()
-                ref = reference_view(full[f], batch["box_query"][b].tolist(), CLIP["size"])
+                full, f = decode_all(path), batch["frames"][0][b].numpy()
+                ref = reference_view(full[f], batch["boxes"][0][b].tolist(), CLIP["size"])
                 for t in range(len(f)):
                     right = psnr(q[b][:, t], ref[:, t])
                     assert right >= 35, (path, f, t)
                     for other in {max(0, f[t] - 1), min(len(full) - 1, f[t] + 1)} - {f[t]}:
-                        wrong = reference_view(full[[other]], batch["box_query"][b].tolist(), CLIP["size"])[:, 0]
+                        wrong = reference_view(full[[other]], batch["boxes"][0][b].tolist(), CLIP["size"])[:, 0]
                         assert right > psnr(q[b][:, t], wrong), (path, f, t, other)  # not a neighbour
                 seen.add(idx)
         assert seen == set(range(len(videos))) and not loader.failures

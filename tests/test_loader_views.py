@@ -12,7 +12,7 @@ pytest.importorskip("nvidia.dali")
 
 from mcl_fast.data import NONE, WEAK, Augmentation, MotionFocusedLoader, TorchVideoLoader, ViewSpec  # noqa: E402
 from mcl_fast.data.plan import Choice, Clips  # noqa: E402
-from videotools import decode_all, labelled_store, psnr, reference_view  # noqa: E402
+from videotools import decode_all, labelled_store, psnr, reference_view, same_field  # noqa: E402
 
 CLIP = dict(clip_len=4, stride=2, size=16, verify=False)
 VIDEOS = [("walk", 24), ("walk", 20), ("jump", 24), ("jump", 28), ("jump", 22)]
@@ -76,7 +76,7 @@ def scale_of(norm, dtype, layout) -> torch.Tensor:
 def test_every_output_format_is_the_default_up_to_its_transform(dataset, kind, monkeypatch):
     default = next(iter(make(kind, dataset)))
     mean, std = (torch.tensor(v).view(1, 3, 1, 1, 1) for v in IMAGENET)
-    pixels = {v: (default[v].double() * std + mean) * 255 for v in ("query", "key")}  # (B, 3, T, S, S)
+    pixels = [(view.double() * std + mean) * 255 for view in default["views"]]  # query, key (B, 3, T, S, S)
     dali_types = []
     if kind == "dali":  # what leaves the DALI pipeline: the conversion happens inside it
         from mcl_fast.data import pipeline
@@ -88,11 +88,12 @@ def test_every_output_format_is_the_default_up_to_its_transform(dataset, kind, m
         dali_types.clear()
         batch = next(iter(make(kind, dataset, normalize=CUSTOM if norm == "custom" else norm, dtype=dtype,
                                layout=layout)))
-        assert batch["query"].dtype == getattr(torch, dtype), (norm, dtype, layout)
-        for view in ("query", "key"):
+        assert batch["views"][0].dtype == getattr(torch, dtype), (norm, dtype, layout)
+        assert len(batch["views"]) == 2
+        for view, got in enumerate(batch["views"]):
             want = expected(pixels[view], norm, dtype, layout)
-            assert batch[view].shape == want.shape, (norm, dtype, layout)
-            err = (batch[view].double() - want).abs() * scale_of(norm, dtype, layout)
+            assert got.shape == want.shape, (norm, dtype, layout)
+            err = (got.double() - want).abs() * scale_of(norm, dtype, layout)
             assert err.max() <= TOLERANCE[dtype], (norm, dtype, layout, float(err.max()))
         if kind == "dali":
             dali_layout = {"NCTHW": "CFHW", "NTCHW": "FCHW", "NTHWC": "FHWC"}[layout]
@@ -119,12 +120,13 @@ def test_coclr_strong_and_weak_views(dataset):
     assert 0.78 < np.mean([not a.identity_color for a in strong]) < 0.9
     for kind in ("dali", "torch"):  # the weak view's pixels are the plain crop of the decoded frames
         batch = next(iter(make(kind, dataset, views=views, return_meta=True)))
-        assert set(batch) >= {"views", "motion", "index", "boxes", "flips", "frames"} and "query" not in batch
+        assert set(batch) == {"views", "motion", "index", "boxes", "flips", "frames"}  # the one layout
+        assert all(len(batch[key]) == 2 for key in ("views", "boxes", "flips", "frames"))  # per view
         weak_px = (batch["views"][1] * torch.tensor(IMAGENET[1]).view(1, 3, 1, 1, 1).float()
                    + torch.tensor(IMAGENET[0]).view(1, 3, 1, 1, 1).float()) * 255
         for b, idx in enumerate(batch["index"].tolist()):
-            ref = reference_view(frames_of(dataset, idx)[batch["frames"][b].numpy()], batch["boxes"][b, 1].tolist(), 16)
-            if batch["flips"][b, 1]:
+            ref = reference_view(frames_of(dataset, idx)[batch["frames"][1][b].numpy()], batch["boxes"][1][b].tolist(), 16)
+            if batch["flips"][1][b]:
                 ref = ref[..., ::-1]
             assert psnr(weak_px[b].numpy(), ref) >= 35, (kind, idx)
 
@@ -136,20 +138,18 @@ def test_three_clips_with_their_own_lengths_and_sizes(dataset):
         batch = next(iter(make(kind, dataset, views=views, augment=False, return_meta=True)))
         batches[kind] = batch
         assert [tuple(v.shape) for v in batch["views"]] == [(2, 3, 4, 16, 16), (2, 3, 4, 16, 16), (2, 3, 2, 24, 24)]
-        assert [tuple(f.shape) for f in batch["clip_frames"]] == [(2, 4), (2, 4), (2, 2)]
-        assert (batch["boxes"][:, 2] == torch.tensor([0, 0, 48, 64])).all()  # "full": the whole frame
+        assert [tuple(f.shape) for f in batch["frames"]] == [(2, 4), (2, 4), (2, 2)]  # each view's clip's frames
+        assert (batch["boxes"][2] == torch.tensor([0, 0, 48, 64])).all()  # "full": the whole frame
         for b, idx in enumerate(batch["index"].tolist()):
             frames = frames_of(dataset, idx)
             for k, v in enumerate(views):
-                ref = reference_view(frames[batch["clip_frames"][v.clip][b].numpy()], batch["boxes"][b, k].tolist(),
-                                     v.size or 16)
+                ref = reference_view(frames[batch["frames"][k][b].numpy()], batch["boxes"][k][b].tolist(), v.size or 16)
                 got = (batch["views"][k][b] * torch.tensor(IMAGENET[1]).view(3, 1, 1, 1).float()
                        + torch.tensor(IMAGENET[0]).view(3, 1, 1, 1).float()) * 255
                 assert psnr(got.numpy(), ref) >= 35, (kind, idx, k)
     a, b = batches["dali"], batches["torch"]
-    for key in ("index", "boxes", "flips", "motion"):
-        assert torch.equal(a[key], b[key]), key
-    assert all(torch.equal(x, y) for x, y in zip(a["clip_frames"], b["clip_frames"]))
+    for key in ("index", "boxes", "flips", "motion", "frames"):
+        assert same_field(a[key], b[key]), key
     assert a["motion"].shape == (2, 4, 1, 1)  # (clip_len, size // 16, size // 16) of view 0
     # with augmentation on: each view gets its own settings; the clips are sampled independently
     ld = make("torch", dataset, views=views)
@@ -181,8 +181,8 @@ def test_single_plain_view_with_split_labels(dataset, kind):
         ld.set_epoch(epoch)
         for batch in ld:
             assert len(batch["views"]) == 1 and batch["views"][0].shape == (2, 3, 4, 16, 16)
-            assert (batch["boxes"][:, 0] == torch.tensor([0, 8, 48, 48])).all()  # the centred square
-            assert not batch["flips"].any()
+            assert (batch["boxes"][0] == torch.tensor([0, 8, 48, 48])).all()  # the centred square
+            assert not batch["flips"][0].any()
             assert batch["label"].dtype == torch.int64
             assert batch["label"].tolist() == [by_video[dataset.names[i]] for i in batch["index"].tolist()]
             seen += 2
@@ -246,22 +246,23 @@ def _fixed(distinct: bool):
 def test_user_sampler_key_frames_are_used_by_both_loaders(dataset, distinct):
     out = {}
     for kind in ("dali", "torch"):
-        out[kind] = batch = next(iter(make(kind, dataset, sampler=_fixed(distinct), augment=False, return_meta=True)))
-        assert (batch["frames"] == torch.tensor([0, 2, 4, 6])).all()
+        out[kind] = batch = next(iter(make(kind, dataset, clip_sampler=_fixed(distinct), augment=False, return_meta=True)))
+        assert (batch["frames"][0] == torch.tensor([0, 2, 4, 6])).all()
         key_frames = torch.tensor([9, 11, 13, 15]) if distinct else torch.tensor([0, 2, 4, 6])
-        assert (batch["frames_key"] == key_frames).all() and (batch["box_key"] == torch.tensor([8, 16, 32, 32])).all()
+        assert (batch["frames"][1] == key_frames).all() and (batch["boxes"][1] == torch.tensor([8, 16, 32, 32])).all()
         for b, idx in enumerate(batch["index"].tolist()):
             ref = reference_view(frames_of(dataset, idx)[key_frames.numpy()], (8, 16, 32, 32), 16)
-            got = (batch["key"][b] * torch.tensor(IMAGENET[1]).view(3, 1, 1, 1).float()
+            got = (batch["views"][1][b] * torch.tensor(IMAGENET[1]).view(3, 1, 1, 1).float()
                    + torch.tensor(IMAGENET[0]).view(3, 1, 1, 1).float()) * 255
             assert psnr(got.numpy(), ref) >= 35, (kind, idx)  # the key shows the key frames
+    assert set(out["dali"]) == set(out["torch"]) == {"views", "motion", "index", "frames", "boxes", "flips"}
     for key in out["dali"]:
-        if key in ("query", "key"):
-            assert psnr(out["dali"][key].numpy(), out["torch"][key].numpy()) >= 35
+        if key == "views":
+            assert all(psnr(a.numpy(), b.numpy()) >= 35 for a, b in zip(out["dali"][key], out["torch"][key]))
         else:
-            assert torch.equal(out["dali"][key], out["torch"][key]), key
+            assert same_field(out["dali"][key], out["torch"][key]), key
     with pytest.raises(ValueError, match="different query and key frames.*one clip"):
-        next(iter(make("torch", dataset, sampler=_fixed(True), views=[ViewSpec(), ViewSpec()])))
+        next(iter(make("torch", dataset, clip_sampler=_fixed(True), views=[ViewSpec(), ViewSpec()])))
 
 
 def test_a_sampler_returns_clips_boxes_and_motion_for_any_views(dataset):
@@ -277,7 +278,7 @@ def test_a_sampler_returns_clips_boxes_and_motion_for_any_views(dataset):
         target = np.arange(4 * 7 * 7, dtype=np.float32).reshape(4, 7, 7)
         return Clips(frames=frames, boxes=((0, 0, 32, 32), None, (4, 4, 20, 20), None), motion=target)
 
-    ld = make("torch", dataset, sampler=official_like, views=views, motion_size=(4, 7, 7), return_meta=True)
+    ld = make("torch", dataset, clip_sampler=official_like, views=views, motion_size=(4, 7, 7), return_meta=True)
     assert seen_info == [] and ld.layout.num_clips == 3
     plans = ld.planner.plan_batch(0, range(10), np.arange(10) % 5)
     info = seen_info[0]
@@ -293,10 +294,10 @@ def test_a_sampler_returns_clips_boxes_and_motion_for_any_views(dataset):
     assert len(batch["views"]) == 4 and batch["motion"].shape == (2, 4, 7, 7)
     with pytest.raises(ValueError, match="returned 2 clips; the views spec has 3"):
         make("torch", dataset, views=views, motion_size=(4, 7, 7),
-             sampler=lambda m, i, r: Clips(frames=(np.arange(4), np.arange(4)))).planner.plan(0, 0, 0)
+             clip_sampler=lambda m, i, r: Clips(frames=(np.arange(4), np.arange(4)))).planner.plan(0, 0, 0)
     with pytest.raises(ValueError, match=r"motion target of shape \(2, 2\)"):
         make("torch", dataset, views=views, motion_size=(4, 7, 7),
-             sampler=lambda m, i, r: Clips(frames=(np.arange(4),) * 3, motion=np.zeros((2, 2)))).planner.plan(0, 0, 0)
+             clip_sampler=lambda m, i, r: Clips(frames=(np.arange(4),) * 3, motion=np.zeros((2, 2)))).planner.plan(0, 0, 0)
 
 
 def test_augmentation_settings_are_checked():
@@ -343,11 +344,15 @@ def test_pretraining_takes_two_views_from_its_config(dataset, tmp_path):
     config = load_config("demo_cpu", over)
     batch = next(iter(build_loader(config, torch.device("cpu"), 0, 1)))
     assert [v.shape for v in batch["views"]] == [(2, 3, 4, 32, 32), (2, 3, 4, 24, 24)] and "query" not in batch
+    assert set(batch) == {"views", "motion", "index"}
     summary = train(config)
     assert summary["step"] == 2 and summary["nce"] > 0
     three = json.dumps({"num_workers": 0, "views": views + [{}]})
     with pytest.raises(ConfigError, match="exactly two views"):
         load_config("demo_cpu", over[:-8] + [f"data.loader_kwargs={three}"])
+    with pytest.raises(ConfigError, match="MoCo's two views: \"pair\" or two view dicts, got 'clip'"):
+        load_config("demo_cpu", over[:-8] + ['data.loader_kwargs={"views": "clip"}'])
+    load_config("demo_cpu", over[:-8] + ['data.loader_kwargs={"views": "pair"}'])
     typo = json.dumps({"views": [{}, {"crops": "random"}]})
     with pytest.raises(ConfigError, match="views: ViewSpec has no field 'crops'"):
         load_config("demo_cpu", over[:-8] + [f"data.loader_kwargs={typo}"])

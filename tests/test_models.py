@@ -250,7 +250,7 @@ def test_2d_backbones_pretrain_with_mal_s_and_evaluate(name, action_store, tmp_p
     root, train_csv, test_csv = action_store
     store = MotionStore(root / "store")
     batch = next(iter(TorchVideoLoader(list(store.videos), store, 4, clip_len=1, size=64, num_workers=0)))
-    assert batch["query"].shape == batch["key"].shape == (4, 3, 1, 64, 64)  # one frame per view
+    assert [tuple(v.shape) for v in batch["views"]] == [(4, 3, 1, 64, 64)] * 2  # query, key: one frame per view
     assert batch["motion"].shape == (4, 1, 4, 4)
     over = [f"model.backbone={name}", "model.hidden=32", "model.dim=16", "model.queue_size=16",
             "data.loader=torch", f"data.store={root / 'store'}", "data.videos=null", "data.batch_size=4", "data.clip_len=1",

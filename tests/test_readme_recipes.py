@@ -74,15 +74,22 @@ def test_the_multi_gpu_recipe(data, monkeypatch):
     store, clips, _ = data
     make_loader = recipes()["make_loader"]
     seen = []
-    for rank in range(2):  # as torchrun would set them, without a GPU
-        monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", "2")
+    import torch.distributed as dist
+
+    world = {"size": 2}
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)  # an initialised group, as torchrun's ranks have
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: world["size"])
+    # the loaders' seed check (one all-gather at the first pass): every rank has this one's seed
+    monkeypatch.setattr(dist, "all_gather_object", lambda out, obj, group=None: out.__setitem__(slice(None),
+                                                                                             [obj] * len(out)))
+    for rank in range(2):  # each rank in turn, without a GPU
+        monkeypatch.setattr(dist, "get_rank", lambda group=None, rank=rank: rank)
         monkeypatch.setenv("LOCAL_RANK", str(rank))
         loader = make_loader(store, clips, 4, size=16, sampling="random", num_threads=1, clip_len=4, stride=2)
         assert loader.batch_size == 2 and loader.shard_id == rank and loader.num_shards == 2
         loader.set_epoch(1)
         seen.append([i for batch in loader for i in batch["index"].tolist()])
     assert len(seen[0]) == len(seen[1]) == 2 and not set(seen[0]) & set(seen[1])  # disjoint shards, full batches
-    monkeypatch.setenv("WORLD_SIZE", "3")
+    world["size"] = 3
     with pytest.raises(ValueError, match="does not split over 3 ranks"):
         make_loader(store, clips, 4, clip_len=4, stride=2)

@@ -30,7 +30,8 @@ def reference_view(frames: np.ndarray, box, size: int) -> np.ndarray:
 
 def assert_loaders_agree(a, b, exact, views, epochs: int = 2, min_psnr: float = 35.0) -> None:
     """Two loaders with the same seed and options hand out, epoch after epoch, equal `exact` batch
-    fields and `views` within min_psnr dB of each other (their resize and blur filters differ)."""
+    fields (a tensor, or a per-view list of them) and the views numbered `views` (positions in
+    batch["views"]) within min_psnr dB of each other (their resize and blur filters differ)."""
     import torch
 
     from mcl_fast.data.augment import denormalize
@@ -40,11 +41,20 @@ def assert_loaders_agree(a, b, exact, views, epochs: int = 2, min_psnr: float = 
         b.set_epoch(epoch)
         for x, y in zip(a, b):
             for key in exact:
-                assert torch.equal(x[key], y[key]), key
+                assert same_field(x[key], y[key]), key
             for view in views:
-                p, q = denormalize(x[view]).numpy(), denormalize(y[view]).numpy()
+                p, q = denormalize(x["views"][view]).numpy(), denormalize(y["views"][view]).numpy()
                 for i in range(len(p)):
                     assert psnr(p[i], q[i]) >= min_psnr, (view, i)
+
+
+def same_field(x, y) -> bool:
+    """Two batch fields are equal: tensors, or lists of tensors (the per-view fields)."""
+    import torch
+
+    if isinstance(x, list) or isinstance(y, list):
+        return isinstance(x, list) and isinstance(y, list) and len(x) == len(y) and all(map(same_field, x, y))
+    return torch.equal(x, y)
 
 
 def labelled_store(root, clips, seed: int):

@@ -3,11 +3,12 @@
 `import mcl_fast.data` works without DALI: the loaders are imported on first use.
 
     from mcl_fast.data import MotionFocusedLoader, TorchVideoLoader, ViewSpec, Augmentation, WEAK, NONE
+    from mcl_fast.data import MotionTubeMask   # a batch_transform: VideoMAE's (B, N) tube mask, motion-guided
 """
 from .views import NONE, PAPER, WEAK, Augmentation, ViewSpec
 
 __all__ = ["MotionFocusedLoader", "TorchVideoLoader", "ViewSpec", "Augmentation", "PAPER", "WEAK", "NONE",
-           "OutputFormat", "LoaderOptions", "Choice", "Clips"]
+           "OutputFormat", "LoaderOptions", "Choice", "Clips", "MotionTubeMask"]
 
 
 def __getattr__(name):
@@ -27,6 +28,10 @@ def __getattr__(name):
         from .options import LoaderOptions
 
         return LoaderOptions
+    if name == "MotionTubeMask":
+        from .masking import MotionTubeMask
+
+        return MotionTubeMask
     if name in ("Choice", "Clips"):
         from . import plan
 

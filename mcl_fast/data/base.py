@@ -1,20 +1,29 @@
 """What both loaders share: options, file checks, views, labels, the planner, epochs and sharding,
 failure reports, and the batch dict they hand out.
 
-A batch is a dict of torch tensors:
+A batch is a dict of torch tensors, one layout for both loaders and every view configuration:
 
-- default views: `query`, `key` (B, 3, T, S, S) in the output format; preset="official": `query`,
-  `key`, `key2`, `key3` (official.VIEW_NAMES); other views= specs: `views`, a list with one tensor
-  per view;
-- `motion` (B, T', H', W') the query's motion target; `index` (B,) the dataset index;
+- `views`: a list with one (B, 3, T, S, S) tensor per view (in the output format), in
+  `loader.view_names` order: ("query", "key") for the default MoCo pair, ("clip",) for
+  views="clip", the official preset's ("query", "key", "key2", "key3"), "view0", "view1", ... for
+  a list of ViewSpecs;
+- `motion` (B, T', H', W') the first view's motion target; `index` (B,) the dataset index;
 - with labels=: `label` (B,) int64;
 - a sampler's extras (plan.Clips.extras), each stacked under its name: the official preset's
   `query_first` (B,) bool;
-- with return_meta=True: `frames` (B, T) the query clip's frame indices; default views: `box_query`,
-  `box_key` (B, 4) (y0, x0, h, w) in the decoded file's pixels, `flip_query`, `flip_key` (B,) bool,
-  and `frames_key` (B, T) when the key has its own clip; other specs: `boxes` (B, M, 4), `flips`
-  (B, M) and `clip_frames`, a list of (B, T_c) per clip; preset="official" also `motion_flipped`
-  (B,) bool, whether `motion` was mirrored (a flipped query whose second coin said so).
+- with return_meta=True, per view, lists in `view_names` order like `views`: `frames` (B, T) int64
+  the frame indices of the view's clip, `boxes` (B, 4) int64 (y0, x0, h, w) in the decoded file's
+  pixels, `flips` (B,) bool; preset="official" also `motion_flipped` (B,) bool, whether `motion`
+  was mirrored (a flipped query whose second coin said so);
+- with batch_transform=: whatever it adds (masking.MotionTubeMask: `mask` (B, N) bool).
+
+Epochs (LoaderBase.set_epoch): a pass is one iteration of the loader that was started (its first
+batch asked for). Each pass after the first moves on to the next epoch by itself, so a loop that
+never calls set_epoch still gets fresh orders, clips, crops and colours every epoch; set_epoch(e)
+pins the epoch of the next pass (resume, reproducibility). Every random choice of a sample comes
+from a generator seeded by (seed, epoch, its position in the epoch's order); ranks take disjoint
+positions, so each rank's augmentation differs, from (seed, rank, epoch), while one shared seed
+keeps the epoch's order the same on every rank.
 """
 from __future__ import annotations
 
@@ -27,13 +36,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .._checksum import digest
 from ..video_io import VideoError, first_frame_problem, probe
 from .checks import VideoPaths, check_videos, short_video_policy, uniform_scale
 from .labels import resolve_labels
 from .options import LoaderOptions
 from .plan import MotionSampler, SamplePlan, check_sampling, epoch_order, num_batches
 from .planner import Planner, default_layout
-from .views import resolve_views
+from .views import WEAK, ViewSpec, resolve_views
 
 log = logging.getLogger("mcl_fast.data.loader")
 
@@ -62,6 +72,66 @@ def failure_reason(err: BaseException) -> str:
         return err.reason
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return f"{type(err).__name__}: {first}"[:200]
+
+
+def check_video_list(videos) -> list[str]:
+    """`videos` as a list of store keys; a string (a folder or file name) is refused with a TypeError
+    (iterated, it would be a list of its characters)."""
+    if isinstance(videos, (str, bytes, os.PathLike)):
+        raise TypeError(f"videos must be a sequence of store keys (e.g. store.videos, or a split's paths), got the "
+                        f"string {str(videos)!r}; to train on every video of the store pass store.videos")
+    return [str(v) for v in videos]
+
+
+def process_group() -> tuple[int, int] | None:
+    """(rank, world size) of torch.distributed's initialised default process group, or None."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+def resolve_shards(shard_id: int | None, num_shards: int | None) -> tuple[int, int]:
+    """This loader's (shard_id, num_shards): the values given, else the process group's (rank, world
+    size) like torch's DistributedSampler, else (0, 1). A given value that contradicts an initialised
+    group is used, with a warning: every rank then reads a shard it may not mean to."""
+    group = process_group()
+    if group is None:
+        return (0 if shard_id is None else shard_id), (1 if num_shards is None else num_shards)
+    rank, world = group
+    chosen = (rank if shard_id is None else shard_id, world if num_shards is None else num_shards)
+    if chosen != (rank, world):
+        warnings.warn(f"shard_id={chosen[0]}, num_shards={chosen[1]} differ from the initialised process group "
+                      f"(rank {rank} of {world}); the loader uses the values given. Leave both out to shard by the "
+                      "process group", UserWarning, stacklevel=4)
+    return chosen
+
+
+def check_same_setup(seed: int, videos: Sequence[str], shard_id: int, num_shards: int) -> None:
+    """Raise ValueError when the ranks of the process group disagree on `seed` (naming every rank's
+    seed) or on the video list (naming every rank's count); one all-gather. Either gives each rank
+    its own epoch order, so the shards overlap and miss videos without any other error. Skipped
+    unless this loader shards by the group (shard_id, num_shards == rank, world > 1): all ranks
+    must take part in the collective."""
+    group = process_group()
+    if group is None or group[1] < 2 or (shard_id, num_shards) != group:
+        return
+    import torch.distributed as dist
+
+    ranks: list = [None] * group[1]
+    dist.all_gather_object(ranks, (int(seed), len(videos), digest("\n".join(videos).encode())))
+    if len({seed for seed, _, _ in ranks}) > 1:
+        listed = ", ".join(f"rank {r}: seed={s}" for r, (s, _, _) in enumerate(ranks))
+        raise ValueError(f"the loaders of the {group[1]} ranks have different seeds ({listed}): the seed fixes each "
+                         "epoch's order that the ranks split, so it must be the same on every rank (ranks already "
+                         "augment differently: each sample's randomness comes from (seed, epoch, its position)). "
+                         "Pass one seed to every rank's loader, not seed + rank")
+    if len({(n, d) for _, n, d in ranks}) > 1:
+        listed = ", ".join(f"rank {r}: {n} videos" for r, (_, n, _) in enumerate(ranks))
+        raise ValueError(f"the loaders of the {group[1]} ranks have different video lists ({listed}; same counts: "
+                         "another order or other videos): the ranks split one list, so every rank must pass the same "
+                         "videos in the same order (each rank's shard is taken from it)")
 
 
 class EpochSampler:
@@ -170,7 +240,7 @@ class FileVerdicts:
         if codec not in self.codecs:
             raise UnsupportedCodec(f"{path}: codec {codec} cannot be decoded here (this decoder reads "
                                    f"{', '.join(sorted(self.codecs))}); re-encode with `mcl-fast transcode --codec vp9`"
-                                   " or use device='gpu' / TorchVideoLoader")
+                                   " or use device='cuda' / TorchVideoLoader")
         return None
 
     def report_failure(self, path: str, reason: str) -> None:
@@ -196,19 +266,18 @@ class LoaderBase:
         self.store = resolve_store(store)
         self.batch_size, self.clip_len, self.stride, self.size = int(batch_size), o.clip_len, o.stride, int(o.size)
         self.augment, self.seed, self.return_meta, self.two_clips = bool(o.augment), o.seed, o.return_meta, o.two_clips
-        self.shard_id, self.num_shards = o.shard_id, o.num_shards
+        self.shard_id, self.num_shards = resolve_shards(o.shard_id, o.num_shards)
         self.drop_last, self.shuffle = bool(o.drop_last), bool(o.shuffle)
-        self.output = o.output
+        self.output, self.batch_transform = o.output, o.batch_transform
         self.paths = VideoPaths(self.store, o.video_root)
-        videos = [str(v) for v in videos]
+        videos = check_video_list(videos)
         labels, self.classes = resolve_labels(o.labels, videos)
         # the sampler of clips and boxes: the built-in one (sampling, preset), the release's, or the user's
         self.official = o.preset == "official"
-        self.view_names = None  # names of the views in the batch (the official preset's four)
         if self.official:
             self.clip_sampler = self._official_sampler(o)
         else:
-            self.clip_sampler = o.sampler if o.sampler is not None else MotionSampler(
+            self.clip_sampler = o.clip_sampler if o.clip_sampler is not None else MotionSampler(
                 o.clip_len, o.stride, o.sampling, o.preset, o.two_clips)
         self.layout = self._layout(o)
         # (H, W) of files whose size differs from the store's source frames (resized transcodes);
@@ -250,7 +319,9 @@ class LoaderBase:
                                seed=self.seed, layout=self.layout, is_bad=self.verdicts.is_bad,
                                path_of=self.verdicts.path_of, file_hw=self.verdicts.file_size)
         self.sampler = EpochSampler(weakref.proxy(self))
-        self.epoch = 0
+        self.epoch = 0  # the epoch of the pass in progress or, before the first, of the next one
+        self._epoch_used = False  # a pass has started with self.epoch: the next one moves on (set_epoch resets)
+        self._seeds_checked = False
         self._skip = 0
         epoch_order(len(self.videos), seed=self.seed, epoch=0, shard_id=self.shard_id,
                     num_shards=self.num_shards, drop_last=self.drop_last)  # validates the sharding now
@@ -259,9 +330,9 @@ class LoaderBase:
         """The release's sampler (official.OfficialSampler), after checking what the preset fixes."""
         from .official import OfficialSampler, check_official_store
 
-        if o.sampler is not None:
-            raise ValueError("preset='official' brings its own sampler (three clips, four views, the (4, 7, 7) "
-                             "target); a sampler= of your own goes with preset='paper'")
+        if o.clip_sampler is not None:
+            raise ValueError("preset='official' brings its own clip sampler (three clips, four views, the (4, 7, 7) "
+                             "target); a clip_sampler= of your own goes with preset='paper'")
         if o.two_clips:
             raise ValueError("preset='official' already cuts its keys from three clips; two_clips=True is for the "
                              "paper's query/key pair")
@@ -270,26 +341,31 @@ class LoaderBase:
 
     def _layout(self, o: LoaderOptions):
         """The resolved views: views= (checked), the official preset's four, or the default pair
-        (planner.default_layout)."""
+        (planner.default_layout); sets view_names, the names of the batch's views in order."""
         sampler = self.clip_sampler
         builtin = type(sampler) is MotionSampler
+        views = o.views
+        if views == "clip":  # one view, crops and flip only (no colour, no blur): masked modelling
+            views = [ViewSpec(aug=WEAK)]
+        elif views == "pair":
+            views = None
         if self.official:
             from .official import VIEW_NAMES, check_views, official_views
 
-            layout = resolve_views(o.views if o.views is not None else official_views(), clip_len=o.clip_len,
+            layout = resolve_views(views if views is not None else official_views(), clip_len=o.clip_len,
                                    stride=o.stride, size=o.size, motion_crop=sampler.motion_crop,
                                    scale=sampler.config.scale, ratio=sampler.config.ratio, augment=True)
             check_views(layout, (o.clip_len, o.stride))
-            self.default_views, self.view_names = False, VIEW_NAMES
-        elif o.views is None:
+            self.view_names = VIEW_NAMES
+        elif views is None:
             layout = default_layout(sampler, clip_len=o.clip_len, size=o.size)
-            self.default_views = True
+            self.view_names = ("query", "key")
         else:
             cfg = sampler.config if builtin else getattr(sampler, "config", MotionSampler().config)
-            layout = resolve_views(o.views, clip_len=o.clip_len, stride=o.stride, size=o.size,
+            layout = resolve_views(views, clip_len=o.clip_len, stride=o.stride, size=o.size,
                                    motion_crop=builtin and sampler.motion_crop, scale=cfg.scale, ratio=cfg.ratio,
                                    augment=True)
-            self.default_views = False
+            self.view_names = ("clip",) if o.views == "clip" else tuple(f"view{i}" for i in range(len(layout.views)))
         if not o.augment:
             from .views import ResolvedView, ViewLayout
 
@@ -311,23 +387,51 @@ class LoaderBase:
 
     # -- epochs ------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose order (and plans) the next iteration produces."""
+        """Pin the epoch of the next pass (its order, clips, crops, colours) to `epoch`.
+
+        Without it the loader counts epochs itself: a pass is one iteration of the loader that was
+        started (its first batch asked for, whether or not it ran to the end); the first pass is
+        epoch 0 and each later pass the one after the previous pass's epoch. set_epoch(e) makes the
+        next pass epoch e whatever came before, so pass e of a run without set_epoch is exactly
+        what set_epoch(e) gives, and a run that calls it every epoch (DistributedSampler's habit,
+        the trainer) is unaffected by the counting. An abandoned pass counts too: restarting its
+        epoch would hand out the same first batches again.
+        """
         self.epoch = int(epoch)
+        self._epoch_used = False
 
     def skip(self, n: int) -> None:
-        """Start the next iteration at batch n of the epoch, without decoding batches 0..n-1.
+        """Start the next pass at batch n of its epoch, without decoding batches 0..n-1.
 
         Plans are a function of (seed, epoch, position), so a resumed run gets exactly the batches
-        it would have had. Applies to the next `iter()` only.
+        it would have had: call set_epoch(e) then skip(n). Applies to the next pass only; it does
+        not choose the epoch (set_epoch does, or the counting).
         """
         if not 0 <= int(n) <= len(self):
             raise ValueError(f"skip({n}): the epoch has {len(self)} batches")
         self._skip = int(n)
 
-    def _epoch_batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The current epoch's batches from the skip point (consumes the skip)."""
+    def _begin_pass(self) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
+        """Start a pass: check that every rank has the same seed and videos (the first pass of a
+        multi-rank job), choose its epoch (set_epoch's, or the next one after a pass) and consume the skip.
+        Returns (epoch, its batches from the skip point)."""
+        if not self._seeds_checked:
+            check_same_setup(self.seed, self.videos, self.shard_id, self.num_shards)
+            self._seeds_checked = True
+        if self._epoch_used:
+            self.epoch += 1
+        self._epoch_used = True
         start, self._skip = self._skip, 0
-        return self.batches()[start:]
+        return self.epoch, self.batches()[start:]
+
+    def finish_batch(self, batch: dict) -> dict:
+        """The batch after the user's batch_transform (if any)."""
+        if self.batch_transform is None:
+            return batch
+        out = self.batch_transform(batch)
+        if not isinstance(out, dict):
+            raise TypeError(f"batch_transform must return the batch dict, got {type(out).__name__}")
+        return out
 
     def epoch_samples(self, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(positions, dataset indices) of this shard in `epoch` (default: the current one)."""
@@ -390,14 +494,10 @@ class LoaderBase:
 
     # -- output ------------------------------------------------------------------------------
     def batch_dict(self, views: Sequence[torch.Tensor], plans: Sequence[SamplePlan], device) -> dict:
-        """The batch handed out: the views (query/key or a views list), motion, index, label and
-        (return_meta) the plans' frames, boxes and flips; everything on `device`."""
-        if self.view_names is not None:
-            out = dict(zip(self.view_names, views))
-        elif self.default_views:
-            out = {"query": views[0], "key": views[1]}
-        else:
-            out = {"views": list(views)}
+        """The batch handed out (module docstring): `views`, motion, index, label and (return_meta)
+        the plans' per-view frames, boxes and flips; everything on `device`. The batch_transform
+        is not applied here (finish_batch)."""
+        out = {"views": list(views)}
         out.update(self.plan_fields(plans, device))
         return out
 
@@ -410,7 +510,7 @@ class LoaderBase:
             out["label"] = torch.from_numpy(self.labels[[p.index for p in plans]])
         out.update(extra_fields(plans))
         if self.return_meta:
-            out.update(meta_fields(plans, self.default_views))
+            out.update(meta_fields(plans))
             if self.official:
                 out["motion_flipped"] = torch.tensor([p.motion_flipped for p in plans], dtype=torch.bool)
         return {k: [t.to(device) for t in v] if isinstance(v, list) else v.to(device) for k, v in out.items()}
@@ -434,20 +534,11 @@ def extra_fields(plans: Sequence[SamplePlan]) -> dict:
     return out
 
 
-def meta_fields(plans: Sequence[SamplePlan], default_views: bool = True) -> dict:
-    """The plans' frames, boxes and flips as CPU tensors (see the module docstring for the names).
-    Boxes are (y0, x0, h, w) int64 in the decoded file's pixels (the store's source pixels unless
-    video_root holds a resized transcode)."""
-    out = {"frames": torch.from_numpy(np.stack([p.clips[0] for p in plans]))}
-    if default_views:
-        out.update({"box_query": torch.tensor([p.query.box for p in plans], dtype=torch.int64),
-                    "box_key": torch.tensor([p.key.box for p in plans], dtype=torch.int64),
-                    "flip_query": torch.tensor([p.query.aug.flip for p in plans], dtype=torch.bool),
-                    "flip_key": torch.tensor([p.key.aug.flip for p in plans], dtype=torch.bool)})
-        if len(plans[0].clips) > 1:
-            out["frames_key"] = torch.from_numpy(np.stack([p.key.frames for p in plans]))
-        return out
-    out["boxes"] = torch.tensor([[v.box for v in p.views] for p in plans], dtype=torch.int64)
-    out["flips"] = torch.tensor([[v.aug.flip for v in p.views] for p in plans], dtype=torch.bool)
-    out["clip_frames"] = [torch.from_numpy(np.stack([p.clips[c] for p in plans])) for c in range(len(plans[0].clips))]
-    return out
+def meta_fields(plans: Sequence[SamplePlan]) -> dict:
+    """The plans' per-view frames, boxes and flips: lists with one CPU tensor per view, in view
+    order (frames (B, T_v) int64, boxes (B, 4) int64 (y0, x0, h, w) in the decoded file's pixels,
+    the store's source pixels unless video_root holds a resized transcode, flips (B,) bool)."""
+    views = range(len(plans[0].views)) if plans else ()
+    return {"frames": [torch.from_numpy(np.stack([p.views[v].frames for p in plans]).astype(np.int64)) for v in views],
+            "boxes": [torch.tensor([p.views[v].box for p in plans], dtype=torch.int64) for v in views],
+            "flips": [torch.tensor([p.views[v].aug.flip for p in plans], dtype=torch.bool) for v in views]}

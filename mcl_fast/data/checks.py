@@ -27,8 +27,9 @@ PROGRESS_MIN = 1000  # show a progress bar when checking more videos than this
 
 
 def notice(message: str) -> None:
-    """A one-line note to the user: logged, and raised as a UserWarning (shown once per place)."""
-    log.warning(message)
+    """A one-line note to the user, shown once: a UserWarning (shown once per place); the log gets
+    it at INFO level (a WARNING record would print it a second time where logging is not set up)."""
+    log.info(message)
     warnings.warn(message, UserWarning, stacklevel=3)
 
 

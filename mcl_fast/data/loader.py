@@ -1,9 +1,9 @@
 """MotionFocusedLoader: motion-focused clips from a DALI pipeline, as dicts of torch tensors.
 
-    loader = MotionFocusedLoader(store.videos, store, batch_size=8, size=112, device="gpu")
+    loader = MotionFocusedLoader(store.videos, store, batch_size=8, size=112, device="cuda")
     for epoch in range(epochs):
-        loader.set_epoch(epoch)     # or loader.sampler.set_epoch(epoch), as with a DistributedSampler
-        for batch in loader:        # query, key (B, 3, T, S, S); motion (B, T', H', W'); index (B,)
+        loader.set_epoch(epoch)     # optional (each pass moves on by itself); pins the epoch for resume
+        for batch in loader:        # views: [query, key] (B, 3, T, S, S); motion (B, T', H', W'); index (B,)
             ...
 
 The planner (planner.py) reads the videos' motion maps from the store and plans several batches
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})  # what fn.decoders.video reads without a GPU
 
 __all__ = ["MotionFocusedLoader", "LoaderBase", "UnsupportedCodec", "failure_reason", "meta_fields", "resolve_store",
-           "DALI_CPU_CODECS"]
+           "DALI_CPU_CODECS", "dali_device"]
 
 
 # --------------------------------------------------------------------------------- the loader
@@ -57,14 +57,16 @@ class MotionFocusedLoader(LoaderBase):
 
     videos: store keys; store: a MotionStore or its path; batch_size: per shard (a config's global
     batch divided by the number of ranks).
-    device: "gpu" (NVDEC, H.264/HEVC/VP9/AV1..., outputs on the current CUDA device: call
-      torch.cuda.set_device(local_rank) first, or pass device_id) or "cpu" (DALI's CPU decoder:
-      VP8, VP9, MJPEG only; transcode H.264 with `mcl-fast transcode --codec vp9`).
+    device: "cuda" (or "gpu", "cuda:N"; NVDEC, H.264/HEVC/VP9/AV1..., outputs on the current CUDA
+      device: call torch.cuda.set_device(local_rank) first, or pass device_id / "cuda:N") or "cpu"
+      (DALI's CPU decoder: VP8, VP9, MJPEG only; transcode H.264 with `mcl-fast transcode --codec
+      vp9`). `loader.device` is DALI's name of it: "gpu" or "cpu".
     num_threads, prefetch: DALI worker threads and prefetch depth (batches); device_id: the GPU.
     **options: the options both loaders share (options.LoaderOptions): clip_len, stride, size,
-      augment, sampling, preset, sampler, two_clips, views, motion_size, normalize, dtype, layout,
-      labels, seed, shard_id, num_shards, shuffle, drop_last (default True), return_meta,
-      video_root, verify, check_fingerprints, min_frames.
+      augment, sampling, preset, clip_sampler, two_clips, views, motion_size, normalize, dtype,
+      layout, labels, seed, shard_id, num_shards (default: the process group's), shuffle,
+      drop_last (default True), return_meta, batch_transform, video_root, verify,
+      check_fingerprints, min_frames.
 
     verify (default True): at construction, check each file against the store
     (checks.check_videos): its content fingerprint is the one the maps were made from
@@ -83,19 +85,21 @@ class MotionFocusedLoader(LoaderBase):
     refer to the videos kept).
     """
 
-    def __init__(self, videos, store, batch_size: int, *, device: str = "gpu", num_threads: int = 4,
+    OWN_OPTIONS = ("device", "num_threads", "prefetch", "device_id")
+
+    def __init__(self, videos, store, batch_size: int, *, device: str = "cuda", num_threads: int = 4,
                  prefetch: int = 2, device_id: int | None = None, **options):
         from mcl_fast._backend import has_gpu, require_dali
 
-        if device not in ("gpu", "cpu"):
-            raise ValueError(f"device must be 'gpu' or 'cpu', got {device!r}")
+        device, device_id = dali_device(device, device_id)
         require_dali()
         if device == "gpu" and not has_gpu():
-            raise RuntimeError("device='gpu' needs a CUDA GPU (and CuPy); none found. Use device='cpu' with "
+            raise RuntimeError("device='cuda' needs a CUDA GPU (and CuPy); none found. Use device='cpu' with "
                                "VP9 videos (`mcl-fast transcode --codec vp9`) or TorchVideoLoader")
         self.codecs = DALI_CPU_CODECS if device == "cpu" else None
         self.nvdec = device == "gpu"  # the file scan checks NVDEC's minimum frame sizes
-        super().__init__(videos, store, batch_size, LoaderOptions.from_kwargs("MotionFocusedLoader", options))
+        super().__init__(videos, store, batch_size,
+                         LoaderOptions.from_kwargs("MotionFocusedLoader", options, self.OWN_OPTIONS))
         if self.nvdec and self.options.verify:  # NVDEC's formats (codec, profile, chroma, bit depth): named now
             refuse_unsupported([self.paths(v) for v in self.videos], "MotionFocusedLoader(device='gpu')",
                                PROBE_THREADS)
@@ -125,10 +129,10 @@ class MotionFocusedLoader(LoaderBase):
     def __iter__(self):
         from .pipeline import to_torch
 
-        batches = self._epoch_batches()
+        epoch, batches = self._begin_pass()
         if self._pipe is None:
             self._build()
-        self._feed = _Feeder(self, self.epoch, batches)
+        self._feed = _Feeder(self, epoch, batches)
         dtype = self.output.torch_dtype if self.output.dtype == "bfloat16" else None
         finished = False
         try:
@@ -147,7 +151,7 @@ class MotionFocusedLoader(LoaderBase):
                 self.count_replacements(plans)
                 views = [to_torch(v, self.torch_device, dtype) for v in outputs]
                 done += 1
-                yield self.batch_dict(views, plans, self.torch_device)
+                yield self.finish_batch(self.batch_dict(views, plans, self.torch_device))
             try:  # the source raised StopIteration after the last batch: drain it, rewind
                 self._pipe.run()
             except StopIteration:
@@ -176,6 +180,19 @@ class MotionFocusedLoader(LoaderBase):
             self.report_failure(path, reason)
         self._feed.restart(batch_no)
         self._build()
+
+
+def dali_device(device: str, device_id: int | None) -> tuple[str, int | None]:
+    """DALI's ("gpu" | "cpu", device_id) for a user's device: "cuda", "gpu" (an alias), "cuda:N"
+    (device_id N) or "cpu"; anything else is a ValueError."""
+    name = str(device)
+    if name.startswith("cuda:") and name[5:].isdigit():
+        if device_id is not None and int(device_id) != int(name[5:]):
+            raise ValueError(f"device={device!r} and device_id={device_id} name different GPUs")
+        return "gpu", int(name[5:])
+    if name in ("cuda", "gpu", "cpu"):
+        return ("cpu" if name == "cpu" else "gpu"), device_id
+    raise ValueError(f"device must be 'cuda' (or 'gpu', 'cuda:N') or 'cpu', got {device!r}")
 
 
 def _pyav_culprits(plans, store) -> dict[str, str]:

@@ -119,6 +119,7 @@ class MotionTubeMask:
             raise KeyError("MotionTubeMask needs the batch's 'motion' (the loaders always return it)")
         grid = token_grid(*self._clip_size(batch["views"][0]), self.tubelet, self.patch)
         motion = batch["motion"].cpu()
-        batch["mask"] = motion_mask(motion, grid, self.ratio, mode=self.mode, tube=self.tube,
-                                    temperature=self.temperature, rngs=self._rngs({**batch, "motion": motion}))
+        mask = motion_mask(motion, grid, self.ratio, mode=self.mode, tube=self.tube, temperature=self.temperature,
+                           rngs=self._rngs({**batch, "motion": motion}))
+        batch["mask"] = mask.to(batch["motion"].device)  # with the rest of the batch (DALI on the GPU: CUDA)
         return batch

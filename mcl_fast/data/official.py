@@ -1,6 +1,6 @@
 """The authors' released code as a loader preset: `preset="official"` (shared/official-release.md).
 
-A sample is three clips of one video and four views:
+A sample is three clips of one video and four views (batch["views"], in this order: loader.view_names):
 
     query  clip 0 (the query clip), its own official motion crop
     key    clip 0 again, a second, independent official motion crop          (key 1)
@@ -13,8 +13,8 @@ video's first half and the two others from the second (the order loss's label).
 
 Everything comes from an official store (`mcl-fast prepare --maps official --window 8|4`): the
 per-frame (7, 7) maps drive the crops, the clip magnitudes the rank-based temporal sampling, the
-stored encoded flows the target. `OfficialSampler` is a sampler in the loaders' sense
-(sampler(maps, info, rng) -> plan.Clips), so both loaders run it through the planner's
+stored encoded flows the target. `OfficialSampler` is a clip sampler in the loaders' sense
+(clip_sampler(maps, info, rng) -> plan.Clips), so both loaders run it through the planner's
 user-sampler path; its draws, in this order, are those of mcl_fast.sampling_official:
 sample_official_clips, then official_crop_box for the query, key 1, key 2 and key 3, then the
 second flip coin (rng.random() < 0.5: the target is mirrored with a flipped query only then, the
@@ -33,7 +33,7 @@ from mcl_fast.sampling_official import (CROP_RATIO, CROP_SCALE, MOTION_PROB, cli
 from .plan import SAMPLING_MODES, Clips, check_sampling, scale_box
 from .views import PAPER, ViewLayout, ViewSpec
 
-VIEW_NAMES = ("query", "key", "key2", "key3")  # the batch keys of the four views, in view order
+VIEW_NAMES = ("query", "key", "key2", "key3")  # loader.view_names: the names of batch["views"], in order
 VIEW_CLIPS = (0, 0, 1, 2)  # the clip each view is cut from
 # The release's augmentation is the paper's (MoCo v2): jitter (0.4, 0.4, 0.4, 0.1) p 0.8 in a random
 # order, greyscale p 0.2, Gaussian blur sigma U(0.1, 2) p 0.5, flip p 0.5.

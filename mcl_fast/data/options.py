@@ -1,10 +1,10 @@
 """The options both loaders take, in one place so the DALI loader and the torch loader cannot drift.
 
-    MotionFocusedLoader(videos, store, batch_size, device="gpu", **options)
+    MotionFocusedLoader(videos, store, batch_size, device="cuda", **options)
     TorchVideoLoader(videos, store, batch_size, num_workers=4, **options)
 
 `LoaderOptions(**options)` checks every name and value; an unknown name is a TypeError listing
-the valid ones.
+every option the loader accepts (its own and these).
 """
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ from typing import Callable, Sequence
 
 from .output import OutputFormat
 from .views import ViewSpec
+
+VIEW_PRESETS = ("pair", "clip")  # views= by name: the MoCo query/key pair (default), one clip (masked modelling)
+
+# Options users bring from torch's DataLoader / DistributedSampler habits, and what to use instead.
+MISNAMED = {"sampler": "the loaders order and shard each epoch themselves (loader.sampler is that epoch sampler: "
+                       "set_epoch, len, iteration); the clip sampler is clip_sampler=",
+            "shuffle_seed": "seed="}
 
 
 @dataclass(frozen=True)
@@ -30,16 +37,19 @@ class LoaderOptions:
       (`mcl-fast prepare --maps official`): three clips, four views (batch query, key, key2, key3),
       motion (B, 4, 7, 7), query_first (B,); sampler, two_clips and other motion sizes refused,
       min_frames defaulting to the release's 64 (UCF101) / 33 (Kinetics) by the store's window.
-    sampler: a callable sampler(maps, info, rng) -> plan.Choice (query and key) or plan.Clips
+      (`loader.sampler` is the epoch sampler, as with a DataLoader; the clip sampler is this one.)
+    clip_sampler: a callable clip_sampler(maps, info, rng) -> plan.Choice (query and key) or plan.Clips
       (any views) replacing the clips and boxes of `sampling`; info is the store's info of the
       video plus "video" (its store key) and "clips" ((clip_len, stride) of each clip); a Clips'
       extras become batch keys. Without
       views=, the key is cut from the key frames it returns (decoded once when they equal the
       query's), in both loaders.
     two_clips: the default key from a second clip of the same video.
-    views: a list of views.ViewSpec (each view's clip, crop rule, size, clip length and
-      augmentation), or of dicts of their fields (ViewSpec.from_dict); None: the paper's query/key pair. Batches then hold `views` (a list of
-      tensors) instead of `query` and `key`.
+    views: "pair" (None, the default: the paper's MoCo query/key pair, view_names ("query", "key")),
+      "clip" (one view, motion-focused crop and flip only: masked modelling, supervised; view_names
+      ("clip",)), or a list of views.ViewSpec (each view's clip, crop rule, size, clip length and
+      augmentation) or of dicts of their fields (ViewSpec.from_dict; view_names "view0", ...).
+      Every batch holds `views`, a list of tensors in `loader.view_names` order.
     motion_size: (T', H', W') of `motion` (default (clip_len, size // 16, size // 16) of view 0).
     normalize: "imagenet" (default), (mean, std) per channel in [0, 1] units, or None (floats in
       [0, 1]); dtype: "float32", "float16", "bfloat16" or "uint8" (0..255, only with
@@ -49,7 +59,15 @@ class LoaderOptions:
       int64 to each batch.
     seed, shard_id, num_shards, shuffle, drop_last: see plan.epoch_order; drop_last=True (the
       default) keeps every batch full (MoCo queues, shuffle BN); len(loader) is the number of
-      batches of this shard; batch_size is per shard.
+      batches of this shard; batch_size is per shard. shard_id / num_shards left None: the rank
+      and world size of torch.distributed's initialised process group (like DistributedSampler),
+      else 0 / 1 (base.resolve_shards): then every rank builds and iterates the loader, as with a
+      DistributedSampler (a loader on one rank only, e.g. an evaluation on rank 0, passes
+      shard_id=0, num_shards=1). Every rank must pass the same seed and videos: the first pass of
+      a loader sharded by the group checks them (one all-gather) and raises naming each rank's.
+    batch_transform: None, or a picklable callable batch -> batch run on each batch after it is
+      assembled: in the worker process (TorchVideoLoader, CPU tensors) or after the pipeline
+      (MotionFocusedLoader, tensors on its device); e.g. masking.MotionTubeMask.
     return_meta: add the decoded frame indices, crop boxes (in the decoded file's pixels) and flips.
     video_root: read the files from here instead of the store's root (a transcoded copy).
     verify, check_fingerprints, min_frames: the construction checks (checks.check_videos) and the
@@ -63,12 +81,13 @@ class LoaderOptions:
     sampling: str = "motion"
     preset: str = "paper"
     seed: int = 0
-    shard_id: int = 0
-    num_shards: int = 1
+    shard_id: int | None = None
+    num_shards: int | None = None
     return_meta: bool = False
     two_clips: bool = False
-    sampler: Callable | None = None
-    views: Sequence[ViewSpec] | None = None
+    clip_sampler: Callable | None = None
+    views: Sequence[ViewSpec] | str | None = None
+    batch_transform: Callable | None = None
     motion_size: tuple | None = None
     normalize: object = "imagenet"
     dtype: object = "float32"
@@ -84,14 +103,24 @@ class LoaderOptions:
 
     def __post_init__(self):
         for name in ("clip_len", "stride", "seed", "shard_id", "num_shards"):
-            object.__setattr__(self, name, int(getattr(self, name)))
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, int(getattr(self, name)))
         if self.size < 8:
             raise ValueError(f"size must be >= 8 pixels, got {self.size}")
         if self.clip_len < 1 or self.stride < 1:
             raise ValueError(f"clip_len and stride must be >= 1, got {self.clip_len}, {self.stride}")
-        if self.sampler is not None and not callable(self.sampler):
-            raise TypeError("sampler must be callable: sampler(maps, info, rng) -> plan.Choice or plan.Clips")
-        if self.views is not None:
+        if self.clip_sampler is not None and not callable(self.clip_sampler):
+            raise TypeError("clip_sampler must be callable: clip_sampler(maps, info, rng) -> plan.Choice or plan.Clips")
+        if self.batch_transform is not None and not callable(self.batch_transform):
+            raise TypeError(f"batch_transform must be callable (batch dict -> batch dict), got "
+                            f"{type(self.batch_transform).__name__}")
+        if isinstance(self.views, str):
+            if self.views not in VIEW_PRESETS:
+                raise ValueError(f"views must be one of {', '.join(map(repr, VIEW_PRESETS))} or a list of ViewSpec, "
+                                 f"got {self.views!r}")
+            if self.views == "clip" and self.two_clips:
+                raise ValueError("two_clips=True describes the query/key pair; views='clip' has one view")
+        elif self.views is not None:
             views = tuple(ViewSpec.from_dict(v) for v in self.views)  # dicts: from a JSON config
             if self.two_clips:
                 raise ValueError("two_clips=True describes the default views; with views= give each view its clip "
@@ -107,12 +136,15 @@ class LoaderOptions:
         object.__setattr__(self, "output", OutputFormat(self.normalize, self.dtype, self.layout))
 
     @classmethod
-    def from_kwargs(cls, owner: str, kwargs: dict) -> "LoaderOptions":
-        """LoaderOptions(**kwargs), with a TypeError naming `owner` and the valid names for an unknown one."""
+    def from_kwargs(cls, owner: str, kwargs: dict, own: Sequence[str] = ()) -> "LoaderOptions":
+        """LoaderOptions(**kwargs), with a TypeError for an unknown name that names `owner` and every
+        option it accepts: `own` (its own keyword arguments) and these."""
         names = {f.name for f in fields(cls) if f.init}
         unknown = sorted(set(kwargs) - names)
         if unknown:
-            raise TypeError(f"{owner} got unexpected option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+            hints = "".join(f" ({name}: {MISNAMED[name]})" for name in unknown if name in MISNAMED)
+            valid = ", ".join(sorted(names | {"videos", "store", "batch_size", *own}))
+            raise TypeError(f"{owner} got unexpected option(s) {', '.join(unknown)}{hints}; it accepts: {valid}")
         return cls(**kwargs)
 
     def replace(self, **changes) -> "LoaderOptions":

@@ -158,9 +158,7 @@ class Clips:
 
 
 # the keys a loader's batch can hold itself: a sampler's extras may not take them
-BATCH_KEYS = frozenset({"query", "key", "key2", "key3", "views", "motion", "index", "label", "frames", "box_query",
-                        "box_key", "flip_query", "flip_key", "frames_key", "boxes", "flips", "clip_frames",
-                        "motion_flipped"})
+BATCH_KEYS = frozenset({"views", "motion", "index", "label", "frames", "boxes", "flips", "motion_flipped", "mask"})
 
 
 # ----------------------------------------------------------------------------- augmentation

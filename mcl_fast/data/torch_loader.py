@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import faulthandler
 import logging
+import pickle
 from typing import Callable
 
 import numpy as np
@@ -131,19 +132,44 @@ class _BatchDataset(torch.utils.data.Dataset):
                                    f"position {pos} of epoch {epoch}")
             views.append(rendered)
             kept.append(plan)
-        batch = loader.batch_dict([torch.stack(v) for v in zip(*views)], kept, "cpu")
+        batch = loader.finish_batch(loader.batch_dict([torch.stack(v) for v in zip(*views)], kept, "cpu"))
         # Replacements travel to the main process, which counts them and reports each file once.
         batch["_failures"] = [list(p.failures) for p in kept]
         return batch
 
 
-def _worker_init(_worker_id: int) -> None:
-    # Torch's own check (is os.getppid() still the same?) sees the forkserver, not the training
-    # process: without this a SIGKILLed run left its workers, and so their forkserver, running.
-    die_with_parent()
-    # A native crash in a decoder then names the Python frame it happened under in the worker's
-    # stderr (the DataLoader's own handler only says "segmentation fault").
-    faulthandler.enable(all_threads=True)
+class _WorkerInit:
+    """The DataLoader's worker_init_fn: the loader's own set-up, then the user's worker_init_fn."""
+
+    def __init__(self, user_fn: Callable | None = None):
+        self.user_fn = user_fn
+
+    def __call__(self, worker_id: int) -> None:
+        # Torch's own check (is os.getppid() still the same?) sees the forkserver, not the training
+        # process: without this a SIGKILLed run left its workers, and so their forkserver, running.
+        die_with_parent()
+        # A native crash in a decoder then names the Python frame it happened under in the worker's
+        # stderr (the DataLoader's own handler only says "segmentation fault").
+        faulthandler.enable(all_threads=True)
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+
+def _check_picklable(name: str, value) -> None:
+    """TypeError now, naming the option, when `value` cannot travel to the worker processes."""
+    if value is None:
+        return
+    try:
+        pickle.dumps(value)
+    except Exception as err:  # noqa: BLE001 (pickle raises several kinds)
+        raise TypeError(f"{name} must be picklable to run in the worker processes (num_workers > 0): a module-level "
+                        f"function or an instance of a module-level class, not a lambda or a local function; "
+                        f"{type(err).__name__}: {err}") from None
+
+
+def torch_device(device) -> torch.device:
+    """torch.device of a user's device: "cpu", "cuda", "cuda:N", or "gpu" (the DALI loader's name, an alias of "cuda")."""
+    return torch.device("cuda" if str(device) == "gpu" else device)
 
 
 def _private_generator(seed: int, shard_id: int) -> torch.Generator:
@@ -182,26 +208,40 @@ class _BatchSampler:
 class TorchVideoLoader(LoaderBase):
     """Same options and outputs as MotionFocusedLoader (options.LoaderOptions), plus:
 
-    num_workers: DataLoader worker processes (0: decode in the main process); they persist across
-    epochs. decoder: "pyav" (default), "decord" or "torchcodec" (each installed separately;
-    available_decoders() lists those that run here). device: where the tensors go ("cpu" or
-    "cuda"). pin_memory, prefetch_factor: passed to the DataLoader. multiprocessing_context: how
-    workers start, "forkserver" (default: from a clean process, so no thread pool, lock or CUDA
-    state of the training process is inherited half-copied; ~1-2 s per worker, once, as workers
-    persist) or "fork" / "spawn".
+    num_workers: DataLoader worker processes (0: decode in the main process); with num_workers > 0
+    a script must start under `if __name__ == "__main__":` (workers start a fresh interpreter that
+    imports it). decoder: "pyav" (default), "decord" or "torchcodec" (each installed separately;
+    available_decoders() lists those that run here). device: where the tensors go ("cpu",
+    "cuda", "cuda:N"; "gpu" is an alias of "cuda"). The DataLoader's own options, passed to it:
+    pin_memory, prefetch_factor, persistent_workers (default True: workers and the planner's
+    per-video caches live across epochs; False starts them each epoch), timeout (seconds to wait
+    for a batch), worker_init_fn (run in each worker after the loader's own set-up).
+    multiprocessing_context: how workers start, "forkserver" (default: from a clean process, so
+    no thread pool, lock or CUDA state of the training process is inherited half-copied; ~1-2 s
+    per worker, once, as workers persist) or "fork" / "spawn". The batch_transform and
+    worker_init_fn must be picklable (checked at construction when num_workers > 0).
     """
+
+    OWN_OPTIONS = ("num_workers", "decoder", "device", "pin_memory", "prefetch_factor", "persistent_workers",
+                   "timeout", "worker_init_fn", "multiprocessing_context")
 
     def __init__(self, videos, store, batch_size: int, *, num_workers: int = 4, decoder: str = "pyav",
                  device: str = "cpu", pin_memory: bool = False, prefetch_factor: int = 2,
+                 persistent_workers: bool = True, timeout: float = 0, worker_init_fn: Callable | None = None,
                  multiprocessing_context: str = "forkserver", **options):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
         problem = decoder_problem(decoder)
         if problem:
             raise ImportError(problem)
-        super().__init__(videos, store, batch_size, LoaderOptions.from_kwargs("TorchVideoLoader", options))
-        self.num_workers, self.decoder, self.device = int(num_workers), decoder, torch.device(device)
+        options = LoaderOptions.from_kwargs("TorchVideoLoader", options, self.OWN_OPTIONS)
+        if int(num_workers) > 0:
+            _check_picklable("batch_transform", options.batch_transform)
+            _check_picklable("worker_init_fn", worker_init_fn)
+        super().__init__(videos, store, batch_size, options)
+        self.num_workers, self.decoder, self.device = int(num_workers), decoder, torch_device(device)
         self.pin_memory, self.prefetch_factor = pin_memory, int(prefetch_factor)
+        self.persistent_workers, self.timeout, self.worker_init_fn = bool(persistent_workers), timeout, worker_init_fn
         if multiprocessing_context not in ("forkserver", "fork", "spawn"):
             raise ValueError(f"multiprocessing_context must be 'forkserver', 'fork' or 'spawn', got "
                              f"{multiprocessing_context!r}")
@@ -210,9 +250,9 @@ class TorchVideoLoader(LoaderBase):
 
     def _dataloader(self):
         if self._data is None:
-            kwargs = {"prefetch_factor": self.prefetch_factor, "persistent_workers": True,
-                      "multiprocessing_context": self.multiprocessing_context,
-                      "worker_init_fn": _worker_init} if self.num_workers > 0 else {}
+            kwargs = {"prefetch_factor": self.prefetch_factor, "persistent_workers": self.persistent_workers,
+                      "multiprocessing_context": self.multiprocessing_context, "timeout": self.timeout,
+                      "worker_init_fn": _WorkerInit(self.worker_init_fn)} if self.num_workers > 0 else {}
             # batch_size=None: each item already is a batch (planned together, like the DALI loader).
             # No reference cycle through the DataLoader: the dataset holds a copy of this loader
             # without it and the sampler no loader at all, so dropping the loader stops its workers.
@@ -225,8 +265,8 @@ class TorchVideoLoader(LoaderBase):
 
     def __iter__(self):
         data = self._dataloader()
-        epoch = self.epoch
-        data.sampler.items = [(epoch, p, i) for p, i in self._epoch_batches()]  # consumes the skip, once
+        epoch, batches = self._begin_pass()  # consumes the skip, once
+        data.sampler.items = [(epoch, p, i) for p, i in batches]
         for batch in data:
             failures = batch.pop("_failures")  # per sample: [(path, reason)] of the videos it replaced
             self.num_replaced += sum(1 for f in failures if f)
@@ -262,4 +302,5 @@ class TorchVideoLoader(LoaderBase):
         return state
 
 
-__all__ = ["TorchVideoLoader", "render_plan", "DECODERS", "available_decoders", "decoder_problem", "PLAN_CHUNK"]
+__all__ = ["TorchVideoLoader", "render_plan", "DECODERS", "available_decoders", "decoder_problem", "PLAN_CHUNK",
+           "torch_device"]

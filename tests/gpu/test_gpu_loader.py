@@ -105,13 +105,15 @@ def test_gpu_and_cpu_loaders_agree(dataset, augment):
         gpu.set_epoch(epoch)
         cpu.set_epoch(epoch)
         for a, b in zip(gpu, cpu):
-            for key, value in a.items():  # every output on the pipeline's device, meta included
-                assert value.device.type == "cuda", key
-            for key in ("index", "frames", "box_query", "box_key", "flip_query", "flip_key", "motion"):
-                assert torch.equal(a[key].cpu(), b[key]), key
-            for view in ("query", "key"):
-                assert a[view].shape == b[view].shape == (len(b["index"]), 3, 8, 32, 32)
-                x, y = denormalize(a[view]).cpu().numpy(), denormalize(b[view]).numpy()
+            for key, value in a.items():  # every output on the pipeline's device, meta included (per-view lists)
+                assert all(v.device.type == "cuda" for v in (value if isinstance(value, list) else [value])), key
+            for key in ("index", "frames", "boxes", "flips", "motion"):
+                pairs = zip(a[key], b[key]) if isinstance(a[key], list) else [(a[key], b[key])]
+                assert all(torch.equal(x.cpu(), y) for x, y in pairs), key
+            assert len(a["views"]) == len(b["views"]) == 2  # query, key
+            for view, (p, q) in enumerate(zip(a["views"], b["views"])):
+                assert p.shape == q.shape == (len(b["index"]), 3, 8, 32, 32)
+                x, y = denormalize(p).cpu().numpy(), denormalize(q).numpy()
                 for i in range(len(x)):
                     for t in range(x.shape[2]):
                         assert psnr(x[i][:, t], y[i][:, t]) >= 35, (view, i, t)
