@@ -116,3 +116,34 @@ def test_the_image_stage_reduces_its_loss_and_resumes(tmp_path, monkeypatch):
     assert resumed["history"] == pytest.approx(full, abs=1e-5)
     # A finished stage is read back, not retrained.
     assert train_image_moco(frames, tmp_path / "resumed.pt", **kw)["history"] == resumed["history"]
+
+
+def test_the_demo_reports_what_its_curves_show(tmp_path):
+    import json
+    import math
+
+    from mcl_fast.demo import learning_summary
+
+    rows = [{"step": 5, "nce": 2.77, "mal": 1.50}, {"step": 10, "nce": 2.40, "mal": 1.30},
+            {"step": 15, "nce": 2.10, "mal": 1.20}]
+    (tmp_path / "history.json").write_text(json.dumps(rows))
+    summary = learning_summary(tmp_path / "history.json", 16)
+    assert summary == {"nce_last": 2.10, "chance": pytest.approx(math.log(16)), "mal_first": 1.50, "mal_last": 1.20}
+    (tmp_path / "history.json").write_text(json.dumps([{"step": 5, "nce": 2.7}]))  # MAL off: no MAL numbers
+    assert set(learning_summary(tmp_path / "history.json", 16)) == {"nce_last", "chance"}
+
+
+def test_the_demo_image_stage_reads_the_training_list_and_is_cached(tmp_path, monkeypatch):
+    import mcl_fast.demo as demo
+    from mcl_fast.data.synthetic import make_video
+
+    videos = [make_video(tmp_path / f"v{i}.mp4", num_frames=8, height=32, width=40, object_size=8, seed=i).path
+              for i in range(2)]
+    (tmp_path / "train.txt").write_text("\n".join(str(v) for v in videos) + "\n")
+    monkeypatch.setattr(demo, "IMAGE_STAGE", dict(demo.IMAGE_STAGE, batch_size=4, size=24, progress=False))
+    out = demo.image_stage(tmp_path / "train.txt", tmp_path / "image" / "tiny2d.pt", steps=3)
+    saved = torch.load(out, weights_only=True)
+    assert len(saved["history"]) == 3 and "features.0.weight" in saved["state_dict"]
+    mtime = out.stat().st_mtime_ns
+    demo.image_stage(tmp_path / "train.txt", out, steps=3)
+    assert out.stat().st_mtime_ns == mtime  # cached: not retrained
