@@ -213,13 +213,14 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                              "(a ceiling needs ~50: several minutes more; default 0: skip)")
 
 
-def image_stage(train_list: Path, out_path: Path, steps: int) -> Path:
-    """Step 5: image-level MoCo on frames of the videos of train_list -> out_path (TinyNet2d weights).
-    A finished stage is reused; a killed one resumes (mcl_fast.image_moco)."""
+def image_stage(train_list: Path, videos_root: Path, out_path: Path, steps: int) -> Path:
+    """Step 5: image-level MoCo on frames of the videos of train_list (paths relative to videos_root)
+    -> out_path (TinyNet2d weights). A finished stage is reused; a killed one resumes (mcl_fast.image_moco)."""
     from .image_moco import sample_frames, train_image_moco
 
     if not out_path.is_file():
-        frames = sample_frames([p for p in train_list.read_text().split() if p], IMAGE_STAGE["frames_per_video"])
+        videos = [Path(videos_root) / p for p in train_list.read_text().split() if p]
+        frames = sample_frames(videos, IMAGE_STAGE["frames_per_video"])
         settings = {k: v for k, v in IMAGE_STAGE.items() if k not in ("steps", "frames_per_video")}
         train_image_moco(frames, out_path, steps=steps, **settings)
     return out_path
@@ -283,7 +284,7 @@ def run(args) -> int:
         if args.image_steps > 0:
             init = out / "image_moco" / "tiny2d.pt"
             print(f"[5/7] warm start: image-level MoCo on frames of the training videos -> {init}", flush=True)
-            image_stage(data["train_list"], init, args.image_steps)
+            image_stage(data["train_list"], data["videos"], init, args.image_steps)
         else:
             print("[5/7] warm start skipped (--image-steps 0): pretraining from random init", flush=True)
         print(f"[6/7] pretrain demo_cpu on {data['train_list']} -> {out / 'pretrain'}", flush=True)

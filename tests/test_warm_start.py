@@ -139,11 +139,11 @@ def test_the_demo_image_stage_reads_the_training_list_and_is_cached(tmp_path, mo
 
     videos = [make_video(tmp_path / f"v{i}.mp4", num_frames=8, height=32, width=40, object_size=8, seed=i).path
               for i in range(2)]
-    (tmp_path / "train.txt").write_text("\n".join(str(v) for v in videos) + "\n")
+    (tmp_path / "train.txt").write_text("\n".join(v.name for v in videos) + "\n")  # relative, as make_demo_actions
     monkeypatch.setattr(demo, "IMAGE_STAGE", dict(demo.IMAGE_STAGE, batch_size=4, size=24, progress=False))
-    out = demo.image_stage(tmp_path / "train.txt", tmp_path / "image" / "tiny2d.pt", steps=3)
+    out = demo.image_stage(tmp_path / "train.txt", tmp_path, tmp_path / "image" / "tiny2d.pt", steps=3)
     saved = torch.load(out, weights_only=True)
     assert len(saved["history"]) == 3 and "features.0.weight" in saved["state_dict"]
     mtime = out.stat().st_mtime_ns
-    demo.image_stage(tmp_path / "train.txt", out, steps=3)
+    demo.image_stage(tmp_path / "train.txt", tmp_path, out, steps=3)
     assert out.stat().st_mtime_ns == mtime  # cached: not retrained

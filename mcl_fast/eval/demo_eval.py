@@ -5,8 +5,11 @@ told apart only by how a small object moves, during 3/4 of each video, amid stat
 every video in one shared scene) with a train/test split of >= 100 held-out videos. `make demo`
 pretrains on its training videos, then `run_demo_evaluation` measures the checkpoint's frozen
 features beside the same backbone at random initialisation, as it is and with its BN statistics
-measured on the data (eval/baselines.py), and, if asked, trained with labels, with one protocol: clip-averaged features, a linear SVM on z-scored features, a
-softmax probe and retrieval R@1 on the held-out videos. It also draws a Grad-CAM figure.
+measured on the data (eval/baselines.py), at the warm start it began from (the inflated image-level
+MoCo network, no video pretraining) and, if asked, trained with labels, with one protocol:
+clip-averaged features, a linear SVM on z-scored features, a softmax probe and retrieval R@1 on the
+held-out videos. It also draws Grad-CAM before pretraining beside after it, with each map's cosine
+to the clip's S-motion.
 """
 from __future__ import annotations
 
