@@ -31,13 +31,13 @@ def test_inflated_tiny_reproduces_the_2d_network_on_a_static_clip(tmp_path):
     frame = torch.randn(2, 3, 32, 40)
     static = frame.unsqueeze(2).expand(-1, -1, 6, -1, -1).contiguous()  # (B, 3, T, H, W), T identical frames
     with torch.no_grad():
-        pooled3d, feat3d = net3d(static, return_features=True)
-        ref = net2d.forward_features(frame)
+        pooled3d, tap3d = net3d(static, return_features=True)
         torch.testing.assert_close(pooled3d, net2d(frame), rtol=1e-5, atol=1e-5)
-        for t in range(static.shape[2]):  # the pre-BN tap too: every frame's map is the 2D one
-            torch.testing.assert_close(net3d.features[:7](static)[:, :, t], net2d.features[:7](frame),
-                                       rtol=1e-5, atol=1e-5)
-        assert feat3d.shape[2] == 6 and ref.shape[1:] == net3d.forward_features(static).shape[1:2] + ref.shape[2:]
+        maps3d, ref = net3d.forward_features(static), net2d.forward_features(frame)
+        tap2d = net2d.features[:7](frame)  # the MAL's tap: the last conv's output
+        for t in range(static.shape[2]):  # every frame's map is the 2D network's, the tap too
+            torch.testing.assert_close(maps3d[:, :, t], ref, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(tap3d[:, :, t], tap2d, rtol=1e-5, atol=1e-5)
 
 
 def test_random_tiny_does_not_reproduce_it(tmp_path):
