@@ -10,12 +10,16 @@ Steps (each a function):
   4. actions (mcl_fast.eval.demo_eval): a labelled synthetic action dataset (4 classes told apart
      only by how a small object moves; >= 100 held-out videos) and its motion store (Farneback)
      -> DIR/actions/
-  5. pretrain: the demo_cpu config (tiny backbone, MoCo + MAL) on the action training videos ->
-     DIR/pretrain (checkpoints, TensorBoard, loss curves)
-  6. evaluate: the checkpoint's frozen features beside the same backbone at random init (and
-     trained with labels, the ceiling) on the held-out videos: SVM and softmax-probe top-1,
-     retrieval R@1; a Grad-CAM figure -> DIR/eval.json, DIR/figures/gradcam.png
-Rerunning reuses what is there: videos are not rewritten, the stores and the pretraining resume.
+  5. warm start (the paper starts from MoCo on ImageNet; mcl_fast.image_moco): an image-level MoCo
+     on single frames of the training videos trains tiny's 2D counterpart -> DIR/image_moco/tiny2d_<steps>steps.pt
+  6. pretrain: the demo_cpu config (tiny backbone, MoCo + MAL) on the action training videos, from
+     the inflated 2D network (model.init) -> DIR/pretrain (checkpoints, TensorBoard, loss curves)
+  7. evaluate: the checkpoint's frozen features beside the same backbone at random init, at the
+     warm start with no video pretraining (and trained with labels, the ceiling) on the held-out
+     videos: SVM and softmax-probe top-1, retrieval R@1; Grad-CAM before and after pretraining ->
+     DIR/eval.json, DIR/figures/gradcam.png
+Rerunning reuses what is there: videos are not rewritten, the stores, the image stage and the
+pretraining resume.
 """
 from __future__ import annotations
 
@@ -44,6 +48,10 @@ DEMO_SYNTHETIC = {
 # fence, then the street is nearly still, which shows the clip choice and the crop following
 # the motion. --full-samples copies both files whole.
 DEMO_SAMPLES = {"bikes.mp4": (137, 50), "carphone_pristine.mp4": None}
+# The image-level MoCo warm start (mcl_fast.image_moco.train_image_moco's settings): 1000 steps of
+# 64 crops of 40x40, ~26 s on the shared 2 cores (InfoNCE 4.09 -> 2.71, ln 64 = 4.16). With 200
+# steps (3.52) the video stage's last logged InfoNCE was 2.63, with 1000 2.23 (ln 16 = 2.77).
+IMAGE_STAGE = dict(steps=1000, frames_per_video=4, batch_size=64, size=40, lr=0.3)
 
 
 # ------------------------------------------------------------------------------------ steps
@@ -200,26 +208,57 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="overrides of the demo_cpu config, e.g. optim.epochs=10")
     parser.add_argument("--videos-per-class", type=int, default=76,
                         help="action videos per class (a third held out: 76 gives 100 test videos)")
+    parser.add_argument("--image-steps", type=int, default=IMAGE_STAGE["steps"],
+                        help="steps of the image-level MoCo warm start (0: pretrain from random init)")
     parser.add_argument("--supervised-epochs", type=int, default=0,
                         help="also train the backbone with labels for this many epochs and show it beside them "
                              "(a ceiling needs ~50: several minutes more; default 0: skip)")
 
 
-def pretrain(store_dir: Path, train_list: Path, out_dir: Path, overrides=()) -> dict:
-    """Step 5: the demo_cpu config on the videos of train_list; resumes a finished or killed run."""
+def image_stage(train_list: Path, videos_root: Path, out_path: Path, steps: int) -> Path:
+    """Step 5: image-level MoCo on frames of the videos of train_list (paths relative to videos_root)
+    -> out_path (TinyNet2d weights). A finished stage is reused; a killed one resumes (mcl_fast.image_moco)."""
+    from .image_moco import sample_frames, train_image_moco
+
+    if not out_path.is_file():
+        videos = [Path(videos_root) / p for p in train_list.read_text().split() if p]
+        frames = sample_frames(videos, IMAGE_STAGE["frames_per_video"])
+        settings = {k: v for k, v in IMAGE_STAGE.items() if k not in ("steps", "frames_per_video")}
+        train_image_moco(frames, out_path, steps=steps, **settings)
+    return out_path
+
+
+def pretrain(store_dir: Path, train_list: Path, out_dir: Path, overrides=(), init: Path | None = None) -> dict:
+    """Step 6: the demo_cpu config on the videos of train_list, from the 2D checkpoint `init`
+    (None: random init); resumes a finished or killed run."""
     from .train import load_config, train
 
     config = load_config("demo_cpu", [f"data.store={store_dir}", f"data.videos={train_list}", f"output={out_dir}",
-                                      *overrides])
+                                      f"model.init={init if init else 'null'}", *overrides])
     return train(config, resume="auto")
+
+
+def learning_summary(history_path: Path, batch_size: int) -> dict:
+    """What the loss curves show, in numbers: the last logged InfoNCE against chance (ln batch) and
+    the MAL's first and last logged values (history.json rows)."""
+    import json
+    import math
+
+    rows = json.loads(history_path.read_text())
+    nce = [r["nce"] for r in rows if "nce" in r]
+    mal = [r["mal"] for r in rows if "mal" in r]
+    out = {"nce_last": nce[-1], "chance": math.log(batch_size)}
+    if mal:
+        out.update(mal_first=mal[0], mal_last=mal[-1])
+    return out
 
 
 def run(args) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
-    print(f"[1/6] videos -> {out / 'videos'}", flush=True)
+    print(f"[1/7] videos -> {out / 'videos'}", flush=True)
     write_demo_videos(out / "videos", full_samples=args.full_samples)
-    print(f"[2/6] motion store ({args.flow}, short side {args.size}) -> {out / 'store'}", flush=True)
+    print(f"[2/7] motion store ({args.flow}, short side {args.size}) -> {out / 'store'}", flush=True)
     from .motion.prepare import InputError, PrepareError
     from .motion.store import StoreError
 
@@ -228,14 +267,14 @@ def run(args) -> int:
     except (PrepareError, InputError, StoreError) as exc:  # they name the file and the reason
         print(f"mcl-fast demo: preparing the motion store failed: {exc}", file=sys.stderr)
         return 1
-    print(f"[3/6] figures -> {out / 'figures'}", flush=True)
+    print(f"[3/7] figures -> {out / 'figures'}", flush=True)
     paths = draw_figures(store, out / "figures", seed=args.seed, clip_len=args.clip_len, stride=args.stride,
                          preset=args.preset)
     result = None
     if not args.skip_training:
         from .eval.demo_eval import DEMO_ACTIONS, make_demo_actions, run_demo_evaluation
 
-        print(f"[4/6] action videos and their motion store (farneback) -> {out / 'actions'}", flush=True)
+        print(f"[4/7] action videos and their motion store (farneback) -> {out / 'actions'}", flush=True)
         data = make_demo_actions(out / "actions", videos_per_class=args.videos_per_class)
         try:
             actions_store = build_store(data["videos"], out / "actions" / "store", flow="farneback",
@@ -243,24 +282,43 @@ def run(args) -> int:
         except (PrepareError, InputError, StoreError) as exc:
             print(f"mcl-fast demo: preparing the action store failed: {exc}", file=sys.stderr)
             return 1
-        print(f"[5/6] pretrain demo_cpu on {data['train_list']} -> {out / 'pretrain'}", flush=True)
-        summary = pretrain(out / "actions" / "store", data["train_list"], out / "pretrain", args.train_overrides)
+        init = None
+        if args.image_steps > 0:
+            init = out / "image_moco" / f"tiny2d_{args.image_steps}steps.pt"  # another --image-steps: another file
+            print(f"[5/7] warm start: image-level MoCo on frames of the training videos -> {init}", flush=True)
+            image_stage(data["train_list"], data["videos"], init, args.image_steps)
+        else:
+            print("[5/7] warm start skipped (--image-steps 0): pretraining from random init", flush=True)
+        print(f"[6/7] pretrain demo_cpu on {data['train_list']} -> {out / 'pretrain'}", flush=True)
+        summary = pretrain(out / "actions" / "store", data["train_list"], out / "pretrain", args.train_overrides,
+                           init=init)
         if summary.get("loss_plot"):
             paths.append(Path(shutil.copyfile(summary["loss_plot"], out / "figures" / "loss_curves.png")))
         from .checkpoint import list_checkpoints
 
         checkpoint = list_checkpoints(out / "pretrain")[-1]
-        print(f"[6/6] evaluate {checkpoint} against random init -> {out / 'eval.json'}", flush=True)
+        print(f"[7/7] evaluate {checkpoint} against random init -> {out / 'eval.json'}", flush=True)
         result = run_demo_evaluation(checkpoint, data, out, supervised_epochs=args.supervised_epochs,
-                                     store=actions_store)
+                                     store=actions_store, init=init)
         paths.append(Path(result["gradcam_png"]))
+        curves = learning_summary(out / "pretrain" / "history.json", _batch_size(out / "pretrain"))
     print(f"demo done in {time.perf_counter() - t0:.0f} s: {len(paths)} figures in {(out / 'figures').resolve()}")
     for path in paths:
         print(f"  {path}")
     if result is not None:
-        print(f"demo checkpoint {checkpoint.name}, pretrained on {result['num_train']} action videos; "
+        mal = (f"; MAL {curves['mal_first']:.3f} (first logged) -> {curves['mal_last']:.3f} (last)"
+               if "mal_first" in curves else "")
+        print(f"demo checkpoint {checkpoint.name}, pretrained on {result['num_train']} action videos; InfoNCE "
+              f"{curves['nce_last']:.3f} at the end (chance ln(batch) = {curves['chance']:.3f}){mal}\n"
               f"{result['table']}\n{result['verdict']} (details: {out / 'eval.json'})")
     return 0
+
+
+def _batch_size(run_dir: Path) -> int:
+    """data.batch_size of a training run (its config.json)."""
+    import json
+
+    return int(json.loads((run_dir / "config.json").read_text())["data"]["batch_size"])
 
 
 def main(argv=None) -> int:

@@ -260,6 +260,15 @@ class MCLLoss:
         """Whether the model must return the tapped feature map ("feat") for this weight."""
         return mal_weight > 0
 
+    def alignment(self, out: dict, motion: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The MAL of a `MoCo` output dict (with "feat"): (scalar loss, {term: scalar}), with gradient.
+
+        The score is l_pos before the temperature, q . k with k constant, as the authors' code.
+        """
+        score = (out["q"] * out["k"].detach()).sum(-1)
+        return motion_alignment_loss(out["feat"], score, motion, grad_scale=self.grad_scale, return_terms=True,
+                                     **self.mal)
+
     def __call__(self, out: dict, motion: torch.Tensor | None = None, mal_weight: float = 0.0, *,
                  query_first: torch.Tensor | None = None, order_weight: float = 0.0) -> dict:
         nce = info_nce(out["logits"])
@@ -281,9 +290,7 @@ class MCLLoss:
             if "feat" not in out:
                 raise ValueError("the motion alignment loss needs the tapped feature map: call the model "
                                  "with return_features=True")
-            score = (out["q"] * out["k"].detach()).sum(-1)  # l_pos before the temperature, as the authors
-            mal, parts = motion_alignment_loss(out["feat"], score, motion, grad_scale=self.grad_scale,
-                                               return_terms=True, **self.mal)
+            mal, parts = self.alignment(out, motion)
             loss = loss + mal_weight * mal
             terms["mal"] = mal.detach()
             terms.update({f"mal_{name}": value.detach() for name, value in parts.items()})

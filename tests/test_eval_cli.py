@@ -262,10 +262,22 @@ def test_demo_evaluation_step(checkpoint, tmp_path):
     data = make_demo_actions(tmp_path / "actions", videos_per_class=3, progress=False)
     assert data["train_list"].read_text().split() == [p.split(",")[0] for p in
                                                       data["train_csv"].read_text().splitlines()[1:]]
-    result = run_demo_evaluation(checkpoint, data, tmp_path, num_clips=2, supervised_epochs=1, progress=False)
+    from mcl_fast.models.tiny import TinyNet2d
+
+    torch.manual_seed(3)
+    torch.save({"state_dict": TinyNet2d().state_dict()}, tmp_path / "tiny2d.pt")
+    result = run_demo_evaluation(checkpoint, data, tmp_path, num_clips=2, supervised_epochs=1, progress=False,
+                                 init=tmp_path / "tiny2d.pt")
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["num_train"] == 8 and saved["num_test"] == 4
-    assert set(saved) >= {"pretrained", "random_init", "random_init_bn", "supervised", "verdict", "table"}
+    assert set(saved) >= {"pretrained", "random_init", "random_init_bn", "image_init", "supervised", "verdict", "table",
+                          "gap_svm", "noise_svm"}
+    assert "image-MoCo init" in saved["table"] and saved["gap_svm"] == pytest.approx(
+        100 * (saved["pretrained"]["svm_top1"] - max(saved["random_init"]["svm_top1"],
+                                                     saved["random_init_bn"]["svm_top1"])))
+    # Grad-CAM before (random init, the warm start) beside after, with each map's cosine to the S-motion.
+    assert list(saved["gradcam_motion_alignment"]) == ["random init", "image-MoCo init", "pretrained"]
+    assert all(-1 <= v <= 1 for v in saved["gradcam_motion_alignment"].values())
     assert saved["pretrained"]["r1"] == result["pretrained"]["r1"]
     # the fixture checkpoint holds a seed-0 random tiny backbone: the same features as "random init"
     assert saved["pretrained"]["svm_top1"] == saved["random_init"]["svm_top1"]

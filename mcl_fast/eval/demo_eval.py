@@ -5,8 +5,11 @@ told apart only by how a small object moves, during 3/4 of each video, amid stat
 every video in one shared scene) with a train/test split of >= 100 held-out videos. `make demo`
 pretrains on its training videos, then `run_demo_evaluation` measures the checkpoint's frozen
 features beside the same backbone at random initialisation, as it is and with its BN statistics
-measured on the data (eval/baselines.py), and, if asked, trained with labels, with one protocol: clip-averaged features, a linear SVM on z-scored features, a
-softmax probe and retrieval R@1 on the held-out videos. It also draws a Grad-CAM figure.
+measured on the data (eval/baselines.py), at the warm start it began from (the inflated image-level
+MoCo network, no video pretraining) and, if asked, trained with labels, with one protocol:
+clip-averaged features, a linear SVM on z-scored features, a softmax probe and retrieval R@1 on the
+held-out videos. It also draws Grad-CAM before pretraining beside after it, with each map's cosine
+to the clip's S-motion.
 """
 from __future__ import annotations
 
@@ -60,13 +63,19 @@ def format_comparison(rows: dict, num_test: int) -> str:
     return "\n".join(lines)
 
 
+def gap_and_noise(pretrained: dict, random_init: dict, num_test: int) -> tuple[float, float]:
+    """(gap, noise) in points of SVM top-1: pretrained minus random_init, and about 2 standard
+    errors of a difference of two accuracies on num_test videos."""
+    a, b = pretrained["svm_top1"], random_init["svm_top1"]
+    return 100 * (a - b), 200 * math.sqrt((a * (1 - a) + b * (1 - b)) / max(1, num_test))
+
+
 def verdict(pretrained: dict, random_init: dict, num_test: int) -> str:
     """One sentence: whether pretraining beat random initialisation (random_init: the row to beat)
     on the SVM probe, with the noise of a difference of two accuracies on num_test videos (about
     2 standard errors)."""
     a, b = pretrained["svm_top1"], random_init["svm_top1"]
-    noise = 200 * math.sqrt((a * (1 - a) + b * (1 - b)) / max(1, num_test))
-    gap = 100 * (a - b)
+    gap, noise = gap_and_noise(pretrained, random_init, num_test)
     if gap > noise:
         return f"pretrained beats random init by {gap:.1f} points (SVM top-1; noise about ±{noise:.0f} points)"
     if gap > 0:
@@ -77,15 +86,51 @@ def verdict(pretrained: dict, random_init: dict, num_test: int) -> str:
             "the longer measurement)")
 
 
+def gradcam_before_after(models: dict, video: Path, out_png: Path, settings, store=None, store_key=None) -> dict:
+    """Grad-CAM of one test clip under each backbone of `models` ({label: backbone}, in column
+    order: before pretraining first), in one figure (frame | S-motion | one CAM per model).
+
+    Returns {"png", "motion_alignment": {label: cosine of the time-averaged CAM with the S-motion
+    at the CAM's resolution}} (1: the map is the motion map; measured, not drawn only).
+    """
+    import cv2
+    import numpy as np
+
+    from .gradcam import gradcam_video, save_gradcam_comparison
+
+    cams, first = {}, None
+    for label, net in models.items():
+        # gradcam_video writes each model's own Figure-4 PNG beside the comparison (cheap: one clip).
+        slug = label.split(" ")[0].replace("-", "_").lower()
+        first = gradcam_video(net, video, out_png.with_name(f"gradcam_{slug}.png"), clip_len=settings.clip_len,
+                              stride=settings.stride, crop_size=settings.crop_size, short_side=settings.resize_to,
+                              store=store, store_key=store_key)
+        cams[label] = first["cam"]
+    frame, s_motion = first["frame"], first["s_motion"]
+    alignment = {}
+    for label, cam in cams.items():
+        avg = cam.mean(0)
+        m = cv2.resize(np.asarray(s_motion, np.float32), avg.shape[::-1], interpolation=cv2.INTER_AREA)
+        denom = float(np.linalg.norm(avg) * np.linalg.norm(m))
+        alignment[label] = float((avg * m).sum() / denom) if denom > 0 else 0.0
+    titles = {label: f"{label}\nGrad-CAM (cos with S-motion {alignment[label]:.2f})" for label in cams}
+    png = save_gradcam_comparison(out_png, frame, s_motion, {titles[k]: v for k, v in cams.items()},
+                                  title=f"{video.name}: Grad-CAM before and after pretraining")
+    return {"png": str(png), "motion_alignment": alignment}
+
+
 def run_demo_evaluation(checkpoint, data: dict, out_dir, *, num_clips: int = 5, supervised_epochs: int = 0,
-                        store=None, progress: bool = True) -> dict:
+                        store=None, init=None, progress: bool = True) -> dict:
     """Evaluate `checkpoint` against random init (and supervised training for supervised_epochs > 0)
-    on `data` (make_demo_actions' dict); writes OUT/eval.json and OUT/figures/gradcam.png.
+    on `data` (make_demo_actions' dict); writes OUT/eval.json and OUT/figures/gradcam.png (Grad-CAM
+    before pretraining beside after it).
 
     store: the motion store of data["videos"] (S-motion of the Grad-CAM figure; default: Farneback
-    flow over the clip).
-    Returns {"pretrained", "random_init", "random_init_bn"[, "supervised"], "num_train", "num_test",
-    "verdict", ...}; the verdict compares the pretrained SVM top-1 with the better random row.
+    flow over the clip). init: the 2D checkpoint the pretraining started from (model.init), which
+    adds the row of that initialisation with no video pretraining.
+    Returns {"pretrained", "random_init", "random_init_bn"[, "image_init"][, "supervised"], "num_train",
+    "num_test", "gap_svm", "noise_svm", "verdict", "gradcam", ...}; the verdict and the gap compare
+    the pretrained SVM top-1 with the better random row.
     """
     import torch
 
@@ -95,7 +140,6 @@ def run_demo_evaluation(checkpoint, data: dict, out_dir, *, num_clips: int = 5, 
     from ..models import build_backbone
     from .baselines import recalibrate_batchnorm
     from .features import ClipSettings, file_sha256
-    from .gradcam import gradcam_video as explain
 
     out_dir = Path(out_dir)
     videos = Path(data["videos"])
@@ -107,9 +151,10 @@ def run_demo_evaluation(checkpoint, data: dict, out_dir, *, num_clips: int = 5, 
                             crop_size=int(d.get("size", 224)), short_side=int(d.get("size", 224)))
     cache = out_dir / "eval_cache"
     rows = {"pretrained": probe(backbone, train, test, videos, settings, cache, file_sha256(checkpoint), progress)}
-    name = config["model"]["backbone"]
+    name, kwargs = config["model"]["backbone"], config["model"].get("backbone_kwargs", {})
     torch.manual_seed(0)
-    random_net = build_backbone(name, **config["model"].get("backbone_kwargs", {}))
+    random_net = build_backbone(name, **kwargs)
+    before = {"random init": copy_of(random_net)}
     rows["random init"] = probe(random_net, train, test, videos, settings, cache, f"random-{name}-0", progress)
     # The same random weights with BN statistics measured on the training clips (eval/baselines.py).
     recalibrate_batchnorm(random_net, [videos / p for p in train.paths], settings)
@@ -117,11 +162,17 @@ def run_demo_evaluation(checkpoint, data: dict, out_dir, *, num_clips: int = 5, 
                                                f"random-bn-{name}-0", progress)
     result = {"pretrained": rows["pretrained"], "random_init": rows["random init"],
               "random_init_bn": rows["random init, BN statistics"]}
+    if init:
+        image_net = build_backbone(name, init=str(init), **kwargs).eval()
+        before["image-MoCo init"] = image_net
+        rows["image-MoCo init (no video)"] = probe(image_net, train, test, videos, settings, cache,
+                                                   f"init-{file_sha256(init)}", progress)
+        result["image_init"] = rows["image-MoCo init (no video)"]
     if supervised_epochs > 0:
         from .finetune import FinetuneConfig, finetune
 
         torch.manual_seed(0)
-        net = build_backbone(name, **config["model"].get("backbone_kwargs", {}))
+        net = build_backbone(name, **kwargs)
         batch = int(d.get("batch_size", 16))
         cfg = FinetuneConfig(epochs=supervised_epochs, batch_size=batch, lr=0.05 * 8 / batch, dropout=0.0,
                              num_test_clips=num_clips, num_workers=0, cache_videos=True)
@@ -132,12 +183,20 @@ def run_demo_evaluation(checkpoint, data: dict, out_dir, *, num_clips: int = 5, 
                                                                  file_sha256(out_dir / "supervised.pt"), progress)
         result["supervised"] = {**rows[f"supervised ({supervised_epochs} epochs)"], "classifier_top1": sup["top1"],
                                 "epochs": supervised_epochs}
-    cam = explain(backbone, videos / test.paths[0], out_dir / "figures" / "gradcam.png", clip_len=settings.clip_len,
-                  stride=settings.stride, crop_size=settings.crop_size, short_side=settings.resize_to, store=store,
-                  store_key=test.paths[0] if store is not None else None)
+    cam = gradcam_before_after({**before, "pretrained": backbone}, videos / test.paths[0],
+                               out_dir / "figures" / "gradcam.png", settings, store=store,
+                               store_key=test.paths[0] if store is not None else None)
+    best_random = max(rows["random init"], rows["random init, BN statistics"], key=lambda r: r["svm_top1"])
+    gap, noise = gap_and_noise(rows["pretrained"], best_random, len(test))
     result.update(num_train=len(train), num_test=len(test), clips=settings.to_dict(), gradcam_png=cam["png"],
-                  verdict=verdict(rows["pretrained"], max(rows["random init"], rows["random init, BN statistics"],
-                                                          key=lambda r: r["svm_top1"]), len(test)),
-                  table=format_comparison(rows, len(test)))
+                  gradcam_motion_alignment=cam["motion_alignment"], gap_svm=gap, noise_svm=noise,
+                  verdict=verdict(rows["pretrained"], best_random, len(test)), table=format_comparison(rows, len(test)))
     atomic_write_json(out_dir / "eval.json", result)
     return result
+
+
+def copy_of(net):
+    """A deep copy of a backbone (its forward hooks rebind to the copy: models.base)."""
+    import copy
+
+    return copy.deepcopy(net).eval()

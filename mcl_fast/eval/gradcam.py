@@ -107,6 +107,13 @@ def save_gradcam_figure(path, frame: np.ndarray, s_motion: np.ndarray, cam: np.n
 
     frame (H, W, 3) uint8; s_motion (h, w) and cam (H, W) or (T', H', W') float (resized to the frame).
     """
+    return save_gradcam_comparison(path, frame, s_motion, {labels[2]: cam}, title=title, labels=labels[:2])
+
+
+def save_gradcam_comparison(path, frame: np.ndarray, s_motion: np.ndarray, cams: dict, *, title: str = "",
+                            labels=("first frame", "S-motion")) -> Path:
+    """frame | S-motion | one Grad-CAM overlay per entry of `cams` ({panel title: cam}, e.g. before
+    and after pretraining), one row. Shapes as `save_gradcam_figure`. Atomic write."""
     import cv2
     import matplotlib
 
@@ -115,15 +122,15 @@ def save_gradcam_figure(path, frame: np.ndarray, s_motion: np.ndarray, cam: np.n
 
     path = Path(path)
     h, w = frame.shape[:2]
-    cam2d = cam_to_image(cam, h, w)
     motion = cv2.resize(np.asarray(s_motion, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+    fig, axes = plt.subplots(1, 2 + len(cams), figsize=(3 * (2 + len(cams)), 3.2))
     axes[0].imshow(frame)
     axes[1].imshow(motion, cmap="jet")
-    axes[2].imshow(frame)
-    axes[2].imshow(cam2d, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-    for ax, label in zip(axes, labels):
-        ax.set_title(label, fontsize=10)
+    for ax, cam in zip(axes[2:], cams.values()):
+        ax.imshow(frame)
+        ax.imshow(cam_to_image(cam, h, w), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+    for ax, label in zip(axes, [*labels, *cams]):
+        ax.set_title(label, fontsize=9)
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
@@ -164,7 +171,8 @@ def gradcam_video(model, video, out_png, *, clip_len: int = 16, stride: int = 2,
     The clip: clip_len frames at stride from `start` (default: the middle of the video), short side
     resized (crop·256/224 by default) and centre-cropped to crop_size. S-motion comes from the
     motion store when given (its maps resized to the frame, cropped the same way), else from
-    Farneback flow over the clip's consecutive frames. Returns {"png", "start", "cam" (T', H', W')}.
+    Farneback flow over the clip's consecutive frames. Returns {"png", "start", "cam" (T', H', W'),
+    "frame" (crop, crop, 3) uint8 the clip's first frame, "s_motion" (crop, crop) float32}.
     """
     import torch
 
@@ -206,4 +214,4 @@ def gradcam_video(model, video, out_png, *, clip_len: int = 16, stride: int = 2,
         s_motion = s_motion_from_frames(crops[start:min(n, start + span)] if n - start >= 2 else crops[-2:])
     title = f"{video.name}  frames {start}..{int(idx[-1])}  target {target}"
     png = save_gradcam_figure(out_png, crops[idx[0]], s_motion, cam, title=title)
-    return {"png": str(png), "start": int(start), "cam": cam}
+    return {"png": str(png), "start": int(start), "cam": cam, "frame": crops[idx[0]], "s_motion": s_motion}

@@ -1,4 +1,5 @@
-"""Initialise a backbone from a 2D ResNet-50 checkpoint (ImageNet, MoCo v1/v2), as the authors' release does.
+"""Initialise a backbone from a 2D checkpoint (a ResNet-50 from ImageNet / MoCo v1/v2, as the authors' release
+does, or `TinyNet2d` from the image-level MoCo stage, mcl_fast.image_moco).
 
 The paper starts from "MoCo on ImageNet"; the release inflates a MoCo v2 ResNet-50 into its P3D-A
 ResNet-50 (`r2plus1d_50`). Each 2D conv weight (O, I, kh, kw) goes into one temporal slot of the
@@ -8,7 +9,10 @@ the identity (1 on the centre tap of channel c -> c, 0 elsewhere). BN parameters
 statistics are copied. With that, the inflated `r2plus1d_50` is the 2D network applied to frames
 1, 5, 9, ... (the stem's slot at temporal stride 4; the identity temporal convs never mix in their
 zero padding), so on a clip of identical frames it reproduces the 2D features, and `r2d_50` is the
-2D network itself.
+2D network itself. The same rules inflate `TinyNet2d` into `tiny` (3x3 kernels in the centre of the
+3x3x3 ones, BN copied; it has no temporal-only convs): in eval mode the inflated `tiny` is the 2D
+network on every frame. A backbone names the key that locates it in a checkpoint (`init_anchor`,
+default the ResNet's `layer1.0.conv1.weight`).
 
 Checkpoint layouts read (torch.load with weights_only=True, never pickle):
 - a torchvision ResNet-50 `state_dict` (keys `conv1.weight`, `layer1.0.conv1.weight`, ..., `fc.*`);
@@ -92,13 +96,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     raise InitError(f"model.init: {path} holds a {type(obj).__name__}, not a state dict")
 
 
-def find_prefix(keys, path="checkpoint") -> str:
-    """The prefix in front of the ResNet's keys (`""`, `module.encoder_q.`, `backbone.`, ...)."""
-    prefixes = sorted({k[: -len(_ANCHOR)] for k in keys if k.endswith(_ANCHOR)
-                       and (len(k) == len(_ANCHOR) or k[-len(_ANCHOR) - 1] == ".")})
+def find_prefix(keys, path="checkpoint", anchor: str = _ANCHOR) -> str:
+    """The prefix in front of the network's keys (`""`, `module.encoder_q.`, `backbone.`, ...), found by
+    the key `anchor` (default: a ResNet's)."""
+    prefixes = sorted({k[: -len(anchor)] for k in keys if k.endswith(anchor)
+                       and (len(k) == len(anchor) or k[-len(anchor) - 1] == ".")})
     if not prefixes:
         sample = sorted(keys)[:5]
-        raise InitError(f"model.init: {path} holds no 2D ResNet (no key ending in {_ANCHOR!r}; "
+        what = "2D ResNet" if anchor == _ANCHOR else "network of this backbone"
+        raise InitError(f"model.init: {path} holds no {what} (no key ending in {anchor!r}; "
                         f"its first keys: {sample})")
     if len(prefixes) > 1:
         preferred = [p for p in prefixes if p.endswith(_PREFERRED)]
@@ -152,7 +158,8 @@ def _temporal_identity(conv: nn.Conv3d) -> bool:
 
 
 def load_2d_checkpoint(backbone: nn.Module, path: str | os.PathLike) -> InitReport:
-    """Initialise `backbone` (in place) from the 2D ResNet-50 checkpoint at `path`; returns the report.
+    """Initialise `backbone` (in place) from the 2D checkpoint at `path` (a ResNet-50, or the 2D
+    counterpart whose keys the backbone's `init_anchor` finds); returns the report.
 
     Raises InitError when the file cannot be read, holds no ResNet, fits none of the backbone's
     entries, or holds a weight whose shape does not fit (another depth or width) or a backbone
@@ -160,7 +167,7 @@ def load_2d_checkpoint(backbone: nn.Module, path: str | os.PathLike) -> InitRepo
     """
     name = getattr(backbone, "name", type(backbone).__name__)
     sd = read_state_dict(path)
-    prefix = find_prefix(sd.keys(), path)
+    prefix = find_prefix(sd.keys(), path, getattr(backbone, "init_anchor", _ANCHOR))
     report = InitReport(path=str(path), backbone=name, prefix=prefix)
     targets = backbone.state_dict()
     new_state, unplaced = {}, []
@@ -184,8 +191,8 @@ def load_2d_checkpoint(backbone: nn.Module, path: str | os.PathLike) -> InitRepo
         report.used.append(short)
     if not report.used:
         raise InitError(f"model.init: {path} fits nothing in {name}: none of its {len(sd)} entries "
-                        f"(prefix {prefix!r}) names one of the backbone's; expected a 2D ResNet-50 "
-                        f"with torchvision's names (conv1, bn1, layer1.0.conv1, ...)")
+                        f"(prefix {prefix!r}) names one of the backbone's; expected its 2D counterpart "
+                        f"(a ResNet-50 with torchvision's names: conv1, bn1, layer1.0.conv1, ...)")
     if unplaced:
         raise InitError(f"model.init: {path} holds {len(unplaced)} network entries {name} has no place for "
                         f"(first: {unplaced[:3]}): a different architecture or depth")
