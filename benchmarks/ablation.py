@@ -132,7 +132,7 @@ def pretrain(work: Path, p: dict, variant: str, seed: int, train_split, progress
                            warmup_epochs=min(1, p["epochs"] - 1))
     config["train"].update(device="auto", amp="auto", seed=seed, tensorboard=False, plot=False, progress=progress)
     config["checkpoint"].update(every_steps=0, keep=1)
-    train(config)
+    train(config, resume="auto")  # a run killed before its summary continues; a fresh folder starts
     return list_checkpoints(out)[-1]
 
 

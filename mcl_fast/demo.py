@@ -231,11 +231,16 @@ def image_stage(train_list: Path, videos_root: Path, out_path: Path, steps: int)
 def pretrain(store_dir: Path, train_list: Path, out_dir: Path, overrides=(), init: Path | None = None) -> dict:
     """Step 6: the demo_cpu config on the videos of train_list, from the 2D checkpoint `init`
     (None: random init); resumes a finished or killed run."""
-    from .train import load_config, train
+    from .train import ConfigChanged, load_config, train
 
     config = load_config("demo_cpu", [f"data.store={store_dir}", f"data.videos={train_list}", f"output={out_dir}",
                                       f"model.init={init if init else 'null'}", *overrides])
-    return train(config, resume="auto")
+    try:
+        return train(config, resume="auto")
+    except ConfigChanged as e:
+        # the folder holds a run of other settings (an older demo, other options): keep it aside, start anew
+        print(f"demo: {out_dir} holds a pretraining run with other settings; moving it aside ({e})", flush=True)
+        return train(config, overwrite=True)
 
 
 def learning_summary(history_path: Path, batch_size: int) -> dict:

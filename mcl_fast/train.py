@@ -656,6 +656,10 @@ class RunFolderError(ConfigError):
     """The output folder cannot take this run as asked; nothing in it was changed."""
 
 
+class ConfigChanged(RunFolderError):
+    """A resume whose config differs from the saved run's (listed in the message)."""
+
+
 def run_traces(out_dir: Path) -> list[str]:
     """Names of what an earlier run left in out_dir: checkpoints, config.json, history, ..."""
     names = [p.name for p in list_checkpoints(out_dir)]
@@ -744,13 +748,13 @@ def check_resume_config(saved: dict, new: dict, allow_changes: bool, source) -> 
     changes = config_changes(saved, new)
     altering = [c for c in changes if c[0] not in SAFE_ON_RESUME]
     if altering:
-        raise RunFolderError(
+        raise ConfigChanged(
             f"--resume with a config that changes the run saved in {source}:\n{_change_lines(altering)}\n"
             "resume with the saved values, or start a new run in another output= (or here with --overwrite, "
             f"which moves this run aside); only {', '.join(SAFE_ON_RESUME)} may change "
             "(with --resume-with-changes)")
     if changes and not allow_changes:
-        raise RunFolderError(f"--resume with changed settings (safe ones) against {source}:\n{_change_lines(changes)}\n"
+        raise ConfigChanged(f"--resume with changed settings (safe ones) against {source}:\n{_change_lines(changes)}\n"
                              "pass --resume-with-changes to apply them, or resume with the saved values")
     return changes
 

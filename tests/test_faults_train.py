@@ -389,3 +389,19 @@ def test_stale_temporaries_are_removed_by_the_next_run_not_while_the_folder_is_l
     assert done.returncode == 0, done.stderr[-3000:]
     assert "removed 2 temporary file(s)" in done.stderr
     assert not any(p.exists() for p in stale) and unrelated.read_text() == "mine"
+
+
+def test_the_demo_moves_a_run_of_other_settings_aside_instead_of_failing(tmp_path):
+    """`make demo` rerun on a demo_out an older demo (other settings) left: the old pretraining run
+    is kept beside, a new one starts; a rerun with the same settings resumes it."""
+    from mcl_fast.demo import pretrain
+
+    out = tmp_path / "pretrain"
+    quick = ["data.loader=synthetic", "train.max_steps=1", "train.plot=false", "train.tensorboard=false",
+             "train.progress=false", "model.backbone=tiny"]
+    pretrain(tmp_path / "store", tmp_path / "train.txt", out, quick)
+    first = sorted(p.name for p in out.iterdir() if p.name.startswith("ckpt_"))
+    pretrain(tmp_path / "store", tmp_path / "train.txt", out, [*quick, "optim.lr=0.02"])
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("pretrain.replaced-")]
+    assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir() if p.name.startswith("ckpt_")) == first
+    assert json.loads((out / "config.json").read_text())["optim"]["lr"] == 0.02
