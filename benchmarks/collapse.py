@@ -9,7 +9,7 @@ twin), and reports over the last quarter of the steps: the InfoNCE loss, acc1 (t
 ranked first among the step's logits), batch_acc1 (a query's own key ranked first among this
 step's keys: chance 100 / batch), and the keys' mean pairwise cosine; and, for queue runs, the
 similarity of the queries to the keys queued one step ago and to the oldest queued keys.
-acc1 far above batch_acc1 with batch_acc1 at chance is the freshness shortcut (README, "MoCo collapse").
+acc1 far above batch_acc1 with batch_acc1 at chance is the freshness shortcut (docs/collapse.md).
 Prints a table and writes JSON (default benchmarks/results/collapse.json).
 """
 from __future__ import annotations

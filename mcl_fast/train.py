@@ -14,7 +14,7 @@ option, fp32 on CPU); channels_last_3d; DDP (NCCL on GPU, gloo on CPU); optional
 Reported in the bar, TensorBoard and history.json: the losses, instance-discrimination
 acc1/acc5 and batch_acc1 (among the step's own keys), the queue's and the keys' mean pairwise
 cosine, embedding and feature std (`mcl_fast.diagnostics`), lr, clips/s; a warning on collapse
-or on MoCo's freshness shortcut (`train.collapse_warning`, README "MoCo collapse").
+or on MoCo's freshness shortcut (`train.collapse_warning`, docs/collapse.md).
 Atomic checkpoints every N steps and at each epoch's end; `--resume` continues exactly
 (weights, queue, optimiser, scaler, schedule, RNG states, loader position). Under torchrun's
 elastic restarts (`--max-restarts`), a restarted job resumes by itself.

@@ -53,7 +53,7 @@ __all__ = ["MotionFocusedLoader", "LoaderBase", "UnsupportedCodec", "failure_rea
 
 
 class MotionFocusedLoader(LoaderBase):
-    """Motion-focused clips decoded by DALI (see the module docstring and DESIGN.md).
+    """Motion-focused clips decoded by DALI (see the module docstring and docs/loader.md).
 
     videos: store keys; store: a MotionStore or its path; batch_size: per shard (a config's global
     batch divided by the number of ranks).

@@ -1,6 +1,6 @@
 """Motion maps of the authors' released code (the `official` preset), NumPy/OpenCV reference.
 
-Transcribed from the release's description in words (shared/official-release.md), not from
+Written from a description in words of what the release computes (docs/release.md), not from
 its code. Everything here works on *encoded* flow: the flow clipped to +-20 px and mapped to
 0..255 by (f + 20) * 255 / 40, as the release stores it (in JPEG, quality 100; JPEG is modelled
 here as lossless, i.e. the encoded values are exact rounded uint8). The maths never decodes back
