@@ -279,11 +279,4 @@ class MoCo(nn.Module):
         return result
 
 
-def build_moco(backbone: VideoBackbone, *, dim: int = 128, hidden: int = 2048, queue_size: int = 131072,
-               momentum: float = 0.999, tau: float = 0.1, split_bn: int = 2, **official) -> MoCo:
-    """MoCo(...); `official`: positives, intra, order, tau_intra (the release's terms)."""
-    return MoCo(backbone, dim=dim, hidden=hidden, queue_size=queue_size, momentum=momentum, tau=tau,
-                split_bn=split_bn, **official)
-
-
-__all__ = ["MoCo", "Encoder", "OrderClassifier", "SplitBatchNorm3d", "set_split_batchnorm", "build_moco"]
+__all__ = ["MoCo", "Encoder", "OrderClassifier", "SplitBatchNorm3d", "set_split_batchnorm"]

@@ -27,7 +27,6 @@ keeps the epoch's order the same on every rank.
 """
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 import weakref
@@ -45,7 +44,6 @@ from .plan import MotionSampler, SamplePlan, check_sampling, epoch_order, num_ba
 from .planner import Planner, default_layout
 from .views import WEAK, ViewSpec, resolve_views
 
-log = logging.getLogger("mcl_fast.data.loader")
 
 PLAN_CHUNK = 64  # samples planned per call (the planner's batch work pays off from a few dozen on)
 
@@ -251,8 +249,7 @@ class FileVerdicts:
             if torch.utils.data.get_worker_info() is not None:
                 return  # a DataLoader worker: the main process reports it (TorchVideoLoader)
             msg = f"skipping video {path}: {reason} (replaced by another sample; reported once)"
-            log.warning(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)  # one channel: a logging handler would say it twice
 
 
 class LoaderBase:

@@ -24,7 +24,6 @@ from .ranks import part_name
 
 FORMAT = "mcl_fast.motion_store"
 PAPER_VERSION, OFFICIAL_VERSION = 1, 2  # the newest version this module reads of each kind of store
-VERSION = PAPER_VERSION  # the paper store's (the default) format version
 MAPS_KINDS = ("paper", "official")
 INDEX = "index.json"
 JOURNAL = "journal.jsonl"
@@ -188,14 +187,6 @@ class VideoMaps:
         """All-zero maps: a video too short for optical flow (one frame) has no motion."""
         return cls.from_maps(np.zeros((int(num_frames), *map_shape), np.float32), fps=fps, height=height,
                              width=width, fingerprint=fingerprint)
-
-    @property
-    def map_height(self) -> int:
-        return int(self.maps_u8.shape[1])
-
-    @property
-    def map_width(self) -> int:
-        return int(self.maps_u8.shape[2])
 
     @property
     def max_abs_error(self) -> float:
@@ -434,10 +425,6 @@ def _apply(videos: dict, errors: dict, op: dict) -> None:
     else:
         errors[path] = str(op["reason"])
         videos.pop(path, None)
-
-
-def _entry_nbytes(entry: dict) -> int:
-    return MAPS_STREAM.nbytes(entry)
 
 
 def _load_state(folder: Path) -> tuple[dict, dict, dict, list[dict], int, int]:
