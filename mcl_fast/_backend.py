@@ -71,21 +71,8 @@ def is_cupy_array(x) -> bool:
     return cupy is not None and isinstance(x, cupy.ndarray)
 
 
-def array_module(x) -> ModuleType:
-    """numpy or cupy, whichever owns `x` (the CuPy idiom `get_array_module`)."""
-    if is_cupy_array(x):
-        return sys.modules["cupy"]
-    import numpy
-
-    return numpy
-
-
-def to_numpy(x):
-    return x.get() if is_cupy_array(x) else x
-
-
 # GPU twins. The NumPy references (mcl_fast.motion, mcl_fast.sampling) sit below mcl_fast.gpu and
-# never import it: imports point one way (DESIGN.md, enforced by import-linter). A reference handed
+# never import it: imports point one way (docs/architecture.md, enforced by import-linter). A reference handed
 # a CuPy array, or device="cuda", asks here for its twin by name; the modules of mcl_fast.gpu
 # register their twins when they load, and the first request loads them. This is the one place
 # where a lower layer reaches the GPU package, and it does so only at run time, only when asked.

@@ -9,7 +9,7 @@ them over a logging window and over ranks).
   (chance 1 / B). All these keys come from the same key encoder at the same step, so unlike
   acc1 it cannot be earned by "freshness" (the positive being the only key in the logits that
   the current key encoder made): acc1 high with batch_acc1 at chance is MoCo's shortcut, not
-  learning (README, "MoCo collapse").
+  learning (docs/collapse.md).
 - `mean_pairwise_cosine(x)`: mean cosine similarity over all pairs i != j of the rows of x (N, d);
   for unit rows it is (|sum x|^2 - N) / (N (N - 1)), O(N d). About 0 for embeddings spread over
   the sphere (1 / d scale), 1 when all rows point the same way: the collapse signal.
@@ -28,7 +28,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-# Warning thresholds (README "MoCo collapse" has the runs that set them). Collapse: the keys'
+# Warning thresholds (docs/collapse.md has the runs that set them). Collapse: the keys'
 # mean pairwise cosine above COLLAPSE_COSINE while this step's clips are not told apart
 # (batch_acc1 < 3 x chance). A tiny backbone starts near 0.9 (pooled post-ReLU features share
 # their mean), so the warning means "never left the starting cone", not only "fell into it".
@@ -118,6 +118,6 @@ class CollapseMonitor:
                                  "model.queue_size=0 (negatives from the same step).")
         for kind, message in found.items():
             if kind not in self.active:
-                warnings.warn(message + " See README 'MoCo collapse'.", RuntimeWarning, stacklevel=2)
+                warnings.warn(message + " See docs/collapse.md.", RuntimeWarning, stacklevel=2)
         self.active = set(found)
         return sorted(found)

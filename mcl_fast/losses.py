@@ -1,10 +1,10 @@
 """InfoNCE (eq. 3) and the motion alignment loss (eq. 4-7) of MCL, and the release's extra terms.
 
-Notation (DESIGN.md): q, k (B, d) L2-normalised embeddings; queue (K, d) negative keys; feat
+Notation (docs/architecture.md): q, k (B, d) L2-normalised embeddings; queue (K, d) negative keys; feat
 (B, C, T, H, W) the conv feature map the similarity score (B,) = (q * k.detach()).sum(-1) was
 computed from; motion (B, T', H', W') the query tubelet's ST-motion.
 
-The `official` preset (../shared/official-release.md) adds: InfoNCE over 3B rows (the model's
+The `official` preset (docs/release.md) adds: InfoNCE over 3B rows (the model's
 logits; `info_nce` is unchanged), the intra-video logits (`info_nce` on (2B, 2) logits), the
 order loss (`order_loss`) and the release's alignment terms (`release_alignment_terms`: the ST
 term weighted by a softmax over chunks), selected by `motion_alignment_loss(st_weighting="softmax")`.
@@ -147,7 +147,7 @@ def release_alignment_terms(pred: torch.Tensor, target: torch.Tensor) -> dict[st
     t = 1 - cos of the (T,) per-chunk sums; s = 1 - cos of the (H W,) means over chunks.
     The softmax takes the raw sums: at the release's scale (sums of ~2000 encoded units that
     differ between chunks by tens or more) it is one-hot, so the ST term is the cosine of the
-    chunk with the most target motion alone (README "Paper vs official preset").
+    chunk with the most target motion alone (docs/release.md).
     Returns {"st", "s", "t"}: scalar tensors.
     """
     if pred.dim() != 4 or pred.shape != target.shape:

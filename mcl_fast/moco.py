@@ -135,11 +135,11 @@ class MoCo(nn.Module):
     turns the output dict into InfoNCE (+ MAL). backbone: an unshared backbone instance (the key
     encoder is a deep copy). dim: embedding size; hidden: MLP width; queue_size: K negatives, or
     0 for none: the negatives are then the other keys of the same step, all ranks' (MoCo v3's
-    choice; README "MoCo collapse": a queue lets a fast-moving key encoder rank the positive
+    choice; docs/collapse.md: a queue lets a fast-moving key encoder rank the positive
     first by its freshness alone); momentum m; tau the temperature; split_bn: number of
     sub-batches for BN when the job has one process (1 turns it off).
 
-    The release's terms (`preset="official"`, ../shared/official-release.md), each off by default:
+    The release's terms (`preset="official"`, docs/release.md), each off by default:
     positives=3 builds InfoNCE over 3B rows (q with key, key2 and key3 against one queue; all
     three keys enqueued); intra adds a head and the intra-video logits [q.k1, q.k_other] / tau_intra
     for each other clip; order adds a head and the order classifier on [q, k2, k3]'s order
@@ -279,11 +279,4 @@ class MoCo(nn.Module):
         return result
 
 
-def build_moco(backbone: VideoBackbone, *, dim: int = 128, hidden: int = 2048, queue_size: int = 131072,
-               momentum: float = 0.999, tau: float = 0.1, split_bn: int = 2, **official) -> MoCo:
-    """MoCo(...); `official`: positives, intra, order, tau_intra (the release's terms)."""
-    return MoCo(backbone, dim=dim, hidden=hidden, queue_size=queue_size, momentum=momentum, tau=tau,
-                split_bn=split_bn, **official)
-
-
-__all__ = ["MoCo", "Encoder", "OrderClassifier", "SplitBatchNorm3d", "set_split_batchnorm", "build_moco"]
+__all__ = ["MoCo", "Encoder", "OrderClassifier", "SplitBatchNorm3d", "set_split_batchnorm"]

@@ -33,7 +33,7 @@ class SamplingConfig:
 PRESETS = {
     "paper": SamplingConfig(),
     # Released code: motion-focused with p=0.7 (SeCo scheme); candidate sizes of area
-    # U(0.2, 1) and aspect in [3/4, 4/3]; 40 positions tried. See README "paper vs official".
+    # U(0.2, 1) and aspect in [3/4, 4/3]; 40 positions tried. See docs/release.md.
     # The release's rank-based three clips and top-4-cell crop are in sampling_official.py; the
     # loaders' preset="official" runs those (data/official.py), this config serves MotionSampler.
     "official": SamplingConfig(motion_prob=0.7, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), num_candidates=40),

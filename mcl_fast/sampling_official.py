@@ -1,7 +1,6 @@
 """Temporal sampling and the motion crop of the authors' released code (the `official` preset).
 
-NumPy reference, transcribed from the release's description in words
-(shared/official-release.md). Every function is deterministic given its inputs and the rng
+NumPy reference of what the release does (docs/release.md collects the facts). Every function is deterministic given its inputs and the rng
 (a numpy.random.Generator); the order in which it draws is part of its contract (the
 docstrings say it), so a GPU twin or a test can replay it. Boxes are (y0, x0, h, w) ints in
 frame pixels: rows [y0, y0 + h), columns [x0, x0 + w).

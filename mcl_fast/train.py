@@ -1,32 +1,11 @@
 """MCL pretraining: `mcl-fast pretrain --config NAME_OR_FILE [key=value ...] [--resume] [--overwrite]`.
 
-One process: `mcl-fast pretrain --config demo_cpu`. Several GPUs / nodes, through torchrun:
-    torchrun --nproc-per-node 8 -m mcl_fast.train --config ucf101_r2plus1d
-    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
-        -m mcl_fast.train --config kinetics400_r2plus1d --resume
-(the output folder must be shared by all nodes: rank 0 writes checkpoints, every rank reads them).
-
-`train()` wires the pieces; the loop itself is `mcl_fast.engine.train_one_epoch`, which
-fine-tuning runs too: SGD with momentum, linear warm-up then cosine to `min_lr` per iteration
-(`engine.WarmupCosine`); torch.amp (bf16 by default on GPU, fp16 with a GradScaler as an
-option, fp32 on CPU); channels_last_3d; DDP (NCCL on GPU, gloo on CPU); optional torch.compile.
-`MoCo` returns logits and embeddings, `losses.MCLLoss` turns them into InfoNCE (+ MAL).
-Reported in the bar, TensorBoard and history.json: the losses, instance-discrimination
-acc1/acc5 and batch_acc1 (among the step's own keys), the queue's and the keys' mean pairwise
-cosine, embedding and feature std (`mcl_fast.diagnostics`), lr, clips/s; a warning on collapse
-or on MoCo's freshness shortcut (`train.collapse_warning`, README "MoCo collapse").
-Atomic checkpoints every N steps and at each epoch's end; `--resume` continues exactly
-(weights, queue, optimiser, scaler, schedule, RNG states, loader position). Under torchrun's
-elastic restarts (`--max-restarts`), a restarted job resumes by itself.
-
-One run per output folder (`RunFolder`): rank 0 holds OUT/.lock while the run lasts; a fresh run
-refuses a folder that holds another run (`--overwrite` moves that run to OUT.replaced-<time>);
-`--resume` refuses a config that changes the run, listing the differences, and applies the safe
-ones (SAFE_ON_RESUME) only with `--resume-with-changes`; a killed run's temporaries are removed.
-
-Configs are JSON (mcl_fast/configs/NAME.json or any path) deep-merged over DEFAULTS; an
-override `a.b=value` must name an existing key; values parse as JSON when they can. Every value
-is checked against `config_schema()` (type and range, one table) before anything is written.
+One process (`mcl-fast pretrain --config demo_cpu`) or many through torchrun
+(`torchrun --nproc-per-node 8 -m mcl_fast.train --config ucf101_r2plus1d`). `train()` wires the
+loader, `MoCo`, `losses.MCLLoss`, the optimiser and checkpoints around
+`engine.train_one_epoch`; configs are JSON deep-merged over DEFAULTS and checked against
+`config_schema()` before anything is written; one run per output folder, `--resume` exact.
+What it does in detail: docs/training.md ("What `pretrain` does").
 """
 from __future__ import annotations
 

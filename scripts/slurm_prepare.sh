@@ -4,7 +4,7 @@
 # count), writes its own shards and journal into the store, and rank 0 merges them into the one
 # index and errors.json at the end.
 #
-#   sbatch scripts/slurm_prepare.sh /shared/kinetics400/videos /shared/kinetics400/store [--flow tvl1 ...]
+#   sbatch scripts/slurm_prepare.sh /nfs/kinetics400/videos /nfs/kinetics400/store [--flow tvl1 ...]
 #
 # The videos and the store must be on a filesystem every node sees. Extra arguments go to
 # `prepare` (the defaults below: --device cuda, TV-L1). A killed or requeued job resumes by itself:

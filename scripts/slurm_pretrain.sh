@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # MCL pretraining on a Slurm cluster: one torchrun agent per node, c10d rendezvous on the first node.
 #
-#   sbatch scripts/slurm_pretrain.sh ucf101_r2plus1d data.store=/shared/ucf101/store
+#   sbatch scripts/slurm_pretrain.sh ucf101_r2plus1d data.store=/nfs/ucf101/store
 #
 # Every extra argument is passed to `mcl_fast.train` (a config name, then key=value overrides).
 # The output folder (config key `output`) must be on a filesystem every node sees: rank 0 writes

@@ -40,11 +40,11 @@ def test_colour_affines_equal_color_affine_bit_for_bit():
     h = rng.uniform(-0.1, 0.1, v)
     gray = rng.random(v) < 0.3
     order = np.stack([rng.permutation(4) for _ in range(v)])
-    matrices, offsets = BP.colour_affines(b, c, s, h, gray, order, P.CONTRAST_CENTER)
+    matrices, offsets = BP.color_affines(b, c, s, h, gray, order, P.CONTRAST_CENTER)
     for i in range(v):
         m, t = P.color_affine(b[i], c[i], s[i], h[i], bool(gray[i]), order[i])
         assert np.array_equal(matrices[i], m) and np.array_equal(offsets[i], t)
-    m, t = BP.colour_affines(np.ones(1), np.ones(1), np.ones(1), np.zeros(1), np.ones(1, bool),
+    m, t = BP.color_affines(np.ones(1), np.ones(1), np.ones(1), np.zeros(1), np.ones(1, bool),
                              np.arange(4)[None], P.CONTRAST_CENTER)
     want = P.color_affine(grayscale=True)
     assert np.array_equal(m[0], want[0]) and np.array_equal(t[0], want[1])

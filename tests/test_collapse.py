@@ -1,4 +1,4 @@
-"""The MoCo collapse of the CPU runs, reproduced small (README "MoCo collapse").
+"""The MoCo collapse of the CPU runs, reproduced small (docs/collapse.md).
 
 What the runs showed: with a queue, a key encoder that moves fast (momentum 0.99, lr 0.05 on a
 20k-parameter network) and clips that hold no instance cue the network can learn (here: every

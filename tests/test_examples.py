@@ -1,6 +1,6 @@
 """examples/: the VideoMAE-style and MoCo/CoCLR-style loops run as a user runs them (a fresh
 interpreter, the torch loader's forkserver workers, torchrun with no shard arguments), on 4 tiny
-clips; and README's "Drop it into your training loop" shows their code as it is."""
+clips; and docs/loader.md's "Drop it into your training loop" shows their code as it is."""
 from __future__ import annotations
 
 import importlib.util
@@ -100,9 +100,9 @@ def test_the_moco_example(store, tmp_path, loader, views):
 
 
 def test_the_readme_shows_the_examples_as_they_are():
-    """Each Python block of README's "Drop it into your training loop" is a verbatim excerpt of the
-    example file its first line names."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """Each Python block of docs/loader.md's "Drop it into your training loop" (the README links it)
+    is a verbatim excerpt of the example file its first line names."""
+    text = (ROOT / "docs" / "loader.md").read_text(encoding="utf-8")
     section = text.split("## Drop it into your training loop", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 2

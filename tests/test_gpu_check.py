@@ -127,7 +127,7 @@ def test_stage3_by_value_the_nvdec_checks_and_the_gpu_loader_rows_first():
 
 
 def test_a_kit_that_fails_to_activate_stops_stage3_with_one_row(tmp_path):
-    """activate.sh's exit status is its import check (../shared/tools/dali-for-device.sh): when it
+    """activate.sh's exit status is its import check (the kit's contract): when it
     fails, stage 3 runs nothing else (no NVDEC step on a machine without its kit) and says why."""
     kit = tmp_path / "activate.sh"
     kit.write_text('echo "NVDEC: libnvcuvid NOT visible"\n'

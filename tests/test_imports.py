@@ -1,4 +1,4 @@
-"""The import contracts in setup.cfg (import-linter): DESIGN.md's layers and no cycles inside mcl_fast."""
+"""The import contracts in setup.cfg (import-linter): the layers of docs/architecture.md and no cycles inside mcl_fast."""
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from host_library import library_or_skip
 
 from mcl_fast import sampling as ref
 from mcl_fast.gpu import host
@@ -14,7 +15,7 @@ from mcl_fast.motion.store import quantize_maps
 
 @pytest.fixture(autouse=True)
 def _host_library():
-    host.library_or_skip()
+    library_or_skip()
 
 
 def rng_for(request) -> np.random.Generator:

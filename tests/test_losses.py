@@ -166,7 +166,7 @@ def test_mal_input_errors():
 
 
 # --------------------------------------------------------------------------------------------
-# An independent reference of motion_alignment_loss, written from DESIGN.md alone, on a
+# An independent reference of motion_alignment_loss, written from the paper's equations alone (docs/architecture.md), on a
 # NON-cubic feature shape (T, H, W) = (2, 3, 5) so that pooling over the wrong axis cannot pass.
 
 FEAT_THW = (2, 3, 5)
@@ -209,7 +209,7 @@ def _unit(x):
 
 
 def _reference_mal(feat, score, motion, variant, terms):
-    """DESIGN.md's definition, spelt out step by step (no library helper)."""
+    """The paper's definition (eq. 4-7), spelt out step by step (no library helper)."""
     b, c, t, h, w = feat.shape
     if variant == "v1":
         raw = feat.sum(1)

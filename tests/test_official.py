@@ -1,4 +1,4 @@
-"""The `official` preset's data side against a NumPy transcription of shared/official-release.md.
+"""The `official` preset's data side against a NumPy transcription of the release's facts (docs/release.md).
 
 Each transcription below is written from the release's words, step by step and in the order
 the words give (derivatives per flow, then the window sum; explicit 3x3 taps; a Keys bicubic;

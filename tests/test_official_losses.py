@@ -1,4 +1,4 @@
-"""The `official` preset's loss side against NumPy transcriptions of ../shared/official-release.md.
+"""The `official` preset's loss side against NumPy transcriptions of the release's facts (docs/release.md).
 
 Release facts tested here (each written out below in NumPy, not taken from mcl_fast):
 - MAL: prediction ReLU(sum_c w_ct g_ct) with w the gradient's mean over space per channel and
@@ -113,7 +113,7 @@ def test_release_mal_gradient_matches_finite_differences_of_the_transcription():
 
 
 def test_softmax_over_raw_chunk_sums_is_one_hot_so_st_is_the_top_chunk():
-    """The release's consequence, documented in the README: at the raw scale (sums of ~49 x 40
+    """The release's consequence, documented in docs/release.md: at the raw scale (sums of ~49 x 40
     encoded units) the weights are one-hot to float64, and the ST term is 1 - the cosine of the
     chunk with the largest target sum."""
     feat, score, target, feat_np, a_np, target_np = _mal_inputs(3)

@@ -1,5 +1,5 @@
-"""The recipes of README.md's "Use the loader in your own code", run as written on tiny VP9 clips
-(DALI's CPU decoder), so they cannot rot."""
+"""The recipes of docs/loader.md's "Use the loader in your own code" (linked from README.md), run as
+written on tiny VP9 clips (DALI's CPU decoder), so they cannot rot."""
 from __future__ import annotations
 
 import re
@@ -13,20 +13,20 @@ pytest.importorskip("nvidia.dali")
 
 from videotools import labelled_store  # noqa: E402
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+LOADER_DOC = Path(__file__).resolve().parents[1] / "docs" / "loader.md"
 TINY = dict(clip_len=4, stride=2, verify=False)
 
 
 def recipes() -> dict:
     """The functions the section's Python blocks define, each block run in its own namespace."""
-    text = README.read_text(encoding="utf-8")
+    text = LOADER_DOC.read_text(encoding="utf-8")
     section = text.split("## Use the loader in your own code", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 3, "the section should hold the three recipes"
     found = {}
     for number, block in enumerate(blocks, start=1):
         namespace: dict = {}
-        exec(compile(block, f"README.md recipe {number}", "exec"), namespace)  # noqa: S102 (our own README)
+        exec(compile(block, f"docs/loader.md recipe {number}", "exec"), namespace)  # noqa: S102 (our own docs)
         found.update({k: v for k, v in namespace.items() if k in ("train_moco", "finetune", "make_loader")})
     return found
 

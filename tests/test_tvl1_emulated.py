@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import cuda_emulator as ce
-from mcl_fast.gpu import host
+from host_library import library_or_skip
 from mcl_fast.gpu import tvl1_host as th
 
 
@@ -51,7 +51,7 @@ def _frames():
     (th.TVL1Params(warps=2, outer_iterations=3, inner_iterations=6, epsilon=0.08), 6, 14),  # ...mid-chunk
 ])
 def test_emulated_gpu_equals_host_twin(monkeypatch, tvl1_emu, params, chunk, seed):
-    host.library_or_skip()
+    library_or_skip()
     gpu_flow = emulated(monkeypatch, tvl1_emu, seed)
     frames = _frames()
     before = tvl1_emu.stats()
@@ -103,7 +103,7 @@ def test_a_barrier_removed_from_the_iteration_kernel_is_caught(monkeypatch, tvl1
     """Without the barrier between the primal (A) and dual (B) phases, B reads u while A still
     writes it: the emulator's interleavings make the flow differ from the host twin's (or fail),
     while the intact kernel under the same schedules equals it."""
-    host.library_or_skip()
+    library_or_skip()
     broken = ce.build("tvl1", edit=lambda src: ce.remove_barrier_before(src, "// B: dual step"))
     frames = _frames()
     prm = th.TVL1Params(nscales=1, warps=1, outer_iterations=1, inner_iterations=3)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcl_fast.gpu import host
+from host_library import library_or_skip
 from mcl_fast.gpu import tvl1_host as th
 from mcl_fast.motion import motion_map
 from mcl_fast.motion.maps import downsample_mean
@@ -28,7 +28,7 @@ BORDER = 8  # px left out of the motion-map comparison (see the module docstring
 
 @pytest.fixture(scope="module", autouse=True)
 def _lib():
-    host.library_or_skip()
+    library_or_skip()
 
 
 @pytest.fixture(scope="module")

@@ -1,33 +1,13 @@
 """What both loaders share: options, file checks, views, labels, the planner, epochs and sharding,
 failure reports, and the batch dict they hand out.
 
-A batch is a dict of torch tensors, one layout for both loaders and every view configuration:
-
-- `views`: a list with one (B, 3, T, S, S) tensor per view (in the output format), in
-  `loader.view_names` order: ("query", "key") for the default MoCo pair, ("clip",) for
-  views="clip", the official preset's ("query", "key", "key2", "key3"), "view0", "view1", ... for
-  a list of ViewSpecs;
-- `motion` (B, T', H', W') the first view's motion target; `index` (B,) the dataset index;
-- with labels=: `label` (B,) int64;
-- a sampler's extras (plan.Clips.extras), each stacked under its name: the official preset's
-  `query_first` (B,) bool;
-- with return_meta=True, per view, lists in `view_names` order like `views`: `frames` (B, T) int64
-  the frame indices of the view's clip, `boxes` (B, 4) int64 (y0, x0, h, w) in the decoded file's
-  pixels, `flips` (B,) bool; preset="official" also `motion_flipped` (B,) bool, whether `motion`
-  was mirrored (a flipped query whose second coin said so);
-- with batch_transform=: whatever it adds (masking.MotionTubeMask: `mask` (B, N) bool).
-
-Epochs (LoaderBase.set_epoch): a pass is one iteration of the loader that was started (its first
-batch asked for). Each pass after the first moves on to the next epoch by itself, so a loop that
-never calls set_epoch still gets fresh orders, clips, crops and colours every epoch; set_epoch(e)
-pins the epoch of the next pass (resume, reproducibility). Every random choice of a sample comes
-from a generator seeded by (seed, epoch, its position in the epoch's order); ranks take disjoint
-positions, so each rank's augmentation differs, from (seed, rank, epoch), while one shared seed
-keeps the epoch's order the same on every rank.
+One batch layout for both loaders and every view configuration (`views` in `loader.view_names`
+order, `motion`, `index`, and optional `label`, meta, extras and a batch_transform's keys); each
+pass is the next epoch unless set_epoch pins it, and every random choice of a sample comes from
+(seed, epoch, position). The batch's keys and shapes, epochs and ranks: docs/loader.md.
 """
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 import weakref
@@ -45,7 +25,6 @@ from .plan import MotionSampler, SamplePlan, check_sampling, epoch_order, num_ba
 from .planner import Planner, default_layout
 from .views import WEAK, ViewSpec, resolve_views
 
-log = logging.getLogger("mcl_fast.data.loader")
 
 PLAN_CHUNK = 64  # samples planned per call (the planner's batch work pays off from a few dozen on)
 
@@ -251,8 +230,7 @@ class FileVerdicts:
             if torch.utils.data.get_worker_info() is not None:
                 return  # a DataLoader worker: the main process reports it (TorchVideoLoader)
             msg = f"skipping video {path}: {reason} (replaced by another sample; reported once)"
-            log.warning(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)  # one channel: a logging handler would say it twice
 
 
 class LoaderBase:

@@ -8,7 +8,7 @@ references in plan.py and mcl_fast.sampling, for a whole batch at once.
 - `draw_doubles`: consecutive double draws (uniform, random) merged into one `random(n)` call and
   mapped with `low + (high - low) * u`, numpy's own formula, when this platform's numpy computes
   uniform that way (checked once, `UNIFORM_IS_AFFINE`); otherwise one uniform call per draw.
-- `colour_affines`: plan.color_affine for a batch of views.
+- `color_affines`: plan.color_affine for a batch of views.
 - `adaptive_avg_pool`: torch's adaptive average pooling (the motion target's resampling) with
   float64 prefix sums, about 5x faster than the torch call on a clip-sized tube.
 """
@@ -176,7 +176,7 @@ _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 
 
-def colour_affines(brightness, contrast, saturation, hue, grayscale, order, center: float):
+def color_affines(brightness, contrast, saturation, hue, grayscale, order, center: float):
     """plan.color_affine for V views at once: ((V, 3, 3) float32 matrices, (V, 3) float32 offsets).
 
     brightness, contrast, saturation, hue (V,) float64; grayscale (V,) bool; order (V, 4) int;

@@ -6,26 +6,10 @@
         for batch in loader:        # views: [query, key] (B, 3, T, S, S); motion (B, T', H', W'); index (B,)
             ...
 
-The planner (planner.py) reads the videos' motion maps from the store and plans several batches
-at a time: clips and crop boxes (NumPy on the CPU path; on the GPU path the box selection and
-the clip scores of new videos run in the batched GPU kernels, with the same results) and the
-augmentation parameters, all from a generator seeded by (seed, epoch, position). A DALI pipeline
-(pipeline.py) then decodes exactly those frames, crops, resizes, augments and converts to the
-output format (options.LoaderOptions: normalize, dtype, layout). DALI prefetches: the source
-callback plans batches ahead.
-
-Bad input: a video that cannot be opened or decoded is replaced by another sample (drawn
-deterministically), counted in `num_replaced` (samples replaced), listed in `failures`
-(path -> reason, the reason mcl_fast.video_io gives everywhere) and reported once in one line.
-On the GPU a file PyAV decodes may still be one NVDEC cannot (4:4:4 or 10-bit H.264, AV1 on an
-H100...): with verify, construction raises nvdec.NvdecUnsupported naming each such file, why, and
-the way out (`mcl-fast transcode --codec h264`); without, its first DALI failure replaces it like
-any bad file, with that reason.
-At construction (checks.py), videos missing from the store (or that `prepare` rejected), files
-whose content, frame count or aspect ratio disagrees with the store, and an epoch with no batch
-are errors that name them; videos shorter than a clip are counted in one notice. A file that is
-a resized copy of the store's source (`mcl-fast transcode --short-side`) is fine: boxes are
-chosen in source pixels and scaled to the file's, and `return_meta` boxes are in the file's pixels.
+The planner (planner.py) plans clips, crops and augmentation from (seed, epoch, position); a DALI
+pipeline (pipeline.py) decodes exactly those frames on NVDEC or DALI's CPU decoder and applies the
+views. Bad files are replaced and reported once; construction checks the files against the store.
+The batches, options and checks: docs/loader.md; bad input: docs/faults.md.
 """
 from __future__ import annotations
 
@@ -53,7 +37,7 @@ __all__ = ["MotionFocusedLoader", "LoaderBase", "UnsupportedCodec", "failure_rea
 
 
 class MotionFocusedLoader(LoaderBase):
-    """Motion-focused clips decoded by DALI (see the module docstring and DESIGN.md).
+    """Motion-focused clips decoded by DALI (see the module docstring and docs/loader.md).
 
     videos: store keys; store: a MotionStore or its path; batch_size: per shard (a config's global
     batch divided by the number of ranks).

@@ -1,4 +1,4 @@
-"""The authors' released code as a loader preset: `preset="official"` (shared/official-release.md).
+"""The authors' released code as a loader preset: `preset="official"` (docs/release.md).
 
 A sample is three clips of one video and four views (batch["views"], in this order: loader.view_names):
 

@@ -111,21 +111,3 @@ class OutputFormat:
         elif self.layout == "NTHWC":
             x = x.permute(0, 2, 3, 1)
         return x.contiguous()
-
-    def to_pixels(self, batch):
-        """A batch of views in this format -> float32 (B, 3, T, S, S) in 0..255 (undoes apply)."""
-        import torch
-
-        x = batch.float()
-        if self.layout == "NTCHW":
-            x = x.permute(0, 2, 1, 3, 4)
-        elif self.layout == "NTHWC":
-            x = x.permute(0, 4, 1, 2, 3)
-        shape = (1, 3, 1, 1, 1)
-        mean = torch.tensor(self.mean_255, dtype=torch.float32, device=x.device).view(shape)
-        std = torch.tensor(self.std_255, dtype=torch.float32, device=x.device).view(shape)
-        return x * std + mean
-
-
-def output_format(normalize="imagenet", dtype="float32", layout="NCTHW") -> OutputFormat:
-    return OutputFormat(normalize=normalize, dtype=dtype, layout=layout)

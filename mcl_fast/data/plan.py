@@ -32,9 +32,7 @@ from .views import PAPER, Augmentation
 MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
-# The paper's augmentation (MoCo v2, sec. 4.2): views.PAPER; a view spec can set its own.
-JITTER_P, JITTER_STRENGTH, HUE_MAX = PAPER.jitter_p, PAPER.brightness, PAPER.hue
-GRAYSCALE_P, BLUR_P, BLUR_SIGMA, FLIP_P = PAPER.grayscale_p, PAPER.blur_p, PAPER.blur_sigma, PAPER.flip_p
+# The paper's augmentation (MoCo v2, sec. 4.2) is views.PAPER; a view spec can set its own.
 CONTRAST_CENTER = 128.0  # contrast scales around mid-grey (fixed, so the whole jitter is one affine map)
 
 # RGB <-> YIQ: saturation scales I and Q, hue rotates them; Y is the grey value.
@@ -164,7 +162,7 @@ BATCH_KEYS = frozenset({"views", "motion", "index", "label", "frames", "boxes", 
 # ----------------------------------------------------------------------------- augmentation
 
 
-def _affine(matrix, offset=(0.0, 0.0, 0.0)) -> np.ndarray:
+def _homogeneous(matrix, offset=(0.0, 0.0, 0.0)) -> np.ndarray:
     """4x4 homogeneous form of rgb -> matrix @ rgb + offset."""
     out = np.eye(4)
     out[:3, :3] = matrix
@@ -183,17 +181,17 @@ def color_affine(brightness: float = 1.0, contrast: float = 1.0, saturation: flo
     """
     theta = 2.0 * np.pi * hue
     steps = [
-        _affine(np.eye(3) * brightness),
-        _affine(np.eye(3) * contrast, [(1.0 - contrast) * CONTRAST_CENTER] * 3),
-        _affine(_YIQ_TO_RGB @ np.diag([1.0, saturation, saturation]) @ _RGB_TO_YIQ),
-        _affine(_YIQ_TO_RGB @ np.array([[1, 0, 0], [0, np.cos(theta), -np.sin(theta)],
+        _homogeneous(np.eye(3) * brightness),
+        _homogeneous(np.eye(3) * contrast, [(1.0 - contrast) * CONTRAST_CENTER] * 3),
+        _homogeneous(_YIQ_TO_RGB @ np.diag([1.0, saturation, saturation]) @ _RGB_TO_YIQ),
+        _homogeneous(_YIQ_TO_RGB @ np.array([[1, 0, 0], [0, np.cos(theta), -np.sin(theta)],
                                         [0, np.sin(theta), np.cos(theta)]]) @ _RGB_TO_YIQ),
     ]
     total = np.eye(4)
     for i in order:
         total = steps[i] @ total
     if grayscale:
-        total = _affine(np.repeat(_RGB_TO_YIQ[:1], 3, axis=0)) @ total
+        total = _homogeneous(np.repeat(_RGB_TO_YIQ[:1], 3, axis=0)) @ total
     return total[:3, :3].astype(np.float32), total[:3, 3].astype(np.float32)
 
 
@@ -366,12 +364,6 @@ class MotionSampler:
         frames = self.draw_clips(maps, info, rng, clip_scores)
         boxes = [reference.random_crop_box(rng, *hw, cfg.scale, cfg.ratio) for _ in range(2)]
         return Choice(frames[0], boxes[0], frames[1], boxes[1])
-
-    def random_choice(self, info: dict, rng: np.random.Generator) -> Choice:
-        """The "random" mode's Choice (needs no maps)."""
-        if self.motion_clip:
-            raise ValueError(f"random_choice() draws a uniform clip; sampling={self.sampling!r} needs the maps")
-        return self.random_crop_choice(None, info, rng)
 
     def __call__(self, maps: np.ndarray, info: dict, rng: np.random.Generator) -> Choice:
         if not self.motion_crop:

@@ -18,7 +18,7 @@ import numpy as np
 
 from mcl_fast import sampling as reference
 
-from .batchplan import SampleStreams, adaptive_avg_pool, colour_affines, uniform_is_affine
+from .batchplan import SampleStreams, adaptive_avg_pool, color_affines, uniform_is_affine
 from .plan import (CONTRAST_CENTER, Choice, Clips, MotionSampler, SamplePlan, ViewAug, ViewPlan,
                    cells_per_pixel, crop_motion, draw_view_aug, jitter_ranges, sample_rng, scale_box,
                    validate_clips)
@@ -337,7 +337,7 @@ class Planner:
 
     def _augs(self, views, draws: "_Draws") -> list[list[ViewAug]]:
         """(B, V) ViewAugs: draw_view_aug's decisions on the draws, the colour matrices of the whole
-        batch in one colour_affines call."""
+        batch in one color_affines call."""
         values, orders = draws.aug, draws.orders  # (B, V, 9): u (4), factors (3), hue, sigma
         b, nv = values.shape[:2]
         out = [[_IDENTITY] * nv for _ in range(b)]
@@ -358,7 +358,7 @@ class Planner:
             # greyscale alone is color_affine(grayscale=True): factors 1, hue 0, the identity order
             factors = np.where(jit[:, None], picked[:, 4:8], np.array([1.0, 1.0, 1.0, 0.0]))
             order = np.where(jit[:, None], orders[rows_a, cols_a], np.arange(4))
-            matrices, offsets = colour_affines(factors[:, 0], factors[:, 1], factors[:, 2], factors[:, 3],
+            matrices, offsets = color_affines(factors[:, 0], factors[:, 1], factors[:, 2], factors[:, 3],
                                                np.array(gray_rows), order, CONTRAST_CENTER)
             colour = {(i, j): r for r, (i, j) in enumerate(zip(rows, cols))}
         eye, zero = np.eye(3, dtype=np.float32), np.zeros(3, np.float32)
@@ -449,7 +449,7 @@ def _without_aug(view: ResolvedView) -> ResolvedView:
     return ResolvedView(clip=view.clip, crop=view.crop, size=view.size, scale=view.scale, ratio=view.ratio, aug=None)
 
 
-def _affine(low, high, u):
+def _uniform_from(low, high, u):
     """Generator.uniform(low, high) from its doubles u: numpy computes low + (high - low) * u."""
     return low + (high - low) * u
 
@@ -521,8 +521,8 @@ class _Draws:
         for j in self.box_views:
             v, u = self.views[j], self.box_u[j]
             if self.raw:
-                area = _affine(v.scale[0], v.scale[1], u[:, 0])
-                log_aspect = _affine(float(np.log(v.ratio[0])), float(np.log(v.ratio[1])), u[:, 1])
+                area = _uniform_from(v.scale[0], v.scale[1], u[:, 0])
+                log_aspect = _uniform_from(float(np.log(v.ratio[0])), float(np.log(v.ratio[1])), u[:, 1])
             else:
                 area, log_aspect = u[:, 0], u[:, 1]
             self.boxes[j] = (area, log_aspect, u[:, 2], u[:, 3])
@@ -531,8 +531,8 @@ class _Draws:
         for j, a in enumerate(self.augs):
             low, high = jitter_ranges(a)
             self.aug[:, j, 4:7] = low + (high - low) * self.aug[:, j, 4:7]
-            self.aug[:, j, 7] = _affine(-a.hue, a.hue, self.aug[:, j, 7])
-            self.aug[:, j, 8] = _affine(a.blur_sigma[0], a.blur_sigma[1], self.aug[:, j, 8])
+            self.aug[:, j, 7] = _uniform_from(-a.hue, a.hue, self.aug[:, j, 7])
+            self.aug[:, j, 8] = _uniform_from(a.blur_sigma[0], a.blur_sigma[1], self.aug[:, j, 8])
 
 
 def _blur_windows(sigma: np.ndarray, size: int) -> np.ndarray:

@@ -1,31 +1,8 @@
-"""Dataset split files: UCF101, HMDB51, Kinetics-400 CSV and a plain ``path,label`` CSV.
+"""Dataset split files: UCF101, HMDB51, Kinetics-400 CSV and a plain `path,label` CSV.
 
-Every reader returns a :class:`Split`: ``entries`` is a list of ``(relpath, label_index)``
-(relpath relative to the videos' root folder, with ``/`` separators) and ``classes`` the class
-names, so ``classes[label_index]`` names an entry's class. A malformed line raises
-:class:`SplitError` naming the file and the 1-based line number. With ``videos_root`` given, entries
-whose file does not exist raise the same error, or, with ``skip_missing=True``, are left out and
-listed in ``Split.missing`` as ``(relpath, "file:line")``.
-
-Formats
--------
-UCF101 (``ucfTrainTestlist/``): ``classInd.txt`` holds ``"<index 1..101> <ClassName>"``;
-``trainlist0N.txt`` holds ``"ClassName/v_x.avi <index>"``; ``testlist0N.txt`` holds
-``"ClassName/v_x.avi"`` and the label comes from the class folder through classInd.
-
-HMDB51 (``testTrainMulti_7030_splits/``): one file per class and split,
-``<class>_test_split<N>.txt``, lines ``"<name>.avi <0|1|2>"`` with 1 = train, 2 = test,
-0 = unused. Videos live in ``<class>/<name>.avi``. Classes are sorted by name.
-
-Kinetics-400 CSV (``train.csv``/``validate.csv``): a header then
-``label,youtube_id,time_start,time_end,split[,is_cc]``. The file of a row follows the ActivityNet
-crawler (``Crawler/Kinetics/download.py``), the usual convention:
-``<label>/<youtube_id>_<time_start:06d>_<time_end:06d>.mp4``. Some copies name the class folders
-with underscores for spaces; when ``videos_root`` is given and the first form is missing, the
-underscore form (and ``.mkv``/``.webm`` extensions) are tried too. Classes are sorted by name.
-
-Plain CSV: ``path,label`` rows (an optional ``path,label`` header); ``label`` is a class name, or
-an integer index when every label is an integer. Classes are sorted (by value for integers).
+Every reader returns a `Split`: `entries` (relpath, label_index) and `classes`; a malformed line
+(or, with `videos_root`, a missing file unless `skip_missing=True`) raises `SplitError` naming
+the file and line. The formats each reader accepts: docs/loader.md ("Split files").
 """
 from __future__ import annotations
 

@@ -1,48 +1,9 @@
 """`mcl-fast transcode`: re-encode a dataset for fast random access.
 
-Random clips are slow when decoding has to start at a keyframe far before the clip (DALI #1464:
-~100 -> ~500 fps after re-encoding with short GOPs), and seeking breaks on non-IDR keyframes
-(DALI #3387, #5665). This writes every video with a closed GOP of `gop` frames (16 by default),
-each GOP starting at an IDR/key frame:
-
-- `--codec h264` (.mp4, libx264): for the GPU path (NVDEC). No B-frames, so decode order is
-  display order and every container counts frames the same way.
-- `--codec vp9` (.webm, libvpx-vp9): for DALI's CPU decoder (VP8/VP9/MJPEG only); NVDEC on
-  Ampere/Hopper reads it too.
-
-Frame count and frame rate are kept (one output frame per decoded input frame, constant rate)
-and checked after encoding, before the file is moved into place (temporary file, fsync,
-os.replace), so an output that exists is complete. The source gets the same checks as in
-`prepare` (mcl_fast.video_io: a corrupt, truncated or variable-resolution source is an error
-with the same reason, never a shorter output). Every numeric option is range-checked before
-anything is read or written.
-
-Writes stay under OUT and never touch an input: each source maps to OUT/<its path relative to
-the scanned folder or the list file's folder> (a '..' segment becomes `UP`, so `../v/a.mp4` and
-absolute paths elsewhere land at OUT/__up__/...); an output that would resolve outside OUT (a
-symbolic link under it) or onto a source is refused before anything is written, as is an OUT
-inside the scanned folder unless asked (`--allow-out-inside-videos`: the scan then leaves OUT
-out). One run per OUT at a time (an flock on OUT/.transcode.lock); under that lock a run first
-removes what a killed run left (temporary files) and folds its records.
-
-OUT/transcode_sources.json records, per output, the fingerprint of the source it was made from,
-its own fingerprint and the settings (codec, gop, crf, short_side), so the loaders can check a
-transcoded copy against a motion store. Each output's record is written (OUT/.transcode-pending/,
-one small JSON file per output, atomically) *before* the output is renamed into place, and
-`read_sources` counts those, so a kill can never leave a finished output unrecorded; a run folds
-them into transcode_sources.json. Reruns skip outputs made from the same source with the same
-settings and unchanged since (resumable); one made with other settings, or with none recorded, is
-refused unless `--overwrite`. Failures are listed in OUT/transcode_errors.json (also when a worker
-process crashes on a file: that file is recorded and the run goes on); a full disk, a read-only
-or forbidden OUT stops the run (the CLI says so in one line, exit 1) with nothing half-written.
-Runs in parallel worker processes with a tqdm progress bar.
-
-Under torchrun (`torchrun --nnodes N --nproc-per-node G -m mcl_fast.data.transcode ...`) the
-job's ranks share the videos (mcl_fast.motion.ranks: the same balanced split by container frame
-count on every rank; `--workers` per rank). Rank 0 holds the lock for the job. Outputs are per
-file, so the ranks only write their own journal, OUT/.transcode-rankRRRRR.jsonl (one line per
-file, fsynced); when all are done, rank 0 merges them into transcode_errors.json, folds the
-records into transcode_sources.json and removes the journals.
+Every video is written with closed GOPs of `gop` frames starting at IDR keyframes (h264 for NVDEC,
+vp9 for DALI's CPU decoder), frame count and rate kept and checked, only under OUT, recorded in
+OUT/transcode_sources.json before it appears; reruns skip what is done, and ranks under torchrun
+share the videos. Why and how, in detail: docs/transcode.md.
 """
 from __future__ import annotations
 

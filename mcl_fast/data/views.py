@@ -189,9 +189,6 @@ class ViewLayout:
         """Source frames the longest clip spans: (clip_len - 1) * stride + 1."""
         return max((n - 1) * s + 1 for n, s in self.clips)
 
-    def clip_views(self, clip: int) -> list[int]:
-        return [i for i, v in enumerate(self.views) if v.clip == clip]
-
 
 def resolve_views(views: Sequence[ViewSpec], *, clip_len: int, stride: int, size: int, motion_crop: bool,
                   scale, ratio, augment: bool) -> ViewLayout:

@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 ACTION_CLASSES = ("horizontal", "vertical", "circle", "jitter", "diagonal", "still", "slow", "fast")
-# Classes told apart by the trajectory's shape (the harder task) and by its speed (the easier one).
+# Classes told apart by the trajectory's shape (the harder task; the other three differ by speed).
 SHAPE_CLASSES = ACTION_CLASSES[:5]
-SPEED_CLASSES = ("still", "slow", "fast")
 
 
 def action_trajectory(cls: str, rng: np.random.Generator, num_frames: int, height: int, width: int, size: int,

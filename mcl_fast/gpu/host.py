@@ -54,18 +54,6 @@ def library() -> ctypes.CDLL:
         raise HostLibraryMissing(f"{path} could not be loaded: {err}") from err
 
 
-def library_or_skip() -> ctypes.CDLL:
-    """For tests: the library; if missing, fail when CI or MCL_FAST_HOST_LIB is set, else skip."""
-    import pytest
-
-    try:
-        return library()
-    except HostLibraryMissing as err:
-        if os.environ.get("CI") or os.environ.get(ENV_VAR):
-            pytest.fail(f"host library required here (CI or {ENV_VAR} is set): {err}", pytrace=False)
-        pytest.skip(str(err))
-
-
 def declare(name: str, argtypes, restype=ctypes.c_int):
     """Return library function `name` with its ctypes signature set."""
     fn = getattr(library(), name)

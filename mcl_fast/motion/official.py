@@ -1,22 +1,10 @@
 """Motion maps of the authors' released code (the `official` preset), NumPy/OpenCV reference.
 
-Transcribed from the release's description in words (shared/official-release.md), not from
-its code. Everything here works on *encoded* flow: the flow clipped to +-20 px and mapped to
-0..255 by (f + 20) * 255 / 40, as the release stores it (in JPEG, quality 100; JPEG is modelled
-here as lossless, i.e. the encoded values are exact rounded uint8). The maths never decodes back
-to pixels, so every derivative is in encoded units (255 / 40 = 6.375 per pixel of flow).
+Written from a description in words of what the release computes, not from its code. Everything
+works on *encoded* flow (clipped to +-20 px, mapped to 0..255 as uint8, as the release stores it),
+so every derivative is in encoded units.
 
-Shared conventions
-- Prewitt derivatives: kernels [[-1, 0, 1]] * 3 (x) and its transpose (y), applied to u and v
-  separately, with reflected borders in the half-sample sense (the edge pixel repeats:
-  ``d c b a | a b c d``; OpenCV BORDER_REFLECT, numpy.pad "symmetric", scipy.ndimage "reflect").
-  Whether the kernel is flipped (convolution) or not (correlation) only flips the sign, which
-  the magnitudes below do not see. Prewitt is linear, so "sum of the derivatives over a window
-  of flows" is computed as "the derivative of the window's summed flows" (exact: the sums of
-  uint8 are integers, their derivatives are integers below 2**24, exact in float32).
-- Magnitude per channel: mag_u = sqrt(dx_u**2 + dy_u**2), the same for v.
-- Block means: non-overlapping blocks, a (S, S) image -> (grid, grid) with S = grid * block
-  (224 = 7 * 32 in the release).
+Conventions (Prewitt kernels, reflected borders, block means) and the steps: docs/release.md.
 
 What this module gives (shapes; F encoded flows of H x W for a video of N = F + 1 frames):
 - encode_flow: (..., 2) float flow in pixels -> the same shape uint8.

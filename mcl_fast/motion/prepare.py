@@ -1,33 +1,10 @@
 """`mcl-fast prepare`: videos -> optical flow -> motion maps -> a motion store, resumable.
 
-One pass per video with bounded memory: frames stream from the decoder (gray, short side
-`size`), the flow of each consecutive pair is turned into a motion map (eq. 1) and block-averaged
-(`map_downsample`); only those small maps are kept, then quantised per video (store.py). Worker
-processes compute; the main process alone writes the store, so a SIGKILL at any moment leaves a
-valid store, and a rerun skips every finished video (and, unless `retry_errors`, every video
-recorded as an error). Bad inputs never stop the run: each is recorded with its reason in
-STORE/errors.json.
-
-Under torchrun (`torchrun --nnodes N --nproc-per-node G -m mcl_fast.motion.prepare ...`, or
-`-m mcl_fast.cli prepare ...`) the job's ranks share the work (mcl_fast.motion.ranks): rank 0
-opens and locks the store and folds what a killed job left; every rank takes its slice of the
-videos still to do (balanced by container frame count), computes it on its own GPU
-(cuda:LOCAL_RANK with --device cuda) or its own --workers, and writes its own shards and journal
-into the store (store.PartWriter); when all are done, rank 0 folds the rank journals into the
-one index and errors.json. A killed job rerun with any number of processes recomputes no
-finished video.
-
-A rerun checks the store first: each listed video already in it must match its checksum and
-its source file its recorded fingerprint. Damaged and stale videos are counted in the summary and
-kept (exit status 1); `--repair` recomputes exactly those (and keeps, marked orphaned, shard
-bytes of videos the index does not know, which are otherwise refused: store.py's `Block
-states`). `mcl-fast prepare --out STORE --repair` (no --videos) repairs the store's own videos
-with its own settings. A store this process cannot write (read-only) with nothing to do reports
-done; with work left, one sentence says so.
-
-maps="official" (`--maps official --window 8|4`) stores the authors' release's maps instead
-(compute_official_video_maps): per frame a 7x7 uint8 map, per clip start a magnitude, and the
-encoded flows themselves, for the loaders' preset="official". CPU only.
+One pass per video with bounded memory (frames stream from the decoder; only the small maps are
+kept); workers compute, one process writes, so a SIGKILL leaves a valid store and a rerun skips
+finished videos. Under torchrun the ranks share the videos and write their own shards. A rerun
+checks the store and `--repair` recomputes damaged and stale videos; `--maps official` stores the
+release's maps (CPU only). How it works: docs/store.md ("How `prepare` fills a store").
 """
 from __future__ import annotations
 

@@ -1,87 +1,9 @@
 """The motion store: per-frame motion maps of a whole dataset, compact, crash-safe, read by memory map.
 
-A store is a folder:
-
-- ``index.json``: versioned header and one entry per video::
-
-    {"format": "mcl_fast.motion_store", "version": 1, "root": "/abs/folder/the/paths/are/relative/to",
-     "flow": "tvl1", "size": 128, "map_downsample": 4, "map_dtype": "uint8",
-     "videos": {"a/v1.avi": {"num_frames": 150, "fps": 25.0, "height": 240, "width": 320,
-                             "map_height": 32, "map_width": 42, "shard": 0, "offset": 32,
-                             "scale": 3.71, "checksum": "xxh3_64:5d0e...",
-                             "fingerprint": "s3b64k:1048576:9f0c..."}}}
-
-  ``fingerprint`` (mcl_fast.video_io.file_fingerprint of the source file) is absent from
-  entries written before it was recorded: such a store still reads, and the loaders then
-  compare frame count and size only. ``checksum`` (mcl_fast._checksum.digest, XXH3-64 of the
-  video's map bytes; official entries also ``flow_checksum`` and ``mag_checksum``) is absent
-  from entries written before checksums: such a store still reads, unchecked.
-
-- ``shard-00000.bin``, ``shard-00001.bin``, ...: the uint8 maps of many videos, one block after
-  another; a new shard starts once one passes ~1 GiB (`SHARD_BYTES`). A block is a 32-byte
-  header (`BLOCK_MAGIC`, the data's length, its XXH3-64, a state: pending, committed or
-  orphaned, see `Block states` below) and the video's bytes (C order, (num_frames, map_height,
-  map_width)); ``offset`` points at the bytes. Blocks written before headers existed are bare
-  bytes (their entries have no checksum).
-- ``journal.jsonl``: one JSON line per video finished (or failed) since the last compaction.
-- Only while a `prepare` under torchrun runs (or after one was killed): ``journal-rank00003.jsonl``,
-  one journal per rank, each rank appending to shards of its own (see `Many writers` below).
-- Official stores only (``prepare --maps official``, the `official` preset): ``flows-NNNNN.bin``
-  (each video's encoded uint8 flows, (num_flows, flow_height, flow_width, 2) in C order) and
-  ``mags-NNNNN.bin`` (its clip magnitudes, (num_starts,) little-endian float64), shards of their
-  own beside the maps' (see `Official stores` below).
-- ``errors.json``: ``[{"path": ..., "reason": ...}]``, the inputs `prepare` skipped.
-
-Resolution and error. The flow is computed on frames whose short side is ``size`` (128);
-motion maps (eq. 1) are averaged over ``map_downsample`` x ``map_downsample`` blocks (4: a
-128x171 flow gives 32x42 maps; block means keep the spatial mean m_t exact up to the dropped
-edge rows/columns). Each video is quantised to uint8 on its own scale: ``scale = max(maps)``
-(1 when the video has no motion), ``q = rint(maps / scale * 255)``, and ``read`` returns
-``q * scale / 255``. The quantisation error is at most ``scale / 510`` per value (half a step;
-plus float32 rounding), i.e. 0.2 % of the video's peak motion. A 10 s, 25 fps video takes
-250 * 32 * 42 B = 336 kB.
-
-Official stores (index ``version`` 2, ``"maps": "official"``; readers before it refuse them as
-newer). The maps are the release's per-frame (7, 7) maps (mcl_fast.motion.official), stored as
-the release stores them, uint8 without normalisation, so each entry's ``scale`` is 255 and
-``read`` returns the stored values exactly. The header adds ``window`` (flows per frame map: 8
-UCF101, 4 Kinetics), ``map_grid`` (7) and ``clip_flows`` (32: the flows a clip magnitude spans)
-and records ``map_downsample`` as null; each entry adds ``num_flows`` (num_frames - 1),
-``flow_height``, ``flow_width`` (the flow's resolution: the frames resized to short side
-``size``), ``flow_shard``, ``flow_offset``, ``num_starts`` (clip starts), ``mag_shard`` and
-``mag_offset``. Paper stores (version 1) are unchanged.
-
-Atomicity. Shard bytes (maps, then flows and magnitudes) are written and fsynced first; only then is the video's journal line
-appended and fsynced, so a video is in the store exactly when its line is complete. A crash can
-leave bytes past the last recorded video (ignored by readers, cut off by the next writer) and a
-torn last journal line (ignored; cut off by the next writer).
-
-Block states. A block is written pending; once its journal line is durable the writer marks it
-committed (durable with the shard's next fsync, or at compact). So a writer that finds bytes
-past what index and journals account for can tell a killed run's leftovers (a torn block, a
-pending one, headerless bytes: cut, as above) from complete committed blocks of videos the index
-does not know (an older index.json restored over newer shards): it never cuts those; it refuses
-(StoreError naming the shard and the bytes) unless opened with repair=True (`prepare --repair`),
-which marks them orphaned: kept in place (the index that knows them still reads them), skipped
-by every later writer. `StoreWriter.drop` (`--repair` of damaged or stale videos) orphans their
-blocks the same way before taking them out of the index. Verification: readers check each
-video's bytes against its checksum on first read (MotionStore(verify=True), the default);
-`check_store` (`mcl-fast verify`) checks a whole store. `compact` folds the journal into
-``index.json`` (written to a temporary file, fsynced, renamed over, directory fsynced) and then
-removes the journal; replaying a journal that survived a crash during compaction is harmless
-(it sets every entry to the value it already has). One writer at a time (an flock on
-``.lock``); readers never lock. No pickle anywhere.
-
-Many writers (`prepare` under torchrun, mcl_fast.motion.ranks). Rank 0 holds ``.lock`` for the
-whole job through a StoreWriter that first folds what an earlier, killed job left (`fold_parts`)
-and tells every rank the first free shard number F. Each rank then writes through a PartWriter:
-its own journal ``journal-rankRRRRR.jsonl`` and its own shards, numbered F + rank, F + rank +
-world, F + rank + 2 * world, ... (never a number another rank or an earlier run uses), with the
-same order of fsyncs as above. Readers and writers apply the main journal, then every rank's
-journal (by name), so a store reads right while a job runs and after it is killed. When every
-rank is done, rank 0 folds the rank journals into ``index.json`` (`fold_parts`: cost proportional
-to the number of videos, no map byte is read or copied) and removes them. The index format is
-the one above: entries name their shard by number, whichever process wrote it.
+A folder of `index.json` (one entry per video), uint8 map shards read by memory map (official stores
+add flow and magnitude shards), a journal while a writer runs, and `errors.json`. Every video is
+fsynced before its journal line and checksummed; one writer at a time, or one per rank under
+torchrun. The format and the crash-safety rules are in docs/store.md.
 """
 from __future__ import annotations
 
@@ -102,7 +24,6 @@ from .ranks import part_name
 
 FORMAT = "mcl_fast.motion_store"
 PAPER_VERSION, OFFICIAL_VERSION = 1, 2  # the newest version this module reads of each kind of store
-VERSION = PAPER_VERSION  # the paper store's (the default) format version
 MAPS_KINDS = ("paper", "official")
 INDEX = "index.json"
 JOURNAL = "journal.jsonl"
@@ -266,14 +187,6 @@ class VideoMaps:
         """All-zero maps: a video too short for optical flow (one frame) has no motion."""
         return cls.from_maps(np.zeros((int(num_frames), *map_shape), np.float32), fps=fps, height=height,
                              width=width, fingerprint=fingerprint)
-
-    @property
-    def map_height(self) -> int:
-        return int(self.maps_u8.shape[1])
-
-    @property
-    def map_width(self) -> int:
-        return int(self.maps_u8.shape[2])
 
     @property
     def max_abs_error(self) -> float:
@@ -512,10 +425,6 @@ def _apply(videos: dict, errors: dict, op: dict) -> None:
     else:
         errors[path] = str(op["reason"])
         videos.pop(path, None)
-
-
-def _entry_nbytes(entry: dict) -> int:
-    return MAPS_STREAM.nbytes(entry)
 
 
 def _load_state(folder: Path) -> tuple[dict, dict, dict, list[dict], int, int]:

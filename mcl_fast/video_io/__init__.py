@@ -1,23 +1,9 @@
 """The one place that opens, probes, counts and reads video files (PyAV), and the one
-definition of a bad video. Every tool (`prepare`, `transcode`, both loaders, evaluation) gives
-the same verdict on the same file:
-
-- *not a video*: missing, empty, unreadable, FFmpeg cannot open it, or it has no video stream
-  (an MP4 whose index is missing says so);
-- *corrupt*: decoding, with FFmpeg's default error concealment, stops with an error, or yields
-  no frame;
-- *truncated*: it decodes to clearly fewer frames than its container declares
-  (`TRUNCATION_TOLERANCE`), or, where the container declares no count, its data ends well before
-  the declared duration (`DURATION_TOLERANCE`; any stream counts);
-- *variable resolution*: its frame size changes mid-stream (rejected, never resized: every
-  reader raises it at the first frame of another size; a random-access read that stops before
-  the change cannot know of it, as with truncation).
-
-Every other file is accepted. Frame `i` is the i-th frame a sequential decode yields;
-`read_frames` returns exactly those frames in any container. Also here: the video extensions,
-`--videos` listing (a folder scan enters each folder and lists each file once, by real path, so
-symbolic-link loops end at once), the crash-tolerant process pool and file fingerprints.
-This package imports nothing else of mcl_fast.
+definition of a bad video, so every tool (`prepare`, `transcode`, both loaders, evaluation) gives
+the same verdict on the same file: *not a video*, *corrupt*, *truncated* (`TRUNCATION_TOLERANCE`,
+`DURATION_TOLERANCE`) or *variable resolution*; frame `i` is the i-th frame a sequential decode
+yields. Also the video extensions, `--videos` listing, the crash-tolerant process pool and file
+fingerprints. Imports nothing else of mcl_fast. The verdicts in full: docs/faults.md.
 """
 from .container import DURATION_TOLERANCE, TRUNCATION_TOLERANCE, check_path, open_video, probe, truncation_reason
 from .errors import VideoError

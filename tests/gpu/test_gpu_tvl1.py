@@ -19,7 +19,7 @@ if not has_gpu():
     pytest.skip("no CUDA device visible to CuPy", allow_module_level=True)
 
 from mcl_fast.gpu import flow as gpu_flow  # noqa: E402
-from mcl_fast.gpu import host  # noqa: E402
+from host_library import library_or_skip  # noqa: E402
 from mcl_fast.gpu import tvl1_host as th  # noqa: E402
 from mcl_fast.motion import compute_flow, motion_map  # noqa: E402
 from mcl_fast.motion.maps import downsample_mean  # noqa: E402
@@ -58,7 +58,7 @@ def map_correlations(flow_a, flow_b, block=1):
 
 @pytest.mark.parametrize("name", ["smooth", "pan", "bikes"])
 def test_gpu_equals_host_twin(cases, gpu_flows, name):
-    host.library_or_skip()
+    library_or_skip()
     frames = cases[f"{name}_frames"]
     ref = th.tvl1_pairs(frames[:-1], frames[1:])
     got = gpu_flows[name]

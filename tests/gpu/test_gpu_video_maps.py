@@ -18,12 +18,12 @@ if not has_gpu():
 
 
 def test_video_maps_gpu_agree_with_the_cpu_path(pan_video, monkeypatch):
-    from mcl_fast.gpu import host
+    from host_library import library_or_skip
     from mcl_fast.gpu import tvl1_host as th
     from mcl_fast.gpu.video_maps import compute_video_maps_gpu
     from mcl_fast.motion import prepare
 
-    host.library_or_skip()
+    library_or_skip()
     monkeypatch.setattr(prepare, "_pair_flow", lambda method: lambda prev, nxt: th.tvl1_pairs(prev[None], nxt[None])[0])
     path = str(pan_video.path)
     cpu = prepare.compute_video_maps(path, flow="tvl1", size=64, map_downsample=4)
