@@ -8,7 +8,7 @@ The dataset (mcl_fast.eval.actions): classes defined by how a small object moves
 vertical, circle, jitter), amid static distractors; the object moves only during part of each
 video. In the cpu preset every video shares one scene (background, distractors, object texture:
 `scene_seed`), so nothing but the motion tells videos or classes apart, and pretraining uses crops
-only (`augment=False`; README "MoCo collapse"). Rows:
+only (`augment=False`; docs/collapse.md). Rows:
 
   supervised  the same backbone trained with labels (mcl_fast.eval.finetune, the trainer's loop):
               the ceiling of what this backbone and data allow
@@ -53,7 +53,7 @@ VARIANTS = {
     "+MAL v3": ("motion", {"mal": True, "variant": "v3", "terms": ["s", "t", "st"]}),
 }
 
-# Pretraining settings shared by the presets (README "MoCo collapse": the negatives come from the
+# Pretraining settings shared by the presets (docs/collapse.md: the negatives come from the
 # same step, so a fast key encoder cannot win by freshness; momentum suits a run of a few hundred
 # steps). A preset can override any of them.
 PRETRAIN = dict(queue=0, momentum=0.99, tau=0.1, dim=128, hidden=128, lr=0.05, weight_decay=1e-4)

@@ -5,7 +5,7 @@ The paper starts MCL "with the network initialization by MoCo on ImageNet"; the 
 a MoCo v2 ResNet-50. At the demo's scale there is no ImageNet: `sample_frames` takes frames of the
 training videos, `train_image_moco` trains `TinyNet2d` (the 2D counterpart of `tiny`) by MoCo on
 two random crops of each frame (negatives: the other frames of the step, as the CPU video recipe;
-README "MoCo collapse"), and writes a checkpoint that `model.init` inflates into `tiny`
+docs/collapse.md), and writes a checkpoint that `model.init` inflates into `tiny`
 (models/inflate.py). The run is resumable: a partial checkpoint every `save_every` steps.
 """
 from __future__ import annotations
