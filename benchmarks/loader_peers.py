@@ -62,7 +62,7 @@ def decode_plan(plan, decoder: str) -> list[np.ndarray]:
 def decode_only(decoder: str):
     """render_batch that decodes and returns nothing else (the floor)."""
     def render(plans, size):
-        return [torch.from_numpy(np.stack([decode_plan(p, decoder)[0] for p in plans]))]
+        return [torch.from_numpy(decode_plan(p, decoder)[0]) for p in plans]  # videos differ in size: no stack
     return render
 
 
@@ -129,8 +129,9 @@ def _hsv_to_rgb(x):
     i = i.to(torch.int32) % 6
     p, q, t = (v * (1.0 - s)).clamp(0, 1), (v * (1.0 - s * f)).clamp(0, 1), (v * (1.0 - s * (1.0 - f))).clamp(0, 1)
     mask = i.unsqueeze(-3) == torch.arange(6, dtype=torch.int32).view(-1, 1, 1)
-    a1, a2, a3 = (torch.stack(c, dim=-3) for c in ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q)))
-    return torch.stack([torch.einsum("...ijk,...xijk->...xjk", mask.to(x.dtype), a) for a in (a1, a2, a3)], -3)
+    a = torch.stack([torch.stack(c, dim=-3) for c in ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))],
+                    dim=-4)  # (..., 3, 6, H, W): each output channel's six candidates
+    return torch.einsum("...ijk,...xijk->...xjk", mask.to(x.dtype), a)
 
 
 def _jitter(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
