@@ -162,7 +162,7 @@ class BatchBuffers:
         views = [self._empty(shape) for shape in want]
         if not self.shared:  # newest in, oldest out: a set a user keeps leaves the pool, and stays theirs
             self.pool.append(views)
-            del self.pool[:-self.keep]
+            del self.pool[:max(0, len(self.pool) - self.keep)]
         return list(views)
 
     def _empty(self, shape) -> torch.Tensor:
