@@ -608,7 +608,7 @@ def table_line(r: dict, gpu: bool) -> str:
 
 def print_summary(rows: list[dict], gpu: bool) -> None:
     """The medians, with CPU against the decoder's decode-only floor (× decode)."""
-    print(f"\n| size | loader | clips/s | CPU-s/clip | × decode CPU | peak PSS MB |" + (" vs best CPU |" if gpu else ""))
+    print("\n| size | loader | clips/s | CPU-s/clip | × decode CPU | peak PSS MB |" + (" vs best CPU |" if gpu else ""))
     print("|---|---|---|---|---|---|" + ("---|" if gpu else ""))
     for r in rows:
         x = "floor" if r["floor"] else (f"{r['x_decode_cpu']:.1f}×" if "x_decode_cpu" in r else "—")

@@ -121,7 +121,8 @@ def store_view(x: np.ndarray, flip: bool, out: torch.Tensor, output: OutputForma
     return out
 
 
-def render_into(frames, box, aug: ViewAug, size: int, out: torch.Tensor, output: OutputFormat = IMAGENET) -> torch.Tensor:
+def render_into(frames, box, aug: ViewAug, size: int, out: torch.Tensor,
+                output: OutputFormat = IMAGENET) -> torch.Tensor:
     """One view of a plan written into `out` (CPU, shape output.sample_shape(T, size)); returns out."""
     x = render_nhwc(frames, box, aug, size, output.mean_255, output.std_255)
     return store_view(x, aug.flip, out, output)

@@ -209,10 +209,15 @@ class _BatchDataset(torch.utils.data.Dataset):
         if self.buffers is None:  # made in the process that renders: a worker or the main one
             self.buffers = BatchBuffers(loader.output, shared=torch.utils.data.get_worker_info() is not None,
                                         pinned=loader.pin_memory and torch.cuda.is_available())
-        views = self.buffers.take(len(plans), view_shapes(plans[0], loader.size, loader.output))
+        shapes = view_shapes(plans[0], loader.size, loader.output)
+        views = self.buffers.take(len(plans), shapes)
         kept = []
         for b, (plan, pos, idx) in enumerate(zip(plans, positions, indices)):
             for _ in range(loader.planner.MAX_ATTEMPTS):
+                own = view_shapes(plan, loader.size, loader.output)
+                if own != shapes:  # not a decoding failure: say so
+                    raise ValueError(f"the views of {plan.path} have shapes {own}, the batch's first sample {shapes}: "
+                                     f"a batch needs equal clip lengths and sizes")
                 try:
                     render_plan(plan, loader.size, read, int(loader.store.info(plan.video)["num_frames"]),
                                 loader.output, out=[v[b] for v in views])
@@ -404,5 +409,6 @@ class TorchVideoLoader(LoaderBase):
         return state
 
 
-__all__ = ["TorchVideoLoader", "render_plan", "decode_clips", "view_shapes", "BatchBuffers", "DECODERS", "available_decoders", "decoder_problem", "PLAN_CHUNK",
+__all__ = ["TorchVideoLoader", "render_plan", "decode_clips", "view_shapes", "BatchBuffers", "DECODERS",
+           "available_decoders", "decoder_problem", "PLAN_CHUNK",
            "torch_device"]
