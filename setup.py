@@ -23,6 +23,7 @@ DEV = [
     "nvidia-ml-py",
     "nvidia-cuda-nvrtc>=13,<14",  # tests/test_cmake_build.py compiles the kernels with NVRTC as CuPy does
     DECORD,  # TorchVideoLoader(decoder="decord") is tested and benchmarked
+    "kornia",  # the loader benchmark's peer row (decord + kornia.augmentation.VideoSequential)
 ]
 
 setup(

@@ -1,5 +1,5 @@
-"""Loader benchmark: planning cost, and clips/s and memory of the DALI loader vs the CPU loaders
-researchers use (PyAV, decord, torchcodec), beside the decode-only ceiling.
+"""Loader benchmark: planning cost, and clips/s, CPU time and memory of the DALI loader and the
+torch loader against peer pipelines and each decoder's decode-only floor, on the same plans.
 
 Planning (one process, CPU time per clip): the loaders' planner (planner.Planner, 64 samples per
 call) making motion-focused and random plans on UCF101-sized maps (synthetic 320x240 videos of 180
@@ -13,26 +13,27 @@ from one clip, augmentation on), at 112² and 224²:
 
 - dali-cpu:   MotionFocusedLoader(device="cpu"), DALI's CPU decoder on the VP9 copies;
 - dali-gpu:   MotionFocusedLoader(device="gpu") on the H.264 copies (NVDEC), when a GPU is present;
-- torch-pyav-wN: TorchVideoLoader with N DataLoader workers, PyAV's seek-and-decode;
-- torch-decord-wN: the same with decord (installed with `pip install decord`): the VideoMAE-style
-              loop, VideoReader(path, num_threads=1).get_batch(frames) then torch crops and
-              augmentations, per sample, in N workers;
-- torch-torchcodec-wN: the same with torchcodec's VideoDecoder.get_frames_at, where torchcodec
-              and its FFmpeg libraries import;
-- decode-*:   the ceiling: DALI decoding exactly the same frames with no sampling, cropping or
-              augmentation (plans made before the clock starts). "of ceiling" = loader / ceiling
-              on the same device.
+- torch-<decoder>-wN: TorchVideoLoader with N DataLoader workers and decoder pyav, decord or
+              torchcodec (where it imports);
+- peer rows (benchmarks/loader_peers.py, the planner's plans of the same epoch): decord +
+              kornia.augmentation.VideoSequential, and a VideoMAE / pytorchvideo-style pipeline
+              (decord get_batch, per-clip crop, resize and torchvision-style colour ops in torch);
+- decode-only (<decoder>): the floor: the same frames decoded and nothing else (plans made
+              before each pass). "× decode CPU" = the row's CPU-s/clip / its decoder's floor.
 
-A clip is one training sample (both views). The clock starts when the iterator is created and
-every batch counts: the workers (N x prefetch 2 batches) and DALI's queue start decoding at once,
-so a clock started at the first batch would time batches already decoded ("first batch s" is
-the start-up part). Memory: peak PSS of the process and its
-workers (/proc/*/smaps_rollup; shared pages counted once) and how much of it the row added
-(earlier rows' pools stay with the process), and on a GPU the peak device memory
-in use (pynvml) above the level before the run. "CPU-s/clip": process + workers CPU time per
-clip, the fairer number on a shared machine.
+A clip is one training sample (both views). Each row builds its loader and runs one untimed
+epoch (workers, forkserver, DALI's pipeline and the planner's caches start), then times the
+next epoch from its iterator's creation to its last batch: the workers (N x prefetch 2 batches)
+and DALI's queue start decoding at once, so a clock started at the first batch would time
+batches already decoded ("first batch s" is the start-up part). "CPU-s/clip": CPU time of the
+whole process tree over the same span (/proc/<pid>/stat of this process and every descendant,
+forkserver workers included: getrusage's children are only those waited for) per clip. Rows run
+in turn, --rounds times (the summary gives medians), so load hits all alike. Memory: peak PSS of
+the process tree (/proc/*/smaps_rollup; shared pages counted once) and how much of it the row
+added (earlier rows' pools stay with the process), and on a GPU the peak device memory in use
+(pynvml) above the level before the run.
 
-    python benchmarks/loader_throughput.py [--quick] [--device auto|cpu|gpu] [--json PATH]
+    python benchmarks/loader_throughput.py [--quick] [--device auto|cpu|gpu] [--json PATH] [--rounds R]
                                            [--only planning|loaders|gpu-checks] [--data DIR]
 
 Rows are printed and written to the JSON as each finishes ("complete": false until the end), so a
@@ -49,7 +50,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import resource
 import sys
 import threading
 import time
@@ -226,7 +226,8 @@ def _pss_mb(pids) -> float:
 
 
 class MemorySampler(threading.Thread):
-    """Samples the process tree's PSS (and the GPU's used memory) every 0.1 s; keeps the peaks."""
+    """Samples the process tree's PSS (and the GPU's used memory) every 0.25 s; keeps the peaks (its
+    own CPU, a few ms per sample, counts in every row alike per second)."""
 
     def __init__(self, gpu_handle=None):
         super().__init__(daemon=True)
@@ -246,7 +247,7 @@ class MemorySampler(threading.Thread):
         while not self._done.is_set():
             self.peak_mb = max(self.peak_mb, _pss_mb(_tree_pids(os.getpid())))
             self.gpu_peak_mb = max(self.gpu_peak_mb, self._gpu_mb())
-            self._done.wait(0.1)
+            self._done.wait(0.25)
 
     def stop(self) -> dict:
         self._done.set()
@@ -257,17 +258,39 @@ class MemorySampler(threading.Thread):
         return out
 
 
-def _cpu_seconds() -> float:
-    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def measure(make_iterable, gpu_handle=None, sync=None) -> dict:
-    """Iterate a whole epoch; clips/s over every batch, from the iterator's creation to the end."""
+def tree_cpu_seconds(root: int | None = None) -> float:
+    """CPU seconds of a process tree: utime + stime, and cutime + cstime (children it has reaped),
+    of `root` (default this process) and every descendant alive now, from /proc/<pid>/stat.
+
+    getrusage(RUSAGE_CHILDREN) only counts children this process has waited for: DataLoader
+    workers started by a forkserver are the forkserver's children, alive while measured, so it
+    saw none of their time. A worker that exits and is reaped moves its time into its parent's
+    cutime, so a difference of two readings keeps it."""
+    total = 0
+    for pid in _tree_pids(os.getpid() if root is None else root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after "(comm)", which may hold spaces
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime (fields 14-17)
+    return total / CLOCK_TICKS
+
+
+def measure(make_iterable, gpu_handle=None, sync=None, warmup: bool = True) -> dict:
+    """Iterate one epoch of a loader, timed from its iterator's creation to the end; CPU time of
+    the whole process tree over the same span. Construction and (warmup) a first, untimed epoch
+    are outside both: workers, forkserver, DALI's pipeline and the planner's caches are up."""
+    iterable = make_iterable()
+    if warmup:
+        for _ in iterable:
+            pass
     sampler = MemorySampler(gpu_handle)
     sampler.start()
-    cpu0 = _cpu_seconds()
-    iterable = make_iterable()
+    cpu0 = tree_cpu_seconds()
     t0 = time.perf_counter()
     clips, first_batch_s = 0, None
     for batch in iterable:
@@ -277,12 +300,12 @@ def measure(make_iterable, gpu_handle=None, sync=None) -> dict:
     if sync is not None:
         sync()
     seconds = time.perf_counter() - t0
+    cpu = tree_cpu_seconds() - cpu0  # before close(): the workers are still in the tree
     if hasattr(iterable, "close"):  # TorchVideoLoader's workers persist across epochs: stop them
         iterable.close()
     del iterable
     out = {"clips": clips, "seconds": round(seconds, 3), "clips_per_s": round(clips / seconds, 2),
-           "first_batch_s": round(first_batch_s or 0.0, 3)}
-    out["cpu_s_per_clip"] = round((_cpu_seconds() - cpu0) / max(clips, 1), 4)
+           "first_batch_s": round(first_batch_s or 0.0, 3), "cpu_s_per_clip": round(cpu / max(clips, 1), 4)}
     out.update(sampler.stop())
     return out
 
@@ -310,35 +333,37 @@ def torch_loader(names, store, video_root, size, workers, batch, decoder):
                                     num_workers=workers, decoder=decoder)
 
 
-def decode_only(names, store, video_root, device, batch, threads):
-    """DALI decoding the frames the loader's plans ask for; nothing else (plans made up front)."""
-    from mcl_fast.data.loader import LoaderBase
+def dali_decode_only(names, store, video_root, size, device, batch, threads):
+    """DALI decoding the frames the loader's plans ask for (each epoch's plans, made before its
+    pass starts); nothing else. The pipeline is built on the first (warm-up) pass."""
+    from mcl_fast.data.base import LoaderBase
     from mcl_fast.data.options import LoaderOptions
     from mcl_fast.data.pipeline import build_decode_pipeline
 
-    base = LoaderBase(names, store, batch, LoaderOptions(size=112, verify=False, video_root=video_root))
-    plans = [base.planner.plan_batch(0, pos, idx) for pos, idx in base.batches(0)]
+    class Epochs:
+        def __init__(self):
+            self.base = LoaderBase(names, store, batch, LoaderOptions(size=size, seed=0, verify=False,
+                                                                      video_root=video_root))
+            self.epoch, self.plans, self.pipe = 0, [], None
 
-    class Epoch:
+        def source(self):
+            if not self.plans:
+                raise StopIteration
+            chunk = self.plans.pop(0)
+            return [np.fromfile(p.path, np.uint8) for p in chunk], [p.query.frames.astype(np.int32) for p in chunk]
+
         def __iter__(self):
-            state = {"i": 0}
-
-            def source():
-                if state["i"] >= len(plans):
-                    raise StopIteration
-                chunk = plans[state["i"]]
-                state["i"] += 1
-                return ([np.fromfile(p.path, np.uint8) for p in chunk],
-                        [p.query.frames.astype(np.int32) for p in chunk])
-
-            pipe = build_decode_pipeline(source, batch_size=batch, device=device, num_threads=threads)
+            self.plans = self.base.plan_chunk(self.epoch, self.base.batches(self.epoch))
+            self.epoch += 1
+            if self.pipe is None:
+                self.pipe = build_decode_pipeline(self.source, batch_size=batch, device=device, num_threads=threads)
             try:
                 while True:
-                    yield pipe.run()
+                    yield self.pipe.run()
             except StopIteration:
-                return
+                self.pipe.reset()
 
-    return lambda: Epoch()
+    return Epochs
 
 
 def _same_field(a, b) -> bool:
@@ -386,7 +411,9 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, nargs="+", default=None,
                         help="TorchVideoLoader worker counts (default: 0, 1, 2, ..., cores)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--batches", type=int, default=None, help="batches per row, all timed (default 4, quick 2)")
+    parser.add_argument("--batches", type=int, default=None,
+                        help="batches per epoch; each row times its second epoch (default 6, quick 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="passes over all rows (default 2, quick 1)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     parser.add_argument("--data", type=Path, default=DATA, help=f"cache of transcoded videos and stores ({DATA})")
     parser.add_argument("--only", choices=("planning", "loaders", "gpu-checks"), default=None,
@@ -400,7 +427,9 @@ def run_meta(args, argv, gpu: bool, batches: int, decoders) -> dict:
             "cpu_cores": os.cpu_count(), "python": platform.python_version(), "gpu": gpu,
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "settings": {"clip_len": 16, "stride": 2, "batch_size": args.batch_size, "batches": batches,
-                         "timed_from": "iterator creation", "sampling": "motion", "augment": True, "gop": 16},
+                         "rounds": args.rounds, "timed_from": "iterator creation",
+                         "warmup": "one untimed epoch after construction", "cpu": "process tree, /proc/<pid>/stat",
+                         "sampling": "motion", "augment": True, "gop": 16},
             "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
             "decoders": decoders}
 
@@ -416,7 +445,8 @@ def main(argv=None) -> int:
         parser.error("--only gpu-checks needs a CUDA GPU")
     cores = os.cpu_count() or 1
     workers = args.workers or sorted({0, 1, 2, min(4, cores), cores} - {w for w in (4, cores) if w > cores})
-    batches = args.batches or (2 if args.quick else 4)
+    batches = args.batches or (2 if args.quick else 6)
+    args.rounds = args.rounds or (1 if args.quick else 2)
     from mcl_fast.data.torch_loader import available_decoders
 
     decoders = available_decoders()  # decord is looked up here, imported by the workers that decode
@@ -457,42 +487,86 @@ def _gpu_handle():
     return pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
 
 
+def row_plan(args, names, data, gpu: bool, workers, decoders, size: int) -> list[tuple]:
+    """The rows of one size, in the order they run: (loader, device, decoder, floor?, make)."""
+    import loader_peers as peers
+
+    store, threads, batch = data["store"], os.cpu_count() or 1, args.batch_size
+    rows = []
+    if gpu:
+        rows += [("decode-only (DALI, NVDEC)", "gpu", "dali-gpu", True,
+                  dali_decode_only(names, store, data["h264"], size, "gpu", batch, threads)),
+                 ("dali-gpu (H.264, NVDEC)", "gpu", "dali-gpu", False,
+                  dali_loader(names, store, data["h264"], size, "gpu", batch, threads))]
+    rows += [("decode-only (DALI CPU)", "cpu", "dali-cpu", True,
+              dali_decode_only(names, store, data["vp9"], size, "cpu", batch, threads)),
+             ("dali-cpu (VP9)", "cpu", "dali-cpu", False,
+              dali_loader(names, store, data["vp9"], size, "cpu", batch, threads))]
+    for decoder in decoders:
+        if decoder in ("pyav", "decord"):
+            rows.append((f"decode-only ({decoder})", "cpu", decoder, True,
+                         lambda d=decoder: peers.PlannedEpochs(names, store, data["vp9"], size, batch,
+                                                               peers.decode_only(d))))
+        rows += [(f"torch-{decoder}-w{w} (VP9)", "cpu", decoder, False,
+                  torch_loader(names, store, data["vp9"], size, w, batch, decoder)) for w in workers]
+    if "decord" in decoders:
+        rows.append(("peer: VideoMAE-style (decord + torch)", "cpu", "decord", False,
+                     lambda: peers.PlannedEpochs(names, store, data["vp9"], size, batch, peers.videomae_render())))
+        if _has_kornia():
+            rows.append(("peer: decord + kornia VideoSequential", "cpu", "decord", False,
+                         lambda: peers.PlannedEpochs(names, store, data["vp9"], size, batch, peers.kornia_render())))
+    return rows
+
+
+def _has_kornia() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("kornia") is not None
+
+
 def loader_rows(args, out: ResultsFile, names, data, gpu: bool, workers, decoders) -> None:
-    """Every loader row, each printed and written when it finishes: per size the GPU rows first
-    (ceiling, then dali-gpu), then the CPU ones. Fractions of the ceiling are set as rows finish;
-    dali-gpu's ratio to the best CPU loader once the CPU rows of its size are in."""
-    store, threads = data["store"], os.cpu_count() or 1
+    """Every loader row, each printed and written when it finishes, --rounds times over: round
+    by round every size's rows in turn (GPU rows first), so a busy machine slows all alike.
+    The summary (medians over rounds) adds each row's CPU against its decoder's decode-only
+    floor and, for the GPU loader, its clips/s against the best CPU loader."""
     handle = _gpu_handle() if gpu else None
     sync = (lambda: __import__("torch").cuda.synchronize()) if gpu else None
+    plans = {size: row_plan(args, names, data, gpu, workers, decoders, size) for size in args.sizes}
     print_table_head(gpu)
+    for rnd in range(args.rounds):
+        for size in args.sizes:
+            for name, device, decoder, floor, make in plans[size]:
+                r = measure(make, handle if device == "gpu" else None, sync if device == "gpu" else None)
+                r.update(size=size, loader=name, device=device, decoder=decoder, floor=floor, round=rnd)
+                out.add(r)
+                print(table_line(r, gpu), flush=True)
+    out.update(summary=summarize(out.fields["rows"]))
+    print_summary(out.fields["summary"], gpu)
 
-    def add(size, name, device, make, ceiling_of=None):
-        r = measure(make, handle if device == "gpu" else None, sync if device == "gpu" else None)
-        r.update(size=size, loader=name, device=device, ceiling_of=ceiling_of)
-        ceiling = next((c for c in out.fields["rows"] if c["size"] == size and c["ceiling_of"] == device), None)
-        if ceiling_of is None and ceiling is not None:
-            r["of_ceiling"] = round(r["clips_per_s"] / ceiling["clips_per_s"], 3)
-        out.add(r)
-        print(table_line(r, gpu), flush=True)
 
-    for size in args.sizes:
-        if gpu:
-            add(size, "decode-gpu (ceiling)", "gpu",
-                decode_only(names, store, data["h264"], "gpu", args.batch_size, threads), ceiling_of="gpu")
-            add(size, "dali-gpu (H.264, NVDEC)", "gpu",
-                dali_loader(names, store, data["h264"], size, "gpu", args.batch_size, threads))
-        add(size, "decode-cpu (ceiling)", "cpu", decode_only(names, store, data["vp9"], "cpu", args.batch_size, threads),
-            ceiling_of="cpu")
-        add(size, "dali-cpu (VP9)", "cpu", dali_loader(names, store, data["vp9"], size, "cpu", args.batch_size, threads))
-        for decoder in decoders:
-            for w in workers:
-                add(size, f"torch-{decoder}-w{w} (VP9)", "cpu",
-                    torch_loader(names, store, data["vp9"], size, w, args.batch_size, decoder))
-        torch_rows = [r["clips_per_s"] for r in out.fields["rows"] if r["size"] == size and r["loader"].startswith("torch")]
-        for r in out.fields["rows"]:
-            if torch_rows and r["size"] == size and r["device"] == "gpu" and r["ceiling_of"] is None:
-                r["vs_best_cpu_loader"] = round(r["clips_per_s"] / max(torch_rows), 2)
-        out.write()
+def summarize(rows: list[dict]) -> list[dict]:
+    """One row per (size, loader): the medians over rounds, with x_decode_cpu (CPU-s/clip over its
+    decoder's decode-only row) and, for a GPU loader, vs_best_cpu_loader (clips/s)."""
+    import statistics
+
+    keys = list(dict.fromkeys((r["size"], r["loader"]) for r in rows))
+    out = []
+    for size, loader in keys:
+        runs = [r for r in rows if (r["size"], r["loader"]) == (size, loader)]
+        first = runs[0]
+        med = {k: round(statistics.median(r[k] for r in runs), 4)
+               for k in ("clips_per_s", "cpu_s_per_clip", "first_batch_s", "peak_pss_mb")}
+        out.append({"size": size, "loader": loader, "device": first["device"], "decoder": first["decoder"],
+                    "floor": first["floor"], "rounds": len(runs), **med,
+                    "cpu_s_per_clip_runs": [r["cpu_s_per_clip"] for r in runs]})
+    for r in out:
+        floor = next((f for f in out if f["floor"] and f["size"] == r["size"] and f["decoder"] == r["decoder"]), None)
+        if floor is not None and not r["floor"]:
+            r["x_decode_cpu"] = round(r["cpu_s_per_clip"] / floor["cpu_s_per_clip"], 2)
+        cpu_loaders = [c["clips_per_s"] for c in out if c["size"] == r["size"] and c["loader"].startswith("torch")]
+        if r["device"] == "gpu" and not r["floor"] and cpu_loaders:
+            r["vs_best_cpu_loader"] = round(r["clips_per_s"] / max(cpu_loaders), 2)
+    return out
 
 
 def gpu_checks_line(checks: dict) -> str:
@@ -503,6 +577,7 @@ def gpu_checks_line(checks: dict) -> str:
 
 
 def finish(out: ResultsFile) -> int:
+    out.fields["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     out.finish()
     print(f"JSON: {out.path}")
     checks = out.fields["meta"].get("gpu_checks")
@@ -519,17 +594,27 @@ def print_planning(rows) -> None:
 
 
 def print_table_head(gpu: bool) -> None:
-    head = ("| size | loader | clips/s | first batch s | of ceiling | CPU-s/clip | peak PSS MB (+ added) |"
+    head = ("| size | loader | clips/s | first batch s | CPU-s/clip | peak PSS MB (+ added) | round |"
             + (" GPU MB |" if gpu else ""))
     print("\n" + head)
     print("|" + "---|" * (head.count("|") - 1), flush=True)
 
 
 def table_line(r: dict, gpu: bool) -> str:
-    frac = "—" if "of_ceiling" not in r else f"{100 * r['of_ceiling']:.0f} %"
-    line = (f"| {r['size']}² | {r['loader']} | {r['clips_per_s']:.1f} | {r['first_batch_s']:.2f} | {frac} | "
-            f"{r['cpu_s_per_clip']:.3f} | {r['peak_pss_mb']:.0f} (+{r['added_pss_mb']:.0f}) |")
+    line = (f"| {r['size']}² | {r['loader']} | {r['clips_per_s']:.1f} | {r['first_batch_s']:.2f} | "
+            f"{r['cpu_s_per_clip']:.3f} | {r['peak_pss_mb']:.0f} (+{r['added_pss_mb']:.0f}) | {r['round']} |")
     return line + (f" {r.get('gpu_mem_mb', '—')} |" if gpu else "")
+
+
+def print_summary(rows: list[dict], gpu: bool) -> None:
+    """The medians, with CPU against the decoder's decode-only floor (× decode)."""
+    print("\n| size | loader | clips/s | CPU-s/clip | × decode CPU | peak PSS MB |" + (" vs best CPU |" if gpu else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if gpu else ""))
+    for r in rows:
+        x = "floor" if r["floor"] else (f"{r['x_decode_cpu']:.1f}×" if "x_decode_cpu" in r else "—")
+        line = (f"| {r['size']}² | {r['loader']} | {r['clips_per_s']:.1f} | {r['cpu_s_per_clip']:.3f} | {x} | "
+                f"{r['peak_pss_mb']:.0f} |")
+        print(line + (f" {r.get('vs_best_cpu_loader', '—')} |" if gpu else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -98,3 +98,68 @@ def test_other_benchmarks_write_rows_as_they_finish(tmp_path, script, flags, fir
     assert json.loads(out.read_text())["complete"] is True
     # the first row was printed on its own when it finished, and again in the closing table
     assert sum(first_row in line for line in res.stdout.splitlines()) == 2, res.stdout[-2000:]
+
+
+class _BusyItems:
+    """A map-style dataset whose items each burn `seconds` of CPU (in the worker that loads them)."""
+
+    def __init__(self, items: int, seconds: float):
+        self.items, self.seconds = items, seconds
+
+    def __len__(self):
+        return self.items
+
+    def __getitem__(self, i):
+        import torch
+
+        start = time.process_time()
+        while time.process_time() - start < self.seconds:
+            pass
+        return {"index": torch.tensor([i])}
+
+
+def _proc_cpu(pid: int) -> float:
+    """utime + stime of one process, read by hand from /proc/<pid>/stat (fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_loader_throughput_counts_forkserver_workers():
+    """Two forkserver DataLoader workers burn ~0.8 s of CPU in the timed epoch: the row's CPU
+    includes it (against the workers' own /proc/<pid>/stat read by hand over the same epoch),
+    which getrusage (self + waited-for children: the old count) does not see."""
+    import resource
+
+    import torch
+
+    import loader_throughput as lt
+
+    class Workers:
+        def __init__(self):
+            self.data = torch.utils.data.DataLoader(_BusyItems(8, 0.1), batch_size=None, num_workers=2,
+                                                    persistent_workers=True, multiprocessing_context="forkserver")
+            self.epochs = []
+
+        def __iter__(self):
+            it = iter(self.data)
+            pids = [w.pid for w in it._workers]
+            usage = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            before = sum(_proc_cpu(p) for p in pids)
+            yield from it
+            after = sum(_proc_cpu(p) for p in pids)
+            now = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            rusage = sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in zip(usage, now))
+            self.epochs.append({"workers": after - before, "rusage": rusage})
+
+        def close(self):
+            self.data._iterator._shutdown_workers()
+
+    made = []
+    row = lt.measure(lambda: made.append(Workers()) or made[0])
+    timed = made[0].epochs[-1]  # the warm-up epoch came first
+    assert len(made[0].epochs) == 2 and row["clips"] == 8
+    cpu = row["cpu_s_per_clip"] * row["clips"]
+    assert timed["workers"] >= 0.6, timed
+    assert timed["workers"] - 0.05 <= cpu <= timed["workers"] + timed["rusage"] + 0.3, (cpu, timed)
+    assert timed["rusage"] < 0.5 * timed["workers"], "getrusage saw the workers: the test shows nothing"

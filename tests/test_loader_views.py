@@ -72,6 +72,14 @@ def scale_of(norm, dtype, layout) -> torch.Tensor:
     return s.view(1, 3, 1, 1, 1) if layout == "NCTHW" else s.view(1, 1, 3, 1, 1) if layout == "NTCHW" else s
 
 
+def _near_a_tie(pixels: torch.Tensor, layout: str, eps: float = 1e-3) -> torch.Tensor:
+    """Where (B, 3, T, S, S) pixels are within eps of k + 0.5, in `layout`: the loaders compute each
+    format's pixels with its own affine (colour and normalisation folded), so float rounding there
+    decides the uint8 value; everywhere else the rounding must agree."""
+    tie = ((pixels - pixels.floor()) - 0.5).abs() < eps
+    return {"NCTHW": tie, "NTCHW": tie.permute(0, 2, 1, 3, 4), "NTHWC": tie.permute(0, 2, 3, 4, 1)}[layout]
+
+
 @pytest.mark.parametrize("kind", ["dali", "torch"])
 def test_every_output_format_is_the_default_up_to_its_transform(dataset, kind, monkeypatch):
     default = next(iter(make(kind, dataset)))
@@ -94,6 +102,8 @@ def test_every_output_format_is_the_default_up_to_its_transform(dataset, kind, m
             want = expected(pixels[view], norm, dtype, layout)
             assert got.shape == want.shape, (norm, dtype, layout)
             err = (got.double() - want).abs() * scale_of(norm, dtype, layout)
+            if dtype == "uint8":  # a pixel within float rounding of k + 0.5 may round to either side
+                err = torch.where(_near_a_tie(pixels[view], layout) & (err <= 1.0), torch.zeros_like(err), err)
             assert err.max() <= TOLERANCE[dtype], (norm, dtype, layout, float(err.max()))
         if kind == "dali":
             dali_layout = {"NCTHW": "CFHW", "NTCHW": "FCHW", "NTHWC": "FHWC"}[layout]

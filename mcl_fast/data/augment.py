@@ -4,6 +4,14 @@ crop (integer box) -> bilinear resize with antialiasing to size x size (DALI fn.
 default filter) -> colour affine map, clipped to 0..255 (fn.coord_transform + clamp) ->
 separable Gaussian blur, reflect-101 borders (fn.gaussian_blur) -> flip (fn.crop_mirror_normalize)
 -> the output format (output.OutputFormat: ImageNet-normalised (3, T, S, S) float32 by default).
+
+On the CPU a view is worked in (T, S, S, 3) float32 (the layout the uint8 resize leaves and
+OpenCV's per-pixel ops read) with four passes over the output-sized pixels: the uint8 -> float
+conversion, one affine map that is the colour change and the normalisation together (the
+clip to 0..255 becomes a per-channel clip in normalised units), the blur, and one copy into the
+caller's buffer that also flips and lays the view out. Blur and normalisation commute (the
+kernel sums to 1 and the normalisation is per channel), so this is the DALI order's output
+up to float rounding.
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ from .output import OutputFormat
 from .plan import MEAN_255, STD_255, ViewAug
 
 IMAGENET = OutputFormat()
+PIXELS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # (mean, std) that leaves RGB in 0..255
 
 
 def gaussian_kernel(sigma: float, window: int) -> torch.Tensor:
@@ -35,12 +44,19 @@ def blur(x: torch.Tensor, sigma: float, window: int) -> torch.Tensor:
         return x
     if x.device.type != "cpu":
         return _blur_conv(x, sigma, window)
-    k = gaussian_kernel(sigma, window).numpy()
     images = x.detach().permute(0, 2, 3, 1).contiguous().numpy()  # (N, H, W, C)
-    out = np.empty_like(images)
-    for i in range(images.shape[0]):
-        cv2.sepFilter2D(images[i], -1, k, k, dst=out[i], borderType=cv2.BORDER_REFLECT_101)
-    return torch.from_numpy(out).permute(0, 3, 1, 2)
+    return torch.from_numpy(blur_nhwc(images, sigma, window)).permute(0, 3, 1, 2)
+
+
+def blur_nhwc(images: np.ndarray, sigma: float, window: int) -> np.ndarray:
+    """blur() in place on (N, H, W, C) float32 NumPy images (sepFilter2D reads its source rows
+    into its own ring buffer, so dst=src is exact: tests/test_augment.py); returns `images`."""
+    if window <= 1:
+        return images
+    k = gaussian_kernel(sigma, window).numpy()
+    for image in images:
+        cv2.sepFilter2D(image, -1, k, k, dst=image, borderType=cv2.BORDER_REFLECT_101)
+    return images
 
 
 def _blur_conv(x: torch.Tensor, sigma: float, window: int) -> torch.Tensor:
@@ -57,20 +73,73 @@ def crop_resize(frames: torch.Tensor, box, size: int) -> torch.Tensor:
 
     The resize runs on the uint8 pixels (torch's uint8 antialiased kernel, ~10x faster than
     converting the source-sized crop to float first); its rounding to whole grey levels moves a
-    value by at most 1.
+    value by at most 1. On the CPU the result is channels-last: (T, S, S, 3) in memory.
     """
     y0, x0, h, w = (int(v) for v in box)
     crop = frames[:, y0:y0 + h, x0:x0 + w].permute(0, 3, 1, 2)
     if crop.device.type != "cpu":  # the uint8 antialiased kernel is the CPU's
         crop = crop.float()
-    return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False).float()
+    x = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.float() if crop.device.type != "cpu" else x
+
+
+def view_affine(aug: ViewAug, mean, std) -> tuple[np.ndarray, tuple | None]:
+    """The view's colour map followed by (x - mean) / std as one affine on RGB: its (3, 4) float32
+    matrix for cv2.transform, and the per-channel (low, high) that 0 and 255 become (None when the
+    view has no colour change: resized uint8 pixels are already inside)."""
+    inv, mean = 1.0 / np.asarray(std, np.float64), np.asarray(mean, np.float64)
+    matrix = np.asarray(aug.color_matrix, np.float64) * inv[:, None]
+    offset = (np.asarray(aug.color_offset, np.float64) - mean) * inv
+    bounds = None if aug.identity_color else (tuple(-mean * inv) + (0.0,), tuple((255.0 - mean) * inv) + (0.0,))
+    return np.concatenate([matrix, offset[:, None]], axis=1).astype(np.float32), bounds
+
+
+def render_nhwc(frames, box, aug: ViewAug, size: int, mean, std) -> np.ndarray:
+    """One view before its flip, on the CPU: (T, H, W, 3) uint8 -> (T, S, S, 3) float32, coloured,
+    normalised ((x - mean) / std in 0..255 units) and blurred."""
+    frames = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    resized = crop_resize(frames, box, size).permute(0, 2, 3, 1).numpy()  # channels-last: a view
+    t = resized.shape[0]
+    x = resized.reshape(t * size, size, 3).astype(np.float32)  # (T*S, S, 3): one image to OpenCV
+    matrix, bounds = view_affine(aug, mean, std)
+    cv2.transform(x, matrix, dst=x)
+    if bounds is not None:
+        cv2.min(cv2.max(x, bounds[0], dst=x), bounds[1], dst=x)  # per-channel clip, 4-tuples are cv2 Scalars
+    return blur_nhwc(x.reshape(t, size, size, 3), aug.blur_sigma, aug.blur_window)
+
+
+def store_view(x: np.ndarray, flip: bool, out: torch.Tensor, output: OutputFormat) -> torch.Tensor:
+    """Copy a (T, S, S, 3) float32 view into `out` (one sample in `output`'s dtype and layout),
+    flipped on the way (a NumPy view with a negative stride: the copy is the flip); returns out."""
+    if output.dtype == "uint8":
+        np.clip(np.rint(x, out=x), 0, 255, out=x)
+    src = (x[:, :, ::-1] if flip else x).transpose(output.from_nhwc)
+    if out.dtype == torch.bfloat16:  # NumPy has no bfloat16: torch converts
+        out.copy_(torch.from_numpy(np.ascontiguousarray(src)))
+    else:
+        np.copyto(out.numpy(), src, casting="unsafe")
+    return out
+
+
+def render_into(frames, box, aug: ViewAug, size: int, out: torch.Tensor,
+                output: OutputFormat = IMAGENET) -> torch.Tensor:
+    """One view of a plan written into `out` (CPU, shape output.sample_shape(T, size)); returns out."""
+    x = render_nhwc(frames, box, aug, size, output.mean_255, output.std_255)
+    return store_view(x, aug.flip, out, output)
 
 
 def render_view(frames, box, aug: ViewAug, size: int) -> torch.Tensor:
     """One view of a plan before the output format: (T, H, W, 3) uint8 frames (NumPy or torch) ->
     (T, 3, S, S) float32 RGB in 0..255."""
-    frames = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
-    x = crop_resize(frames, box, size)  # (T, 3, S, S)
+    if isinstance(frames, torch.Tensor) and frames.device.type != "cpu":
+        return _render_view_torch(frames, box, aug, size)
+    x = render_nhwc(frames, box, aug, size, *PIXELS)
+    return torch.from_numpy(np.ascontiguousarray(x[:, :, ::-1]) if aug.flip else x).permute(0, 3, 1, 2)
+
+
+def _render_view_torch(frames: torch.Tensor, box, aug: ViewAug, size: int) -> torch.Tensor:
+    """render_view in torch ops, for frames off the CPU."""
+    x = crop_resize(frames, box, size)
     if not aug.identity_color:
         m = torch.as_tensor(aug.color_matrix, dtype=torch.float32, device=x.device)
         t = torch.as_tensor(aug.color_offset, dtype=torch.float32, device=x.device)
@@ -82,7 +151,10 @@ def render_view(frames, box, aug: ViewAug, size: int) -> torch.Tensor:
 def apply_view(frames, box, aug: ViewAug, size: int, output: OutputFormat = IMAGENET) -> torch.Tensor:
     """One view of a plan: (T, H, W, 3) uint8 frames (NumPy or torch) -> the view in `output`'s
     format (default (3, T, S, S) float32, ImageNet-normalised)."""
-    return output.apply(render_view(frames, box, aug, size))
+    if isinstance(frames, torch.Tensor) and frames.device.type != "cpu":
+        return output.apply(_render_view_torch(frames, box, aug, size))
+    out = torch.empty(output.sample_shape(len(frames), size), dtype=output.torch_dtype)
+    return render_into(frames, box, aug, size, out, output)
 
 
 def denormalize(view: torch.Tensor) -> torch.Tensor:

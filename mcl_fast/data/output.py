@@ -24,6 +24,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 DTYPES = ("float32", "float16", "bfloat16", "uint8")
 LAYOUTS = {"NCTHW": "CFHW", "NTCHW": "FCHW", "NTHWC": "FHWC"}  # batch layout -> DALI per-sample layout
+FROM_NHWC = {"NCTHW": (3, 0, 1, 2), "NTCHW": (0, 3, 1, 2), "NTHWC": (0, 1, 2, 3)}  # (T, S, S, 3) -> a sample
 
 
 def _dtype_name(dtype) -> str:
@@ -95,6 +96,28 @@ class OutputFormat:
     def dali_layout(self) -> str:
         """The per-sample layout crop_mirror_normalize writes (F = frames)."""
         return LAYOUTS[self.layout]
+
+    @property
+    def from_nhwc(self) -> tuple[int, int, int, int]:
+        """The axes order that takes a (T, S, S, 3) view to one sample of this layout."""
+        return FROM_NHWC[self.layout]
+
+    def sample_shape(self, frames: int, size: int) -> tuple[int, int, int, int]:
+        """Shape of one view of `frames` frames at size x size in this layout."""
+        return tuple((frames, size, size, 3)[a] for a in self.from_nhwc)
+
+    def empty_batch(self, batch: int, frames: int, size: int, *, shared: bool = False, pinned: bool = False):
+        """An uninitialised torch batch of views in this format. shared: in shared memory (what a
+        DataLoader worker hands to the main process; allocated there directly, as torch's
+        default_collate does, so sending it is not another copy); pinned: page-locked (CUDA)."""
+        import torch
+
+        shape = (batch,) + self.sample_shape(frames, size)
+        if shared:
+            numel = int(np.prod(shape))
+            storage = torch.empty(0, dtype=self.torch_dtype)._typed_storage()._new_shared(numel)
+            return torch.empty(0, dtype=self.torch_dtype).new(storage).view(shape)
+        return torch.empty(shape, dtype=self.torch_dtype, pin_memory=pinned)
 
     def apply(self, view):
         """(T, 3, S, S) float 0..255 torch tensor -> one view in this format (per-sample layout)."""

@@ -10,10 +10,12 @@ across epochs, so the planner's per-video caches do too.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import faulthandler
 import logging
 import pickle
+import sys
 from typing import Callable
 
 import numpy as np
@@ -21,7 +23,7 @@ import torch
 
 from ..video_io import read_frames
 from ..video_io.pool import die_with_parent
-from .augment import render_view
+from .augment import render_into
 from .base import PLAN_CHUNK, LoaderBase, failure_reason
 from .options import LoaderOptions
 from .output import OutputFormat
@@ -84,20 +86,103 @@ def available_decoders() -> list[str]:
 # ------------------------------------------------------------------------------------ dataset
 
 
-def render_plan(plan: SamplePlan, size: int, read: Callable = read_frames, num_frames: int | None = None,
-                output: OutputFormat | None = None) -> list[torch.Tensor]:
-    """Decode a plan's frames (the union of its clips, once) and render every view: a list with one
-    tensor per view in `output`'s format (default ImageNet-normalised (3, T, S, S) float32).
-    read(path, indices, num_frames) decodes; num_frames: the video's frame count (the store's);
-    size: the views' side where the plan does not say."""
-    output = output or OutputFormat()
+def decode_clips(plan: SamplePlan, read: Callable = read_frames, num_frames: int | None = None) -> list[np.ndarray]:
+    """A plan's clips as (T, H, W, 3) uint8 arrays: the union of their frames decoded once."""
     uniq, inverse = np.unique(np.concatenate(plan.clips), return_inverse=True)
     decoded = read(plan.path, uniq, num_frames)
     clips, at = [], 0
     for frames in plan.clips:
         clips.append(decoded[inverse[at:at + len(frames)]])
         at += len(frames)
-    return [output.apply(render_view(clips[v.clip], v.box, v.aug, v.size or size)) for v in plan.views]
+    return clips
+
+
+def view_shapes(plan: SamplePlan, size: int, output: OutputFormat) -> list[tuple[int, ...]]:
+    """The shape of each of a plan's views in `output`'s per-sample layout."""
+    return [output.sample_shape(len(plan.clips[v.clip]), v.size or size) for v in plan.views]
+
+
+def render_plan(plan: SamplePlan, size: int, read: Callable = read_frames, num_frames: int | None = None,
+                output: OutputFormat | None = None, out: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Decode a plan's frames (the union of its clips, once) and render every view: a list with one
+    tensor per view in `output`'s format (default ImageNet-normalised (3, T, S, S) float32).
+    read(path, indices, num_frames) decodes; num_frames: the video's frame count (the store's);
+    size: the views' side where the plan does not say; out: one tensor per view to write into
+    (view_shapes; e.g. a sample of a batch buffer), fresh ones when None."""
+    output = output or OutputFormat()
+    clips = decode_clips(plan, read, num_frames)
+    if out is None:
+        out = [torch.empty(shape, dtype=output.torch_dtype) for shape in view_shapes(plan, size, output)]
+    return [render_into(clips[v.clip], v.box, v.aug, v.size or size, o, output) for v, o in zip(plan.views, out)]
+
+
+@contextlib.contextmanager
+def render_threads(threads: int | None):
+    """torch's and OpenCV's thread counts set to `threads` while a batch renders, then restored
+    (None: leave them). One thread is the cheapest per clip: a view's ops are a few milliseconds
+    each, and on shared cores a second thread mostly spins and waits (issue 20 measured 0.236 ->
+    0.082 CPU-s/clip at 112² with one); the process's own setting (training's) comes back after."""
+    if threads is None:
+        yield
+        return
+    import cv2
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+
+
+class BatchBuffers:
+    """The per-view batch tensors a loading process renders into.
+
+    In a worker (shared=True) every batch gets new shared-memory tensors: they travel to the main
+    process, which owns them from then on, so none is reused; allocating them shared saves the
+    copy into shared memory that sending a private tensor costs. In the main process (num_workers
+    0) up to `keep` sets are reused: a fresh 2 x 8 x 3 x 16 x 224² float batch is ~150 MB of new
+    pages, whose faults cost ~5 ms per clip. A set is reused only when nothing but this pool refers
+    to its tensors or their memory (no batch dict, view, NumPy array or other tensor on them:
+    in_use), so a batch a user holds is never overwritten."""
+
+    def __init__(self, output: OutputFormat, *, shared: bool, pinned: bool = False, keep: int = 3):
+        self.output, self.shared, self.pinned, self.keep = output, shared, pinned, keep
+        self.pool: list[list[torch.Tensor]] = []
+
+    def take(self, batch: int, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        """One (batch, *shape) tensor per view shape, not referenced by anything outside this pool."""
+        want = [(batch, *shape) for shape in shapes]
+        if not self.shared:
+            for views in self.pool:
+                if [tuple(t.shape) for t in views] == want and not self.in_use(views):
+                    return list(views)
+        views = [self._empty(shape) for shape in want]
+        if not self.shared:  # newest in, oldest out: a set a user keeps leaves the pool, and stays theirs
+            self.pool.append(views)
+            del self.pool[:max(0, len(self.pool) - self.keep)]
+        return list(views)
+
+    def _empty(self, shape) -> torch.Tensor:
+        frames, size = shape[1:][self.output.from_nhwc.index(0)], shape[1:][self.output.from_nhwc.index(1)]
+        return self.output.empty_batch(shape[0], frames, size, shared=self.shared, pinned=self.pinned)
+
+    @staticmethod
+    def in_use(views: list[torch.Tensor]) -> bool:
+        """True when anything besides the pool's list refers to one of `views`: a reference to the
+        tensor object (getrefcount: the list, the loop variable and the call's argument are the
+        pool's own three) or another tensor on its memory (a view, a slice: the storage's count
+        beyond what the tensor alone gives, _storage_refs(torch.empty(0)))."""
+        alone = _storage_refs(torch.empty(0))
+        return any(sys.getrefcount(t) > 3 or _storage_refs(t) > alone for t in views)
+
+
+def _storage_refs(tensor: torch.Tensor) -> int:
+    """How many references the tensor's memory has (the tensor's own, and the temporary storage
+    object asked, included)."""
+    return torch._C._storage_Use_Count(tensor.untyped_storage()._cdata)
 
 
 class _BatchDataset(torch.utils.data.Dataset):
@@ -106,6 +191,7 @@ class _BatchDataset(torch.utils.data.Dataset):
 
     def __init__(self, loader: "TorchVideoLoader"):
         self.loader = loader
+        self.buffers: BatchBuffers | None = None
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -113,14 +199,28 @@ class _BatchDataset(torch.utils.data.Dataset):
     def __getitem__(self, item) -> dict:
         loader = self.loader
         epoch, positions, indices = item
-        read = DECODERS[loader.decoder]
         plans = loader.plan_chunk(epoch, [(positions, indices)])[0]
-        views, kept = [], []
-        for plan, pos, idx in zip(plans, positions, indices):
+        with render_threads(loader.render_threads):
+            return self._render_batch(epoch, positions, indices, plans)
+
+    def _render_batch(self, epoch, positions, indices, plans) -> dict:
+        loader = self.loader
+        read = DECODERS[loader.decoder]
+        if self.buffers is None:  # made in the process that renders: a worker or the main one
+            self.buffers = BatchBuffers(loader.output, shared=torch.utils.data.get_worker_info() is not None,
+                                        pinned=loader.pin_memory and torch.cuda.is_available())
+        shapes = view_shapes(plans[0], loader.size, loader.output)
+        views = self.buffers.take(len(plans), shapes)
+        kept = []
+        for b, (plan, pos, idx) in enumerate(zip(plans, positions, indices)):
             for _ in range(loader.planner.MAX_ATTEMPTS):
+                own = view_shapes(plan, loader.size, loader.output)
+                if own != shapes:  # not a decoding failure: say so
+                    raise ValueError(f"the views of {plan.path} have shapes {own}, the batch's first sample {shapes}: "
+                                     f"a batch needs equal clip lengths and sizes")
                 try:
-                    rendered = render_plan(plan, loader.size, read, int(loader.store.info(plan.video)["num_frames"]),
-                                           loader.output)
+                    render_plan(plan, loader.size, read, int(loader.store.info(plan.video)["num_frames"]),
+                                loader.output, out=[v[b] for v in views])
                 except Exception as err:  # noqa: BLE001 (mark the file bad; the replan replaces it)
                     log.debug("reading %s failed", plan.path, exc_info=err)
                     loader.report_failure(plan.path, failure_reason(err))
@@ -130,9 +230,8 @@ class _BatchDataset(torch.utils.data.Dataset):
             else:
                 raise RuntimeError(f"{loader.planner.MAX_ATTEMPTS} videos in a row failed to decode near "
                                    f"position {pos} of epoch {epoch}")
-            views.append(rendered)
             kept.append(plan)
-        batch = loader.finish_batch(loader.batch_dict([torch.stack(v) for v in zip(*views)], kept, "cpu"))
+        batch = loader.finish_batch(loader.batch_dict(views, kept, "cpu"))
         # Replacements travel to the main process, which counts them and reports each file once.
         batch["_failures"] = [list(p.failures) for p in kept]
         return batch
@@ -220,15 +319,20 @@ class TorchVideoLoader(LoaderBase):
     no thread pool, lock or CUDA state of the training process is inherited half-copied; ~1-2 s
     per worker, once, as workers persist) or "fork" / "spawn". The batch_transform and
     worker_init_fn must be picklable (checked at construction when num_workers > 0).
+    render_threads: torch's and OpenCV's threads while a batch renders in a loading process
+    (default 1, the cheapest per clip: each worker, and with num_workers=0 the main process, which
+    gets its own setting back after each batch); None leaves the process's setting.
+    With num_workers=0 batches are rendered into a few reused buffers, never one a batch you
+    still hold (or any tensor or array on it) refers to; with workers each batch is new.
     """
 
     OWN_OPTIONS = ("num_workers", "decoder", "device", "pin_memory", "prefetch_factor", "persistent_workers",
-                   "timeout", "worker_init_fn", "multiprocessing_context")
+                   "timeout", "worker_init_fn", "multiprocessing_context", "render_threads")
 
     def __init__(self, videos, store, batch_size: int, *, num_workers: int = 4, decoder: str = "pyav",
                  device: str = "cpu", pin_memory: bool = False, prefetch_factor: int = 2,
                  persistent_workers: bool = True, timeout: float = 0, worker_init_fn: Callable | None = None,
-                 multiprocessing_context: str = "forkserver", **options):
+                 multiprocessing_context: str = "forkserver", render_threads: int | None = 1, **options):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
         problem = decoder_problem(decoder)
@@ -246,6 +350,9 @@ class TorchVideoLoader(LoaderBase):
             raise ValueError(f"multiprocessing_context must be 'forkserver', 'fork' or 'spawn', got "
                              f"{multiprocessing_context!r}")
         self.multiprocessing_context = multiprocessing_context
+        if render_threads is not None and int(render_threads) < 1:
+            raise ValueError(f"render_threads must be >= 1 or None, got {render_threads!r}")
+        self.render_threads = None if render_threads is None else int(render_threads)
         self._data = None
 
     def _dataloader(self):
@@ -302,5 +409,6 @@ class TorchVideoLoader(LoaderBase):
         return state
 
 
-__all__ = ["TorchVideoLoader", "render_plan", "DECODERS", "available_decoders", "decoder_problem", "PLAN_CHUNK",
+__all__ = ["TorchVideoLoader", "render_plan", "decode_clips", "view_shapes", "BatchBuffers", "DECODERS",
+           "available_decoders", "decoder_problem", "PLAN_CHUNK",
            "torch_device"]
