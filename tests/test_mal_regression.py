@@ -34,8 +34,8 @@ def moving_square_batch(seed: int = 1):
 def train_mal_alone(lr: float, steps: int = STEPS) -> list[float]:
     """The MAL v3 (S, T, ST terms, L2) minimised alone on one fixed batch; its value per step."""
     torch.manual_seed(0)
-    config = load_config("demo_cpu", [f"data.clip_len={FRAMES}", f"data.size={SIZE}", f"optim.lr={lr}",
-                                      "model.init=null"])
+    config = load_config("demo_cpu", [f"data.clip_len={FRAMES}", f"data.size={SIZE}", "model.init=null"])
+    config["optim"]["lr"] = lr  # after the checks: the schema refuses lr 0, which only this control needs
     model = build_model(config).train()
     optimizer = build_optimizer(config, model)
     criterion = MCLLoss({"variant": "v3", "terms": ("s", "t", "st")})
