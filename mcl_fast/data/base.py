@@ -18,15 +18,19 @@ import torch
 
 from .._checksum import digest
 from ..video_io import VideoError, first_frame_problem, probe
-from .checks import VideoPaths, check_videos, short_video_policy, uniform_scale
+from .checks import VideoPaths, check_files, check_keys, short_video_policy, uniform_scale
 from .labels import resolve_labels
 from .options import LoaderOptions
 from .plan import MotionSampler, SamplePlan, check_sampling, epoch_order, num_batches
-from .planner import Planner, default_layout
+from .planner import LRU, Planner, default_layout
 from .views import WEAK, ViewSpec, resolve_views
 
 
 PLAN_CHUNK = 64  # samples planned per call (the planner's batch work pays off from a few dozen on)
+# Files whose verdicts (checked, first frame decodes, size) a process keeps (~0.1 KB each): a
+# dropped one is checked again when its video comes back. Large enough for a rank's whole shard.
+VERDICT_CACHE_SIZE = 262144
+_UNKNOWN = object()
 
 
 class UnsupportedCodec(ValueError):
@@ -139,27 +143,42 @@ class FileVerdicts:
     """What the loader knows about its files while planning: which failed and why (`failures`,
     reported once each), which passed the first-frame check, and the sizes of resized copies.
     The planner calls is_bad and file_size; they live here, apart from the loader, so that no
-    reference cycle runs through the loader (a dropped TorchVideoLoader stops its workers)."""
+    reference cycle runs through the loader (a dropped TorchVideoLoader stops its workers).
 
-    def __init__(self, store, paths, codecs, file_hw: dict, verified: bool):
+    With `checks` (the loader's verify): a file the construction check did not cover (another
+    rank's shard of the first epoch) is checked (checks.check_files) the first time this process
+    plans it; a file that fails is replaced like any bad file, reported once with the message
+    the construction check gives. The verdicts are LRU caches of VERDICT_CACHE_SIZE files.
+    """
+
+    def __init__(self, store, paths, codecs, file_hw: dict, checks: dict | None):
         self.store, self.paths, self.codecs = store, paths, codecs
-        self.file_hw, self.verified = file_hw, verified
+        self.checks = checks  # check_files' options (video_root, fingerprints, nvdec), or None: not verified
+        self.verified = checks is not None
+        self.file_hw = LRU(VERDICT_CACHE_SIZE)  # video -> (H, W) of a resized file, or None: checked
+        for video, hw in file_hw.items():
+            self.file_hw.put(video, hw)
         self.failures: dict[str, str] = {}
-        self.good: set[str] = set()
-        self._video_of: dict[str, str] = {}  # file -> store key, of the files path_of handed out
+        self.good = LRU(VERDICT_CACHE_SIZE)  # files whose first frame decoded
+        self._video_of = LRU(VERDICT_CACHE_SIZE)  # file -> store key, of the files path_of handed out
+        self._sources = None  # video_root's transcode records, read once for the lazy checks
 
     def path_of(self, video: str) -> str:
         """The file of `video` (the planner asks this before is_bad, which then knows the video)."""
         path = self.paths(video)
-        self._video_of[path] = video
+        self._video_of.put(path, video)
         return path
 
     def file_size(self, video: str) -> tuple[int, int] | None:
         """(H, W) of `video`'s file when it differs from the store's source size (a resized
-        transcode under video_root), else None. Known from the construction check with verify;
-        otherwise read from the container header the first time (cached). A different aspect
+        transcode under video_root), else None. Known from the checks with verify; otherwise
+        read from the container header the first time (cached). A different aspect
         ratio raises ValueError naming the video."""
-        if self.verified or video in self.file_hw:
+        known = self.file_hw.get(video, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known
+        if self.verified:
+            self._check(video)  # a verdict dropped from the cache: checked again
             return self.file_hw.get(video)
         info, path = self.store.info(video), self.paths(video)
         src_hw = (int(info["height"]), int(info["width"]))
@@ -169,13 +188,31 @@ class FileVerdicts:
             return None  # is_bad already let it through; a failing decode replaces it later
         file_hw = (meta["height"], meta["width"])
         if file_hw == src_hw or min(file_hw) <= 0:
-            self.file_hw[video] = None
+            self.file_hw.put(video, None)
         elif uniform_scale(src_hw, file_hw):
-            self.file_hw[video] = file_hw
+            self.file_hw.put(video, file_hw)
         else:
             raise ValueError(f"the motion store does not match {path}: the file is {file_hw[0]}x{file_hw[1]}, the "
                              f"store's source {src_hw[0]}x{src_hw[1]} (another aspect ratio); rebuild the store")
-        return self.file_hw[video]
+        return self.file_hw.get(video)
+
+    def _check(self, video: str) -> str | None:
+        """The construction check of one file (checks.check_files), run the first time this process
+        plans a file no check covered. Returns its ValueError's message (the file is replaced and
+        reported with it), or None and remembers the file's size."""
+        o = self.checks
+        if self._sources is None:
+            from .transcode import read_sources
+
+            self._sources = read_sources(o["video_root"]) if o["video_root"] is not None else {}
+        try:
+            resized = check_files([video], self.store, self.paths, True, self.codecs, progress=False,
+                                  video_root=o["video_root"], fingerprints=o["fingerprints"], nvdec=o["nvdec"],
+                                  notify=False, sources=self._sources)
+        except ValueError as err:
+            return str(err)
+        self.file_hw.put(video, resized.get(video))
+        return None
 
     def is_bad(self, path: str) -> str | None:
         """Reason `path` cannot be used, or None. Checked once per file: it opens, its codec is one
@@ -184,12 +221,20 @@ class FileVerdicts:
             return None
         if path in self.failures:
             return self.failures[path]
-        reason = self._codec_problem(path) or first_frame_problem(path) or self._store_problem(path)
+        reason = (self._codec_problem(path) or self._unchecked_problem(path) or first_frame_problem(path)
+                  or self._store_problem(path))
         if reason is None:
-            self.good.add(path)
+            self.good.put(path, True)
             return None
         self.report_failure(path, reason)
         return reason
+
+    def _unchecked_problem(self, path: str) -> str | None:
+        """The check of a file that no check covered yet (with verify): see _check."""
+        video = self._video_of.get(path)
+        if not self.verified or video is None or video in self.file_hw:
+            return None
+        return self._check(video)
 
     def _store_problem(self, path: str) -> str | None:
         """Why the video's stored maps (flows, magnitudes) cannot be used: their bytes fail the
@@ -258,12 +303,7 @@ class LoaderBase:
             self.clip_sampler = o.clip_sampler if o.clip_sampler is not None else MotionSampler(
                 o.clip_len, o.stride, o.sampling, o.preset, o.two_clips)
         self.layout = self._layout(o)
-        # (H, W) of files whose size differs from the store's source frames (resized transcodes);
-        # without verify they are probed lazily, the first time a video is planned (file_size).
-        file_hw: dict[str, tuple[int, int] | None] = check_videos(
-            videos, self.store, self.paths, o.verify, self.codecs, video_root=o.video_root,
-            fingerprints=o.check_fingerprints, nvdec=getattr(self, "nvdec", False))
-        self.verdicts = FileVerdicts(self.store, self.paths, self.codecs, file_hw, bool(o.verify))
+        check_keys(videos, self.store)
         # Short videos: kept and padded (listed in short_videos), or dropped under min_frames (the
         # official preset's default: the release's shortest training video for the store's dataset).
         min_frames = o.min_frames
@@ -290,6 +330,9 @@ class LoaderBase:
                                  f"motion_size={tuple(o.motion_size)} cannot change it")
             self.motion_size = self.clip_sampler.motion_size
         self.num_replaced = 0  # samples whose video failed and was replaced by another
+        epoch_order(len(self.videos), seed=self.seed, epoch=0, shard_id=self.shard_id,
+                    num_shards=self.num_shards, drop_last=self.drop_last)  # validates the sharding now
+        self.verdicts = self._check_shard(o)
         # the planner asks the verdicts, loader.sampler holds a weak reference: no reference cycle
         # keeps a dropped loader (and a TorchVideoLoader's worker processes) alive until the next GC
         self.planner = Planner(self.store, self.videos, clip_len=self.clip_len, size=self.size,
@@ -301,8 +344,26 @@ class LoaderBase:
         self._epoch_used = False  # a pass has started with self.epoch: the next one moves on (set_epoch resets)
         self._seeds_checked = False
         self._skip = 0
-        epoch_order(len(self.videos), seed=self.seed, epoch=0, shard_id=self.shard_id,
-                    num_shards=self.num_shards, drop_last=self.drop_last)  # validates the sharding now
+
+    def _check_shard(self, o: LoaderOptions) -> FileVerdicts:
+        """Check the files of this shard's first epoch (checks.check_files: each file once between the
+        ranks, not every file on every rank) and return the verdicts, which check any other file
+        the first time it is planned. (H, W) of files whose size differs from the store's source
+        frames (resized transcodes) come from these checks; without verify they are probed lazily,
+        the first time a video is planned (file_size)."""
+        positions, indices = epoch_order(len(self.videos), seed=self.seed, epoch=0, shard_id=self.shard_id,
+                                         num_shards=self.num_shards, shuffle=self.shuffle, drop_last=self.drop_last)
+        # positions past the videos pad the last shard with the first shard's videos (drop_last=False):
+        # checked there, so that every file is checked once between the ranks
+        shard = [self.videos[i] for i in np.unique(indices[positions < len(self.videos)])]
+        nvdec = getattr(self, "nvdec", False)
+        file_hw = check_files(shard, self.store, self.paths, o.verify, self.codecs, video_root=o.video_root,
+                              fingerprints=o.check_fingerprints, nvdec=nvdec)
+        if not o.verify:
+            return FileVerdicts(self.store, self.paths, self.codecs, {}, None)
+        checked = {v: file_hw.get(v) for v in shard}
+        return FileVerdicts(self.store, self.paths, self.codecs, checked,
+                            {"video_root": o.video_root, "fingerprints": o.check_fingerprints, "nvdec": nvdec})
 
     def _official_sampler(self, o: LoaderOptions):
         """The release's sampler (official.OfficialSampler), after checking what the preset fixes."""

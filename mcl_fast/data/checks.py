@@ -46,22 +46,41 @@ class VideoPaths:
     video_root/a/b.mp4 if it exists, else to the same stem with another video extension
     (a/b.webm after a VP9 transcode). A key above the store's root ("../v/a.mp4") maps where
     transcode writes it, video_root/__up__/v/a.mp4: nothing is looked up outside video_root.
+
+    No file is stat'ed per video: without video_root the store knows the path; with it, each
+    folder is listed once (the first time one of its videos is asked for) and the names looked
+    up in that listing, so a dataset costs one listing per folder instead of up to
+    1 + len(VIDEO_EXTENSIONS) stats per video. A file added to a folder after its listing is not
+    seen by this object (the loader's files are fixed for a run).
     """
 
     def __init__(self, store, video_root=None):
         self.store, self.root = store, (Path(video_root) if video_root is not None else None)
+        self._listings: dict[str, frozenset] = {}  # folder -> the names in it (one os.listdir each)
 
     def __call__(self, video: str) -> str:
         if self.root is None:
             return str(self.store.video_path(video))
         path = self.root / confined_relpath(video)
-        if path.exists():
+        names = self._listing(path.parent)
+        if path.name in names:
             return str(path)
         for ext in VIDEO_EXTENSIONS:
             alt = path.with_suffix(ext)
-            if alt.exists():
+            if alt.name in names:
                 return str(alt)
         return str(path)
+
+    def _listing(self, folder: Path) -> frozenset:
+        key = str(folder)
+        names = self._listings.get(key)
+        if names is None:
+            try:
+                names = frozenset(os.listdir(folder))
+            except OSError:  # no such folder (its videos are reported missing by the checks)
+                names = frozenset()
+            self._listings[key] = names
+        return names
 
 
 # ------------------------------------------------------------------------------ store keys
@@ -167,13 +186,14 @@ def uniform_scale(src_hw, file_hw, tolerance: float = 2.0) -> bool:
     return False
 
 
-def _source_fingerprints(files: list[str], video_root) -> dict[str, tuple[str, str]]:
+def _source_fingerprints(files: list[str], video_root, sources: dict | None = None) -> dict[str, tuple[str, str]]:
     """{file: (fingerprint it had when written, fingerprint of its source)} for the files under
-    video_root that `mcl-fast transcode` wrote (its transcode_sources.json)."""
+    video_root that `mcl-fast transcode` wrote (its transcode_sources.json; `sources`: read_sources'
+    answer, read once by a caller checking one file at a time)."""
     if video_root is None:
         return {}
     root = Path(video_root)
-    sources = read_sources(root)
+    sources = read_sources(root) if sources is None else sources
     out = {}
     for f in files:
         rel = os.path.relpath(f, root).replace(os.sep, "/")
@@ -183,12 +203,12 @@ def _source_fingerprints(files: list[str], video_root) -> dict[str, tuple[str, s
 
 
 def check_fingerprints(videos: Sequence[str], files: list[str], scanned: list[FileScan], store,
-                       video_root=None) -> list[str]:
+                       video_root=None, sources: dict | None = None) -> list[str]:
     """ValueError naming the files that are not what the store's maps were made from: the file's
     fingerprint differs from the store's, or (a transcoded copy) its source's does, or the copy
     changed after `mcl-fast transcode` wrote it. Returns the videos that cannot be checked (no
     fingerprint in the store, or a copy without transcode_sources.json)."""
-    copies = _source_fingerprints(files, video_root)
+    copies = _source_fingerprints(files, video_root, sources)
     stale, unknown = [], []
     for v, f, scan in zip(videos, files, scanned):
         want = store.info(v).get("fingerprint")
@@ -223,19 +243,33 @@ def _repair_command(store) -> str:
 def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], verify: bool, codecs=None,
                  progress: bool | None = None, video_root=None, fingerprints: bool = True,
                  nvdec: bool = False) -> dict:
-    """Construction-time check of the video list against the store; raises ValueError naming videos.
+    """Check of the video list against the store; raises ValueError naming videos.
 
-    Always: every video is a store key (check_keys) and its file exists. With verify: the file's
+    Every video is a store key (check_keys), then check_files. Returns {video: (H, W)} of the
+    files whose size differs from the store's (their boxes are scaled to file pixels).
+    """
+    check_keys(videos, store)
+    return check_files(videos, store, paths, verify, codecs, progress, video_root, fingerprints, nvdec)
+
+
+def check_files(videos: Sequence[str], store, paths: Callable[[str], str], verify: bool, codecs=None,
+                progress: bool | None = None, video_root=None, fingerprints: bool = True,
+                nvdec: bool = False, notify: bool = True, sources: dict | None = None) -> dict:
+    """Check of store keys' files; raises ValueError naming videos.
+
+    Always: the file exists. With verify: the file's
     content fingerprint is the one the maps were made from (check_fingerprints; unless
-    fingerprints=False; a one-line notice counts the videos that cannot be checked so), the
+    fingerprints=False; with notify, a one-line notice counts the videos that cannot be checked so), the
     container's frame count, where it declares one, matches the store's num_frames, its codec is
     one of `codecs` (when given), and its frame size is the store's (source) size or that size
     uniformly scaled (a `--short-side` transcode); another aspect ratio is an error; with nvdec
     (device="gpu"), its frames are not below NVDEC's minimum size for its codec (data.nvdec). Files
     are checked by a bounded thread pool (scan_files). Returns {video: (H, W)} of the files whose size
     differs from the store's (their boxes are scaled to file pixels).
+
+    The loaders call it on their shard of the first epoch at construction and on one file at a
+    time when a later epoch first plans it (FileVerdicts): each file is checked where it is read.
     """
-    check_keys(videos, store)
     files = [paths(v) for v in videos]
     scanned = scan_files(files, verify, progress, fingerprints=verify and fingerprints)
     absent = [f for f, scan in zip(files, scanned) if not scan.exists]
@@ -244,8 +278,8 @@ def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], veri
     if not verify:
         return {}
     if fingerprints:
-        unknown = check_fingerprints(videos, files, scanned, store, video_root)
-        if unknown:
+        unknown = check_fingerprints(videos, files, scanned, store, video_root, sources)
+        if unknown and notify:
             notice(f"{len(unknown)} of {len(videos)} videos have no fingerprint to check against the store (a store "
                    "written before fingerprints, or files under video_root without transcode_sources.json): "
                    "checked by frame count and size only")

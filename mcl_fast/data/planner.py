@@ -12,6 +12,7 @@ A user sampler (any other callable) is called per sample with the video's maps, 
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable, Sequence
 
 import numpy as np
@@ -25,6 +26,43 @@ from .plan import (CONTRAST_CENTER, Choice, Clips, MotionSampler, SamplePlan, Vi
 from .views import NONE, ResolvedView, ViewLayout, default_views, resolve_views
 
 _IDENTITY = ViewAug()
+
+# Per-process, per-video caches are bounded (least recently used dropped first): a process sees
+# every video of the dataset over a long run, so an unbounded cache grows with the dataset times
+# the processes. A dropped entry is recomputed from the store when its video comes back.
+VIDEO_CACHE_SIZE = 16384  # videos whose store fields and hot clip starts a planner keeps (~1-30 KB each)
+
+
+class LRU:
+    """A mapping that keeps the `cap` most recently used keys (get/put/in/len/discard)."""
+
+    def __init__(self, cap: int):
+        if cap < 1:
+            raise ValueError(f"an LRU cache needs cap >= 1, got {cap}")
+        self.cap, self._items = int(cap), OrderedDict()
+
+    def get(self, key, default=None):
+        try:
+            value = self._items[key]
+        except KeyError:
+            return default
+        self._items.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        if len(self._items) > self.cap:
+            self._items.popitem(last=False)
+
+    def discard(self, key) -> None:
+        self._items.pop(key, None)
+
+    def __contains__(self, key) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def default_layout(sampler, *, clip_len: int, size: int) -> ViewLayout:
@@ -101,10 +139,9 @@ class Planner:
         self.builtin = type(sampler) is MotionSampler
         self._streams = SampleStreams()
         self._merged = uniform_is_affine()
-        self._info: dict[str, _VideoInfo] = {}
-        self._paths: dict[str, str] = {}  # video -> file (path_of is a file-system lookup with video_root)
+        self._info = LRU(VIDEO_CACHE_SIZE)  # video -> _VideoInfo
         # (video, clip_len, stride) -> (starts scoring above the median (k,), number of starts)
-        self._hot: dict[tuple[str, int, int], tuple[np.ndarray, int]] = {}
+        self._hot = LRU(VIDEO_CACHE_SIZE * max(1, len(set(self.layout.clips))))
 
     # -- public ------------------------------------------------------------------------------
     def plan(self, epoch: int, position: int, index: int, select: Callable | None = None,
@@ -151,15 +188,15 @@ class Planner:
 
     # -- store access ------------------------------------------------------------------------
     def _path(self, video: str) -> str:
-        path = self._paths.get(video)
-        if path is None:
-            path = self._paths[video] = self.path_of(video)
-        return path
+        # not cached: path_of is a lookup without a file-system call (checks.VideoPaths), and the
+        # loader's verdicts learn which video a path is from it, just before is_bad(path)
+        return self.path_of(video)
 
     def _video(self, video: str) -> _VideoInfo:
         entry = self._info.get(video)
         if entry is None:
-            entry = self._info[video] = _VideoInfo(self.store, video)
+            entry = _VideoInfo(self.store, video)
+            self._info.put(video, entry)
         return entry
 
     def _maps(self, video: str, entry: _VideoInfo, frames=None) -> np.ndarray:
@@ -184,8 +221,8 @@ class Planner:
             starts, scores = score([m_t])[0] if score is not None else reference.clip_scores(m_t, clip_len, stride)
             scores = np.asarray(scores)
             hot = np.asarray(starts)[scores > np.median(scores)]
-            found = self._hot[key] = (hot.astype(np.int32 if len(hot) and hot.max() < 2**31 else np.int64),
-                                      len(starts))
+            found = (hot.astype(np.int32 if len(hot) and hot.max() < 2**31 else np.int64), len(starts))
+            self._hot.put(key, found)
         return found
 
     # -- the built-in sampler, batched ---------------------------------------------------------
@@ -256,7 +293,7 @@ class Planner:
                 key = (names[i], sampler.clip_len, sampler.stride)
                 if key not in self._hot:
                     scores = np.asarray(scores)
-                    self._hot[key] = (np.asarray(starts)[scores > np.median(scores)].astype(np.int64), len(starts))
+                    self._hot.put(key, (np.asarray(starts)[scores > np.median(scores)].astype(np.int64), len(starts)))
 
     def _draw_start(self, rng, video: str, entry: _VideoInfo, clip_len: int, stride: int, cfg) -> int:
         """One clip start: sample_clip_start (motion-focused clip) or random_clip_start, same draws."""

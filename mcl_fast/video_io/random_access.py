@@ -42,7 +42,14 @@ class FrameIndex:
 
 
 _indexes: "OrderedDict[tuple, FrameIndex]" = OrderedDict()
-_no_seek: set = set()  # (path, size, mtime) of files where a seek gave an unidentifiable frame
+# (path, size, mtime) of files where a seek gave an unidentifiable frame (bounded like _indexes)
+_no_seek: "OrderedDict[tuple, None]" = OrderedDict()
+
+
+def _refuse_seeking(path: str) -> None:
+    _no_seek[_file_key(path)] = None
+    if len(_no_seek) > INDEX_CACHE_SIZE:
+        _no_seek.popitem(last=False)
 
 
 def _file_key(path: str) -> tuple:
@@ -56,12 +63,17 @@ def frame_index(path) -> FrameIndex:
     import av
 
     path = os.fspath(path)
-    container, stream = open_video(path)  # VideoError for missing / unreadable / not a video
-    key = _file_key(path)
     try:
-        if key in _indexes:
-            _indexes.move_to_end(key)
-            return _indexes[key]
+        key = _file_key(path)
+    except OSError:
+        key = None  # open_video says why (missing, unreadable)
+    cached = _indexes.get(key) if key is not None else None
+    if cached is not None:  # a file unchanged since it was indexed: no container open
+        _indexes.move_to_end(key)
+        return cached
+    container, stream = open_video(path)  # VideoError for missing / unreadable / not a video
+    key = key if key is not None else _file_key(path)
+    try:
         pts, keys, complete = [], [], True
         try:
             for packet in container.demux(stream):
@@ -149,14 +161,14 @@ def _read_by_seeking(path: str, index: FrameIndex, wanted: np.ndarray) -> dict |
                 landed = packet.pts
             for frame in packet.decode():
                 if frame.pts is None:
-                    _no_seek.add(_file_key(path))
+                    _refuse_seeking(path)
                     return None
                 k = int(np.searchsorted(index.pts, frame.pts))
                 if k >= len(index) or index.pts[k] != frame.pts:
-                    _no_seek.add(_file_key(path))  # timestamps after a seek differ: never seek here
+                    _refuse_seeking(path)  # timestamps after a seek differ: never seek here
                     return None
                 if 0 not in declared and (int(frame.height), int(frame.width)) != declared:
-                    _no_seek.add(_file_key(path))  # another size than the header's: a decode from the start judges
+                    _refuse_seeking(path)  # another size than the header's: a decode from the start judges
                     return None
                 if landed is None or frame.pts < landed or k not in want:
                     continue
@@ -172,7 +184,7 @@ def _read_by_seeking(path: str, index: FrameIndex, wanted: np.ndarray) -> dict |
     finally:
         container.close()
     if len(got) < len(want):  # the seek landed past a wanted frame: this container seeks loosely
-        _no_seek.add(_file_key(path))
+        _refuse_seeking(path)
         return None
     return got
 

@@ -1,0 +1,140 @@
+"""Checks where they are needed, once (issue 24, item 2) and bounded per-video caches (item 3),
+checked by counting operations, not by timing: each rank checks its own shard, a file no check
+covered is checked when first planned and replaced with the construction check's message, paths
+under video_root cost a listing per folder, and the caches stay under their caps."""
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from corpus import write_video
+from mcl_fast.data import TorchVideoLoader
+from test_loader_checks import dataset  # noqa: F401 (a fixture: three clips and their store, fresh per test)
+
+CLIP = dict(clip_len=4, stride=2, size=16, num_workers=0)
+
+
+@pytest.fixture()
+def probes(monkeypatch):
+    """A Counter of the files the construction checks probe and fingerprint."""
+    from mcl_fast.data import checks
+
+    seen = Counter()
+
+    def counted(fn, what):
+        def wrapper(path, *args, **kwargs):
+            seen[(what, os.path.basename(path))] += 1
+            return fn(path, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(checks, "probe", counted(checks.probe, "probe"))
+    monkeypatch.setattr(checks, "file_fingerprint", counted(checks.file_fingerprint, "fingerprint"))
+    return seen
+
+
+@pytest.mark.parametrize("num_shards", [2, 3])
+def test_the_checks_of_a_multi_rank_job_cover_each_file_once(dataset, probes, num_shards):
+    for rank in range(num_shards):  # 3 videos over 2 shards: the last shard is padded with the first's video
+        TorchVideoLoader(dataset.names, dataset.store, 1, shard_id=rank, num_shards=num_shards, drop_last=False,
+                         **CLIP)
+    for what in ("probe", "fingerprint"):
+        assert {name: probes[(what, name)] for name in dataset.names} == dict.fromkeys(dataset.names, 1), probes
+
+
+def _epoch_with(loader, video_index: int) -> int:
+    """The first epoch whose shard (of `loader`) plans the video."""
+    for epoch in range(1, 50):
+        if video_index in loader.epoch_samples(epoch)[1]:
+            return epoch
+    raise AssertionError("the video never comes to this shard")
+
+
+def test_a_file_outside_the_checked_shard_is_replaced_with_the_construction_message(dataset):
+    ld = TorchVideoLoader(dataset.names, dataset.store, 1, shard_id=0, num_shards=2, **CLIP)
+    other = next(i for i in range(3) if i not in set(ld.epoch_samples(0)[1].tolist()))
+    changed = dataset.names[other]
+    write_video(dataset.videos / changed, "mp4", "libx264", n=12, seed=7)  # other footage, same name and size
+    # another rank's shard at construction: this rank checks the file when it first plans it
+    ld = TorchVideoLoader(dataset.names, dataset.store, 1, shard_id=0, num_shards=2, **CLIP)
+    epoch = _epoch_with(ld, other)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for e in (epoch, epoch):  # the same epoch twice: reported once
+            ld.set_epoch(e)
+            indices = [int(i) for batch in ld for i in batch["index"]]
+            assert other not in indices
+    skipped = [str(w.message) for w in caught if "skipping video" in str(w.message)]
+    assert len(skipped) == 1, skipped
+    assert skipped[0].startswith(f"skipping video {dataset.videos / changed}: the motion store does not match the "
+                                 "videos: 1 files with other content than the maps were made from: ")
+    assert "(not the file the maps were made from)" in skipped[0]
+    assert ld.num_replaced == 2 and str(dataset.videos / changed) in ld.failures
+
+
+def test_paths_under_video_root_cost_one_listing_per_folder_and_no_stat(tmp_path, monkeypatch):
+    from mcl_fast.data.checks import VideoPaths
+
+    root = tmp_path / "copies"
+    keys = []
+    for folder in ("a", "b", "c"):
+        (root / folder).mkdir(parents=True)
+        for i in range(20):
+            ext = ".webm" if i % 2 else ".mp4"  # half of them transcoded to another extension
+            (root / folder / f"{i}{ext}").write_bytes(b"x")
+            keys.append(f"{folder}/{i}.mp4")
+    counts = Counter()
+
+    def counting(name, fn):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(os, "stat", counting("stat", os.stat))
+    monkeypatch.setattr(os, "listdir", counting("listdir", os.listdir))
+    monkeypatch.setattr(os, "scandir", counting("scandir", os.scandir))
+    paths = VideoPaths(store=None, video_root=root)
+    found = [paths(k) for k in keys]
+    got = dict(counts)
+    monkeypatch.undo()
+    assert got.get("listdir", 0) + got.get("scandir", 0) == 3 and got.get("stat", 0) == 0, got
+    assert all(os.path.isfile(f) for f in found)
+    assert found[1] == str(root / "a" / "1.webm") and found[2] == str(root / "a" / "2.mp4")
+
+
+def _batches(loader) -> list:
+    return [(b["index"].tolist(), b["motion"].numpy(), [v.numpy() for v in b["views"]]) for b in loader]
+
+
+def test_the_per_video_caches_stay_under_their_caps_and_change_no_batch(dataset, monkeypatch):
+    from mcl_fast.data import base, planner
+
+    full = TorchVideoLoader(dataset.names, dataset.store, 1, **CLIP)
+    want = [_batches(full) for _ in range(2)]
+    monkeypatch.setattr(planner, "VIDEO_CACHE_SIZE", 2)
+    monkeypatch.setattr(base, "VERDICT_CACHE_SIZE", 2)
+    small = TorchVideoLoader(dataset.names, dataset.store, 1, **CLIP)
+    got = [_batches(small) for _ in range(2)]
+    for w, g in zip(want, got):
+        for (wi, wm, wv), (gi, gm, gv) in zip(w, g):
+            assert wi == gi and np.array_equal(wm, gm) and all(np.array_equal(a, b) for a, b in zip(wv, gv))
+    p, v = small.planner, small.verdicts
+    assert len(p._info) <= 2 and len(p._hot) <= 2 * len(set(p.layout.clips))
+    assert len(v.good) <= 2 and len(v.file_hw) <= 2 and len(v._video_of) <= 2
+    assert small.num_replaced == 0 and not small.failures  # a dropped verdict is checked again, and passes
+
+
+def test_frame_index_looks_in_its_cache_before_opening_the_file(synthetic_mp4, monkeypatch):
+    from mcl_fast.video_io import random_access
+
+    opened = []
+    real = random_access.open_video
+    monkeypatch.setattr(random_access, "open_video", lambda path: opened.append(path) or real(path))
+    random_access._indexes.clear()
+    first = random_access.frame_index(synthetic_mp4.path)
+    second = random_access.frame_index(synthetic_mp4.path)
+    assert second is first and len(opened) == 1, opened
