@@ -138,3 +138,16 @@ def test_frame_index_looks_in_its_cache_before_opening_the_file(synthetic_mp4, m
     first = random_access.frame_index(synthetic_mp4.path)
     second = random_access.frame_index(synthetic_mp4.path)
     assert second is first and len(opened) == 1, opened
+
+
+def test_a_pickled_video_paths_lists_its_folders_again(tmp_path):
+    import pickle
+
+    from mcl_fast.data.checks import VideoPaths
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.webm").write_bytes(b"x")
+    paths = VideoPaths(store=None, video_root=tmp_path)
+    assert paths("a/x.mp4") == str(tmp_path / "a" / "x.webm")
+    copy = pickle.loads(pickle.dumps(paths))
+    assert copy._listings == {} and copy("a/x.mp4") == str(tmp_path / "a" / "x.webm")

@@ -71,6 +71,11 @@ class VideoPaths:
                 return str(alt)
         return str(path)
 
+    def __getstate__(self) -> dict:
+        # a DataLoader worker lists the folders it reads again (one listdir each) rather than
+        # receiving every name under video_root in its pickled loader
+        return {**self.__dict__, "_listings": {}}
+
     def _listing(self, folder: Path) -> frozenset:
         key = str(folder)
         names = self._listings.get(key)
