@@ -5,6 +5,7 @@ under video_root cost a listing per folder, and the caches stay under their caps
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from collections import Counter
 
@@ -151,3 +152,29 @@ def test_a_pickled_video_paths_lists_its_folders_again(tmp_path):
     assert paths("a/x.mp4") == str(tmp_path / "a" / "x.webm")
     copy = pickle.loads(pickle.dumps(paths))
     assert copy._listings == {} and copy("a/x.mp4") == str(tmp_path / "a" / "x.webm")
+
+
+def test_a_loader_over_video_root_lists_its_folder_once_and_stats_no_path(dataset, monkeypatch):
+    from pathlib import Path
+
+    root = dataset.root / "copies"
+    shutil.copytree(dataset.videos, root)
+    counts = Counter()
+    listdir, exists = os.listdir, Path.exists
+
+    def counted_listdir(path="."):
+        counts["listdir", os.fspath(path)] += 1
+        return listdir(path)
+
+    def counted_exists(self, *args, **kwargs):
+        counts["exists"] += 1
+        return exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(os, "listdir", counted_listdir)
+    monkeypatch.setattr(Path, "exists", counted_exists)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # copies without transcode records: the fingerprint notice
+        ld = TorchVideoLoader(dataset.names, dataset.store, 1, video_root=root, **CLIP)
+        batches = list(ld)
+    assert len(batches) == 3 and not ld.failures
+    assert counts[("listdir", str(root))] == 1 and counts["exists"] == 0, counts
