@@ -184,3 +184,27 @@ def test_the_demo_image_stage_reads_the_training_list_and_is_cached(tmp_path, mo
     mtime = out.stat().st_mtime_ns
     demo.image_stage(tmp_path / "train.txt", tmp_path, out, steps=3)
     assert out.stat().st_mtime_ns == mtime  # cached: not retrained
+
+
+def test_the_demo_inflates_its_warm_start_as_asked(tmp_path, monkeypatch):
+    """`mcl-fast demo --inflate MODE` reaches the pretraining config as model.backbone_kwargs.inflate
+    (demo_cpu itself keeps the default), and only when there is a warm start to inflate."""
+    import argparse
+
+    import mcl_fast.demo as demo
+    import mcl_fast.train as train_mod
+    from mcl_fast.models.inflate import INFLATE_MODES
+
+    assert demo.INFLATE_CHOICES == INFLATE_MODES  # the CLI's choices are the inflation's modes
+    parser = argparse.ArgumentParser()
+    demo.add_args(parser)
+    assert parser.parse_args([]).inflate == demo.DEMO_INFLATE
+    assert parser.parse_args(["--inflate", "repeat"]).inflate == "repeat"
+    random_2d_checkpoint(tmp_path / "tiny2d.pt")
+    seen = []
+    monkeypatch.setattr(train_mod, "train", lambda config, **kw: seen.append(config["model"]) or {})
+    for init in (tmp_path / "tiny2d.pt", None):
+        demo.pretrain(tmp_path / "store", tmp_path / "train.txt", tmp_path / "run", init=init, inflate="difference")
+    assert seen[0]["backbone_kwargs"] == {"inflate": "difference"} and seen[0]["init"] == str(tmp_path / "tiny2d.pt")
+    assert seen[1]["backbone_kwargs"] == {} and seen[1]["init"] is None
+    assert train_mod.load_config("demo_cpu")["model"]["backbone_kwargs"] == {}
