@@ -5,8 +5,9 @@ The paper starts from "MoCo on ImageNet"; the release inflates a MoCo v2 ResNet-
 ResNet-50 (`r2plus1d_50`). Each 2D conv weight (O, I, kh, kw) goes into one temporal slot of the
 3D kernel (O, I, kt, kh, kw), the others zero: slot (kt - 1) // 2, the centre for odd kt and slot 1
 of the 4x7x7 stem as the release has it (mode "centre", the default; INFLATE_MODES below also has
-I3D's "repeat" and a temporal "difference", which `tiny` takes as its `inflate` argument). The 3x1x1 temporal convs the 2D network lacks start as
-the identity (1 on the centre tap of channel c -> c, 0 elsewhere). BN parameters and running
+I3D's "repeat" and a temporal "difference", which `tiny` takes as its `inflate` argument).
+The 3x1x1 temporal convs the 2D network lacks start as the identity (1 on the centre tap of
+channel c -> c, 0 elsewhere). BN parameters and running
 statistics are copied. With that, the inflated `r2plus1d_50` is the 2D network applied to frames
 1, 5, 9, ... (the stem's slot at temporal stride 4; the identity temporal convs never mix in their
 zero padding), so on a clip of identical frames it reproduces the 2D features, and `r2d_50` is the
@@ -242,4 +243,5 @@ def load_2d_checkpoint(backbone: nn.Module, path: str | os.PathLike, mode: str |
     return report
 
 
-__all__ = ["INFLATE_MODES", "InitError", "InitReport", "load_2d_checkpoint", "inflate_weight", "read_state_dict", "find_prefix"]
+__all__ = ["INFLATE_MODES", "InitError", "InitReport", "load_2d_checkpoint", "inflate_weight", "read_state_dict",
+           "find_prefix"]
