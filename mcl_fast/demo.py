@@ -13,7 +13,8 @@ Steps (each a function):
   5. warm start (the paper starts from MoCo on ImageNet; mcl_fast.image_moco): an image-level MoCo
      on single frames of the training videos trains tiny's 2D counterpart -> DIR/image_moco/tiny2d_<steps>steps.pt
   6. pretrain: the demo_cpu config (tiny backbone, MoCo + MAL) on the action training videos, from
-     the inflated 2D network (model.init) -> DIR/pretrain (checkpoints, TensorBoard, loss curves)
+     the inflated 2D network (model.init; --inflate, default DEMO_INFLATE) -> DIR/pretrain
+     (checkpoints, TensorBoard, loss curves)
   7. evaluate: the checkpoint's frozen features beside the same backbone at random init, at the
      warm start with no video pretraining (and trained with labels, the ceiling) on the held-out
      videos: SVM and softmax-probe top-1, retrieval R@1; Grad-CAM before and after pretraining ->
@@ -52,6 +53,14 @@ DEMO_SAMPLES = {"bikes.mp4": (137, 50), "carphone_pristine.mp4": None}
 # 64 crops of 40x40, ~26 s on the shared 2 cores (InfoNCE 4.09 -> 2.71, ln 64 = 4.16). With 200
 # steps (3.52) the video stage's last logged InfoNCE was 2.63, with 1000 2.23 (ln 16 = 2.77).
 IMAGE_STAGE = dict(steps=1000, frames_per_video=4, batch_size=64, size=40, lr=0.3)
+# How the warm start is inflated into tiny (models/inflate.py INFLATE_MODES; passed as
+# model.backbone_kwargs.inflate, so demo_cpu itself keeps the release's "centre" and stays usable
+# with other backbones). Measured (BENCHMARKS.md, "The demo's recipe"): "centre" starts the video
+# stage frame-wise, its init row 65 % SVM top-1, below a random 3D network's 70 %; "repeat" (I3D)
+# and "difference" start at 94 %; "difference" then left the InfoNCE at chance (2.77) in 360 steps,
+# "repeat" brought it to 2.15. Same shapes: no cost in time.
+INFLATE_CHOICES = ("centre", "repeat", "difference")
+DEMO_INFLATE = "repeat"
 
 
 # ------------------------------------------------------------------------------------ steps
@@ -210,6 +219,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="action videos per class (a third held out: 76 gives 100 test videos)")
     parser.add_argument("--image-steps", type=int, default=IMAGE_STAGE["steps"],
                         help="steps of the image-level MoCo warm start (0: pretrain from random init)")
+    parser.add_argument("--inflate", choices=INFLATE_CHOICES, default=DEMO_INFLATE,
+                        help="how the warm start's 2D kernels fill tiny's temporal taps (models/inflate.py; "
+                             f"default {DEMO_INFLATE}: BENCHMARKS.md, the demo's recipe)")
     parser.add_argument("--supervised-epochs", type=int, default=0,
                         help="also train the backbone with labels for this many epochs and show it beside them "
                              "(a ceiling needs ~50: several minutes more; default 0: skip)")
@@ -228,13 +240,16 @@ def image_stage(train_list: Path, videos_root: Path, out_path: Path, steps: int)
     return out_path
 
 
-def pretrain(store_dir: Path, train_list: Path, out_dir: Path, overrides=(), init: Path | None = None) -> dict:
+def pretrain(store_dir: Path, train_list: Path, out_dir: Path, overrides=(), init: Path | None = None,
+             inflate: str | None = None) -> dict:
     """Step 6: the demo_cpu config on the videos of train_list, from the 2D checkpoint `init`
-    (None: random init); resumes a finished or killed run."""
+    (None: random init) inflated by `inflate` (None: the backbone's default, "centre"); resumes a
+    finished or killed run (one of other settings is moved aside)."""
     from .train import ConfigChanged, load_config, train
 
+    inflation = [f"model.backbone_kwargs.inflate={inflate}"] if init and inflate else []
     config = load_config("demo_cpu", [f"data.store={store_dir}", f"data.videos={train_list}", f"output={out_dir}",
-                                      f"model.init={init if init else 'null'}", *overrides])
+                                      f"model.init={init if init else 'null'}", *inflation, *overrides])
     try:
         return train(config, resume="auto")
     except ConfigChanged as e:
@@ -296,7 +311,7 @@ def run(args) -> int:
             print("[5/7] warm start skipped (--image-steps 0): pretraining from random init", flush=True)
         print(f"[6/7] pretrain demo_cpu on {data['train_list']} -> {out / 'pretrain'}", flush=True)
         summary = pretrain(out / "actions" / "store", data["train_list"], out / "pretrain", args.train_overrides,
-                           init=init)
+                           init=init, inflate=args.inflate)
         if summary.get("loss_plot"):
             paths.append(Path(shutil.copyfile(summary["loss_plot"], out / "figures" / "loss_curves.png")))
         from .checkpoint import list_checkpoints

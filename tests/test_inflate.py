@@ -217,6 +217,23 @@ def test_inflate_weight_slots():
         inflate_weight(w, (4, 3, 4, 5, 5))
 
 
+def test_inflate_weight_modes():
+    w = torch.randn(4, 3, 5, 5)
+    shape = (4, 3, 3, 5, 5)
+    assert torch.equal(inflate_weight(w, shape, "centre"), inflate_weight(w, shape))  # the default
+    rep = inflate_weight(w, shape, "repeat")  # I3D: W / kt in every slot, summing to W
+    torch.testing.assert_close(rep.sum(2), w)
+    assert all(torch.equal(rep[:, :, t], w / 3) for t in range(3))
+    diff = inflate_weight(w, shape, "difference")  # W x_t + W (x_{t+1} - x_{t-1}) / 2
+    assert torch.equal(diff[:, :, 1], w)
+    assert torch.equal(diff[:, :, 0], -0.5 * w) and torch.equal(diff[:, :, 2], 0.5 * w)
+    assert torch.equal(inflate_weight(w, (4, 3, 5, 5, 5), "difference")[:, :, [0, 4]], torch.zeros(4, 3, 2, 5, 5))
+    with pytest.raises(ValueError, match="odd temporal kernel"):
+        inflate_weight(w, (4, 3, 4, 5, 5), "difference")  # the release's 4x7x7 stem has no centre
+    with pytest.raises(ValueError, match="unknown inflation mode"):
+        inflate_weight(w, shape, "middle")
+
+
 def test_model_init_in_the_training_config(checkpoints, tmp_path):
     """model.init goes through the config: checked when the config loads, applied in build_model to
     the query encoder (the key encoder is its copy)."""

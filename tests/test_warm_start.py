@@ -50,6 +50,43 @@ def test_random_tiny_does_not_reproduce_it(tmp_path):
         assert not torch.allclose(net3d(frame.unsqueeze(2).expand(-1, -1, 4, -1, -1)), net2d(frame), atol=1e-3)
 
 
+@pytest.mark.parametrize("mode", ["repeat", "difference"])
+def test_every_inflation_mode_reproduces_the_2d_network_on_a_static_clip_away_from_its_ends(tmp_path, mode):
+    """The side taps of "repeat" and "difference" cancel or sum to the 2D kernel on identical frames;
+    only the frames within the receptive field (3 convs of 3 taps: 3 frames) of the clip's temporal
+    zero padding differ."""
+    net2d = random_2d_checkpoint(tmp_path / "tiny2d.pt")
+    net3d = build_backbone("tiny", init=str(tmp_path / "tiny2d.pt"), inflate=mode).eval()
+    frame = torch.randn(2, 3, 32, 40)
+    static = frame.unsqueeze(2).expand(-1, -1, 10, -1, -1).contiguous()
+    with torch.no_grad():
+        maps3d, ref = net3d.forward_features(static), net2d.forward_features(frame)
+    for t in range(3, 7):
+        torch.testing.assert_close(maps3d[:, :, t], ref, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(maps3d[:, :, 0], ref, atol=1e-3)  # the padded end: the test can tell
+
+
+def test_the_difference_inflation_sees_motion_the_centre_one_does_not(tmp_path):
+    """On a moving clip the centre inflation is still the 2D network frame by frame (blind to the
+    order of frames); "difference" answers to the change between frames from the first step."""
+    net2d = random_2d_checkpoint(tmp_path / "tiny2d.pt")
+    centre = build_backbone("tiny", init=str(tmp_path / "tiny2d.pt")).eval()
+    diff = build_backbone("tiny", init=str(tmp_path / "tiny2d.pt"), inflate="difference").eval()
+    frame = torch.randn(1, 3, 32, 40)
+    moving = torch.stack([torch.roll(frame, 2 * t, dims=3) for t in range(10)], dim=2)  # a pan, 2 px per frame
+    with torch.no_grad():
+        per_frame = torch.stack([net2d.forward_features(moving[:, :, t]) for t in range(10)], dim=2)
+        torch.testing.assert_close(centre.forward_features(moving), per_frame, rtol=1e-5, atol=1e-5)
+        d = diff.forward_features(moving)[:, :, 3:7]
+        assert (d - per_frame[:, :, 3:7]).abs().mean() > 0.1 * per_frame[:, :, 3:7].abs().mean()
+
+
+def test_an_unknown_inflation_mode_is_refused_by_name(tmp_path):
+    random_2d_checkpoint(tmp_path / "tiny2d.pt")
+    with pytest.raises(InitError, match="unknown inflation mode 'middle'"):
+        build_backbone("tiny", init=str(tmp_path / "tiny2d.pt"), inflate="middle")
+
+
 def test_a_checkpoint_of_another_width_or_network_is_refused(tmp_path):
     random_2d_checkpoint(tmp_path / "wide.pt", width=32)
     with pytest.raises(InitError, match="does not fit tiny"):
@@ -147,3 +184,27 @@ def test_the_demo_image_stage_reads_the_training_list_and_is_cached(tmp_path, mo
     mtime = out.stat().st_mtime_ns
     demo.image_stage(tmp_path / "train.txt", tmp_path, out, steps=3)
     assert out.stat().st_mtime_ns == mtime  # cached: not retrained
+
+
+def test_the_demo_inflates_its_warm_start_as_asked(tmp_path, monkeypatch):
+    """`mcl-fast demo --inflate MODE` reaches the pretraining config as model.backbone_kwargs.inflate
+    (demo_cpu itself keeps the default), and only when there is a warm start to inflate."""
+    import argparse
+
+    import mcl_fast.demo as demo
+    import mcl_fast.train as train_mod
+    from mcl_fast.models.inflate import INFLATE_MODES
+
+    assert demo.INFLATE_CHOICES == INFLATE_MODES  # the CLI's choices are the inflation's modes
+    parser = argparse.ArgumentParser()
+    demo.add_args(parser)
+    assert parser.parse_args([]).inflate == demo.DEMO_INFLATE
+    assert parser.parse_args(["--inflate", "repeat"]).inflate == "repeat"
+    random_2d_checkpoint(tmp_path / "tiny2d.pt")
+    seen = []
+    monkeypatch.setattr(train_mod, "train", lambda config, **kw: seen.append(config["model"]) or {})
+    for init in (tmp_path / "tiny2d.pt", None):
+        demo.pretrain(tmp_path / "store", tmp_path / "train.txt", tmp_path / "run", init=init, inflate="difference")
+    assert seen[0]["backbone_kwargs"] == {"inflate": "difference"} and seen[0]["init"] == str(tmp_path / "tiny2d.pt")
+    assert seen[1]["backbone_kwargs"] == {} and seen[1]["init"] is None
+    assert train_mod.load_config("demo_cpu")["model"]["backbone_kwargs"] == {}

@@ -4,8 +4,10 @@ does, or `TinyNet2d` from the image-level MoCo stage, mcl_fast.image_moco).
 The paper starts from "MoCo on ImageNet"; the release inflates a MoCo v2 ResNet-50 into its P3D-A
 ResNet-50 (`r2plus1d_50`). Each 2D conv weight (O, I, kh, kw) goes into one temporal slot of the
 3D kernel (O, I, kt, kh, kw), the others zero: slot (kt - 1) // 2, the centre for odd kt and slot 1
-of the 4x7x7 stem as the release has it. The 3x1x1 temporal convs the 2D network lacks start as
-the identity (1 on the centre tap of channel c -> c, 0 elsewhere). BN parameters and running
+of the 4x7x7 stem as the release has it (mode "centre", the default; INFLATE_MODES below also has
+I3D's "repeat" and a temporal "difference", which `tiny` takes as its `inflate` argument).
+The 3x1x1 temporal convs the 2D network lacks start as the identity (1 on the centre tap of
+channel c -> c, 0 elsewhere). BN parameters and running
 statistics are copied. With that, the inflated `r2plus1d_50` is the 2D network applied to frames
 1, 5, 9, ... (the stem's slot at temporal stride 4; the identity temporal convs never mix in their
 zero padding), so on a clip of identical frames it reproduces the 2D features, and `r2d_50` is the
@@ -125,19 +127,44 @@ def _backbone_key(key: str, targets) -> str | None:
     return spatial if spatial in targets else None
 
 
-def inflate_weight(w2d: torch.Tensor, shape) -> torch.Tensor:
-    """(O, I, kh, kw) -> (O, I, kt, kh, kw): the 2D kernel in temporal slot (kt - 1) // 2, zeros elsewhere.
+# How a 2D kernel fills the temporal taps of a 3D one (`inflate_weight`'s `mode`). Every mode gives
+# the 2D network's response on a clip of identical frames (away from the clip's temporal zero padding):
+# - "centre": the kernel in slot (kt - 1) // 2, zeros elsewhere (the release): the inflated network
+#   starts frame-wise and sees no motion until training fills the other taps;
+# - "repeat": the kernel / kt in every slot (I3D's "repeat and divide"): a temporal average, motion
+#   shows only as blur;
+# - "difference" (odd kt): the kernel in the centre plus -W/2 in the slot before it and +W/2 in the
+#   one after it, i.e. W applied to x_t + (x_{t+1} - x_{t-1}) / 2: a central temporal difference at
+#   the frame term's scale, so a moving edge answers from the first step while a static one is the
+#   2D response. It costs nothing (same shapes); the measurement for `tiny` is BENCHMARKS.md's
+#   "The demo's recipe".
+INFLATE_MODES = ("centre", "repeat", "difference")
+
+
+def inflate_weight(w2d: torch.Tensor, shape, mode: str = "centre") -> torch.Tensor:
+    """(O, I, kh, kw) -> (O, I, kt, kh, kw) by `mode` (INFLATE_MODES; default "centre": the 2D kernel
+    in temporal slot (kt - 1) // 2, zeros elsewhere).
 
     Tensors of the target's shape (BN parameters, a 3D checkpoint) pass unchanged; anything else
-    raises ValueError.
+    raises ValueError, as does "difference" on an even or single-tap kernel (no centre to difference around).
     """
+    if mode not in INFLATE_MODES:
+        raise ValueError(f"unknown inflation mode {mode!r}; choose one of {INFLATE_MODES}")
     shape = tuple(shape)
     if tuple(w2d.shape) == shape:
         return w2d
     if w2d.dim() != 4 or len(shape) != 5 or tuple(w2d.shape) != shape[:2] + shape[3:]:
         raise ValueError(f"shape {tuple(w2d.shape)} does not inflate to {shape}")
+    kt, centre = shape[2], (shape[2] - 1) // 2
+    if mode == "repeat":
+        return (w2d / kt).unsqueeze(2).expand(shape).clone()
     out = w2d.new_zeros(shape)
-    out[:, :, (shape[2] - 1) // 2] = w2d
+    out[:, :, centre] = w2d
+    if mode == "difference":
+        if kt < 3 or kt % 2 == 0:
+            raise ValueError(f"inflation mode 'difference' needs an odd temporal kernel of 3 or more taps, got {kt}")
+        out[:, :, centre - 1] = -0.5 * w2d
+        out[:, :, centre + 1] = 0.5 * w2d
     return out
 
 
@@ -157,15 +184,22 @@ def _temporal_identity(conv: nn.Conv3d) -> bool:
     return True
 
 
-def load_2d_checkpoint(backbone: nn.Module, path: str | os.PathLike) -> InitReport:
+def load_2d_checkpoint(backbone: nn.Module, path: str | os.PathLike, mode: str | None = None) -> InitReport:
     """Initialise `backbone` (in place) from the 2D checkpoint at `path` (a ResNet-50, or the 2D
     counterpart whose keys the backbone's `init_anchor` finds); returns the report.
+
+    mode: how 2D kernels fill the temporal taps (INFLATE_MODES); None takes the backbone's
+    `init_inflate` attribute (`tiny`'s `inflate` argument, i.e. model.backbone_kwargs.inflate),
+    default "centre".
 
     Raises InitError when the file cannot be read, holds no ResNet, fits none of the backbone's
     entries, or holds a weight whose shape does not fit (another depth or width) or a backbone
     weight the model has no place for.
     """
     name = getattr(backbone, "name", type(backbone).__name__)
+    mode = mode or getattr(backbone, "init_inflate", "centre")
+    if mode not in INFLATE_MODES:
+        raise InitError(f"model.init: unknown inflation mode {mode!r} for {name}; choose one of {INFLATE_MODES}")
     sd = read_state_dict(path)
     prefix = find_prefix(sd.keys(), path, getattr(backbone, "init_anchor", _ANCHOR))
     report = InitReport(path=str(path), backbone=name, prefix=prefix)
@@ -184,7 +218,7 @@ def load_2d_checkpoint(backbone: nn.Module, path: str | os.PathLike) -> InitRepo
             unplaced.append(short)
             continue
         try:
-            new_state[target] = inflate_weight(value, targets[target].shape).to(targets[target].dtype)
+            new_state[target] = inflate_weight(value, targets[target].shape, mode).to(targets[target].dtype)
         except ValueError as e:
             raise InitError(f"model.init: {path}: {short} {tuple(value.shape)} does not fit {name}'s {target} "
                             f"{tuple(targets[target].shape)} ({e}): not a checkpoint of this network") from None
@@ -209,4 +243,5 @@ def load_2d_checkpoint(backbone: nn.Module, path: str | os.PathLike) -> InitRepo
     return report
 
 
-__all__ = ["InitError", "InitReport", "load_2d_checkpoint", "inflate_weight", "read_state_dict", "find_prefix"]
+__all__ = ["INFLATE_MODES", "InitError", "InitReport", "load_2d_checkpoint", "inflate_weight", "read_state_dict",
+           "find_prefix"]

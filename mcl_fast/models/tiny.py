@@ -5,8 +5,9 @@ BatchNorm, which makes a distributed run exactly equal to one process on the glo
 
 `TinyNet2d` is the same network on images, (B, 3, H, W) -> (B, 32), with the same parameter names
 (`features.0.weight`, ...): the image-level MoCo stage (mcl_fast.image_moco) trains it, and
-models/inflate.py turns its checkpoint into a `TinyNet` (2D kernels in the centre temporal slot),
-which then computes the 2D network on every frame.
+models/inflate.py turns its checkpoint into a `TinyNet` (by default 2D kernels in the centre temporal
+slot, which then computes the 2D network on every frame; `inflate="difference"` or `"repeat"`
+fill the side taps too: inflate.INFLATE_MODES).
 """
 from __future__ import annotations
 
@@ -31,8 +32,11 @@ class TinyNet(VideoBackbone):
     # The key whose prefix locates this network in a 2D checkpoint (models/inflate.py).
     init_anchor = "features.0.weight"
 
-    def __init__(self, width: int = 16, norm: bool = True):
+    def __init__(self, width: int = 16, norm: bool = True, inflate: str = "centre"):
         super().__init__()
+        # How model.init fills the temporal taps from a TinyNet2d checkpoint (models/inflate.py,
+        # INFLATE_MODES); only read by load_2d_checkpoint, no effect on a randomly initialised net.
+        self.init_inflate = inflate
         self.features = nn.Sequential(*tiny_layers(width, norm, dims=3))
         self.feature_dim = 2 * width
         self.mal_layer = "features.6"  # the last conv, before its BN
