@@ -133,12 +133,16 @@ MACHINE_ADVICE = {
 MACHINE_ERRNOS = frozenset(MACHINE_ADVICE)
 
 
-def _chain(e: BaseException):
+def os_error_in(e: BaseException) -> OSError | None:
+    """The first OSError with an errno in e's cause/context chain, e included (torch.save reports
+    ENOSPC as a RuntimeError raised while handling the OSError)."""
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        yield e
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
         e = e.__cause__ or e.__context__
+    return None
 
 
 def machine_error_line(e: BaseException) -> str | None:
@@ -146,7 +150,7 @@ def machine_error_line(e: BaseException) -> str | None:
     found in e or its chain (torch.save reports ENOSPC as a RuntimeError); None for anything else."""
     if not isinstance(e, (OSError, RuntimeError)):
         return None
-    cause = next((c for c in _chain(e) if isinstance(c, OSError)), None)
+    cause = os_error_in(e)
     if cause is None or cause.errno not in MACHINE_ADVICE:
         return None
     where = cause.filename or "(file not named by the system)"

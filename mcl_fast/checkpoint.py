@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ._checksum import digest, matches
-from ._io import atomic_write
+from ._io import atomic_write, os_error_in
 
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 CHECKSUMS = "checksums"  # the state's entry: {"tensors": {path: digest}, "values": {entry: digest}}
@@ -118,17 +118,6 @@ def checksum_problems(state: dict, path) -> list[str]:
 
 
 # -- writing --------------------------------------------------------------------------------------
-def _os_error_in(e: BaseException) -> OSError | None:
-    """The OSError with an errno in e's cause/context chain (torch.save wraps ENOSPC in a RuntimeError)."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno is not None:
-            return e
-        e = e.__cause__ or e.__context__
-    return None
-
-
 def atomic_torch_save(state: dict, path: str | os.PathLike) -> Path:
     """torch.save(state + its checksums) to a temp file beside `path`, fsync, os.replace: readers
     never see a partial file. A failed write (disk full, ...) leaves no file and raises an OSError
@@ -137,7 +126,7 @@ def atomic_torch_save(state: dict, path: str | os.PathLike) -> Path:
     try:
         return atomic_write(path, lambda f: torch.save(state, f))
     except (OSError, RuntimeError) as e:
-        cause = _os_error_in(e)
+        cause = os_error_in(e)
         if cause is None or cause.filename:
             raise
         raise OSError(cause.errno, cause.strerror or os.strerror(cause.errno), str(path)) from e

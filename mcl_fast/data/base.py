@@ -22,7 +22,8 @@ from .checks import VideoPaths, check_files, check_keys, short_video_policy, uni
 from .labels import resolve_labels
 from .options import LoaderOptions
 from .plan import MotionSampler, SamplePlan, check_sampling, epoch_order, num_batches
-from .planner import LRU, Planner, default_layout
+from .._cache import LRU
+from .planner import Planner, default_layout
 from .views import WEAK, ViewSpec, resolve_views
 
 

@@ -12,12 +12,12 @@ A user sampler (any other callable) is called per sample with the video's maps, 
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Callable, Sequence
 
 import numpy as np
 
 from mcl_fast import sampling as reference
+from mcl_fast._cache import LRU
 
 from .batchplan import SampleStreams, adaptive_avg_pool, color_affines, uniform_is_affine
 from .plan import (CONTRAST_CENTER, Choice, Clips, MotionSampler, SamplePlan, ViewAug, ViewPlan,
@@ -31,38 +31,6 @@ _IDENTITY = ViewAug()
 # every video of the dataset over a long run, so an unbounded cache grows with the dataset times
 # the processes. A dropped entry is recomputed from the store when its video comes back.
 VIDEO_CACHE_SIZE = 16384  # videos whose store fields and hot clip starts a planner keeps (~1-30 KB each)
-
-
-class LRU:
-    """A mapping that keeps the `cap` most recently used keys (get/put/in/len/discard)."""
-
-    def __init__(self, cap: int):
-        if cap < 1:
-            raise ValueError(f"an LRU cache needs cap >= 1, got {cap}")
-        self.cap, self._items = int(cap), OrderedDict()
-
-    def get(self, key, default=None):
-        try:
-            value = self._items[key]
-        except KeyError:
-            return default
-        self._items.move_to_end(key)
-        return value
-
-    def put(self, key, value) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        if len(self._items) > self.cap:
-            self._items.popitem(last=False)
-
-    def discard(self, key) -> None:
-        self._items.pop(key, None)
-
-    def __contains__(self, key) -> bool:
-        return key in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 def default_layout(sampler, *, clip_len: int, size: int) -> ViewLayout:

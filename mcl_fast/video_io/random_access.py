@@ -12,11 +12,11 @@ whether seeking failed on it are cached (keyed by size and modification time).
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
+from .._cache import LRU
 from .container import open_video
 from .errors import VideoError, ffmpeg_message
 from .reader import VideoReader
@@ -41,15 +41,13 @@ class FrameIndex:
         return len(self.pts)
 
 
-_indexes: "OrderedDict[tuple, FrameIndex]" = OrderedDict()
+_indexes = LRU(INDEX_CACHE_SIZE)  # (path, size, mtime) -> FrameIndex
 # (path, size, mtime) of files where a seek gave an unidentifiable frame (bounded like _indexes)
-_no_seek: "OrderedDict[tuple, None]" = OrderedDict()
+_no_seek = LRU(INDEX_CACHE_SIZE)
 
 
 def _refuse_seeking(path: str) -> None:
-    _no_seek[_file_key(path)] = None
-    if len(_no_seek) > INDEX_CACHE_SIZE:
-        _no_seek.popitem(last=False)
+    _no_seek.put(_file_key(path), None)
 
 
 def _file_key(path: str) -> tuple:
@@ -69,7 +67,6 @@ def frame_index(path) -> FrameIndex:
         key = None  # open_video says why (missing, unreadable)
     cached = _indexes.get(key) if key is not None else None
     if cached is not None:  # a file unchanged since it was indexed: no container open
-        _indexes.move_to_end(key)
         return cached
     container, stream = open_video(path)  # VideoError for missing / unreadable / not a video
     key = key if key is not None else _file_key(path)
@@ -92,9 +89,7 @@ def frame_index(path) -> FrameIndex:
     pts_arr = np.sort(np.asarray(pts, np.int64))
     complete = complete and len(pts_arr) > 0 and bool(np.all(np.diff(pts_arr) > 0))
     index = FrameIndex(pts_arr, np.sort(np.asarray(keys, np.int64)), complete)
-    _indexes[key] = index
-    if len(_indexes) > INDEX_CACHE_SIZE:
-        _indexes.popitem(last=False)
+    _indexes.put(key, index)
     return index
 
 
