@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import dist
-from .losses import batch_logits, info_nce_logits, intra_video_logits
+from .losses import batch_logits, info_nce_logits
 from .models import MLPHead, VideoBackbone
 
 
@@ -67,65 +67,49 @@ def set_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
     return module
 
 
-class OrderClassifier(nn.Linear):
-    """The release's order classifier: a linear layer (3 dim -> 2) on the L2-normalised concatenation
-    of the query's and the two other clips' order embeddings (B, 3 dim) -> logits (B, 2)."""
-
-    def __init__(self, dim: int):
-        super().__init__(3 * dim, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.normalize(x, dim=-1))
-
-
 class Encoder(nn.Module):
     """Backbone + MLP head: clip (B, 3, T, H, W) -> L2-normalised embedding (B, dim).
 
     `embed(x, return_features)` also hands back the backbone's pooled features (B, D) (the
     diagnostics' "feature std") and, when asked, the tapped conv map the MAL differentiates.
-    intra / order (the release's Encoder): further MLP heads on the same pooled features for the
-    intra-video logits ("z_intra") and the order loss ("z_order"), and with order the
-    `order_classifier` (used on the query side only).
+    A variant's encoder adds heads: `embed` gives each one's "z_NAME", `forward` carries them side
+    by side and `split` takes them apart (`heads` names them, "z" first).
     """
 
-    def __init__(self, backbone: VideoBackbone, hidden: int = 2048, dim: int = 128, *, intra: bool = False,
-                 order: bool = False):
+    heads: tuple[str, ...] = ("z",)
+
+    def __init__(self, backbone: VideoBackbone, hidden: int = 2048, dim: int = 128):
         super().__init__()
         self.backbone = backbone
         self.head = MLPHead(backbone.feature_dim, hidden, dim)
-        self.extra_heads = (["intra"] if intra else []) + (["order"] if order else [])
-        if intra:
-            self.intra_head = MLPHead(backbone.feature_dim, hidden, dim)
-        if order:
-            self.order_head = MLPHead(backbone.feature_dim, hidden, dim)
-            self.order_classifier = OrderClassifier(dim)
 
     def embed(self, x: torch.Tensor, return_features: bool = False) -> dict[str, torch.Tensor]:
-        """{"z": (B, dim) unit rows, "pooled": (B, D), with return_features "feat" (B, C, T', H', W'),
-        and "z_intra" / "z_order" (B, dim) unit rows from the extra heads there are}."""
+        """{"z": (B, dim) unit rows, "pooled": (B, D), with return_features "feat" (B, C, T', H', W')}."""
         if return_features:
             pooled, feat = self.backbone(x, return_features=True)
         else:
             pooled, feat = self.backbone(x), None
         out = {"z": F.normalize(self.head(pooled), dim=1), "pooled": pooled}
-        for name in self.extra_heads:
-            out[f"z_{name}"] = F.normalize(getattr(self, f"{name}_head")(pooled), dim=1)
+        out.update(self.extra_embeddings(pooled))
         if feat is not None:
             out["feat"] = feat
         return out
 
+    def extra_embeddings(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A variant's further embeddings of the pooled features (B, D): {"z_NAME": (B, dim)}; none here."""
+        return {}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, dim) embeddings; with extra heads (B, (1 + extra) dim): [z, z_intra, z_order] side by
-        side (what the key encoder's shuffle carries; `split` takes them apart)."""
+        """(B, len(heads) dim): the embeddings of `heads` side by side (what the key encoder's
+        shuffle carries; `split` takes them apart)."""
         out = self.embed(x)
-        if not self.extra_heads:
+        if len(self.heads) == 1:
             return out["z"]
-        return torch.cat([out["z"]] + [out[f"z_{name}"] for name in self.extra_heads], dim=1)
+        return torch.cat([out[name] for name in self.heads], dim=1)
 
     def split(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """forward's (B, (1 + extra) dim) -> {"z", "z_intra", "z_order"} as present."""
-        parts = z.chunk(1 + len(self.extra_heads), dim=1)
-        return dict(zip(["z"] + [f"z_{name}" for name in self.extra_heads], parts))
+        """forward's (B, len(heads) dim) -> {name: (B, dim)} for each of `heads`."""
+        return dict(zip(self.heads, z.chunk(len(self.heads), dim=1)))
 
 
 class MoCo(nn.Module):
@@ -139,26 +123,18 @@ class MoCo(nn.Module):
     first by its freshness alone); momentum m; tau the temperature; split_bn: number of
     sub-batches for BN when the job has one process (1 turns it off).
 
-    The release's terms (`preset="official"`, docs/release.md), each off by default:
-    positives=3 builds InfoNCE over 3B rows (q with key, key2 and key3 against one queue; all
-    three keys enqueued); intra adds a head and the intra-video logits [q.k1, q.k_other] / tau_intra
-    for each other clip; order adds a head and the order classifier on [q, k2, k3]'s order
-    embeddings. Each needs `key2` and `key3` in forward.
+    encoder: a variant's query encoder on `backbone` (default `Encoder(backbone, hidden, dim)`);
+    a variant (a subclass: `moco_official.OfficialMoCo`) passes its own, and its forward takes its
+    own inputs; `positives` counts the keys each query enqueues.
     """
 
     def __init__(self, backbone: VideoBackbone, dim: int = 128, hidden: int = 2048, queue_size: int = 131072,
-                 momentum: float = 0.999, tau: float = 0.1, split_bn: int = 2, *, positives: int = 1,
-                 intra: bool = False, order: bool = False, tau_intra: float = 0.1):
+                 momentum: float = 0.999, tau: float = 0.1, split_bn: int = 2, *, encoder: Encoder | None = None):
         super().__init__()
         if queue_size < 0:
             raise ValueError(f"queue_size must be >= 0 (0: this step's keys are the negatives), got {queue_size}")
-        if positives not in (1, 3):
-            raise ValueError(f"positives must be 1 (key) or 3 (key, key2, key3: the release), got {positives}")
-        if positives == 3 and queue_size == 0:
-            raise ValueError("positives=3 (the release's InfoNCE over 3B rows) needs a queue: set queue_size > 0")
         self.momentum, self.tau = momentum, tau
-        self.positives, self.intra, self.order, self.tau_intra = positives, intra, order, tau_intra
-        self.encoder_q = Encoder(backbone, hidden, dim, intra=intra, order=order)
+        self.encoder_q = encoder if encoder is not None else Encoder(backbone, hidden, dim)
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)
@@ -168,6 +144,8 @@ class MoCo(nn.Module):
         self.split_bn = split_bn if dist.get_world_size() == 1 else 1
         if self.split_bn > 1:
             set_split_batchnorm(self, self.split_bn)
+
+    positives = 1  # keys enqueued per query
 
     # -- no-grad helpers -------------------------------------------------------------------------
     @torch.no_grad()
@@ -182,8 +160,8 @@ class MoCo(nn.Module):
     def enqueue(self, *keys: torch.Tensor) -> None:
         """Write the all-gathered keys (N, dim) at the pointer, wrapping around; advance it.
 
-        Several key tensors (the release's k1, k2, k3): each is all-gathered, and they enter in
-        the order given, [k1 of every rank, k2 of every rank, k3 of every rank], as the release does.
+        Several key tensors (a variant's k1, k2, k3): each is all-gathered, and they enter in the
+        order given, [k1 of every rank, k2 of every rank, k3 of every rank].
         """
         k = self.queue.shape[0]
         if k == 0:
@@ -224,13 +202,8 @@ class MoCo(nn.Module):
         return k_all[unshuffle].view(world, b, -1)[dist.get_rank()]
 
     # -- the step ------------------------------------------------------------------------------
-    @property
-    def needs_other_clips(self) -> bool:
-        """Whether forward needs key2 and key3 (the release's terms)."""
-        return self.positives == 3 or self.intra or self.order
-
-    def forward(self, query: torch.Tensor, key: torch.Tensor, return_features: bool = False, update: bool = True,
-                *, key2: torch.Tensor | None = None, key3: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, query: torch.Tensor, key: torch.Tensor, return_features: bool = False,
+                update: bool = True) -> dict[str, torch.Tensor]:
         """One MoCo step's forward: query, key (B, 3, T, H, W) -> a dict of
 
         logits (B, 1 + K) float32: column 0 the positive q.k, then q against the queue, over tau
@@ -238,22 +211,13 @@ class MoCo(nn.Module):
         q (B, dim) query embeddings (with gradient); k (B, dim) key embeddings (no gradient);
         pooled (B, D) the query backbone's pooled features; feat (B, C, T', H', W') the tapped
         map when return_features (what the motion alignment loss needs).
-        With the release's terms (key2, key3: the video's two other clips, (B, 3, T, H, W)):
-        positives=3: logits (3B, 1 + K), the rows of key, key2, key3 in blocks; intra:
-        intra_logits (2B, 2) (`losses.intra_video_logits`); order: order_logits (B, 2).
         update=False skips the momentum update and the enqueue (evaluation of the loss only).
         """
-        if self.needs_other_clips and (key2 is None or key3 is None):
-            raise ValueError("this MoCo (positives=3, intra or order: the release's terms) needs key2 and key3, "
-                             "the batch of a preset='official' loader")
         out = self.encoder_q.embed(query, return_features=return_features)
         with torch.no_grad():
             if update:
                 self.momentum_update()
-            keys = self.encoder_k.split(self.shuffled_keys(key))
-            others = [self.encoder_k.split(self.shuffled_keys(x)) for x in (key2, key3)] \
-                if self.needs_other_clips else []
-        k = keys["z"]
+            k = self.encoder_k.split(self.shuffled_keys(key))["z"]
         if self.queue.shape[0] == 0:  # negatives: the other keys of this step, every rank's
             everyone = dist.concat_all_gather(k.contiguous())
             positive = torch.arange(k.shape[0], device=k.device) + dist.get_rank() * k.shape[0]
@@ -261,22 +225,12 @@ class MoCo(nn.Module):
         else:
             # The queue is read before this step's keys enter it (and cloned: the enqueue below
             # writes in place, and the logits' backward needs the values they were computed from).
-            queue = self.queue.clone()
-            logits = info_nce_logits(out["z"], k, queue, self.tau)
-            if self.positives == 3:  # the release: rows of q.k1, q.k2, q.k3, each against the queue
-                logits = torch.cat([logits] + [info_nce_logits(out["z"], o["z"], queue, self.tau) for o in others])
+            logits = info_nce_logits(out["z"], k, self.queue.clone(), self.tau)
         if update:
-            self.enqueue(k, *([o["z"] for o in others] if self.positives == 3 else []))  # the release: all three
+            self.enqueue(k)
         result = {"logits": logits, "q": out.pop("z"), "k": k}
-        if self.intra:
-            result["intra_logits"] = intra_video_logits(out.pop("z_intra"), keys["z_intra"],
-                                                        [o["z_intra"] for o in others], self.tau_intra)
-        if self.order:
-            # The other clips' order embeddings come from the key encoder (constants), as the release.
-            order_in = torch.cat([out.pop("z_order")] + [o["z_order"] for o in others], dim=1)
-            result["order_logits"] = self.encoder_q.order_classifier(order_in)
         result.update(out)
         return result
 
 
-__all__ = ["MoCo", "Encoder", "OrderClassifier", "SplitBatchNorm3d", "set_split_batchnorm"]
+__all__ = ["MoCo", "Encoder", "SplitBatchNorm3d", "set_split_batchnorm"]

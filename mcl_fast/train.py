@@ -42,6 +42,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULTS: dict = {
     "name": "custom",
     "output": "out/pretrain",
+    "method": "paper",  # paper (MCL as published) | official (the authors' release: docs/release.md)
     "model": {
         "backbone": "r2plus1d_50",
         "backbone_kwargs": {},
@@ -58,17 +59,14 @@ DEFAULTS: dict = {
         "variant": "v3",
         "terms": ["s", "t", "st"],
         "weight": 1.0,                # lambda
-        "warmup_weight": 1.0,         # lambda during the first warmup_weight_epochs (official: 2)
-        "warmup_weight_epochs": 0,    # official: 5
-        "distance": "l2",             # official: cosine
-        "weighting": "global",        # official: per_time
-        "st_weighting": "uniform",    # official: softmax (ST term weighted by a softmax over chunks, the release's terms)
-        # The release's terms beside it (need data.preset=official: key2, key3, query_first):
-        "positives": 1,               # InfoNCE positives per query; official: 3 (key, key2, key3; all enqueued)
-        "intra": False,               # official: intra-video logits [q.k1, q.k_other] / intra_tau (own head), weight 1
-        "intra_tau": 0.1,
-        "order": False,               # official UCF101: order loss (own head + linear classifier), weight
-                                      # (epoch + 1) / epochs (the release's epoch / epochs, 1-based); Kinetics: off
+        "warmup_weight": 1.0,         # lambda during the first warmup_weight_epochs (the release: 2)
+        "warmup_weight_epochs": 0,    # the release: 5
+        "distance": "l2",             # the paper's MAL: l2 | cosine (method=official has its own terms)
+        "weighting": "global",        # the paper's MAL: global | per_time Grad-CAM weights
+    },
+    "official": {                     # method=official only (the release's objective, losses_official.py)
+        "order": True,                # the order loss, weight (epoch + 1) / epochs; false: the release's Kinetics runs
+        "intra_tau": 0.1,             # the intra-video logits' temperature
     },
     "data": {
         "loader": "dali",       # dali | torch | synthetic
@@ -80,7 +78,7 @@ DEFAULTS: dict = {
         "size": 224,
         "augment": True,
         "sampling": "motion",   # motion | temporal | spatial | random
-        "preset": "paper",      # paper | official
+        "preset": "paper",      # paper | official (the loaders' sampling; method=official needs official)
         "loader_kwargs": {},    # passed on to the loader's constructor
         "synthetic_batches": 50,  # batches per epoch of the synthetic source
         "motion_size": None,    # synthetic motion (T', H', W'); null: (clip_len, size // 16, size // 16)
@@ -117,15 +115,64 @@ DEFAULTS: dict = {
 
 
 _FREE = ("backbone_kwargs", "loader_kwargs")  # passed through to constructors: any key
+METHODS = ("paper", "official")  # the objective and model: MCL as published, or the authors' release
 
 
 class ConfigError(ValueError):
     pass
 
 
-def _uses_other_clips(loss: dict) -> bool:
-    """Whether the loss has a term of the release that needs the video's two other clips."""
-    return loss["positives"] == 3 or bool(loss["intra"]) or bool(loss["order"])
+# Keys of earlier versions that `method` replaced (read by upgrade_config): key -> its replacement.
+REPLACED_KEYS = {"loss.st_weighting": "method", "loss.positives": "method", "loss.intra": "method",
+                 "loss.intra_tau": "official.intra_tau", "loss.order": "official.order"}
+# What those keys (and the MAL's distance and weighting) were in each method.
+_OLD_PAPER = {"st_weighting": "uniform", "positives": 1, "intra": False, "order": False}
+_OLD_OFFICIAL = {"st_weighting": "softmax", "positives": 3, "intra": True, "distance": "cosine",
+                 "weighting": "per_time"}
+
+
+def _unknown_key(source: str, path: str) -> ConfigError:
+    """The error for a key DEFAULTS lacks, naming its replacement if an earlier version had it."""
+    hint = f" (replaced by {REPLACED_KEYS[path]}: docs/release.md)" if path in REPLACED_KEYS else ""
+    return ConfigError(f"{source}: unknown config key {path!r}{hint}")
+
+
+def upgrade_config(config: dict, source: str) -> dict:
+    """A config (file or checkpoint) of an earlier version, whose loss keys st_weighting, positives,
+    intra, intra_tau and order chose the release's terms, with `method` in their place (a warning
+    says so once); ConfigError naming the key where they mix the two methods. Others as they are."""
+    loss = config.get("loss")
+    old_keys = [k for k in REPLACED_KEYS if k.startswith("loss.") and isinstance(loss, dict) and k[5:] in loss]
+    if not old_keys:
+        return config
+    config = copy.deepcopy(config)
+    loss = config["loss"]
+    old = {k[5:]: loss.pop(k[5:]) for k in old_keys}
+    intra_tau = old.pop("intra_tau", DEFAULTS["official"]["intra_tau"])
+    if all(old.get(k, v) == v for k, v in _OLD_PAPER.items()):
+        method, new = "paper", {}
+    else:
+        seen = {**old, "distance": loss.get("distance", "l2"), "weighting": loss.get("weighting", "global")}
+        wrong = next((k for k, v in _OLD_OFFICIAL.items() if seen.get(k, _OLD_PAPER.get(k)) != v), None)
+        if wrong is not None:
+            raise ConfigError(
+                f"{source}: loss.{wrong}={json.dumps(seen.get(wrong, _OLD_PAPER.get(wrong)))} with others of the "
+                f"release's terms ({', '.join(f'loss.{k}={json.dumps(v)}' for k, v in old.items())}): this mix "
+                "is gone; the release is one switch now, method=official (with official.order, official.intra_tau), "
+                "and loss.st_weighting, loss.positives, loss.intra are removed (docs/release.md)")
+        for k in ("distance", "weighting"):  # the release's alignment loss fixes them
+            loss.pop(k, None)
+        method, new = "official", {"order": bool(old.get("order", False)), "intra_tau": intra_tau}
+    if config.get("method", method) != method:
+        raise ConfigError(f"{source}: method={config['method']!r} with the earlier keys {', '.join(old_keys)} "
+                          f"of method={method!r}: remove those keys")
+    config["method"] = method
+    if new:
+        config["official"] = {**new, **config.get("official", {})}
+    warnings.warn(f"{source}: {', '.join(old_keys)} (an earlier version's keys) read as method={method}"
+                  + "".join(f", official.{k}={json.dumps(v)}" for k, v in new.items()) + "; write the config "
+                  "that way (docs/release.md)", stacklevel=2)
+    return config
 
 
 def _merge(base: dict, update: dict, where: str, source: str) -> dict:
@@ -133,7 +180,7 @@ def _merge(base: dict, update: dict, where: str, source: str) -> dict:
     for key, value in update.items():
         path = f"{where}{key}"
         if key not in out:
-            raise ConfigError(f"{source}: unknown config key {path!r}")
+            raise _unknown_key(source, path)
         if isinstance(out[key], dict) and key not in _FREE:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {path!r} must be an object, got {value!r}")
@@ -172,11 +219,11 @@ def apply_overrides(config: dict, overrides: Sequence[str]) -> dict:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise ConfigError(f"override {item!r}: unknown config key {key!r}")
+                raise _unknown_key(f"override {item!r}", key.strip())
             node = node[part]
         free = len(parts) > 1 and parts[-2] in _FREE  # kwargs dicts take any key
         if parts[-1] not in node and not free:
-            raise ConfigError(f"override {item!r}: unknown config key {key!r}")
+            raise _unknown_key(f"override {item!r}", key.strip())
         node[parts[-1]] = parse_value(text)
     return config
 
@@ -190,7 +237,7 @@ def load_config(name_or_file: str, overrides: Sequence[str] = ()) -> dict:
         raise ConfigError(f"{path}: not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a JSON object")
-    config = _merge(DEFAULTS, data, "", str(path))
+    config = _merge(DEFAULTS, upgrade_config(data, str(path)), "", str(path))
     config = apply_overrides(config, overrides)
     validate(config)
     return config
@@ -290,12 +337,12 @@ def config_schema() -> dict:
     """key -> Field for every key of DEFAULTS (the kwargs dicts take any content). The one place a
     config value's type and range are stated; `validate` checks them all before anything is written."""
     from .data.plan import SAMPLING_MODES
-    from .losses import DISTANCES, ST_WEIGHTINGS, TERMS, VARIANTS, WEIGHTINGS
+    from .losses import DISTANCES, TERMS, VARIANTS, WEIGHTINGS
     from .models import BACKBONES
     from .sampling import PRESETS
 
     return {
-        "name": _TEXT, "output": _TEXT,
+        "name": _TEXT, "output": _TEXT, "method": _one_of(*METHODS),
         "model.backbone": _one_of(*sorted(BACKBONES)), "model.backbone_kwargs": _FREE_DICT,
         "model.init": Field(("str", "null")), "model.dim": _int(1), "model.hidden": _int(1),
         "model.queue_size": _int(0), "model.momentum": _number(0, 1, open_high=True),
@@ -304,8 +351,7 @@ def config_schema() -> dict:
         "loss.terms": Field(("list",), items=_one_of(*TERMS), length=0),
         "loss.weight": _number(0), "loss.warmup_weight": _number(0), "loss.warmup_weight_epochs": _int(0),
         "loss.distance": _one_of(*DISTANCES), "loss.weighting": _one_of(*WEIGHTINGS),
-        "loss.st_weighting": _one_of(*ST_WEIGHTINGS), "loss.positives": _one_of(1, 3), "loss.intra": _BOOL,
-        "loss.intra_tau": _number(0, open_low=True), "loss.order": _BOOL,
+        "official.order": _BOOL, "official.intra_tau": _number(0, open_low=True),
         "data.loader": _one_of("dali", "torch", "synthetic"), "data.store": Field(("str", "null")),
         "data.videos": Field(("null", "str", "list"), items=_TEXT),
         "data.batch_size": _int(1), "data.clip_len": _int(1), "data.stride": _int(1), "data.size": _int(1),
@@ -369,14 +415,18 @@ def validate(config: dict) -> None:
 
     check_types(config)
     m, loss, d = config["model"], config["loss"], config["data"]
+    official = config["method"] == "official"
+    changed = [k for k in ("distance", "weighting") if loss[k] != DEFAULTS["loss"][k]]
     relations = [
-        (loss["st_weighting"] == "uniform" or loss["distance"] == "cosine",
-         "loss.st_weighting=softmax (the release's alignment terms) needs loss.distance=cosine"),
-        (loss["positives"] == 1 or m["queue_size"] > 0,
-         "loss.positives=3 (InfoNCE over 3B rows against the queue) needs model.queue_size > 0"),
-        (not _uses_other_clips(loss) or d["preset"] == "official",
-         "loss.positives=3, loss.intra and loss.order need data.preset=official (its batch has key2, key3, "
-         "query_first)"),
+        (not official or d["preset"] == "official",
+         "method=official needs data.preset=official (its batch has key2, key3, query_first)"),
+        (not official or m["queue_size"] > 0,
+         "method=official (InfoNCE over 3B rows against the queue) needs model.queue_size > 0"),
+        (not official or not changed, f"loss.{changed[0] if changed else ''} applies to the paper's MAL; "
+         "method=official computes the release's alignment terms (cosines, per-time weights) and takes no "
+         "loss.distance or loss.weighting"),
+        (official or config["official"] == DEFAULTS["official"],
+         "official.order and official.intra_tau apply to method=official only"),
         (d["loader"] == "synthetic" or d["store"], "data.store is required unless data.loader=synthetic"),
     ]
     for ok, message in relations:
@@ -531,23 +581,33 @@ def _set_deterministic(on: bool, device: torch.device) -> None:
 
 
 def build_model(config: dict):
-    """The MoCo model of config["model"]: the one place a model is built (hooks go here)."""
+    """The MoCo model of config["model"] for config["method"]: the one place a model is built (hooks go here)."""
     from .models import build_backbone
     from .moco import MoCo
 
-    m, loss = config["model"], config["loss"]
+    m = config["model"]
     backbone = build_backbone(m["backbone"], init=m["init"], **m["backbone_kwargs"])
-    return MoCo(backbone, dim=m["dim"], hidden=m["hidden"], queue_size=m["queue_size"], momentum=m["momentum"],
-                tau=m["tau"], split_bn=m["split_bn"], positives=int(loss["positives"]), intra=bool(loss["intra"]),
-                order=bool(loss["order"]), tau_intra=float(loss["intra_tau"]))
+    common = dict(dim=m["dim"], hidden=m["hidden"], queue_size=m["queue_size"], momentum=m["momentum"], tau=m["tau"],
+                  split_bn=m["split_bn"])
+    if config["method"] == "official":
+        from .moco_official import OfficialMoCo
+
+        return OfficialMoCo(backbone, **common, order=bool(config["official"]["order"]),
+                            tau_intra=float(config["official"]["intra_tau"]))
+    return MoCo(backbone, **common)
 
 
 def build_criterion(config: dict, runtime: Runtime) -> MCLLoss:
+    """The objective of config["method"] (an MCLLoss), with the MAL's settings of config["loss"]."""
     loss = config["loss"]
-    mal = {k: loss[k] for k in ("variant", "distance", "weighting", "st_weighting")}
-    mal["terms"] = tuple(loss["terms"])
+    mal = {"variant": loss["variant"], "terms": tuple(loss["terms"])}
     # Under fp16 autocast, d score / d feat would underflow: scale it up (the maps are normalised).
-    return MCLLoss(mal, grad_scale=1024.0 if runtime.amp_dtype == torch.float16 else 1.0)
+    grad_scale = 1024.0 if runtime.amp_dtype == torch.float16 else 1.0
+    if config["method"] == "official":
+        from .losses_official import OfficialLoss
+
+        return OfficialLoss(mal, grad_scale, epochs=config["optim"]["epochs"], order=bool(config["official"]["order"]))
+    return MCLLoss({**mal, "distance": loss["distance"], "weighting": loss["weighting"]}, grad_scale)
 
 
 def build_optimizer(config: dict, model) -> torch.optim.Optimizer:
@@ -566,24 +626,17 @@ def mal_weight(config: dict, epoch: int) -> float:
     return float(loss["warmup_weight"] if epoch < loss["warmup_weight_epochs"] else loss["weight"])
 
 
-def order_weight(config: dict, epoch: int) -> float:
-    """The release's order-loss weight at 0-based `epoch`: (epoch + 1) / epochs (its epoch / epochs,
-    counted from 1), 0 with loss.order off (the release's Kinetics runs)."""
-    if not config["loss"]["order"]:
-        return 0.0
-    return float(epoch + 1) / float(config["optim"]["epochs"])
-
-
-def pretrain_loss(model, batch: dict, criterion: MCLLoss, mal_weight: float, order_weight: float = 0.0) -> dict:
+def pretrain_loss(model, batch: dict, criterion: MCLLoss, mal_weight: float, **weights: float) -> dict:
     """One batch's objective and diagnostics: `compute_loss` of engine.train_one_epoch for MoCo.
 
-    batch["views"] holds the query and the key (and an official batch's key2 / key3, which go to
-    the model by name); an official batch's query_first goes to the criterion."""
+    batch["views"] holds the query and the key, and any further views (key2, key3 of a three-clip
+    batch) go to the model by name; the batch entries the criterion names (`batch_keys`) and its
+    epoch's `weights` (`criterion.epoch_weights`) go to the criterion."""
     query, key, *others = batch["views"]
     out = model(query, key, return_features=criterion.needs_features(mal_weight),
                 **dict(zip(("key2", "key3"), others)))
-    terms = criterion(out, batch.get("motion"), mal_weight, query_first=batch.get("query_first"),
-                      order_weight=order_weight)
+    terms = criterion(out, batch.get("motion"), mal_weight, **{k: batch.get(k) for k in criterion.batch_keys},
+                      **weights)
     terms.update(contrastive_diagnostics(out))
     return terms
 
@@ -724,7 +777,7 @@ def _change_lines(changes) -> str:
 def check_resume_config(saved: dict, new: dict, allow_changes: bool, source) -> list[tuple]:
     """The safe changes a resume applies; RunFolderError listing the differences if any change
     alters the run, or if safe ones are made without allow_changes (--resume-with-changes)."""
-    changes = config_changes(saved, new)
+    changes = config_changes(upgrade_config(saved, f"{source}: the saved config"), new)
     altering = [c for c in changes if c[0] not in SAFE_ON_RESUME]
     if altering:
         raise ConfigChanged(
@@ -916,8 +969,7 @@ class Pretraining:
             in_epoch = self.step - self.epoch * self.steps_per_epoch
             loader.set_epoch(self.epoch)
             compute = functools.partial(pretrain_loss, criterion=criterion,
-                                        mal_weight=mal_weight(self.config, self.epoch),
-                                        order_weight=order_weight(self.config, self.epoch))
+                                        mal_weight=mal_weight(self.config, self.epoch), **criterion.epoch_weights(self.epoch))
             done = train_one_epoch(ddp, compute, _seek(loader, in_epoch), self.optimizer, self.runtime,
                                    scheduler=self.scheduler, steps=self.steps_per_epoch, start=in_epoch,
                                    grad_clip=o["grad_clip"], on_step=self.on_step)

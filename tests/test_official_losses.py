@@ -1,4 +1,4 @@
-"""The `official` preset's loss side against NumPy transcriptions of the release's facts (docs/release.md).
+"""The `official` method's loss and model side against NumPy transcriptions of the release's facts (docs/release.md).
 
 Release facts tested here (each written out below in NumPy, not taken from mcl_fast):
 - MAL: prediction ReLU(sum_c w_ct g_ct) with w the gradient's mean over space per channel and
@@ -12,18 +12,24 @@ Release facts tested here (each written out below in NumPy, not taken from mcl_f
 """
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mcl_fast.losses import (MCLLoss, info_nce, intra_video_logits, motion_alignment_loss, order_loss,
-                             release_alignment_terms)
+from mcl_fast.engine import setup_runtime
+from mcl_fast.losses import info_nce, motion_alignment_loss
+from mcl_fast.losses_official import (OfficialLoss, intra_video_logits, order_loss, release_alignment_loss,
+                                      release_alignment_terms)
 from mcl_fast.models import build_backbone
-from mcl_fast.moco import MoCo
-from mcl_fast.train import ConfigError, load_config, mal_weight, order_weight
+from mcl_fast.moco_official import OfficialMoCo
+from mcl_fast.train import ConfigError, build_criterion, build_model, load_config, mal_weight
 
-OFFICIAL_MAL = dict(variant="v3", weighting="per_time", distance="cosine", st_weighting="softmax")
+# The paper's MAL with the release's weighting and distance: what the release's terms are told apart from.
+PAPER_MAL_COSINE = dict(variant="v3", weighting="per_time", distance="cosine")
 
 
 # ---- NumPy transcriptions --------------------------------------------------------------------
@@ -81,7 +87,7 @@ def test_release_mal_matches_numpy(scale):
     """At the raw scale (cells of tens of encoded units) and at a tiny one, where the softmax is far
     from one-hot: the full loss and each term equal the transcription."""
     feat, score, target, feat_np, a_np, target_np = _mal_inputs(0, target_scale=scale)
-    loss, parts = motion_alignment_loss(feat, score, target, return_terms=True, **OFFICIAL_MAL)
+    loss, parts = release_alignment_loss(feat, score, target, return_terms=True)
     want = np_release_terms(np_prediction(a_np * feat_np), target_np)
     for name in ("st", "s", "t"):
         assert parts[name].item() == pytest.approx(want[name], rel=1e-10, abs=1e-12), name
@@ -95,7 +101,7 @@ def test_release_mal_gradient_matches_finite_differences_of_the_transcription():
     """The second-order path: d loss / d feat by autograd equals central differences of the NumPy
     loss (where the gradient A feat moves with feat)."""
     feat, score, target, feat_np, a_np, target_np = _mal_inputs(1, shape=(2, 3, 4, 7, 7), target_scale=0.05)
-    loss = motion_alignment_loss(feat, score, target, **OFFICIAL_MAL)
+    loss = release_alignment_loss(feat, score, target)
     (grad,) = torch.autograd.grad(loss, feat)
 
     def np_loss(f):
@@ -120,7 +126,7 @@ def test_softmax_over_raw_chunk_sums_is_one_hot_so_st_is_the_top_chunk():
     sums = target_np.reshape(3, 4, -1).sum(-1)
     assert np.sort(sums, axis=1)[:, -1].min() > 1000
     assert np_softmax(sums, axis=1).max(1).min() > 1 - 1e-6
-    _, parts = motion_alignment_loss(feat, score, target, return_terms=True, **OFFICIAL_MAL)
+    _, parts = release_alignment_loss(feat, score, target, return_terms=True)
     pred = np_prediction(a_np * feat_np).reshape(3, 4, -1)
     top = sums.argmax(1)
     cos_top = np_cos(pred[np.arange(3), top], target_np.reshape(3, 4, -1)[np.arange(3), top])
@@ -129,16 +135,15 @@ def test_softmax_over_raw_chunk_sums_is_one_hot_so_st_is_the_top_chunk():
 
 def test_release_terms_differ_from_the_paper_st_and_pool_a_larger_map_to_the_target():
     feat, score, target, feat_np, a_np, target_np = _mal_inputs(4, target_scale=0.02)
-    _, release = motion_alignment_loss(feat, score, target, return_terms=True, **OFFICIAL_MAL)
-    _, uniform = motion_alignment_loss(feat, score, target, return_terms=True,
-                                       **{**OFFICIAL_MAL, "st_weighting": "uniform"})
+    _, release = release_alignment_loss(feat, score, target, return_terms=True)
+    _, uniform = motion_alignment_loss(feat, score, target, return_terms=True, **PAPER_MAL_COSINE)
     assert abs(release["st"].item() - uniform["st"].item()) > 1e-3  # the test can tell them apart
     # S and T with the cosine distance were already the release's (cosines are scale-free)
     assert release["s"].item() == pytest.approx(uniform["s"].item(), rel=1e-9)
     assert release["t"].item() == pytest.approx(uniform["t"].item(), rel=1e-9)
     # a (8, 14, 14) map (another backbone or clip size) is block-averaged to the (4, 7, 7) target
     feat, score, target, feat_np, a_np, target_np = _mal_inputs(5, shape=(2, 3, 8, 14, 14), target_scale=0.02)
-    _, parts = motion_alignment_loss(feat, score, target, return_terms=True, **OFFICIAL_MAL)
+    _, parts = release_alignment_loss(feat, score, target, return_terms=True)
     p = np_prediction(a_np * feat_np).reshape(2, 4, 2, 7, 2, 7, 2).mean(axis=(2, 4, 6))
     want = np_release_terms(p, target_np)
     for name in ("st", "s", "t"):
@@ -153,10 +158,12 @@ def test_release_terms_function_and_errors():
     want = np_release_terms(pred, target)
     assert {k: v.item() for k, v in got.items()} == pytest.approx(want, rel=1e-12)
     feat, score, target_t, *_ = _mal_inputs(7)
-    with pytest.raises(ValueError, match="needs distance='cosine'"):
-        motion_alignment_loss(feat, score, target_t, **{**OFFICIAL_MAL, "distance": "l2"})
-    with pytest.raises(ValueError, match="st_weighting"):
-        motion_alignment_loss(feat, score, target_t, **{**OFFICIAL_MAL, "st_weighting": "sharp"})
+    with pytest.raises(ValueError, match="unknown MAL variant"):
+        release_alignment_loss(feat, score, target_t, variant="v4")
+    with pytest.raises(ValueError, match="MAL terms"):
+        release_alignment_loss(feat, score, target_t, terms=("st", "xy"))
+    with pytest.raises(ValueError, match=r"motion must be \(B, T', H', W'\)"):
+        release_alignment_loss(feat, score, target_t[:, 0])
     with pytest.raises(ValueError, match="same|both"):
         release_alignment_terms(torch.zeros(2, 4, 7, 7), torch.zeros(2, 4, 7, 6))
 
@@ -178,29 +185,29 @@ def test_intra_logits_and_order_loss_match_numpy():
         order_loss(torch.zeros(5, 3), torch.tensor(first))
 
 
-def test_mcl_loss_adds_the_release_terms_in_its_order():
+def test_official_loss_adds_the_release_terms_in_its_order():
     """loss = inter + intra + order_weight x order (+ mal_weight x MAL), each from its own key."""
     rng = np.random.default_rng(9)
     b, k = 4, 6
     logits, intra, order = rng.normal(size=(3 * b, 1 + k)), rng.normal(size=(2 * b, 2)), rng.normal(size=(b, 2))
     first = rng.random(b) < 0.5
     out = {"logits": torch.tensor(logits), "intra_logits": torch.tensor(intra), "order_logits": torch.tensor(order)}
-    terms = MCLLoss()(out, order_weight=0.25, query_first=torch.tensor(first))
+    terms = OfficialLoss()(out, order_weight=0.25, query_first=torch.tensor(first))
     want = {"nce": np_cross_entropy(logits, np.zeros(3 * b, int)), "intra": np_cross_entropy(intra, np.zeros(2 * b, int)),
             "order": np_cross_entropy(order, first.astype(int))}
     for name, value in want.items():
         assert terms[name].item() == pytest.approx(value, rel=1e-12), name
     assert terms["loss"].item() == pytest.approx(want["nce"] + want["intra"] + 0.25 * want["order"], rel=1e-12)
     with pytest.raises(ValueError, match="query_first"):
-        MCLLoss()(out)
+        OfficialLoss()(out)
 
 
 # ---- MoCo: 3B rows, all keys enqueued, intra and order logits ----------------------------------
 def _official_moco(k=40, **kw):
     torch.manual_seed(0)
     backbone = build_backbone("tiny", width=4).double()
-    return MoCo(backbone, dim=8, hidden=16, queue_size=k, momentum=0.9, tau=0.1, split_bn=1, positives=3,
-                intra=True, order=True, tau_intra=0.1, **kw).double()
+    return OfficialMoCo(backbone, dim=8, hidden=16, queue_size=k, momentum=0.9, tau=0.1, split_bn=1, order=True,
+                        tau_intra=0.1, **kw).double()
 
 
 def test_moco_official_forward_matches_numpy_and_enqueues_all_three_keys():
@@ -237,7 +244,7 @@ def test_moco_official_forward_matches_numpy_and_enqueues_all_three_keys():
     np.testing.assert_array_equal(ring[ptr + 3 * b:], queue_before[ptr + 3 * b:])
     # the whole objective: the release's sum, and gradients reach the query side's heads only
     motion = torch.rand(b, 4, 7, 7, generator=gen, dtype=torch.float64) * 50
-    criterion = MCLLoss(OFFICIAL_MAL)
+    criterion = OfficialLoss({"variant": "v3"})
     terms = criterion(out, motion, mal_weight=2.0, query_first=first, order_weight=0.5)
     want_loss = (np_cross_entropy(want, np.zeros(3 * b, int)) + np_cross_entropy(intra, np.zeros(2 * b, int))
                  + 0.5 * np_cross_entropy(order, first.numpy().astype(int)) + 2.0 * terms["mal"].item())
@@ -266,42 +273,50 @@ def test_enqueue_of_three_keys_follows_the_release_across_ranks(monkeypatch):
 def test_moco_official_options_are_checked():
     backbone = build_backbone("tiny", width=4)
     with pytest.raises(ValueError, match="needs a queue"):
-        MoCo(backbone, dim=8, hidden=16, queue_size=0, positives=3)
-    with pytest.raises(ValueError, match="positives must be"):
-        MoCo(backbone, dim=8, hidden=16, queue_size=8, positives=2)
-    model = MoCo(backbone, dim=8, hidden=16, queue_size=8, intra=True)
+        OfficialMoCo(backbone, dim=8, hidden=16, queue_size=0)
+    model = OfficialMoCo(backbone, dim=8, hidden=16, queue_size=8, order=False)
     x = torch.randn(2, 3, 4, 16, 16)
     with pytest.raises(ValueError, match="needs key2 and key3"):
         model(x, x)
-    # intra alone (positives=1): 2B intra rows, but only key 1 in the InfoNCE and the queue
+    # order off (the release's Kinetics runs): no order head or logits; 3B InfoNCE rows, 2B intra rows
     out = model(x, x, key2=x, key3=x)
-    assert out["logits"].shape == (2, 9) and out["intra_logits"].shape == (4, 2) and int(model.queue_ptr) == 2
+    assert out["logits"].shape == (6, 9) and out["intra_logits"].shape == (4, 2) and int(model.queue_ptr) == 6
+    assert "order_logits" not in out and not hasattr(model.encoder_q, "order_head")
 
 
 # ---- the trainer's schedules and the shipped config ---------------------------------------------
 def test_official_config_uses_every_release_term_and_its_schedules():
-    c = load_config("ucf101_r2plus1d_official")
-    loss, data = c["loss"], c["data"]
+    from mcl_fast.losses import MCLLoss
+    from mcl_fast.moco import MoCo
+
+    c = load_config("ucf101_r2plus1d_official", ["model.backbone=tiny"])
+    data = c["data"]
+    assert c["method"] == "official" and c["official"] == {"order": True, "intra_tau": 0.1}
     assert data["preset"] == "official" and (data["clip_len"], data["stride"]) == (16, 2)
-    assert (loss["distance"], loss["weighting"], loss["st_weighting"]) == ("cosine", "per_time", "softmax")
-    assert (loss["positives"], loss["intra"], loss["order"], loss["intra_tau"]) == (3, True, True, 0.1)
     assert (c["model"]["tau"], c["model"]["queue_size"], c["model"]["momentum"]) == (0.1, 131072, 0.999)
+    # method=official builds the release's model and objective (every term, order on, tau_intra 0.1)
+    runtime = setup_runtime("cpu", "off", False)
+    model, criterion = build_model(c), build_criterion(c, runtime)
+    assert type(model) is OfficialMoCo and model.positives == 3 and model.order and model.tau_intra == 0.1
+    assert type(criterion) is OfficialLoss and criterion.mal == {"variant": "v3", "terms": ("s", "t", "st")}
     # the release: MAL x2 while its 1-based epoch <= 5, then x1; order weight epoch / epochs (1-based)
     assert [mal_weight(c, e) for e in range(7)] == [2.0] * 5 + [1.0] * 2
     epochs = c["optim"]["epochs"]
-    assert [order_weight(c, e) for e in (0, 99, epochs - 1)] == [1 / epochs, 100 / epochs, 1.0]
-    kinetics = load_config("ucf101_r2plus1d_official", ["loss.order=false"])  # the release's Kinetics runs
-    assert order_weight(kinetics, 10) == 0.0
-    paper = load_config("ucf101_r2plus1d")
-    assert (paper["loss"]["positives"], paper["loss"]["intra"], paper["loss"]["order"],
-            paper["loss"]["st_weighting"]) == (1, False, False, "uniform")
+    assert [criterion.epoch_weights(e)["order_weight"] for e in (0, 99, epochs - 1)] == [1 / epochs, 100 / epochs, 1.0]
+    kinetics = load_config("ucf101_r2plus1d_official", ["official.order=false"])  # the release's Kinetics runs
+    assert build_criterion(kinetics, runtime).epoch_weights(10) == {"order_weight": 0.0}
+    paper = load_config("ucf101_r2plus1d", ["model.backbone=tiny"])
+    assert paper["method"] == "paper" and type(build_model(paper)) is MoCo and type(build_criterion(paper, runtime)) is MCLLoss
+    assert build_model(paper).positives == 1 and build_criterion(paper, runtime).epoch_weights(3) == {}
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["data.preset=paper"], "need data.preset=official"),
-    (["loss.distance=l2"], "needs loss.distance=cosine"),
-    (["loss.positives=2"], "loss.positives must be"),
+    (["data.preset=paper"], "needs data.preset=official"),
+    (["loss.distance=cosine"], "loss.distance applies to the paper's MAL"),
+    (["method=release"], "method must be one of"),
     (["model.queue_size=0"], "needs model.queue_size > 0"),
+    (["loss.positives=3"], r"unknown config key 'loss.positives' \(replaced by method"),
+    (["loss.order=false"], r"unknown config key 'loss.order' \(replaced by official.order"),
 ])
 def test_official_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -355,3 +370,40 @@ def test_official_config_pretrains_a_few_steps_on_cpu(tiny_official_store, tmp_p
     _, ckpt = load_latest(tmp_path / "run")
     assert int(ckpt["model"]["queue_ptr"]) == steps * 3 * batch % queue  # three keys per query enqueued
     assert "encoder_q.order_classifier.weight" in ckpt["model"] and "encoder_q.intra_head.0.weight" in ckpt["model"]
+
+
+# ---- configs of the version before `method` --------------------------------------------------------
+_OLD_OFFICIAL_LOSS = {"mal": True, "variant": "v3", "terms": ["s", "t", "st"], "weight": 1.0, "warmup_weight": 2.0,
+                      "warmup_weight_epochs": 5, "distance": "cosine", "weighting": "per_time",
+                      "st_weighting": "softmax", "positives": 3, "intra": True, "intra_tau": 0.1, "order": True}
+
+
+def _old_official_file(tmp_path, **loss):
+    """ucf101_r2plus1d_official.json as the earlier version wrote it (the release's terms as loss keys)."""
+    from mcl_fast.train import config_path
+
+    data = json.loads(config_path("ucf101_r2plus1d_official").read_text())
+    del data["method"], data["official"]
+    data["loss"] = {**_OLD_OFFICIAL_LOSS, **loss}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_config_with_the_earlier_release_keys_loads_as_method_official(tmp_path):
+    with pytest.warns(UserWarning, match=r"read as method=official, official.order=true, official.intra_tau=0.1"):
+        old = load_config(str(_old_official_file(tmp_path)))
+    assert old == load_config("ucf101_r2plus1d_official")
+    with pytest.warns(UserWarning, match="official.order=false"):  # the release's Kinetics runs
+        assert load_config(str(_old_official_file(tmp_path, order=False)))["official"]["order"] is False
+
+
+@pytest.mark.parametrize("loss, message", [
+    ({"st_weighting": "uniform"}, 'loss.st_weighting="uniform" with others of the release\'s terms'),
+    ({"positives": 1}, "loss.positives=1 with others"),
+    ({"intra": False}, "loss.intra=false with others"),
+    ({"weighting": "global"}, 'loss.weighting="global" with others'),
+])
+def test_a_mix_of_the_earlier_release_keys_is_refused_naming_the_key(tmp_path, loss, message):
+    with pytest.raises(ConfigError, match=re.escape(message) + ".*method=official"):
+        load_config(str(_old_official_file(tmp_path, **loss)))
