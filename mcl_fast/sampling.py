@@ -20,7 +20,10 @@ def _gpu(name: str):
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Everything that differs between the `paper` default and the authors' `official` preset."""
+    """The knobs of the motion-focused clip and crop (sec. 3.2); `PRESETS["paper"]` is the paper's.
+
+    The authors' release samples otherwise (three clips, its own crop rule: sampling_official.py);
+    its loaders' config of these knobs is data/official.py's."""
 
     motion_prob: float = 1.0  # chance that the clip is motion-focused (else uniform)
     percentile: float = 90.0  # hot pixels: S-motion above this percentile
@@ -32,15 +35,15 @@ class SamplingConfig:
 
 PRESETS = {
     "paper": SamplingConfig(),
-    # Released code: motion-focused with p=0.7 (SeCo scheme); candidate sizes of area
-    # U(0.2, 1) and aspect in [3/4, 4/3]; 40 positions tried. See docs/release.md.
-    # The release's rank-based three clips and top-4-cell crop are in sampling_official.py; the
-    # loaders' preset="official" runs those (data/official.py), this config serves MotionSampler.
+    # The paper's clip and crop rule with the release's numbers (data/official.SAMPLING, checked equal
+    # in tests/test_sampling.py): what MotionSampler(preset="official") and the demo's --preset run.
+    # The loaders' preset="official" does not: it runs the release's own rule (sampling_official.py).
     "official": SamplingConfig(motion_prob=0.7, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), num_candidates=40),
 }
 
 
 def get_preset(name: str) -> SamplingConfig:
+    """The SamplingConfig of a preset; ValueError naming the choices otherwise."""
     try:
         return PRESETS[name]
     except KeyError:
@@ -85,8 +88,8 @@ def sample_clip_start(m_t, clip_len: int, stride: int, rng: np.random.Generator,
                       candidate_step: int = 1, motion_prob: float = 1.0) -> int:
     """Uniform among starts scoring strictly above the median score (sec. 3.2).
 
-    If no start does (a static video), uniform among all. With motion_prob < 1 (the
-    official preset's 0.7) the clip is instead uniform over all starts with chance 1 - motion_prob.
+    If no start does (a static video), uniform among all. With motion_prob < 1 (SeCo's scheme,
+    0.7) the clip is instead uniform over all starts with chance 1 - motion_prob.
     CuPy m_t: scored on the GPU, the same rng draws give the same start.
     """
     if is_cupy_array(m_t):

@@ -115,7 +115,8 @@ DEFAULTS: dict = {
 
 
 _FREE = ("backbone_kwargs", "loader_kwargs")  # passed through to constructors: any key
-METHODS = ("paper", "official")  # the objective and model: MCL as published, or the authors' release
+# The objective and model: MCL as published, or the authors' release (the loaders' presets carry the same names).
+METHODS = ("paper", "official")
 
 
 class ConfigError(ValueError):
@@ -339,7 +340,6 @@ def config_schema() -> dict:
     from .data.plan import SAMPLING_MODES
     from .losses import DISTANCES, TERMS, VARIANTS, WEIGHTINGS
     from .models import BACKBONES
-    from .sampling import PRESETS
 
     return {
         "name": _TEXT, "output": _TEXT, "method": _one_of(*METHODS),
@@ -355,7 +355,7 @@ def config_schema() -> dict:
         "data.loader": _one_of("dali", "torch", "synthetic"), "data.store": Field(("str", "null")),
         "data.videos": Field(("null", "str", "list"), items=_TEXT),
         "data.batch_size": _int(1), "data.clip_len": _int(1), "data.stride": _int(1), "data.size": _int(1),
-        "data.augment": _BOOL, "data.sampling": _one_of(*SAMPLING_MODES), "data.preset": _one_of(*PRESETS),
+        "data.augment": _BOOL, "data.sampling": _one_of(*SAMPLING_MODES), "data.preset": _one_of(*METHODS),
         "data.loader_kwargs": _FREE_DICT, "data.synthetic_batches": _int(1),
         "data.motion_size": Field(("null", "list"), items=_int(1), length=3),
         "optim.lr": _number(0, open_low=True), "optim.momentum": _number(0, 1), "optim.weight_decay": _number(0),

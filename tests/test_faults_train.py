@@ -188,6 +188,36 @@ def test_resume_with_safe_changes_needs_the_flag(run_copy, capsys):
     assert json.loads((run_copy / "config.json").read_text())["train"]["max_steps"] == 6
 
 
+def _as_before_method(run: Path, **loss) -> None:
+    """Rewrite run's checkpoints as the version before `method` wrote them: the release's terms as
+    loss keys (paper values unless given), no method or official section, no checksums."""
+    old = {"st_weighting": "uniform", "positives": 1, "intra": False, "intra_tau": 0.1, "order": False, **loss}
+    for path in ckpt.list_checkpoints(run):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        del state["config"]["method"], state["config"]["official"], state["checksums"]
+        state["config"]["loss"].update(old)
+        torch.save(state, path)
+
+
+def test_a_checkpoint_with_the_earlier_release_keys_resumes_as_method_paper(run_copy, capsys):
+    """Its loss.st_weighting, positives, intra, intra_tau, order (paper values) are read as
+    method=paper once, with a notice; the resume is not refused as a config change."""
+    _as_before_method(run_copy)
+    with pytest.warns(UserWarning, match="read as method=paper"):
+        code, err = pretrain_here(capsys, run_copy, "--resume", "--resume-with-changes", "train.max_steps=6")
+    assert code == 0, err
+    assert "loss." not in err and "method" not in err  # no config change listed
+    assert ckpt.list_checkpoints(run_copy)[-1].name == "ckpt_00000006.pt"
+
+
+def test_a_checkpoint_mixing_the_earlier_release_keys_is_refused_naming_the_key(run_copy, capsys):
+    _as_before_method(run_copy, positives=3)
+    before = snapshot(run_copy)
+    code, err = pretrain_here(capsys, run_copy, "--resume", "train.max_steps=6")
+    assert code == 2 and 'loss.st_weighting="uniform" with others' in err and "method=official" in err, err
+    assert snapshot(run_copy) == before
+
+
 # ---- finding 4 (checkpoints): checksums written with each checkpoint, checked on every load --------
 def test_flipped_bytes_in_a_checkpoint_tensor_are_detected_and_named(run_copy):
     damaged = run_copy / "ckpt_00000004.pt"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mcl_fast.data.official import SAMPLING
 from mcl_fast.sampling import (PRESETS, box_counts, boxes_to_map, clip_scores, draw_boxes, get_preset,
                                random_crop_box, sample_clip_start, sample_crop_box, select_box,
                                select_box_index)
@@ -65,7 +66,7 @@ def test_video_shorter_than_span_starts_at_zero():
 def test_motion_prob_official_behaviour():
     """motion_prob=0.7: motion-focused 70 % of the time, uniform over all starts otherwise, so a
     below-median start comes up with probability 0.3 * (cold starts / all starts)."""
-    assert PRESETS["official"].motion_prob == 0.7 and get_preset("paper").motion_prob == 1.0
+    assert SAMPLING.motion_prob == 0.7 and get_preset("paper").motion_prob == 1.0  # the release's: data/official.py
     m_t = np.r_[np.zeros(20), np.ones(20)]  # clip_len 1: 20 cold starts, 20 hot
     rng = np.random.default_rng(5)
     draws = np.array([sample_clip_start(m_t, 1, 1, rng, motion_prob=0.7) for _ in range(6000)])
@@ -76,6 +77,18 @@ def test_motion_prob_official_behaviour():
     assert abs((uniform < 20).mean() - 0.5) < 0.04
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("nope")
+
+
+def test_the_release_keeps_its_sampling_numbers_in_one_place():
+    """The release's numbers are sampling_official's; the loaders' config of them (data/official.SAMPLING)
+    is built from those, and MotionSampler's "official" preset (sampling.py, which may not import
+    sampling_official) states the same values."""
+    from mcl_fast import sampling_official as release
+
+    assert PRESETS["official"] == SAMPLING
+    assert (SAMPLING.motion_prob, SAMPLING.scale, SAMPLING.ratio, SAMPLING.num_candidates) == (
+        release.MOTION_PROB, release.CROP_SCALE, release.CROP_RATIO, release.POSITION_TRIES) == (
+        0.7, (0.2, 1.0), (3 / 4, 4 / 3), 40)
 
 
 def test_sample_clip_start_is_deterministic_given_the_rng():

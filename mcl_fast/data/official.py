@@ -27,8 +27,8 @@ import numpy as np
 from mcl_fast import sampling as reference
 from mcl_fast.motion.official import MAL_CHUNKS, crop_resize_flows, mal_target
 from mcl_fast.motion.store import OFFICIAL_PREPARE
-from mcl_fast.sampling_official import (CROP_RATIO, CROP_SCALE, MOTION_PROB, clip_cell_map, official_crop_box,
-                                        sample_official_clips)
+from mcl_fast.sampling_official import (CROP_RATIO, CROP_SCALE, MOTION_PROB, POSITION_TRIES, clip_cell_map,
+                                        official_crop_box, sample_official_clips)
 
 from .plan import SAMPLING_MODES, Clips, check_sampling, scale_box
 from .views import PAPER, ViewLayout, ViewSpec
@@ -38,6 +38,10 @@ VIEW_CLIPS = (0, 0, 1, 2)  # the clip each view is cut from
 # The release's augmentation is the paper's (MoCo v2): jitter (0.4, 0.4, 0.4, 0.1) p 0.8 in a random
 # order, greyscale p 0.2, Gaussian blur sigma U(0.1, 2) p 0.5, flip p 0.5.
 AUGMENTATION = PAPER
+# The release's sampling numbers (sampling_official.py) as the loaders' SamplingConfig: the planner
+# reads the views' crop scale and ratio from it.
+SAMPLING = reference.SamplingConfig(motion_prob=MOTION_PROB, scale=CROP_SCALE, ratio=CROP_RATIO,
+                                    num_candidates=POSITION_TRIES)
 FLOW_FLIP_P = 0.5  # the release mirrors the query's flows with its frames only when a second coin says so
 # The release trains on UCF101 videos of >= 64 frames and Kinetics videos of > 32; the store's window
 # (8 UCF101, 4 Kinetics) tells which.
@@ -127,7 +131,7 @@ class OfficialSampler:
             raise ValueError(f"preset='official' splits the query's {self.clip_len} flows into {MAL_CHUNKS} chunks: "
                              f"clip_len must be a multiple of {MAL_CHUNKS}")
         self.motion_clip, self.motion_crop = SAMPLING_MODES[sampling]
-        self.config = reference.get_preset("official")  # the crops' scale and ratio, for the views
+        self.config = SAMPLING
         self.grid = int(store.map_grid)
 
     @property
