@@ -146,6 +146,7 @@ class MoCo(nn.Module):
             set_split_batchnorm(self, self.split_bn)
 
     positives = 1  # keys enqueued per query
+    extra_views: tuple[str, ...] = ()  # forward's keyword inputs beside query and key (a variant's further clips)
 
     # -- no-grad helpers -------------------------------------------------------------------------
     @torch.no_grad()

@@ -55,6 +55,7 @@ class OfficialMoCo(MoCo):
     tau_intra (the intra-video logits' temperature)."""
 
     positives = 3
+    extra_views = ("key2", "key3")
 
     def __init__(self, backbone: VideoBackbone, dim: int = 128, hidden: int = 2048, queue_size: int = 131072,
                  momentum: float = 0.999, tau: float = 0.1, split_bn: int = 2, *, order: bool = True,

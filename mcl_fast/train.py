@@ -629,12 +629,13 @@ def mal_weight(config: dict, epoch: int) -> float:
 def pretrain_loss(model, batch: dict, criterion: MCLLoss, mal_weight: float, **weights: float) -> dict:
     """One batch's objective and diagnostics: `compute_loss` of engine.train_one_epoch for MoCo.
 
-    batch["views"] holds the query and the key, and any further views (key2, key3 of a three-clip
-    batch) go to the model by name; the batch entries the criterion names (`batch_keys`) and its
-    epoch's `weights` (`criterion.epoch_weights`) go to the criterion."""
+    batch["views"] holds the query and the key, then any further views (key2, key3 of a three-clip
+    batch): those the model takes (`extra_views`) go to it by name, the paper's MoCo takes none.
+    The batch entries the criterion names (`batch_keys`) and its epoch's `weights`
+    (`criterion.epoch_weights`) go to the criterion."""
     query, key, *others = batch["views"]
-    out = model(query, key, return_features=criterion.needs_features(mal_weight),
-                **dict(zip(("key2", "key3"), others)))
+    names = getattr(model, "module", model).extra_views  # DDP wraps the model
+    out = model(query, key, return_features=criterion.needs_features(mal_weight), **dict(zip(names, others)))
     terms = criterion(out, batch.get("motion"), mal_weight, **{k: batch.get(k) for k in criterion.batch_keys},
                       **weights)
     terms.update(contrastive_diagnostics(out))

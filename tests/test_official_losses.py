@@ -407,3 +407,18 @@ def test_a_config_with_the_earlier_release_keys_loads_as_method_official(tmp_pat
 def test_a_mix_of_the_earlier_release_keys_is_refused_naming_the_key(tmp_path, loss, message):
     with pytest.raises(ConfigError, match=re.escape(message) + ".*method=official"):
         load_config(str(_old_official_file(tmp_path, **loss)))
+
+
+def test_method_paper_on_the_official_batch_trains_the_paper_objective(tmp_path):
+    """data.preset=official with method=paper: the paper's MoCo takes query and key only (key2, key3
+    and query_first are left aside), as before `method`."""
+    from mcl_fast.moco import MoCo
+    from mcl_fast.train import SyntheticBatches, pretrain_loss
+
+    c = load_config("demo_cpu", ["data.preset=official", "model.queue_size=8"])
+    model, criterion = build_model(c), build_criterion(c, setup_runtime("cpu", "off", False))
+    batch = SyntheticBatches(4, clip_len=4, size=32, official=True).batch(0, 0)
+    assert type(model) is MoCo and len(batch["views"]) == 4 and "query_first" in batch
+    terms = pretrain_loss(model, batch, criterion, mal_weight=1.0, **criterion.epoch_weights(0))
+    assert set(terms) >= {"loss", "nce", "mal"} and "intra" not in terms and torch.isfinite(terms["loss"])
+    assert terms["loss"].item() == pytest.approx(terms["nce"].item() + terms["mal"].item(), rel=1e-6)

@@ -14,7 +14,6 @@ _.description  # argparse's sub-command description (mcl_fast/demo.py)
 _.benchmark  # torch.backends.cudnn.benchmark (mcl_fast/train.py)
 _.__class__  # SplitBatchNorm3d swapped in for BatchNorm3d in place (mcl_fast/moco.py)
 
-
 # Kept to hold the folder's flock for the writer's lifetime (mcl_fast/motion/store.py).
 _._lock_fd
 
