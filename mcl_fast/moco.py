@@ -128,6 +128,9 @@ class MoCo(nn.Module):
     own inputs; `positives` counts the keys each query enqueues.
     """
 
+    positives = 1  # keys enqueued per query
+    extra_views: tuple[str, ...] = ()  # forward's keyword inputs beside query and key (a variant's further clips)
+
     def __init__(self, backbone: VideoBackbone, dim: int = 128, hidden: int = 2048, queue_size: int = 131072,
                  momentum: float = 0.999, tau: float = 0.1, split_bn: int = 2, *, encoder: Encoder | None = None):
         super().__init__()
@@ -144,9 +147,6 @@ class MoCo(nn.Module):
         self.split_bn = split_bn if dist.get_world_size() == 1 else 1
         if self.split_bn > 1:
             set_split_batchnorm(self, self.split_bn)
-
-    positives = 1  # keys enqueued per query
-    extra_views: tuple[str, ...] = ()  # forward's keyword inputs beside query and key (a variant's further clips)
 
     # -- no-grad helpers -------------------------------------------------------------------------
     @torch.no_grad()

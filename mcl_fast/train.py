@@ -2,7 +2,8 @@
 
 One process (`mcl-fast pretrain --config demo_cpu`) or many through torchrun
 (`torchrun --nproc-per-node 8 -m mcl_fast.train --config ucf101_r2plus1d`). `train()` wires the
-loader, `MoCo`, `losses.MCLLoss`, the optimiser and checkpoints around
+loader, the model and objective of the config's `method` (the paper's `MoCo` and `MCLLoss`, or
+the release's, `moco_official` and `losses_official`), the optimiser and checkpoints around
 `engine.train_one_epoch`; configs are JSON deep-merged over DEFAULTS and checked against
 `config_schema()` before anything is written; one run per output folder, `--resume` exact.
 What it does in detail: docs/training.md ("What `pretrain` does").
