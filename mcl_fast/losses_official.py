@@ -54,7 +54,7 @@ def _cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (F.normalize(a, dim=-1, eps=1e-12) * F.normalize(b, dim=-1, eps=1e-12)).sum(-1)
 
 
-def release_alignment_terms(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+def official_alignment_terms(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     """The release's three alignment terms, each 1 - a cosine, batch means.
 
     pred: (B, T, H, W) the prediction map ReLU(sum_c w g) before any normalisation; target:
@@ -77,7 +77,7 @@ def release_alignment_terms(pred: torch.Tensor, target: torch.Tensor) -> dict[st
     return {"st": (1 - st).mean(), "s": (1 - ss).mean(), "t": (1 - tt).mean()}
 
 
-def release_alignment_loss(feat: torch.Tensor, score: torch.Tensor | None, motion: torch.Tensor,
+def official_alignment_loss(feat: torch.Tensor, score: torch.Tensor | None, motion: torch.Tensor,
                            variant: str = "v3", terms: Sequence[str] = TERMS, *, create_graph: bool = True,
                            grad_scale: float = 1.0, return_terms: bool = False):
     """The release's alignment loss, computed in float32 (float64 inputs stay float64).
@@ -86,7 +86,7 @@ def release_alignment_loss(feat: torch.Tensor, score: torch.Tensor | None, motio
     time step (the release's), is taken raw (not normalised) and resampled by adaptive average
     pooling to motion's (T', H', W') when it differs (identity for `r2plus1d_50` at 224 against
     the (4, 7, 7) target); motion: (B, T', H', W') the raw target. The terms are
-    `release_alignment_terms`; the chosen ones add.
+    `official_alignment_terms`; the chosen ones add.
     Returns the scalar loss, or (loss, {term: value}) with return_terms=True.
     """
     terms = check_mal_options(variant, terms)
@@ -97,8 +97,8 @@ def release_alignment_loss(feat: torch.Tensor, score: torch.Tensor | None, motio
         raw = gradient_map(feat, score, variant, create_graph, "per_time", grad_scale)
         grid = tuple(motion.shape[1:])
         pred = raw if tuple(raw.shape[1:]) == grid else F.adaptive_avg_pool3d(raw.unsqueeze(1), grid).squeeze(1)
-        released = release_alignment_terms(pred, widen(motion).to(raw.dtype))
-        parts = {t: released[t] for t in terms}
+        computed = official_alignment_terms(pred, widen(motion).to(raw.dtype))
+        parts = {t: computed[t] for t in terms}
         loss = sum(parts.values())
     return (loss, parts) if return_terms else loss
 
@@ -109,7 +109,7 @@ class OfficialLoss(MCLLoss):
     + order_weight x order (cross-entropy of "order_logits" against the batch's `query_first`,
     when the model has the order head) + mal_weight x the release's alignment loss.
 
-    mal: the keyword arguments of `release_alignment_loss` (variant, terms); epochs: the run's,
+    mal: the keyword arguments of `official_alignment_loss` (variant, terms); epochs: the run's,
     for the order weight (`order_loss_weight`); order: whether the order term is on (off: the release's
     Kinetics runs). Returns the terms of `MCLLoss` and "intra", "order" (detached).
     """
@@ -127,7 +127,7 @@ class OfficialLoss(MCLLoss):
     def alignment(self, out: dict, motion: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The release's alignment loss of an output dict (with "feat"): (scalar, {term: scalar})."""
         score = (out["q"] * out["k"].detach()).sum(-1)
-        return release_alignment_loss(out["feat"], score, motion, grad_scale=self.grad_scale, return_terms=True,
+        return official_alignment_loss(out["feat"], score, motion, grad_scale=self.grad_scale, return_terms=True,
                                       **self.mal)
 
     def __call__(self, out: dict, motion: torch.Tensor | None = None, mal_weight: float = 0.0, *,

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from mcl_fast.engine import setup_runtime
 from mcl_fast.losses import info_nce, motion_alignment_loss
-from mcl_fast.losses_official import (OfficialLoss, intra_video_logits, order_loss, release_alignment_loss,
-                                      release_alignment_terms)
+from mcl_fast.losses_official import (OfficialLoss, intra_video_logits, order_loss, official_alignment_loss,
+                                      official_alignment_terms)
 from mcl_fast.models import build_backbone
 from mcl_fast.moco_official import OfficialMoCo
 from mcl_fast.train import ConfigError, build_criterion, build_model, load_config, mal_weight
@@ -87,7 +87,7 @@ def test_release_mal_matches_numpy(scale):
     """At the raw scale (cells of tens of encoded units) and at a tiny one, where the softmax is far
     from one-hot: the full loss and each term equal the transcription."""
     feat, score, target, feat_np, a_np, target_np = _mal_inputs(0, target_scale=scale)
-    loss, parts = release_alignment_loss(feat, score, target, return_terms=True)
+    loss, parts = official_alignment_loss(feat, score, target, return_terms=True)
     want = np_release_terms(np_prediction(a_np * feat_np), target_np)
     for name in ("st", "s", "t"):
         assert parts[name].item() == pytest.approx(want[name], rel=1e-10, abs=1e-12), name
@@ -101,7 +101,7 @@ def test_release_mal_gradient_matches_finite_differences_of_the_transcription():
     """The second-order path: d loss / d feat by autograd equals central differences of the NumPy
     loss (where the gradient A feat moves with feat)."""
     feat, score, target, feat_np, a_np, target_np = _mal_inputs(1, shape=(2, 3, 4, 7, 7), target_scale=0.05)
-    loss = release_alignment_loss(feat, score, target)
+    loss = official_alignment_loss(feat, score, target)
     (grad,) = torch.autograd.grad(loss, feat)
 
     def np_loss(f):
@@ -126,7 +126,7 @@ def test_softmax_over_raw_chunk_sums_is_one_hot_so_st_is_the_top_chunk():
     sums = target_np.reshape(3, 4, -1).sum(-1)
     assert np.sort(sums, axis=1)[:, -1].min() > 1000
     assert np_softmax(sums, axis=1).max(1).min() > 1 - 1e-6
-    _, parts = release_alignment_loss(feat, score, target, return_terms=True)
+    _, parts = official_alignment_loss(feat, score, target, return_terms=True)
     pred = np_prediction(a_np * feat_np).reshape(3, 4, -1)
     top = sums.argmax(1)
     cos_top = np_cos(pred[np.arange(3), top], target_np.reshape(3, 4, -1)[np.arange(3), top])
@@ -135,7 +135,7 @@ def test_softmax_over_raw_chunk_sums_is_one_hot_so_st_is_the_top_chunk():
 
 def test_release_terms_differ_from_the_paper_st_and_pool_a_larger_map_to_the_target():
     feat, score, target, feat_np, a_np, target_np = _mal_inputs(4, target_scale=0.02)
-    _, release = release_alignment_loss(feat, score, target, return_terms=True)
+    _, release = official_alignment_loss(feat, score, target, return_terms=True)
     _, uniform = motion_alignment_loss(feat, score, target, return_terms=True, **PAPER_MAL_COSINE)
     assert abs(release["st"].item() - uniform["st"].item()) > 1e-3  # the test can tell them apart
     # S and T with the cosine distance were already the release's (cosines are scale-free)
@@ -143,7 +143,7 @@ def test_release_terms_differ_from_the_paper_st_and_pool_a_larger_map_to_the_tar
     assert release["t"].item() == pytest.approx(uniform["t"].item(), rel=1e-9)
     # a (8, 14, 14) map (another backbone or clip size) is block-averaged to the (4, 7, 7) target
     feat, score, target, feat_np, a_np, target_np = _mal_inputs(5, shape=(2, 3, 8, 14, 14), target_scale=0.02)
-    _, parts = release_alignment_loss(feat, score, target, return_terms=True)
+    _, parts = official_alignment_loss(feat, score, target, return_terms=True)
     p = np_prediction(a_np * feat_np).reshape(2, 4, 2, 7, 2, 7, 2).mean(axis=(2, 4, 6))
     want = np_release_terms(p, target_np)
     for name in ("st", "s", "t"):
@@ -154,18 +154,18 @@ def test_release_terms_function_and_errors():
     rng = np.random.default_rng(6)
     pred, target = rng.uniform(0, 1, (2, 4, 7, 7)), rng.uniform(0, 0.03, (2, 4, 7, 7))
     pred[0, 2] = 0.0  # a chunk the ReLU zeroed: cosine 0, as F.normalize-then-dot
-    got = release_alignment_terms(torch.tensor(pred), torch.tensor(target))
+    got = official_alignment_terms(torch.tensor(pred), torch.tensor(target))
     want = np_release_terms(pred, target)
     assert {k: v.item() for k, v in got.items()} == pytest.approx(want, rel=1e-12)
     feat, score, target_t, *_ = _mal_inputs(7)
     with pytest.raises(ValueError, match="unknown MAL variant"):
-        release_alignment_loss(feat, score, target_t, variant="v4")
+        official_alignment_loss(feat, score, target_t, variant="v4")
     with pytest.raises(ValueError, match="MAL terms"):
-        release_alignment_loss(feat, score, target_t, terms=("st", "xy"))
+        official_alignment_loss(feat, score, target_t, terms=("st", "xy"))
     with pytest.raises(ValueError, match=r"motion must be \(B, T', H', W'\)"):
-        release_alignment_loss(feat, score, target_t[:, 0])
+        official_alignment_loss(feat, score, target_t[:, 0])
     with pytest.raises(ValueError, match="same|both"):
-        release_alignment_terms(torch.zeros(2, 4, 7, 7), torch.zeros(2, 4, 7, 6))
+        official_alignment_terms(torch.zeros(2, 4, 7, 7), torch.zeros(2, 4, 7, 6))
 
 
 # ---- logits, order loss, MCLLoss ----------------------------------------------------------------
