@@ -174,7 +174,7 @@ def test_a_store_written_before_the_columnar_index_opens_and_reads_the_same_maps
         store = MotionStore(folder)
         MotionStore(folder)
     notices = [r.getMessage() for r in caplog.records if "older JSON index" in r.getMessage()]
-    assert len(notices) == 1 and "mcl-fast prepare --out" in notices[0]  # once per store and process
+    assert len(notices) == 1 and "mcl-fast prepare --videos ... --out" in notices[0]  # once per store and process
     entries = json.loads((folder / INDEX).read_text())["videos"]
     assert list(store.names) == OLD_NAMES and store.version == 1
     assert store.errors == [{"path": "bad.mp4", "reason": "empty file (0 bytes)"}]
@@ -225,3 +225,12 @@ def test_names_that_share_a_hash_are_told_apart(tmp_path, monkeypatch):
     store = MotionStore(tmp_path / "s")
     assert [store.row(n) for n in store.names] == list(range(12))
     assert "v1.mp4x" not in store.names and store.names.find("zz") == -1
+
+
+@pytest.mark.parametrize("rows", [[0, 1, 2, 5, 6, 9], list(range(200))[::-3], []])
+def test_a_string_table_takes_rows_in_runs_or_scattered(rows):
+    from mcl_fast.motion.store_index import StringTable
+
+    strings = [f"{'é' * (i % 4)}name{i}" for i in range(200)]
+    taken = StringTable.build(strings).take(np.array(rows, np.int64))
+    assert [taken[i] for i in range(len(taken))] == [strings[r] for r in rows]

@@ -393,8 +393,9 @@ def _notify_legacy(folder: Path) -> None:
     if key not in _NOTIFIED:
         _NOTIFIED.add(key)
         log.warning("%s has the older JSON index (one entry per video, parsed into every process that opens it); "
-                    "it reads as before. Convert it to the memory-mapped index with `mcl-fast prepare --out %s "
-                    "--repair` (or any prepare run into it)", folder, folder)
+                    "it reads as before. The next `mcl-fast prepare --videos ... --out %s` run into it (your prepare "
+                    "command again: it finds nothing to compute) converts it to the memory-mapped index",
+                    folder, folder)
 
 
 def _open_columns(folder: Path, index: dict, verify: bool = True) -> ColumnIndex:

@@ -2,19 +2,18 @@
 
 One generation of the index is a folder `columns-GGGGGG/` of .npy files (docs/store.md):
 `entries.npy` (one structured row per video: the entry's numbers, XXH3-64 checksums as uint64,
-presence flags), `names.npy` + `name_offsets.npy` (the video paths as UTF-8, sorted, so a lookup
-is a binary search) and `fingerprints.npy` + `fingerprint_offsets.npy` (the source
-fingerprints, same layout, in row order). Opened read-only with np.load(mmap_mode="r"): every
+presence flags), `names.npy` + `name_offsets.npy` (the video paths as UTF-8, sorted),
+`name_hashes.npy` + `name_hash_rows.npy` (the names' XXH3-64 sorted, with their rows: a lookup
+is one hash and a bisection) and `fingerprints.npy` + `fingerprint_offsets.npy` (the source
+fingerprints, same layout as the names, in row order). Opened read-only with np.load(mmap_mode="r"): every
 process on a node shares the pages, and opening costs no per-video Python objects.
 """
 from __future__ import annotations
 
-import os
+import bisect
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-
-import bisect
 
 import numpy as np
 import xxhash
@@ -38,7 +37,7 @@ def generation_folder(generation: int) -> str:
 
 
 def entry_dtype(kind: str) -> np.dtype:
-    """The structured row of one video (little-endian, packed: 88 B paper, 168 B official)."""
+    """The structured row of one video (little-endian, packed: 81 B paper, 161 B official)."""
     ints = INT_FIELDS + (OFFICIAL_INT_FIELDS if kind == "official" else ())
     sums = CHECKSUM_FIELDS if kind == "official" else CHECKSUM_FIELDS[:1]
     return np.dtype([(f, "<i8") for f in ints] + [(f, "<f8") for f in FLOAT_FIELDS]
@@ -81,6 +80,13 @@ class StringTable:
         lengths = ends - starts
         offsets = np.zeros(len(rows) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
+        runs = np.flatnonzero(np.diff(rows) != 1) + 1  # where consecutive rows stop being consecutive
+        if len(runs) < 64:  # a journal's edits: copy a few long runs of bytes
+            data = np.empty(int(offsets[-1]), np.uint8)
+            for a, b in zip([0, *runs.tolist()], [*runs.tolist(), len(rows)]):
+                if b > a:
+                    data[offsets[a]:offsets[b]] = self.data[starts[a]:starts[a] + offsets[b] - offsets[a]]
+            return StringTable(data, offsets)
         # gather the variable-length pieces: position p of piece k reads starts[k] + (p - offsets[k])
         at = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]), dtype=np.int64)
         return StringTable(np.asarray(self.data)[at], offsets)
