@@ -234,3 +234,32 @@ def test_a_string_table_takes_rows_in_runs_or_scattered(rows):
     strings = [f"{'é' * (i % 4)}name{i}" for i in range(200)]
     taken = StringTable.build(strings).take(np.array(rows, np.int64))
     assert [taken[i] for i in range(len(taken))] == [strings[r] for r in rows]
+
+
+def test_a_compact_killed_before_the_header_leaves_the_old_index_and_its_folder_is_removed(tmp_path, monkeypatch):
+    from mcl_fast.motion import store as store_module
+
+    small_store(tmp_path / "s", tmp_path, ["a.mp4"])
+    old_columns = json.loads((tmp_path / "s" / INDEX).read_text())["columns"]
+    w = writer(tmp_path / "s", tmp_path)
+    w.add("b.mp4", maps(1))
+    real = store_module.atomic_write_json
+
+    def killed(path, obj, **kw):
+        if Path(path).name == INDEX:
+            raise KeyboardInterrupt  # the process dies between the column files and the header
+        return real(path, obj, **kw)
+
+    monkeypatch.setattr(store_module, "atomic_write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        w.compact()
+    w.close()
+    monkeypatch.undo()
+    folders = sorted(p.name for p in (tmp_path / "s").glob("columns-*"))
+    assert len(folders) == 2 and old_columns in folders  # the new generation is there, unreferenced
+    assert list(MotionStore(tmp_path / "s").names) == ["a.mp4", "b.mp4"]  # the old index + the journal
+    with writer(tmp_path / "s", tmp_path) as w:
+        w.compact()
+    assert [p.name for p in (tmp_path / "s").glob("columns-*")] == [json.loads((tmp_path / "s" / INDEX).read_text())
+                                                                    ["columns"]]
+    assert list(MotionStore(tmp_path / "s").names) == ["a.mp4", "b.mp4"] and not (tmp_path / "s" / JOURNAL).exists()
