@@ -192,6 +192,8 @@ def test_a_store_written_before_the_columnar_index_opens_and_reads_the_same_maps
     assert index["version"] == PAPER_VERSION and "videos" not in index
     new = MotionStore(folder)
     assert {n: new.info(n) for n in new.names} == entries
+    with StoreWriter(folder, root="/videos", flow="farneback", size=32) as w:
+        assert w.videos == entries  # the writer's entries from the columns
     for name in OLD_NAMES:
         np.testing.assert_array_equal(new.read_quantized(name), before[name])
     assert check_store(folder).damage == []
@@ -206,6 +208,8 @@ def test_an_official_store_written_before_the_columnar_index_opens_and_converts(
                 w.compact()
             store = MotionStore(folder)
             assert store.version == OFFICIAL_VERSION
+            with StoreWriter(folder, root="/videos", flow="tvl1", size=32, maps="official", window=8) as w:
+                assert w.videos == entries  # the writer's entries from the columns
         assert list(store.names) == ["x.mp4", "y.mp4"] and store.official
         for i, name in enumerate(store.names):
             assert store.info(i) == entries[name]

@@ -243,8 +243,24 @@ class ColumnIndex:
         return out
 
     def to_dicts(self) -> dict:
-        """{name: entry dict} of every row (O(N) Python objects: writers only)."""
-        return {self.names[i]: self.entry(i) for i in range(len(self))}
+        """{name: entry dict} of every row (O(N) Python objects: writers only). Converts whole
+        columns at once (tolist), not row by row."""
+        numbers = INT_FIELDS + ("fps", "scale") + (OFFICIAL_INT_FIELDS if self.kind == "official" else ())
+        at = [self._fields.index(f) for f in numbers]
+        sums = [(bit, f, self._fields.index(f)) for bit, f in enumerate(CHECKSUM_FIELDS) if f in self._fields]
+        flags_at = self._fields.index("flags")
+        names, fingerprints = _all_strings(self.names._table), _all_strings(self.fingerprints)
+        out = {}
+        for name, values, fingerprint in zip(names, self.entries.tolist(), fingerprints):
+            entry = {f: values[i] for f, i in zip(numbers, at)}
+            flags = values[flags_at]
+            for bit, f, i in sums:
+                if flags >> bit & 1:
+                    entry[f] = _checksum_text(values[i])
+            if flags & _HAS_FINGERPRINT:
+                entry["fingerprint"] = fingerprint
+            out[name] = entry
+        return out
 
     def has(self, row: int, field: str) -> bool:
         if field == "fingerprint":
@@ -331,6 +347,11 @@ class ColumnIndex:
             raise ColumnError(f"{folder / 'name_hashes.npy'}: expected {count} uint64 hashes and int64 rows")
         return cls(kind, entries, StringTable(arrays["names.npy"], arrays["name_offsets.npy"]),
                    StringTable(arrays["fingerprints.npy"], arrays["fingerprint_offsets.npy"]), where, (hashes, rows))
+
+
+def _all_strings(table: StringTable) -> list[str]:
+    data, offsets = bytes(table._bytes), table.offsets.tolist()
+    return [data[a:b].decode("utf-8") for a, b in zip(offsets, offsets[1:])]
 
 
 def _in_memory(table: StringTable) -> StringTable:
