@@ -359,10 +359,10 @@ def _in_memory(table: StringTable) -> StringTable:
 
 
 def file_checksum(path) -> str:
-    """XXH3-64 of a file's bytes, read in 4 MiB pieces (not through a memory map: checking the
+    """XXH3-64 of a file's bytes, read in 1 MiB pieces (not through a memory map: checking the
     columns must not map their pages into this process)."""
     h = xxhash.xxh3_64()
-    buf = bytearray(4 << 20)
+    buf = bytearray(1 << 20)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(buf):
