@@ -1478,19 +1478,19 @@ def check_store(path, progress: bool = False) -> StoreCheck:
     except StoreError as e:
         report.damage.append(Damage(None, str(folder / INDEX), str(e)))
         return report
-    names = store.videos
+    names = store.names
     bar = None
     if progress and names:
         from tqdm import tqdm
 
         bar = tqdm(total=len(names), unit="video", desc=f"verify {folder.name}", dynamic_ncols=True)
     unchecked = 0
-    for video in names:
+    for row, video in enumerate(names):  # by row: no name lookups
         try:
-            store.check(video)
+            store.check(row)
         except StoreError as e:  # a checksum mismatch (DamagedVideo), or its shard cannot be mapped
             report.damage.append(Damage(video, getattr(e, "file", str(folder)), str(e)))
-        unchecked += not store.has_checksums(video)
+        unchecked += not store.has_checksums(row)
         report.checked += 1
         if bar is not None:
             bar.update(1)
