@@ -60,57 +60,32 @@ def test_a_prepare_with_nothing_to_do_writes_nothing(tmp_path, synthetic_mp4):
     assert os.path.exists(store / "index.json") and os.path.exists(store / "errors.json")
 
 
-class SyntheticStore:
-    """A store of n entries (300 frames of 240x320) that pickles as its size, the way a MotionStore
-    pickles as its path: what a loader's pickle holds beyond it is the loader's own."""
-
-    def __init__(self, n: int):
-        self.n = n
-        self.names = [f"c{i // 1000:04d}/v{i:07d}.mp4" for i in range(n)]  # sorted, like a store's
-
-    def __reduce__(self):
-        return SyntheticStore, (self.n,)
-
-    @property
-    def videos(self) -> list[str]:
-        return list(self.names)
-
-    def __contains__(self, video) -> bool:
-        return self.row(video) is not None
-
-    def row(self, video: str):
-        import bisect
-
-        at = bisect.bisect_left(self.names, video)
-        return at if at < self.n and self.names[at] == video else None
-
-    def info(self, video: str) -> dict:
-        return {"num_frames": 300, "fps": 25.0, "height": 240, "width": 320}
-
-    def video_path(self, video: str) -> str:
-        return f"/nonexistent/{video}"
-
-    def read(self, video: str):
-        import numpy as np
-
-        return np.zeros((300, 8, 8), np.float32)
-
-
-def test_what_a_worker_receives_grows_by_a_few_bytes_per_video():
+def test_what_a_worker_receives_grows_by_a_few_bytes_per_video(tmp_path, monkeypatch):
+    """A DataLoader worker gets the loader pickled: the store by its path, the videos as int32 rows.
+    The files need not exist: the default checks open a file when it is first planned."""
+    import os
     import pickle
     import warnings
 
-    from mcl_fast.data import TorchVideoLoader
+    import numpy as np
 
+    from mcl_fast.data import TorchVideoLoader
+    from mcl_fast.motion.store import MotionStore, StoreWriter, VideoMaps
+
+    maps = VideoMaps.from_maps(np.ones((20, 4, 4), np.float32), fps=25.0, height=48, width=64, fingerprint="0" * 16)
     sizes = {}
+    monkeypatch.setattr(os, "fsync", lambda fd: None)  # stores written for their size, not to last: seconds
     for n in (2_000, 20_000):
-        store = SyntheticStore(n)
+        with StoreWriter(tmp_path / str(n), root=tmp_path / "videos", flow="farneback", size=32) as writer:
+            for i in range(n):
+                writer.add(f"c{i // 1000:04d}/v{i:07d}.mp4", maps)
+        store = MotionStore(tmp_path / str(n))
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no notice: nothing short, nothing dropped
-            loader = TorchVideoLoader(store.videos, store, 8, num_workers=0, clip_len=4, stride=2, size=16)
+            loader = TorchVideoLoader(store.names, store, 8, num_workers=0, clip_len=4, stride=2, size=16)
         sizes[n] = len(pickle.dumps(loader, protocol=pickle.HIGHEST_PROTOCOL))
     per_video = (sizes[20_000] - sizes[2_000]) / 18_000
-    assert per_video < 8, sizes  # int32 store rows: 4 bytes a video (a list of names: ~30)
+    assert per_video < 8, sizes  # int32 store rows: 4 bytes a video (names and the store's index: ~170)
 
 
 def test_clip_scores_convert_a_few_frames_at_a_time_and_equal_the_whole_video_computation(monkeypatch):
