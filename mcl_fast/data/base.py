@@ -46,7 +46,8 @@ def resolve_store(store):
 
         return MotionStore(store)
     for attr in ("read", "info", "video_path", "videos"):
-        if not hasattr(store, attr):
+        # looked up on the class first: hasattr(store, "videos") would build a MotionStore's O(N) list
+        if not hasattr(type(store), attr) and not hasattr(store, attr):
             raise TypeError(f"store must be a MotionStore or its path, got {type(store).__name__} without .{attr}")
     return store
 
