@@ -21,6 +21,7 @@ from mcl_fast.data.synthetic import make_video
 from mcl_fast.motion.prepare import prepare
 from mcl_fast.motion.store import (HEADER_BYTES, INDEX, DamagedVideo, MotionStore, StoreError, StoreWriter, VideoMaps,
                                    check_store, repair_command, shard_name)
+from store_legacy import to_legacy_index
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ["--flow", "farneback", "--size", "32", "--workers", "0"]
@@ -136,18 +137,6 @@ def restore_index(backup: Path, store: Path) -> None:
             shutil.rmtree(store / p.name, ignore_errors=True)
             shutil.copytree(p, store / p.name)
     shutil.copy2(backup / INDEX, store / INDEX)
-
-
-def to_legacy_index(folder: Path) -> dict:
-    """Rewrite a store's index in the layout written before the columnar index (one JSON entry
-    per video, version 1 / 2) and return it: what stores written by earlier versions hold."""
-    store = MotionStore(folder, verify=False)
-    header = json.loads((folder / INDEX).read_text())
-    index = {k: v for k, v in header.items() if k not in ("generation", "columns", "count", "files", "extents")}
-    index.update(version=2 if store.official else 1, videos={n: store.info(n) for n in store.names})
-    (folder / INDEX).write_text(json.dumps(index))
-    shutil.rmtree(folder / header["columns"])
-    return index
 
 
 def _maps_bytes(store, video) -> int:

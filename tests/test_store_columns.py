@@ -214,3 +214,14 @@ def test_an_official_store_written_before_the_columnar_index_opens_and_converts(
             np.testing.assert_array_equal(store.clip_magnitudes(i), mags)
             np.testing.assert_array_equal(store.read_flows(name), flows)
             store.check(name)
+
+
+def test_names_that_share_a_hash_are_told_apart(tmp_path, monkeypatch):
+    from mcl_fast.motion import store_index
+
+    monkeypatch.setattr(store_index, "name_hash", lambda name: len(name) % 2)  # every other name collides
+    names = [f"{'x' * (i % 3)}v{i}.mp4" for i in range(12)]
+    small_store(tmp_path / "s", tmp_path, names)
+    store = MotionStore(tmp_path / "s")
+    assert [store.row(n) for n in store.names] == list(range(12))
+    assert "v1.mp4x" not in store.names and store.names.find("zz") == -1
