@@ -228,7 +228,7 @@ class FileVerdicts:
         try:
             resized = check_files([video], self.store, self.paths, True, self.codecs, progress=False,
                                   video_root=o["video_root"], fingerprints=o["fingerprints"], nvdec=o["nvdec"],
-                                  notify=False, sources=self._sources, unknown=unknown)
+                                  notify=False, sources=self._sources, unknown=unknown, trust_fingerprint=True)
         except ValueError as err:
             return str(err)
         if unknown and not self._told_unknown:  # once per process, not once per file
