@@ -108,6 +108,8 @@ def test_an_older_index_restored_is_refused_not_cut_and_repair_keeps_the_bytes(v
     assert "Traceback" not in refused.stderr
     assert md5(shard) == before_md5  # not one byte cut (the old code truncated the shard to a.mp4's bytes)
     assert (store / INDEX).read_bytes() == (older / INDEX).read_bytes()  # nothing else changed either
+    columns = {json.loads((b / INDEX).read_text())["columns"] for b in (older, newer)}
+    assert {p.name for p in store.glob("columns-*")} == columns and len(columns) == 2  # the newer index's kept
 
     repaired = cli("prepare", "--videos", videos, "--out", store, *SETTINGS, "--repair")
     assert repaired.returncode == 0, repaired.stderr

@@ -393,8 +393,9 @@ def _notify_legacy(folder: Path) -> None:
     if key not in _NOTIFIED:
         _NOTIFIED.add(key)
         log.warning("%s has the older JSON index (one entry per video, parsed into every process that opens it); "
-                    "it reads as before. Convert it to the memory-mapped index with `mcl-fast prepare --out %s "
-                    "--repair` (or any prepare run into it)", folder, folder)
+                    "it reads as before. The next `mcl-fast prepare --videos ... --out %s` run into it (your prepare "
+                    "command again: it finds nothing to compute) converts it to the memory-mapped index",
+                    folder, folder)
 
 
 def _open_columns(folder: Path, index: dict, verify: bool = True) -> ColumnIndex:
@@ -718,10 +719,8 @@ class StoreWriter:
             index, self.videos, self.errors, _, good, size = _load_state(self.path)
             self._check_settings(index)
             self._generation = int(index.get("generation", 0))
-            if is_legacy(index):
-                self._index_stale = True  # compact converts it to the columnar index
-            else:
-                remove_other_generations(self.path, index["columns"])  # what a killed compact left
+            self._columns = None if is_legacy(index) else index["columns"]
+            self._index_stale = is_legacy(index)  # compact converts an old JSON index to the columnar one
             if good < size:  # a torn or invalid tail: cut it so the next line starts clean
                 fd = os.open(self.path / JOURNAL, os.O_RDWR)
                 try:
@@ -736,7 +735,9 @@ class StoreWriter:
             self._journal_size = 0
             self._generation = 0
             self._write_index()
-        self._repair_shards()
+        self._repair_shards()  # may refuse: nothing is removed before it agrees
+        if self._columns is not None:
+            remove_other_generations(self.path, self._columns)  # what a killed compact left
         if _part_journals(self.path):
             # A torchrun job's rank journals (killed, or just finished): fold them before this
             # writer's own lines, which must come after them when the journals are replayed.
@@ -837,6 +838,7 @@ class StoreWriter:
                               for shard, (end, row) in _column_ends(columns, s).items()] for s in self.streams}
         index.update(generation=self._generation, columns=name, count=len(columns), files=files, extents=extents)
         atomic_write_json(self.path / INDEX, index)
+        self._columns = name
         remove_other_generations(self.path, name)
 
     def done(self, relpath: str) -> bool:

@@ -2,19 +2,18 @@
 
 One generation of the index is a folder `columns-GGGGGG/` of .npy files (docs/store.md):
 `entries.npy` (one structured row per video: the entry's numbers, XXH3-64 checksums as uint64,
-presence flags), `names.npy` + `name_offsets.npy` (the video paths as UTF-8, sorted, so a lookup
-is a binary search) and `fingerprints.npy` + `fingerprint_offsets.npy` (the source
-fingerprints, same layout, in row order). Opened read-only with np.load(mmap_mode="r"): every
+presence flags), `names.npy` + `name_offsets.npy` (the video paths as UTF-8, sorted),
+`name_hashes.npy` + `name_hash_rows.npy` (the names' XXH3-64 sorted, with their rows: a lookup
+is one hash and a bisection) and `fingerprints.npy` + `fingerprint_offsets.npy` (the source
+fingerprints, same layout as the names, in row order). Opened read-only with np.load(mmap_mode="r"): every
 process on a node shares the pages, and opening costs no per-video Python objects.
 """
 from __future__ import annotations
 
-import os
+import bisect
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-
-import bisect
 
 import numpy as np
 import xxhash
@@ -38,7 +37,7 @@ def generation_folder(generation: int) -> str:
 
 
 def entry_dtype(kind: str) -> np.dtype:
-    """The structured row of one video (little-endian, packed: 88 B paper, 168 B official)."""
+    """The structured row of one video (little-endian, packed: 81 B paper, 161 B official)."""
     ints = INT_FIELDS + (OFFICIAL_INT_FIELDS if kind == "official" else ())
     sums = CHECKSUM_FIELDS if kind == "official" else CHECKSUM_FIELDS[:1]
     return np.dtype([(f, "<i8") for f in ints] + [(f, "<f8") for f in FLOAT_FIELDS]
@@ -81,6 +80,13 @@ class StringTable:
         lengths = ends - starts
         offsets = np.zeros(len(rows) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
+        runs = np.flatnonzero(np.diff(rows) != 1) + 1  # where consecutive rows stop being consecutive
+        if len(runs) < 64:  # a journal's edits: copy a few long runs of bytes
+            data = np.empty(int(offsets[-1]), np.uint8)
+            for a, b in zip([0, *runs.tolist()], [*runs.tolist(), len(rows)]):
+                if b > a:
+                    data[offsets[a]:offsets[b]] = self.data[starts[a]:starts[a] + offsets[b] - offsets[a]]
+            return StringTable(data, offsets)
         # gather the variable-length pieces: position p of piece k reads starts[k] + (p - offsets[k])
         at = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]), dtype=np.int64)
         return StringTable(np.asarray(self.data)[at], offsets)
@@ -237,8 +243,24 @@ class ColumnIndex:
         return out
 
     def to_dicts(self) -> dict:
-        """{name: entry dict} of every row (O(N) Python objects: writers only)."""
-        return {self.names[i]: self.entry(i) for i in range(len(self))}
+        """{name: entry dict} of every row (O(N) Python objects: writers only). Converts whole
+        columns at once (tolist), not row by row."""
+        numbers = INT_FIELDS + ("fps", "scale") + (OFFICIAL_INT_FIELDS if self.kind == "official" else ())
+        at = [self._fields.index(f) for f in numbers]
+        sums = [(bit, f, self._fields.index(f)) for bit, f in enumerate(CHECKSUM_FIELDS) if f in self._fields]
+        flags_at = self._fields.index("flags")
+        names, fingerprints = _all_strings(self.names._table), _all_strings(self.fingerprints)
+        out = {}
+        for name, values, fingerprint in zip(names, self.entries.tolist(), fingerprints):
+            entry = {f: values[i] for f, i in zip(numbers, at)}
+            flags = values[flags_at]
+            for bit, f, i in sums:
+                if flags >> bit & 1:
+                    entry[f] = _checksum_text(values[i])
+            if flags & _HAS_FINGERPRINT:
+                entry["fingerprint"] = fingerprint
+            out[name] = entry
+        return out
 
     def has(self, row: int, field: str) -> bool:
         if field == "fingerprint":
@@ -327,15 +349,20 @@ class ColumnIndex:
                    StringTable(arrays["fingerprints.npy"], arrays["fingerprint_offsets.npy"]), where, (hashes, rows))
 
 
+def _all_strings(table: StringTable) -> list[str]:
+    data, offsets = bytes(table._bytes), table.offsets.tolist()
+    return [data[a:b].decode("utf-8") for a, b in zip(offsets, offsets[1:])]
+
+
 def _in_memory(table: StringTable) -> StringTable:
     return StringTable(np.asarray(table.data), np.asarray(table.offsets))
 
 
 def file_checksum(path) -> str:
-    """XXH3-64 of a file's bytes, read in 4 MiB pieces (not through a memory map: checking the
+    """XXH3-64 of a file's bytes, read in 1 MiB pieces (not through a memory map: checking the
     columns must not map their pages into this process)."""
     h = xxhash.xxh3_64()
-    buf = bytearray(4 << 20)
+    buf = bytearray(1 << 20)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(buf):
