@@ -23,6 +23,7 @@ from .batchplan import SampleStreams, adaptive_avg_pool, color_affines, uniform_
 from .plan import (CONTRAST_CENTER, Choice, Clips, MotionSampler, SamplePlan, ViewAug, ViewPlan,
                    cells_per_pixel, crop_motion, draw_view_aug, jitter_ranges, sample_rng, scale_box,
                    validate_clips)
+from .video_rows import StoreVideos
 from .views import NONE, ResolvedView, ViewLayout, default_views, resolve_views
 
 _IDENTITY = ViewAug()
@@ -31,6 +32,9 @@ _IDENTITY = ViewAug()
 # every video of the dataset over a long run, so an unbounded cache grows with the dataset times
 # the processes. A dropped entry is recomputed from the store when its video comes back.
 VIDEO_CACHE_SIZE = 16384  # videos whose store fields and hot clip starts a planner keeps (~1-30 KB each)
+# Frames of a quantised video's maps made float32 at a time for its T-motion: the clip scores of a
+# 12,000-frame video then need 256 frames' float32 maps (~3 MB at 56x56), not all of them (~150 MB).
+MOTION_T_CHUNK = 256
 
 
 def default_layout(sampler, *, clip_len: int, size: int) -> ViewLayout:
@@ -95,7 +99,8 @@ class Planner:
                  is_bad: Callable[[str], str | None] | None = None,
                  path_of: Callable[[str], str] | None = None,
                  file_hw: Callable[[str], tuple[int, int] | None] | None = None):
-        self.store, self.videos = store, list(videos)
+        # the loader's StoreVideos as they are (store rows, not a copy of the names); else a list
+        self.store, self.videos = store, (videos if isinstance(videos, StoreVideos) else list(videos))
         self.clip_len, self.size, self.sampler, self.augment = int(clip_len), int(size), sampler, bool(augment)
         self.layout = layout if layout is not None else default_layout(sampler, clip_len=clip_len, size=size)
         if not self.augment:
@@ -181,11 +186,25 @@ class Planner:
         entry.set_map_hw(maps.shape[1:])
         return maps
 
+    def _motion_t(self, video: str, entry: _VideoInfo) -> np.ndarray:
+        """(N,) float32 T-motion of the video's dequantised maps, bit for bit MotionSampler.motion_t of
+        them (each frame's mean is its own reduction), converting MOTION_T_CHUNK frames to float32 at
+        a time from the store's memory-mapped uint8 maps."""
+        if entry.level is None:
+            return MotionSampler.motion_t(self._maps(video, entry))
+        q = np.asarray(self.store.read_quantized(video))
+        entry.set_map_hw(q.shape[1:])
+        out = np.empty(len(q), np.float32)
+        for at in range(0, len(q), MOTION_T_CHUNK):
+            part = np.multiply(q[at:at + MOTION_T_CHUNK], entry.level, dtype=np.float32)  # dequantize()
+            out[at:at + len(part)] = MotionSampler.motion_t(part)
+        return out
+
     def _hot_starts(self, video: str, entry: _VideoInfo, clip_len: int, stride: int, score=None):
         key = (video, clip_len, stride)
         found = self._hot.get(key)
         if found is None:
-            m_t = MotionSampler.motion_t(self._maps(video, entry))
+            m_t = self._motion_t(video, entry)
             starts, scores = score([m_t])[0] if score is not None else reference.clip_scores(m_t, clip_len, stride)
             scores = np.asarray(scores)
             hot = np.asarray(starts)[scores > np.median(scores)]
@@ -256,7 +275,7 @@ class Planner:
                 else:
                     self._hot_starts(video, entry, clip_len, stride)
         if missing:
-            m_ts = [MotionSampler.motion_t(self._maps(names[i], entries[i])) for i in missing]
+            m_ts = [self._motion_t(names[i], entries[i]) for i in missing]
             for i, (starts, scores) in zip(missing, score(m_ts)):
                 key = (names[i], sampler.clip_len, sampler.stride)
                 if key not in self._hot:
