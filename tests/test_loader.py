@@ -170,15 +170,15 @@ def test_store_video_mismatch_is_an_error_naming_the_videos(dataset, tmp_path):
     make_video(other / "s2.webm", num_frames=16, height=64, width=80, object_size=14, gop=8, seed=1)  # was 36 frames
     # WebM declares no frame count and this copy has no transcode_sources.json: it cannot be checked
     with pytest.warns(UserWarning, match="1 of 4 videos have no fingerprint"):
-        loader(dataset, video_root=other)
+        loader(dataset, video_root=other, verify="eager")
     (other / "s2.webm").unlink()
     make_video(other / "s2.mp4", num_frames=36, height=64, width=80, object_size=14, gop=8, seed=1)  # H.264
     with pytest.raises(ValueError, match=r"CPU decoder.*s2\.webm \(h264\)"):
-        loader(dataset, video_root=other)
+        loader(dataset, video_root=other, verify="eager")
     (other / "s2.mp4").unlink()
     make_video(other / "s2.webm", num_frames=36, height=64, width=64, object_size=14, gop=8, seed=1)  # square
     with pytest.raises(ValueError, match=r"another aspect ratio.*s2\.webm \(file 64x64, store 64x80\)"):
-        loader(dataset, video_root=other)
+        loader(dataset, video_root=other, verify="eager")
     ld = loader(dataset, video_root=other, verify=False, augment=False)  # found when first planned
     with pytest.raises(ValueError, match=r"s2\.webm.*64x64.*64x80"):
         for _ in ld:
