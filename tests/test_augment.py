@@ -59,3 +59,20 @@ def test_blur_equals_two_convolutions_with_reflect101_borders():
         want = F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1)).reshape(x.shape)
         torch.testing.assert_close(blur(x, sigma, window), want, atol=2e-3, rtol=0)
     assert blur(x, 1.0, 1) is x
+
+
+def test_finish_view_is_render_into_after_the_resize(bikes_path):
+    """The DALI loader's CPU mode hands finish_view DALI's uint8 resize; given torch's, it is the
+    torch loader's render_into bit for bit (one code path for both loaders)."""
+    from mcl_fast.data.augment import crop_resize, finish_view, render_into
+    from mcl_fast.data.output import OutputFormat
+
+    frames = decode_all(bikes_path)[40:44]
+    rng = np.random.default_rng(7)
+    for output in (OutputFormat(), OutputFormat(normalize=None, dtype="uint8", layout="NTHWC")):
+        for _ in range(4):
+            box, aug = (10, 30, 200, 300), draw_view_aug(rng, 32)
+            resized = crop_resize(torch.from_numpy(frames), box, 32).permute(0, 2, 3, 1).numpy()  # (T, S, S, 3)
+            got = finish_view(resized, aug, torch.empty(output.sample_shape(4, 32), dtype=output.torch_dtype), output)
+            want = render_into(frames, box, aug, 32, torch.empty_like(got), output)
+            assert torch.equal(got, want)

@@ -15,6 +15,8 @@ up to float rounding.
 """
 from __future__ import annotations
 
+import contextlib
+
 import cv2
 import numpy as np
 import torch
@@ -25,6 +27,17 @@ from .plan import MEAN_255, STD_255, ViewAug
 
 IMAGENET = OutputFormat()
 PIXELS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # (mean, std) that leaves RGB in 0..255
+
+
+@contextlib.contextmanager
+def opencv_threads(threads: int):
+    """OpenCV's thread count set to `threads` inside the block, then restored."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(threads)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def gaussian_kernel(sigma: float, window: int) -> torch.Tensor:
@@ -99,13 +112,26 @@ def render_nhwc(frames, box, aug: ViewAug, size: int, mean, std) -> np.ndarray:
     normalised ((x - mean) / std in 0..255 units) and blurred."""
     frames = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
     resized = crop_resize(frames, box, size).permute(0, 2, 3, 1).numpy()  # channels-last: a view
-    t = resized.shape[0]
-    x = resized.reshape(t * size, size, 3).astype(np.float32)  # (T*S, S, 3): one image to OpenCV
+    return augment_nhwc(resized, aug, mean, std)
+
+
+def augment_nhwc(resized: np.ndarray, aug: ViewAug, mean, std) -> np.ndarray:
+    """A resized view's colour, normalisation and blur: (T, S, S, 3) uint8 (any strides) -> a new
+    (T, S, S, 3) float32 array, (x - mean) / std in 0..255 units, not flipped."""
+    t, h, w, _ = resized.shape
+    x = np.empty((t * h, w, 3), np.float32)  # (T*S, S, 3): one image to OpenCV
+    np.copyto(x.reshape(resized.shape), resized, casting="unsafe")
     matrix, bounds = view_affine(aug, mean, std)
     cv2.transform(x, matrix, dst=x)
     if bounds is not None:
         cv2.min(cv2.max(x, bounds[0], dst=x), bounds[1], dst=x)  # per-channel clip, 4-tuples are cv2 Scalars
-    return blur_nhwc(x.reshape(t, size, size, 3), aug.blur_sigma, aug.blur_window)
+    return blur_nhwc(x.reshape(t, h, w, 3), aug.blur_sigma, aug.blur_window)
+
+
+def finish_view(resized: np.ndarray, aug: ViewAug, out: torch.Tensor, output: OutputFormat = IMAGENET) -> torch.Tensor:
+    """The rest of a view after its crop and uint8 resize (the DALI loader's CPU mode): (T, S, S, 3)
+    uint8 -> colour, blur, flip and `output`'s format, written into `out` (one CPU sample); returns out."""
+    return store_view(augment_nhwc(resized, aug, output.mean_255, output.std_255), aug.flip, out, output)
 
 
 def store_view(x: np.ndarray, flip: bool, out: torch.Tensor, output: OutputFormat) -> torch.Tensor:
