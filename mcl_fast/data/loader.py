@@ -177,20 +177,15 @@ class MotionFocusedLoader(LoaderBase):
         self._build()
 
 
-def finish_views(outputs, plans, output, buffers=None) -> list[torch.Tensor]:
+def finish_views(outputs, plans, output, buffers: BatchBuffers) -> list[torch.Tensor]:
     """The host half of the CPU mode: each pipeline output, (B, T, S, S, 3) uint8 resized crops in
     DALI's buffers (valid until the next run), coloured, blurred, flipped and laid out as `output`
-    into a batch tensor per view, with the plans' draws (augment.finish_view). buffers: a
-    torch_loader.BatchBuffers to take the batch tensors from (reused once nothing refers to them:
-    a fresh 2 x 8 x 16 x 224² float batch is ~150 MB of new pages), else new tensors."""
+    into a batch tensor per view taken from `buffers` (reused once nothing refers to them: a fresh
+    2 x 8 x 16 x 224² float batch is ~150 MB of new pages), with the plans' draws (augment.finish_view)."""
     from .augment import finish_view, opencv_threads
 
     pixels = [np.asarray(resized.as_tensor()) for resized in outputs]  # no copy: DALI's own buffers
-    shapes = [output.sample_shape(p.shape[1], p.shape[2]) for p in pixels]
-    if buffers is not None:
-        views = buffers.take(len(plans), shapes)
-    else:
-        views = [output.empty_batch(len(plans), p.shape[1], p.shape[2]) for p in pixels]
+    views = buffers.take(len(plans), [output.sample_shape(p.shape[1], p.shape[2]) for p in pixels])
     with opencv_threads(1):  # a view's OpenCV ops take ~1 ms each: a second thread mostly waits
         for k, (resized, batch) in enumerate(zip(pixels, views)):
             for b, plan in enumerate(plans):
