@@ -11,7 +11,9 @@ draw_view_aug twice, then crop_motion, one clip at a time).
 Loaders: same videos, same plans (16 frames at stride 2, motion-focused sampling on, two views
 from one clip, augmentation on), at 112² and 224²:
 
-- dali-cpu:   MotionFocusedLoader(device="cpu"), DALI's CPU decoder on the VP9 copies;
+- dali-cpu:   MotionFocusedLoader(device="cpu"), DALI's CPU decoder on the VP9 copies (DALI
+              decodes, crops and resizes; colour, blur and the output format on the host), and
+              "dali-cpu, DALI's own ops": the same with DALI's whole graph (host_views=False);
 - dali-gpu:   MotionFocusedLoader(device="gpu") on the H.264 copies (NVDEC), when a GPU is present;
 - torch-<decoder>-wN: TorchVideoLoader with N DataLoader workers and decoder pyav, decord or
               torchcodec (where it imports);
@@ -27,7 +29,8 @@ next epoch from its iterator's creation to its last batch: the workers (N x pref
 and DALI's queue start decoding at once, so a clock started at the first batch would time
 batches already decoded ("first batch s" is the start-up part). "CPU-s/clip": CPU time of the
 whole process tree over the same span (/proc/<pid>/stat of this process and every descendant,
-forkserver workers included: getrusage's children are only those waited for) per clip. Rows run
+forkserver workers included: getrusage's children are only those waited for) per clip, less the
+memory sampler's own thread time (its /proc reads; in the JSON as sampler_cpu_s_per_clip). Rows run
 in turn, --rounds times (the summary gives medians), so load hits all alike. Memory: peak PSS of
 the process tree (/proc/*/smaps_rollup; shared pages counted once) and how much of it the row
 added (earlier rows' pools stay with the process), and on a GPU the peak device memory in use
