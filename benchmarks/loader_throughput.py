@@ -11,7 +11,9 @@ draw_view_aug twice, then crop_motion, one clip at a time).
 Loaders: same videos, same plans (16 frames at stride 2, motion-focused sampling on, two views
 from one clip, augmentation on), at 112² and 224²:
 
-- dali-cpu:   MotionFocusedLoader(device="cpu"), DALI's CPU decoder on the VP9 copies;
+- dali-cpu:   MotionFocusedLoader(device="cpu"), DALI's CPU decoder on the VP9 copies (DALI
+              decodes, crops and resizes; colour, blur and the output format on the host), and
+              "dali-cpu, DALI's own ops": the same with DALI's whole graph (host_views=False);
 - dali-gpu:   MotionFocusedLoader(device="gpu") on the H.264 copies (NVDEC), when a GPU is present;
 - torch-<decoder>-wN: TorchVideoLoader with N DataLoader workers and decoder pyav, decord or
               torchcodec (where it imports);
@@ -27,7 +29,8 @@ next epoch from its iterator's creation to its last batch: the workers (N x pref
 and DALI's queue start decoding at once, so a clock started at the first batch would time
 batches already decoded ("first batch s" is the start-up part). "CPU-s/clip": CPU time of the
 whole process tree over the same span (/proc/<pid>/stat of this process and every descendant,
-forkserver workers included: getrusage's children are only those waited for) per clip. Rows run
+forkserver workers included: getrusage's children are only those waited for) per clip, less the
+memory sampler's own thread time (its /proc reads; in the JSON as sampler_cpu_s_per_clip). Rows run
 in turn, --rounds times (the summary gives medians), so load hits all alike. Memory: peak PSS of
 the process tree (/proc/*/smaps_rollup; shared pages counted once) and how much of it the row
 added (earlier rows' pools stay with the process), and on a GPU the peak device memory in use
@@ -226,14 +229,16 @@ def _pss_mb(pids) -> float:
 
 
 class MemorySampler(threading.Thread):
-    """Samples the process tree's PSS (and the GPU's used memory) every 0.25 s; keeps the peaks (its
-    own CPU, a few ms per sample, counts in every row alike per second)."""
+    """Samples the process tree's PSS (and the GPU's used memory) every 0.25 s; keeps the peaks and
+    its own CPU time (cpu_s: the kernel walks every mapping of every process for smaps_rollup,
+    more with workers' shared batches), which is not the loader's."""
 
     def __init__(self, gpu_handle=None):
         super().__init__(daemon=True)
         self.gpu = gpu_handle
         self.base_mb = _pss_mb(_tree_pids(os.getpid()))
         self.peak_mb, self.gpu_peak_mb, self.gpu_base_mb = self.base_mb, 0.0, self._gpu_mb()
+        self.cpu_s = 0.0  # this thread's own CPU time, which measure() takes out of the tree's
         self._done = threading.Event()
 
     def _gpu_mb(self) -> float:
@@ -244,9 +249,11 @@ class MemorySampler(threading.Thread):
         return pynvml.nvmlDeviceGetMemoryInfo(self.gpu).used / 2**20
 
     def run(self):
+        start = time.thread_time()
         while not self._done.is_set():
             self.peak_mb = max(self.peak_mb, _pss_mb(_tree_pids(os.getpid())))
             self.gpu_peak_mb = max(self.gpu_peak_mb, self._gpu_mb())
+            self.cpu_s = time.thread_time() - start  # user + system: reading smaps_rollup is kernel time
             self._done.wait(0.25)
 
     def stop(self) -> dict:
@@ -301,12 +308,15 @@ def measure(make_iterable, gpu_handle=None, sync=None, warmup: bool = True) -> d
         sync()
     seconds = time.perf_counter() - t0
     cpu = tree_cpu_seconds() - cpu0  # before close(): the workers are still in the tree
+    memory = sampler.stop()
+    cpu -= sampler.cpu_s  # the sampler's reads of /proc are the benchmark's work, not the loader's
     if hasattr(iterable, "close"):  # TorchVideoLoader's workers persist across epochs: stop them
         iterable.close()
     del iterable
     out = {"clips": clips, "seconds": round(seconds, 3), "clips_per_s": round(clips / seconds, 2),
-           "first_batch_s": round(first_batch_s or 0.0, 3), "cpu_s_per_clip": round(cpu / max(clips, 1), 4)}
-    out.update(sampler.stop())
+           "first_batch_s": round(first_batch_s or 0.0, 3), "cpu_s_per_clip": round(cpu / max(clips, 1), 4),
+           "sampler_cpu_s_per_clip": round(sampler.cpu_s / max(clips, 1), 4)}
+    out.update(memory)
     return out
 
 
@@ -319,11 +329,18 @@ def _batch_len(batch) -> int:
 # ---------------------------------------------------------------------------------- runners
 
 
-def dali_loader(names, store, video_root, size, device, batch, threads):
+def dali_loader(names, store, video_root, size, device, batch, threads, host_views: bool = True):
+    """host_views=False on the CPU: DALI's whole graph (its colour, blur and normalise operators)
+    instead of the CPU mode's host half, the comparison row."""
     from mcl_fast.data import MotionFocusedLoader
 
-    return lambda: MotionFocusedLoader(names, store, batch, size=size, device=device, seed=0, verify=False,
-                                       video_root=video_root, num_threads=threads)
+    def make():
+        loader = MotionFocusedLoader(names, store, batch, size=size, device=device, seed=0, verify=False,
+                                     video_root=video_root, num_threads=threads)
+        loader.host_views = loader.host_views and host_views
+        return loader
+
+    return make
 
 
 def torch_loader(names, store, video_root, size, workers, batch, decoder):
@@ -501,7 +518,9 @@ def row_plan(args, names, data, gpu: bool, workers, decoders, size: int) -> list
     rows += [("decode-only (DALI CPU)", "cpu", "dali-cpu", True,
               dali_decode_only(names, store, data["vp9"], size, "cpu", batch, threads)),
              ("dali-cpu (VP9)", "cpu", "dali-cpu", False,
-              dali_loader(names, store, data["vp9"], size, "cpu", batch, threads))]
+              dali_loader(names, store, data["vp9"], size, "cpu", batch, threads)),
+             ("dali-cpu, DALI's own ops (VP9)", "cpu", "dali-cpu", False,
+              dali_loader(names, store, data["vp9"], size, "cpu", batch, threads, host_views=False))]
     for decoder in decoders:
         if decoder in ("pyav", "decord"):
             rows.append((f"decode-only ({decoder})", "cpu", decoder, True,

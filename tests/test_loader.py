@@ -251,3 +251,27 @@ def test_resized_transcode_crops_the_same_region_in_its_own_pixels(tmp_path):
     twin = next(iter(TorchVideoLoader(store.videos, store, video_root=small, num_workers=0,
                                       **{k: v for k, v in kw.items() if k not in ("device", "num_threads")})))
     assert torch.equal(twin["boxes"][0], got["boxes"][0]) and torch.equal(twin["boxes"][1], got["boxes"][1])
+
+
+def test_cpu_mode_host_views_match_dalis_own_graph(dataset):
+    """The CPU mode stops DALI's graph after the uint8 resize and does colour, blur, flip and the
+    output format on the host: the same views as DALI's whole graph (the GPU's) on the CPU."""
+    host = loader(dataset, seed=3)
+    graph = loader(dataset, seed=3)
+    graph.host_views = False
+    assert host.host_views and len(host) == len(graph)
+    # colour jitter, greyscale, blur and flip included; they differ only in the resize's rounding
+    assert_loaders_agree(host, graph, ("index", "frames", "boxes", "flips", "motion"), (0, 1), min_psnr=45.0)
+
+
+def test_cpu_mode_reuses_batch_buffers_but_never_one_you_hold(dataset):
+    """The CPU mode renders into reused batch tensors (torch_loader.BatchBuffers): a batch still
+    referenced is never overwritten (all kept: each its own memory, equal to a one-at-a-time pass),
+    and batches let go of are written again (the same memory comes back)."""
+    kept = list(loader(dataset, seed=5, batch_size=1))
+    assert len(kept) == 4 and len({b["views"][0].data_ptr() for b in kept}) == 4
+    ptrs = []
+    for held, batch in zip(kept, loader(dataset, seed=5, batch_size=1)):
+        assert all(torch.equal(x, y) for x, y in zip(held["views"], batch["views"]))
+        ptrs.append(batch["views"][0].data_ptr())
+    assert len(set(ptrs)) < len(ptrs), "no buffer came back: the test shows nothing"

@@ -30,8 +30,10 @@ def dataset(tmp_path_factory):
 def make(kind, ds, batch_size=2, **kw):
     args = dict(CLIP, seed=3)
     args.update(kw)
-    if kind == "dali":
-        return MotionFocusedLoader(ds.names, ds.store, batch_size, device="cpu", num_threads=1, **args)
+    if kind in ("dali", "dali-graph"):
+        ld = MotionFocusedLoader(ds.names, ds.store, batch_size, device="cpu", num_threads=1, **args)
+        ld.host_views = kind == "dali"  # "dali-graph": DALI's whole graph (the GPU's) on the CPU
+        return ld
     return TorchVideoLoader(ds.names, ds.store, batch_size, num_workers=0, **args)
 
 
@@ -80,18 +82,24 @@ def _near_a_tie(pixels: torch.Tensor, layout: str, eps: float = 1e-3) -> torch.T
     return {"NCTHW": tie, "NTCHW": tie.permute(0, 2, 1, 3, 4), "NTHWC": tie.permute(0, 2, 3, 4, 1)}[layout]
 
 
-@pytest.mark.parametrize("kind", ["dali", "torch"])
+@pytest.mark.parametrize("kind", ["dali", "dali-graph", "torch"])
 def test_every_output_format_is_the_default_up_to_its_transform(dataset, kind, monkeypatch):
     default = next(iter(make(kind, dataset)))
     mean, std = (torch.tensor(v).view(1, 3, 1, 1, 1) for v in IMAGENET)
     pixels = [(view.double() * std + mean) * 255 for view in default["views"]]  # query, key (B, 3, T, S, S)
     dali_types = []
-    if kind == "dali":  # what leaves the DALI pipeline: the conversion happens inside it
+    if kind == "dali-graph":  # what leaves the DALI pipeline: the conversion happens inside it
         from mcl_fast.data import pipeline
 
         real = pipeline.to_torch
         monkeypatch.setattr(pipeline, "to_torch", lambda t, *a: (dali_types.append((str(t.dtype), t.layout())),
                                                                   real(t, *a))[1])
+    elif kind == "dali":  # the CPU mode: uint8 resized crops leave the pipeline, the host converts
+        from mcl_fast.data import loader
+
+        real_finish = loader.finish_views
+        monkeypatch.setattr(loader, "finish_views", lambda outs, *a: (
+            dali_types.extend((str(t.dtype), t.layout()) for t in outs), real_finish(outs, *a))[1])
     for norm, dtype, layout in FORMATS:
         dali_types.clear()
         batch = next(iter(make(kind, dataset, normalize=CUSTOM if norm == "custom" else norm, dtype=dtype,
@@ -105,10 +113,12 @@ def test_every_output_format_is_the_default_up_to_its_transform(dataset, kind, m
             if dtype == "uint8":  # a pixel within float rounding of k + 0.5 may round to either side
                 err = torch.where(_near_a_tie(pixels[view], layout) & (err <= 1.0), torch.zeros_like(err), err)
             assert err.max() <= TOLERANCE[dtype], (norm, dtype, layout, float(err.max()))
-        if kind == "dali":
+        if kind == "dali-graph":
             dali_layout = {"NCTHW": "CFHW", "NTCHW": "FCHW", "NTHWC": "FHWC"}[layout]
             dali_dtype = {"float32": "FLOAT", "float16": "FLOAT16", "bfloat16": "FLOAT", "uint8": "UINT8"}[dtype]
             assert dali_types and all(t == (f"DALIDataType.{dali_dtype}", dali_layout) for t in dali_types), dali_types
+        elif kind == "dali":
+            assert dali_types and all(t == ("DALIDataType.UINT8", "FHWC") for t in dali_types), dali_types
     with pytest.raises(ValueError, match="uint8.*normalize=None"):
         make(kind, dataset, dtype="uint8")
     with pytest.raises(ValueError, match="layout must be one of"):

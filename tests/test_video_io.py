@@ -117,3 +117,32 @@ def test_fingerprint_tells_other_footage_of_the_same_length(tmp_path):
     data[len(data) // 2] ^= 0xFF  # one byte in the middle range, same size
     (tmp_path / "c.mp4").write_bytes(bytes(data))
     assert file_fingerprint(tmp_path / "c.mp4") != fa
+
+
+def test_decoder_threads_set_ffmpegs_threads_for_this_thread_only(carphone_path):
+    """A loader's worker decodes on its own thread (decoder_threads(1)); elsewhere FFmpeg chooses,
+    and the setting neither leaks out of the block nor into other threads."""
+    import threading
+
+    from mcl_fast.video_io import read_frames
+    from mcl_fast.video_io.container import decoder_threads, open_video
+
+    def count():
+        container, stream = open_video(carphone_path)
+        try:
+            return stream.codec_context.thread_count
+        finally:
+            container.close()
+
+    default = count()  # 0: FFmpeg's choice
+    assert default != 1
+    with decoder_threads(1):
+        assert count() == 1
+        other = []
+        thread = threading.Thread(target=lambda: other.append(count()))
+        thread.start()
+        thread.join()
+        assert other == [default]
+        single = read_frames(carphone_path, [0, 5, 9])
+    assert count() == default
+    np.testing.assert_array_equal(single, read_frames(carphone_path, [0, 5, 9]))

@@ -15,6 +15,9 @@ up to float rounding.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import cv2
 import numpy as np
 import torch
@@ -25,6 +28,17 @@ from .plan import MEAN_255, STD_255, ViewAug
 
 IMAGENET = OutputFormat()
 PIXELS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # (mean, std) that leaves RGB in 0..255
+
+
+@contextlib.contextmanager
+def opencv_threads(threads: int):
+    """OpenCV's thread count set to `threads` inside the block, then restored."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(threads)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def gaussian_kernel(sigma: float, window: int) -> torch.Tensor:
@@ -94,18 +108,47 @@ def view_affine(aug: ViewAug, mean, std) -> tuple[np.ndarray, tuple | None]:
     return np.concatenate([matrix, offset[:, None]], axis=1).astype(np.float32), bounds
 
 
-def render_nhwc(frames, box, aug: ViewAug, size: int, mean, std) -> np.ndarray:
+def render_nhwc(frames, box, aug: ViewAug, size: int, mean, std, work: np.ndarray | None = None) -> np.ndarray:
     """One view before its flip, on the CPU: (T, H, W, 3) uint8 -> (T, S, S, 3) float32, coloured,
-    normalised ((x - mean) / std in 0..255 units) and blurred."""
+    normalised ((x - mean) / std in 0..255 units) and blurred (in `work` when given: augment_nhwc)."""
     frames = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
     resized = crop_resize(frames, box, size).permute(0, 2, 3, 1).numpy()  # channels-last: a view
-    t = resized.shape[0]
-    x = resized.reshape(t * size, size, 3).astype(np.float32)  # (T*S, S, 3): one image to OpenCV
+    return augment_nhwc(resized, aug, mean, std, work)
+
+
+def augment_nhwc(resized: np.ndarray, aug: ViewAug, mean, std, work: np.ndarray | None = None) -> np.ndarray:
+    """A resized view's colour, normalisation and blur: (T, S, S, 3) uint8 (any strides) -> (T, S,
+    S, 3) float32, (x - mean) / std in 0..255 units, not flipped: in `work` (float32, as many
+    elements) when given, else in a new array."""
+    t, h, w, _ = resized.shape
+    x = np.empty((t * h, w, 3), np.float32) if work is None else work.reshape(t * h, w, 3)  # one image to OpenCV
+    np.copyto(x.reshape(resized.shape), resized, casting="unsafe")
     matrix, bounds = view_affine(aug, mean, std)
     cv2.transform(x, matrix, dst=x)
     if bounds is not None:
         cv2.min(cv2.max(x, bounds[0], dst=x), bounds[1], dst=x)  # per-channel clip, 4-tuples are cv2 Scalars
-    return blur_nhwc(x.reshape(t, size, size, 3), aug.blur_sigma, aug.blur_window)
+    return blur_nhwc(x.reshape(t, h, w, 3), aug.blur_sigma, aug.blur_window)
+
+
+def finish_view(resized: np.ndarray, aug: ViewAug, out: torch.Tensor, output: OutputFormat = IMAGENET) -> torch.Tensor:
+    """The rest of a view after its crop and uint8 resize (the DALI loader's CPU mode): (T, S, S, 3)
+    uint8 -> colour, blur, flip and `output`'s format, written into `out` (one CPU sample); returns out."""
+    x = augment_nhwc(resized, aug, output.mean_255, output.std_255, work_array(resized.size))
+    return store_view(x, aug.flip, out, output)
+
+
+_work = threading.local()
+
+
+def work_array(size: int) -> np.ndarray:
+    """This thread's float32 scratch of `size` elements, reused from call to call (grown when too
+    small). A view's working copy is ~10 MB at 16x224²: allocated fresh each time, glibc hands it
+    back to the kernel and its ~2400 pages fault in again, ~4 ms per view (tests/test_augment.py
+    counts the faults). Its contents are overwritten by the next view rendered on this thread."""
+    have = getattr(_work, "array", None)
+    if have is None or have.size < size:
+        _work.array = have = np.empty(size, np.float32)
+    return have[:size]
 
 
 def store_view(x: np.ndarray, flip: bool, out: torch.Tensor, output: OutputFormat) -> torch.Tensor:
@@ -124,7 +167,7 @@ def store_view(x: np.ndarray, flip: bool, out: torch.Tensor, output: OutputForma
 def render_into(frames, box, aug: ViewAug, size: int, out: torch.Tensor,
                 output: OutputFormat = IMAGENET) -> torch.Tensor:
     """One view of a plan written into `out` (CPU, shape output.sample_shape(T, size)); returns out."""
-    x = render_nhwc(frames, box, aug, size, output.mean_255, output.std_255)
+    x = render_nhwc(frames, box, aug, size, output.mean_255, output.std_255, work_array(out.numel()))
     return store_view(x, aug.flip, out, output)
 
 

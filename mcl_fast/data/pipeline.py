@@ -18,6 +18,11 @@ per view:
 
 A view whose augmentation cannot change colour (or blur, or flip) skips that operator: its
 inputs are identities then, so the pixels are the same either way.
+
+With host_views (the loader's CPU mode) each view branch stops after the crop and a resize to
+uint8, (T, S, S, 3) per sample, and the loader applies colour, blur, flip and the output format on
+the host (augment.finish_view, the torch loader's path): DALI's CPU colour, blur and normalise
+operators cost about 3x that path per clip (docs/loader.md). On the GPU the whole chain stays here.
 nvidia.dali (fn, types, pipeline, math, plugin.pytorch) is reached only as attributes of the module
 mcl_fast._backend.require_dali() returns, inside the builders: no DALI import here.
 """
@@ -54,12 +59,16 @@ class PipelineSpec:
     views: tuple[ViewOps, ...]
     num_clips: int
     output: OutputFormat = OutputFormat()
+    host_views: bool = False  # the graph ends at the uint8 resize; the host does the rest
 
     @classmethod
-    def from_layout(cls, layout: ViewLayout, output: OutputFormat) -> "PipelineSpec":
-        ops = tuple(ViewOps(v.clip, v.size, bool(v.aug and v.aug.colour), bool(v.aug and v.aug.blur),
-                            bool(v.aug and v.aug.flip)) for v in layout.views)
-        return cls(views=ops, num_clips=layout.num_clips, output=output)
+    def from_layout(cls, layout: ViewLayout, output: OutputFormat, host_views: bool = False) -> "PipelineSpec":
+        if host_views:  # the pipeline has no augmentation operator: no per-sample inputs for them
+            ops = tuple(ViewOps(v.clip, v.size, False, False, False) for v in layout.views)
+        else:
+            ops = tuple(ViewOps(v.clip, v.size, bool(v.aug and v.aug.colour), bool(v.aug and v.aug.blur),
+                                bool(v.aug and v.aug.flip)) for v in layout.views)
+        return cls(views=ops, num_clips=layout.num_clips, output=output, host_views=host_views)
 
     def input_names(self) -> list[str]:
         """Names of the external_source outputs, in the order the source callback returns them."""
@@ -116,11 +125,12 @@ def decode(encoded, frames, device: str):
     return fn.decoders.video(encoded, frames=frames, device="mixed" if device == "gpu" else "cpu", pad_mode="none")
 
 
-def crop_resize(video, start, shape, size: int):
-    """Crop (start=(y0, x0), shape=(h, w) in pixels, per sample) then resize to size x size, float."""
+def crop_resize(video, start, shape, size: int, uint8: bool = False):
+    """Crop (start=(y0, x0), shape=(h, w) in pixels, per sample) then resize to size x size, float
+    (uint8: rounded to uint8, what the host path reads)."""
     dali = require_dali()
     crop = dali.fn.slice(video, start=start, shape=shape, axis_names="HW")
-    return dali.fn.resize(crop, size=[size, size], dtype=dali.types.FLOAT)
+    return dali.fn.resize(crop, size=[size, size], dtype=dali.types.UINT8 if uint8 else dali.types.FLOAT)
 
 
 def color_and_blur(video, matrix, offset, sigma, window):
@@ -181,7 +191,8 @@ def build_view_pipeline(source: Callable, spec: PipelineSpec, *, batch_size: int
     """Pipeline with one output per view of `spec`, each per sample a view in spec.output's format.
 
     source: a batch callback returning spec.batch_inputs(...) (raise StopIteration at the end of
-    an epoch; then call pipe.reset()). device: "cpu" (DALI CPU operators, VP8/VP9/MJPEG) or
+    an epoch; then call pipe.reset()). With spec.host_views each output is the view's (T, S, S, 3)
+    uint8 resized crop instead. device: "cpu" (DALI CPU operators, VP8/VP9/MJPEG) or
     "gpu" (NVDEC through device="mixed", then GPU operators: no frame returns to the host).
     """
     dali = require_dali()
@@ -197,7 +208,12 @@ def build_view_pipeline(source: Callable, spec: PipelineSpec, *, batch_size: int
             clips = [decoded]
         else:
             clips = [dali.fn.sequence_rearrange(decoded, new_order=inputs[f"order{c}"]) for c in range(spec.num_clips)]
-        pipe.set_outputs(*(view_branch(clips[ops.clip], inputs, k, ops, spec.output) for k, ops in enumerate(spec.views)))
+        if spec.host_views:  # (T, S, S, 3) uint8 per view: augment.finish_view does the rest
+            pipe.set_outputs(*(crop_resize(clips[ops.clip], inputs[f"v{k}_start"], inputs[f"v{k}_shape"], ops.size,
+                                           uint8=True) for k, ops in enumerate(spec.views)))
+        else:
+            pipe.set_outputs(*(view_branch(clips[ops.clip], inputs, k, ops, spec.output)
+                               for k, ops in enumerate(spec.views)))
     pipe.build()
     return pipe
 

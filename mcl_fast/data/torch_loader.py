@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..video_io import read_frames
+from ..video_io.container import decoder_threads
 from ..video_io.pool import die_with_parent
 from .augment import render_into
 from .base import PLAN_CHUNK, LoaderBase, failure_reason
@@ -87,9 +88,12 @@ def available_decoders() -> list[str]:
 
 
 def decode_clips(plan: SamplePlan, read: Callable = read_frames, num_frames: int | None = None) -> list[np.ndarray]:
-    """A plan's clips as (T, H, W, 3) uint8 arrays: the union of their frames decoded once."""
+    """A plan's clips as (T, H, W, 3) uint8 arrays: the union of their frames decoded once. In a
+    DataLoader worker PyAV decodes on the worker's thread alone (decord is given one thread too):
+    the workers are the parallelism, and frame threads there cost CPU for nothing."""
     uniq, inverse = np.unique(np.concatenate(plan.clips), return_inverse=True)
-    decoded = read(plan.path, uniq, num_frames)
+    with decoder_threads(1 if torch.utils.data.get_worker_info() is not None else None):
+        decoded = read(plan.path, uniq, num_frames)
     clips, at = [], 0
     for frames in plan.clips:
         clips.append(decoded[inverse[at:at + len(frames)]])

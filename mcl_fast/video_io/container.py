@@ -5,7 +5,9 @@ reader applies after decoding a whole file.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 from .errors import VideoError, ffmpeg_message
 
@@ -42,9 +44,26 @@ def _looks_like_mp4(path: str) -> bool:
         return False
 
 
+_decoding = threading.local()
+
+
+@contextlib.contextmanager
+def decoder_threads(count: int | None):
+    """FFmpeg's decoding threads for the videos this thread opens inside the block: `count` (1: on
+    the calling thread alone), None: FFmpeg's choice (about one per core). A loader's worker
+    decodes short runs of frames and is itself one of several processes: frame threads there
+    cost ~5 % more CPU per clip for no throughput (docs/loader.md)."""
+    before = getattr(_decoding, "count", None)
+    _decoding.count = count
+    try:
+        yield
+    finally:
+        _decoding.count = before
+
+
 def open_video(path):
-    """(container, first video stream), threaded decoding with FFmpeg's default error
-    concealment. Raises VideoError: missing/empty/unreadable, not a video, no video stream."""
+    """(container, first video stream), threaded decoding (decoder_threads) with FFmpeg's default
+    error concealment. Raises VideoError: missing/empty/unreadable, not a video, no video stream."""
     import av
 
     path = os.fspath(path)
@@ -65,6 +84,9 @@ def open_video(path):
     # Never enable PyAV logging (av.logging.set_level) beside threaded decoding: an FFmpeg thread
     # that logs waits for the GIL held by the decoding thread, and the decode hangs.
     stream.thread_type = "AUTO"
+    count = getattr(_decoding, "count", None)
+    if count is not None:
+        stream.thread_count = int(count)
     return container, stream
 
 
