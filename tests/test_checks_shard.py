@@ -38,12 +38,54 @@ def probes(monkeypatch):
 
 
 @pytest.mark.parametrize("num_shards", [2, 3])
-def test_the_checks_of_a_multi_rank_job_cover_each_file_once(dataset, probes, num_shards):
+def test_the_eager_checks_of_a_multi_rank_job_cover_each_file_once(dataset, probes, num_shards):
     for rank in range(num_shards):  # 3 videos over 2 shards: the last shard is padded with the first's video
         TorchVideoLoader(dataset.names, dataset.store, 1, shard_id=rank, num_shards=num_shards, drop_last=False,
-                         **CLIP)
+                         verify="eager", **CLIP)
     for what in ("probe", "fingerprint"):
         assert {name: probes[(what, name)] for name in dataset.names} == dict.fromkeys(dataset.names, 1), probes
+
+
+@pytest.mark.parametrize("num_shards", [1, 3])
+def test_the_default_checks_of_a_multi_rank_job_cover_each_file_once_when_first_read(dataset, probes, num_shards):
+    loaders = [TorchVideoLoader(dataset.names, dataset.store, 1, shard_id=rank, num_shards=num_shards, **CLIP)
+               for rank in range(num_shards)]
+    assert not probes, probes  # construction opens no file
+    for ld in loaders:  # each rank's first epoch: its own shard, each file checked as it is first planned
+        assert len(list(ld)) == 3 // num_shards
+    for what in ("probe", "fingerprint"):
+        assert {name: probes[(what, name)] for name in dataset.names} == dict.fromkeys(dataset.names, 1), probes
+    for ld in loaders:  # a second epoch: verdicts kept, nothing checked again in this process
+        list(ld)
+    assert sum(probes.values()) == 2 * len(dataset.names), probes
+
+
+def test_construction_touches_no_video_file(dataset, monkeypatch):
+    """The default loader's construction does no per-file I/O: no stat, open, probe or decode of a
+    video (the store's fields give sizes and frame counts)."""
+    import builtins
+
+    from mcl_fast.data import base, checks
+
+    folder = str(dataset.videos)
+    touched = Counter()
+
+    def counting(name, fn):
+        def wrapper(path, *args, **kwargs):
+            if str(os.fspath(path) if isinstance(path, (str, os.PathLike)) else "").startswith(folder):
+                touched[name] += 1
+            return fn(path, *args, **kwargs)
+        return wrapper
+
+    for module, name in ((os, "stat"), (os, "lstat"), (os.path, "isfile"), (os.path, "exists"), (builtins, "open"),
+                         (checks, "probe"), (checks, "file_fingerprint"), (base, "probe"),
+                         (base, "first_frame_problem")):
+        monkeypatch.setattr(module, name, counting(name, getattr(module, name)))
+    ld = TorchVideoLoader(dataset.names, dataset.store, 1, **CLIP)
+    built = dict(touched)
+    monkeypatch.undo()
+    assert built == {}, built
+    assert len(list(ld)) == 3 and not ld.failures
 
 
 def _epoch_with(loader, video_index: int) -> int:

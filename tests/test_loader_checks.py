@@ -1,5 +1,7 @@
-"""The loaders' construction checks and messages: stale stores (fingerprints), rejected videos,
-paths for keys, zero-batch epochs, one-line replacement notes, num_replaced per sample."""
+"""The loaders' file checks and messages: stale stores (fingerprints), rejected videos, paths for
+keys, zero-batch epochs, one-line replacement notes, num_replaced per sample. verify="eager"
+checks the shard at construction (errors); the default checks each file when first planned
+(the same message, in a one-line note, and the file replaced)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +15,18 @@ from corpus import write_video
 from mcl_fast.data import TorchVideoLoader
 
 CLIP = dict(clip_len=4, stride=2, size=16, num_workers=0)
+EAGER = dict(CLIP, verify="eager")
+
+
+def skipped_notes(loader, epochs: int = 1) -> list[str]:
+    """The one-line notes of files replaced while iterating `epochs` epochs of `loader`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for epoch in range(epochs):
+            loader.set_epoch(epoch)
+            for _ in loader:
+                pass
+    return [str(w.message) for w in caught if "skipping video" in str(w.message)]
 
 
 @pytest.fixture()
@@ -32,9 +46,15 @@ def dataset(tmp_path):
 def test_other_footage_under_the_same_name_is_refused_unless_asked(dataset):
     write_video(dataset.videos / "v1.mp4", "mp4", "libx264", n=12, seed=7)  # same name, length and size
     with pytest.raises(ValueError, match=r"other content than the maps were made from: .*v1\.mp4 \(not the file"):
-        TorchVideoLoader(dataset.names, dataset.store, 1, **CLIP)
-    ld = TorchVideoLoader(dataset.names, dataset.store, 1, check_fingerprints=False, **CLIP)  # the opt-out
+        TorchVideoLoader(dataset.names, dataset.store, 1, **EAGER)
+    ld = TorchVideoLoader(dataset.names, dataset.store, 1, check_fingerprints=False, **EAGER)  # the opt-out
     assert len(list(ld)) == 3
+    lazy = TorchVideoLoader(dataset.names, dataset.store, 1, **CLIP)  # checked when first planned: refused by name
+    notes = skipped_notes(lazy)
+    assert len(notes) == 1 and notes[0].startswith(f"skipping video {dataset.videos / 'v1.mp4'}: the motion store "
+                                                   "does not match the videos"), notes
+    assert "v1.mp4 (not the file the maps were made from)" in notes[0]
+    assert lazy.num_replaced == 1 and list(lazy.failures) == [str(dataset.videos / "v1.mp4")]
 
 
 @pytest.mark.filterwarnings("ignore:.*have no fingerprint")  # the notice is checked once, below
@@ -48,11 +68,18 @@ def test_a_store_from_before_fingerprints_loads_with_a_notice(dataset):
 
     old = MotionStore(dataset.root / "store")
     with pytest.warns(UserWarning, match=r"^3 of 3 videos have no fingerprint .* checked by frame count and size only$"):
-        ld = TorchVideoLoader(dataset.names, old, 1, **CLIP)
+        ld = TorchVideoLoader(dataset.names, old, 1, **EAGER)
     assert len(list(ld)) == 3
+    lazy = TorchVideoLoader(dataset.names, old, 1, **CLIP)
+    with pytest.warns(UserWarning, match=r"^v\d\.mp4 and maybe other videos have no fingerprint .* checked by frame "
+                                         r"count and size only$") as told:
+        assert len(list(lazy)) == 3
+    assert len([w for w in told if "no fingerprint" in str(w.message)]) == 1  # once, not once per file
     write_video(dataset.videos / "v1.mp4", "mp4", "libx264", n=20, seed=7)  # the count check still runs
     with pytest.raises(ValueError, match=r"v1\.mp4 \(file 20 frames, store 12\)"):
-        TorchVideoLoader(dataset.names, old, 1, **CLIP)
+        TorchVideoLoader(dataset.names, old, 1, **EAGER)
+    notes = skipped_notes(TorchVideoLoader(dataset.names, old, 1, **CLIP))
+    assert len(notes) == 1 and "v1.mp4 (file 20 frames, store 12)" in notes[0], notes
 
 
 def test_transcoded_copies_are_checked_through_their_sources(dataset):
@@ -62,17 +89,19 @@ def test_transcoded_copies_are_checked_through_their_sources(dataset):
     transcode_dataset(dataset.videos, copies, codec="h264", gop=4, progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # vouched for by transcode_sources.json: no notice
-        TorchVideoLoader(dataset.names, dataset.store, 1, video_root=copies, **CLIP)
+        TorchVideoLoader(dataset.names, dataset.store, 1, video_root=copies, **EAGER)
     write_video(copies / "v2.mp4", "mp4", "libx264", n=12, seed=9)  # replaced after transcode
     with pytest.raises(ValueError, match=r"v2\.mp4 \(changed since `mcl-fast transcode` wrote it\)"):
-        TorchVideoLoader(dataset.names, dataset.store, 1, video_root=copies, **CLIP)
+        TorchVideoLoader(dataset.names, dataset.store, 1, video_root=copies, **EAGER)
     write_video(dataset.videos / "v2.mp4", "mp4", "libx264", n=12, seed=9)  # a new source, transcoded again
     transcode_dataset(dataset.videos, copies, codec="h264", gop=4, overwrite=True, progress=False)
     with pytest.raises(ValueError, match=r"v2\.mp4 \(transcoded from other footage than the store's v2\.mp4\)"):
-        TorchVideoLoader(dataset.names, dataset.store, 1, video_root=copies, **CLIP)
+        TorchVideoLoader(dataset.names, dataset.store, 1, video_root=copies, **EAGER)
+    notes = skipped_notes(TorchVideoLoader(dataset.names, dataset.store, 1, video_root=copies, **CLIP))
+    assert len(notes) == 1 and "v2.mp4 (transcoded from other footage than the store's v2.mp4)" in notes[0], notes
     (copies / "transcode_sources.json").unlink()  # copies of unknown origin: a notice, not an error
     with pytest.warns(UserWarning, match="3 of 3 videos have no fingerprint"):
-        TorchVideoLoader(dataset.names, dataset.store, 1, video_root=copies, **CLIP)
+        TorchVideoLoader(dataset.names, dataset.store, 1, video_root=copies, **EAGER)
 
 
 def test_messages_say_what_to_do(dataset):

@@ -30,7 +30,7 @@ def _calls_for(n: int) -> int:
     videos = [CountingName(f"v{i:06d}.mp4") for i in range(n)]
     store = FrameCounts({v: (10 if i % 4 == 0 else 100) for i, v in enumerate(videos)})  # a quarter dropped
     CountingName.calls = 0
-    kept, short, dropped = short_video_policy(videos, store, span=31, min_frames=33)
+    kept, short, dropped, _ = short_video_policy(videos, store, span=31, min_frames=33)
     assert len(dropped) == n // 4 and len(kept) == n - n // 4 and not short
     return CountingName.calls
 

@@ -18,12 +18,13 @@ import torch
 
 from .._checksum import digest
 from ..video_io import VideoError, first_frame_problem, probe
-from .checks import VideoPaths, check_files, check_keys, short_video_policy, uniform_scale
+from .checks import VideoPaths, check_files, check_keys, notice, short_video_policy, uniform_scale
 from .labels import resolve_labels
 from .options import LoaderOptions
 from .plan import MotionSampler, SamplePlan, check_sampling, epoch_order, num_batches
 from .._cache import LRU
 from .planner import Planner, default_layout
+from .video_rows import StoreVideos, store_rows
 from .views import WEAK, ViewSpec, resolve_views
 
 
@@ -142,27 +143,40 @@ class EpochSampler:
 
 class FileVerdicts:
     """What the loader knows about its files while planning: which failed and why (`failures`,
-    reported once each), which passed the first-frame check, and the sizes of resized copies.
-    The planner calls is_bad and file_size; they live here, apart from the loader, so that no
-    reference cycle runs through the loader (a dropped TorchVideoLoader stops its workers).
+    reported once each), which passed their checks, and the sizes of resized copies. The planner
+    calls is_bad and file_size; they live here, apart from the loader, so that no reference
+    cycle runs through the loader (a dropped TorchVideoLoader stops its workers).
 
-    With `checks` (the loader's verify): a file the construction check did not cover (another
-    rank's shard of the first epoch) is checked (checks.check_files) the first time this process
-    plans it; a file that fails is replaced like any bad file, reported once with the message
-    the construction check gives. The verdicts are LRU caches of VERDICT_CACHE_SIZE files.
+    With `checks` (verify "lazy" or "eager"): a file no check covered yet is checked
+    (checks.check_files: probe, fingerprint against the store's, frame count and size) the first
+    time this process plans it, just before decoding it; a file that fails is replaced like any
+    bad file, reported once with the message the construction check gives. first_frame: also
+    decode each file's first frame on first use (the DALI loader: a failure inside its pipeline
+    costs a rebuild; the torch loader's own decode replaces a failing file instead). The verdicts
+    are LRU caches of VERDICT_CACHE_SIZE files; a worker process starts with none (__getstate__).
     """
 
-    def __init__(self, store, paths, codecs, file_hw: dict, checks: dict | None):
+    def __init__(self, store, paths, codecs, file_hw: dict, checks: dict | None, first_frame: bool = False):
         self.store, self.paths, self.codecs = store, paths, codecs
         self.checks = checks  # check_files' options (video_root, fingerprints, nvdec), or None: not verified
         self.verified = checks is not None
+        self.first_frame = first_frame
         self.file_hw = LRU(VERDICT_CACHE_SIZE)  # video -> (H, W) of a resized file, or None: checked
         for video, hw in file_hw.items():
             self.file_hw.put(video, hw)
         self.failures: dict[str, str] = {}
-        self.good = LRU(VERDICT_CACHE_SIZE)  # files whose first frame decoded
+        self.good = LRU(VERDICT_CACHE_SIZE)  # files that passed is_bad
         self._video_of = LRU(VERDICT_CACHE_SIZE)  # file -> store key, of the files path_of handed out
         self._sources = None  # video_root's transcode records, read once for the lazy checks
+        self._told_unknown = False  # the notice about videos without a fingerprint was given
+
+    def __getstate__(self) -> dict:
+        # a DataLoader worker checks the files it opens itself: the verdicts of an eager check
+        # (one per file of the shard) do not travel in every worker's pickle
+        state = self.__dict__.copy()
+        state.update(file_hw=LRU(VERDICT_CACHE_SIZE), good=LRU(VERDICT_CACHE_SIZE),
+                     _video_of=LRU(VERDICT_CACHE_SIZE), _sources=None)
+        return state
 
     def path_of(self, video: str) -> str:
         """The file of `video` (the planner asks this before is_bad, which then knows the video)."""
@@ -172,15 +186,18 @@ class FileVerdicts:
 
     def file_size(self, video: str) -> tuple[int, int] | None:
         """(H, W) of `video`'s file when it differs from the store's source size (a resized
-        transcode under video_root), else None. Known from the checks with verify; otherwise
-        read from the container header the first time (cached). A different aspect
-        ratio raises ValueError naming the video."""
+        transcode under video_root), else None. The store's own file has the store's size (no
+        file opened); a file under video_root: known from its check with verify, otherwise read
+        from its container header the first time (cached). A different aspect ratio raises
+        ValueError naming the video."""
         known = self.file_hw.get(video, _UNKNOWN)
         if known is not _UNKNOWN:
             return known
         if self.verified:
             self._check(video)  # a verdict dropped from the cache: checked again
             return self.file_hw.get(video)
+        if getattr(self.paths, "root", None) is None:
+            return None  # the file the store's maps were made from: the store's size
         info, path = self.store.info(video), self.paths(video)
         src_hw = (int(info["height"]), int(info["width"]))
         try:
@@ -206,24 +223,31 @@ class FileVerdicts:
             from .transcode import read_sources
 
             self._sources = read_sources(o["video_root"]) if o["video_root"] is not None else {}
+        unknown: list[str] = []
         try:
             resized = check_files([video], self.store, self.paths, True, self.codecs, progress=False,
                                   video_root=o["video_root"], fingerprints=o["fingerprints"], nvdec=o["nvdec"],
-                                  notify=False, sources=self._sources)
+                                  notify=False, sources=self._sources, unknown=unknown)
         except ValueError as err:
             return str(err)
+        if unknown and not self._told_unknown:  # once per process, not once per file
+            self._told_unknown = True
+            notice(f"{unknown[0]} and maybe other videos have no fingerprint to check against the store (a store "
+                   "written before fingerprints, or files under video_root without transcode_sources.json): "
+                   "checked by frame count and size only")
         self.file_hw.put(video, resized.get(video))
         return None
 
     def is_bad(self, path: str) -> str | None:
-        """Reason `path` cannot be used, or None. Checked once per file: it opens, its codec is one
-        the decoder reads (else UnsupportedCodec: a setup error) and its first frame decodes."""
+        """Reason `path` cannot be used, or None. Checked once per file and process: its codec is
+        one the decoder reads (else UnsupportedCodec: a setup error), its check (with verify), its
+        first frame decodes (first_frame) and its stored maps match their checksums."""
         if path in self.good:
             return None
         if path in self.failures:
             return self.failures[path]
-        reason = (self._codec_problem(path) or self._unchecked_problem(path) or first_frame_problem(path)
-                  or self._store_problem(path))
+        reason = (self._codec_problem(path) or self._unchecked_problem(path)
+                  or (first_frame_problem(path) if self.first_frame else None) or self._store_problem(path))
         if reason is None:
             self.good.put(path, True)
             return None
@@ -282,6 +306,8 @@ class FileVerdicts:
 class LoaderBase:
     """Options (options.LoaderOptions), planner, epochs, sharding, failure reports, batch dicts."""
 
+    FIRST_FRAME_CHECK = False  # decode each file's first frame before planning it (FileVerdicts.first_frame)
+
     def __init__(self, videos, store, batch_size: int, options: LoaderOptions):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -313,11 +339,16 @@ class LoaderBase:
 
             min_frames = default_min_frames(self.store.window)
         self.min_frames = min_frames
-        self.videos, self.short_videos, self.dropped_videos = short_video_policy(
-            videos, self.store, self.layout.max_span, min_frames)
+        # the videos become store rows once (4 bytes each, video_rows): what every process holds and
+        # each DataLoader worker receives does not grow with the names
+        rows = store_rows(self.store, videos)
+        column = getattr(self.store, "column", None)
+        lengths = column("num_frames")[rows] if column is not None else None
+        _, self.short_videos, self.dropped_videos, keep = short_video_policy(
+            videos, self.store, self.layout.max_span, min_frames, lengths)
+        self.videos = StoreVideos(self.store, rows[keep])
         if labels is not None and self.dropped_videos:
-            dropped = set(self.dropped_videos)
-            labels = labels[[v not in dropped for v in videos]]
+            labels = labels[keep]
         self.labels = labels
         self._check_batches()
         first = self.layout.views[0]
@@ -347,24 +378,28 @@ class LoaderBase:
         self._skip = 0
 
     def _check_shard(self, o: LoaderOptions) -> FileVerdicts:
-        """Check the files of this shard's first epoch (checks.check_files: each file once between the
-        ranks, not every file on every rank) and return the verdicts, which check any other file
-        the first time it is planned. (H, W) of files whose size differs from the store's source
-        frames (resized transcodes) come from these checks; without verify they are probed lazily,
-        the first time a video is planned (file_size)."""
+        """The verdicts, which check each file (checks.check_files) the first time this process plans
+        it. With verify="eager" the files of this shard's first epoch are checked here, a failure
+        being an error (each file once between the ranks, not every file on every rank); by
+        default ("lazy") no file is opened at construction. (H, W) of files whose size differs
+        from the store's source frames (resized transcodes) come from these checks; without
+        verify they are probed lazily, the first time a video is planned (file_size)."""
+        nvdec = getattr(self, "nvdec", False)
+        first_frame = self.FIRST_FRAME_CHECK
+        if o.check_mode == "off":
+            return FileVerdicts(self.store, self.paths, self.codecs, {}, None, first_frame)
+        checks = {"video_root": o.video_root, "fingerprints": o.check_fingerprints, "nvdec": nvdec}
+        if o.check_mode == "lazy":
+            return FileVerdicts(self.store, self.paths, self.codecs, {}, checks, first_frame)
         positions, indices = epoch_order(len(self.videos), seed=self.seed, epoch=0, shard_id=self.shard_id,
                                          num_shards=self.num_shards, shuffle=self.shuffle, drop_last=self.drop_last)
         # positions past the videos pad the last shard with the first shard's videos (drop_last=False):
         # checked there, so that every file is checked once between the ranks
         shard = [self.videos[i] for i in np.unique(indices[positions < len(self.videos)])]
-        nvdec = getattr(self, "nvdec", False)
-        file_hw = check_files(shard, self.store, self.paths, o.verify, self.codecs, video_root=o.video_root,
+        file_hw = check_files(shard, self.store, self.paths, True, self.codecs, video_root=o.video_root,
                               fingerprints=o.check_fingerprints, nvdec=nvdec)
-        if not o.verify:
-            return FileVerdicts(self.store, self.paths, self.codecs, {}, None)
         checked = {v: file_hw.get(v) for v in shard}
-        return FileVerdicts(self.store, self.paths, self.codecs, checked,
-                            {"video_root": o.video_root, "fingerprints": o.check_fingerprints, "nvdec": nvdec})
+        return FileVerdicts(self.store, self.paths, self.codecs, checked, checks, first_frame)
 
     def _official_sampler(self, o: LoaderOptions):
         """The release's sampler (official.OfficialSampler), after checking what the preset fixes."""

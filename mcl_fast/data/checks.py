@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 from ..video_io import TRUNCATION_TOLERANCE, VIDEO_EXTENSIONS, VideoError, file_fingerprint, probe
 from .transcode import confined_relpath, read_sources
 from .nvdec import FIX_HINT as NVDEC_FIX_HINT, nvdec_size_problem
@@ -97,10 +99,12 @@ def check_keys(videos: Sequence[str], store) -> None:
     instead of a key, or a video never prepared."""
     if len(videos) == 0:
         raise ValueError("the video list is empty")
-    known = set(store.videos)
-    missing = [v for v in videos if v not in known]
+    # the store's own lookup where it has one (no set of every name built per loader)
+    contains = store.__contains__ if hasattr(type(store), "__contains__") else set(store.videos).__contains__
+    missing = [v for v in videos if not contains(v)]
     if not missing:
         return
+    known = set(store.videos)  # only to explain the missing ones
     where = getattr(store, "path", store)
     rejected = {e["path"]: e["reason"] for e in getattr(store, "errors", [])}
     root = str(getattr(store, "root", ""))
@@ -259,7 +263,8 @@ def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], veri
 
 def check_files(videos: Sequence[str], store, paths: Callable[[str], str], verify: bool, codecs=None,
                 progress: bool | None = None, video_root=None, fingerprints: bool = True,
-                nvdec: bool = False, notify: bool = True, sources: dict | None = None) -> dict:
+                nvdec: bool = False, notify: bool = True, sources: dict | None = None,
+                unknown: list | None = None) -> dict:
     """Check of store keys' files; raises ValueError naming videos.
 
     Always: the file exists. With verify: the file's
@@ -270,10 +275,11 @@ def check_files(videos: Sequence[str], store, paths: Callable[[str], str], verif
     uniformly scaled (a `--short-side` transcode); another aspect ratio is an error; with nvdec
     (device="gpu"), its frames are not below NVDEC's minimum size for its codec (data.nvdec). Files
     are checked by a bounded thread pool (scan_files). Returns {video: (H, W)} of the files whose size
-    differs from the store's (their boxes are scaled to file pixels).
+    differs from the store's (their boxes are scaled to file pixels). unknown: a list that gets
+    the videos whose fingerprint could not be compared (for a caller that says so itself).
 
-    The loaders call it on their shard of the first epoch at construction and on one file at a
-    time when a later epoch first plans it (FileVerdicts): each file is checked where it is read.
+    The loaders call it on one file at a time when this process first plans it (base.FileVerdicts),
+    and with verify="eager" on their shard of the first epoch at construction.
     """
     files = [paths(v) for v in videos]
     scanned = scan_files(files, verify, progress, fingerprints=verify and fingerprints)
@@ -283,9 +289,11 @@ def check_files(videos: Sequence[str], store, paths: Callable[[str], str], verif
     if not verify:
         return {}
     if fingerprints:
-        unknown = check_fingerprints(videos, files, scanned, store, video_root, sources)
-        if unknown and notify:
-            notice(f"{len(unknown)} of {len(videos)} videos have no fingerprint to check against the store (a store "
+        unchecked = check_fingerprints(videos, files, scanned, store, video_root, sources)
+        if unknown is not None:
+            unknown.extend(unchecked)
+        if unchecked and notify:
+            notice(f"{len(unchecked)} of {len(videos)} videos have no fingerprint to check against the store (a store "
                    "written before fingerprints, or files under video_root without transcode_sources.json): "
                    "checked by frame count and size only")
     mismatched, wrong_codec, wrong_shape, resized, too_small = [], [], [], {}, []
@@ -329,15 +337,20 @@ def check_files(videos: Sequence[str], store, paths: Callable[[str], str], verif
 # ---------------------------------------------------------------------------- short videos
 
 
-def short_video_policy(videos: Sequence[str], store, span: int, min_frames: int | None):
-    """(kept, short, dropped) lists of videos. A video shorter than a clip's `span` frames is
-    kept and padded by repeating its last frame (listed in `short`); with min_frames, videos
-    shorter than min_frames frames are dropped instead (listed in `dropped`). Says so once."""
-    length = {v: int(store.info(v)["num_frames"]) for v in videos}
-    keep = [min_frames is None or length[v] >= min_frames for v in videos]  # one pass: linear in the videos
-    dropped = [v for v, k in zip(videos, keep) if not k]
-    kept = [v for v, k in zip(videos, keep) if k]
-    short = [v for v in kept if length[v] < span]
+def short_video_policy(videos: Sequence[str], store, span: int, min_frames: int | None, lengths=None):
+    """(kept, short, dropped) lists of videos and the (N,) bool mask of the kept. A video shorter
+    than a clip's `span` frames is kept and padded by repeating its last frame (listed in `short`);
+    with min_frames, videos shorter than min_frames frames are dropped instead (listed in
+    `dropped`). Says so once. lengths: (N,) frame counts of `videos` when the caller has them
+    (the store's num_frames column), else read from store.info."""
+    if lengths is None:
+        lengths = [int(store.info(v)["num_frames"]) for v in videos]
+    length = np.asarray(lengths, np.int64)
+    keep = np.ones(len(videos), bool) if min_frames is None else length >= min_frames  # array ops: linear
+    short_mask = keep & (length < span)
+    dropped = [videos[i] for i in np.flatnonzero(~keep)]
+    short = [videos[i] for i in np.flatnonzero(short_mask)]
+    kept = [videos[i] for i in np.flatnonzero(keep)]
     if dropped:
         notice(f"dropped {len(dropped)} of {len(videos)} videos shorter than min_frames={min_frames} frames "
                "(listed in loader.dropped_videos)")
@@ -346,4 +359,4 @@ def short_video_policy(videos: Sequence[str], store, span: int, min_frames: int 
                "repeats to fill it (listed in loader.short_videos; min_frames=N drops videos under N frames)")
     if not kept:
         raise ValueError(f"min_frames={min_frames} drops all {len(videos)} videos")
-    return kept, short, dropped
+    return kept, short, dropped, keep

@@ -52,17 +52,17 @@ class MotionFocusedLoader(LoaderBase):
       drop_last (default True), return_meta, batch_transform, video_root, verify,
       check_fingerprints, min_frames.
 
-    verify (default True): at construction, check each file against the store
-    (checks.check_videos): its content fingerprint is the one the maps were made from
+    verify (default "lazy"): check each file against the store the first time this process plans
+    it, a failing file being replaced and reported by name; "eager" (or True): the files of this
+    rank's first-epoch shard at construction, a failure being an error (checks.check_files): its content fingerprint is the one the maps were made from
     (check_fingerprints=False opts out: use files that changed since), its frame count (where the
     container declares one) and frame size agree, on the CPU its codec is one DALI's CPU decoder
     reads, and on the GPU its stream is one NVDEC decodes (video_io.nvdec_support: codec, profile,
-    chroma format, bit depth, size; a second header read per file). It opens every file's header
-    and reads three 64 KiB ranges of it (checks.PROBE_THREADS threads, a progress bar past
-    checks.PROGRESS_MIN videos): seconds for UCF101 on a local disk, much longer for ~1M files on
-    a network file system; every rank does it, so verify once (e.g. on rank 0, or in a smoke run)
-    and pass verify=False elsewhere: sizes are then read lazily, the first time each video is
-    planned, and a file NVDEC cannot decode is replaced when DALI first fails on it.
+    chroma format, bit depth, size; a second header read per file, eager only). It opens the
+    file's header and reads three 64 KiB ranges of it (~1 ms a file; eager: checks.PROBE_THREADS
+    threads, a progress bar past checks.PROGRESS_MIN videos). verify=False: sizes are read lazily,
+    the first time each video is planned, and a file NVDEC cannot decode is replaced when DALI
+    first fails on it. This loader also decodes each file's first frame before it first plans it.
     min_frames: videos shorter than a clip ((clip_len - 1) * stride + 1 frames) are kept and their
     last frame repeats (counted in one notice, listed in `short_videos`); min_frames=N drops the
     videos shorter than N frames instead (listed in `dropped_videos`; `videos` and `index` then
@@ -70,6 +70,7 @@ class MotionFocusedLoader(LoaderBase):
     """
 
     OWN_OPTIONS = ("device", "num_threads", "prefetch", "device_id")
+    FIRST_FRAME_CHECK = True  # a file failing inside the DALI pipeline costs a rebuild: found before
 
     def __init__(self, videos, store, batch_size: int, *, device: str = "cuda", num_threads: int = 4,
                  prefetch: int = 2, device_id: int | None = None, **options):
@@ -84,7 +85,7 @@ class MotionFocusedLoader(LoaderBase):
         self.nvdec = device == "gpu"  # the file scan checks NVDEC's minimum frame sizes
         super().__init__(videos, store, batch_size,
                          LoaderOptions.from_kwargs("MotionFocusedLoader", options, self.OWN_OPTIONS))
-        if self.nvdec and self.options.verify:  # NVDEC's formats (codec, profile, chroma, bit depth): named now
+        if self.nvdec and self.options.check_mode == "eager":  # NVDEC's formats (codec, profile, chroma, bit depth): named now
             refuse_unsupported([self.paths(v) for v in self.videos], "MotionFocusedLoader(device='gpu')",
                                PROBE_THREADS)
         self.device, self.num_threads, self.prefetch, self.device_id = device, int(num_threads), int(prefetch), device_id

@@ -17,6 +17,8 @@ from .views import ViewSpec
 
 VIEW_PRESETS = ("pair", "clip")  # views= by name: the MoCo query/key pair (default), one clip (masked modelling)
 
+VERIFY_MODES = ("lazy", "eager", True, False)  # verify=: checks at first open, at construction (True), none
+
 # Options users bring from torch's DataLoader / DistributedSampler habits, and what to use instead.
 MISNAMED = {"sampler": "the loaders order and shard each epoch themselves (loader.sampler is that epoch sampler: "
                        "set_epoch, len, iteration); the clip sampler is clip_sampler=",
@@ -70,8 +72,13 @@ class LoaderOptions:
       (MotionFocusedLoader, tensors on its device); e.g. masking.MotionTubeMask.
     return_meta: add the decoded frame indices, crop boxes (in the decoded file's pixels) and flips.
     video_root: read the files from here instead of the store's root (a transcoded copy).
-    verify, check_fingerprints, min_frames: the construction checks (checks.check_videos) and the
-      short-video policy (checks.short_video_policy), see the loaders' docstrings.
+    verify: when each file is checked against the store (checks.check_files: it exists, its
+      fingerprint is the one the maps were made from, its frame count and size agree): "lazy"
+      (the default) the first time this process opens it for decoding, a failing file replaced
+      and reported by name; "eager" (or True) the files of this rank's first-epoch shard at
+      construction, a failure being an error there (others lazily); False not at all.
+    check_fingerprints, min_frames: the fingerprint part of those checks, and the short-video
+      policy (checks.short_video_policy), see the loaders' docstrings.
     """
 
     clip_len: int = 16
@@ -96,7 +103,7 @@ class LoaderOptions:
     drop_last: bool = True
     shuffle: bool = True
     video_root: object = None
-    verify: bool = True
+    verify: bool | str = "lazy"
     check_fingerprints: bool = True
     min_frames: int | None = None
     output: OutputFormat = field(init=False, repr=False, compare=False, default=None)
@@ -131,6 +138,8 @@ class LoaderOptions:
             if len(motion_size) != 3 or min(motion_size) < 1:
                 raise ValueError(f"motion_size must be (T', H', W') of positive ints, got {self.motion_size}")
             object.__setattr__(self, "motion_size", motion_size)
+        if self.verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {', '.join(map(repr, VERIFY_MODES))}, got {self.verify!r}")
         if self.min_frames is not None and int(self.min_frames) < 1:
             raise ValueError(f"min_frames must be >= 1, got {self.min_frames}")
         object.__setattr__(self, "output", OutputFormat(self.normalize, self.dtype, self.layout))
@@ -146,6 +155,11 @@ class LoaderOptions:
             valid = ", ".join(sorted(names | {"videos", "store", "batch_size", *own}))
             raise TypeError(f"{owner} got unexpected option(s) {', '.join(unknown)}{hints}; it accepts: {valid}")
         return cls(**kwargs)
+
+    @property
+    def check_mode(self) -> str:
+        """"eager", "lazy" or "off": verify= as one word (True is "eager")."""
+        return {True: "eager", False: "off"}.get(self.verify, self.verify)
 
     def replace(self, **changes) -> "LoaderOptions":
         return dataclasses.replace(self, **changes)

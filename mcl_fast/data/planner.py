@@ -23,6 +23,7 @@ from .batchplan import SampleStreams, adaptive_avg_pool, color_affines, uniform_
 from .plan import (CONTRAST_CENTER, Choice, Clips, MotionSampler, SamplePlan, ViewAug, ViewPlan,
                    cells_per_pixel, crop_motion, draw_view_aug, jitter_ranges, sample_rng, scale_box,
                    validate_clips)
+from .video_rows import StoreVideos
 from .views import NONE, ResolvedView, ViewLayout, default_views, resolve_views
 
 _IDENTITY = ViewAug()
@@ -95,7 +96,8 @@ class Planner:
                  is_bad: Callable[[str], str | None] | None = None,
                  path_of: Callable[[str], str] | None = None,
                  file_hw: Callable[[str], tuple[int, int] | None] | None = None):
-        self.store, self.videos = store, list(videos)
+        # the loader's StoreVideos as they are (store rows, not a copy of the names); else a list
+        self.store, self.videos = store, (videos if isinstance(videos, StoreVideos) else list(videos))
         self.clip_len, self.size, self.sampler, self.augment = int(clip_len), int(size), sampler, bool(augment)
         self.layout = layout if layout is not None else default_layout(sampler, clip_len=clip_len, size=size)
         if not self.augment:
