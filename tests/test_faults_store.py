@@ -91,12 +91,12 @@ def flip_bytes(store_path, video: str, count: int = 20) -> None:
 def test_an_older_index_restored_is_refused_not_cut_and_repair_keeps_the_bytes(videos, tmp_path):
     store = tmp_path / "store"
     assert cli("prepare", "--videos", videos / "a.mp4", "--root", videos, "--out", store, *SETTINGS).returncode == 0
-    older = (store / INDEX).read_bytes()  # the backup: a.mp4 only
+    older = backup_index(store, tmp_path / "older")  # the backup: a.mp4 only
     assert cli("prepare", "--videos", videos, "--out", store, *SETTINGS).returncode == 0
-    newer = (store / INDEX).read_bytes()
+    newer = backup_index(store, tmp_path / "newer")
     shard = store / shard_name(0)
     before_md5, before_size = md5(shard), shard.stat().st_size
-    (store / INDEX).write_bytes(older)  # restored from the backup
+    restore_index(older, store)  # restored from the backup
 
     refused = cli("prepare", "--videos", videos, "--out", store, *SETTINGS)
     assert refused.returncode == 2, refused.stderr
@@ -106,7 +106,7 @@ def test_an_older_index_restored_is_refused_not_cut_and_repair_keeps_the_bytes(v
     assert "2 complete block(s)" in refused.stderr and "--repair" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert md5(shard) == before_md5  # not one byte cut (the old code truncated the shard to a.mp4's bytes)
-    assert (store / INDEX).read_bytes() == older  # nothing else changed either
+    assert (store / INDEX).read_bytes() == (older / INDEX).read_bytes()  # nothing else changed either
 
     repaired = cli("prepare", "--videos", videos, "--out", store, *SETTINGS, "--repair")
     assert repaired.returncode == 0, repaired.stderr
@@ -115,10 +115,39 @@ def test_an_older_index_restored_is_refused_not_cut_and_repair_keeps_the_bytes(v
     assert_like_a_fresh_prepare(store, videos, tmp_path)
     assert cli("prepare", "--videos", videos, "--out", store, *SETTINGS).returncode == 0  # settled: no refusal again
     # the kept bytes are the newer index's videos, intact: restoring that index reads them again
-    (store / INDEX).write_bytes(newer)
+    restore_index(newer, store)
     newer_store = MotionStore(store)
     for v in NAMES:
         newer_store.check(v)
+
+
+def backup_index(store: Path, backup: Path) -> Path:
+    """Copy the store's index (index.json and the column folder it names) into `backup`."""
+    backup.mkdir()
+    shutil.copy2(store / INDEX, backup / INDEX)
+    columns = json.loads((store / INDEX).read_text())["columns"]
+    shutil.copytree(store / columns, backup / columns)
+    return backup
+
+
+def restore_index(backup: Path, store: Path) -> None:
+    for p in backup.iterdir():
+        if p.is_dir():
+            shutil.rmtree(store / p.name, ignore_errors=True)
+            shutil.copytree(p, store / p.name)
+    shutil.copy2(backup / INDEX, store / INDEX)
+
+
+def to_legacy_index(folder: Path) -> dict:
+    """Rewrite a store's index in the layout written before the columnar index (one JSON entry
+    per video, version 1 / 2) and return it: what stores written by earlier versions hold."""
+    store = MotionStore(folder, verify=False)
+    header = json.loads((folder / INDEX).read_text())
+    index = {k: v for k, v in header.items() if k not in ("generation", "columns", "count", "files", "extents")}
+    index.update(version=2 if store.official else 1, videos={n: store.info(n) for n in store.names})
+    (folder / INDEX).write_text(json.dumps(index))
+    shutil.rmtree(folder / header["columns"])
+    return index
 
 
 def _maps_bytes(store, video) -> int:
@@ -296,9 +325,11 @@ def test_store_files_take_the_umasks_mode(videos, tmp_path, umask, mode):
     store = tmp_path / "store"
     result = cli("prepare", "--videos", videos, "--out", store, *SETTINGS, umask=umask)
     assert result.returncode == 0, result.stderr
-    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in store.iterdir()}
-    assert {"index.json", "errors.json", "shard-00000.bin", ".lock"} <= set(modes)
+    columns = json.loads((store / INDEX).read_text())["columns"]
+    modes = {str(p.relative_to(store)): stat.S_IMODE(p.stat().st_mode) for p in store.rglob("*") if p.is_file()}
+    assert {"index.json", "errors.json", "shard-00000.bin", ".lock", f"{columns}/entries.npy"} <= set(modes)
     assert modes == dict.fromkeys(modes, mode), modes  # the old code: index.json and errors.json 0600
+    assert stat.S_IMODE((store / columns).stat().st_mode) == 0o777 & ~umask
 
 
 # ------------------------------------------------------------------- finding 13: clean failure
@@ -363,7 +394,7 @@ def test_an_entry_out_of_range_is_refused_at_open_naming_video_and_field(tmp_pat
         for name in ("a.mp4", "b.mp4"):
             w.add(name, VideoMaps.from_maps(np.ones((3, 4, 5), np.float32), fps=25, height=48, width=64))
         w.compact()
-    index = json.loads((folder / INDEX).read_text())
+    index = to_legacy_index(folder)  # a hand-edited or damaged JSON index (the columns are checksummed)
     if value is None:
         del index["videos"]["b.mp4"][field]
     else:

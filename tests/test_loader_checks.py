@@ -4,7 +4,6 @@ checks the shard at construction (errors); the default checks each file when fir
 (the same message, in a one-line note, and the file replaced)."""
 from __future__ import annotations
 
-import json
 import shutil
 import warnings
 from types import SimpleNamespace
@@ -59,14 +58,16 @@ def test_other_footage_under_the_same_name_is_refused_unless_asked(dataset):
 
 @pytest.mark.filterwarnings("ignore:.*have no fingerprint")  # the notice is checked once, below
 def test_a_store_from_before_fingerprints_loads_with_a_notice(dataset):
-    index_path = dataset.root / "store" / "index.json"
-    index = json.loads(index_path.read_text())
-    for entry in index["videos"].values():
-        del entry["fingerprint"]
-    index_path.write_text(json.dumps(index))
-    from mcl_fast.motion.store import MotionStore
+    from mcl_fast.motion.store import MotionStore, StoreWriter, VideoMaps
 
-    old = MotionStore(dataset.root / "store")
+    # the same maps in a store whose entries have no fingerprint, as a store written before them
+    with StoreWriter(dataset.root / "old_store", root=dataset.videos, flow="farneback", size=32) as writer:
+        for v in dataset.names:
+            info = dataset.store.info(v)
+            writer.add(v, VideoMaps.from_maps(dataset.store.read(v), fps=info["fps"], height=info["height"],
+                                              width=info["width"]))
+    old = MotionStore(dataset.root / "old_store")
+    assert all(old.fingerprint(v) is None for v in dataset.names)
     with pytest.warns(UserWarning, match=r"^3 of 3 videos have no fingerprint .* checked by frame count and size only$"):
         ld = TorchVideoLoader(dataset.names, old, 1, **EAGER)
     assert len(list(ld)) == 3

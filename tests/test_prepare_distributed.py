@@ -213,7 +213,7 @@ def test_rank_writers_fold_into_one_index_and_a_dead_ranks_bytes_are_cut(tmp_pat
         r.add("d.mp4", _maps(2, 5))
     with StoreWriter(store, **settings) as w:
         assert "d.mp4" in w.videos and not list(store.glob(PART_JOURNAL_GLOB))
-        assert json.loads((store / "index.json").read_text())["videos"]["d.mp4"]["shard"] == first
+        assert MotionStore(store).info("d.mp4")["shard"] == first
     with pytest.raises(StoreError, match="not a motion store yet"):
         PartWriter(tmp_path / "none", rank=0, world=1, first_shard=0, **settings)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mcl_fast._checksum import digest
-from mcl_fast.motion.store import (ERRORS, HEADER_BYTES, INDEX, JOURNAL, MotionStore, StoreError, StoreWriter,
-                                   VideoMaps, dequantize, quantize_maps, shard_name)
+from mcl_fast.motion.store import (ERRORS, HEADER_BYTES, INDEX, JOURNAL, OFFICIAL_VERSION, PAPER_VERSION, MotionStore,
+                                   StoreError, StoreWriter, VideoMaps, dequantize, quantize_maps, shard_name)
 
 
 def random_maps(rng, n=None, h=None, w=None, peak=None) -> np.ndarray:
@@ -72,7 +72,8 @@ def test_round_trip_many_videos_over_several_shards(tmp_path):
     files = sorted(os.listdir(tmp_path / "store"))
     shards = [f for f in files if f.startswith("shard-")]
     assert len(shards) >= 5, files  # rolled past shard_bytes
-    assert set(files) == {INDEX, ERRORS, ".lock", *shards}  # no journal after compaction, nothing per video
+    columns = json.loads((tmp_path / "store" / INDEX).read_text())["columns"]  # the index's column files
+    assert set(files) == {INDEX, ERRORS, ".lock", columns, *shards}  # no journal after compaction, nothing per video
 
     store = MotionStore(tmp_path / "store")
     assert store.videos == sorted(originals) and len(store) == 40
@@ -131,11 +132,12 @@ def test_index_is_versioned_json_with_the_documented_fields(tmp_path):
         w.compact()
     index = json.loads((tmp_path / "s" / INDEX).read_text())
     assert {k: index[k] for k in ("format", "version", "flow", "size", "map_downsample", "map_dtype")} == {
-        "format": "mcl_fast.motion_store", "version": 1, "flow": "farneback", "size": 64, "map_downsample": 4,
-        "map_dtype": "uint8"}
-    assert index["root"] == str(tmp_path)
+        "format": "mcl_fast.motion_store", "version": PAPER_VERSION, "flow": "farneback", "size": 64,
+        "map_downsample": 4, "map_dtype": "uint8"}
+    assert index["root"] == str(tmp_path) and index["count"] == 1
+    assert sorted(index["files"]) == sorted(os.listdir(tmp_path / "s" / index["columns"]))
     q = np.full((3, 4, 5), 255, np.uint8)  # the maps quantised on their own scale (2.0)
-    assert index["videos"]["a/b.webm"] == {"num_frames": 3, "fps": 29.97, "height": 144, "width": 176,
+    assert MotionStore(tmp_path / "s").info("a/b.webm") == {"num_frames": 3, "fps": 29.97, "height": 144, "width": 176,
                                            "map_height": 4, "map_width": 5, "shard": 0, "offset": HEADER_BYTES,
                                            "scale": 2.0, "checksum": digest(q)}
     assert json.loads((tmp_path / "s" / ERRORS).read_text()) == [{"path": "bad.mp4", "reason": "empty file (0 bytes)"}]
@@ -153,7 +155,7 @@ def test_journal_is_read_before_compaction(tmp_path):
     for rel, m in maps.items():
         w.add(rel, video_maps(m))
     w.add_error("x.mp4", "file not found")
-    assert json.loads((tmp_path / "s" / INDEX).read_text())["videos"] == {}  # O(1) writes: index untouched
+    assert json.loads((tmp_path / "s" / INDEX).read_text())["count"] == 0  # O(1) writes: index untouched
     store = MotionStore(tmp_path / "s")
     assert store.videos == sorted(maps)
     assert store.errors == [{"path": "x.mp4", "reason": "file not found"}]
@@ -290,7 +292,7 @@ def test_reader_refuses_newer_versions_and_foreign_files(tmp_path):
         w.add("a.mp4", video_maps(np.ones((2, 3, 3), np.float32)))
         w.compact()
     index = json.loads((folder / INDEX).read_text())
-    (folder / INDEX).write_text(json.dumps({**index, "version": 2}))
+    (folder / INDEX).write_text(json.dumps({**index, "version": PAPER_VERSION + 1}))
     with pytest.raises(StoreError, match="newer"):
         MotionStore(folder)
     with pytest.raises(StoreError, match="newer"):
@@ -356,10 +358,12 @@ def test_official_round_trip_over_several_shards_of_each_kind(tmp_path):
     files = sorted(os.listdir(tmp_path / "s"))
     kinds = {prefix: [f for f in files if f.startswith(prefix + "-")] for prefix in ("shard", "flows", "mags")}
     assert len(kinds["flows"]) >= 4 and len(kinds["shard"]) >= 2 and kinds["mags"], files
-    assert set(files) == {INDEX, ERRORS, ".lock", *kinds["shard"], *kinds["flows"], *kinds["mags"]}
+    columns = json.loads((tmp_path / "s" / INDEX).read_text())["columns"]
+    assert set(files) == {INDEX, ERRORS, ".lock", columns, *kinds["shard"], *kinds["flows"], *kinds["mags"]}
     index = json.loads((tmp_path / "s" / INDEX).read_text())
     assert {k: index[k] for k in ("version", "maps", "window", "map_grid", "clip_flows", "map_downsample")} == {
-        "version": 2, "maps": "official", "window": 8, "map_grid": 7, "clip_flows": 32, "map_downsample": None}
+        "version": OFFICIAL_VERSION, "maps": "official", "window": 8, "map_grid": 7, "clip_flows": 32,
+        "map_downsample": None}
     store = MotionStore(tmp_path / "s")
     assert store.official and (store.window, store.map_grid, store.clip_flows, store.map_downsample) == (8, 7, 32, None)
     assert store.videos == sorted(videos)
@@ -468,8 +472,8 @@ def test_reader_checks_official_versions(tmp_path):
         w.add("a.mp4", official_maps(rng, n=3))
         w.compact()
     index = json.loads((folder / INDEX).read_text())
-    (folder / INDEX).write_text(json.dumps({**index, "version": 3}))
-    with pytest.raises(StoreError, match="version 3 is newer.*version 2 for official"):
+    (folder / INDEX).write_text(json.dumps({**index, "version": 5}))
+    with pytest.raises(StoreError, match="version 5 is newer.*version 4 for official"):
         MotionStore(folder)
     (folder / INDEX).write_text(json.dumps({**index, "version": 1}))
     with pytest.raises(StoreError, match="needs version 2"):

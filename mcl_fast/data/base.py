@@ -344,10 +344,11 @@ class LoaderBase:
         rows = store_rows(self.store, videos)
         column = getattr(self.store, "column", None)
         lengths = column("num_frames")[rows] if column is not None else None
-        _, self.short_videos, self.dropped_videos, keep = short_video_policy(
-            videos, self.store, self.layout.max_span, min_frames, lengths)
+        keep, short = short_video_policy(videos, self.store, self.layout.max_span, min_frames, lengths)
         self.videos = StoreVideos(self.store, rows[keep])
-        if labels is not None and self.dropped_videos:
+        self.short_videos = StoreVideos(self.store, rows[short])
+        self.dropped_videos = StoreVideos(self.store, rows[~keep])
+        if labels is not None and not keep.all():
             labels = labels[keep]
         self.labels = labels
         self._check_batches()

@@ -337,26 +337,25 @@ def check_files(videos: Sequence[str], store, paths: Callable[[str], str], verif
 # ---------------------------------------------------------------------------- short videos
 
 
-def short_video_policy(videos: Sequence[str], store, span: int, min_frames: int | None, lengths=None):
-    """(kept, short, dropped) lists of videos and the (N,) bool mask of the kept. A video shorter
-    than a clip's `span` frames is kept and padded by repeating its last frame (listed in `short`);
-    with min_frames, videos shorter than min_frames frames are dropped instead (listed in
-    `dropped`). Says so once. lengths: (N,) frame counts of `videos` when the caller has them
-    (the store's num_frames column), else read from store.info."""
+def short_video_policy(videos: Sequence[str], store, span: int, min_frames: int | None,
+                       lengths=None) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, short): (N,) bool masks over `videos`. A video shorter than a clip's `span` frames is
+    kept and padded by repeating its last frame (`short`); with min_frames, videos shorter than
+    min_frames frames are dropped instead (not in `keep`). Says so once. lengths: (N,) frame
+    counts of `videos` when the caller has them (the store's num_frames column), else read from
+    store.info. Array operations only: linear in the videos."""
     if lengths is None:
         lengths = [int(store.info(v)["num_frames"]) for v in videos]
     length = np.asarray(lengths, np.int64)
-    keep = np.ones(len(videos), bool) if min_frames is None else length >= min_frames  # array ops: linear
-    short_mask = keep & (length < span)
-    dropped = [videos[i] for i in np.flatnonzero(~keep)]
-    short = [videos[i] for i in np.flatnonzero(short_mask)]
-    kept = [videos[i] for i in np.flatnonzero(keep)]
+    keep = np.ones(len(length), bool) if min_frames is None else length >= min_frames
+    short = keep & (length < span)
+    kept, dropped, shorter = int(keep.sum()), int(len(keep) - keep.sum()), int(short.sum())
     if dropped:
-        notice(f"dropped {len(dropped)} of {len(videos)} videos shorter than min_frames={min_frames} frames "
+        notice(f"dropped {dropped} of {len(videos)} videos shorter than min_frames={min_frames} frames "
                "(listed in loader.dropped_videos)")
-    if short:
-        notice(f"{len(short)} of {len(kept)} videos are shorter than a clip ({span} frames): their last frame "
+    if shorter:
+        notice(f"{shorter} of {kept} videos are shorter than a clip ({span} frames): their last frame "
                "repeats to fill it (listed in loader.short_videos; min_frames=N drops videos under N frames)")
     if not kept:
         raise ValueError(f"min_frames={min_frames} drops all {len(videos)} videos")
-    return kept, short, dropped, keep
+    return keep, short

@@ -32,6 +32,9 @@ _IDENTITY = ViewAug()
 # every video of the dataset over a long run, so an unbounded cache grows with the dataset times
 # the processes. A dropped entry is recomputed from the store when its video comes back.
 VIDEO_CACHE_SIZE = 16384  # videos whose store fields and hot clip starts a planner keeps (~1-30 KB each)
+# Frames of a quantised video's maps made float32 at a time for its T-motion: the clip scores of a
+# 12,000-frame video then need 256 frames' float32 maps (~3 MB at 56x56), not all of them (~150 MB).
+MOTION_T_CHUNK = 256
 
 
 def default_layout(sampler, *, clip_len: int, size: int) -> ViewLayout:
@@ -183,11 +186,25 @@ class Planner:
         entry.set_map_hw(maps.shape[1:])
         return maps
 
+    def _motion_t(self, video: str, entry: _VideoInfo) -> np.ndarray:
+        """(N,) float32 T-motion of the video's dequantised maps, bit for bit MotionSampler.motion_t of
+        them (each frame's mean is its own reduction), converting MOTION_T_CHUNK frames to float32 at
+        a time from the store's memory-mapped uint8 maps."""
+        if entry.level is None:
+            return MotionSampler.motion_t(self._maps(video, entry))
+        q = np.asarray(self.store.read_quantized(video))
+        entry.set_map_hw(q.shape[1:])
+        out = np.empty(len(q), np.float32)
+        for at in range(0, len(q), MOTION_T_CHUNK):
+            part = np.multiply(q[at:at + MOTION_T_CHUNK], entry.level, dtype=np.float32)  # dequantize()
+            out[at:at + len(part)] = MotionSampler.motion_t(part)
+        return out
+
     def _hot_starts(self, video: str, entry: _VideoInfo, clip_len: int, stride: int, score=None):
         key = (video, clip_len, stride)
         found = self._hot.get(key)
         if found is None:
-            m_t = MotionSampler.motion_t(self._maps(video, entry))
+            m_t = self._motion_t(video, entry)
             starts, scores = score([m_t])[0] if score is not None else reference.clip_scores(m_t, clip_len, stride)
             scores = np.asarray(scores)
             hot = np.asarray(starts)[scores > np.median(scores)]
@@ -258,7 +275,7 @@ class Planner:
                 else:
                     self._hot_starts(video, entry, clip_len, stride)
         if missing:
-            m_ts = [MotionSampler.motion_t(self._maps(names[i], entries[i])) for i in missing]
+            m_ts = [self._motion_t(names[i], entries[i]) for i in missing]
             for i, (starts, scores) in zip(missing, score(m_ts)):
                 key = (names[i], sampler.clip_len, sampler.stride)
                 if key not in self._hot:

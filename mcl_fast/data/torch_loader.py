@@ -406,6 +406,8 @@ class TorchVideoLoader(LoaderBase):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_data"] = None  # workers do not carry the DataLoader (and its worker handles)
+        if self.options.labels is not None:  # resolved into self.labels: not a second per-video copy
+            state["options"] = self.options.replace(labels=None)
         return state
 
 

@@ -8,6 +8,7 @@ torchrun. The format and the crash-safety rules are in docs/store.md.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -21,9 +22,13 @@ from .._checksum import digest, matches
 from .._io import FolderBusy, atomic_write_json, fsync_path, lock_folder
 from ..video_io import target_size
 from .ranks import part_name
+from .store_index import ColumnError, ColumnIndex, Names, generation_folder, remove_other_generations
+
+log = logging.getLogger(__name__)
 
 FORMAT = "mcl_fast.motion_store"
-PAPER_VERSION, OFFICIAL_VERSION = 1, 2  # the newest version this module reads of each kind of store
+PAPER_VERSION, OFFICIAL_VERSION = 3, 4  # the newest version of each kind of store: columnar index (store_index)
+LEGACY_VERSIONS = {"paper": 1, "official": 2}  # index.json with one JSON entry per video: read, converted by writers
 MAPS_KINDS = ("paper", "official")
 INDEX = "index.json"
 JOURNAL = "journal.jsonl"
@@ -322,15 +327,16 @@ def _truncate(path: Path, size: int) -> None:
         os.close(fd)
 
 
-def _load_index(folder: Path) -> dict:
+def _read_header(folder: Path) -> tuple[dict, str]:
+    """(index.json, the checksum of its bytes: the identity of the index generation), checked."""
     path = folder / INDEX
     if not path.is_file():
         if not folder.exists():
             raise StoreError(f"{folder}: no such motion store (the folder does not exist)")
         raise StoreError(f"{folder} is not a motion store: it has no {INDEX}")
     try:
-        with open(path, encoding="utf-8") as f:
-            index = json.load(f)
+        data = path.read_bytes()
+        index = json.loads(data)
     except (OSError, ValueError) as e:
         raise StoreError(f"{path}: cannot read the store index: {e}") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT:
@@ -346,18 +352,55 @@ def _load_index(folder: Path) -> dict:
     if version > newest:
         raise StoreError(f"{path}: store format version {version} is newer than this mcl_fast reads "
                          f"(version {newest} for {kind} stores); upgrade mcl_fast to read it")
-    missing = [k for k in ("root", *_SETTINGS, "map_dtype", "videos") if k not in index]
+    if kind == "official":
+        missing = [k for k in _OFFICIAL_SETTINGS if k not in index]
+        if missing or version < LEGACY_VERSIONS["official"]:
+            raise StoreError(f"{path}: an official store index needs version {LEGACY_VERSIONS['official']} and "
+                             f"{', '.join(_OFFICIAL_SETTINGS)}; it has version {version}"
+                             f"{', lacks ' + ', '.join(missing) if missing else ''}")
+    if version not in (LEGACY_VERSIONS[kind], newest):
+        raise StoreError(f"{path}: version {version} is not a {kind} store version this mcl_fast knows "
+                         f"({LEGACY_VERSIONS[kind]} or {newest})")
+    body = ("videos",) if version == LEGACY_VERSIONS[kind] else ("columns", "count", "files", "extents")
+    missing = [k for k in ("root", *_SETTINGS, "map_dtype", *body) if k not in index]
     if missing:
         raise StoreError(f"{path}: store index lacks {', '.join(missing)}")
     if index["map_dtype"] != "uint8":
         raise StoreError(f"{path}: unsupported map_dtype {index['map_dtype']!r}")
-    if kind == "official":
-        missing = [k for k in _OFFICIAL_SETTINGS if k not in index]
-        if missing or version < OFFICIAL_VERSION:
-            raise StoreError(f"{path}: an official store index needs version {OFFICIAL_VERSION} and "
-                             f"{', '.join(_OFFICIAL_SETTINGS)}; it has version {version}"
-                             f"{', lacks ' + ', '.join(missing) if missing else ''}")
-    return index
+    if not is_legacy(index) and (not isinstance(index["columns"], str) or "/" in index["columns"]
+                                 or not isinstance(index["count"], int) or not isinstance(index["files"], dict)):
+        raise StoreError(f"{path}: the index header's columns, count or files are damaged")
+    return index, digest(data)
+
+
+def _load_index(folder: Path) -> dict:
+    return _read_header(folder)[0]
+
+
+def is_legacy(index: dict) -> bool:
+    """True for an index.json that holds one JSON entry per video (written before the columnar index)."""
+    return index["version"] == LEGACY_VERSIONS[maps_kind(index)]
+
+
+_NOTIFIED: set[str] = set()  # the old stores this process has told about
+
+
+def _notify_legacy(folder: Path) -> None:
+    key = os.path.abspath(folder)
+    if key not in _NOTIFIED:
+        _NOTIFIED.add(key)
+        log.warning("%s has the older JSON index (one entry per video, parsed into every process that opens it); "
+                    "it reads as before. Convert it to the memory-mapped index with `mcl-fast prepare --out %s "
+                    "--repair` (or any prepare run into it)", folder, folder)
+
+
+def _open_columns(folder: Path, index: dict, verify: bool = True) -> ColumnIndex:
+    try:
+        return ColumnIndex.open(folder / index["columns"], maps_kind(index), index["count"],
+                                index["files"] if verify else None, folder)
+    except ColumnError as e:
+        raise StoreError(f"{e}; the store is damaged (restore index.json with its {index['columns']} folder, or "
+                         "rebuild the store)") from None
 
 
 def maps_kind(index: dict) -> str:
@@ -377,13 +420,14 @@ def _load_errors(folder: Path) -> dict[str, str]:
         raise StoreError(f"{path}: cannot read the error list: {e}") from None
 
 
-def _read_journal(path: Path, entry_keys=_ENTRY_KEYS) -> tuple[list[dict], int, int]:
-    """(operations, bytes of complete valid lines, file size) of the journal file `path`. Reading
-    stops at a last line that is not complete (no newline: a torn write) or not a valid operation
-    (a video entry lacking one of `entry_keys`); an invalid line in the middle raises StoreError."""
+def _read_journal(path: Path, entry_keys=_ENTRY_KEYS, limit: int | None = None) -> tuple[list[dict], int, int]:
+    """(operations, bytes of complete valid lines, file size) of the journal file `path` (its first
+    `limit` bytes when given). Reading stops at a last line that is not complete (no newline: a
+    torn write) or not a valid operation (a video entry lacking one of `entry_keys`); an invalid
+    line in the middle raises StoreError."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read() if limit is None else f.read(limit)
     except FileNotFoundError:
         return [], 0, 0
     ops: list[dict] = []
@@ -432,21 +476,30 @@ def _load_state(folder: Path) -> tuple[dict, dict, dict, list[dict], int, int]:
     with the main journal applied, then every rank's journal (a torchrun job's, running or killed).
     Every entry's fields are checked (StoreError naming the video and the field)."""
     index = _load_index(folder)
-    if not isinstance(index["videos"], dict):
-        raise StoreError(f"{folder / INDEX}: 'videos' must be an object of entries, "
-                         f"got {type(index['videos']).__name__}")
-    videos = dict(index["videos"])
-    errors = _load_errors(folder)
     kind = maps_kind(index)
+    if is_legacy(index):
+        if not isinstance(index["videos"], dict):
+            raise StoreError(f"{folder / INDEX}: 'videos' must be an object of entries, "
+                             f"got {type(index['videos']).__name__}")
+        videos = dict(index["videos"])
+        for video, entry in videos.items():
+            _check_entry(folder, video, entry, kind)
+    else:  # the columns were checked when written and are verified by their checksums
+        videos = _open_columns(folder, index).to_dicts()
+    errors = _load_errors(folder)
     keys = _entry_keys(kind)
     ops, good, size = _read_journal(folder / JOURNAL, keys)
+    journaled = set()
     for op in ops:
         _apply(videos, errors, op)
+        journaled.add(op["path"])
     for part in _part_journals(folder):
         for op in _read_journal(part, keys)[0]:
             _apply(videos, errors, op)
-    for video, entry in videos.items():
-        _check_entry(folder, video, entry, kind)
+            journaled.add(op["path"])
+    for video in journaled:
+        if video in videos:
+            _check_entry(folder, video, videos[video], kind)
     return index, videos, errors, ops, good, size
 
 
@@ -486,6 +539,27 @@ def _check_entry(folder: Path, video: str, entry, kind: str) -> None:
             raise StoreError(f"{where}: the field {key} is {entry[key]!r}, expected a string")
 
 
+def _column_nbytes(entries: np.ndarray, stream: _Stream) -> np.ndarray:
+    """(N,) int64: the bytes of each row's block in one stream (_Stream.nbytes, by column)."""
+    if stream.prefix == "shard":
+        return entries["num_frames"] * entries["map_height"] * entries["map_width"]
+    if stream.prefix == "flows":
+        return entries["num_flows"] * entries["flow_height"] * entries["flow_width"] * 2
+    return entries["num_starts"] * 8
+
+
+def _column_ends(columns: ColumnIndex, stream: _Stream) -> dict[int, tuple[int, int]]:
+    """{shard: (the end of its last recorded byte, the row that ends there)} of one stream."""
+    entries = columns.entries
+    if not len(entries):
+        return {}
+    shard = np.asarray(entries[stream.shard_key])
+    end = np.asarray(entries[stream.offset_key]) + _column_nbytes(entries, stream)
+    order = np.lexsort((end, shard))  # by shard, then end: each shard's last row ends it
+    last = order[np.r_[shard[order][1:] != shard[order][:-1], True]]
+    return {int(shard[r]): (int(end[r]), int(r)) for r in last}
+
+
 def _stream_ends(videos: dict, stream: _Stream) -> dict[int, tuple[int, str]]:
     """{shard: (the end of its last recorded byte, the video that ends there)} of one stream."""
     ends: dict[int, tuple[int, str]] = {}
@@ -500,16 +574,21 @@ def _stream_ends(videos: dict, stream: _Stream) -> dict[int, tuple[int, str]]:
 def _check_extents(folder: Path, videos: dict, streams) -> None:
     """StoreError naming the video and field whose bytes lie past the end of (or in a missing) shard file."""
     for stream in streams:
-        for shard, (end, video) in _stream_ends(videos, stream).items():
-            path = folder / shard_name(shard, stream.prefix)
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                raise StoreError(f"{path} is missing but video {video!r} has its {stream.what} there "
-                                 f"(field {stream.shard_key}); the store is damaged") from None
-            if size < end:
-                raise StoreError(f"{path} holds {size} bytes but video {video!r} ends at byte {end} (fields "
-                                 f"{stream.offset_key} and its sizes); the store is damaged")
+        _check_shard_ends(folder, stream, _stream_ends(videos, stream))
+
+
+def _check_shard_ends(folder: Path, stream: _Stream, ends: dict) -> None:
+    """_check_extents of one stream's {shard: (end, video)}."""
+    for shard, (end, video) in ends.items():
+        path = folder / shard_name(shard, stream.prefix)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise StoreError(f"{path} is missing but video {video!r} has its {stream.what} there "
+                             f"(field {stream.shard_key}); the store is damaged") from None
+        if size < end:
+            raise StoreError(f"{path} holds {size} bytes but video {video!r} ends at byte {end} (fields "
+                             f"{stream.offset_key} and its sizes); the store is damaged")
 
 
 def store_state(folder) -> tuple[dict, dict]:
@@ -623,6 +702,11 @@ class StoreWriter:
         if (self.path / INDEX).exists():
             index, self.videos, self.errors, _, good, size = _load_state(self.path)
             self._check_settings(index)
+            self._generation = int(index.get("generation", 0))
+            if is_legacy(index):
+                self._index_stale = True  # compact converts it to the columnar index
+            else:
+                remove_other_generations(self.path, index["columns"])  # what a killed compact left
             if good < size:  # a torn or invalid tail: cut it so the next line starts clean
                 fd = os.open(self.path / JOURNAL, os.O_RDWR)
                 try:
@@ -635,7 +719,8 @@ class StoreWriter:
             self._refuse_foreign_folder()  # again, now under the lock
             self.videos, self.errors = {}, {}
             self._journal_size = 0
-            atomic_write_json(self.path / INDEX, self._index())
+            self._generation = 0
+            self._write_index()
         self._repair_shards()
         if _part_journals(self.path):
             # A torchrun job's rank journals (killed, or just finished): fold them before this
@@ -711,14 +796,26 @@ class StoreWriter:
         return max(numbers, default=-1) + 1
 
     # -- state
-    def _index(self) -> dict:
+    def _write_index(self) -> None:
+        """Write this writer's entries as a new index generation: the column files (a new
+        columns-GGGGGG folder, each file fsynced), then index.json (the header naming them, with
+        their checksums) atomically, then remove the older generations. A crash before the
+        rename leaves the old index; after it, the new one (an unreferenced folder is removed
+        by the next writer)."""
         index = {"format": FORMAT, "version": PAPER_VERSION, "root": self.root, "flow": self.flow, "size": self.size,
                  "map_downsample": self.map_downsample, "map_dtype": "uint8"}
-        if self.maps == "official":  # paper stores keep their version-1 header, field for field
+        if self.maps == "official":
             index.update(version=OFFICIAL_VERSION, maps="official", window=self.window, map_grid=self.map_grid,
                          clip_flows=self.clip_flows)
-        index["videos"] = {k: self.videos[k] for k in sorted(self.videos)}
-        return index
+        self._generation += 1
+        columns = ColumnIndex.from_entries(self.videos, self.maps, self.path)
+        name = generation_folder(self._generation)
+        files = columns.write(self.path / name)
+        extents = {s.prefix: [[shard, end, columns.names[row]]
+                              for shard, (end, row) in _column_ends(columns, s).items()] for s in self.streams}
+        index.update(generation=self._generation, columns=name, count=len(columns), files=files, extents=extents)
+        atomic_write_json(self.path / INDEX, index)
+        remove_other_generations(self.path, name)
 
     def done(self, relpath: str) -> bool:
         """True when `relpath`'s maps are in the store."""
@@ -873,7 +970,7 @@ class StoreWriter:
         if not self._behind():
             return  # a run with nothing to do writes nothing (a read-only or shared store stays untouched)
         atomic_write_json(self.path / ERRORS, [{"path": p, "reason": self.errors[p]} for p in sorted(self.errors)])
-        atomic_write_json(self.path / INDEX, self._index())
+        self._write_index()
         if self._journal_fd is not None:
             os.close(self._journal_fd)
             self._journal_fd = None
@@ -981,24 +1078,49 @@ def _mapped(cache: dict, key, path: Path, end: int) -> np.memmap:
     return mm
 
 
+def _apply_overlay(overlay: dict, errors: dict, op: dict) -> None:
+    """A journal operation on top of an index: overlay {name: entry, or None when removed}."""
+    path = op["path"]
+    if op["op"] == "video":
+        overlay[path] = op["entry"]
+        errors.pop(path, None)
+    else:
+        errors[path] = str(op["reason"])
+        overlay[path] = None
+
+
+def _reopen(path: str, verify: bool, identity: tuple) -> "MotionStore":
+    return MotionStore(path, verify=verify, _identity=identity)
+
+
 class MotionStore:
     """A prepared motion store, read-only (see the module docstring for the layout).
 
-    Reads index.json plus the complete lines of the journal, so a store that is being prepared,
-    or whose `prepare` was killed, reads right (as of opening). Shards are memory-mapped on
-    first use and cached: reading one video touches only its bytes.
+    Opens index.json (a small header) and memory-maps its column files read-only (every process
+    on a node shares the pages; no per-video Python objects), checking their checksums; then
+    applies the complete lines of the journals, so a store that is being prepared, or whose
+    `prepare` was killed, reads right (as of opening). Old stores with one JSON entry per video
+    open as before (parsed; a one-time notice says how to convert them). Shards are
+    memory-mapped on first use and cached: reading one video touches only its bytes.
+
+    Videos are addressed by name (relative path) or by row (int, the position in `names`).
+    Pickling carries the path and the index's identity, not the index: unpickling opens the
+    store again and raises StoreError if its index changed in between.
 
     verify (default True): the first read of each video's bytes (maps; flows and magnitudes in
     official stores) in this object checks them against the checksum the index records and
     raises StoreError naming the video and the shard file on a mismatch; entries written before
-    checksums are read unchecked. Opening checks every entry's fields and that every shard file
-    holds the bytes the index places in it (StoreError naming the video and the field).
+    checksums are read unchecked. Opening checks that every shard file holds the bytes the index
+    places in it (StoreError naming the video and the field).
     """
 
-    def __init__(self, path, *, verify: bool = True):
+    def __init__(self, path, *, verify: bool = True, _identity: tuple | None = None):
         self.path = Path(path)
         self.verify = bool(verify)
-        index, self._videos, errors, _, _, _ = _load_state(self.path)
+        index, header_sum = _read_header(self.path)
+        if _identity is not None and _identity[0] != header_sum:
+            raise StoreError(f"{self.path / INDEX} changed since this store was opened in the parent process (a "
+                             "prepare compacted it?); open the store again and plan with the new index")
         self.version = int(index["version"])
         self.root = str(index["root"])
         self.flow = str(index["flow"])
@@ -1011,11 +1133,59 @@ class MotionStore:
         self.map_grid = int(index["map_grid"]) if official else None
         self.clip_flows = int(index["clip_flows"]) if official else None
         self._streams = _streams(self.maps)
-        _check_extents(self.path, self._videos, self._streams)
-        self._names = sorted(self._videos)
+        errors = _load_errors(self.path)
+        overlay, self._journal_sizes = self._read_journals(errors, None if _identity is None else _identity[1])
+        for video, entry in overlay.items():
+            if entry is not None:
+                _check_entry(self.path, video, entry, self.maps)
+        if is_legacy(index):
+            _notify_legacy(self.path)
+            videos = index["videos"]
+            if not isinstance(videos, dict):
+                raise StoreError(f"{self.path / INDEX}: 'videos' must be an object of entries, "
+                                 f"got {type(videos).__name__}")
+            for video, entry in videos.items():
+                _check_entry(self.path, video, entry, self.maps)
+            videos = {**videos, **overlay}
+            self._index = ColumnIndex.from_entries({k: v for k, v in videos.items() if v is not None}, self.maps,
+                                                   self.path)
+        else:
+            # the header's checksums verify the columns when they are first opened; a pickled copy
+            # re-opened by a worker has the same header checksum, which covers them
+            self._index = _open_columns(self.path, index, verify=_identity is None).with_journal(overlay)
+        self._header_sum = header_sum
+        if is_legacy(index) or overlay:
+            for stream in self._streams:
+                ends = _column_ends(self._index, stream)
+                _check_shard_ends(self.path, stream, {k: (e, self._index.names[r]) for k, (e, r) in ends.items()})
+        else:  # recorded by the writer: one stat per shard file
+            for stream in self._streams:
+                _check_shard_ends(self.path, stream, {int(k): (int(e), str(v))
+                                                      for k, e, v in index["extents"].get(stream.prefix, [])})
         self._errors = [{"path": p, "reason": errors[p]} for p in sorted(errors)]
         self._mapped: dict[tuple[str, int], np.memmap] = {}  # (stream prefix, shard) -> its memory map
-        self._checked: set[tuple[str, str]] = set()  # (video, stream prefix) whose bytes matched their checksum
+        self._checked: set[tuple[int, str]] = set()  # (row, stream prefix) whose bytes matched their checksum
+
+    def _read_journals(self, errors: dict, sizes: dict | None) -> tuple[dict, dict]:
+        """(overlay {name: entry or None}, {journal name: bytes applied}) of the main journal, then
+        every rank's; `sizes` (a pickled store's) limits each journal to what its parent applied."""
+        keys = _entry_keys(self.maps)
+        overlay: dict = {}
+        applied = {}
+        journals = [self.path / JOURNAL, *_part_journals(self.path)]
+        if sizes is not None:
+            journals = [self.path / name for name in sizes]
+        for journal in journals:
+            limit = None if sizes is None else sizes[journal.name]
+            ops, good, size = _read_journal(journal, keys, limit)
+            if limit is not None and good != limit:
+                raise StoreError(f"{journal} changed since this store was opened in the parent process; open the "
+                                 "store again and plan with the new index")
+            for op in ops:
+                _apply_overlay(overlay, errors, op)
+            if good:
+                applied[journal.name] = good
+        return overlay, applied
 
     @property
     def official(self) -> bool:
@@ -1024,9 +1194,16 @@ class MotionStore:
 
     # -- listing
     @property
+    def names(self) -> Names:
+        """The video paths (relative to `root`), sorted, read-only: len, [row] -> str, iteration,
+        `in`, index(name) -> row (KeyError naming the store). Backed by the memory-mapped index."""
+        return self._index.names
+
+    @property
     def videos(self) -> list[str]:
-        """The video paths (relative to `root`), sorted."""
-        return list(self._names)
+        """The video paths (relative to `root`), sorted, as a new list: O(N) memory (a Python
+        string per video) on every call; prefer `names`."""
+        return list(self._index.names)
 
     @property
     def errors(self) -> list[dict]:
@@ -1034,151 +1211,177 @@ class MotionStore:
         return [dict(e) for e in self._errors]
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._index)
 
     def __contains__(self, video) -> bool:
-        return video in self._videos
+        return video in self._index.names
 
     def __iter__(self):
-        return iter(self.videos)
+        return iter(self._index.names)
 
     def __repr__(self) -> str:
         kind = f", maps=official, window={self.window}" if self.official else ""
         return f"MotionStore({str(self.path)!r}: {len(self)} videos, flow={self.flow}, size={self.size}{kind})"
 
-    def _entry(self, video: str) -> dict:
-        try:
-            return self._videos[video]
-        except (KeyError, TypeError):
-            raise KeyError(f"{video!r} is not in the motion store {self.path}") from None
+    def row(self, video) -> int:
+        """The row of `video` (a name, or a row int checked against the store's size); KeyError
+        naming the store when it is not there."""
+        if isinstance(video, (int, np.integer)) and not isinstance(video, bool):
+            if not 0 <= int(video) < len(self._index):
+                raise KeyError(f"row {int(video)} is not in the motion store {self.path} ({len(self._index)} videos)")
+            return int(video)
+        return self._index.names.index(video)
 
-    def info(self, video: str) -> dict:
+    def column(self, field: str) -> np.ndarray:
+        """(N,) read-only array of one per-video field by row: num_frames, fps, height, width,
+        map_height, map_width, shard, offset, scale (official stores also num_flows, flow_height,
+        flow_width, flow_shard, flow_offset, num_starts, mag_shard, mag_offset)."""
+        entries = self._index.entries
+        if field not in entries.dtype.names or field == "flags" or field.endswith("checksum"):
+            raise KeyError(f"{field!r} is not a column of the motion store {self.path}")
+        column = entries[field]
+        if column.flags.writeable:  # the in-memory index of an old store or a journal: no writes through it
+            column = column.view()
+            column.flags.writeable = False
+        return column
+
+    def _entry(self, video) -> dict:
+        return self._index.entry(self.row(video))
+
+    def info(self, video) -> dict:
         """The index entry: num_frames, fps, height, width (source frames), map_height,
-        map_width, shard, offset, scale, and fingerprint when the store recorded it."""
-        return dict(self._entry(video))
+        map_width, shard, offset, scale, checksum(s), and fingerprint when the store recorded it."""
+        return self._entry(video)
 
-    def fingerprint(self, video: str) -> str | None:
+    def fingerprint(self, video) -> str | None:
         """The content fingerprint of the file the maps were made from (None in older stores)."""
-        return self._entry(video).get("fingerprint")
+        row = self.row(video)
+        return self._index.fingerprints[row] if self._index.has(row, "fingerprint") else None
 
-    def video_path(self, video: str) -> str:
+    def video_path(self, video) -> str:
         """Absolute path of the video file."""
-        self._entry(video)
-        return os.path.join(self.root, video)
+        return os.path.join(self.root, self._index.names[self.row(video)])
 
-    def scale(self, video: str) -> float:
-        return float(self._entry(video)["scale"])
+    def scale(self, video) -> float:
+        return float(self._index.entries["scale"][self.row(video)])
 
-    def max_abs_error(self, video: str) -> float:
+    def max_abs_error(self, video) -> float:
         """The most `read` can differ from the maps `prepare` computed: scale / 510 (official
         stores: 1, the release's truncation to uint8; `read` returns its uint8 values exactly)."""
         if self.official:
             return 1.0
         return self.scale(video) / 510.0
 
-    def cells_per_pixel(self, video: str) -> tuple[float, float]:
+    def cells_per_pixel(self, video) -> tuple[float, float]:
         """(sy, sx): map cells per source-frame pixel along y and x.
 
         Map cell i covers flow rows [i*f, (i+1)*f), and the flow frame is the source resized to
         short side `size`; the rows/columns the block mean drops at the far edge are not covered,
         so this is not map_height / height.
         """
-        e = self._entry(video)
+        e = self._index.entries[self.row(video)]
+        height, width = int(e["height"]), int(e["width"])
         if self.official:  # the maps resize the whole frame to 224 before the 7 x 7 block means
-            return self.map_grid / int(e["height"]), self.map_grid / int(e["width"])
-        th, tw = target_size(int(e["height"]), int(e["width"]), self.size)
+            return self.map_grid / height, self.map_grid / width
+        th, tw = target_size(height, width, self.size)
         f = self.map_downsample
-        return th / (f * int(e["height"])), tw / (f * int(e["width"]))
+        return th / (f * height), tw / (f * width)
 
     # -- reading
-    def _bytes(self, video: str, stream: _Stream) -> np.ndarray:
-        """The video's block of one stream: a read-only uint8 view of the shard's memory map,
+    def _bytes(self, row: int, stream: _Stream) -> np.ndarray:
+        """Row `row`'s block of one stream: a read-only uint8 view of the shard's memory map,
         checked against its checksum on the first read when `verify`."""
-        e = self._entry(video)
+        e = self._index.entries[row]
         shard, off, n = int(e[stream.shard_key]), int(e[stream.offset_key]), stream.nbytes(e)
         if n == 0:  # a one-frame video has no flows
             return np.empty(0, np.uint8)
         mm = _mapped(self._mapped, (stream.prefix, shard), self.path / shard_name(shard, stream.prefix), off + n)
         data = mm[off:off + n]
-        if self.verify and (video, stream.prefix) not in self._checked:
-            self._check_block(video, stream, data)
+        if self.verify and (row, stream.prefix) not in self._checked:
+            self._check_block(row, stream, data)
         return data
 
-    def _check_block(self, video: str, stream: _Stream, data: np.ndarray) -> None:
-        expected = self._videos[video].get(stream.checksum_key)
-        if expected is not None:
-            try:
-                good = matches(data, expected)
-            except ValueError as e:  # an algorithm this version does not know
-                raise StoreError(f"{self.path / INDEX}: video {video!r}: {e}") from None
-            if not good:
-                path = self.path / shard_name(int(self._videos[video][stream.shard_key]), stream.prefix)
+    def _check_block(self, row: int, stream: _Stream, data: np.ndarray) -> None:
+        if self._index.has(row, stream.checksum_key):
+            expected = f"xxh3_64:{int(self._index.entries[stream.checksum_key][row]):016x}"
+            if not matches(data, expected):
+                video = self._index.names[row]
+                path = self.path / shard_name(int(self._index.entries[stream.shard_key][row]), stream.prefix)
                 raise DamagedVideo(f"{path}: the {stream.what} of video {video!r} are damaged (checksum "
                                    f"{digest(data)}, the index recorded {expected}); recompute them with "
                                    f"`{repair_command(self.path)}`", video, path, stream.what)
-        self._checked.add((video, stream.prefix))
+        self._checked.add((row, stream.prefix))
 
-    def check(self, video: str) -> None:
+    def check(self, video) -> None:
         """Check every stored byte of `video` against its checksums now (whatever `verify` says);
         StoreError naming the video and the shard file on a mismatch or a short/missing shard."""
+        row = self.row(video)
+        e = self._index.entries[row]
         for stream in self._streams:
-            self._checked.discard((video, stream.prefix))
-            e = self._entry(video)
+            self._checked.discard((row, stream.prefix))
             shard, off, n = int(e[stream.shard_key]), int(e[stream.offset_key]), stream.nbytes(e)
             if n:
                 mm = _mapped(self._mapped, (stream.prefix, shard), self.path / shard_name(shard, stream.prefix),
                              off + n)
-                self._check_block(video, stream, mm[off:off + n])
+                self._check_block(row, stream, mm[off:off + n])
 
-    def has_checksums(self, video: str) -> bool:
+    def has_checksums(self, video) -> bool:
         """False for a video written before checksums (its bytes cannot be checked)."""
-        return all(s.checksum_key in self._entry(video) for s in self._streams)
+        row = self.row(video)
+        return all(self._index.has(row, s.checksum_key) for s in self._streams)
 
     def _require_official(self, what: str) -> None:
         if not self.official:
             raise StoreError(f"{self.path} holds the paper's motion maps, not {what}; build an official store with "
                              f"`{OFFICIAL_PREPARE}`")
 
-    def read_flows(self, video: str) -> np.ndarray:
+    def read_flows(self, video) -> np.ndarray:
         """(F, fh, fw, 2) uint8: the video's encoded flows (motion.official.encode_flow), F = num_frames - 1,
         flow j from frame j to j + 1, at the flow's resolution (the frames resized to short side
         `size`); a read-only view of the memory map. Official stores only."""
         self._require_official("the flows the official preset needs")
-        e = self._entry(video)
-        return self._bytes(video, FLOWS_STREAM).reshape(int(e["num_flows"]), int(e["flow_height"]),
-                                                        int(e["flow_width"]), 2)
+        row = self.row(video)
+        e = self._index.entries[row]
+        return self._bytes(row, FLOWS_STREAM).reshape(int(e["num_flows"]), int(e["flow_height"]),
+                                                      int(e["flow_width"]), 2)
 
-    def clip_magnitudes(self, video: str) -> np.ndarray:
+    def clip_magnitudes(self, video) -> np.ndarray:
         """(K,) float64 clip magnitudes of starts 0 .. K-1 (motion.official.official_clip_magnitudes;
         K = num_frames - clip_flows, at least 1). Official stores only."""
         self._require_official("the clip magnitudes the official preset needs")
-        return self._bytes(video, MAGS_STREAM).view("<f8")
+        return self._bytes(self.row(video), MAGS_STREAM).view("<f8")
 
-    def read_quantized(self, video: str) -> np.ndarray:
+    def read_quantized(self, video) -> np.ndarray:
         """(N, h, w) uint8, a read-only view of the shard's memory map."""
-        e = self._entry(video)
-        return self._bytes(video, MAPS_STREAM).reshape(int(e["num_frames"]), int(e["map_height"]),
-                                                       int(e["map_width"]))
+        row = self.row(video)
+        e = self._index.entries[row]
+        return self._bytes(row, MAPS_STREAM).reshape(int(e["num_frames"]), int(e["map_height"]),
+                                                     int(e["map_width"]))
 
-    def read(self, video: str) -> np.ndarray:
+    def read(self, video) -> np.ndarray:
         """(N, h, w) float32 dequantised motion maps, one per frame (within scale / 510)."""
-        return dequantize(self.read_quantized(video), self.scale(video))
+        row = self.row(video)
+        return dequantize(self.read_quantized(row), self.scale(row))
 
-    def motion_t(self, video: str) -> np.ndarray:
+    def motion_t(self, video) -> np.ndarray:
         """(N,) float32: the T-motion of each frame, the spatial mean of its map (eq. 2)."""
-        q = self.read_quantized(video)
-        return (q.mean(axis=(1, 2), dtype=np.float64) * (self.scale(video) / 255.0)).astype(np.float32)
+        row = self.row(video)
+        q = self.read_quantized(row)
+        return (q.mean(axis=(1, 2), dtype=np.float64) * (self.scale(row) / 255.0)).astype(np.float32)
 
-    def motion_s(self, video: str) -> np.ndarray:
+    def motion_s(self, video) -> np.ndarray:
         """(h, w) float32: the S-motion, the mean map over time (eq. 2)."""
-        q = self.read_quantized(video)
-        return (q.mean(axis=0, dtype=np.float64) * (self.scale(video) / 255.0)).astype(np.float32)
+        row = self.row(video)
+        q = self.read_quantized(row)
+        return (q.mean(axis=0, dtype=np.float64) * (self.scale(row) / 255.0)).astype(np.float32)
 
-    # memory maps do not travel to DataLoader workers: they map again on first use
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_mapped"] = {}
-        return state
+    def identity(self) -> tuple:
+        """What a pickled copy checks on re-opening: the header's checksum and the journal bytes applied."""
+        return self._header_sum, dict(self._journal_sizes)
+
+    # a worker re-opens the store by path (a few hundred bytes), never receives the index
+    def __reduce__(self):
+        return _reopen, (str(self.path), self.verify, self.identity())
 
 
 # ------------------------------------------------------------------------------ verification
@@ -1242,7 +1445,7 @@ def check_store(path, progress: bool = False) -> StoreCheck:
 
 def _check_tails(folder: Path, store: MotionStore, report: StoreCheck) -> None:
     for stream in store._streams:
-        ends = {shard: end for shard, (end, _) in _stream_ends(store._videos, stream).items()}
+        ends = {shard: end for shard, (end, _) in _column_ends(store._index, stream).items()}
         for p in sorted(folder.iterdir()):
             m = stream.pattern.match(p.name)
             if not m:

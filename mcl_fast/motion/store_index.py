@@ -1,0 +1,314 @@
+"""The motion store's columnar index: per-video fixed-width fields and sorted names, memory-mapped.
+
+One generation of the index is a folder `columns-GGGGGG/` of .npy files (docs/store.md):
+`entries.npy` (one structured row per video: the entry's numbers, XXH3-64 checksums as uint64,
+presence flags), `names.npy` + `name_offsets.npy` (the video paths as UTF-8, sorted, so a lookup
+is a binary search) and `fingerprints.npy` + `fingerprint_offsets.npy` (the source
+fingerprints, same layout, in row order). Opened read-only with np.load(mmap_mode="r"): every
+process on a node shares the pages, and opening costs no per-video Python objects.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+from .._checksum import ALGORITHM
+from .._io import atomic_write, fsync_path
+
+INT_FIELDS = ("num_frames", "height", "width", "map_height", "map_width", "shard", "offset")
+FLOAT_FIELDS = ("fps", "scale")
+OFFICIAL_INT_FIELDS = ("num_flows", "flow_height", "flow_width", "flow_shard", "flow_offset", "num_starts",
+                       "mag_shard", "mag_offset")
+CHECKSUM_FIELDS = ("checksum", "flow_checksum", "mag_checksum")
+_HAS_FINGERPRINT = 1 << 3  # flags bit; bits 0-2: CHECKSUM_FIELDS present
+FILES = ("entries.npy", "names.npy", "name_offsets.npy", "fingerprints.npy", "fingerprint_offsets.npy")
+GENERATION_PREFIX = "columns-"
+
+
+def generation_folder(generation: int) -> str:
+    return f"{GENERATION_PREFIX}{generation:06d}"
+
+
+def entry_dtype(kind: str) -> np.dtype:
+    """The structured row of one video (little-endian, packed: 88 B paper, 168 B official)."""
+    ints = INT_FIELDS + (OFFICIAL_INT_FIELDS if kind == "official" else ())
+    sums = CHECKSUM_FIELDS if kind == "official" else CHECKSUM_FIELDS[:1]
+    return np.dtype([(f, "<i8") for f in ints] + [(f, "<f8") for f in FLOAT_FIELDS]
+                    + [(f, "<u8") for f in sums] + [("flags", "u1")])
+
+
+class ColumnError(ValueError):
+    """A column file that cannot be used (missing, wrong shape or checksum): the message names it."""
+
+
+class StringTable:
+    """N strings as one UTF-8 byte array and (N + 1,) int64 offsets; string i is bytes[off[i]:off[i+1]]."""
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray):
+        self.data, self.offsets = data, offsets
+
+    @classmethod
+    def build(cls, strings) -> "StringTable":
+        encoded = [s.encode("utf-8") for s in strings]
+        offsets = np.zeros(len(encoded) + 1, np.int64)
+        if encoded:
+            np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        return cls(np.frombuffer(b"".join(encoded), np.uint8).copy(), offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def raw(self, i: int) -> bytes:
+        return self.data[int(self.offsets[i]):int(self.offsets[i + 1])].tobytes()
+
+    def __getitem__(self, i: int) -> str:
+        return self.raw(i).decode("utf-8")
+
+    def take(self, rows: np.ndarray) -> "StringTable":
+        """The strings of `rows` (an int array), in that order, as a new in-memory table."""
+        starts, ends = self.offsets[rows], self.offsets[rows + 1]
+        lengths = ends - starts
+        offsets = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # gather the variable-length pieces: position p of piece k reads starts[k] + (p - offsets[k])
+        at = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]), dtype=np.int64)
+        return StringTable(np.asarray(self.data)[at], offsets)
+
+    @staticmethod
+    def concat(a: "StringTable", b: "StringTable") -> "StringTable":
+        return StringTable(np.concatenate([np.asarray(a.data), np.asarray(b.data)]),
+                           np.concatenate([a.offsets[:-1], b.offsets + a.offsets[-1]]))
+
+
+class Names(Sequence):
+    """The sorted video names of a store, read-only: len, [i] -> str, iteration, `in`, index(name)."""
+
+    def __init__(self, table: StringTable, where):
+        self._table, self._where = table, where
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._table[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        j = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= j < n:
+            raise IndexError(f"row {i} is out of range: the motion store {self._where} holds {n} videos")
+        return self._table[j]
+
+    def __iter__(self):
+        table = self._table
+        return (table[i] for i in range(len(table)))
+
+    def find(self, name) -> int:
+        """The row of `name`, or -1 (a binary search over the UTF-8 bytes: their order is the str order)."""
+        if not isinstance(name, str):
+            return -1
+        key, table = name.encode("utf-8", "surrogatepass"), self._table
+        lo, hi = 0, len(table)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if table.raw(mid) < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < len(table) and table.raw(lo) == key else -1
+
+    def insertion_point(self, name: str) -> int:
+        key, table = name.encode("utf-8"), self._table
+        lo, hi = 0, len(table)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if table.raw(mid) < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def __contains__(self, name) -> bool:
+        return self.find(name) >= 0
+
+    def index(self, name, *_) -> int:
+        row = self.find(name)
+        if row < 0:
+            raise KeyError(f"{name!r} is not in the motion store {self._where}")
+        return row
+
+
+def _checksum_text(value) -> str:
+    return f"{ALGORITHM}:{int(value):016x}"
+
+
+def _checksum_value(text: str, where: str) -> int:
+    algorithm, _, hexdigest = text.partition(":")
+    if algorithm != ALGORITHM or len(hexdigest) != 16:
+        raise ColumnError(f"{where}: checksum {text!r} is not an {ALGORITHM} digest this version can store")
+    return int(hexdigest, 16)
+
+
+class ColumnIndex:
+    """One store's per-video fields by row (rows in name order): `entries` (structured, see
+    entry_dtype), `names` (Names), `fingerprints` (StringTable, '' when flags lack the bit)."""
+
+    def __init__(self, kind: str, entries: np.ndarray, names: StringTable, fingerprints: StringTable, where):
+        self.kind, self.entries, self.fingerprints, self.where = kind, entries, fingerprints, where
+        self.names = Names(names, where)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    # -- building (writers, old JSON stores, journals)
+    @classmethod
+    def from_entries(cls, videos: dict, kind: str, where) -> "ColumnIndex":
+        """From {name: entry dict} (the JSON entry format of docs/store.md); rows sorted by name."""
+        names = sorted(videos)
+        dtype = entry_dtype(kind)
+        entries = np.zeros(len(names), dtype)
+        rows = [videos[n] for n in names]
+        for f in dtype.names:
+            if f in CHECKSUM_FIELDS:
+                entries[f] = [_checksum_value(e[f], f"{where}: video {n!r}") if f in e else 0
+                              for n, e in zip(names, rows)]
+            elif f != "flags":
+                entries[f] = [e[f] for e in rows]
+        flags = np.zeros(len(names), np.uint8)
+        for bit, f in enumerate(CHECKSUM_FIELDS):
+            if f in dtype.names:
+                flags |= np.array([f in e for e in rows], bool).astype(np.uint8) << bit
+        flags |= np.array([e.get("fingerprint") is not None for e in rows], bool).astype(np.uint8) * _HAS_FINGERPRINT
+        entries["flags"] = flags
+        fingerprints = StringTable.build([e.get("fingerprint") or "" for e in rows])
+        return cls(kind, entries, StringTable.build(names), fingerprints, where)
+
+    def entry(self, row: int) -> dict:
+        """Row `row` as the JSON entry format: ints, floats, checksum text, fingerprint when recorded."""
+        e = self.entries[row]
+        flags = int(e["flags"])
+        out = {f: int(e[f]) for f in INT_FIELDS}
+        out.update(fps=float(e["fps"]), scale=float(e["scale"]))
+        if self.kind == "official":
+            out.update({f: int(e[f]) for f in OFFICIAL_INT_FIELDS})
+        for bit, f in enumerate(CHECKSUM_FIELDS):
+            if flags >> bit & 1:
+                out[f] = _checksum_text(e[f])
+        if flags & _HAS_FINGERPRINT:
+            out["fingerprint"] = self.fingerprints[row]
+        return out
+
+    def to_dicts(self) -> dict:
+        """{name: entry dict} of every row (O(N) Python objects: writers only)."""
+        return {self.names[i]: self.entry(i) for i in range(len(self))}
+
+    def has(self, row: int, field: str) -> bool:
+        if field == "fingerprint":
+            return bool(int(self.entries["flags"][row]) & _HAS_FINGERPRINT)
+        bit = CHECKSUM_FIELDS.index(field)
+        return bool(int(self.entries["flags"][row]) >> bit & 1)
+
+    def with_journal(self, overlay: dict) -> "ColumnIndex":
+        """This index with journal operations applied: {name: entry dict (added or replaced) or
+        None (removed)}. A new in-memory index (O(N) copies, only while journals exist)."""
+        if not overlay:
+            return self
+        found = {name: self.names.find(name) for name in overlay}
+        keep = np.ones(len(self), bool)
+        keep[[row for row in found.values() if row >= 0]] = False
+        kept = np.flatnonzero(keep)
+        added = ColumnIndex.from_entries({n: e for n, e in overlay.items() if e is not None}, self.kind, self.where)
+        # where each added name goes among the kept rows: after the kept rows before its place in this index
+        places = np.array([self.names.insertion_point(n) for n in added.names], np.int64)
+        slots = np.searchsorted(kept, places) + np.arange(len(added), dtype=np.int64)
+        is_added = np.zeros(len(kept) + len(added), bool)
+        is_added[slots] = True
+        entries = np.empty(len(is_added), self.entries.dtype)
+        entries[~is_added], entries[is_added] = self.entries[kept], added.entries
+        order = np.empty(len(is_added), np.int64)  # merged row -> row of the concatenation (kept rows, then added)
+        order[~is_added], order[is_added] = np.arange(len(kept)), len(kept) + np.arange(len(added))
+        base_names, base_fps = _in_memory(self.names._table).take(kept), _in_memory(self.fingerprints).take(kept)
+        names = StringTable.concat(base_names, added.names._table).take(order)
+        fingerprints = StringTable.concat(base_fps, added.fingerprints).take(order)
+        return ColumnIndex(self.kind, entries, names, fingerprints, self.where)
+
+    # -- files
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"entries.npy": np.ascontiguousarray(self.entries), "names.npy": np.asarray(self.names._table.data),
+                "name_offsets.npy": self.names._table.offsets, "fingerprints.npy": np.asarray(self.fingerprints.data),
+                "fingerprint_offsets.npy": self.fingerprints.offsets}
+
+    def write(self, folder: Path) -> dict[str, str]:
+        """Write the column files into the new folder `folder` (each atomically, fsynced) and return
+        {file name: checksum of its bytes}."""
+        if folder.exists():
+            shutil.rmtree(folder)  # a generation a killed writer left half-written: never referenced
+        folder.mkdir()
+        sums = {}
+        for name, array in self.arrays().items():
+            atomic_write(folder / name, lambda f, a=array: np.lib.format.write_array(f, a, allow_pickle=False))
+            sums[name] = file_checksum(folder / name)
+        fsync_path(folder.parent)
+        return sums
+
+    @classmethod
+    def open(cls, folder: Path, kind: str, count: int, sums: dict | None, where) -> "ColumnIndex":
+        """Map a generation's column files read-only; ColumnError naming the file when one is
+        missing, not what the header says, or (when `sums`) fails its checksum."""
+        arrays = {}
+        for name in FILES:
+            path = folder / name
+            if sums is not None:
+                try:
+                    got = file_checksum(path)
+                except OSError as e:
+                    raise ColumnError(f"{path}: cannot read the index column: {e}") from None
+                if got != sums.get(name):
+                    raise ColumnError(f"{path}: the index column is damaged (checksum {got}, the header recorded "
+                                      f"{sums.get(name)})")
+            try:
+                arrays[name] = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise ColumnError(f"{path}: cannot map the index column: {e}") from None
+        entries = arrays["entries.npy"]
+        if entries.dtype != entry_dtype(kind) or entries.shape != (count,):
+            raise ColumnError(f"{folder / 'entries.npy'}: expected {count} rows of {kind} entries, found "
+                              f"{entries.shape} {entries.dtype}")
+        for data, offsets in (("names.npy", "name_offsets.npy"), ("fingerprints.npy", "fingerprint_offsets.npy")):
+            d, o = arrays[data], arrays[offsets]
+            if d.dtype != np.uint8 or o.dtype != np.int64 or o.shape != (count + 1,) or \
+                    int(o[0]) != 0 or int(o[-1]) != len(d):
+                raise ColumnError(f"{folder / offsets}: does not describe {folder / data} for {count} videos")
+        return cls(kind, entries, StringTable(arrays["names.npy"], arrays["name_offsets.npy"]),
+                   StringTable(arrays["fingerprints.npy"], arrays["fingerprint_offsets.npy"]), where)
+
+
+def _in_memory(table: StringTable) -> StringTable:
+    return StringTable(np.asarray(table.data), np.asarray(table.offsets))
+
+
+def file_checksum(path) -> str:
+    """XXH3-64 of a file's bytes, read in 4 MiB pieces (not through a memory map: checking the
+    columns must not map their pages into this process)."""
+    h = xxhash.xxh3_64()
+    buf = bytearray(4 << 20)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return f"{ALGORITHM}:{h.hexdigest()}"
+
+
+def remove_other_generations(store: Path, keep: str) -> None:
+    """Remove every columns-* folder but `keep` (older generations, or one a killed writer left)."""
+    removed = False
+    for p in store.iterdir():
+        if p.name.startswith(GENERATION_PREFIX) and p.name != keep and p.is_dir():
+            shutil.rmtree(p)
+            removed = True
+    if removed:
+        fsync_path(store)
