@@ -26,7 +26,8 @@ The full run for BENCHMARKS.md (a quiet machine; ~2 h on the 2-core VM with the 
 store is measured with the new code only, see --before-max-videos):
 
     python benchmarks/store_scale.py --before /tmp/before
-    (defaults: --sizes 10000 100000 250000 --index-only 1000000 10000000 --workers 8 --shards 8)
+    (defaults: --sizes 10000 100000 250000 --index-only 1000000 10000000 --workers 8 --shards 8
+    --before-max-videos 1000000 --fold-max-videos 1000000)
 
 Prints a Markdown table and the extrapolation to Kinetics-400/700, HowTo100M and WebVid-10M (with
 the formulas), and writes JSON row by row (default benchmarks/results/store_scale.json).
@@ -74,9 +75,21 @@ def memory_kib(pid="self") -> dict:
 
 
 def folder_state(store) -> dict:
-    """{name: size} of a store's files other than its map shards (the index and what goes with it)."""
-    return {p.name: p.stat().st_size for p in Path(store).iterdir()
-            if p.is_file() and not p.name.startswith(("shard", ".lock"))}
+    """{path: (size, mtime_ns)} of a store's files but its map shards and lock: the index, whatever
+    form it has (one JSON file, or a header and a folder of columns), and errors.json."""
+    out = {}
+    for p in Path(store).rglob("*"):
+        if p.is_file() and not p.name.startswith(("shard", "flows", "mags", ".lock")):
+            st = p.stat()
+            out[str(p.relative_to(store))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def peak_mib() -> float:
+    """This process's peak resident memory (ru_maxrss), MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def private_mib() -> float:
@@ -138,7 +151,8 @@ def step_build(a) -> dict:
         writer.compact()
     finally:
         writer.close()
-    return {"build_s": time.perf_counter() - t0, "index_mb": sum(folder_state(a.store).values()) / 1e6}
+    return {"build_s": time.perf_counter() - t0, "build_peak_mib": peak_mib(),
+            "index_mb": sum(size for size, _ in folder_state(a.store).values()) / 1e6}
 
 
 def step_open(a) -> dict:
@@ -239,23 +253,20 @@ def step_workers(a) -> dict:
     return out
 
 
-def _stamps(store) -> dict:
-    return {p.name: p.stat().st_mtime_ns for p in Path(store).iterdir() if p.name != ".lock"}
-
-
 def step_prepare_fold(a) -> dict:
-    """A no-op prepare (real stores: every video is done), then the fold of FOLD_RANKS rank journals."""
+    """A no-op prepare (real stores: every video is done; whether it changed any index file), then
+    the fold of FOLD_RANKS rank journals; the process's peak memory (writers may hold every entry)."""
     from mcl_fast.motion.store import PartWriter, StoreWriter
 
     out = {}
     if a.real:
         from mcl_fast.motion.prepare import prepare
 
-        stamps = _stamps(a.store)
+        before = folder_state(a.store)
         t0 = time.perf_counter()
         report = prepare(a.root, a.store, workers=0, progress=False, **STORE_SETTINGS)
         out["noop_prepare_s"] = time.perf_counter() - t0
-        out["noop_prepare_wrote"] = _stamps(a.store) != stamps
+        out["noop_prepare_wrote"] = folder_state(a.store) != before
         assert report.done == 0 and not report.errors, f"the no-op prepare did work: {report.summary()}"
     maps = load_maps(a.work)
     with StoreWriter(a.store, root=a.root, **STORE_SETTINGS) as writer:  # rank 0's, holding the lock
@@ -274,6 +285,7 @@ def step_prepare_fold(a) -> dict:
         writer.fold_parts()
         out["fold_s"] = time.perf_counter() - t0
         out["rank_open_s"] = opened / FOLD_RANKS
+    out["fold_peak_mib"] = peak_mib()
     return out
 
 
@@ -307,6 +319,8 @@ def child(argv) -> int:
     ap.add_argument("--videos", type=int)
     ap.add_argument("--checks", choices=("on", "off"))
     ap.add_argument("--samples", type=int)
+    ap.add_argument("--fold-max-videos", type=int, default=1000000,
+                    help="fold index-only stores only up to this size (a writer may hold every entry as a dict)")
     ap.add_argument("--workers", type=int)
     ap.add_argument("--shards", type=int)
     ap.add_argument("--real", type=int)
@@ -364,7 +378,8 @@ def measure_size(checkout: Path, work: Path, root: Path, n: int, real: bool, arg
         for w in args.workers:
             if w > 0:
                 row.update(run_step(checkout, "workers", workers=w, shards=args.shards, **common))
-    row.update(run_step(checkout, "prepare_fold", real=int(real), **common))
+    if real or n <= args.fold_max_videos:
+        row.update(run_step(checkout, "prepare_fold", real=int(real), **common))
     shutil.rmtree(store, ignore_errors=True)
     return row
 
@@ -458,6 +473,8 @@ def main(argv=None) -> int:
     ap.add_argument("--before", type=Path, default=None, help="another checkout, measured in the same run")
     ap.add_argument("--before-max-videos", type=int, default=1000000,
                     help="measure --before only up to this size (its JSON index needs ~0.66 KB per video per process)")
+    ap.add_argument("--fold-max-videos", type=int, default=1000000,
+                    help="fold index-only stores only up to this size (a writer may hold every entry as a dict)")
     ap.add_argument("--workers", type=int, nargs="+", default=[8], help="worker counts of the first-batch rows")
     ap.add_argument("--shards", type=int, default=8, help="the job's ranks of the rank-0 construction")
     ap.add_argument("--samples", type=int, default=256, help="samples planned cold, then warm")
