@@ -30,7 +30,8 @@ store is measured with the new code only, see --before-max-videos):
     --before-max-videos 1000000 --fold-max-videos 1000000)
 
 Prints a Markdown table and the extrapolation to Kinetics-400/700, HowTo100M and WebVid-10M (with
-the formulas), and writes JSON row by row (default benchmarks/results/store_scale.json).
+the formulas), and writes JSON row by row (default benchmarks/results/store_scale.json);
+`python benchmarks/store_scale.py --print JSON` prints them again from a finished run's JSON.
 """
 from __future__ import annotations
 
@@ -414,10 +415,15 @@ def extrapolate(rows: list[dict], label: str, workers: int) -> tuple[list[str], 
     out = {}
     for key, (what, unit, index_only) in EXTRAPOLATED.items():
         field = f"worker_{workers}_private_mib" if key == "worker_private_mib" else key
-        line = fit([(r["videos"], r.get(label, {}).get(field)) for r in rows if r["real"] or index_only])
+        points = [(r["videos"], r.get(label, {}).get(field)) for r in rows if r["real"] or index_only]
+        line = fit(points)
         if line is None:
             continue
         a, b = line
+        if b < 0:  # a flat metric measured with noise: no growth, at its mean
+            measured = [y for _, y in points if y is not None]
+            a, b = sum(measured) / len(measured), 0.0
+            what += " (fitted b < 0: noise, taken as b = 0, a = the mean)"
         at = {name: a + b * n for name, n in DATASETS.items()}
         out[key] = {"a": a, "b": b, "unit": unit, "at": at}
         lines.append(f"| {what}, {unit} | {a:.3g} | {b:.3g} | " + " | ".join(f"{v:,.3g}" for v in at.values()) + " |")
@@ -429,6 +435,13 @@ def extrapolate(rows: list[dict], label: str, workers: int) -> tuple[list[str], 
                      f"{NODE_RANKS} * (b_open + {workers} * b_worker) * N = "
                      + ", ".join(f"{k} {v:,.2f} GiB" for k, v in per_node.items()) + ".")
     out["per_node_gib"] = per_node
+    worker = [(r["videos"], r.get(label, {}).get(f"worker_{workers}_private_mib")) for r in rows if r["real"]]
+    worker = [(n, y) for n, y in worker if y is not None]
+    if len(worker) >= 2:
+        (n0, y0), (n1, y1) = min(worker), max(worker)
+        out["worker_growth"] = y1 / y0
+        lines.append(f"\nOne worker's private memory, {n1:,} against {n0:,} videos: {y1:.0f} / {y0:.0f} MiB = "
+                     f"{y1 / y0:.2f}x (the issue's bound: within 20 %).")
     return lines, out
 
 
@@ -441,7 +454,7 @@ def cell(row: dict, key: str, fmt: str, labels) -> str:
 
 def table(rows: list[dict], labels, workers: int, shards: int) -> list[str]:
     cols = [("index, MB", "index_mb", ".1f"), ("open, s", "open_s", ".3f"),
-            ("open, private MiB", "open_private_mib", ".1f"), ("B per video", "open_private_b_per_video", ".0f"),
+            ("open, private MiB", "open_private_mib", ".1f"), ("B per video", "open_private_b_per_video", ".1f"),
             ("construct, checks on, s", "construct_on_s", ".2f"),
             (f"rank 0 of {shards}, on, s", "construct_on_rank0_s", ".2f"),
             ("checks off, s", "construct_off_s", ".2f"), ("first batch, 0 workers, s", "first_batch_0_s", ".2f"),
@@ -460,12 +473,29 @@ def table(rows: list[dict], labels, workers: int, shards: int) -> list[str]:
     return lines
 
 
+def report(doc: dict) -> tuple[list[str], dict]:
+    """The Markdown lines (table, then each checkout's extrapolation) and the extrapolation's JSON
+    of a run's results (its JSON document)."""
+    labels = (["before"] if doc.get("before") else []) + ["after"]
+    workers = max(doc["settings"]["workers"])
+    lines = table(doc["rows"], labels, workers, doc["settings"]["shards"])
+    extrapolation = {}
+    for label in labels:
+        more, extrapolation[label] = extrapolate(doc["rows"], label, workers)
+        lines += more
+    return lines, extrapolation
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--step" in argv:
         return child(argv)
     sys.path.insert(0, str(ROOT))  # this checkout's mcl_fast for _results' writer
     from _results import ResultsFile  # noqa: E402 (benchmarks/_results.py)
+
+    if argv[:1] == ["--print"]:  # the table and extrapolation of a finished run's JSON, again
+        print("\n".join(report(json.loads(Path(argv[1]).read_text()))[0]))
+        return 0
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="*", default=[10000, 100000, 250000], help="stores with files")
@@ -485,8 +515,6 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = ap.parse_args(argv)
     checkouts = ([("before", args.before.resolve())] if args.before else []) + [("after", ROOT)]
-    labels = [name for name, _ in checkouts]
-    shown_workers = max(args.workers)
     results = ResultsFile(args.json, before=str(args.before) if args.before else None,
                           settings={"clip": {"frames": args.frames, "height": args.height, "width": args.width},
                                     "store": STORE_SETTINGS, "loader": {**LOADER, "batch_size": BATCH},
@@ -517,12 +545,7 @@ def main(argv=None) -> int:
             shutil.rmtree(root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    rows = results.fields["rows"]
-    lines = table(rows, labels, shown_workers, args.shards)
-    extrapolation = {}
-    for label in labels:
-        more, extrapolation[label] = extrapolate(rows, label, shown_workers)
-        lines += more
+    lines, extrapolation = report(results.fields)
     print("\n".join(lines))
     results.finish(extrapolation=extrapolation, wall_s=time.perf_counter() - started)
     print(f"\nwrote {args.json} ({time.perf_counter() - started:.0f} s)")

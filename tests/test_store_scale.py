@@ -51,8 +51,13 @@ def test_every_row_and_number(tmp_path):
     assert {"open_s", "open_private_mib", "construct_on_s", "worker_private_mib", "fold_s"} <= set(fitted)
     assert set(fitted["open_s"]["at"]) == {"Kinetics-400", "Kinetics-700", "HowTo100M", "WebVid-10M"}
     assert fitted["per_node_gib"]
+    assert fitted["worker_growth"] > 0
     for line in ("| 50 |", "| 200 |", "| 1,000 (index only) |", "y(N) = a + b * N", "| open, s |"):
         assert line in printed, line
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "store_scale.py"), "--print",
+                            str(tmp_path / "store_scale.json")], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout.strip() in printed, again.stderr[-2000:]
 
 
 def test_before_is_measured_up_to_its_limit(tmp_path):
