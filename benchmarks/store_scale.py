@@ -21,9 +21,11 @@ has one, else its own index and compact), each name a hard link to the clip, 1,0
 folder like Kinetics' class folders. Index-only stores (--index-only) have the entries and no
 files: they are measured for open and fold only. Everything goes under --dir (default /dev/shm).
 
-The full run for BENCHMARKS.md (a quiet machine; ~2 h on the 2-core VM with the old code as
---before, most of it the old code's checks on 250k files and its 1M index; the 10M index-only
-store is measured with the new code only, see --before-max-videos):
+The full run for BENCHMARKS.md (a quiet machine; ~45 min on the 2-core VM at load ~10 with the old
+code as --before, estimated from a measured run of --sizes 2000 20000 --index-only 100000 1000000
+10000000 (17 min): most of it the old code's checks of 250k files on one rank (~10 min) and its
+1M index (~4 min per checkout); needs ~5 GB of free memory (the old code's 1M fold, the new writer's 10M build) and
+~2 GB of /dev/shm; the 10M index-only store is measured with the new code only):
 
     python benchmarks/store_scale.py --before /tmp/before
     (defaults: --sizes 10000 100000 250000 --index-only 1000000 10000000 --workers 8 --shards 8
