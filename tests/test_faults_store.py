@@ -21,6 +21,7 @@ from mcl_fast.data.synthetic import make_video
 from mcl_fast.motion.prepare import prepare
 from mcl_fast.motion.store import (HEADER_BYTES, INDEX, DamagedVideo, MotionStore, StoreError, StoreWriter, VideoMaps,
                                    check_store, repair_command, shard_name)
+from store_legacy import to_legacy_index
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ["--flow", "farneback", "--size", "32", "--workers", "0"]
@@ -107,6 +108,8 @@ def test_an_older_index_restored_is_refused_not_cut_and_repair_keeps_the_bytes(v
     assert "Traceback" not in refused.stderr
     assert md5(shard) == before_md5  # not one byte cut (the old code truncated the shard to a.mp4's bytes)
     assert (store / INDEX).read_bytes() == (older / INDEX).read_bytes()  # nothing else changed either
+    columns = {json.loads((b / INDEX).read_text())["columns"] for b in (older, newer)}
+    assert {p.name for p in store.glob("columns-*")} == columns and len(columns) == 2  # the newer index's kept
 
     repaired = cli("prepare", "--videos", videos, "--out", store, *SETTINGS, "--repair")
     assert repaired.returncode == 0, repaired.stderr
@@ -136,18 +139,6 @@ def restore_index(backup: Path, store: Path) -> None:
             shutil.rmtree(store / p.name, ignore_errors=True)
             shutil.copytree(p, store / p.name)
     shutil.copy2(backup / INDEX, store / INDEX)
-
-
-def to_legacy_index(folder: Path) -> dict:
-    """Rewrite a store's index in the layout written before the columnar index (one JSON entry
-    per video, version 1 / 2) and return it: what stores written by earlier versions hold."""
-    store = MotionStore(folder, verify=False)
-    header = json.loads((folder / INDEX).read_text())
-    index = {k: v for k, v in header.items() if k not in ("generation", "columns", "count", "files", "extents")}
-    index.update(version=2 if store.official else 1, videos={n: store.info(n) for n in store.names})
-    (folder / INDEX).write_text(json.dumps(index))
-    shutil.rmtree(folder / header["columns"])
-    return index
 
 
 def _maps_bytes(store, video) -> int:

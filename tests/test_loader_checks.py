@@ -117,6 +117,8 @@ def test_messages_say_what_to_do(dataset):
         TorchVideoLoader(paths, dataset.store, 1, **CLIP)
     with pytest.raises(ValueError, match=r"1 missing: never\.mp4 \(run `mcl-fast prepare` on them\)"):
         TorchVideoLoader(["never.mp4"], dataset.store, 1, **CLIP)
+    with pytest.raises(ValueError, match=r"verify must be one of 'lazy', 'eager', True, False, got 'sometimes'"):
+        TorchVideoLoader(dataset.names, dataset.store, 1, verify="sometimes", **CLIP)
 
 
 def test_a_replaced_sample_counts_once_and_its_note_is_one_line(dataset):

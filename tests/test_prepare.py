@@ -359,3 +359,22 @@ def test_a_worker_that_dies_costs_only_its_video(good_videos):
     for rel in ("a.mp4", "c.mp4"):
         maps, reason = results[rel]
         assert reason is None and maps.maps_u8.shape[1:] == (8, 10)
+
+
+def test_a_prepare_rerun_converts_a_store_with_the_older_json_index(tmp_path, good_videos):
+    from store_legacy import to_legacy_index
+
+    folder, rels = good_videos
+    store = tmp_path / "store"
+    kw = dict(flow="farneback", size=32, map_downsample=4, workers=0, progress=False)
+    prepare([folder / r for r in rels[:2]], store, root=folder, **kw)
+    before = MotionStore(store)
+    maps = {r: before.read_quantized(r).copy() for r in before.names}
+    to_legacy_index(store)
+    assert "videos" in json.loads((store / "index.json").read_text())
+    report = prepare([folder / r for r in rels[:2]], store, root=folder, **kw)
+    assert report.done == 0 and report.skipped_existing == 2
+    assert "videos" not in json.loads((store / "index.json").read_text())  # converted
+    after = MotionStore(store)
+    for r, q in maps.items():
+        np.testing.assert_array_equal(after.read_quantized(r), q)

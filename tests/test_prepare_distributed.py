@@ -353,3 +353,24 @@ def test_repair_under_torchrun_recomputes_exactly_the_damaged_video(tmp_path, vi
     for v in GOOD:
         np.testing.assert_array_equal(got.read_quantized(v), reference.read_quantized(v))
     assert check_store(store).damage == []
+
+
+def test_a_rank_reads_the_store_index_once(tmp_path, videos, monkeypatch):
+    """prepare's rank path (here one rank, in this process) reads the columnar index once: rank 0's
+    writer's entries serve its checks, its rank writer and the fold (the old code read it 7 times)."""
+    from mcl_fast.motion import prepare as prepare_module, store as store_module
+
+    out = tmp_path / "store"
+    prepare(videos / "a.mp4", out, root=videos, flow="farneback", size=64, map_downsample=4, workers=0,
+            progress=False)
+    reads = []
+    real = store_module._open_columns
+    monkeypatch.setattr(store_module, "_open_columns", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    settings = dict(root=str(videos), flow="farneback", size=64, map_downsample=4, maps="paper", window=None)
+    work = prepare_module._Run(flow="farneback", size=64, map_downsample=4, maps="paper", window=None, workers=0,
+                               gpu_compute=None, retry_errors=False, progress=False)
+    report = prepare_module._prepare_ranks(Ranks(), ["a.mp4", "b.webm", BAD], out, settings, work)
+    assert len(reads) == 1, reads
+    assert report.done == 1 and report.skipped_existing == 1 and [e["path"] for e in report.errors] == [BAD]
+    store = MotionStore(out)
+    assert list(store.names) == ["a.mp4", "b.webm"] and check_store(out).damage == []

@@ -174,7 +174,7 @@ def test_a_store_written_before_the_columnar_index_opens_and_reads_the_same_maps
         store = MotionStore(folder)
         MotionStore(folder)
     notices = [r.getMessage() for r in caplog.records if "older JSON index" in r.getMessage()]
-    assert len(notices) == 1 and "mcl-fast prepare --out" in notices[0]  # once per store and process
+    assert len(notices) == 1 and "mcl-fast prepare --videos ... --out" in notices[0]  # once per store and process
     entries = json.loads((folder / INDEX).read_text())["videos"]
     assert list(store.names) == OLD_NAMES and store.version == 1
     assert store.errors == [{"path": "bad.mp4", "reason": "empty file (0 bytes)"}]
@@ -192,6 +192,8 @@ def test_a_store_written_before_the_columnar_index_opens_and_reads_the_same_maps
     assert index["version"] == PAPER_VERSION and "videos" not in index
     new = MotionStore(folder)
     assert {n: new.info(n) for n in new.names} == entries
+    with StoreWriter(folder, root="/videos", flow="farneback", size=32) as w:
+        assert w.videos == entries  # the writer's entries from the columns
     for name in OLD_NAMES:
         np.testing.assert_array_equal(new.read_quantized(name), before[name])
     assert check_store(folder).damage == []
@@ -206,6 +208,8 @@ def test_an_official_store_written_before_the_columnar_index_opens_and_converts(
                 w.compact()
             store = MotionStore(folder)
             assert store.version == OFFICIAL_VERSION
+            with StoreWriter(folder, root="/videos", flow="tvl1", size=32, maps="official", window=8) as w:
+                assert w.videos == entries  # the writer's entries from the columns
         assert list(store.names) == ["x.mp4", "y.mp4"] and store.official
         for i, name in enumerate(store.names):
             assert store.info(i) == entries[name]
@@ -214,3 +218,52 @@ def test_an_official_store_written_before_the_columnar_index_opens_and_converts(
             np.testing.assert_array_equal(store.clip_magnitudes(i), mags)
             np.testing.assert_array_equal(store.read_flows(name), flows)
             store.check(name)
+
+
+def test_names_that_share_a_hash_are_told_apart(tmp_path, monkeypatch):
+    from mcl_fast.motion import store_index
+
+    monkeypatch.setattr(store_index, "name_hash", lambda name: len(name) % 2)  # every other name collides
+    names = [f"{'x' * (i % 3)}v{i}.mp4" for i in range(12)]
+    small_store(tmp_path / "s", tmp_path, names)
+    store = MotionStore(tmp_path / "s")
+    assert [store.row(n) for n in store.names] == list(range(12))
+    assert "v1.mp4x" not in store.names and store.names.find("zz") == -1
+
+
+@pytest.mark.parametrize("rows", [[0, 1, 2, 5, 6, 9], list(range(200))[::-3], []])
+def test_a_string_table_takes_rows_in_runs_or_scattered(rows):
+    from mcl_fast.motion.store_index import StringTable
+
+    strings = [f"{'é' * (i % 4)}name{i}" for i in range(200)]
+    taken = StringTable.build(strings).take(np.array(rows, np.int64))
+    assert [taken[i] for i in range(len(taken))] == [strings[r] for r in rows]
+
+
+def test_a_compact_killed_before_the_header_leaves_the_old_index_and_its_folder_is_removed(tmp_path, monkeypatch):
+    from mcl_fast.motion import store as store_module
+
+    small_store(tmp_path / "s", tmp_path, ["a.mp4"])
+    old_columns = json.loads((tmp_path / "s" / INDEX).read_text())["columns"]
+    w = writer(tmp_path / "s", tmp_path)
+    w.add("b.mp4", maps(1))
+    real = store_module.atomic_write_json
+
+    def killed(path, obj, **kw):
+        if Path(path).name == INDEX:
+            raise KeyboardInterrupt  # the process dies between the column files and the header
+        return real(path, obj, **kw)
+
+    monkeypatch.setattr(store_module, "atomic_write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        w.compact()
+    w.close()
+    monkeypatch.undo()
+    folders = sorted(p.name for p in (tmp_path / "s").glob("columns-*"))
+    assert len(folders) == 2 and old_columns in folders  # the new generation is there, unreferenced
+    assert list(MotionStore(tmp_path / "s").names) == ["a.mp4", "b.mp4"]  # the old index + the journal
+    with writer(tmp_path / "s", tmp_path) as w:
+        w.compact()
+    assert [p.name for p in (tmp_path / "s").glob("columns-*")] == [json.loads((tmp_path / "s" / INDEX).read_text())
+                                                                    ["columns"]]
+    assert list(MotionStore(tmp_path / "s").names) == ["a.mp4", "b.mp4"] and not (tmp_path / "s" / JOURNAL).exists()

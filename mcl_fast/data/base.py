@@ -46,7 +46,8 @@ def resolve_store(store):
 
         return MotionStore(store)
     for attr in ("read", "info", "video_path", "videos"):
-        if not hasattr(store, attr):
+        # looked up on the class first: hasattr(store, "videos") would build a MotionStore's O(N) list
+        if not hasattr(type(store), attr) and not hasattr(store, attr):
             raise TypeError(f"store must be a MotionStore or its path, got {type(store).__name__} without .{attr}")
     return store
 
@@ -227,7 +228,7 @@ class FileVerdicts:
         try:
             resized = check_files([video], self.store, self.paths, True, self.codecs, progress=False,
                                   video_root=o["video_root"], fingerprints=o["fingerprints"], nvdec=o["nvdec"],
-                                  notify=False, sources=self._sources, unknown=unknown)
+                                  notify=False, sources=self._sources, unknown=unknown, trust_fingerprint=True)
         except ValueError as err:
             return str(err)
         if unknown and not self._told_unknown:  # once per process, not once per file
@@ -330,7 +331,12 @@ class LoaderBase:
             self.clip_sampler = o.clip_sampler if o.clip_sampler is not None else MotionSampler(
                 o.clip_len, o.stride, o.sampling, o.preset, o.two_clips)
         self.layout = self._layout(o)
-        check_keys(videos, self.store)
+        # the videos become store rows once (4 bytes each, video_rows): what every process holds and
+        # each DataLoader worker receives does not grow with the names; a video the store lacks
+        # (row -1) is an error naming it (check_keys)
+        rows = store_rows(self.store, videos)
+        if len(rows) == 0 or rows.min() < 0:
+            check_keys(videos, self.store)
         # Short videos: kept and padded (listed in short_videos), or dropped under min_frames (the
         # official preset's default: the release's shortest training video for the store's dataset).
         min_frames = o.min_frames
@@ -339,9 +345,6 @@ class LoaderBase:
 
             min_frames = default_min_frames(self.store.window)
         self.min_frames = min_frames
-        # the videos become store rows once (4 bytes each, video_rows): what every process holds and
-        # each DataLoader worker receives does not grow with the names
-        rows = store_rows(self.store, videos)
         column = getattr(self.store, "column", None)
         lengths = column("num_frames")[rows] if column is not None else None
         keep, short = short_video_policy(videos, self.store, self.layout.max_span, min_frames, lengths)

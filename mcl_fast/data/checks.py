@@ -143,30 +143,37 @@ class FileScan:
     fingerprint: str | None = None
 
 
-def _scan_one(path: str, verify: bool, fingerprint: bool) -> FileScan:
+def _scan_one(path: str, verify: bool, fingerprint: bool, expected: str | None = None) -> FileScan:
+    """expected: the store's fingerprint of the file, when a match makes the header read needless
+    (the file the maps were made from: its frame count and size are the store's)."""
     if not os.path.isfile(path):
         return FileScan(False)
     if not verify:
         return FileScan(True)
     try:
-        header = probe(path)
-    except VideoError:
-        header = None  # an unreadable file is replaced at training time (and reported)
-    try:
         fp = file_fingerprint(path) if fingerprint else None
     except OSError:
         fp = None
+    if expected is not None and fp == expected:
+        return FileScan(True, None, fp)
+    try:
+        header = probe(path)
+    except VideoError:
+        header = None  # an unreadable file is replaced at training time (and reported)
     return FileScan(True, header, fp)
 
 
 def scan_files(paths: Sequence[str], verify: bool, progress: bool | None = None,
-               fingerprints: bool = False) -> list[FileScan]:
+               fingerprints: bool = False, expected: str | None = None) -> list[FileScan]:
     """A FileScan per path, in order, from a bounded thread pool.
 
     Opening a container and reading its header is mostly waiting on the file system, which
     threads overlap (PROBE_THREADS of them, bounded so a shared file server is not flooded). A tqdm
     bar is shown when there are more than PROGRESS_MIN files (progress=None) or when progress=True.
+    expected: one file's store fingerprint, whose match skips its header read (_scan_one).
     """
+    if len(paths) == 1 and not progress:  # a file checked when first planned: no pool, no bar to set up
+        return [_scan_one(paths[0], verify, fingerprints, expected)]
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
@@ -264,7 +271,7 @@ def check_videos(videos: Sequence[str], store, paths: Callable[[str], str], veri
 def check_files(videos: Sequence[str], store, paths: Callable[[str], str], verify: bool, codecs=None,
                 progress: bool | None = None, video_root=None, fingerprints: bool = True,
                 nvdec: bool = False, notify: bool = True, sources: dict | None = None,
-                unknown: list | None = None) -> dict:
+                unknown: list | None = None, trust_fingerprint: bool = False) -> dict:
     """Check of store keys' files; raises ValueError naming videos.
 
     Always: the file exists. With verify: the file's
@@ -277,12 +284,20 @@ def check_files(videos: Sequence[str], store, paths: Callable[[str], str], verif
     are checked by a bounded thread pool (scan_files). Returns {video: (H, W)} of the files whose size
     differs from the store's (their boxes are scaled to file pixels). unknown: a list that gets
     the videos whose fingerprint could not be compared (for a caller that says so itself).
+    trust_fingerprint: one video whose fingerprint matches the store's skips its header read.
 
     The loaders call it on one file at a time when this process first plans it (base.FileVerdicts),
     and with verify="eager" on their shard of the first epoch at construction.
     """
     files = [paths(v) for v in videos]
-    scanned = scan_files(files, verify, progress, fingerprints=verify and fingerprints)
+    # One file checked as it is first planned, against the store's own file (no copy under
+    # video_root, no codec or NVDEC rule): a matching fingerprint makes it the file the store's
+    # frame count and size were read from, so its header is not read (the decode opens it next).
+    expected = None
+    if len(videos) == 1 and trust_fingerprint and verify and fingerprints and video_root is None \
+            and codecs is None and not nvdec:
+        expected = store.info(videos[0]).get("fingerprint")
+    scanned = scan_files(files, verify, progress, fingerprints=verify and fingerprints, expected=expected)
     absent = [f for f, scan in zip(files, scanned) if not scan.exists]
     if absent:
         raise ValueError("video files not found: " + list_problem("missing", absent))

@@ -20,12 +20,20 @@ def store_names(store) -> Sequence[str]:
 
 
 def store_rows(store, videos: Sequence[str]) -> np.ndarray:
-    """(N,) int32 rows of `videos` (store keys, all present: checks.check_keys ran) in the store."""
+    """(N,) int32 rows of `videos` in the store, -1 for a video the store does not hold (one
+    lookup per video: store.row, else a table of store.videos built once)."""
     row = getattr(store, "row", None)
-    if row is not None:
-        return np.fromiter((row(v) for v in videos), np.int32, len(videos))
-    at = {name: i for i, name in enumerate(store_names(store))}
-    return np.fromiter((at[v] for v in videos), np.int32, len(videos))
+    if row is None:
+        at = {name: i for i, name in enumerate(store_names(store))}
+        return np.fromiter((at.get(v, -1) for v in videos), np.int32, len(videos))
+
+    def row_or_missing(video: str) -> int:
+        try:
+            return row(video)
+        except KeyError:
+            return -1
+
+    return np.fromiter((row_or_missing(v) for v in videos), np.int32, len(videos))
 
 
 class StoreVideos(Sequence):
@@ -36,10 +44,6 @@ class StoreVideos(Sequence):
         self.store, self.rows = store, np.ascontiguousarray(rows, np.int32)
         self.rows.flags.writeable = False
         self._names = None  # store_names(store), fetched on first use in each process
-
-    @classmethod
-    def from_names(cls, store, videos: Sequence[str]) -> "StoreVideos":
-        return cls(store, store_rows(store, videos))
 
     def __len__(self) -> int:
         return len(self.rows)

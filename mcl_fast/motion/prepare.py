@@ -25,7 +25,7 @@ from .maps import downsample_mean, motion_map
 from .official import WINDOW, OfficialMapAccumulator, encode_flow, frame_maps_to_uint8
 from .ranks import JobProgress, RankError, Ranks, balanced_slices, container_frames
 from .store import (ERRORS, MAPS_KINDS, PART_JOURNAL_GLOB, MotionStore, PartWriter, StoreError, StoreWriter, VideoMaps,
-                    store_state)
+                    store_errors, store_state)
 
 DEVICES = ("cpu", "cuda")
 WINDOWS = tuple(sorted(set(WINDOW.values()), reverse=True))  # the release's ws: 8 (UCF101), 4 (Kinetics)
@@ -393,9 +393,9 @@ def _read_only(out, rels, settings: dict, work: "_Run", report: PrepareReport, e
     if asked != found:
         differ = ", ".join(f"{k} {found[k]!r} (asked for {v!r})" for k, v in asked.items() if found[k] != v)
         raise StoreError(f"{out} was prepared with {differ}; use the store's settings, or another output folder")
-    videos, errors = store_state(out)
-    suspect = work.find_suspects(store, rels, videos, settings["root"], report)
-    todo = work.todo(rels, videos, errors, report, suspect)
+    errors = {e["path"]: e["reason"] for e in store.errors}
+    suspect = work.find_suspects(store, rels, settings["root"], report)
+    todo = work.todo(rels, store.names, errors, report, suspect)
     left = len(todo) + (len(suspect) if work.repair else 0)
     if left:
         raise PrepareError(f"{out} cannot be written ({os.strerror(err.errno)}: {err.filename}) and {left} videos "
@@ -430,10 +430,11 @@ class _Run:
                 todo.append(rel)
         return todo
 
-    def find_suspects(self, store: MotionStore, rels, videos: dict, root: str, report: PrepareReport) -> set[str]:
+    def find_suspects(self, store, rels, root: str, report: PrepareReport) -> set[str]:
         """The videos of `rels` in the store whose bytes fail their checksum (report.damaged) or
-        whose source file is no longer the one their maps were made from (report.stale)."""
-        held = [rel for rel in rels if rel in videos]
+        whose source file is no longer the one their maps were made from (report.stale). `store`:
+        a MotionStore or the StoreWriter holding it (`in`, check, fingerprint)."""
+        held = [rel for rel in rels if rel in store]
         bar = None
         if self.progress and len(held) >= CHECK_BAR_MIN:
             from tqdm import tqdm
@@ -446,7 +447,7 @@ class _Run:
                 except StoreError:
                     report.damaged.append(rel)
                 else:
-                    if _source_changed(os.path.join(root, rel), videos[rel].get("fingerprint")):
+                    if _source_changed(os.path.join(root, rel), store.fingerprint(rel)):
                         report.stale.append(rel)
                 if bar is not None:
                     bar.update(1)
@@ -459,7 +460,7 @@ class _Run:
         """Find the damaged and stale videos of `rels` (find_suspects); with repair, take them out
         of the store (to be computed again) and return nothing, else return them."""
         report.orphaned = [t.describe() for t in writer.orphaned]
-        suspect = self.find_suspects(MotionStore(out), rels, writer.videos, writer.root, report)
+        suspect = self.find_suspects(writer, rels, writer.root, report)  # the writer's entries: no second read
         if self.repair:
             writer.drop(sorted(suspect))
             report.repaired = True
@@ -519,7 +520,8 @@ def _prepare_ranks(ranks: Ranks, rels: list[str], out, settings: dict, work: _Ru
 
         try:
             first_shard = ranks.on_rank0(open_store, error=PrepareError)
-            videos, errors = store_state(out)  # as rank 0 left it: the same on every rank
+            # as rank 0 left it: the same on every rank (rank 0 holds it already)
+            videos, errors = (main.videos, main.errors) if main is not None else store_state(out)
             todo = work.todo(rels, videos, errors, report, suspect)
             root = settings["root"]
             frames = ranks.by_stride(len(todo), lambda i: container_frames(os.path.join(root, todo[i])))
@@ -531,7 +533,7 @@ def _prepare_ranks(ranks: Ranks, rels: list[str], out, settings: dict, work: _Ru
             job = JobProgress(out, PART_JOURNAL_GLOB, len(todo), desc=f"prepare job ({ranks.world} ranks)",
                               position=ranks.local_world, enabled=work.progress and ranks.is_main)
             with job, PartWriter(out, rank=ranks.rank, world=ranks.world, first_shard=first_shard,
-                                 **settings) as writer:
+                                 known=(dict(videos), dict(errors)), **settings) as writer:
                 work.compute(mine, root, writer, report, desc=f"prepare rank {ranks.rank}", position=ranks.local_rank)
                 writer.compact()
                 report.done, = ranks.all_sum([report.done])  # the barrier: every rank has written its part
@@ -539,7 +541,7 @@ def _prepare_ranks(ranks: Ranks, rels: list[str], out, settings: dict, work: _Ru
         finally:
             if main is not None:
                 main.close()  # releases the store's lock
-    _, errors = store_state(out)
+    errors = store_errors(out)  # the merged store's (rank 0 folded every rank's): errors.json only
     report.errors = [{"path": rel, "reason": errors[rel]} for rel in rels if rel in errors]
     if work.progress and ranks.is_main:
         seconds = time.perf_counter() - start

@@ -1,9 +1,12 @@
 """The motion store: per-frame motion maps of a whole dataset, compact, crash-safe, read by memory map.
 
-A folder of `index.json` (one entry per video), uint8 map shards read by memory map (official stores
-add flow and magnitude shards), a journal while a writer runs, and `errors.json`. Every video is
-fsynced before its journal line and checksummed; one writer at a time, or one per rank under
-torchrun. The format and the crash-safety rules are in docs/store.md.
+A folder of the index (fixed-width columns and sorted names memory-mapped read-only, one
+generation at a time: store_index.py; `index.json` is the header naming them), uint8 map shards
+read by memory map (official stores add flow and magnitude shards), a journal while a writer
+runs, and `errors.json`. Every video is fsynced before its journal line and checksummed; one
+writer at a time, or one per rank under torchrun. Stores with the older JSON index (one entry
+per video) still read and are converted by the next writer. The format and the crash-safety
+rules are in docs/store.md.
 """
 from __future__ import annotations
 
@@ -390,8 +393,9 @@ def _notify_legacy(folder: Path) -> None:
     if key not in _NOTIFIED:
         _NOTIFIED.add(key)
         log.warning("%s has the older JSON index (one entry per video, parsed into every process that opens it); "
-                    "it reads as before. Convert it to the memory-mapped index with `mcl-fast prepare --out %s "
-                    "--repair` (or any prepare run into it)", folder, folder)
+                    "it reads as before. The next `mcl-fast prepare --videos ... --out %s` run into it (your prepare "
+                    "command again: it finds nothing to compute) converts it to the memory-mapped index",
+                    folder, folder)
 
 
 def _open_columns(folder: Path, index: dict, verify: bool = True) -> ColumnIndex:
@@ -591,6 +595,18 @@ def _check_shard_ends(folder: Path, stream: _Stream, ends: dict) -> None:
                              f"{stream.offset_key} and its sizes); the store is damaged")
 
 
+def store_errors(folder) -> dict[str, str]:
+    """{relpath: reason} of the store `folder` (errors.json, then every journal's complete lines),
+    without reading its index."""
+    folder = Path(folder)
+    errors = _load_errors(folder)
+    keys = _entry_keys(maps_kind(_load_index(folder)))
+    for journal in [folder / JOURNAL, *_part_journals(folder)]:
+        for op in _read_journal(journal, keys)[0]:
+            _apply({}, errors, op)
+    return errors
+
+
 def store_state(folder) -> tuple[dict, dict]:
     """(videos, errors) of the store `folder` as it stands (index.json, then every journal's
     complete lines): {relpath: entry}, {relpath: reason}. Raises StoreError."""
@@ -703,10 +719,8 @@ class StoreWriter:
             index, self.videos, self.errors, _, good, size = _load_state(self.path)
             self._check_settings(index)
             self._generation = int(index.get("generation", 0))
-            if is_legacy(index):
-                self._index_stale = True  # compact converts it to the columnar index
-            else:
-                remove_other_generations(self.path, index["columns"])  # what a killed compact left
+            self._columns = None if is_legacy(index) else index["columns"]
+            self._index_stale = is_legacy(index)  # compact converts an old JSON index to the columnar one
             if good < size:  # a torn or invalid tail: cut it so the next line starts clean
                 fd = os.open(self.path / JOURNAL, os.O_RDWR)
                 try:
@@ -721,7 +735,9 @@ class StoreWriter:
             self._journal_size = 0
             self._generation = 0
             self._write_index()
-        self._repair_shards()
+        self._repair_shards()  # may refuse: nothing is removed before it agrees
+        if self._columns is not None:
+            remove_other_generations(self.path, self._columns)  # what a killed compact left
         if _part_journals(self.path):
             # A torchrun job's rank journals (killed, or just finished): fold them before this
             # writer's own lines, which must come after them when the journals are replayed.
@@ -784,9 +800,16 @@ class StoreWriter:
         if self._journal_fd is not None:
             os.close(self._journal_fd)
             self._journal_fd = None
-        self._open()  # reads index + every journal, cuts torn tails, repairs the shards, folds rank journals
-        if (self.path / JOURNAL).exists():
-            self.compact()
+        # index.json and the main journal are as this writer left them (it holds the lock): only the
+        # rank journals written since it opened (or folded) are new, so the index is not read again
+        keys = _entry_keys(self.maps)
+        for part in _part_journals(self.path):
+            for op in _read_journal(part, keys)[0]:
+                _apply(self.videos, self.errors, op)
+                if op["op"] == "video":
+                    _check_entry(self.path, op["path"], op["entry"], self.maps)
+        self._repair_shards()  # cut what a killed rank left past its last recorded video
+        self.compact()  # writes nothing when nothing changed
 
     def next_free_shard(self) -> int:
         """1 + the highest shard number of any stream on disk (0 for none): where a torchrun job's
@@ -815,6 +838,7 @@ class StoreWriter:
                               for shard, (end, row) in _column_ends(columns, s).items()] for s in self.streams}
         index.update(generation=self._generation, columns=name, count=len(columns), files=files, extents=extents)
         atomic_write_json(self.path / INDEX, index)
+        self._columns = name
         remove_other_generations(self.path, name)
 
     def done(self, relpath: str) -> bool:
@@ -824,6 +848,32 @@ class StoreWriter:
     def failed(self, relpath: str) -> bool:
         """True when `relpath` is recorded as an error."""
         return relpath in self.errors
+
+    def __contains__(self, relpath) -> bool:
+        return relpath in self.videos
+
+    def fingerprint(self, relpath: str) -> str | None:
+        """The recorded fingerprint of `relpath`'s source file (None: not recorded)."""
+        return self.videos[relpath].get("fingerprint")
+
+    def check(self, relpath: str) -> None:
+        """StoreError (DamagedVideo) unless every stored byte of `relpath` matches its checksums
+        (MotionStore.check from this writer's entries: a rerun's check needs no second index read)."""
+        entry = self.videos[relpath]
+        for stream in self.streams:
+            expected, n = entry.get(stream.checksum_key), stream.nbytes(entry)
+            if expected is None or not n:
+                continue
+            path = self.path / shard_name(int(entry[stream.shard_key]), stream.prefix)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(int(entry[stream.offset_key]))
+                    data = f.read(n)
+                good = len(data) == n and matches(data, expected)
+            except (OSError, ValueError) as e:
+                raise StoreError(f"{path}: cannot check the {stream.what} of video {relpath!r}: {e}") from None
+            if not good:
+                raise _damaged(self.path, path, relpath, stream, data, expected)
 
     # -- writing
     def _journal(self, op: dict) -> None:
@@ -1025,11 +1075,15 @@ class PartWriter(StoreWriter):
     not hold anything (rank 0 folded every earlier one before handing out first_shard).
     """
 
-    def __init__(self, path, *, rank: int, world: int, first_shard: int, **settings):
+    def __init__(self, path, *, rank: int, world: int, first_shard: int, known: tuple[dict, dict] | None = None,
+                 **settings):
+        """known: (videos, errors) as store_state read them after rank 0 opened the store with these
+        settings (prepare passes them: the index is then read once per rank); None reads them."""
         if not (0 <= int(rank) < int(world)) or int(first_shard) < 0:
             raise ValueError(f"need 0 <= rank < world and first_shard >= 0, got rank {rank}, world {world}, "
                              f"first_shard {first_shard}")
         self.rank, self.world, self.first_shard = int(rank), int(world), int(first_shard)
+        self._known = known
         super().__init__(path, **settings)
 
     def _lock(self) -> None:
@@ -1038,8 +1092,11 @@ class PartWriter(StoreWriter):
     def _open(self) -> None:
         if not (self.path / INDEX).exists():
             raise StoreError(f"{self.path} is not a motion store yet (rank 0 creates it before the ranks write)")
-        index, self.videos, self.errors, _, _, _ = _load_state(self.path)
-        self._check_settings(index)
+        if self._known is not None:
+            self.videos, self.errors = self._known
+        else:
+            index, self.videos, self.errors, _, _, _ = _load_state(self.path)
+            self._check_settings(index)
         self.journal_name = part_journal_name(self.rank)
         journal = self.path / self.journal_name
         if journal.exists() and journal.stat().st_size:
@@ -1087,6 +1144,12 @@ def _apply_overlay(overlay: dict, errors: dict, op: dict) -> None:
     else:
         errors[path] = str(op["reason"])
         overlay[path] = None
+
+
+def _damaged(store: Path, shard: Path, video: str, stream: _Stream, data, expected: str) -> DamagedVideo:
+    return DamagedVideo(f"{shard}: the {stream.what} of video {video!r} are damaged (checksum {digest(data)}, the "
+                        f"index recorded {expected}); recompute them with `{repair_command(store)}`",
+                        video, shard, stream.what)
 
 
 def _reopen(path: str, verify: bool, identity: tuple) -> "MotionStore":
@@ -1305,11 +1368,8 @@ class MotionStore:
         if self._index.has(row, stream.checksum_key):
             expected = f"xxh3_64:{int(self._index.entries[stream.checksum_key][row]):016x}"
             if not matches(data, expected):
-                video = self._index.names[row]
                 path = self.path / shard_name(int(self._index.entries[stream.shard_key][row]), stream.prefix)
-                raise DamagedVideo(f"{path}: the {stream.what} of video {video!r} are damaged (checksum "
-                                   f"{digest(data)}, the index recorded {expected}); recompute them with "
-                                   f"`{repair_command(self.path)}`", video, path, stream.what)
+                raise _damaged(self.path, path, self._index.names[row], stream, data, expected)
         self._checked.add((row, stream.prefix))
 
     def check(self, video) -> None:
