@@ -16,8 +16,8 @@ fresh processes, with this checkout's code ("after") and, in the same run, anoth
 
 Stores: written with the checkout's own store writer (motion.store.StoreWriter): one real H.264
 clip (--frames frames of --height x --width) and its real maps (Farneback, size 128, map
-downsample 4), then every other name an entry of the same maps (the writer's bulk path when it
-has one, else its own index and compact), each name a hard link to the clip, 1,000 names per
+downsample 4), then every other name an entry of the same maps (written by the writer's own
+index code: its entries, then compact), each name a hard link to the clip, 1,000 names per
 folder like Kinetics' class folders. Index-only stores (--index-only) have the entries and no
 files: they are measured for open and fold only. Everything goes under --dir (default /dev/shm).
 
@@ -130,12 +130,9 @@ def step_maps(a) -> dict:
 
 
 def add_same_maps(writer, names, entry: dict) -> None:
-    """Record every name with `entry`'s maps (one block, already written): the writer's bulk path
-    where it has one, else what `add` records, folded by the writer's own compact."""
-    bulk = getattr(writer, "add_entries", None)
-    if bulk is not None:
-        bulk({name: entry for name in names})
-        return
+    """Record every name with `entry`'s maps (one block, already written) as `add` records a video,
+    then let the writer's own compact write its index (the writer has no bulk path: `add` costs
+    two fsyncs and a journal line per video)."""
     for name in names:
         writer.videos[name] = entry
     writer._index_stale = True  # entries changed outside the journal: compact rewrites index.json
