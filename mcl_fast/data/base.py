@@ -371,10 +371,7 @@ class LoaderBase:
         self.verdicts = self._check_shard(o)
         # the planner asks the verdicts, loader.sampler holds a weak reference: no reference cycle
         # keeps a dropped loader (and a TorchVideoLoader's worker processes) alive until the next GC
-        self.planner = Planner(self.store, self.videos, clip_len=self.clip_len, size=self.size,
-                               sampler=self.clip_sampler, augment=self.augment, motion_size=self.motion_size,
-                               seed=self.seed, layout=self.layout, is_bad=self.verdicts.is_bad,
-                               path_of=self.verdicts.path_of, file_hw=self.verdicts.file_size)
+        self.planner = self._planner()
         self.sampler = EpochSampler(weakref.proxy(self))
         self.epoch = 0  # the epoch of the pass in progress or, before the first, of the next one
         self._epoch_used = False  # a pass has started with self.epoch: the next one moves on (set_epoch resets)
@@ -417,6 +414,13 @@ class LoaderBase:
                              "paper's query/key pair")
         check_official_store(self.store)
         return OfficialSampler(self.store, o.clip_len, o.stride, o.sampling)
+
+    def _planner(self, select=None, score=None) -> Planner:
+        """The loader's planner; select, score: a subclass's batched steps (Planner), given once."""
+        return Planner(self.store, self.videos, clip_len=self.clip_len, size=self.size, sampler=self.clip_sampler,
+                       augment=self.augment, motion_size=self.motion_size, seed=self.seed, layout=self.layout,
+                       is_bad=self.verdicts.is_bad, path_of=self.verdicts.path_of, file_hw=self.verdicts.file_size,
+                       select=select, score=score)
 
     def _layout(self, o: LoaderOptions):
         """The resolved views: views= (checked), the official preset's four, or the default pair
@@ -527,11 +531,11 @@ class LoaderBase:
         """Batches per epoch for this shard (full batches only, unless drop_last=False)."""
         return num_batches(len(self.epoch_samples(0)[0]), self.batch_size, self.drop_last)
 
-    def plan_chunk(self, epoch: int, batches, select=None, score=None) -> list[list[SamplePlan]]:
+    def plan_chunk(self, epoch: int, batches) -> list[list[SamplePlan]]:
         """The plans of several batches in one planner call (split back into batches)."""
         positions = np.concatenate([p for p, _ in batches])
         indices = np.concatenate([i for _, i in batches])
-        plans = self.planner.plan_batch(epoch, positions, indices, select, score)
+        plans = self.planner.plan_batch(epoch, positions, indices)
         out, at = [], 0
         for p, _ in batches:
             out.append(plans[at:at + len(p)])
