@@ -23,7 +23,7 @@ from .labels import resolve_labels
 from .options import LoaderOptions
 from .plan import MotionSampler, SamplePlan, check_sampling, epoch_order, num_batches
 from .._cache import LRU
-from .planner import Planner, default_layout
+from .planner import Planner, default_layout, without_augmentation
 from .video_rows import StoreVideos, store_rows
 from .views import WEAK, ViewSpec, resolve_views
 
@@ -449,12 +449,7 @@ class LoaderBase:
                                    motion_crop=builtin and sampler.motion_crop, scale=cfg.scale, ratio=cfg.ratio,
                                    augment=True)
             self.view_names = ("clip",) if o.views == "clip" else tuple(f"view{i}" for i in range(len(layout.views)))
-        if not o.augment:
-            from .views import ResolvedView, ViewLayout
-
-            layout = ViewLayout(views=tuple(ResolvedView(v.clip, v.crop, v.size, v.scale, v.ratio, None)
-                                            for v in layout.views), clips=layout.clips)
-        return layout
+        return layout if o.augment else without_augmentation(layout)
 
     def _check_batches(self) -> None:
         """ValueError when an epoch would have no batch (drop_last with too few videos per shard)."""

@@ -112,7 +112,7 @@ class Planner:
         self.clip_len, self.size, self.sampler, self.augment = int(clip_len), int(size), sampler, bool(augment)
         self.layout = layout if layout is not None else default_layout(sampler, clip_len=clip_len, size=size)
         if not self.augment:
-            self.layout = ViewLayout(views=tuple(_without_aug(v) for v in self.layout.views), clips=self.layout.clips)
+            self.layout = without_augmentation(self.layout)
         self.motion_size, self.seed = tuple(int(s) for s in motion_size), int(seed)
         self.is_bad = is_bad or (lambda path: None)
         self.path_of = path_of or (lambda video: str(store.video_path(video)))
@@ -289,7 +289,9 @@ class Planner:
     def _draw_start(self, rng, video: str, entry: _VideoInfo, clip_len: int, stride: int, cfg) -> int:
         """One clip start: sample_clip_start (motion-focused clip) or random_clip_start, same draws."""
         if not self.sampler.motion_clip:
-            return int(rng.integers(max(1, entry.num_frames - reference.clip_span(clip_len, stride) + 1)))
+            return reference.random_clip_start(entry.num_frames, clip_len, stride, rng)
+        # Not sample_clip_start itself (the GPU kernels' oracle): that scores every clip and takes the
+        # median on each call, the planner once per video (cached hot starts); the draws are its own.
         hot, count = self._hot_starts(video, entry, clip_len, stride)
         if (cfg.motion_prob >= 1.0 or rng.random() < cfg.motion_prob) and len(hot):
             return int(hot[rng.integers(len(hot))])
@@ -422,8 +424,10 @@ class Planner:
 _NO_AUG = NONE  # the draws of a view without augmentation use these ranges (then ignored)
 
 
-def _without_aug(view: ResolvedView) -> ResolvedView:
-    return ResolvedView(clip=view.clip, crop=view.crop, size=view.size, scale=view.scale, ratio=view.ratio, aug=None)
+def without_augmentation(layout: ViewLayout) -> ViewLayout:
+    """The layout with no augmentation on any view (augment=False): crops only."""
+    return ViewLayout(views=tuple(ResolvedView(clip=v.clip, crop=v.crop, size=v.size, scale=v.scale, ratio=v.ratio,
+                                               aug=None) for v in layout.views), clips=layout.clips)
 
 
 def _uniform_from(low, high, u):
