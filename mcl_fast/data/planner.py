@@ -1,12 +1,12 @@
 """The planner: (epoch, position, dataset index) -> SamplePlan, a whole batch at a time.
 
 For the built-in MotionSampler the per-sample work is only the generator draws (in the order the
-per-sample references draw them: clip starts, then each view's box candidates, then each view's
-augmentation, see plan.py); everything else runs once per batch in NumPy (batchplan.py):
-seeding, candidate boxes, their map cells, the S-motion percentiles and box selection, the
-colour matrices and the motion targets. Clip scores (T-motion above the median) are computed once
-per video and clip length and cached. The plans equal, draw for draw, those of the per-sample
-references (tests/test_plan.py checks this against a transcription of the earlier planner).
+per-sample reference draws them: clip starts, then each view's box candidates, then each view's
+augmentation); everything else runs once per batch in NumPy (batchplan.py): seeding, candidate
+boxes, their map cells, the S-motion percentiles and box selection, the colour matrices and the
+motion targets. Clip scores (T-motion above the median) are computed once per video and clip
+length and cached. The plans equal, draw for draw, those of the per-sample reference
+(tests/plan_reference.py and the NumPy oracle mcl_fast.sampling; tests/test_plan.py checks it).
 
 A user sampler (any other callable) is called per sample with the video's maps; the boxes it
 leaves out and every view's augmentation are then drawn by the same batched steps, with B = 1.
