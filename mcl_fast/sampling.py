@@ -33,13 +33,9 @@ class SamplingConfig:
     num_candidates: int = 20
 
 
-PRESETS = {
-    "paper": SamplingConfig(),
-    # The paper's clip and crop rule with the release's numbers (data/official.SAMPLING, checked equal
-    # in tests/test_sampling.py): what MotionSampler(preset="official") and the demo's --preset run.
-    # The loaders' preset="official" does not: it runs the release's own rule (sampling_official.py).
-    "official": SamplingConfig(motion_prob=0.7, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), num_candidates=40),
-}
+# The release's numbers are data/official.SAMPLING (built from sampling_official's constants):
+# the loaders' preset="official" runs the release's own rule with them, not a preset of this table.
+PRESETS = {"paper": SamplingConfig()}
 
 
 def get_preset(name: str) -> SamplingConfig:

@@ -6,7 +6,10 @@ import pytest
 
 from mcl_fast import sampling
 from mcl_fast.data import plan as P
+from mcl_fast.data.official import SAMPLING as RELEASE
 from mcl_fast.data.planner import Planner
+
+import plan_reference as R
 
 
 class FakeStore:
@@ -128,7 +131,7 @@ def test_blur_window_fits_small_images():
 def test_motion_sampler_matches_the_reference():
     store = FakeStore()
     maps, info = store.read("a"), store.info("a")
-    sampler = P.MotionSampler(clip_len=8, stride=2)
+    sampler = R.per_sample(clip_len=8, stride=2)
     for seed in range(5):
         got = sampler(maps, info, np.random.default_rng(seed))
         rng = np.random.default_rng(seed)
@@ -145,7 +148,7 @@ def test_motion_sampler_matches_the_reference():
 
 def test_motion_sampler_boxes_cover_the_motion():
     store = FakeStore()
-    sampler = P.MotionSampler(clip_len=8, stride=2)
+    sampler = R.per_sample(clip_len=8, stride=2)
     hits = 0
     for seed in range(20):
         c = sampler(store.read("a"), store.info("a"), np.random.default_rng(seed))
@@ -157,17 +160,25 @@ def test_motion_sampler_boxes_cover_the_motion():
 def test_random_and_two_clip_sampling():
     store = FakeStore()
     maps, info = store.read("a"), store.info("a")
-    rnd = P.MotionSampler(8, 2, sampling="random")(maps, info, np.random.default_rng(0))
+    rnd = R.per_sample(8, 2, sampling="random")(maps, info, np.random.default_rng(0))
     rng = np.random.default_rng(0)
     start = sampling.random_clip_start(48, 8, 2, rng)
     assert np.array_equal(rnd.query_frames, sampling.clip_frame_indices(start, 8, 2, 48))
     assert rnd.query_box == sampling.random_crop_box(rng, 64, 80)
-    two = [P.MotionSampler(8, 2, two_clips=True)(maps, info, np.random.default_rng(s)) for s in range(10)]
+    two = [R.per_sample(8, 2, two_clips=True)(maps, info, np.random.default_rng(s)) for s in range(10)]
     assert any(not np.array_equal(c.query_frames, c.key_frames) for c in two)
     with pytest.raises(ValueError, match="sampling must be one of 'motion', 'temporal', 'spatial', 'random'"):
         P.MotionSampler(sampling="optical")
     with pytest.raises(ValueError, match="preset"):
         P.MotionSampler(preset="nope")
+
+
+def test_motion_sampler_is_configuration_only():
+    """The loaders plan in batches (planner.py); the per-sample steps live in tests/plan_reference.py."""
+    sampler = P.MotionSampler(8, 2, sampling="spatial", preset=RELEASE, two_clips=True)
+    assert not callable(sampler)
+    assert not any(hasattr(sampler, m) for m in ("propose", "select", "finish", "draw_clips", "random_crop_choice"))
+    assert sampler.config == RELEASE and (sampler.motion_crop, sampler.motion_clip) == (True, False)
 
 
 def _moving_maps(n=48, h=16, w=20, corner=True):
@@ -196,8 +207,8 @@ def test_temporal_sampling_motion_clip_and_random_crop():
     info = FakeStore().info("a")
     corner, flat = _moving_maps(corner=True), _moving_maps(corner=False)
     assert np.allclose(corner.mean(axis=(1, 2)), flat.mean(axis=(1, 2)), atol=1e-6)
-    ta = P.MotionSampler(8, 2, sampling="temporal")
-    assert ta.motion_clip and not ta.motion_crop
+    ta = R.per_sample(8, 2, sampling="temporal")
+    assert ta.sampler.motion_clip and not ta.sampler.motion_crop
     hits = 0
     for seed in range(40):
         got = ta(corner, info, np.random.default_rng(seed))
@@ -216,14 +227,14 @@ def test_temporal_sampling_motion_clip_and_random_crop():
         assert np.array_equal(same.query_frames, got.query_frames)
         assert (same.query_box, same.key_box) == (got.query_box, got.key_box)
         # ... and so does "random" (a uniform clip draws as many numbers as a motion-focused one)
-        rnd = P.MotionSampler(8, 2, sampling="random")(corner, info, np.random.default_rng(seed))
+        rnd = R.per_sample(8, 2, sampling="random")(corner, info, np.random.default_rng(seed))
         assert (rnd.query_box, rnd.key_box) == (got.query_box, got.key_box)
         hits += _corner_share(got.query_box) >= 0.75  # the hot cells are frame rows 0..16, cols 0..16
-    motion_hits = sum(_corner_share(P.MotionSampler(8, 2)(corner, info, np.random.default_rng(s)).query_box) >= 0.75
+    motion_hits = sum(_corner_share(R.per_sample(8, 2)(corner, info, np.random.default_rng(s)).query_box) >= 0.75
                       for s in range(40))
     assert hits <= 12 and motion_hits >= 30  # the motion-focused crop finds the corner, the random one rarely
     # the official preset: the same scale/ratio as its motion crops, and sometimes a uniform clip
-    official = P.MotionSampler(8, 2, sampling="temporal", preset="official")
+    official = R.per_sample(8, 2, sampling="temporal", preset=RELEASE)
     boxes = [official(corner, info, np.random.default_rng(s)).query_box for s in range(200)]
     area = np.array([b[2] * b[3] for b in boxes]) / (64 * 80)
     aspect = np.array([b[3] / b[2] for b in boxes])
@@ -237,8 +248,8 @@ def test_spatial_sampling_random_clip_and_motion_crop():
     info = FakeStore().info("a")
     maps = _moving_maps(corner=True)
     maps[:, :4, :4] += 0.5  # the corner moves in every frame (more in 20..39), so every clip has S-motion there
-    sa = P.MotionSampler(8, 2, sampling="spatial")
-    assert sa.motion_crop and not sa.motion_clip
+    sa = R.per_sample(8, 2, sampling="spatial")
+    assert sa.sampler.motion_crop and not sa.sampler.motion_clip
     starts, hits = [], 0
     for seed in range(680):
         got = sa(maps, info, np.random.default_rng(seed))
@@ -253,7 +264,7 @@ def test_spatial_sampling_random_clip_and_motion_crop():
             assert start == want
             assert got.query_box == sampling.sample_crop_box(m_s, rng, frame_size=(64, 80))
             assert got.key_box == sampling.sample_crop_box(m_s, rng, frame_size=(64, 80))
-            rnd = P.MotionSampler(8, 2, sampling="random")(maps, info, np.random.default_rng(seed))
+            rnd = R.per_sample(8, 2, sampling="random")(maps, info, np.random.default_rng(seed))
             assert np.array_equal(rnd.query_frames, got.query_frames)  # the same uniform clip as "random"
         hits += _corner_share(got.query_box) >= 0.75
     counts = np.bincount(starts, minlength=34)
@@ -275,23 +286,24 @@ def test_ablation_modes_in_the_planner_with_batched_hooks(mode):
 
     for two_clips in (False, True):
         sampler = P.MotionSampler(8, 2, sampling=mode, two_clips=two_clips)
-        select = lambda ps: [sampler.select(x) for x in ps]  # noqa: E731
+        select = lambda ps: [R.select(sampler, x) for x in ps]  # noqa: E731
         single = [_planner(store, sampler=sampler).plan(4, i, i % 3) for i in range(6)]
-        batched = _planner(store, sampler=sampler).plan_batch(4, range(6), [i % 3 for i in range(6)], select, score)
+        batched = _planner(store, sampler=sampler, select=select, score=score).plan_batch(
+            4, range(6), [i % 3 for i in range(6)])
         for a, b in zip(single, batched):
             assert np.array_equal(a.query.frames, b.query.frames) and np.array_equal(a.key.frames, b.key.frames)
             assert (a.query.box, a.key.box) == (b.query.box, b.key.box) and np.array_equal(a.motion, b.motion)
-        direct = sampler(store.read("a.webm"), store.info("a.webm"), P.sample_rng(7, 4, 0))
+        direct = R.choose(sampler, store.read("a.webm"), store.info("a.webm"), P.sample_rng(7, 4, 0))
         assert np.array_equal(single[0].query.frames, direct.query_frames) and single[0].query.box == direct.query_box
     assert calls == ([6, 6] if mode == "temporal" else [])  # scores only where the clip is motion-focused
     if mode == "temporal":
         with pytest.raises(ValueError, match="motion-focused crop"):
-            P.MotionSampler(8, 2, sampling=mode).propose(store.read("a"), store.info("a"), np.random.default_rng(0))
+            R.propose(P.MotionSampler(8, 2, sampling=mode), store.read("a"), store.info("a"), np.random.default_rng(0))
 
 
 def test_short_video_frames_are_clamped():
     store = FakeStore(n=10)
-    c = P.MotionSampler(16, 2)(store.read("a"), store.info("a"), np.random.default_rng(0))
+    c = R.per_sample(16, 2)(store.read("a"), store.info("a"), np.random.default_rng(0))
     assert c.query_frames.max() == 9 and c.query_frames.min() == 0 and len(c.query_frames) == 16
 
 
@@ -375,9 +387,56 @@ def test_planner_uses_a_user_sampler_and_batched_selection():
                                                          (0, 0, 8, 8))).plan(0, 0, 0)
     # a batched selector returning the NumPy choice reproduces the per-sample plans exactly
     sampler = P.MotionSampler(8, 2)
-    batched = _planner(store).plan_batch(1, [0, 1, 2], [0, 1, 2], select=lambda ps: [sampler.select(x) for x in ps])
+    batched = _planner(store, select=lambda ps: [R.select(sampler, x) for x in ps]).plan_batch(1, [0, 1, 2], [0, 1, 2])
     single = [_planner(store).plan(1, i, i) for i in range(3)]
     assert [(b.query.box, b.key.box) for b in batched] == [(s.query.box, s.key.box) for s in single]
+
+
+@pytest.mark.parametrize("cells", [False, True])
+def test_user_sampler_boxes_and_augs_equal_the_per_sample_reference(cells):
+    """A user sampler's plan (its clips, some boxes left out) is finished by the batched steps with
+    B = 1: the boxes each view's crop rule draws and every view's augmentation equal the per-sample
+    reference's, draw for draw."""
+    from mcl_fast.data.views import PAPER, WEAK, ViewSpec, resolve_views
+
+    store = RandomStore(cells)
+    specs = [ViewSpec(crop="motion"), ViewSpec(clip=1, crop="random", size=16, aug=WEAK), ViewSpec(crop="same"),
+             ViewSpec(clip=1, crop="motion", scale=(0.5, 1.0)), ViewSpec(crop="center", aug=PAPER),
+             ViewSpec(clip=1, crop="full")]
+    layout = resolve_views(specs, clip_len=8, stride=2, size=32, motion_crop=True, scale=(0.3, 1.0),
+                           ratio=(0.5, 2.0), augment=True)
+    given = {0: None, 1: (2, 3, 20, 30)}  # epoch -> view 1's box from the sampler (None: drawn)
+
+    def user(maps, info, rng):
+        starts = rng.integers(0, max(1, info["num_frames"] - 15), 2)
+        frames = tuple(np.minimum(s + 2 * np.arange(8), info["num_frames"] - 1) for s in starts)
+        boxes = None if user.box is None else (None, user.box, None, None, None, None)
+        return P.Clips(frames=frames, boxes=boxes)
+
+    for epoch, box in given.items():
+        user.box = box
+        planner = _planner(store, sampler=user, layout=layout)
+        for pos, idx in ((0, 0), (3, 1), (5, 2), (8, 3)):
+            plan = planner.plan(epoch, pos, idx)
+            rng = P.sample_rng(7, epoch, pos)
+            video = store.videos[idx]
+            maps, info = store.read(video), store.info(video)
+            if cells:
+                info["cells_per_pixel"] = P.cells_per_pixel(store, video)
+            clips = user(maps, info, rng)
+            boxes = []
+            for j, v in enumerate(layout.views):
+                b = clips.boxes[j] if clips.boxes is not None and clips.boxes[j] is not None else R.missing_box(
+                    rng, v, maps, clips.frames[v.clip], info, boxes, sampling.get_preset("paper"))
+                boxes.append(tuple(b))
+            augs = [P.draw_view_aug(rng, v.size, v.aug is not None, v.aug or PAPER) for v in layout.views]
+            assert [v.box for v in plan.views] == boxes
+            for got, want in zip((v.aug for v in plan.views), augs):
+                assert (got.flip, got.blur_window, got.blur_sigma) == (want.flip, want.blur_window, want.blur_sigma)
+                assert np.array_equal(got.color_matrix, want.color_matrix)
+                assert np.array_equal(got.color_offset, want.color_offset)
+            assert np.array_equal(plan.motion, P.crop_motion(maps, clips.frames[0], boxes[0], (info["height"],
+                                  info["width"]), (8, 2, 2), augs[0].flip, info.get("cells_per_pixel")))
 
 
 def test_planner_maps_boxes_with_the_stores_cells_per_pixel():
@@ -390,11 +449,11 @@ def test_planner_maps_boxes_with_the_stores_cells_per_pixel():
     plan = _planner(store).plan(0, 2, 1)
     rng = P.sample_rng(7, 0, 2)
     info = dict(store.info("b.webm"), cells_per_pixel=(16 / 60, 20 / 76))
-    proposal = sampler.propose(store.read("b.webm"), info, rng)
+    proposal = R.propose(sampler, store.read("b.webm"), info, rng)
     want = sampling.boxes_to_map(proposal["candidates"][0], (64, 80), (16, 20), cell_scale=(16 / 60, 20 / 76))
     assert np.array_equal(proposal["judged"][0], want)
     assert not np.array_equal(want, sampling.boxes_to_map(proposal["candidates"][0], (64, 80), (16, 20)))
-    assert plan.query.box == tuple(int(v) for v in proposal["candidates"][0][sampler.select(proposal)[0]])
+    assert plan.query.box == tuple(int(v) for v in proposal["candidates"][0][R.select(sampler, proposal)[0]])
     ref = P.crop_motion(store.read("b"), plan.query.frames, plan.query.box, (64, 80), (8, 2, 2), plan.query.aug.flip,
                         cell_scale=(16 / 60, 20 / 76))
     assert np.array_equal(plan.motion, ref)
@@ -430,11 +489,12 @@ def test_batched_clip_scores_give_the_same_plans():
         assert all(m.dtype == np.float32 and m.shape == (30,) for m in m_ts)
         return [sampling.clip_scores(m, 8, 2) for m in m_ts]
 
-    for preset, two_clips in (("paper", False), ("official", True)):
+    for preset, two_clips in (("paper", False), (RELEASE, True)):
         sampler = P.MotionSampler(8, 2, preset=preset, two_clips=two_clips)
-        select = lambda ps: [sampler.select(x) for x in ps]  # noqa: E731
+        select = lambda ps: [R.select(sampler, x) for x in ps]  # noqa: E731
         single = [_planner(store, sampler=sampler).plan(4, i, i % 3) for i in range(6)]
-        batched = _planner(store, sampler=sampler).plan_batch(4, range(6), [i % 3 for i in range(6)], select, score)
+        batched = _planner(store, sampler=sampler, select=select, score=score).plan_batch(
+            4, range(6), [i % 3 for i in range(6)])
         for a, b in zip(single, batched):
             assert np.array_equal(a.query.frames, b.query.frames) and np.array_equal(a.key.frames, b.key.frames)
             assert (a.query.box, a.key.box) == (b.query.box, b.key.box) and np.array_equal(a.motion, b.motion)
@@ -531,7 +591,7 @@ def test_batched_plans_equal_the_per_sample_planner(mode, cells):
     flips, colour matrices and blur bit for bit; the motion target within float rounding of torch's
     adaptive average pooling."""
     store = RandomStore(cells)
-    cases = [("paper", False, True), ("official", True, True), ("paper", True, False), ("official", False, True)]
+    cases = [("paper", False, True), (RELEASE, True, True), ("paper", True, False), (RELEASE, False, True)]
     for preset, two_clips, augment in cases:
         sampler = P.MotionSampler(8, 2, mode, preset, two_clips)
         planner = _planner(store, sampler=sampler, augment=augment)
@@ -539,7 +599,7 @@ def test_batched_plans_equal_the_per_sample_planner(mode, cells):
             positions = np.arange(30) + 40 * epoch
             indices = (positions * 7 + epoch) % 4
             for plan, pos, idx in zip(planner.plan_batch(epoch, positions, indices), positions, indices):
-                choice, q_aug, k_aug, motion = _plan_before(store, P.MotionSampler(8, 2, mode, preset, two_clips), 7,
+                choice, q_aug, k_aug, motion = _plan_before(store, R.per_sample(8, 2, mode, preset, two_clips), 7,
                                                             epoch, pos, idx, augment)
                 assert np.array_equal(plan.query.frames, choice.query_frames)
                 assert np.array_equal(plan.key.frames, choice.key_frames)

@@ -81,11 +81,10 @@ def test_motion_prob_official_behaviour():
 
 def test_the_release_keeps_its_sampling_numbers_in_one_place():
     """The release's numbers are sampling_official's; the loaders' config of them (data/official.SAMPLING)
-    is built from those, and MotionSampler's "official" preset (sampling.py, which may not import
-    sampling_official) states the same values."""
+    is built from those, and sampling.py keeps no copy of them."""
     from mcl_fast import sampling_official as release
 
-    assert PRESETS["official"] == SAMPLING
+    assert set(PRESETS) == {"paper"}
     assert (SAMPLING.motion_prob, SAMPLING.scale, SAMPLING.ratio, SAMPLING.num_candidates) == (
         release.MOTION_PROB, release.CROP_SCALE, release.CROP_RATIO, release.POSITION_TRIES) == (
         0.7, (0.2, 1.0), (3 / 4, 4 / 3), 40)

@@ -23,7 +23,7 @@ from .labels import resolve_labels
 from .options import LoaderOptions
 from .plan import MotionSampler, SamplePlan, check_sampling, epoch_order, num_batches
 from .._cache import LRU
-from .planner import Planner, default_layout
+from .planner import Planner, default_layout, without_augmentation
 from .video_rows import StoreVideos, store_rows
 from .views import WEAK, ViewSpec, resolve_views
 
@@ -371,10 +371,7 @@ class LoaderBase:
         self.verdicts = self._check_shard(o)
         # the planner asks the verdicts, loader.sampler holds a weak reference: no reference cycle
         # keeps a dropped loader (and a TorchVideoLoader's worker processes) alive until the next GC
-        self.planner = Planner(self.store, self.videos, clip_len=self.clip_len, size=self.size,
-                               sampler=self.clip_sampler, augment=self.augment, motion_size=self.motion_size,
-                               seed=self.seed, layout=self.layout, is_bad=self.verdicts.is_bad,
-                               path_of=self.verdicts.path_of, file_hw=self.verdicts.file_size)
+        self.planner = self._planner()
         self.sampler = EpochSampler(weakref.proxy(self))
         self.epoch = 0  # the epoch of the pass in progress or, before the first, of the next one
         self._epoch_used = False  # a pass has started with self.epoch: the next one moves on (set_epoch resets)
@@ -418,6 +415,13 @@ class LoaderBase:
         check_official_store(self.store)
         return OfficialSampler(self.store, o.clip_len, o.stride, o.sampling)
 
+    def _planner(self, select=None, score=None) -> Planner:
+        """The loader's planner; select, score: a subclass's batched steps (Planner), given once."""
+        return Planner(self.store, self.videos, clip_len=self.clip_len, size=self.size, sampler=self.clip_sampler,
+                       augment=self.augment, motion_size=self.motion_size, seed=self.seed, layout=self.layout,
+                       is_bad=self.verdicts.is_bad, path_of=self.verdicts.path_of, file_hw=self.verdicts.file_size,
+                       select=select, score=score)
+
     def _layout(self, o: LoaderOptions):
         """The resolved views: views= (checked), the official preset's four, or the default pair
         (planner.default_layout); sets view_names, the names of the batch's views in order."""
@@ -445,12 +449,7 @@ class LoaderBase:
                                    motion_crop=builtin and sampler.motion_crop, scale=cfg.scale, ratio=cfg.ratio,
                                    augment=True)
             self.view_names = ("clip",) if o.views == "clip" else tuple(f"view{i}" for i in range(len(layout.views)))
-        if not o.augment:
-            from .views import ResolvedView, ViewLayout
-
-            layout = ViewLayout(views=tuple(ResolvedView(v.clip, v.crop, v.size, v.scale, v.ratio, None)
-                                            for v in layout.views), clips=layout.clips)
-        return layout
+        return layout if o.augment else without_augmentation(layout)
 
     def _check_batches(self) -> None:
         """ValueError when an epoch would have no batch (drop_last with too few videos per shard)."""
@@ -527,11 +526,11 @@ class LoaderBase:
         """Batches per epoch for this shard (full batches only, unless drop_last=False)."""
         return num_batches(len(self.epoch_samples(0)[0]), self.batch_size, self.drop_last)
 
-    def plan_chunk(self, epoch: int, batches, select=None, score=None) -> list[list[SamplePlan]]:
+    def plan_chunk(self, epoch: int, batches) -> list[list[SamplePlan]]:
         """The plans of several batches in one planner call (split back into batches)."""
         positions = np.concatenate([p for p, _ in batches])
         indices = np.concatenate([i for _, i in batches])
-        plans = self.planner.plan_batch(epoch, positions, indices, select, score)
+        plans = self.planner.plan_batch(epoch, positions, indices)
         out, at = [], 0
         for p, _ in batches:
             out.append(plans[at:at + len(p)])

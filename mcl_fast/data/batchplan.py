@@ -1,5 +1,5 @@
 """Vectorised pieces of the batched planner (planner.py): the same numbers as the per-sample
-references in plan.py and mcl_fast.sampling, for a whole batch at once.
+references (mcl_fast.sampling, plan.py, tests/plan_reference.py), for a whole batch at once.
 
 - `SampleStreams`: the generator of each sample, numpy.random.default_rng([seed, epoch, position,
   attempt]), without building a SeedSequence and a PCG64 per sample: the SeedSequence hash of a

@@ -97,8 +97,8 @@ class MotionFocusedLoader(LoaderBase):
         self._buffers = None  # the CPU mode's reused batch tensors (torch_loader.BatchBuffers)
         self._pipe = None
         self._feed: _Feeder | None = None
-        self._select = _gpu_box_selector(self.clip_sampler) if device == "gpu" else None
-        self._score = _gpu_clip_scorer(self.clip_sampler) if device == "gpu" else None
+        if device == "gpu":  # the planner's batched steps on the GPU, given to it once
+            self.planner = self._planner(_gpu_box_selector(self.clip_sampler), _gpu_clip_scorer(self.clip_sampler))
 
     @property
     def torch_device(self) -> torch.device:
@@ -249,7 +249,7 @@ class _Feeder:
         try:
             if self.next not in self.planned:
                 chunk = list(range(self.next, min(self.next + self.per_chunk, len(self.batches))))
-                plans = loader.plan_chunk(self.epoch, [self.batches[i] for i in chunk], loader._select, loader._score)
+                plans = loader.plan_chunk(self.epoch, [self.batches[i] for i in chunk])
                 self.planned = dict(zip(chunk, plans))
             plans = self.planned.pop(self.next)
             encoded = [np.fromfile(p.path, dtype=np.uint8) for p in plans]

@@ -6,9 +6,9 @@ Plans are pure NumPy, drawn from a generator seeded by (seed, epoch, position in
 attempt), so the same seed gives the same plans in any loader, on any number of workers, in any
 order. Both loaders then only *execute* the plan: that is why they produce the same pixels.
 
-This module holds the records, the per-sample reference of every draw (draw_view_aug,
-MotionSampler) and the epoch order; planner.py makes the plans of a whole batch at once with the
-same draws (batchplan.py), which is what the loaders run.
+This module holds the records, the built-in sampler's configuration (MotionSampler) and the
+epoch order; planner.py makes the plans of a whole batch at once (batchplan.py), which is what
+the loaders run; tests/plan_reference.py is the per-sample reference it is checked against.
 
 Conventions: frames are source-frame indices (int64, always inside [0, num_frames-1]);
 colours are RGB in 0..255. Samplers choose boxes (y0, x0, h, w) in the store's source pixels
@@ -211,7 +211,9 @@ def draw_view_aug(rng: np.random.Generator, size: int, augment: bool = True, aug
     """The random augmentation of one view (views.Augmentation; default the paper's: colour
     jitter p=0.8, greyscale p=0.2, blur p=0.5, flip p=0.5). Always draws the same count of
     numbers (4 + 3 + 1 doubles, a permutation of 4, 1 double), so later draws do not depend on
-    which branches fired or on the settings. With augment=False returns the identity."""
+    which branches fired or on the settings. With augment=False returns the identity.
+    The loaders do not call it: the planner draws every view's augmentation in batches
+    (planner.view_augs); this per-sample form is what tests and benchmarks draw single views with."""
     low, high = jitter_ranges(aug)
     u = rng.random(4)  # jitter?, greyscale?, blur?, flip?
     if low[0] == low[1] == low[2] and high[0] == high[1] == high[2]:
@@ -252,10 +254,10 @@ def check_sampling(sampling: str) -> str:
 
 
 class MotionSampler:
-    """The default sampler: motion-focused (paper sec. 3.2), random, or one of the two halves.
+    """The built-in sampler's configuration: motion-focused (paper sec. 3.2), random, or one of the two halves.
 
-    Callable as sampler(maps, info, rng) -> Choice, where maps is the (N, h, w) float32
-    per-frame motion of the video and info its store info (num_frames, height, width).
+    The planner (planner.py) draws its clips and boxes for a whole batch; tests/plan_reference.py
+    holds the per-sample steps it is checked against.
     sampling="motion" (TA+SA): the clip by sample_clip_start (T-motion above the median), each
     view's box by sample_crop_box on the clip's S-motion (preset's percentile, coverage, candidates).
     sampling="temporal" (TA): the clip as "motion", each box a random-resized crop (the preset's
@@ -263,23 +265,19 @@ class MotionSampler:
     sampling="spatial" (SA): a uniformly random clip (random_clip_start), each box as "motion"
     on that clip's S-motion.
     sampling="random": a uniform clip and random-resized-crop boxes, all else equal.
-    All modes draw from rng in the same order: the query's clip start, the key's (two_clips),
-    then the two views' boxes (motion-focused: all candidates of the query, then the key's).
-    two_clips=True: the key comes from its own clip (sampled the same way) instead of the query's.
+    All modes draw from the sample's generator in the same order: the query's clip start, the
+    key's (two_clips), then the views' boxes (motion-focused: all candidates of the query, then
+    the key's). two_clips=True: the key comes from its own clip instead of the query's.
+    preset: a name of sampling.PRESETS or a SamplingConfig (e.g. data.official.SAMPLING).
 
-    A user sampler is any callable with the same signature returning a Choice.
-    The motion-focused crop is also split into propose()/finish() so the GPU path can select the
-    boxes of a whole batch in one kernel call: propose draws everything random, finish turns
-    the selected candidate indices into a Choice. propose and random_crop_choice also take the
-    clip scores computed elsewhere (the GPU path scores a whole batch's clips in one kernel call
-    per video length); they are used only by the modes with a motion-focused clip.
+    A user sampler is any callable sampler(maps, info, rng) -> Choice or Clips instead.
     """
 
-    def __init__(self, clip_len: int = 16, stride: int = 2, sampling: str = "motion", preset: str = "paper",
-                 two_clips: bool = False):
+    def __init__(self, clip_len: int = 16, stride: int = 2, sampling: str = "motion",
+                 preset: "str | reference.SamplingConfig" = "paper", two_clips: bool = False):
         check_sampling(sampling)
         self.clip_len, self.stride, self.sampling, self.two_clips = int(clip_len), int(stride), sampling, two_clips
-        self.config = reference.get_preset(preset)
+        self.config = preset if isinstance(preset, reference.SamplingConfig) else reference.get_preset(preset)
 
     @property
     def motion_clip(self) -> bool:
@@ -291,85 +289,10 @@ class MotionSampler:
         """True when the crop is motion-focused (SA: "motion", "spatial")."""
         return SAMPLING_MODES[self.sampling][1]
 
-    # -- clips ------------------------------------------------------------------------------
     @staticmethod
     def motion_t(maps: np.ndarray) -> np.ndarray:
         """(N,) float32 T-motion of (N, h, w) per-frame maps: each frame's spatial mean (eq. 2)."""
         return maps.reshape(len(maps), -1).mean(axis=1)
-
-    def draw_start(self, clip_scores, rng: np.random.Generator) -> int:
-        """reference.sample_clip_start given its clip_scores (starts, scores): the same draws."""
-        starts, scores = clip_scores
-        if self.config.motion_prob >= 1.0 or rng.random() < self.config.motion_prob:
-            hot = starts[scores > np.median(scores)]
-            if len(hot):
-                starts = hot
-        return int(starts[rng.integers(len(starts))])
-
-    def draw_clips(self, maps: np.ndarray, info: dict, rng: np.random.Generator, clip_scores=None) -> list:
-        """[query frames (T,), key frames (T,)] int64: one start (two with two_clips), motion-focused
-        or uniform as the mode says. clip_scores: see propose (ignored for a uniform clip)."""
-        n = int(info["num_frames"])
-        if not self.motion_clip:
-            draw = lambda: reference.random_clip_start(n, self.clip_len, self.stride, rng)  # noqa: E731
-        elif clip_scores is None:
-            m_t = self.motion_t(maps)
-            draw = lambda: reference.sample_clip_start(m_t, self.clip_len, self.stride, rng,  # noqa: E731
-                                                       motion_prob=self.config.motion_prob)
-        else:
-            draw = lambda: self.draw_start(clip_scores, rng)  # noqa: E731
-        starts = [draw()]
-        starts.append(draw() if self.two_clips else starts[0])
-        return [reference.clip_frame_indices(s, self.clip_len, self.stride, n) for s in starts]
-
-    # -- motion-focused crop, in two steps ----------------------------------------------------
-    def propose(self, maps: np.ndarray, info: dict, rng: np.random.Generator, clip_scores=None) -> dict:
-        """Draw clip starts and candidate boxes ("motion", "spatial"). Returns a dict: frames (2, T),
-        m_s (2, h, w), candidates (2, K, 4) in source pixels, judged (2, K, 4) the map cells they
-        cover (info["cells_per_pixel"], when the planner provides it, maps pixels to cells).
-        clip_scores: reference.clip_scores(motion_t(maps), clip_len, stride) computed elsewhere
-        (bit-equal values give the same draws); None: sample_clip_start computes them."""
-        if not self.motion_crop:
-            raise ValueError(f"propose() is for the motion-focused crop; sampling={self.sampling!r} has none")
-        cfg = self.config
-        frame_hw = (int(info["height"]), int(info["width"]))
-        frames = self.draw_clips(maps, info, rng, clip_scores)
-        m_s = [maps[np.minimum(f, len(maps) - 1)].mean(axis=0) for f in frames[:1 + self.two_clips]]
-        if not self.two_clips:
-            m_s = m_s * 2
-        candidates = np.stack([reference.draw_boxes(rng, cfg.num_candidates, *frame_hw, cfg.scale, cfg.ratio)
-                               for _ in range(2)])
-        judged = np.stack([map_cells(c, frame_hw, maps.shape[1:], info.get("cells_per_pixel")) for c in candidates])
-        return {"frames": np.stack(frames), "m_s": np.stack(m_s), "candidates": candidates, "judged": judged}
-
-    def select(self, proposal: dict) -> np.ndarray:
-        """(V,) indices of the chosen candidates of a proposal's V views, NumPy reference
-        (reference.select_box_index)."""
-        cfg = self.config
-        return np.array([reference.select_box_index(proposal["m_s"][v], proposal["judged"][v], cfg.percentile,
-                                                   cfg.coverage) for v in range(len(proposal["m_s"]))])
-
-    @staticmethod
-    def finish(proposal: dict, chosen) -> Choice:
-        boxes = [tuple(int(x) for x in proposal["candidates"][v, int(chosen[v])]) for v in range(2)]
-        return Choice(proposal["frames"][0], boxes[0], proposal["frames"][1], boxes[1])
-
-    # -- random crop ------------------------------------------------------------------------
-    def random_crop_choice(self, maps: np.ndarray, info: dict, rng: np.random.Generator,
-                           clip_scores=None) -> Choice:
-        """"random" and "temporal": the clip(s) as the mode says, then one random-resized-crop box
-        per view (reference.random_crop_box with the preset's scale and ratio)."""
-        cfg = self.config
-        hw = (int(info["height"]), int(info["width"]))
-        frames = self.draw_clips(maps, info, rng, clip_scores)
-        boxes = [reference.random_crop_box(rng, *hw, cfg.scale, cfg.ratio) for _ in range(2)]
-        return Choice(frames[0], boxes[0], frames[1], boxes[1])
-
-    def __call__(self, maps: np.ndarray, info: dict, rng: np.random.Generator) -> Choice:
-        if not self.motion_crop:
-            return self.random_crop_choice(maps, info, rng)
-        proposal = self.propose(maps, info, rng)
-        return self.finish(proposal, self.select(proposal))
 
 
 def _check_frames(frames, clip_len: int, n: int, name: str, video: str) -> np.ndarray:

@@ -1,14 +1,15 @@
 """The planner: (epoch, position, dataset index) -> SamplePlan, a whole batch at a time.
 
 For the built-in MotionSampler the per-sample work is only the generator draws (in the order the
-per-sample references draw them: clip starts, then each view's box candidates, then each view's
-augmentation, see plan.py); everything else runs once per batch in NumPy (batchplan.py):
-seeding, candidate boxes, their map cells, the S-motion percentiles and box selection, the
-colour matrices and the motion targets. Clip scores (T-motion above the median) are computed once
-per video and clip length and cached. The plans equal, draw for draw, those of the per-sample
-references (tests/test_plan.py checks this against a transcription of the earlier planner).
+per-sample reference draws them: clip starts, then each view's box candidates, then each view's
+augmentation); everything else runs once per batch in NumPy (batchplan.py): seeding, candidate
+boxes, their map cells, the S-motion percentiles and box selection, the colour matrices and the
+motion targets. Clip scores (T-motion above the median) are computed once per video and clip
+length and cached. The plans equal, draw for draw, those of the per-sample reference
+(tests/plan_reference.py and the NumPy oracle mcl_fast.sampling; tests/test_plan.py checks it).
 
-A user sampler (any other callable) is called per sample with the video's maps, as before.
+A user sampler (any other callable) is called per sample with the video's maps; the boxes it
+leaves out and every view's augmentation are then drawn by the same batched steps, with B = 1.
 """
 from __future__ import annotations
 
@@ -21,8 +22,7 @@ from mcl_fast._cache import LRU
 
 from .batchplan import SampleStreams, adaptive_avg_pool, color_affines, uniform_is_affine
 from .plan import (CONTRAST_CENTER, Choice, Clips, MotionSampler, SamplePlan, ViewAug, ViewPlan,
-                   cells_per_pixel, crop_motion, draw_view_aug, jitter_ranges, sample_rng, scale_box,
-                   validate_clips)
+                   cells_per_pixel, crop_motion, jitter_ranges, sample_rng, scale_box, validate_clips)
 from .video_rows import StoreVideos
 from .views import NONE, ResolvedView, ViewLayout, default_views, resolve_views
 
@@ -90,6 +90,13 @@ class Planner:
     each clip). is_bad(path) -> reason or None: the caller's decode check; a bad video is replaced
     by another (drawn from the sample's own generator, so the replacement is deterministic) and
     listed in the plan's `failures`.
+    select, score: optional batched steps (the GPU loader's kernels) that replace NumPy ones for
+    the MotionSampler, given once here; either gives the same plans (ignored for user samplers).
+    select(proposals) -> (B, V) chosen candidate indices, where proposal b is a dict with "m_s"
+    (V, h, w) the S-motion of each motion-cropped view's clip and "judged" (V, K, 4) the map
+    cells of its candidates; score([m_t (N,) float32 per sample]) -> [(starts, scores)], equal to
+    reference.clip_scores(m_t, clip_len, stride), called once per batch for the samples whose
+    clip scores are not cached yet.
     """
 
     MAX_ATTEMPTS = 16
@@ -98,18 +105,22 @@ class Planner:
                  augment: bool, motion_size, seed: int, layout: ViewLayout | None = None,
                  is_bad: Callable[[str], str | None] | None = None,
                  path_of: Callable[[str], str] | None = None,
-                 file_hw: Callable[[str], tuple[int, int] | None] | None = None):
+                 file_hw: Callable[[str], tuple[int, int] | None] | None = None,
+                 select: Callable | None = None, score: Callable | None = None):
         # the loader's StoreVideos as they are (store rows, not a copy of the names); else a list
         self.store, self.videos = store, (videos if isinstance(videos, StoreVideos) else list(videos))
         self.clip_len, self.size, self.sampler, self.augment = int(clip_len), int(size), sampler, bool(augment)
         self.layout = layout if layout is not None else default_layout(sampler, clip_len=clip_len, size=size)
         if not self.augment:
-            self.layout = ViewLayout(views=tuple(_without_aug(v) for v in self.layout.views), clips=self.layout.clips)
+            self.layout = without_augmentation(self.layout)
         self.motion_size, self.seed = tuple(int(s) for s in motion_size), int(seed)
         self.is_bad = is_bad or (lambda path: None)
         self.path_of = path_of or (lambda video: str(store.video_path(video)))
         self.file_hw = file_hw or (lambda video: None)
         self.builtin = type(sampler) is MotionSampler
+        self.select, self.score = select, score
+        # the clip and crop knobs: the MotionSampler's, a user sampler's `config` if it has one, else the paper's
+        self.config = getattr(sampler, "config", reference.get_preset("paper"))
         self._streams = SampleStreams()
         self._merged = uniform_is_affine()
         self._info = LRU(VIDEO_CACHE_SIZE)  # video -> _VideoInfo
@@ -117,27 +128,19 @@ class Planner:
         self._hot = LRU(VIDEO_CACHE_SIZE * max(1, len(set(self.layout.clips))))
 
     # -- public ------------------------------------------------------------------------------
-    def plan(self, epoch: int, position: int, index: int, select: Callable | None = None,
-             score: Callable | None = None) -> SamplePlan:
+    def plan(self, epoch: int, position: int, index: int) -> SamplePlan:
         """The plan of the sample at `position` of `epoch` (dataset index `index`), after any
-        replacements. select, score: optional batched GPU steps, see plan_batch."""
-        return self.plan_batch(epoch, [position], [index], select, score)[0]
+        replacements."""
+        return self.plan_batch(epoch, [position], [index])[0]
 
-    def plan_batch(self, epoch: int, positions, indices, select: Callable | None = None,
-                   score: Callable | None = None) -> list[SamplePlan]:
-        """Plans of a batch. For the MotionSampler two optional batched steps replace NumPy ones
-        (the GPU path passes its kernels; ignored for user samplers):
-        select(proposals) -> (B, V) chosen candidate indices, where proposal b is a dict with
-        "m_s" (V, h, w) the S-motion of each motion-cropped view's clip and "judged" (V, K, 4) the
-        map cells of its candidates; score([m_t (N,) float32 per sample]) -> [(starts, scores)],
-        equal to reference.clip_scores(m_t, clip_len, stride), called once per batch for the
-        samples whose clip scores are not cached yet. Either gives the same plans."""
+    def plan_batch(self, epoch: int, positions, indices) -> list[SamplePlan]:
+        """Plans of a batch (len(positions) samples)."""
         resolved = [self._resolve(epoch, int(p), int(i)) for p, i in zip(positions, indices)]
         if not resolved:
             return []
         if not self.builtin:
             return [self._plan_user(epoch, *r) for r in resolved]
-        return self._plan_builtin(epoch, resolved, select, score)
+        return self._plan_builtin(epoch, resolved)
 
     # -- replacement of bad videos -----------------------------------------------------------
     def _resolve(self, epoch: int, position: int, index: int):
@@ -213,9 +216,10 @@ class Planner:
         return found
 
     # -- the built-in sampler, batched ---------------------------------------------------------
-    def _plan_builtin(self, epoch: int, resolved, select, score) -> list[SamplePlan]:
+    def _plan_builtin(self, epoch: int, resolved) -> list[SamplePlan]:
         sampler, layout = self.sampler, self.layout
-        cfg = sampler.config
+        select, score = self.select, self.score
+        cfg = self.config
         views, clips = layout.views, layout.clips
         b = len(resolved)
         names = [self.videos[idx] for _, idx, _, _ in resolved]
@@ -243,7 +247,7 @@ class Planner:
         needed = {0} | {v.clip for v in views if v.crop == "motion"}  # clip 0: the motion target
         clip_maps = {c: self._clip_maps(names, entries, frames[c]) for c in sorted(needed)}
         boxes = self._boxes(views, draws, entries, clip_maps, select)  # (V, B, 4) source pixels
-        augs = self._augs(views, draws)
+        augs = view_augs(views, draws)
         motions = self._motions(clip_maps[0], boxes[0], entries, [a[0].flip for a in augs])
         plans = []
         box_lists = boxes.tolist()
@@ -285,7 +289,9 @@ class Planner:
     def _draw_start(self, rng, video: str, entry: _VideoInfo, clip_len: int, stride: int, cfg) -> int:
         """One clip start: sample_clip_start (motion-focused clip) or random_clip_start, same draws."""
         if not self.sampler.motion_clip:
-            return int(rng.integers(max(1, entry.num_frames - reference.clip_span(clip_len, stride) + 1)))
+            return reference.random_clip_start(entry.num_frames, clip_len, stride, rng)
+        # Not sample_clip_start itself (the GPU kernels' oracle): that scores every clip and takes the
+        # median on each call, the planner once per video (cached hot starts); the draws are its own.
         hot, count = self._hot_starts(video, entry, clip_len, stride)
         if (cfg.motion_prob >= 1.0 or rng.random() < cfg.motion_prob) and len(hot):
             return int(hot[rng.integers(len(hot))])
@@ -307,20 +313,23 @@ class Planner:
         return _ClipMaps({shape: (members, np.stack([maps[i] for i in members]))
                           for shape, members in _groups_by_shape(maps).items()}, None, len(names))
 
-    def _boxes(self, views, draws: "_Draws", entries, clip_maps, select) -> np.ndarray:
-        """(V, B, 4) int64 boxes (y0, x0, h, w) in source pixels."""
+    def _boxes(self, views, draws: "_Draws", entries, clip_maps, select, given=None) -> np.ndarray:
+        """(V, B, 4) int64 boxes (y0, x0, h, w) in source pixels; given: {view: box} that a user
+        sampler chose (B = 1), kept as they are."""
         b = len(entries)
         heights = np.array([e.height for e in entries], np.int64)
         widths = np.array([e.width for e in entries], np.int64)
         out = np.zeros((len(views), b, 4), np.int64)
         candidates = {j: reference.boxes_from_draws(*draws.boxes[j], heights[:, None], widths[:, None])
                       for j in draws.boxes}  # (B, m, 4)
-        motion_views = [j for j, v in enumerate(views) if v.crop == "motion"]
+        motion_views = [j for j, v in enumerate(views) if v.crop == "motion" and j in draws.boxes]
         chosen = self._select(views, motion_views, candidates, clip_maps, entries, select) if motion_views else {}
         rows = np.arange(b)
         side = np.minimum(heights, widths)
         for j, v in enumerate(views):
-            if v.crop == "motion":
+            if given and j in given:
+                out[j] = given[j]
+            elif v.crop == "motion":
                 out[j] = candidates[j][rows, chosen[j]]
             elif v.crop == "random":
                 out[j] = candidates[j][:, 0]
@@ -335,7 +344,7 @@ class Planner:
     def _select(self, views, motion_views, candidates, clip_maps, entries, select) -> dict:
         """{view: (B,) chosen candidate index} of the motion-cropped views: each view's candidates
         judged on its clip's S-motion (the mean map over the clip's frames)."""
-        cfg = self.sampler.config
+        cfg = self.config
         b = len(entries)
         clips_used = sorted({views[j].clip for j in motion_views})
         m_s = {c: clip_maps[c].mean_over_frames() for c in clips_used}  # clip -> [(h, w) float32 per sample]
@@ -359,47 +368,6 @@ class Planner:
                 out[j][members] = picks[col * g:(col + 1) * g]
         return out
 
-    def _augs(self, views, draws: "_Draws") -> list[list[ViewAug]]:
-        """(B, V) ViewAugs: draw_view_aug's decisions on the draws, the colour matrices of the whole
-        batch in one color_affines call."""
-        values, orders = draws.aug, draws.orders  # (B, V, 9): u (4), factors (3), hue, sigma
-        b, nv = values.shape[:2]
-        out = [[_IDENTITY] * nv for _ in range(b)]
-        rows, cols, jitter_rows, gray_rows = [], [], [], []
-        for j, v in enumerate(views):
-            if v.aug is None:
-                continue
-            jitter, gray = values[:, j, 0] < v.aug.jitter_p, values[:, j, 1] < v.aug.grayscale_p
-            for i in np.flatnonzero(jitter | gray):
-                rows.append(i)
-                cols.append(j)
-                jitter_rows.append(bool(jitter[i]))
-                gray_rows.append(bool(gray[i]))
-        colour = {}
-        if rows:
-            rows_a, cols_a, jit = np.array(rows), np.array(cols), np.array(jitter_rows)
-            picked = values[rows_a, cols_a]
-            # greyscale alone is color_affine(grayscale=True): factors 1, hue 0, the identity order
-            factors = np.where(jit[:, None], picked[:, 4:8], np.array([1.0, 1.0, 1.0, 0.0]))
-            order = np.where(jit[:, None], orders[rows_a, cols_a], np.arange(4))
-            matrices, offsets = color_affines(factors[:, 0], factors[:, 1], factors[:, 2], factors[:, 3],
-                                               np.array(gray_rows), order, CONTRAST_CENTER)
-            colour = {(i, j): r for r, (i, j) in enumerate(zip(rows, cols))}
-        eye, zero = np.eye(3, dtype=np.float32), np.zeros(3, np.float32)
-        for j, v in enumerate(views):
-            if v.aug is None:
-                continue
-            blur, flip = values[:, j, 2] < v.aug.blur_p, values[:, j, 3] < v.aug.flip_p
-            sigma = values[:, j, 8]
-            window = _blur_windows(sigma, v.size)
-            for i in range(b):
-                r = colour.get((i, j))
-                out[i][j] = ViewAug(flip=bool(flip[i]), color_matrix=eye if r is None else matrices[r],
-                                    color_offset=zero if r is None else offsets[r],
-                                    blur_sigma=float(sigma[i]) if blur[i] else 0.0,
-                                    blur_window=int(window[i]) if blur[i] else 1)
-        return out
-
     def _motions(self, maps: "_ClipMaps", query_boxes: np.ndarray, entries, flips) -> list[np.ndarray]:
         """crop_motion of each sample on its query clip's maps (already gathered): the map cells of
         all query boxes in one boxes_to_map call, then the pooling per sample."""
@@ -416,6 +384,8 @@ class Planner:
 
     # -- user samplers -------------------------------------------------------------------------
     def _plan_user(self, epoch: int, position: int, index: int, rng, failures) -> SamplePlan:
+        """A user sampler's plan: its Choice or Clips, then the boxes it left out and every view's
+        augmentation by the batched steps with B = 1 (the same draws as the built-in path)."""
         layout = self.layout
         rng = rng if rng is not None else sample_rng(self.seed, epoch, position)
         video = self.videos[index]
@@ -426,11 +396,14 @@ class Planner:
         clips = validate_clips(_as_clips(choice, layout, video), info, [t for t, _ in layout.clips],
                                len(layout.views), self.motion_size, video)
         frame_hw = (entry.height, entry.width)
-        boxes = list(clips.boxes) if clips.boxes is not None else [None] * len(layout.views)
-        for j, v in enumerate(layout.views):
-            if boxes[j] is None:
-                boxes[j] = self._draw_box(rng, v, maps, clips.frames[v.clip], entry, boxes)
-        augs = [draw_view_aug(rng, v.size, v.aug is not None, v.aug or _NO_AUG) for v in layout.views]
+        given = {j: b for j, b in enumerate(clips.boxes or ()) if b is not None}
+        draws = _Draws(1, layout.views, self.config.num_candidates, raw=self._merged, given=given)
+        draws.draw(rng, 0)
+        draws.finish()
+        needed = {layout.views[j].clip for j in draws.boxes if layout.views[j].crop == "motion"}
+        clip_maps = {c: self._clip_maps([video], [entry], np.asarray(clips.frames[c])[None]) for c in needed}
+        boxes = [tuple(b) for b in self._boxes(layout.views, draws, [entry], clip_maps, self.select, given)[:, 0].tolist()]
+        augs = view_augs(layout.views, draws)[0]
         flipped = augs[0].flip
         if clips.motion is not None:
             flipped = flipped and clips.motion_flip  # the sampler may leave its target unmirrored
@@ -445,32 +418,16 @@ class Planner:
                           clips=tuple(clips.frames), motion=motion, failures=tuple(failures), extras=clips.extras,
                           motion_flipped=bool(flipped))
 
-    def _draw_box(self, rng, view: ResolvedView, maps, frames, entry: _VideoInfo, boxes) -> tuple:
-        """A view's box when the sampler left it out: the view's crop rule, per-sample references."""
-        cfg = getattr(self.sampler, "config", reference.get_preset("paper"))
-        if view.crop == "motion":
-            m_s = maps[np.minimum(frames, len(maps) - 1)].mean(axis=0)
-            return reference.sample_crop_box(m_s, rng, frame_size=(entry.height, entry.width),
-                                             cell_scale=entry.cell_scale, num_candidates=cfg.num_candidates,
-                                             scale=view.scale, ratio=view.ratio, percentile=cfg.percentile,
-                                             coverage=cfg.coverage)
-        if view.crop == "random":
-            return reference.random_crop_box(rng, entry.height, entry.width, view.scale, view.ratio)
-        if view.crop == "center":
-            side = min(entry.height, entry.width)
-            return (entry.height - side) // 2, (entry.width - side) // 2, side, side
-        if view.crop == "full":
-            return 0, 0, entry.height, entry.width
-        return boxes[0]  # "same"
-
 
 # ------------------------------------------------------------------------------------ helpers
 
 _NO_AUG = NONE  # the draws of a view without augmentation use these ranges (then ignored)
 
 
-def _without_aug(view: ResolvedView) -> ResolvedView:
-    return ResolvedView(clip=view.clip, crop=view.crop, size=view.size, scale=view.scale, ratio=view.ratio, aug=None)
+def without_augmentation(layout: ViewLayout) -> ViewLayout:
+    """The layout with no augmentation on any view (augment=False): crops only."""
+    return ViewLayout(views=tuple(ResolvedView(clip=v.clip, crop=v.crop, size=v.size, scale=v.scale, ratio=v.ratio,
+                                               aug=None) for v in layout.views), clips=layout.clips)
 
 
 def _uniform_from(low, high, u):
@@ -486,13 +443,15 @@ class _Draws:
     views with drawn boxes (m = K candidates for "motion", 1 for "random"); aug (B, V, 9): u (4),
     jitter factors (3), hue, blur sigma; orders (B, V, 4). raw=True (uniform_is_affine): all
     consecutive doubles come from one random() call and are mapped in finish(); otherwise each
-    uniform is its own call, as in the references.
+    uniform is its own call, as in the references. given: views whose boxes are not drawn (a user
+    sampler chose them).
     """
 
-    def __init__(self, b: int, views, num_candidates: int, raw: bool):
+    def __init__(self, b: int, views, num_candidates: int, raw: bool, given=()):
         self.views, self.raw = views, raw
         self.starts = np.zeros((b, len({v.clip for v in views})), np.int64)
-        self.counts = [num_candidates if v.crop == "motion" else 1 if v.crop == "random" else 0 for v in views]
+        self.counts = [0 if j in given else num_candidates if v.crop == "motion" else 1 if v.crop == "random" else 0
+                       for j, v in enumerate(views)]
         self.box_views = [j for j, m in enumerate(self.counts) if m]
         self.box_u = {j: np.zeros((b, 4, self.counts[j])) for j in self.box_views}
         self.aug = np.zeros((b, len(views), 9))
@@ -557,6 +516,48 @@ class _Draws:
             self.aug[:, j, 4:7] = low + (high - low) * self.aug[:, j, 4:7]
             self.aug[:, j, 7] = _uniform_from(-a.hue, a.hue, self.aug[:, j, 7])
             self.aug[:, j, 8] = _uniform_from(a.blur_sigma[0], a.blur_sigma[1], self.aug[:, j, 8])
+
+
+def view_augs(views, draws: "_Draws") -> list[list[ViewAug]]:
+    """(B, V) ViewAugs: each view's augmentation decided on its draws (views.Augmentation), the colour matrices of the whole
+    batch in one color_affines call."""
+    values, orders = draws.aug, draws.orders  # (B, V, 9): u (4), factors (3), hue, sigma
+    b, nv = values.shape[:2]
+    out = [[_IDENTITY] * nv for _ in range(b)]
+    rows, cols, jitter_rows, gray_rows = [], [], [], []
+    for j, v in enumerate(views):
+        if v.aug is None:
+            continue
+        jitter, gray = values[:, j, 0] < v.aug.jitter_p, values[:, j, 1] < v.aug.grayscale_p
+        for i in np.flatnonzero(jitter | gray):
+            rows.append(i)
+            cols.append(j)
+            jitter_rows.append(bool(jitter[i]))
+            gray_rows.append(bool(gray[i]))
+    colour = {}
+    if rows:
+        rows_a, cols_a, jit = np.array(rows), np.array(cols), np.array(jitter_rows)
+        picked = values[rows_a, cols_a]
+        # greyscale alone is color_affine(grayscale=True): factors 1, hue 0, the identity order
+        factors = np.where(jit[:, None], picked[:, 4:8], np.array([1.0, 1.0, 1.0, 0.0]))
+        order = np.where(jit[:, None], orders[rows_a, cols_a], np.arange(4))
+        matrices, offsets = color_affines(factors[:, 0], factors[:, 1], factors[:, 2], factors[:, 3],
+                                           np.array(gray_rows), order, CONTRAST_CENTER)
+        colour = {(i, j): r for r, (i, j) in enumerate(zip(rows, cols))}
+    eye, zero = np.eye(3, dtype=np.float32), np.zeros(3, np.float32)
+    for j, v in enumerate(views):
+        if v.aug is None:
+            continue
+        blur, flip = values[:, j, 2] < v.aug.blur_p, values[:, j, 3] < v.aug.flip_p
+        sigma = values[:, j, 8]
+        window = _blur_windows(sigma, v.size)
+        for i in range(b):
+            r = colour.get((i, j))
+            out[i][j] = ViewAug(flip=bool(flip[i]), color_matrix=eye if r is None else matrices[r],
+                                color_offset=zero if r is None else offsets[r],
+                                blur_sigma=float(sigma[i]) if blur[i] else 0.0,
+                                blur_window=int(window[i]) if blur[i] else 1)
+    return out
 
 
 def _blur_windows(sigma: np.ndarray, size: int) -> np.ndarray:

@@ -21,9 +21,12 @@ from mcl_fast import sampling as ref  # noqa: E402
 from mcl_fast.data import MotionFocusedLoader  # noqa: E402
 from mcl_fast.data.augment import denormalize  # noqa: E402
 from mcl_fast.data.loader import _gpu_box_selector, _gpu_clip_scorer  # noqa: E402
+from mcl_fast.data.official import SAMPLING as RELEASE  # noqa: E402
 from mcl_fast.data.plan import MotionSampler  # noqa: E402
 from mcl_fast.data.synthetic import make_video  # noqa: E402
 from mcl_fast.motion.store import dequantize, quantize_maps  # noqa: E402
+
+import plan_reference as R  # noqa: E402  (tests/: the per-sample reference)
 
 CLIP = dict(clip_len=8, stride=2, size=32)
 
@@ -50,7 +53,7 @@ def _random_maps(rng, n: int, h: int, w: int) -> np.ndarray:
 
 @pytest.mark.parametrize("preset", ["paper", "official"])
 def test_gpu_box_selector_picks_the_numpy_boxes(rng, preset):
-    sampler = MotionSampler(8, 2, preset=preset)
+    sampler = MotionSampler(8, 2, preset=RELEASE if preset == "official" else preset)
     select = _gpu_box_selector(sampler)
     proposals = []
     for i in range(24):  # two map shapes in one batch: two kernel groups
@@ -58,9 +61,9 @@ def test_gpu_box_selector_picks_the_numpy_boxes(rng, preset):
         info = {"num_frames": 30, "height": height, "width": width}
         if i % 2:
             info["cells_per_pixel"] = (h / (height - 4), w / (width - 4))
-        proposals.append(sampler.propose(_random_maps(rng, 30, h, w), info, rng))
+        proposals.append(R.propose(sampler, _random_maps(rng, 30, h, w), info, rng))
     got = np.asarray(select(proposals))
-    want = np.stack([sampler.select(p) for p in proposals])
+    want = np.stack([R.select(sampler, p) for p in proposals])
     assert got.shape == (24, 2)
     assert np.array_equal(got, want)
 
