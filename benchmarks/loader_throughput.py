@@ -130,8 +130,13 @@ def build_ucf_store(count: int, data: Path = DATA):
 
 
 def _per_sample_plans(store, videos, sampler, size: int, motion_size, seed: int, epoch: int, positions):
-    """The planning steps one clip at a time (what the planner batches): the sampler's Choice, the
-    two views' augmentation, the motion target."""
+    """The planning steps one clip at a time (what the planner batches): the sampler's Choice (the
+    per-sample reference the planner is tested against, tests/plan_reference.py), the two views'
+    augmentation, the motion target."""
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests"))
+    import plan_reference
+
     from mcl_fast.data import plan as P
 
     for pos in positions:
@@ -139,7 +144,7 @@ def _per_sample_plans(store, videos, sampler, size: int, motion_size, seed: int,
         video = videos[int(pos) % len(videos)]
         maps, info = store.read(video), dict(store.info(video))
         info["cells_per_pixel"] = store.cells_per_pixel(video)
-        choice = sampler(maps, info, rng)
+        choice = plan_reference.choose(sampler, maps, info, rng)
         q = P.draw_view_aug(rng, size)
         P.draw_view_aug(rng, size)
         P.crop_motion(maps, choice.query_frames, choice.query_box, (info["height"], info["width"]), motion_size,

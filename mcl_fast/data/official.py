@@ -18,7 +18,7 @@ stored encoded flows the target. `OfficialSampler` is a clip sampler in the load
 user-sampler path; its draws, in this order, are those of mcl_fast.sampling_official:
 sample_official_clips, then official_crop_box for the query, key 1, key 2 and key 3, then the
 second flip coin (rng.random() < 0.5: the target is mirrored with a flipped query only then, the
-release's quirk); the planner then draws each view's augmentation (plan.draw_view_aug).
+release's quirk); the planner then draws each view's augmentation (planner.view_augs).
 """
 from __future__ import annotations
 
