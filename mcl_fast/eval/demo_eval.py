@@ -10,7 +10,7 @@ MoCo network, no video pretraining) and, if asked, trained with labels, with one
 clip-averaged features, a linear SVM on z-scored features, a softmax probe and retrieval R@1 on the
 held-out videos. It also draws Grad-CAM before pretraining beside after it, with each map's cosine
 to the clip's S-motion. The gap's noise band is paired (both backbones are scored on the same
-held-out videos): docs/demo.md, "The noise band".
+held-out videos: gap_and_noise; BENCHMARKS.md, the demo's recipe, has the measurement).
 """
 from __future__ import annotations
 
