@@ -50,7 +50,8 @@ DEMO_SYNTHETIC = {
 # the motion. --full-samples copies both files whole.
 DEMO_SAMPLES = {"bikes.mp4": (137, 50), "carphone_pristine.mp4": None}
 # The image-level MoCo warm start (mcl_fast.image_moco.train_image_moco's settings): 1000 steps of
-# 64 crops of 40x40, ~26 s on the shared 2 cores (InfoNCE 4.09 -> 2.71, ln 64 = 4.16). With 200
+# 64 crops of 40x40 (InfoNCE 4.09 -> 2.71, ln 64 = 4.16): 4-8 min of the demo at load 6.5-11 (BENCHMARKS.md,
+# the demo's recipe), its longest stage there with the pretraining. With 200
 # steps (3.52) the video stage's last logged InfoNCE was 2.63, with 1000 2.23 (ln 16 = 2.77).
 IMAGE_STAGE = dict(steps=1000, frames_per_video=4, batch_size=64, size=40, lr=0.3)
 # How the warm start is inflated into tiny (models/inflate.py INFLATE_MODES; passed as
