@@ -3,6 +3,8 @@
     python benchmarks/ablation.py --preset smoke   # 2-3 minutes: checks the pipeline runs
     python benchmarks/ablation.py --preset cpu     # ~13 min on the 2-core VM (<= 30 loaded): BENCHMARKS.md
     python benchmarks/ablation.py --preset gpu     # larger data, backbone and budget
+    python benchmarks/ablation.py --preset warm    # the cpu data and budget from an image-MoCo warm start
+    python benchmarks/ablation.py --preset smoke --warm-start 20   # the warm path's pipeline check
 
 The dataset (mcl_fast.eval.actions): classes defined by how a small object moves (horizontal,
 vertical, circle, jitter), amid static distractors; the object moves only during part of each
@@ -20,7 +22,15 @@ only (`augment=False`; docs/collapse.md). Rows:
   +TA         motion-focused clip (T-motion above the median), random crop
   +TA+SA      motion-focused clip and crop (S-motion: the paper's sampling)
   +MAL v1     +TA+SA with the motion alignment loss, v1 (activation maps), terms S, T, ST
-  +MAL v3     +TA+SA with the MAL v3 (gradient maps, the paper's), terms S, T, ST
+  +MAL v3     +TA+SA with the MAL v3 (gradient maps, the paper's), terms S, T, ST, at λ 1 (the
+              paper's weight), and in the warm preset also at λ 0.5 and 2
+  image-MoCo init (no video)   with a warm start only: the inflated 2D network, no video pretraining
+
+The warm preset is the paper's regime at this scale (issue 22, item 1): the paper starts from an
+ImageNet-MoCo network; here the demo's image-level MoCo (mcl_fast.image_moco, `mcl_fast.demo.image_stage`,
+the same settings) trains tiny's 2D counterpart on frames of the training videos, and every
+pretraining row starts from it inflated into tiny (models/inflate.py, "repeat", the demo's default),
+with the same budget as every other row.
 
 Every pretraining variant runs through the trainer (mcl_fast.train.train, torch loader) with the
 same budget. Every row is then evaluated on frozen features (clips averaged per video): linear
@@ -51,6 +61,8 @@ VARIANTS = {
     "+TA+SA": ("motion", {"mal": False}),
     "+MAL v1": ("motion", {"mal": True, "variant": "v1", "terms": ["s", "t", "st"]}),
     "+MAL v3": ("motion", {"mal": True, "variant": "v3", "terms": ["s", "t", "st"]}),
+    "+MAL v3 λ0.5": ("motion", {"mal": True, "variant": "v3", "terms": ["s", "t", "st"], "weight": 0.5}),
+    "+MAL v3 λ2": ("motion", {"mal": True, "variant": "v3", "terms": ["s", "t", "st"], "weight": 2.0}),
 }
 
 # Pretraining settings shared by the presets (docs/collapse.md: the negatives come from the
@@ -75,6 +87,13 @@ PRESETS = {
                 batch=16, epochs=22, augment=False, seeds=3, eval_clips=3, supervised_epochs=40,
                 supervised_lr=0.05, supervised_batch=32, loader_workers=2,
                 variants=list(VARIANTS)),
+    # The cpu data and budget, every pretraining row from the image-MoCo warm start (1000 steps, the
+    # demo's) inflated by "repeat"; MoCo, +TA, +TA+SA and the MAL v3 at three weights.
+    "warm": dict(classes=4, videos_per_class=80, num_frames=48, height=48, width=64, object_size=10, pan=0.0,
+                 active_fraction=0.75, distractors=2, scene_seed=0, backbone="tiny", size=48, clip_len=8, stride=2,
+                 batch=16, epochs=22, augment=False, seeds=3, eval_clips=3, supervised_epochs=40,
+                 supervised_lr=0.05, supervised_batch=32, loader_workers=2, warm_start=1000, inflate="repeat",
+                 variants=["moco", "+TA", "+TA+SA", "+MAL v3", "+MAL v3 λ0.5", "+MAL v3 λ2"]),
     # One GPU: more classes, videos, a bigger backbone and budget; per-video scenes.
     "gpu": dict(classes=5, videos_per_class=80, num_frames=64, height=128, width=160, object_size=16, pan=1.0,
                 active_fraction=0.5, distractors=2, scene_seed=None, backbone="r3d_18", size=112, clip_len=16,
@@ -106,8 +125,27 @@ def build_dataset(work: Path, p: dict, progress: bool):
     return videos, train, test
 
 
-def pretrain(work: Path, p: dict, variant: str, seed: int, train_split, progress: bool) -> Path:
-    """Pretrain one variant with one seed; returns its last checkpoint (reused when present)."""
+def warm_start(work: Path, p: dict, train_split, videos: Path) -> Path | None:
+    """The image-level MoCo warm start (p["warm_start"] steps; None without one): the demo's image
+    stage on frames of the training videos -> work/image_moco/tiny2d_<steps>steps.pt (reused)."""
+    from mcl_fast._io import atomic_write
+    from mcl_fast.demo import image_stage
+
+    steps = p.get("warm_start", 0)
+    if not steps:
+        return None
+    if p["backbone"] != "tiny":
+        raise SystemExit(f"the warm start trains tiny's 2D counterpart; this preset's backbone is {p['backbone']}")
+    listing = work / "train_videos.txt"
+    text = "".join(f"{path}\n" for path in train_split.paths)
+    atomic_write(listing, lambda f: f.write(text.encode()))
+    return image_stage(listing, videos, work / "image_moco" / f"tiny2d_{steps}steps.pt", steps)
+
+
+def pretrain(work: Path, p: dict, variant: str, seed: int, train_split, progress: bool,
+             init: Path | None = None) -> Path:
+    """Pretrain one variant with one seed, from random init or the 2D checkpoint `init` (inflated by
+    p["inflate"]); returns its last checkpoint (reused when present)."""
     from mcl_fast.checkpoint import list_checkpoints
     from mcl_fast.train import load_config, train
 
@@ -123,6 +161,8 @@ def pretrain(work: Path, p: dict, variant: str, seed: int, train_split, progress
     config["output"] = str(out)
     config["model"].update(backbone=p["backbone"], queue_size=p["queue"], momentum=p["momentum"], tau=p["tau"],
                            dim=p["dim"], hidden=p["hidden"])
+    if init:
+        config["model"].update(init=str(init), backbone_kwargs={"inflate": p.get("inflate", "repeat")})
     config["loss"].update(loss)
     config["data"].update(loader="torch", store=str(work / "store"), videos=list(train_split.paths),
                           batch_size=p["batch"], clip_len=p["clip_len"], stride=p["stride"], size=p["size"],
@@ -277,6 +317,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="override the preset's number of seeds")
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     parser.add_argument("--variants", default=None, help="comma-separated subset of: " + ", ".join(VARIANTS))
+    parser.add_argument("--warm-start", type=int, default=None, metavar="STEPS",
+                        help="image-MoCo warm start steps for every pretraining row (default: the preset's; 0: off)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on a CPU (default 1)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -298,6 +340,8 @@ def main(argv=None) -> int:
         p["seeds"] = args.seeds
     if args.epochs:
         p["epochs"] = args.epochs
+    if args.warm_start is not None:
+        p["warm_start"] = args.warm_start
     if args.variants:
         p["variants"] = [v.strip() for v in args.variants.split(",")]
         unknown = [v for v in p["variants"] if v not in VARIANTS]
@@ -313,6 +357,12 @@ def main(argv=None) -> int:
 
     rows: dict[str, list[dict]] = {"supervised": [], "random init": [], "random init, BN statistics": []}
     cache = work / "feature_cache"
+    init = warm_start(work, p, train_split, videos)
+    if init:  # deterministic: one row, whatever the number of seeds
+        net = build_backbone(p["backbone"], init=str(init), inflate=p.get("inflate", "repeat"))
+        rows["image-MoCo init (no video)"] = [evaluate(net, train_split, test_split, videos, p, cache,
+                                                       f"init-{file_sha256(init)}-{p.get('inflate', 'repeat')}",
+                                                       progress)]
     for seed in range(p["seeds"]):
         if seed < p.get("supervised_seeds", p["seeds"]):
             rows["supervised"].append(supervised_row(work, p, seed, train_split, test_split, videos, cache, progress))
@@ -329,7 +379,7 @@ def main(argv=None) -> int:
         rows[variant] = []
         for seed in range(p["seeds"]):
             t0, c0 = time.perf_counter(), cpu_seconds()
-            ckpt = pretrain(work, p, variant, seed, train_split, progress)
+            ckpt = pretrain(work, p, variant, seed, train_split, progress, init=init)
             times = timing(ckpt.parent, t0, c0)
             backbone, _ = load_backbone(ckpt)
             result = evaluate(backbone, train_split, test_split, videos, p, cache, file_sha256(ckpt), progress)

@@ -2,14 +2,15 @@
 
 `make_demo_actions` writes a small synthetic action dataset (mcl_fast.eval.actions: 4 classes
 told apart only by how a small object moves, during 3/4 of each video, amid static distractors,
-every video in one shared scene) with a train/test split of >= 100 held-out videos. `make demo`
+every video in one shared scene) with 204 training and 300 held-out videos. `make demo`
 pretrains on its training videos, then `run_demo_evaluation` measures the checkpoint's frozen
 features beside the same backbone at random initialisation, as it is and with its BN statistics
 measured on the data (eval/baselines.py), at the warm start it began from (the inflated image-level
 MoCo network, no video pretraining) and, if asked, trained with labels, with one protocol:
 clip-averaged features, a linear SVM on z-scored features, a softmax probe and retrieval R@1 on the
 held-out videos. It also draws Grad-CAM before pretraining beside after it, with each map's cosine
-to the clip's S-motion.
+to the clip's S-motion. The gap's noise band is paired (both backbones are scored on the same
+held-out videos: gap_and_noise; BENCHMARKS.md, the demo's recipe, has the measurement).
 """
 from __future__ import annotations
 
@@ -21,19 +22,29 @@ DEMO_ACTIONS = dict(num_frames=48, height=48, width=64, object_size=10, pan_max=
                     num_distractors=2, scene_seed=0)
 
 
-def make_demo_actions(root, *, videos_per_class: int = 76, progress: bool = True) -> dict:
-    """Write root/videos (4 classes x videos_per_class, the last third of each class held out),
-    train.csv / test.csv and train_videos.txt (the training paths, for `data.videos`).
+def make_demo_actions(root, *, videos_per_class: int = 76, test_per_class: int | None = None,
+                      progress: bool = True) -> dict:
+    """Write root/videos (4 classes; per class, the first videos_per_class - round(videos_per_class / 3)
+    for training, then test_per_class held out, default the rest of videos_per_class), train.csv /
+    test.csv and train_videos.txt (the training paths, for `data.videos`).
 
+    A larger test_per_class only adds videos after the training ones (each video's pixels depend on
+    its index alone), so the training set, and the pretraining on it, stay the same.
     Returns {"videos", "train_csv", "test_csv", "train_list"} paths. Existing videos are kept.
     """
     from .._io import atomic_write
     from .actions import SHAPE_CLASSES, make_action_dataset
 
+    num_train = videos_per_class - max(1, round(videos_per_class / 3))  # the split make_action_dataset's 0.33 gives
+    num_test = videos_per_class - num_train if test_per_class is None else test_per_class
+    if num_train < 1 or num_test < 1:
+        raise ValueError(f"the demo's action data needs training and test videos: videos_per_class={videos_per_class} "
+                         f"gives {num_train} training and test_per_class={test_per_class} {num_test} test videos")
+    total = num_train + num_test
     root = Path(root)
     videos = root / "videos"
-    train_csv, test_csv = make_action_dataset(videos, classes=SHAPE_CLASSES[:4], videos_per_class=videos_per_class,
-                                              progress=progress, **DEMO_ACTIONS)
+    train_csv, test_csv = make_action_dataset(videos, classes=SHAPE_CLASSES[:4], videos_per_class=total,
+                                              test_fraction=num_test / total, progress=progress, **DEMO_ACTIONS)
     paths = [line.split(",")[0] for line in train_csv.read_text().splitlines()[1:] if line.strip()]
     train_list = root / "train_videos.txt"
     atomic_write(train_list, lambda f: f.write(("\n".join(paths) + "\n").encode()))
@@ -41,17 +52,40 @@ def make_demo_actions(root, *, videos_per_class: int = 76, progress: bool = True
 
 
 def probe(backbone, train, test, videos, settings, cache_dir, key: str, progress: bool) -> dict:
-    """Frozen features of one backbone: SVM (z-scored) and softmax-probe top-1, retrieval R@1."""
+    """Frozen features of one backbone: SVM (z-scored) and softmax-probe top-1, retrieval R@1, and
+    svm_correct (per held-out video, 1 where the SVM is right: what pairs the gap's noise)."""
     from .features import split_features
-    from .linear import fc_softmax_top1, linear_svm_top1
+    from .linear import fc_softmax_top1
     from .retrieval import recall_at_k
 
     kw = dict(checkpoint_hash=key, cache_dir=cache_dir, progress=progress)
     train_x, train_y = split_features(backbone, train, videos, settings, **kw)
     test_x, test_y = split_features(backbone, test, videos, settings, **kw)
-    return {"svm_top1": linear_svm_top1(train_x, train_y, test_x, test_y, standardize=True),
+    correct = svm_correct(train_x, train_y, test_x, test_y)
+    return {"svm_top1": float(correct.mean()),
             "fc_top1": fc_softmax_top1(train_x, train_y, test_x, test_y, num_classes=len(train.classes)),
-            "r1": recall_at_k(test_x, test_y, train_x, train_y, ks=(1,))[1]}
+            "r1": recall_at_k(test_x, test_y, train_x, train_y, ks=(1,))[1], "svm_correct": correct.tolist()}
+
+
+def svm_correct(train_x, train_y, test_x, test_y):
+    """(N_test,) int8: 1 where the linear SVM on z-scored features is right. The same fit as
+    eval.linear.linear_svm_top1(standardize=True), kept per video (tests/test_demo_eval.py checks
+    the two agree)."""
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    from .linear import _check
+
+    train_x, train_y, test_x, test_y = _check(train_x, train_y, test_x, test_y)
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-8
+    svm = LinearSVC(C=1.0, dual=False, max_iter=5000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # as linear_svm_top1: a capped solve is usable
+        svm.fit((train_x - mean) / std, train_y)
+    return (svm.predict((test_x - mean) / std) == test_y).astype(np.int8)
 
 
 def format_comparison(rows: dict, num_test: int) -> str:
@@ -64,26 +98,46 @@ def format_comparison(rows: dict, num_test: int) -> str:
 
 
 def gap_and_noise(pretrained: dict, random_init: dict, num_test: int) -> tuple[float, float]:
-    """(gap, noise) in points of SVM top-1: pretrained minus random_init, and about 2 standard
-    errors of a difference of two accuracies on num_test videos."""
+    """(gap, noise) in points of SVM top-1: pretrained minus random_init, and 2 standard errors of
+    that difference over the num_test held-out videos.
+
+    Paired when both rows carry svm_correct (scored on the same videos, probe's rows): the standard
+    error of the mean per-video difference (right minus right, in {-1, 0, 1}), which counts only
+    the videos where the two disagree. Otherwise the unpaired binomial one of two independent
+    accuracies, wider when the two models err on the same videos.
+    """
     a, b = pretrained["svm_top1"], random_init["svm_top1"]
+    if pairs(pretrained, random_init):
+        diff = [x - y for x, y in zip(pretrained["svm_correct"], random_init["svm_correct"], strict=True)]
+        n = len(diff)
+        mean = sum(diff) / n
+        variance = sum((d - mean) ** 2 for d in diff) / max(1, n - 1)
+        return 100 * mean, 200 * math.sqrt(variance / n)
     return 100 * (a - b), 200 * math.sqrt((a * (1 - a) + b * (1 - b)) / max(1, num_test))
 
 
 def verdict(pretrained: dict, random_init: dict, num_test: int) -> str:
     """One sentence: whether pretraining beat random initialisation (random_init: the row to beat)
-    on the SVM probe, with the noise of a difference of two accuracies on num_test videos (about
-    2 standard errors)."""
+    on the SVM probe, with the noise of the difference on num_test videos (gap_and_noise: 2
+    standard errors, paired where the rows allow)."""
     a, b = pretrained["svm_top1"], random_init["svm_top1"]
     gap, noise = gap_and_noise(pretrained, random_init, num_test)
+    paired = "paired " if pairs(pretrained, random_init) else ""
+    band = f"noise about ±{noise:.1f} points, 2 standard errors {paired}over {num_test} test videos"
     if gap > noise:
-        return f"pretrained beats random init by {gap:.1f} points (SVM top-1; noise about ±{noise:.0f} points)"
+        times = f": {gap / noise:.1f}x the noise" if noise > 0 else ""
+        return f"pretrained beats random init by {gap:.1f} points (SVM top-1; {band}{times})"
     if gap > 0:
-        return (f"pretrained is ahead of random init by {gap:.1f} points (SVM top-1), within the noise of "
-                f"{num_test} test videos (about ±{noise:.0f} points): not shown to be better")
+        return (f"pretrained is ahead of random init by {gap:.1f} points (SVM top-1), within the noise ({band}): "
+                "not shown to be better")
     return (f"pretrained is NOT better than random init ({100 * a:.1f} % vs {100 * b:.1f} % SVM top-1): this short "
             "CPU pretraining did not learn features that separate the motions (BENCHMARKS.md, ablation, has "
             "the longer measurement)")
+
+
+def pairs(pretrained: dict, random_init: dict) -> bool:
+    """Whether both rows carry per-video SVM results, so gap_and_noise pairs them."""
+    return "svm_correct" in pretrained and "svm_correct" in random_init
 
 
 def gradcam_before_after(models: dict, video: Path, out_png: Path, settings, store=None, store_key=None) -> dict:
