@@ -178,7 +178,7 @@ def test_a_failure_no_check_explains_is_found_by_decoding_each_file_alone(h264_f
 
 
 def test_the_gpu_loader_names_the_files_at_construction(h264_files, tmp_path, monkeypatch):
-    """MotionFocusedLoader(device="gpu", verify=True) refuses before building anything, naming the
+    """MotionFocusedLoader(device="gpu", verify="eager") refuses before building anything, naming the
     4:4:4 file and not the 8-bit 4:2:0 one (the GPU itself is stood in for: none here)."""
     import shutil
 
@@ -195,6 +195,6 @@ def test_the_gpu_loader_names_the_files_at_construction(h264_files, tmp_path, mo
     monkeypatch.setattr(ns, "nvdec_generation", lambda *a: ns.TURING_GA100_HOPPER)
     with pytest.raises(nvdec.NvdecUnsupported) as err:
         loader_module.MotionFocusedLoader(["chroma444.mp4", "plain420.mp4"], tmp_path / "store", 1, device="gpu",
-                                          clip_len=2, size=32)
+                                          clip_len=2, size=32, verify="eager")
     assert list(err.value.problems) == [str(videos / "chroma444.mp4")]
     assert "MotionFocusedLoader(device='gpu')" in str(err.value) and "4:4:4 8-bit" in str(err.value)
