@@ -4,8 +4,8 @@
     python benchmarks/collapse.py --scale issue   # the issue's scale: 48x64 clips, width 16, batch 32, queue 1024
 
 Every run trains MoCo (mcl_fast.moco + mcl_fast.losses) on rendered action videos (mcl_fast.eval.actions)
-held in memory, with the loaders' augmentation (mcl_fast.data.plan.draw_view_aug and its torch
-twin), and reports over the last quarter of the steps: the InfoNCE loss, acc1 (the positive
+held in memory, with the loaders' augmentation (the per-view draw of tests/plan_reference.py, which the
+planner's batched draws equal, and its torch twin), and reports over the last quarter of the steps: the InfoNCE loss, acc1 (the positive
 ranked first among the step's logits), batch_acc1 (a query's own key ranked first among this
 step's keys: chance 100 / batch), and the keys' mean pairwise cosine; and, for queue runs, the
 similarity of the queries to the keys queued one step ago and to the oldest queued keys.
@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "tests"):  # the package, and the per-view augmentation draw (plan_reference)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 SCALES = {
     "small": dict(frames=24, height=32, width=40, object_size=6, size=32, clip_len=4, width_mult=8, dim=32,
@@ -62,7 +63,7 @@ def render(scene: str, s: dict) -> np.ndarray:
 
 def run(videos: np.ndarray, s: dict, seed: int = 0) -> dict:
     """One MoCo run; returns the late-run means of the logged quantities."""
-    import mcl_fast.data.plan as plan
+    import plan_reference
     from mcl_fast.data.augment import apply_view
     from mcl_fast.data.views import PAPER
     from mcl_fast.diagnostics import contrastive_diagnostics
@@ -89,7 +90,7 @@ def run(videos: np.ndarray, s: dict, seed: int = 0) -> dict:
             clip = torch.from_numpy(videos[i][frames])
             for view in views:
                 view.append(apply_view(clip, random_crop_box(rng, h, w),
-                                       plan.draw_view_aug(rng, s["size"], s.get("augment", True), aug), s["size"]))
+                                       plan_reference.draw_view_aug(rng, s["size"], s.get("augment", True), aug), s["size"]))
         ptr, before = int(model.queue_ptr), model.queue.clone()
         out = model(torch.stack(views[0]), torch.stack(views[1]))
         terms = criterion(out)

@@ -145,8 +145,8 @@ def _per_sample_plans(store, videos, sampler, size: int, motion_size, seed: int,
         maps, info = store.read(video), dict(store.info(video))
         info["cells_per_pixel"] = store.cells_per_pixel(video)
         choice = plan_reference.choose(sampler, maps, info, rng)
-        q = P.draw_view_aug(rng, size)
-        P.draw_view_aug(rng, size)
+        q = plan_reference.draw_view_aug(rng, size)
+        plan_reference.draw_view_aug(rng, size)
         P.crop_motion(maps, choice.query_frames, choice.query_box, (info["height"], info["width"]), motion_size,
                       q.flip, info["cells_per_pixel"])
 

@@ -7,10 +7,14 @@ them; tests/gpu checks the GPU kernels' selections against `select`.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from mcl_fast import sampling as reference
-from mcl_fast.data.plan import Choice, MotionSampler, map_cells
+from mcl_fast.data.batchplan import RGB_TO_YIQ, YIQ_TO_RGB
+from mcl_fast.data.plan import CONTRAST_CENTER, Choice, MotionSampler, ViewAug, jitter_ranges, map_cells
+from mcl_fast.data.views import PAPER, Augmentation
 
 
 def draw_start(sampler: MotionSampler, clip_scores, rng: np.random.Generator) -> int:
@@ -127,3 +131,72 @@ def missing_box(rng: np.random.Generator, view, maps: np.ndarray, frames, info: 
     if view.crop == "full":
         return 0, 0, height, width
     return boxes[0]  # "same"
+
+
+# ----------------------------------------------------------------- one view's augmentation
+
+
+def _homogeneous(matrix, offset=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """4x4 homogeneous form of rgb -> matrix @ rgb + offset."""
+    out = np.eye(4)
+    out[:3, :3] = matrix
+    out[:3, 3] = offset
+    return out
+
+
+def color_affine(brightness: float = 1.0, contrast: float = 1.0, saturation: float = 1.0, hue: float = 0.0,
+                 grayscale: bool = False, order: Sequence[int] = (0, 1, 2, 3)) -> tuple[np.ndarray, np.ndarray]:
+    """(3, 3) float32 matrix and (3,) float32 offset of colour jitter then greyscale, on RGB 0..255.
+
+    brightness b: rgb*b. contrast c: (rgb - 128)*c + 128. saturation s: scales the chroma (I, Q of
+    YIQ) by s. hue h (fraction of a turn, in [-0.5, 0.5]): rotates the chroma by 2*pi*h. `order`
+    is the order the four are applied in (indices into b, c, s, h). Greyscale keeps Y =
+    0.299 R + 0.587 G + 0.114 B in all three channels (the same weights as torchvision).
+    """
+    theta = 2.0 * np.pi * hue
+    steps = [
+        _homogeneous(np.eye(3) * brightness),
+        _homogeneous(np.eye(3) * contrast, [(1.0 - contrast) * CONTRAST_CENTER] * 3),
+        _homogeneous(YIQ_TO_RGB @ np.diag([1.0, saturation, saturation]) @ RGB_TO_YIQ),
+        _homogeneous(YIQ_TO_RGB @ np.array([[1, 0, 0], [0, np.cos(theta), -np.sin(theta)],
+                                        [0, np.sin(theta), np.cos(theta)]]) @ RGB_TO_YIQ),
+    ]
+    total = np.eye(4)
+    for i in order:
+        total = steps[i] @ total
+    if grayscale:
+        total = _homogeneous(np.repeat(RGB_TO_YIQ[:1], 3, axis=0)) @ total
+    return total[:3, :3].astype(np.float32), total[:3, 3].astype(np.float32)
+
+
+def blur_window(sigma: float, size: int) -> int:
+    """Odd Gaussian window covering +-3 sigma, smaller than the image (reflect padding needs it)."""
+    window = 2 * int(np.ceil(3.0 * sigma)) + 1
+    return int(max(1, min(window, size - 1 if size % 2 == 0 else size)))
+
+
+def draw_view_aug(rng: np.random.Generator, size: int, augment: bool = True, aug: Augmentation = PAPER) -> ViewAug:
+    """The random augmentation of one view (views.Augmentation; default the paper's: colour
+    jitter p=0.8, greyscale p=0.2, blur p=0.5, flip p=0.5). Always draws the same count of
+    numbers (4 + 3 + 1 doubles, a permutation of 4, 1 double), so later draws do not depend on
+    which branches fired or on the settings. With augment=False returns the identity.
+    The loaders do not call it: the planner draws every view's augmentation in batches
+    (planner.view_augs), which tests/test_plan.py checks against this per-sample form."""
+    low, high = jitter_ranges(aug)
+    u = rng.random(4)  # jitter?, greyscale?, blur?, flip?
+    if low[0] == low[1] == low[2] and high[0] == high[1] == high[2]:
+        b, c, s = rng.uniform(float(low[0]), float(high[0]), 3)
+    else:
+        b, c, s = rng.uniform(low, high, 3)
+    h = rng.uniform(-aug.hue, aug.hue)
+    order = rng.permutation(4)
+    sigma = float(rng.uniform(*aug.blur_sigma))
+    if not augment:
+        return ViewAug()
+    jitter, gray, blur, flip = u[0] < aug.jitter_p, u[1] < aug.grayscale_p, u[2] < aug.blur_p, u[3] < aug.flip_p
+    if jitter or gray:
+        matrix, offset = color_affine(b, c, s, h, gray, order) if jitter else color_affine(grayscale=True)
+    else:
+        matrix, offset = np.eye(3, dtype=np.float32), np.zeros(3, np.float32)  # exact: DALI skips nothing
+    return ViewAug(flip=bool(flip), color_matrix=matrix, color_offset=offset,
+                   blur_sigma=sigma if blur else 0.0, blur_window=blur_window(sigma, size) if blur else 1)

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from mcl_fast.data.augment import blur, gaussian_kernel, render_view
-from mcl_fast.data.plan import ViewAug, draw_view_aug
+from mcl_fast.data.plan import ViewAug
+from plan_reference import draw_view_aug
 from videotools import decode_all, psnr
 
 
@@ -83,7 +84,7 @@ FAULTS_PER_VIEW = """
 import resource, numpy as np, torch
 from mcl_fast.data.augment import render_into
 from mcl_fast.data.output import OutputFormat
-from mcl_fast.data.plan import draw_view_aug
+from plan_reference import draw_view_aug
 frames = np.random.default_rng(0).integers(0, 256, (16, 240, 320, 3), dtype=np.uint8)
 rng, output = np.random.default_rng(1), OutputFormat()
 out = torch.empty(output.sample_shape(16, 224))

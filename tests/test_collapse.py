@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from mcl_fast.data.augment import apply_view
-from mcl_fast.data.plan import draw_view_aug
+from plan_reference import draw_view_aug
 from mcl_fast.diagnostics import CollapseMonitor, contrastive_diagnostics
 from mcl_fast.eval.actions import SHAPE_CLASSES, render_action
 from mcl_fast.losses import MCLLoss

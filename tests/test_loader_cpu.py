@@ -12,7 +12,7 @@ import torch
 from mcl_fast.data import TorchVideoLoader
 from mcl_fast.data.augment import apply_view, render_view
 from mcl_fast.data.output import OutputFormat
-from mcl_fast.data.plan import draw_view_aug
+from plan_reference import draw_view_aug
 from mcl_fast.data.synthetic import make_video
 from mcl_fast.data.torch_loader import BatchBuffers
 

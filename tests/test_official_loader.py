@@ -12,7 +12,8 @@ import torch
 from mcl_fast.data import TorchVideoLoader, ViewSpec
 from mcl_fast.data.augment import denormalize
 from mcl_fast.data.official import MIN_FRAMES, NotAnOfficialStore, default_min_frames
-from mcl_fast.data.plan import Clips, draw_view_aug, scale_box
+from mcl_fast.data.plan import Clips, scale_box
+from plan_reference import draw_view_aug
 from mcl_fast.data.synthetic import make_video
 from mcl_fast.motion.official import crop_resize_flows, mal_target
 from mcl_fast.sampling_official import clip_cell_map, official_crop_box, sample_official_clips

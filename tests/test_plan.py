@@ -75,34 +75,34 @@ def _apply(m, t, rgb):
 
 
 def test_color_affine_components():
-    m, t = P.color_affine()
+    m, t = R.color_affine()
     assert np.allclose(m, np.eye(3), atol=1e-6) and np.allclose(t, 0, atol=1e-4)
     rgb = np.array([[200.0, 100.0, 50.0], [10.0, 20.0, 30.0]])
-    m, t = P.color_affine(brightness=1.3)
+    m, t = R.color_affine(brightness=1.3)
     assert np.allclose(_apply(m, t, rgb), rgb * 1.3, atol=1e-3)
-    m, t = P.color_affine(contrast=0.5)
+    m, t = R.color_affine(contrast=0.5)
     assert np.allclose(_apply(m, t, rgb), (rgb - 128) * 0.5 + 128, atol=1e-3)
     grey = rgb @ np.array([0.299, 0.587, 0.114])
-    for m, t in (P.color_affine(grayscale=True), P.color_affine(saturation=0.0)):
+    for m, t in (R.color_affine(grayscale=True), R.color_affine(saturation=0.0)):
         out = _apply(m, t, rgb)
         assert np.allclose(out, grey[:, None].repeat(3, 1), atol=1e-3)  # Y in every channel
-    m, t = P.color_affine(hue=0.13)  # a hue turn keeps the grey value (Y) and the chroma length
+    m, t = R.color_affine(hue=0.13)  # a hue turn keeps the grey value (Y) and the chroma length
     out = _apply(m, t, rgb)
     assert np.allclose(out @ np.array([0.299, 0.587, 0.114]), grey, atol=1e-3)
     assert not np.allclose(out, rgb, atol=1.0)
-    m, t = P.color_affine(hue=0.5)
-    m2, t2 = P.color_affine(hue=-0.5)
+    m, t = R.color_affine(hue=0.5)
+    m2, t2 = R.color_affine(hue=-0.5)
     assert np.allclose(m, m2, atol=1e-5)
     # order matters only through the contrast centre: brightness then contrast != contrast then brightness
-    a = _apply(*P.color_affine(brightness=1.4, contrast=0.6, order=(0, 1, 2, 3)), rgb)
-    b = _apply(*P.color_affine(brightness=1.4, contrast=0.6, order=(1, 0, 2, 3)), rgb)
+    a = _apply(*R.color_affine(brightness=1.4, contrast=0.6, order=(0, 1, 2, 3)), rgb)
+    b = _apply(*R.color_affine(brightness=1.4, contrast=0.6, order=(1, 0, 2, 3)), rgb)
     assert np.allclose(a, ((rgb * 1.4) - 128) * 0.6 + 128, atol=1e-3)
     assert np.allclose(b, ((rgb - 128) * 0.6 + 128) * 1.4, atol=1e-3)
 
 
 def test_draw_view_aug_rates_and_identity():
     rng = np.random.default_rng(0)
-    draws = [P.draw_view_aug(rng, 112) for _ in range(3000)]
+    draws = [R.draw_view_aug(rng, 112) for _ in range(3000)]
     flip = np.mean([a.flip for a in draws])
     blur = np.mean([a.blur_window > 1 for a in draws])
     grey = np.mean([np.allclose(a.color_matrix[0], a.color_matrix[1]) and np.allclose(a.color_matrix[1], a.color_matrix[2])
@@ -113,16 +113,16 @@ def test_draw_view_aug_rates_and_identity():
     sigmas = [a.blur_sigma for a in draws if a.blur_window > 1]
     assert 0.1 <= min(sigmas) and max(sigmas) <= 2.0
     assert all(a.blur_window % 2 == 1 and a.blur_window <= 13 for a in draws)
-    off = P.draw_view_aug(np.random.default_rng(0), 112, augment=False)
+    off = R.draw_view_aug(np.random.default_rng(0), 112, augment=False)
     assert not off.flip and off.identity_color and off.blur_window == 1
     # the same generator state gives the same augmentation
-    assert P.draw_view_aug(np.random.default_rng(5), 64).flip == P.draw_view_aug(np.random.default_rng(5), 64).flip
+    assert R.draw_view_aug(np.random.default_rng(5), 64).flip == R.draw_view_aug(np.random.default_rng(5), 64).flip
 
 
 def test_blur_window_fits_small_images():
-    assert P.blur_window(2.0, 224) == 13
-    assert P.blur_window(2.0, 8) == 7  # reflect padding needs window // 2 < side
-    assert P.blur_window(0.1, 224) == 3
+    assert R.blur_window(2.0, 224) == 13
+    assert R.blur_window(2.0, 8) == 7  # reflect padding needs window // 2 < side
+    assert R.blur_window(0.1, 224) == 3
 
 
 # ---------------------------------------------------------------------------------- samplers
@@ -429,7 +429,7 @@ def test_user_sampler_boxes_and_augs_equal_the_per_sample_reference(cells):
                 b = clips.boxes[j] if clips.boxes is not None and clips.boxes[j] is not None else R.missing_box(
                     rng, v, maps, clips.frames[v.clip], info, boxes, sampling.get_preset("paper"))
                 boxes.append(tuple(b))
-            augs = [P.draw_view_aug(rng, v.size, v.aug is not None, v.aug or PAPER) for v in layout.views]
+            augs = [R.draw_view_aug(rng, v.size, v.aug is not None, v.aug or PAPER) for v in layout.views]
             assert [v.box for v in plan.views] == boxes
             for got, want in zip((v.aug for v in plan.views), augs):
                 assert (got.flip, got.blur_window, got.blur_sigma) == (want.flip, want.blur_window, want.blur_sigma)
@@ -550,11 +550,11 @@ def _draw_view_aug_before(rng, size, augment=True):
         return P.ViewAug()
     jitter, gray, blur, flip = u[0] < 0.8, u[1] < 0.2, u[2] < 0.5, u[3] < 0.5
     if jitter or gray:
-        matrix, offset = P.color_affine(b, c, s, h, gray, order) if jitter else P.color_affine(grayscale=True)
+        matrix, offset = R.color_affine(b, c, s, h, gray, order) if jitter else R.color_affine(grayscale=True)
     else:
         matrix, offset = np.eye(3, dtype=np.float32), np.zeros(3, np.float32)
     return P.ViewAug(flip=bool(flip), color_matrix=matrix, color_offset=offset,
-                     blur_sigma=sigma if blur else 0.0, blur_window=P.blur_window(sigma, size) if blur else 1)
+                     blur_sigma=sigma if blur else 0.0, blur_window=R.blur_window(sigma, size) if blur else 1)
 
 
 def _torch_crop_motion(maps, frames, box, frame_hw, out_size, flip, cell_scale):

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from mcl_fast.data import TorchVideoLoader
 from mcl_fast.data.augment import apply_view, denormalize
-from mcl_fast.data.plan import ViewAug, color_affine
+from mcl_fast.data.plan import ViewAug
+from plan_reference import color_affine
 from mcl_fast.data.synthetic import make_video
 from mcl_fast.data.loader import UnsupportedCodec
 from mcl_fast.video_io import first_frame_problem, read_frames

@@ -8,7 +8,7 @@ references (mcl_fast.sampling, plan.py, tests/plan_reference.py), for a whole ba
 - `draw_doubles`: consecutive double draws (uniform, random) merged into one `random(n)` call and
   mapped with `low + (high - low) * u`, numpy's own formula, when this platform's numpy computes
   uniform that way (checked once, `UNIFORM_IS_AFFINE`); otherwise one uniform call per draw.
-- `color_affines`: plan.color_affine for a batch of views.
+- `color_affines`: colour jitter + greyscale as one affine per view, for a batch of views.
 - `adaptive_avg_pool`: torch's adaptive average pooling (the motion target's resampling) with
   float64 prefix sums, about 5x faster than the torch call on a clip-sized tube.
 """
@@ -170,14 +170,15 @@ def uniform_is_affine() -> bool:
 
 # ---------------------------------------------------------------------------------- colour
 
-_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
+# RGB <-> YIQ: saturation scales I and Q, hue rotates them; Y is the grey value.
+RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
                         [0.596, -0.274, -0.322],
                         [0.211, -0.523, 0.312]], np.float64)
-_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+YIQ_TO_RGB = np.linalg.inv(RGB_TO_YIQ)
 
 
 def color_affines(brightness, contrast, saturation, hue, grayscale, order, center: float):
-    """plan.color_affine for V views at once: ((V, 3, 3) float32 matrices, (V, 3) float32 offsets).
+    """The colour jitter + greyscale of V views at once (tests/plan_reference.color_affine is one view): ((V, 3, 3) float32 matrices, (V, 3) float32 offsets).
 
     brightness, contrast, saturation, hue (V,) float64; grayscale (V,) bool; order (V, 4) int;
     center: the contrast pivot. The same 4x4 products in the same order as the per-view function
@@ -193,20 +194,20 @@ def color_affines(brightness, contrast, saturation, hue, grayscale, order, cente
     diag = np.zeros((v, 3, 3))
     diag[:, 0, 0] = 1.0
     diag[:, 1, 1] = diag[:, 2, 2] = saturation
-    steps[:, 2, :3, :3] = _YIQ_TO_RGB @ diag @ _RGB_TO_YIQ
+    steps[:, 2, :3, :3] = YIQ_TO_RGB @ diag @ RGB_TO_YIQ
     theta = 2.0 * np.pi * hue
     cos, sin = np.cos(theta), np.sin(theta)
     rot = np.zeros((v, 3, 3))
     rot[:, 0, 0] = 1.0
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-    steps[:, 3, :3, :3] = _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ
+    steps[:, 3, :3, :3] = YIQ_TO_RGB @ rot @ RGB_TO_YIQ
     total = np.broadcast_to(np.eye(4), (v, 4, 4)).copy()
     rows = np.arange(v)
     for k in range(4):
         total = steps[rows, order[:, k]] @ total
     if grayscale.any():
         grey = np.eye(4)
-        grey[:3, :3] = np.repeat(_RGB_TO_YIQ[:1], 3, axis=0)
+        grey[:3, :3] = np.repeat(RGB_TO_YIQ[:1], 3, axis=0)
         total[grayscale] = grey @ total[grayscale]
     return total[:, :3, :3].astype(np.float32), total[:, :3, 3].astype(np.float32)
 

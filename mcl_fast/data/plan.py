@@ -19,14 +19,13 @@ only when that file is a resized copy (`mcl-fast transcode --short-side`): see s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
 from mcl_fast import sampling as reference  # the NumPy sampling oracle
 
 from .batchplan import adaptive_avg_pool
-from .views import PAPER, Augmentation
+from .views import Augmentation
 
 # ImageNet statistics (the paper's backbones and MoCo v2 normalise with them), in 0..255 units.
 MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -35,11 +34,6 @@ STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # The paper's augmentation (MoCo v2, sec. 4.2) is views.PAPER; a view spec can set its own.
 CONTRAST_CENTER = 128.0  # contrast scales around mid-grey (fixed, so the whole jitter is one affine map)
 
-# RGB <-> YIQ: saturation scales I and Q, hue rotates them; Y is the grey value.
-_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
-                        [0.596, -0.274, -0.322],
-                        [0.211, -0.523, 0.312]], np.float64)
-_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 
 
 # ---------------------------------------------------------------------------------- records
@@ -162,76 +156,10 @@ BATCH_KEYS = frozenset({"views", "motion", "index", "label", "frames", "boxes", 
 # ----------------------------------------------------------------------------- augmentation
 
 
-def _homogeneous(matrix, offset=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """4x4 homogeneous form of rgb -> matrix @ rgb + offset."""
-    out = np.eye(4)
-    out[:3, :3] = matrix
-    out[:3, 3] = offset
-    return out
-
-
-def color_affine(brightness: float = 1.0, contrast: float = 1.0, saturation: float = 1.0, hue: float = 0.0,
-                 grayscale: bool = False, order: Sequence[int] = (0, 1, 2, 3)) -> tuple[np.ndarray, np.ndarray]:
-    """(3, 3) float32 matrix and (3,) float32 offset of colour jitter then greyscale, on RGB 0..255.
-
-    brightness b: rgb*b. contrast c: (rgb - 128)*c + 128. saturation s: scales the chroma (I, Q of
-    YIQ) by s. hue h (fraction of a turn, in [-0.5, 0.5]): rotates the chroma by 2*pi*h. `order`
-    is the order the four are applied in (indices into b, c, s, h). Greyscale keeps Y =
-    0.299 R + 0.587 G + 0.114 B in all three channels (the same weights as torchvision).
-    """
-    theta = 2.0 * np.pi * hue
-    steps = [
-        _homogeneous(np.eye(3) * brightness),
-        _homogeneous(np.eye(3) * contrast, [(1.0 - contrast) * CONTRAST_CENTER] * 3),
-        _homogeneous(_YIQ_TO_RGB @ np.diag([1.0, saturation, saturation]) @ _RGB_TO_YIQ),
-        _homogeneous(_YIQ_TO_RGB @ np.array([[1, 0, 0], [0, np.cos(theta), -np.sin(theta)],
-                                        [0, np.sin(theta), np.cos(theta)]]) @ _RGB_TO_YIQ),
-    ]
-    total = np.eye(4)
-    for i in order:
-        total = steps[i] @ total
-    if grayscale:
-        total = _homogeneous(np.repeat(_RGB_TO_YIQ[:1], 3, axis=0)) @ total
-    return total[:3, :3].astype(np.float32), total[:3, 3].astype(np.float32)
-
-
-def blur_window(sigma: float, size: int) -> int:
-    """Odd Gaussian window covering +-3 sigma, smaller than the image (reflect padding needs it)."""
-    window = 2 * int(np.ceil(3.0 * sigma)) + 1
-    return int(max(1, min(window, size - 1 if size % 2 == 0 else size)))
-
-
 def jitter_ranges(aug: Augmentation) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) (3,) of the brightness, contrast and saturation factors of `aug`."""
     strength = np.array([aug.brightness, aug.contrast, aug.saturation], np.float64)
     return np.maximum(1.0 - strength, 0.0), 1.0 + strength
-
-
-def draw_view_aug(rng: np.random.Generator, size: int, augment: bool = True, aug: Augmentation = PAPER) -> ViewAug:
-    """The random augmentation of one view (views.Augmentation; default the paper's: colour
-    jitter p=0.8, greyscale p=0.2, blur p=0.5, flip p=0.5). Always draws the same count of
-    numbers (4 + 3 + 1 doubles, a permutation of 4, 1 double), so later draws do not depend on
-    which branches fired or on the settings. With augment=False returns the identity.
-    The loaders do not call it: the planner draws every view's augmentation in batches
-    (planner.view_augs); this per-sample form is what tests and benchmarks draw single views with."""
-    low, high = jitter_ranges(aug)
-    u = rng.random(4)  # jitter?, greyscale?, blur?, flip?
-    if low[0] == low[1] == low[2] and high[0] == high[1] == high[2]:
-        b, c, s = rng.uniform(float(low[0]), float(high[0]), 3)
-    else:
-        b, c, s = rng.uniform(low, high, 3)
-    h = rng.uniform(-aug.hue, aug.hue)
-    order = rng.permutation(4)
-    sigma = float(rng.uniform(*aug.blur_sigma))
-    if not augment:
-        return ViewAug()
-    jitter, gray, blur, flip = u[0] < aug.jitter_p, u[1] < aug.grayscale_p, u[2] < aug.blur_p, u[3] < aug.flip_p
-    if jitter or gray:
-        matrix, offset = color_affine(b, c, s, h, gray, order) if jitter else color_affine(grayscale=True)
-    else:
-        matrix, offset = np.eye(3, dtype=np.float32), np.zeros(3, np.float32)  # exact: DALI skips nothing
-    return ViewAug(flip=bool(flip), color_matrix=matrix, color_offset=offset,
-                   blur_sigma=sigma if blur else 0.0, blur_window=blur_window(sigma, size) if blur else 1)
 
 
 # ---------------------------------------------------------------------------------- samplers
