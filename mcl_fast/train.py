@@ -15,30 +15,39 @@ import copy
 import functools
 import itertools
 import json
-import math
 import os
 import sys
 import time
 import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from . import dist
 from ._io import FolderBusy, atomic_write_json, fsync_path, lock_folder, run_command
 from .checkpoint import (RUN_ID, list_checkpoints, load_checkpoint, load_latest, rng_state, save_checkpoint,
                          set_rng_state)
+from .config import (BOOL, FREE_DICT, TEXT, ConfigError, Field, apply_overrides, check_value, dataclass_defaults,
+                     dataclass_schema, flatten, integer, merge, number, one_of, split_override, value_at)
+from .data.options import LoaderOptions
+from .data.synthetic_batches import SyntheticBatches
 from .diagnostics import contrastive_diagnostics, mean_pairwise_cosine
-from .engine import MetricWindow, Runtime, StepInfo, WarmupCosine, setup_runtime, train_one_epoch
+from .engine import AMP_MODES, MetricWindow, Runtime, StepInfo, WarmupCosine, setup_runtime, train_one_epoch
 from .losses import MCLLoss
 from .run_log import RunLog, plot_history
 
 # ---- configs -------------------------------------------------------------------------------
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+# The LoaderOptions a config sets, each as data.<name> (the loaders' seed and shards come from
+# train.seed and the ranks; callables have no JSON form).
+LOADER_OPTIONS = tuple(f.name for f in fields(LoaderOptions) if f.init and f.name not in
+                       ("seed", "shard_id", "num_shards", "clip_sampler", "batch_transform"))
+# Each loader's own constructor options, data.<name> too (null: that loader's default; others ignore them).
+LOADER_OWN = {"torch": ("num_workers", "decoder"), "dali": ("num_threads", "prefetch")}
 
 DEFAULTS: dict = {
     "name": "custom",
@@ -74,15 +83,15 @@ DEFAULTS: dict = {
         "store": None,          # motion store folder (dali, torch)
         "videos": None,         # null: every video in the store; a list; or a file, one per line
         "batch_size": 64,       # global: split over ranks
-        "clip_len": 16,
-        "stride": 2,
-        "size": 224,
-        "augment": True,
-        "sampling": "motion",   # motion | temporal | spatial | random
-        "preset": "paper",      # paper | official (the loaders' sampling; method=official needs official)
-        "loader_kwargs": {},    # passed on to the loader's constructor
         "synthetic_batches": 50,  # batches per epoch of the synthetic source
-        "motion_size": None,    # synthetic motion (T', H', W'); null: (clip_len, size // 16, size // 16)
+        "num_workers": None,    # torch loader: worker processes
+        "decoder": None,        # torch loader: pyav | decord | torchcodec
+        "num_threads": None,    # dali loader: CPU threads
+        "prefetch": None,       # dali loader: batches decoded ahead
+        # LoaderOptions (data/options.py), their defaults: clip_len 16, stride 2, size 224, augment,
+        # sampling (motion | temporal | spatial | random), preset (paper | official: method=official
+        # needs official), motion_size (null: (clip_len, size // 16, size // 16)), views, video_root, ...
+        **dataclass_defaults(LoaderOptions, LOADER_OPTIONS),
     },
     "optim": {
         "lr": 0.01,
@@ -115,13 +124,11 @@ DEFAULTS: dict = {
 }
 
 
-_FREE = ("backbone_kwargs", "loader_kwargs")  # passed through to constructors: any key
+_FREE = ("backbone_kwargs",)  # passed through to the backbone's constructor: any key
+# data keys that are no loader option (the trainer's own), which data.loader_kwargs never held.
+LOADER_KEYS_OF_TRAINER = ("loader", "store", "videos", "batch_size", "synthetic_batches")
 # The objective and model: MCL as published, or the authors' release (the loaders' presets carry the same names).
 METHODS = ("paper", "official")
-
-
-class ConfigError(ValueError):
-    pass
 
 
 # Keys of earlier versions that `method` replaced (read by upgrade_config): key -> its replacement.
@@ -140,9 +147,51 @@ def _unknown_key(source: str, path: str) -> ConfigError:
 
 
 def upgrade_config(config: dict, source: str) -> dict:
-    """A config (file or checkpoint) of an earlier version, whose loss keys st_weighting, positives,
-    intra, intra_tau and order chose the release's terms, with `method` in their place (a warning
-    says so once); ConfigError naming the key where they mix the two methods. Others as they are."""
+    """A config (file or checkpoint) of an earlier version in today's keys, a warning naming each
+    move: data.loader_kwargs' keys as data.<key>, the release's loss keys as `method`."""
+    return _upgrade_method(_lift_loader_kwargs(config, source), source)
+
+
+def _lift_loader_kwargs(config: dict, source: str) -> dict:
+    """data.loader_kwargs (the earlier pass-through to the loader) moved key by key to data.<key>;
+    ConfigError for a key that is no data option, or one set in both places to different values."""
+    data = config.get("data")
+    if not isinstance(data, dict) or "loader_kwargs" not in data:
+        return config
+    config = copy.deepcopy(config)
+    data = config["data"]
+    kwargs = data.pop("loader_kwargs")
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{source}: data.loader_kwargs must be an object, got {json.dumps(kwargs)}")
+    for key, value in kwargs.items():
+        if key not in DEFAULTS["data"] or key in LOADER_KEYS_OF_TRAINER:
+            raise ConfigError(f"{source}: data.loader_kwargs.{key}: not an option a config sets (data.<name> takes "
+                              f"{', '.join(k for k in DEFAULTS['data'] if k not in LOADER_KEYS_OF_TRAINER)})")
+        if key in data and data[key] != value:
+            raise ConfigError(f"{source}: data.{key}={json.dumps(data[key])} and data.loader_kwargs.{key}="
+                              f"{json.dumps(value)} set the same option twice: keep data.{key} only")
+        data[key] = value
+    if kwargs:
+        warnings.warn(f"{source}: data.loader_kwargs (an earlier version's pass-through) read as "
+                      f"{', '.join(f'data.{k}' for k in kwargs)}; write the config that way (docs/training.md)",
+                      stacklevel=3)
+    return config
+
+
+def _lift_loader_kwargs_override(item: str) -> list[str]:
+    """An override of data.loader_kwargs (or one of its keys) as overrides of data.<key>, with a warning."""
+    key, value = split_override(item)
+    if key != "data.loader_kwargs" and not key.startswith("data.loader_kwargs."):
+        return [item]
+    lifted = _lift_loader_kwargs({"data": {"loader_kwargs": value if key == "data.loader_kwargs"
+                                           else {key[len("data.loader_kwargs."):]: value}}}, f"override {item!r}")
+    return [f"data.{k}={json.dumps(v)}" for k, v in lifted["data"].items()]
+
+
+def _upgrade_method(config: dict, source: str) -> dict:
+    """A config whose loss keys st_weighting, positives, intra, intra_tau and order chose the
+    release's terms, with `method` in their place (a warning says so once); ConfigError naming
+    the key where they mix the two methods. Others as they are."""
     loss = config.get("loss")
     old_keys = [k for k in REPLACED_KEYS if k.startswith("loss.") and isinstance(loss, dict) and k[5:] in loss]
     if not old_keys:
@@ -177,21 +226,6 @@ def upgrade_config(config: dict, source: str) -> dict:
     return config
 
 
-def _merge(base: dict, update: dict, where: str, source: str) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        path = f"{where}{key}"
-        if key not in out:
-            raise _unknown_key(source, path)
-        if isinstance(out[key], dict) and key not in _FREE:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: {path!r} must be an object, got {value!r}")
-            out[key] = _merge(out[key], value, f"{path}.", source)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def config_path(name_or_file: str) -> Path:
     """A file path as given, else mcl_fast/configs/NAME.json."""
     p = Path(name_or_file)
@@ -204,32 +238,6 @@ def config_path(name_or_file: str) -> Path:
     raise ConfigError(f"config {name_or_file!r} is neither a file nor one of {known}")
 
 
-def parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def apply_overrides(config: dict, overrides: Sequence[str]) -> dict:
-    config = copy.deepcopy(config)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not key=value")
-        key, text = item.split("=", 1)
-        node = config
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise _unknown_key(f"override {item!r}", key.strip())
-            node = node[part]
-        free = len(parts) > 1 and parts[-2] in _FREE  # kwargs dicts take any key
-        if parts[-1] not in node and not free:
-            raise _unknown_key(f"override {item!r}", key.strip())
-        node[parts[-1]] = parse_value(text)
-    return config
-
-
 def load_config(name_or_file: str, overrides: Sequence[str] = ()) -> dict:
     """Defaults <- the JSON file <- key=value overrides. Raises ConfigError naming the problem."""
     path = config_path(name_or_file)
@@ -239,175 +247,59 @@ def load_config(name_or_file: str, overrides: Sequence[str] = ()) -> dict:
         raise ConfigError(f"{path}: not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a JSON object")
-    config = _merge(DEFAULTS, upgrade_config(data, str(path)), "", str(path))
-    config = apply_overrides(config, overrides)
+    config = merge(DEFAULTS, upgrade_config(data, str(path)), str(path), free=_FREE, unknown=_unknown_key)
+    overrides = [lifted for item in overrides for lifted in _lift_loader_kwargs_override(item)]
+    config = apply_overrides(config, overrides, free=_FREE, unknown=_unknown_key)
     validate(config)
     return config
 
 
 # ---- the config schema: every key's type and range, in one table ----------------------------
-_KINDS = {  # kind -> (test, how a message names it); bool is not an int here (epochs=true is a typo)
-    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-    "number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), "a number"),
-    "bool": (lambda v: isinstance(v, bool), "true or false"),
-    "str": (lambda v: isinstance(v, str), "a string"),
-    "list": (lambda v: isinstance(v, list), "a list"),
-    "dict": (lambda v: isinstance(v, dict), "an object"),
-    "null": (lambda v: v is None, "null"),
-}
-
-
-@dataclass(frozen=True)
-class Field:
-    """What one config value may be: its kinds, and for numbers a range, for any a set of choices,
-    for lists a length and each item's Field."""
-    kinds: tuple
-    low: float | None = None
-    high: float | None = None
-    open_low: bool = False     # low itself excluded
-    open_high: bool = False    # high itself excluded
-    choices: tuple = ()
-    items: "Field | None" = None
-    length: int | None = None  # lists: exactly this many items (0: at least one)
-
-    def describe(self) -> str:
-        """The expectation in words, e.g. 'an integer >= 1' or 'null or a number in (0, 1]'."""
-        if self.choices:
-            kinds = [_KINDS["null"][1]] if "null" in self.kinds else []
-            return " or ".join(kinds + [f"one of {json.dumps(list(self.choices))}"])
-        words = []
-        for kind in self.kinds:
-            text = _KINDS[kind][1]
-            if kind in ("int", "number"):
-                text += self._range()
-            if kind == "list" and self.items is not None:
-                count = "at least one item" if self.length == 0 else f"{self.length} items" if self.length else "items"
-                text = f"a list of {count}, each {self.items.describe()}"
-            words.append(text)
-        return " or ".join(words)
-
-    def _range(self) -> str:
-        if self.low is not None and self.high is not None:
-            return f" in {'(' if self.open_low else '['}{self.low}, {self.high}{')' if self.open_high else ']'}"
-        if self.low is not None:
-            return f" {'>' if self.open_low else '>='} {self.low}"
-        return ""
-
-    def accepts(self, value) -> bool:
-        kind = next((k for k in self.kinds if _KINDS[k][0](value)), None)
-        if kind is None:
-            return False
-        if kind == "null":
-            return True
-        if self.choices:
-            return any(value == c and type(value) is type(c) for c in self.choices)
-        if kind in ("int", "number"):
-            return self._in_range(value)
-        if kind == "list" and self.items is not None:
-            size_ok = len(value) > 0 if self.length == 0 else self.length is None or len(value) == self.length
-            return size_ok and all(self.items.accepts(v) for v in value)
-        return True
-
-    def _in_range(self, v) -> bool:
-        low_ok = self.low is None or (v > self.low if self.open_low else v >= self.low)
-        high_ok = self.high is None or (v < self.high if self.open_high else v <= self.high)
-        return low_ok and high_ok
-
-
-def _int(low=None, *, null=False) -> Field:
-    return Field(("int", "null") if null else ("int",), low=low)
-
-
-def _number(low=None, high=None, *, open_low=False, open_high=False, null=False) -> Field:
-    return Field(("number", "null") if null else ("number",), low, high, open_low, open_high)
-
-
-def _one_of(*choices, null=False) -> Field:
-    kinds = tuple(dict.fromkeys(_kind_of(c) for c in choices)) + (("null",) if null else ())
-    return Field(kinds, choices=tuple(choices))
-
-
-def _kind_of(value) -> str:
-    return next(k for k in ("bool", "int", "number", "str") if _KINDS[k][0](value))
-
-
-_BOOL, _TEXT, _FREE_DICT = Field(("bool",)), Field(("str",)), Field(("dict",))
-
-
 @functools.lru_cache(maxsize=1)
 def config_schema() -> dict:
-    """key -> Field for every key of DEFAULTS (the kwargs dicts take any content). The one place a
-    config value's type and range are stated; `validate` checks them all before anything is written."""
+    """key -> Field for every key of DEFAULTS (model.backbone_kwargs takes any content). The one place
+    a config value's type and range are stated; the data section's loader options come from
+    LoaderOptions (their kinds from its annotations, their values checked by it in `validate`)."""
     from .data.plan import SAMPLING_MODES
     from .losses import DISTANCES, TERMS, VARIANTS, WEIGHTINGS
     from .models import BACKBONES
 
+    loader_options = dataclass_schema(LoaderOptions, LOADER_OPTIONS, refined={
+        "sampling": one_of(*SAMPLING_MODES), "preset": one_of(*METHODS),  # LoaderOptions leaves these to the planner
+        "motion_size": Field(("null", "list"), items=integer(1), length=3)})
     return {
-        "name": _TEXT, "output": _TEXT, "method": _one_of(*METHODS),
-        "model.backbone": _one_of(*sorted(BACKBONES)), "model.backbone_kwargs": _FREE_DICT,
-        "model.init": Field(("str", "null")), "model.dim": _int(1), "model.hidden": _int(1),
-        "model.queue_size": _int(0), "model.momentum": _number(0, 1, open_high=True),
-        "model.tau": _number(0, open_low=True), "model.split_bn": _int(1),
-        "loss.mal": _BOOL, "loss.variant": _one_of(*VARIANTS),
-        "loss.terms": Field(("list",), items=_one_of(*TERMS), length=0),
-        "loss.weight": _number(0), "loss.warmup_weight": _number(0), "loss.warmup_weight_epochs": _int(0),
-        "loss.distance": _one_of(*DISTANCES), "loss.weighting": _one_of(*WEIGHTINGS),
-        "official.order": _BOOL, "official.intra_tau": _number(0, open_low=True),
-        "data.loader": _one_of("dali", "torch", "synthetic"), "data.store": Field(("str", "null")),
-        "data.videos": Field(("null", "str", "list"), items=_TEXT),
-        "data.batch_size": _int(1), "data.clip_len": _int(1), "data.stride": _int(1), "data.size": _int(1),
-        "data.augment": _BOOL, "data.sampling": _one_of(*SAMPLING_MODES), "data.preset": _one_of(*METHODS),
-        "data.loader_kwargs": _FREE_DICT, "data.synthetic_batches": _int(1),
-        "data.motion_size": Field(("null", "list"), items=_int(1), length=3),
-        "optim.lr": _number(0, open_low=True), "optim.momentum": _number(0, 1), "optim.weight_decay": _number(0),
-        "optim.epochs": _int(1), "optim.warmup_epochs": _int(0),
-        "optim.warmup_start_factor": _number(0, 1, open_low=True), "optim.min_lr": _number(0),
-        "optim.grad_clip": _number(0, open_low=True, null=True),
-        "train.device": _one_of("auto", "cuda", "cpu"), "train.amp": _one_of("auto", "bf16", "fp16", "off"),
-        "train.channels_last": _one_of("auto", True, False), "train.compile": _BOOL, "train.seed": _int(0),
-        "train.deterministic": _BOOL, "train.max_steps": _int(1, null=True), "train.log_every": _int(1),
-        "train.tensorboard": _BOOL, "train.progress": _BOOL, "train.plot": _BOOL, "train.collapse_warning": _BOOL,
-        "checkpoint.every_steps": _int(0, null=True), "checkpoint.keep": _int(1),
+        "name": TEXT, "output": TEXT, "method": one_of(*METHODS),
+        "model.backbone": one_of(*sorted(BACKBONES)), "model.backbone_kwargs": FREE_DICT,
+        "model.init": Field(("str", "null")), "model.dim": integer(1), "model.hidden": integer(1),
+        "model.queue_size": integer(0), "model.momentum": number(0, 1, open_high=True),
+        "model.tau": number(0, open_low=True), "model.split_bn": integer(1),
+        "loss.mal": BOOL, "loss.variant": one_of(*VARIANTS),
+        "loss.terms": Field(("list",), items=one_of(*TERMS), length=0),
+        "loss.weight": number(0), "loss.warmup_weight": number(0), "loss.warmup_weight_epochs": integer(0),
+        "loss.distance": one_of(*DISTANCES), "loss.weighting": one_of(*WEIGHTINGS),
+        "official.order": BOOL, "official.intra_tau": number(0, open_low=True),
+        "data.loader": one_of("dali", "torch", "synthetic"), "data.store": Field(("str", "null")),
+        "data.videos": Field(("null", "str", "list"), items=TEXT),
+        "data.batch_size": integer(1), "data.synthetic_batches": integer(1),
+        "data.num_workers": integer(0, null=True), "data.decoder": Field(("str", "null")),
+        "data.num_threads": integer(1, null=True), "data.prefetch": integer(1, null=True),
+        **{f"data.{name}": field for name, field in loader_options.items()},
+        "optim.lr": number(0, open_low=True), "optim.momentum": number(0, 1), "optim.weight_decay": number(0),
+        "optim.epochs": integer(1), "optim.warmup_epochs": integer(0),
+        "optim.warmup_start_factor": number(0, 1, open_low=True), "optim.min_lr": number(0),
+        "optim.grad_clip": number(0, open_low=True, null=True),
+        "train.device": one_of("auto", "cuda", "cpu"), "train.amp": one_of(*AMP_MODES),
+        "train.channels_last": one_of("auto", True, False), "train.compile": BOOL, "train.seed": integer(0),
+        "train.deterministic": BOOL, "train.max_steps": integer(1, null=True), "train.log_every": integer(1),
+        "train.tensorboard": BOOL, "train.progress": BOOL, "train.plot": BOOL, "train.collapse_warning": BOOL,
+        "checkpoint.every_steps": integer(0, null=True), "checkpoint.keep": integer(1),
     }
-
-
-def flatten(config: dict, prefix: str = "") -> dict:
-    """{"a.b": value} of a nested config; the kwargs dicts (_FREE) are flattened into too."""
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _value_at(config: dict, key: str):
-    node = config
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
-def _kind_in_words(value) -> str:
-    return next((words for test, words in _KINDS.values() if test(value)), type(value).__name__)
 
 
 def check_types(config: dict) -> None:
     """Every value against config_schema(): ConfigError naming the key, what it must be and what it is."""
     for key, field in config_schema().items():
-        value = _value_at(config, key)
-        if not field.accepts(value):
-            raise ConfigError(f"config {config.get('name')!r}: {key} must be {field.describe()}, "
-                              f"got {json.dumps(value) if _is_json(value) else repr(value)} ({_kind_in_words(value)})")
-
-
-def _is_json(value) -> bool:
-    try:
-        json.dumps(value)
-        return True
-    except (TypeError, ValueError):
-        return False
+        check_value(key, field, value_at(config, key), f"config {config.get('name')!r}")
 
 
 def validate(config: dict) -> None:
@@ -434,17 +326,18 @@ def validate(config: dict) -> None:
         if not ok:
             raise ConfigError(f"config {config.get('name')!r}: {message}")
     _check_views(config)
+    loader_options(config)
     check_model_config(m, loss, ConfigError)  # 2D backbones: MAL S only; model.init fits the backbone
 
 
 def _check_views(config: dict) -> None:
-    """data.loader_kwargs.views, if given: MoCo's two views (query, key) as ViewSpec dicts."""
+    """data.views, if given: MoCo's two views (query, key) as ViewSpec dicts."""
     from .data.views import ViewSpec
 
-    views = config["data"]["loader_kwargs"].get("views")
+    views = config["data"]["views"]
     if views is None or views == "pair":  # the loaders' default pair, by name
         return
-    where = f"config {config.get('name')!r}: data.loader_kwargs.views"
+    where = f"config {config.get('name')!r}: data.views"
     if isinstance(views, str):
         raise ConfigError(f"{where}: pretraining takes MoCo's two views: \"pair\" or two view dicts, got {views!r}")
     if config["data"]["preset"] == "official" or len(views) != 2:
@@ -457,59 +350,17 @@ def _check_views(config: dict) -> None:
         raise ConfigError(f"{where}: {e}") from None
 
 
+def loader_options(config: dict) -> LoaderOptions:
+    """The config's data.<option>s as the loaders' LoaderOptions, which checks their values;
+    ConfigError naming data where one is wrong."""
+    d = config["data"]
+    try:
+        return LoaderOptions(**{name: d[name] for name in LOADER_OPTIONS})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config {config.get('name')!r}: data: {e}") from None
+
+
 # ---- data sources --------------------------------------------------------------------------
-class SyntheticBatches:
-    """Random batches with the loader's dict shapes, for tests and benchmarks.
-
-    Batch i of epoch e is a pure function of (seed, e, i): the global batch is generated and this
-    shard takes its slice, so N ranks see exactly what one process sees, and resuming at any
-    position is exact. views [query, key] (B, 3, T, S, S) float32, motion (B, T', H', W') >= 0,
-    index (B,); official=True (the batch of preset="official") adds the views key2, key3 and
-    query_first (B,) bool, and the motion target defaults to the release's (4, 7, 7), in
-    encoded-flow units (uniform in [0, 100)).
-    """
-
-    def __init__(self, batch_size: int, *, clip_len: int, size: int, motion_size=None, batches: int = 50,
-                 seed: int = 0, shard_id: int = 0, num_shards: int = 1, device="cpu", official: bool = False):
-        self.batch_size, self.clip_len, self.size, self.official = batch_size, clip_len, size, official
-        # The real loaders' default target: (clip_len, size / 16, size / 16); official (4, 7, 7).
-        default = (4, 7, 7) if official else (clip_len, max(1, size // 16), max(1, size // 16))
-        self.motion_size = tuple(motion_size or default)
-        self.batches, self.seed, self.shard_id, self.num_shards = batches, seed, shard_id, num_shards
-        self.device = torch.device(device)
-        self.epoch = 0
-        self.start = 0
-
-    def __len__(self) -> int:
-        return self.batches
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def skip(self, n: int) -> None:
-        """Start the next iteration at batch n of the epoch (a free seek: batches are pure)."""
-        self.start = n
-
-    def batch(self, epoch: int, i: int) -> dict:
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0]))
-        n = self.batch_size * self.num_shards
-        shape = (n, 3, self.clip_len, self.size, self.size)
-        views = [torch.randn(shape, generator=g), torch.randn(shape, generator=g)]
-        out = {"motion": torch.rand((n, *self.motion_size), generator=g), "index": torch.arange(i * n, (i + 1) * n)}
-        if self.official:  # drawn after the paper batch's tensors: those stay what they were
-            out["motion"] = out["motion"] * 100
-            views += [torch.randn(shape, generator=g), torch.randn(shape, generator=g)]
-            out["query_first"] = torch.rand(n, generator=g) < 0.5
-        lo = self.shard_id * self.batch_size
-        out = {k: v[lo:lo + self.batch_size].to(self.device) for k, v in out.items()}
-        return {"views": [v[lo:lo + self.batch_size].to(self.device) for v in views], **out}
-
-    def __iter__(self):
-        start, self.start = self.start, 0
-        for i in range(start, self.batches):
-            yield self.batch(self.epoch, i)
-
-
 def read_video_list(value, store) -> list[str]:
     """data.videos: null (every video of the store), a list, or a text file with one entry per line."""
     if value is None:
@@ -544,12 +395,12 @@ def build_loader(config: dict, device: torch.device, rank: int, world: int):
     videos = read_video_list(d["videos"], store)
     if not videos:
         raise ConfigError(f"data.videos: no videos to train on in {d['store']}")
-    # Full batches only: shuffle BN gathers equal-sized batches under DDP, and a 1-clip last batch
-    # would make split-batch BN an instance norm (and feed that to its running statistics).
-    kwargs = dict(clip_len=d["clip_len"], stride=d["stride"], size=d["size"], augment=d["augment"],
-                  sampling=d["sampling"], preset=d["preset"], seed=seed, shard_id=rank, num_shards=world,
-                  drop_last=True)
-    kwargs.update(d["loader_kwargs"])
+    # data.drop_last defaults to full batches only: shuffle BN gathers equal-sized batches under DDP,
+    # and a 1-clip last batch would make split-batch BN an instance norm (and feed that to its
+    # running statistics).
+    kwargs = {name: d[name] for name in LOADER_OPTIONS}
+    kwargs.update(seed=seed, shard_id=rank, num_shards=world)
+    kwargs.update({name: d[name] for name in LOADER_OWN[d["loader"]] if d[name] is not None})
     if d["loader"] == "dali":
         from .data import MotionFocusedLoader
 
@@ -988,6 +839,7 @@ def train(config: dict, resume: str | None = None, on_step=None, *, overwrite: b
     overwrite: a fresh run moves an earlier run in the output folder aside (else: RunFolderError).
     allow_changes: a resume may change the SAFE_ON_RESUME keys (else: RunFolderError listing them).
     """
+    config = upgrade_config(config, "the config given to train()")  # a dict built by an earlier version's code
     runtime = setup_runtime(config["train"]["device"], config["train"]["amp"], config["train"]["channels_last"])
     with RunFolder.open(config, resume, runtime.rank, overwrite=overwrite, allow_changes=allow_changes) as folder:
         return _train(config, runtime, folder, on_step)

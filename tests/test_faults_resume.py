@@ -43,9 +43,8 @@ def store(tmp_path_factory) -> Path:
 def tiny_run(store: Path, out: Path, workers: int | None) -> list[str]:
     """Overrides of demo_cpu for a tiny run, a checkpoint after every step (all kept): on the torch
     loader with `workers`, or on the DALI loader (CPU) with workers=None."""
-    loader = ["data.loader=dali"] if workers is None else ["data.loader=torch",
-                                                           f"data.loader_kwargs.num_workers={workers}"]
-    return ['data.loader_kwargs={"drop_last": true}', *loader, f"data.store={store}", "data.videos=null",
+    loader = ["data.loader=dali"] if workers is None else ["data.loader=torch", f"data.num_workers={workers}"]
+    return ["data.drop_last=true", *loader, f"data.store={store}", "data.videos=null",
             "data.batch_size=4", "data.size=32", "data.clip_len=4", "optim.epochs=3", "optim.warmup_epochs=1",
             f"train.max_steps={STEPS}", "train.deterministic=true", "train.log_every=1", "train.tensorboard=false",
             "train.progress=false", "train.plot=false", "train.collapse_warning=false", "model.queue_size=8",

@@ -218,6 +218,40 @@ def test_a_checkpoint_mixing_the_earlier_release_keys_is_refused_naming_the_key(
     assert snapshot(run_copy) == before
 
 
+# The data keys of the version whose loader options went through data.loader_kwargs.
+_DATA_BEFORE_OPTIONS = ("loader", "store", "videos", "batch_size", "clip_len", "stride", "size", "augment", "sampling",
+                        "preset", "synthetic_batches", "motion_size")
+
+
+def _as_before_loader_options(run: Path, **loader_kwargs) -> None:
+    """Rewrite run's checkpoints as the version with data.loader_kwargs wrote them: demo_cpu's
+    num_workers and drop_last in it (and `loader_kwargs`), no other loader option, no checksums."""
+    for path in ckpt.list_checkpoints(run):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        data = state["config"]["data"]
+        state["config"]["data"] = {k: v for k, v in data.items() if k in _DATA_BEFORE_OPTIONS}
+        state["config"]["data"]["loader_kwargs"] = {"num_workers": 1, "drop_last": True, **loader_kwargs}
+        del state["checksums"]
+        torch.save(state, path)
+
+
+def test_a_checkpoint_with_loader_kwargs_resumes_with_its_keys_as_data_options(run_copy, capsys):
+    _as_before_loader_options(run_copy)
+    with pytest.warns(UserWarning, match=r"data.loader_kwargs .* read as data.num_workers, data.drop_last"):
+        code, err = pretrain_here(capsys, run_copy, "--resume", "--resume-with-changes", "train.max_steps=6")
+    assert code == 0, err
+    assert "data." not in err  # no config change listed
+    assert ckpt.list_checkpoints(run_copy)[-1].name == "ckpt_00000006.pt"
+
+
+def test_a_checkpoint_setting_a_loader_option_twice_is_refused_naming_both(run_copy, capsys):
+    _as_before_loader_options(run_copy, clip_len=8)  # data.clip_len is 4
+    before = snapshot(run_copy)
+    code, err = pretrain_here(capsys, run_copy, "--resume", "train.max_steps=6")
+    assert code == 2 and "data.clip_len=4 and data.loader_kwargs.clip_len=8 set the same option twice" in err, err
+    assert snapshot(run_copy) == before
+
+
 # ---- finding 4 (checkpoints): checksums written with each checkpoint, checked on every load --------
 def test_flipped_bytes_in_a_checkpoint_tensor_are_detected_and_named(run_copy):
     damaged = run_copy / "ckpt_00000004.pt"
@@ -428,7 +462,7 @@ def test_the_demo_moves_a_run_of_other_settings_aside_instead_of_failing(tmp_pat
 
     out = tmp_path / "pretrain"
     quick = ["data.loader=synthetic", "train.max_steps=1", "train.plot=false", "train.tensorboard=false",
-             "train.progress=false", "model.backbone=tiny"]
+             "train.progress=false", "model.backbone=tiny", "train.log_every=1"]  # log_every: no video list to count
     pretrain(tmp_path / "store", tmp_path / "train.txt", out, quick)
     first = sorted(p.name for p in out.iterdir() if p.name.startswith("ckpt_"))
     pretrain(tmp_path / "store", tmp_path / "train.txt", out, [*quick, "optim.lr=0.02"])

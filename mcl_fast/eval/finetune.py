@@ -14,7 +14,7 @@ backbone under ``encoder_q.backbone.``), plus the classifier under ``head`` and 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +94,8 @@ class TrainClipDataset:
 
 @dataclass
 class FinetuneConfig:
+    """Fine-tuning's settings, checked at construction as pretraining's config is (mcl_fast.config):
+    ConfigError naming the field, what it must be and what it is."""
     epochs: int = 30
     batch_size: int = 8  # per process
     lr: float = 0.05  # at batch_size × world; scaled linearly with the global batch
@@ -106,6 +108,17 @@ class FinetuneConfig:
     num_workers: int = 0
     seed: int = 0
     cache_videos: bool = False  # keep decoded training videos in memory (small datasets; needs num_workers=0)
+
+    def __post_init__(self):
+        from ..config import check_dataclass, dataclass_schema, integer, number, one_of
+        from ..engine import AMP_MODES
+
+        names = [f.name for f in fields(self)]
+        check_dataclass(self, dataclass_schema(type(self), names, refined={  # the ranges annotations cannot say
+            "epochs": integer(1), "batch_size": integer(1), "lr": number(0, open_low=True),
+            "momentum": number(0, 1), "weight_decay": number(0), "warmup_epochs": number(0),
+            "dropout": number(0, 1, open_high=True), "num_test_clips": integer(1), "amp": one_of(*AMP_MODES),
+            "num_workers": integer(0), "seed": integer(0)}), "fine-tuning config")
 
 
 def classification_loss(model, batch: dict) -> dict:
