@@ -167,7 +167,7 @@ def pretrain(work: Path, p: dict, variant: str, seed: int, train_split, progress
     config["data"].update(loader="torch", store=str(work / "store"), videos=list(train_split.paths),
                           batch_size=p["batch"], clip_len=p["clip_len"], stride=p["stride"], size=p["size"],
                           sampling=sampling, preset="paper", augment=p.get("augment", True),
-                          loader_kwargs={"num_workers": p.get("loader_workers", 1)})
+                          num_workers=p.get("loader_workers", 1))
     config["optim"].update(lr=p["lr"], weight_decay=p["weight_decay"], epochs=p["epochs"],
                            warmup_epochs=min(1, p["epochs"] - 1))
     config["train"].update(device="auto", amp="auto", seed=seed, tensorboard=False, plot=False, progress=progress)

@@ -350,7 +350,7 @@ def test_views_from_plain_data_as_a_json_config_gives_them(dataset):
 
 
 def test_pretraining_takes_two_views_from_its_config(dataset, tmp_path):
-    """data.loader_kwargs.views reaches the loader (as dicts) and its two views train as query and key."""
+    """data.views reaches the loader (as dicts) and its two views train as query and key."""
     import json
 
     from mcl_fast.train import ConfigError, build_loader, load_config, train
@@ -358,7 +358,7 @@ def test_pretraining_takes_two_views_from_its_config(dataset, tmp_path):
     views = [{"aug": {"jitter_p": 0.0, "grayscale_p": 0.0}}, {"crop": "random", "scale": [0.6, 1.0], "size": 24}]
     over = ["model.backbone_kwargs.width=8", "model.hidden=16", "model.dim=8", "data.loader=torch",
             f"data.store={dataset.store.path}", "data.videos=null", "data.batch_size=2", "data.clip_len=4",
-            "data.size=32", f"data.loader_kwargs={json.dumps({'num_workers': 0, 'views': views})}", "optim.epochs=1",
+            "data.size=32", "data.num_workers=0", f"data.views={json.dumps(views)}", "optim.epochs=1",
             "train.max_steps=2", "train.tensorboard=false", "train.progress=false", "train.plot=false",
             "checkpoint.every_steps=0", f"output={tmp_path / 'run'}"]
     config = load_config("demo_cpu", over)
@@ -367,12 +367,12 @@ def test_pretraining_takes_two_views_from_its_config(dataset, tmp_path):
     assert set(batch) == {"views", "motion", "index"}
     summary = train(config)
     assert summary["step"] == 2 and summary["nce"] > 0
-    three = json.dumps({"num_workers": 0, "views": views + [{}]})
+    three = json.dumps(views + [{}])
     with pytest.raises(ConfigError, match="exactly two views"):
-        load_config("demo_cpu", over[:-8] + [f"data.loader_kwargs={three}"])
+        load_config("demo_cpu", over[:-8] + [f"data.views={three}"])
     with pytest.raises(ConfigError, match="MoCo's two views: \"pair\" or two view dicts, got 'clip'"):
-        load_config("demo_cpu", over[:-8] + ['data.loader_kwargs={"views": "clip"}'])
-    load_config("demo_cpu", over[:-8] + ['data.loader_kwargs={"views": "pair"}'])
-    typo = json.dumps({"views": [{}, {"crops": "random"}]})
+        load_config("demo_cpu", over[:-8] + ['data.views="clip"'])
+    load_config("demo_cpu", over[:-8] + ['data.views="pair"'])
+    typo = json.dumps([{}, {"crops": "random"}])
     with pytest.raises(ConfigError, match="views: ViewSpec has no field 'crops'"):
-        load_config("demo_cpu", over[:-8] + [f"data.loader_kwargs={typo}"])
+        load_config("demo_cpu", over[:-8] + [f"data.views={typo}"])

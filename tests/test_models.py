@@ -254,7 +254,7 @@ def test_2d_backbones_pretrain_with_mal_s_and_evaluate(name, action_store, tmp_p
     assert batch["motion"].shape == (4, 1, 4, 4)
     over = [f"model.backbone={name}", "model.hidden=32", "model.dim=16", "model.queue_size=16",
             "data.loader=torch", f"data.store={root / 'store'}", "data.videos=null", "data.batch_size=4", "data.clip_len=1",
-            "data.size=64", 'data.loader_kwargs={"num_workers": 0}', 'loss.terms=["s"]', "optim.epochs=1",
+            "data.size=64", "data.num_workers=0", 'loss.terms=["s"]', "optim.epochs=1",
             "train.max_steps=2", "train.tensorboard=false", "train.progress=false", "train.plot=false",
             "checkpoint.every_steps=0", f"output={tmp_path / 'pretrain'}"]
     summary = train(load_config("demo_cpu", over))

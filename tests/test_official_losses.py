@@ -349,7 +349,7 @@ def test_official_config_pretrains_a_few_steps_on_cpu(tiny_official_store, tmp_p
     steps, batch, queue = 3, 2, 64
     config = load_config("ucf101_r2plus1d_official", [
         f"data.store={tiny_official_store}", "data.loader=torch", f"data.batch_size={batch}", "data.size=32",
-        'data.loader_kwargs={"verify": false, "num_workers": 0}',
+        "data.verify=false", "data.num_workers=0",
         "model.backbone=tiny", "model.backbone_kwargs.width=8", "model.hidden=16", "model.dim=8",
         f"model.queue_size={queue}", "optim.epochs=4", "optim.warmup_epochs=1", f"train.max_steps={steps}",
         "train.log_every=1", "train.tensorboard=false", "train.progress=false", "train.plot=false",

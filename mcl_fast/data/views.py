@@ -130,7 +130,7 @@ class ViewSpec:
 
     @classmethod
     def from_dict(cls, spec: dict) -> "ViewSpec":
-        """A view from plain data (a JSON config's `data.loader_kwargs.views` entry): ViewSpec's
+        """A view from plain data (a JSON config's `data.views` entry): ViewSpec's
         fields, with "aug" a dict of Augmentation's fields. Unknown names raise ValueError."""
         if isinstance(spec, ViewSpec):
             return spec
