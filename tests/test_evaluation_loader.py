@@ -33,7 +33,7 @@ def test_plans_are_uniform_clips_of_the_centre_box_without_augmentation(syntheti
 
 def test_clips_match_resize_then_centre_crop_up_to_interpolation(synthetic_mp4):
     """The loader's centre box resized to the crop is the old protocol's short-side resize then
-    centre crop, frame-aligned."""
+    centre crop, frame-aligned (the bound the DALI clips are held to)."""
     (clips, index), = [batch_clips(b) for b in clip_loader([synthetic_mp4.path], SETTINGS)]
     assert index.tolist() == [0] and clips.shape == (1, 3, 3, 4, 48, 48) and clips.dtype == torch.float32
     frames = decode_resized(synthetic_mp4.path, SETTINGS.resize_to, SETTINGS.crop_size)
@@ -41,7 +41,7 @@ def test_clips_match_resize_then_centre_crop_up_to_interpolation(synthetic_mp4):
     ref = normalize_clips(frames[idx])
     got = clips[0].numpy()
     aligned = np.abs(got - ref).mean()
-    assert aligned < 0.1 and aligned < np.abs(got[:, :, 1:] - ref[:, :, :-1]).mean()
+    assert aligned < 0.2 and aligned < np.abs(got[:, :, 1:] - ref[:, :, :-1]).mean()
 
 
 def test_videos_come_in_order_with_labels_and_a_bad_file_is_reported(synthetic_mp4, synthetic_webm, tmp_path):

@@ -13,6 +13,7 @@ nothing is opened at construction. Its batches hold a zero `motion` target (no m
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -119,6 +120,13 @@ def evaluation_loader(paths: Sequence, *, num_clips: int, clip_len: int, stride:
                    views=evaluation_views(num_clips), labels=labels, shuffle=False, drop_last=False,
                    shard_id=0, num_shards=1, verify=False)
     source, videos = ProbedVideos(paths), [str(p) for p in paths]
+    with warnings.catch_warnings():  # under torchrun each rank evaluates its own list: one shard is meant
+        warnings.filterwarnings("ignore", message="shard_id=0, num_shards=1 differ", category=UserWarning)
+        return _build(videos, source, batch_size, options, decoder, device, num_workers)
+
+
+def _build(videos, source, batch_size: int, options: dict, decoder: str, device: str, num_workers: int):
+    """evaluation_loader's loader for its decoder."""
     if decoder == "dali":
         from .loader import MotionFocusedLoader
         from .nvdec import refuse_unsupported

@@ -122,30 +122,42 @@ def classifier_probabilities(model: nn.Module, paths, settings: ClipSettings, nu
     """
     from tqdm import tqdm
 
-    from .features import batch_clips, clip_loader, close_loader, unread_videos
+    from .features import batch_clips, clip_loader, close_loader
 
     model.eval()
-    loader = clip_loader(paths, settings, videos_per_batch=max(1, batch_size // settings.num_clips),
-                         num_workers=num_workers)
     probs = np.zeros((len(paths), num_classes), np.float32)
     seen = np.zeros(len(paths), bool)
+    failed: dict[int, str] = {}
     use_cuda = torch.device(device).type == "cuda"
-    try:
-        with torch.inference_mode(), tqdm(total=len(paths), desc="test", unit="video", disable=not progress) as bar:
-            for batch in loader:
-                clips, index = batch_clips(batch)
-                b, k = clips.shape[:2]
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
-                    logits = model(clips.flatten(0, 1).to(device))
-                if logits.shape[-1] != num_classes:
-                    raise ValueError(f"the model gives {logits.shape[-1]} logits, expected {num_classes} classes")
-                probs[index.numpy()] = logits.float().softmax(-1).reshape(b, k, -1).mean(1).cpu().numpy()
-                seen[index.numpy()] = True
-                bar.update(b)
-    finally:
-        close_loader(loader)
-    failed = unread_videos(loader, paths, seen)
-    for i, reason in failed.items():
+    todo = list(range(len(paths)))
+    with torch.inference_mode(), tqdm(total=len(paths), desc="test", unit="video", disable=not progress) as bar:
+        while todo:  # once, unless the loader ran out of readable replacements (a list of bad files)
+            loader = clip_loader([paths[i] for i in todo], settings,
+                                 videos_per_batch=max(1, batch_size // settings.num_clips), num_workers=num_workers)
+            try:
+                for batch in loader:
+                    clips, local = batch_clips(batch)
+                    b, k = clips.shape[:2]
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+                        logits = model(clips.flatten(0, 1).to(device))
+                    if logits.shape[-1] != num_classes:
+                        raise ValueError(f"the model gives {logits.shape[-1]} logits, expected {num_classes} classes")
+                    index = np.asarray(todo)[local.numpy()]
+                    probs[index] = logits.float().softmax(-1).reshape(b, k, -1).mean(1).cpu().numpy()
+                    bar.update(int((~seen[np.unique(index)]).sum()))
+                    seen[index] = True
+            except RuntimeError:
+                if not loader.failures:
+                    raise
+            finally:
+                close_loader(loader)
+            new = {i: loader.failures[str(paths[i])] for i in todo if str(paths[i]) in loader.failures}
+            failed.update(new)
+            left = [i for i in todo if not seen[i] and i not in failed]
+            if left and not new and len(left) == len(todo):
+                raise RuntimeError(f"the evaluation loader read none of {len(left)} videos (first: {paths[left[0]]})")
+            todo = left
+    for i, reason in sorted(failed.items()):
         print(f"warning: skipping test video {paths[i]}: {reason}", file=sys.stderr)
     return probs, failed
 
