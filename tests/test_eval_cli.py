@@ -197,15 +197,15 @@ def test_eval_finetune_and_gradcam_cli(dataset, checkpoint, tmp_path, capsys):
 def test_dali_cpu_clips_match_pyav(synthetic_webm):
     """DALI's CPU decoder (VP9) gives the PyAV clips up to interpolation, frame-aligned."""
     from mcl_fast._backend import HAS_DALI
-    from mcl_fast.eval.features import iter_dali_clips
+    from mcl_fast.eval.features import batch_clips, clip_loader
 
     if not HAS_DALI:
         pytest.skip("nvidia-dali is not installed")
     settings = ClipSettings(num_clips=3, clip_len=4, stride=2, crop_size=48)
-    out = list(iter_dali_clips([synthetic_webm.path] * 2, settings, device="cpu", batch_size=4))
-    assert [vi for vi, _ in out] == [0, 1]
+    out = [batch_clips(b) for b in clip_loader([synthetic_webm.path] * 2, settings, decoder="dali", device="cpu")]
+    assert [int(i) for _, index in out for i in index] == [0, 1]
     ref = eval_clips(synthetic_webm.path, settings)
-    clips = out[1][1].numpy()
+    clips = out[-1][0][-1].numpy()
     assert clips.shape == ref.shape
     aligned = np.abs(clips - ref).mean()
     shifted = np.abs(clips[:, :, 1:] - ref[:, :, :-1]).mean()

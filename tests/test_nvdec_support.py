@@ -117,11 +117,11 @@ def test_a_file_that_does_not_open_is_left_to_the_readers(tmp_path):
 
 
 def test_gpu_evaluation_refuses_before_decoding(h264_files, monkeypatch):
-    from mcl_fast.eval.features import ClipSettings, iter_dali_clips
+    from mcl_fast.eval.features import ClipSettings, clip_loader
 
     monkeypatch.setattr(ns, "nvdec_generation", lambda *a: ns.TURING_GA100_HOPPER)
     with pytest.raises(nvdec.NvdecUnsupported, match="evaluation"):
-        next(iter_dali_clips([h264_files["420"], h264_files["10bit"]], ClipSettings(), device="gpu"))
+        clip_loader([h264_files["420"], h264_files["10bit"]], ClipSettings(), decoder="dali", device="cuda")
 
 
 def test_prepare_on_the_gpu_rejects_the_file_with_the_reason(h264_files, monkeypatch):

@@ -45,7 +45,9 @@ def resolve_store(store):
         from mcl_fast.motion.store import MotionStore
 
         return MotionStore(store)
-    for attr in ("read", "info", "video_path", "videos"):
+    needed = ("read", "info", "video_path", "videos") if getattr(store, "has_maps", True) else (
+        "info", "video_path", "videos")  # a source without maps (evaluation.ProbedVideos) has nothing to read
+    for attr in needed:
         # looked up on the class first: hasattr(store, "videos") would build a MotionStore's O(N) list
         if not hasattr(type(store), attr) and not hasattr(store, attr):
             raise TypeError(f"store must be a MotionStore or its path, got {type(store).__name__} without .{attr}")
@@ -247,7 +249,7 @@ class FileVerdicts:
             return None
         if path in self.failures:
             return self.failures[path]
-        reason = (self._codec_problem(path) or self._unchecked_problem(path)
+        reason = (self._source_problem(path) or self._codec_problem(path) or self._unchecked_problem(path)
                   or (first_frame_problem(path) if self.first_frame else None) or self._store_problem(path))
         if reason is None:
             self.good.put(path, True)
@@ -279,6 +281,12 @@ class FileVerdicts:
         except StoreError as err:
             return failure_reason(err)
         return None
+
+    def _source_problem(self, path: str) -> str | None:
+        """Why a store-like source without maps cannot read the video (its `problem`, e.g.
+        evaluation.ProbedVideos' decode at first use), or None."""
+        problem, video = getattr(self.store, "problem", None), self._video_of.get(path)
+        return problem(video) if problem is not None and video is not None else None
 
     def _codec_problem(self, path: str) -> str | None:
         if self.codecs is None:
@@ -345,9 +353,15 @@ class LoaderBase:
 
             min_frames = default_min_frames(self.store.window)
         self.min_frames = min_frames
-        column = getattr(self.store, "column", None)
-        lengths = column("num_frames")[rows] if column is not None else None
-        keep, short = short_video_policy(videos, self.store, self.layout.max_span, min_frames, lengths)
+        if getattr(self.store, "has_maps", True):
+            column = getattr(self.store, "column", None)
+            lengths = column("num_frames")[rows] if column is not None else None
+            keep, short = short_video_policy(videos, self.store, self.layout.max_span, min_frames, lengths)
+        else:  # a source without maps (evaluation.ProbedVideos) learns lengths at first open: all kept
+            if min_frames is not None:
+                raise ValueError("min_frames needs the videos' frame counts up front: a motion store's, not a "
+                                 f"{type(self.store).__name__}, which reads them when a video is first planned")
+            keep, short = np.ones(len(rows), bool), np.zeros(len(rows), bool)
         self.videos = StoreVideos(self.store, rows[keep])
         self.short_videos = StoreVideos(self.store, rows[short])
         self.dropped_videos = StoreVideos(self.store, rows[~keep])

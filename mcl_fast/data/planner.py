@@ -118,6 +118,10 @@ class Planner:
         self.path_of = path_of or (lambda video: str(store.video_path(video)))
         self.file_hw = file_hw or (lambda video: None)
         self.builtin = type(sampler) is MotionSampler
+        self.has_maps = getattr(store, "has_maps", True)  # False: evaluation.ProbedVideos, plain files
+        if self.builtin and not self.has_maps:
+            raise ValueError(f"the MotionSampler (sampling={sampler.sampling!r}) reads motion maps, which a "
+                             f"{type(store).__name__} has none of: pass a clip_sampler")
         self.select, self.score = select, score
         # the clip and crop knobs: the MotionSampler's, a user sampler's `config` if it has one, else the paper's
         self.config = getattr(sampler, "config", reference.get_preset("paper"))
@@ -390,7 +394,7 @@ class Planner:
         rng = rng if rng is not None else sample_rng(self.seed, epoch, position)
         video = self.videos[index]
         entry = self._video(video)
-        maps = self._maps(video, entry)
+        maps = self._maps(video, entry) if self.has_maps else None
         info = dict(entry.info, video=video, clips=layout.clips)
         choice = self.sampler(maps, info, rng)
         clips = validate_clips(_as_clips(choice, layout, video), info, [t for t, _ in layout.clips],
@@ -408,6 +412,8 @@ class Planner:
         if clips.motion is not None:
             flipped = flipped and clips.motion_flip  # the sampler may leave its target unmirrored
             motion = np.ascontiguousarray(clips.motion[:, :, ::-1] if flipped else clips.motion)
+        elif maps is None:  # a source without maps: the batch keeps its layout, with a zero target
+            motion = np.zeros(self.motion_size, np.float32)
         else:
             motion = crop_motion(maps, clips.frames[0], boxes[0], frame_hw, self.motion_size, augs[0].flip,
                                  entry.cell_scale)

@@ -16,16 +16,18 @@ def recalibrate_batchnorm(backbone: torch.nn.Module, paths, settings, *, batch_s
     """Reset every BN layer's running statistics and measure them (cumulative average) on the
     evaluation clips (`settings`: a ClipSettings) of the videos `paths`; the weights are not
     changed. Returns the backbone in eval mode."""
-    from .features import EvalClipDataset
+    from .features import batch_clips, clip_loader, close_loader
 
     for m in backbone.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average over all batches
     backbone.train()
-    data = torch.utils.data.DataLoader(EvalClipDataset(list(paths), settings), batch_size=batch_size,
-                                       num_workers=num_workers)
-    with torch.no_grad():
-        for clips, _ in data:
-            backbone(clips.flatten(0, 1))
+    loader = clip_loader(list(paths), settings, videos_per_batch=batch_size, num_workers=num_workers)
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                backbone(batch_clips(batch)[0].flatten(0, 1))
+    finally:
+        close_loader(loader)
     return backbone.eval()

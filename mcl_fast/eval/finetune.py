@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .features import ClipSettings, EvalClipDataset, decode_resized, normalize_clips
+from .features import ClipSettings, decode_resized, normalize_clips, resize_short_side
 
 
 class VideoClassifier(nn.Module):
@@ -47,6 +47,8 @@ class TrainClipDataset:
     cache_videos=True instead decodes each whole video once and keeps it, resized, in memory
     (small datasets read in the main process, num_workers=0: workers are new every epoch).
     Randomness comes from (seed, epoch, i), so a run is reproducible whatever the worker count.
+    Not a loader mode (the test clips are: features.clip_loader) because the loaders keep no
+    decoded video across epochs, which cache_videos gives the demo's many short epochs.
     """
 
     def __init__(self, paths, labels, settings: ClipSettings, seed: int = 0, cache_videos: bool = False):
@@ -62,8 +64,6 @@ class TrainClipDataset:
 
     def __getitem__(self, i) -> dict:
         """{"clip": (3, T, S, S) float32, "label": int}."""
-        import cv2
-
         from ..video_io import frame_index, read_frames
         from ..sampling import clip_frame_indices, random_clip_start
 
@@ -79,11 +79,7 @@ class TrainClipDataset:
             n = len(frame_index(self.paths[i]))  # packets: no decode of the whole video
             start = random_clip_start(n, s.clip_len, s.stride, rng)
             clip = read_frames(self.paths[i], clip_frame_indices(start, s.clip_len, s.stride, n))
-            h, w = clip.shape[1:3]
-            scale = s.resize_to / min(h, w)  # the evaluation's resize (features.decode_resized)
-            size = (int(round(w * scale)), int(round(h * scale)))
-            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-            clip = np.stack([cv2.resize(f, size, interpolation=interp) for f in clip])
+            clip = np.stack([resize_short_side(f, s.resize_to) for f in clip])  # as the cached videos
         h, w = clip.shape[1:3]
         y0, x0 = int(rng.integers(h - s.crop_size + 1)), int(rng.integers(w - s.crop_size + 1))
         clip = clip[:, y0:y0 + s.crop_size, x0:x0 + s.crop_size]
@@ -128,56 +124,54 @@ def classification_loss(model, batch: dict) -> dict:
     return {"loss": loss, "top1": (logits.detach().argmax(1) == batch["label"]).float().mean() * 100}
 
 
-class _SafeEvalClips(EvalClipDataset):
-    """EvalClipDataset that reports a video it cannot decode instead of raising.
-
-    item i = (clips (num_clips, 3, T, S, S) float32 tensor, i, error str); a failed video gives
-    zeros and a non-empty error, so one bad file neither kills the test nor a DataLoader worker.
-    """
-
-    def __getitem__(self, i):
-        try:
-            clips, _ = super().__getitem__(i)
-            return clips, i, ""
-        except (ValueError, OSError, RuntimeError) as err:
-            s = self.settings
-            reason = str(err) if str(self.paths[i]) in str(err) else f"{self.paths[i]}: {err}"
-            return torch.zeros(s.num_clips, 3, s.clip_len, s.crop_size, s.crop_size), i, reason
-
-
 def classifier_probabilities(model: nn.Module, paths, settings: ClipSettings, num_classes: int, *,
                              batch_size: int = 40, num_workers: int = 0, device="cpu",
                              progress: bool = True) -> tuple[np.ndarray, dict[int, str]]:
-    """(probs (N, num_classes) float32, {index: reason} of the videos that failed to decode).
+    """(probs (N, num_classes) float32, {index: reason} of the videos that could not be read).
 
     A video's probabilities are the softmax averaged over its settings.num_clips centre-cropped
-    clips; the rows of failed videos are zero.
+    clips (the loaders' evaluation mode); the rows of failed videos are zero. A failed video is
+    reported on stderr; one bad file neither stops the test nor kills a DataLoader worker.
     """
     from tqdm import tqdm
 
+    from .features import batch_clips, clip_loader, close_loader
+
     model.eval()
-    per_batch = max(1, batch_size // settings.num_clips)
-    loader = torch.utils.data.DataLoader(_SafeEvalClips(paths, settings), batch_size=per_batch,
-                                         num_workers=num_workers)
     probs = np.zeros((len(paths), num_classes), np.float32)
+    seen = np.zeros(len(paths), bool)
     failed: dict[int, str] = {}
     use_cuda = torch.device(device).type == "cuda"
+    todo = list(range(len(paths)))
     with torch.inference_mode(), tqdm(total=len(paths), desc="test", unit="video", disable=not progress) as bar:
-        for clips, index, errors in loader:
-            ok = torch.tensor([not e for e in errors], dtype=torch.bool)
-            for i, e in zip(index.tolist(), errors):
-                if e:
-                    failed[i] = e
-                    print(f"warning: skipping test video {e}", file=sys.stderr)
-            if ok.any():
-                clips = clips[ok]
-                b, k = clips.shape[:2]
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
-                    logits = model(clips.flatten(0, 1).to(device))
-                if logits.shape[-1] != num_classes:
-                    raise ValueError(f"the model gives {logits.shape[-1]} logits, expected {num_classes} classes")
-                probs[index[ok].numpy()] = logits.float().softmax(-1).reshape(b, k, -1).mean(1).cpu().numpy()
-            bar.update(len(errors))
+        while todo:  # once, unless the loader ran out of readable replacements (a list of bad files)
+            loader = clip_loader([paths[i] for i in todo], settings,
+                                 videos_per_batch=max(1, batch_size // settings.num_clips), num_workers=num_workers)
+            try:
+                for batch in loader:
+                    clips, local = batch_clips(batch)
+                    b, k = clips.shape[:2]
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+                        logits = model(clips.flatten(0, 1).to(device))
+                    if logits.shape[-1] != num_classes:
+                        raise ValueError(f"the model gives {logits.shape[-1]} logits, expected {num_classes} classes")
+                    index = np.asarray(todo)[local.numpy()]
+                    probs[index] = logits.float().softmax(-1).reshape(b, k, -1).mean(1).cpu().numpy()
+                    bar.update(int((~seen[np.unique(index)]).sum()))
+                    seen[index] = True
+            except RuntimeError:
+                if not loader.failures:
+                    raise
+            finally:
+                close_loader(loader)
+            new = {i: loader.failures[str(paths[i])] for i in todo if str(paths[i]) in loader.failures}
+            failed.update(new)
+            left = [i for i in todo if not seen[i] and i not in failed]
+            if left and not new and len(left) == len(todo):
+                raise RuntimeError(f"the evaluation loader read none of {len(left)} videos (first: {paths[left[0]]})")
+            todo = left
+    for i, reason in sorted(failed.items()):
+        print(f"warning: skipping test video {paths[i]}: {reason}", file=sys.stderr)
     return probs, failed
 
 

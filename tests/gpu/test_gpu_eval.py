@@ -12,12 +12,14 @@ pytestmark = pytest.mark.skipif(not (has_gpu() and HAS_DALI), reason="needs a CU
 def test_nvdec_eval_clips_match_pyav(synthetic_mp4):
     import torch
 
-    from mcl_fast.eval.features import ClipSettings, eval_clips, extract_features, iter_dali_clips
+    from mcl_fast.eval.features import ClipSettings, batch_clips, clip_loader, eval_clips, extract_features
     from mcl_fast.models import build_backbone
 
     settings = ClipSettings(num_clips=3, clip_len=8, stride=2, crop_size=48)
-    (vi, clips), = list(iter_dali_clips([synthetic_mp4.path], settings, device="gpu", batch_size=4))
-    assert clips.is_cuda and clips.shape == (3, 3, 8, 48, 48)
+    (clips, index), = [batch_clips(b) for b in clip_loader([synthetic_mp4.path], settings, decoder="dali",
+                                                            device="cuda")]
+    clips = clips[0]
+    assert index.tolist() == [0] and clips.is_cuda and clips.shape == (3, 3, 8, 48, 48)
     ref = eval_clips(synthetic_mp4.path, settings)
     got = clips.float().cpu().numpy()
     assert np.abs(got - ref).mean() < 0.2

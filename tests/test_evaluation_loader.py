@@ -1,0 +1,74 @@
+"""The loaders' evaluation mode (mcl_fast.data.evaluation): uniform clips, centre boxes, plain files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mcl_fast.data.evaluation import ProbedVideos, centre_box, evaluation_loader, uniform_clip_starts
+from mcl_fast.data.plan import MotionSampler
+from mcl_fast.data.planner import Planner
+from mcl_fast.data.torch_loader import TorchVideoLoader
+from mcl_fast.eval.features import ClipSettings, batch_clips, clip_loader, decode_resized, normalize_clips
+from mcl_fast.sampling import clip_frame_indices
+
+SETTINGS = ClipSettings(num_clips=3, clip_len=4, stride=2, crop_size=48)
+
+
+def test_plans_are_uniform_clips_of_the_centre_box_without_augmentation(synthetic_mp4):
+    loader = clip_loader([synthetic_mp4.path], SETTINGS)
+    n, h, w = 32, 64, 80  # the fixture's video
+    starts = uniform_clip_starts(n, 3, 4, 2)
+    assert starts.tolist() == [0, 13, 25]  # 0 .. the last full clip (32 - 7), halves rounded up
+    box = centre_box(h, w, 48, SETTINGS.resize_to)
+    assert SETTINGS.resize_to == 55 and box == (4, 12, 56, 56)  # 48 of 55 resized pixels: 56 of the 64 source ones
+    for epoch in (0, 3):  # the same clips every pass
+        plan = loader.planner.plan(epoch, 0, 0)
+        assert len(plan.views) == 3
+        for c, view in enumerate(plan.views):
+            np.testing.assert_array_equal(view.frames, clip_frame_indices(starts[c], 4, 2, n))
+            assert view.clip == c and tuple(view.box) == box and not view.aug.flip and view.aug.identity_color
+        assert plan.motion.shape == loader.motion_size and not plan.motion.any()  # no maps: a zero target
+
+
+def test_clips_match_resize_then_centre_crop_up_to_interpolation(synthetic_mp4):
+    """The loader's centre box resized to the crop is the old protocol's short-side resize then
+    centre crop, frame-aligned (the bound the DALI clips are held to)."""
+    (clips, index), = [batch_clips(b) for b in clip_loader([synthetic_mp4.path], SETTINGS)]
+    assert index.tolist() == [0] and clips.shape == (1, 3, 3, 4, 48, 48) and clips.dtype == torch.float32
+    frames = decode_resized(synthetic_mp4.path, SETTINGS.resize_to, SETTINGS.crop_size)
+    idx = np.stack([clip_frame_indices(s, 4, 2, len(frames)) for s in uniform_clip_starts(len(frames), 3, 4, 2)])
+    ref = normalize_clips(frames[idx])
+    got = clips[0].numpy()
+    aligned = np.abs(got - ref).mean()
+    assert aligned < 0.2 and aligned < np.abs(got[:, :, 1:] - ref[:, :, :-1]).mean()
+
+
+def test_videos_come_in_order_with_labels_and_a_bad_file_is_reported(synthetic_mp4, synthetic_webm, tmp_path):
+    missing = tmp_path / "gone.mp4"
+    paths = [synthetic_webm.path, missing, synthetic_mp4.path, synthetic_mp4.path]
+    loader = evaluation_loader(paths, num_clips=2, clip_len=4, stride=2, crop_size=32, resize_to=40, batch_size=2,
+                               labels=[3, 1, 4, 1])  # constructing opens no file: `missing` is not noticed yet
+    assert not loader.failures
+    with pytest.warns(RuntimeWarning, match="gone.mp4: file not found"):
+        batches = list(loader)
+    assert len(batches) == 2 and all(len(b["views"]) == 2 for b in batches)
+    index = torch.cat([b["index"] for b in batches]).tolist()
+    label = torch.cat([b["label"] for b in batches]).tolist()
+    assert index[0] == 0 and index[2:] == [2, 3] and index[1] != 1  # the missing file's slot holds another video
+    assert label == [[3, 1, 4, 1][i] for i in index]
+    assert loader.failures == {str(missing): "file not found"}
+    torch.testing.assert_close(batches[1]["views"][0][0], batches[1]["views"][0][1], rtol=0, atol=0)  # same file
+
+
+def test_a_source_without_maps_needs_a_clip_sampler(synthetic_mp4):
+    source = ProbedVideos([synthetic_mp4.path])
+    with pytest.raises(ValueError, match="reads motion maps"):
+        Planner(source, source.videos, clip_len=4, size=32, sampler=MotionSampler(4, 2), augment=False,
+                motion_size=(4, 2, 2), seed=0)
+    with pytest.raises(ValueError, match="min_frames"):
+        TorchVideoLoader(source.videos, source, 1, num_workers=0, clip_len=4, min_frames=8,
+                         clip_sampler=lambda maps, info, rng: None)
+    with pytest.raises(ValueError, match="decoder must be"):
+        evaluation_loader([synthetic_mp4.path], num_clips=1, clip_len=4, stride=2, crop_size=32, resize_to=40,
+                          batch_size=1, decoder="opencv")
