@@ -25,11 +25,12 @@ import numpy as np
 from mcl_fast import sampling as reference  # the NumPy sampling oracle
 
 from .batchplan import adaptive_avg_pool
+from .output import IMAGENET_MEAN, IMAGENET_STD
 from .views import Augmentation
 
-# ImageNet statistics (the paper's backbones and MoCo v2 normalise with them), in 0..255 units.
-MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# ImageNet statistics (output.py's, which the paper's backbones and MoCo v2 normalise with), in 0..255 units.
+MEAN_255 = tuple(m * 255 for m in IMAGENET_MEAN)
+STD_255 = tuple(v * 255 for v in IMAGENET_STD)
 
 # The paper's augmentation (MoCo v2, sec. 4.2) is views.PAPER; a view spec can set its own.
 CONTRAST_CENTER = 128.0  # contrast scales around mid-grey (fixed, so the whole jitter is one affine map)

@@ -567,7 +567,7 @@ def view_augs(views, draws: "_Draws") -> list[list[ViewAug]]:
 
 
 def _blur_windows(sigma: np.ndarray, size: int) -> np.ndarray:
-    """plan.blur_window for an array of sigmas."""
+    """Odd Gaussian windows covering +-3 sigma, smaller than the image (reflect padding needs it), per sigma."""
     window = 2 * np.ceil(3.0 * sigma).astype(np.int64) + 1
     return np.maximum(1, np.minimum(window, size - 1 if size % 2 == 0 else size))
 
