@@ -153,6 +153,8 @@ def test_rows_looks_names_up_in_bulk(tmp_path):
     with pytest.raises(KeyError, match=r"2 of the 4 videos are not in the motion store .*'nope.mp4', 'a.mp"):
         store.rows(["a.mp4", "nope.mp4", "a.mp", "b.mp4"])
     assert store.rows(["a.mp4", "nope.mp4", 3], missing=-1).tolist() == [store.row("a.mp4"), -1, -1]
+    assert store.rows(["b.mp4", "a\0.mp4", "ü.mp4"], missing=-1).tolist() == [  # NUL: encoded name by name
+        store.row("b.mp4"), -1, store.row("ü.mp4")]
 
 
 def test_rows_finds_a_name_whose_hash_another_name_shares():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import shutil
 from collections.abc import Sequence
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,13 @@ class StringTable:
 
     @classmethod
     def build(cls, strings) -> "StringTable":
-        encoded = [s.encode("utf-8") for s in strings]
+        return cls.build_encoded([s.encode("utf-8") for s in strings])
+
+    @classmethod
+    def build_encoded(cls, encoded: list[bytes]) -> "StringTable":
         offsets = np.zeros(len(encoded) + 1, np.int64)
         if encoded:
-            np.cumsum([len(b) for b in encoded], out=offsets[1:])
+            np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])
         return cls(np.frombuffer(b"".join(encoded), np.uint8).copy(), offsets)
 
     def __len__(self) -> int:
@@ -152,25 +156,28 @@ class Names(Sequence):
 
     def rows(self, names, missing: int | None = None) -> np.ndarray:
         """(M,) int64 rows of `names` (M strs), in their order: the M hashes bisected in one
-        np.searchsorted and the names compared in one array comparison (a Python loop over
-        `find` costs ~10 us a name). A name not here: KeyError naming the first few, or the
-        value `missing` in its place when given."""
+        np.searchsorted and the names compared in one array comparison. A name not here:
+        KeyError naming the first few, or the value `missing` in its place when given."""
         names = names if isinstance(names, list) else list(names)
-        keys = [n.encode("utf-8", "surrogatepass") if isinstance(n, str) else b"" for n in names]
-        hashes = np.fromiter((xxhash.xxh3_64_intdigest(k) for k in keys), np.uint64, len(keys))
+        is_str = np.fromiter(map(isinstance, names, repeat(str)), bool, len(names))
+        keys = _encode_all(names, is_str)
+        hashes = np.fromiter(map(xxhash.xxh3_64_intdigest, keys), np.uint64, len(keys))
         out = np.full(len(keys), -1, np.int64)
         if len(self) and len(keys):
-            at = np.minimum(np.searchsorted(self.hashes, hashes), len(self) - 1)
-            candidate = np.asarray(self.hash_rows)[at]
-            lengths = np.fromiter(map(len, keys), np.int64, len(keys))
+            # in hash order, then in row order: the mapped columns are read in one sweep, not at
+            # random (10x faster at 1M videos)
+            order = np.argsort(hashes, kind="stable")
+            at = np.minimum(np.searchsorted(self.hashes, hashes[order]), len(self) - 1)
+            candidate, found = np.empty(len(keys), np.int64), np.empty(len(keys), np.uint64)
+            candidate[order], found[order] = np.asarray(self.hash_rows)[at], np.asarray(self.hashes)[at]
+            asked = StringTable.build_encoded(keys)
             offsets = self._table.offsets
-            same = (np.asarray(self.hashes)[at] == hashes) & (offsets[candidate + 1] - offsets[candidate] == lengths)
-            same &= np.fromiter((isinstance(n, str) for n in names), bool, len(names))
-            picked = np.flatnonzero(same)
+            same = (found == hashes) & (offsets[candidate + 1] - offsets[candidate] == np.diff(asked.offsets))
+            picked = np.flatnonzero(same & is_str)
+            picked = picked[np.argsort(candidate[picked], kind="stable")]
             # the candidates' bytes against the asked names' bytes, position by position
-            theirs = self._table.take(candidate[picked])
-            ours = np.frombuffer(b"".join(keys[i] for i in picked.tolist()), np.uint8)
-            differ = np.concatenate([[0], np.cumsum(np.asarray(theirs.data) != ours)])
+            theirs, ours = self._table.take(candidate[picked]), asked.take(picked)
+            differ = np.concatenate([[0], np.cumsum(np.asarray(theirs.data) != np.asarray(ours.data))])
             equal = differ[theirs.offsets[1:]] == differ[theirs.offsets[:-1]]
             out[picked[equal]] = candidate[picked[equal]]
         for i in np.flatnonzero(out < 0).tolist():  # another name with the same hash comes first: bisect
@@ -360,6 +367,16 @@ class ColumnIndex:
             raise ColumnError(f"{folder / 'name_hashes.npy'}: expected {count} uint64 hashes and int64 rows")
         return cls(kind, entries, StringTable(arrays["names.npy"], arrays["name_offsets.npy"]),
                    StringTable(arrays["fingerprints.npy"], arrays["fingerprint_offsets.npy"]), where, (hashes, rows))
+
+
+def _encode_all(names: list, is_str: np.ndarray) -> list[bytes]:
+    """The UTF-8 bytes of each name (b"" for one that is not a str). One encode of the names
+    joined by NUL, split again (a path never holds NUL; when one does, name by name)."""
+    if len(names) and is_str.all():
+        keys = "\0".join(names).encode("utf-8", "surrogatepass").split(b"\0")
+        if len(keys) == len(names):
+            return keys
+    return [n.encode("utf-8", "surrogatepass") if ok else b"" for n, ok in zip(names, is_str.tolist())]
 
 
 def _in_memory(table: StringTable) -> StringTable:
