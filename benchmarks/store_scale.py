@@ -129,16 +129,6 @@ def step_maps(a) -> dict:
     return {"num_frames": int(maps.num_frames), "map_hw": list(maps.maps_u8.shape[1:])}
 
 
-def add_same_maps(writer, names, entry: dict) -> None:
-    """Record every name with `entry`'s maps (one block, already written) as `add` records a video,
-    then let the writer's own compact write its index (the writer has no bulk path: `add` costs
-    two fsyncs and a journal line per video)."""
-    for name in names:
-        writer.videos[name] = entry
-    writer._index_stale = True  # entries changed outside the journal: compact rewrites index.json
-    writer.compact()
-
-
 def step_build(a) -> dict:
     from mcl_fast.motion.store import StoreWriter
 
@@ -147,7 +137,8 @@ def step_build(a) -> dict:
     writer = StoreWriter(a.store, root=a.root, **STORE_SETTINGS)
     try:
         entry = writer.add(video_name(0), maps)
-        add_same_maps(writer, (video_name(i) for i in range(1, a.videos)), entry)
+        # every other name shares the first video's block: one index write, no journal line per video
+        writer.add_entries((video_name(i), entry) for i in range(1, a.videos))
         writer.compact()
     finally:
         writer.close()

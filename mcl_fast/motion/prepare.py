@@ -26,6 +26,7 @@ from .official import WINDOW, OfficialMapAccumulator, encode_flow, frame_maps_to
 from .ranks import JobProgress, RankError, Ranks, balanced_slices, container_frames
 from .store import (ERRORS, MAPS_KINDS, PART_JOURNAL_GLOB, MotionStore, PartWriter, StoreError, StoreWriter, VideoMaps,
                     store_errors, store_state)
+from .store_verified import VerifiedRecord, shard_digests, shard_files
 
 DEVICES = ("cpu", "cuda")
 WINDOWS = tuple(sorted(set(WINDOW.values()), reverse=True))  # the release's ws: 8 (UCF101), 4 (Kinetics)
@@ -282,7 +283,7 @@ def _results(tasks, workers: int, gpu_compute=None):
 def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 1, device: str = "cpu",
             strict: bool = False, map_downsample: int = 4, retry_errors: bool = False, progress: bool = True,
             root=None, maps: str = "paper", window: int | None = None, distributed: bool | None = None,
-            repair: bool = False) -> PrepareReport:
+            repair: bool = False, verify_all: bool = False) -> PrepareReport:
     """Build or resume the motion store `out` from `videos` (a folder, a list/split file, one
     video file, or a list of paths relative to `root`).
 
@@ -293,7 +294,9 @@ def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 
 
     Finished videos are never recomputed, except, with `repair`, those of the list whose stored
     bytes fail their checksum (damaged) or whose source changed since (stale: its fingerprint);
-    without `repair` they are counted in the report (report.needs_repair) and kept. repair also
+    without `repair` they are counted in the report (report.needs_repair) and kept. The check
+    reads only the shards and sources changed since the last one (mcl_fast/motion/store_verified.py);
+    `verify_all` reads every held video and source. repair also
     lets the store be opened when its shards hold complete blocks of videos the index does not
     know (an older index.json restored): they are kept in place, marked orphaned (StoreWriter);
     without it that is a StoreError and nothing is changed. Videos recorded as errors are skipped
@@ -345,7 +348,8 @@ def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 
         raise InputError(str(e)) from None
     settings = dict(root=root, flow=flow, size=size, map_downsample=map_downsample, maps=maps, window=window)
     work = _Run(flow=flow, size=size, map_downsample=map_downsample, maps=maps, window=window, workers=workers,
-               gpu_compute=gpu_compute, retry_errors=retry_errors, progress=progress, repair=bool(repair))
+               gpu_compute=gpu_compute, retry_errors=retry_errors, progress=progress, repair=bool(repair),
+               verify_all=bool(verify_all))
     if ranks.distributed:
         report = _prepare_ranks(ranks, rels, out, settings, work)
     else:
@@ -418,6 +422,7 @@ class _Run:
     retry_errors: bool
     progress: bool
     repair: bool = False
+    verify_all: bool = False  # check every held video and source, not only what changed since the last check
 
     def todo(self, rels, videos: dict, errors: dict, report: PrepareReport, suspect=frozenset()) -> list[str]:
         """The videos of `rels` still to compute (counting the sound ones already in the store in
@@ -430,37 +435,74 @@ class _Run:
                 todo.append(rel)
         return todo
 
-    def find_suspects(self, store, rels, root: str, report: PrepareReport) -> set[str]:
+    def find_suspects(self, store, rels, root: str, report: PrepareReport, record: bool = False) -> set[str]:
         """The videos of `rels` in the store whose bytes fail their checksum (report.damaged) or
         whose source file is no longer the one their maps were made from (report.stale). `store`:
-        a MotionStore or the StoreWriter holding it (`in`, check, fingerprint)."""
+        a MotionStore or the StoreWriter holding it (`in`, check, index_columns). Shards and
+        sources unchanged since the last check are not read again (store_verified; not with
+        verify_all); `record`: write what this check verified into the store."""
+        started = time.time_ns()
         held = [rel for rel in rels if rel in store]
+        columns = store.index_columns()
+        rows = columns.names.rows(held)
+        last = VerifiedRecord.load(store.path)
+        known = VerifiedRecord(store.path) if self.verify_all else last
+        digests = shard_digests(columns)
+        sound = known.sound_shards(digests)
+        files = shard_files(columns, rows)
+        paths = [os.path.join(root, rel) for rel in held]
+        fingerprints = [columns.fingerprints[r] if columns.has(r, "fingerprint") else None for r in rows.tolist()]
+        fresh = known.sound_sources(held, paths, fingerprints)
+        to_read = [i for i in range(len(held)) if not sound.issuperset(files[i])]
         bar = None
-        if self.progress and len(held) >= CHECK_BAR_MIN:
+        if self.progress and len(to_read) >= CHECK_BAR_MIN:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(held), unit="video", desc="checking the store", dynamic_ncols=True, file=sys.stderr)
+            bar = tqdm(total=len(to_read), unit="video", desc="checking the store", dynamic_ncols=True,
+                       file=sys.stderr)
+        damaged = set()
         try:
-            for rel in held:
+            for i in to_read:
                 try:
-                    store.check(rel)
+                    store.check(held[i])
                 except StoreError:
-                    report.damaged.append(rel)
-                else:
-                    if _source_changed(os.path.join(root, rel), store.fingerprint(rel)):
-                        report.stale.append(rel)
+                    damaged.add(i)
                 if bar is not None:
                     bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
+        stale = {i for i in range(len(held)) if i not in damaged and not fresh[i]
+                 and _source_changed(paths[i], fingerprints[i])}
+        report.damaged += [held[i] for i in sorted(damaged)]
+        report.stale += [held[i] for i in sorted(stale)]
+        if record:
+            self._record(last, started, digests, sound, files, damaged, held, paths, fingerprints, stale)
         return set(report.damaged) | set(report.stale)
+
+    @staticmethod
+    def _record(last, started, digests, sound, files, damaged, held, paths, fingerprints, stale) -> None:
+        """Write what a check verified (store_verified): the shards all of whose videos matched
+        (sound before, or every video in them read now) and the sources that matched."""
+        matched: dict[str, int] = {}
+        for i, names in enumerate(files):
+            if i not in damaged:
+                for name in set(names):
+                    matched[name] = matched.get(name, 0) + 1
+        bad = {name for i in damaged for name in files[i]}
+        passed = {name for name, (count, _) in digests.items() if name not in bad
+                  and (name in sound or matched.get(name, 0) == count)}
+        good = [i for i in range(len(held)) if i not in damaged and i not in stale]
+        new = last.updated(started, digests, passed, [held[i] for i in good], [paths[i] for i in good],
+                           [fingerprints[i] for i in good])
+        if not new.same_as(last):
+            new.write()
 
     def check_store(self, out, rels, writer: StoreWriter, report: PrepareReport) -> set[str]:
         """Find the damaged and stale videos of `rels` (find_suspects); with repair, take them out
         of the store (to be computed again) and return nothing, else return them."""
         report.orphaned = [t.describe() for t in writer.orphaned]
-        suspect = self.find_suspects(writer, rels, writer.root, report)  # the writer's entries: no second read
+        suspect = self.find_suspects(writer, rels, writer.root, report, record=True)  # the writer's entries
         if self.repair:
             writer.drop(sorted(suspect))
             report.repaired = True
@@ -533,7 +575,7 @@ def _prepare_ranks(ranks: Ranks, rels: list[str], out, settings: dict, work: _Ru
             job = JobProgress(out, PART_JOURNAL_GLOB, len(todo), desc=f"prepare job ({ranks.world} ranks)",
                               position=ranks.local_world, enabled=work.progress and ranks.is_main)
             with job, PartWriter(out, rank=ranks.rank, world=ranks.world, first_shard=first_shard,
-                                 known=(dict(videos), dict(errors)), **settings) as writer:
+                                 known=(videos.copy(), dict(errors)), **settings) as writer:
                 work.compute(mine, root, writer, report, desc=f"prepare rank {ranks.rank}", position=ranks.local_rank)
                 writer.compact()
                 report.done, = ranks.all_sum([report.done])  # the barrier: every rank has written its part
@@ -580,6 +622,9 @@ def add_args(parser) -> None:
                         help="recompute the videos whose stored bytes fail their checksum (damaged) or whose source "
                              "file changed since (stale), and nothing else; keep shard bytes of videos the index does "
                              "not know (an older index.json restored) in place, marked orphaned, instead of refusing")
+    parser.add_argument("--verify-all", action="store_true",
+                        help="check every video already in the store against its checksum and every source against "
+                             "its fingerprint (default: only the shards and sources changed since the last check)")
     parser.add_argument("--root", default=None,
                         help="folder the listed paths are relative to (default: the list file's folder)")
 
@@ -607,7 +652,8 @@ def run(args) -> int:
     try:
         videos, root, s = _resolve_args(args)
         report = prepare(videos, args.out, workers=args.workers, device=args.device, strict=args.strict,
-                         retry_errors=args.retry_errors, progress=True, root=root, repair=args.repair, **s)
+                         retry_errors=args.retry_errors, progress=True, root=root, repair=args.repair,
+                         verify_all=args.verify_all, **s)
     except PrepareFailed:
         return 1  # the summary is already printed
     except (PrepareError, StoreError, RankError) as e:
