@@ -246,7 +246,7 @@ def step_workers(a) -> dict:
 
 def step_prepare_fold(a) -> dict:
     """A no-op prepare (real stores: every video is done; whether it changed any index file), then
-    the fold of FOLD_RANKS rank journals; the process's peak memory (writers may hold every entry)."""
+    the fold of FOLD_RANKS rank journals; the process's peak memory."""
     from mcl_fast.motion.store import PartWriter, StoreWriter
 
     out = {}
