@@ -150,11 +150,10 @@ def choose_tubelet(maps: np.ndarray, frame_hw, rng: np.random.Generator, *, clip
     sample_crop_box compute, step by step.
     """
     from . import sampling
+    from .data.presets import loader_variant
 
-    if preset == "official":  # the release's numbers live with its sampler
-        from .data.official import SAMPLING as cfg
-    else:
-        cfg = sampling.get_preset(preset)
+    variant = loader_variant(preset)  # a variant's numbers live with its sampler
+    cfg = sampling.get_preset(preset) if variant is None else variant.sampling
     m_t = maps.mean(axis=(1, 2))
     starts, scores = sampling.clip_scores(m_t, clip_len, stride)
     start = sampling.sample_clip_start(m_t, clip_len, stride, rng, motion_prob=cfg.motion_prob)

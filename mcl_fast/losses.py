@@ -2,8 +2,8 @@
 
 Notation (docs/architecture.md): q, k (B, d) L2-normalised embeddings; queue (K, d) negative keys; feat
 (B, C, T, H, W) the conv feature map the similarity score (B,) = (q * k.detach()).sum(-1) was
-computed from; motion (B, T', H', W') the query tubelet's ST-motion. The authors' release has its
-own objective beside this one (`losses_official.py`, docs/release.md).
+computed from; motion (B, T', H', W') the query tubelet's ST-motion. A variant of the method
+(docs/release.md) has its own objective in its own module beside this one.
 """
 from __future__ import annotations
 

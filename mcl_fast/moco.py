@@ -124,7 +124,7 @@ class MoCo(nn.Module):
     sub-batches for BN when the job has one process (1 turns it off).
 
     encoder: a variant's query encoder on `backbone` (default `Encoder(backbone, hidden, dim)`);
-    a variant (a subclass: `moco_official.OfficialMoCo`) passes its own, and its forward takes its
+    a variant (a subclass, in the variant's own module) passes its own, and its forward takes its
     own inputs; `positives` counts the keys each query enqueues.
     """
 

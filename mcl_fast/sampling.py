@@ -21,9 +21,7 @@ def _gpu(name: str):
 @dataclass(frozen=True)
 class SamplingConfig:
     """The knobs of the motion-focused clip and crop (sec. 3.2); `PRESETS["paper"]` is the paper's.
-
-    The authors' release samples otherwise (three clips, its own crop rule: sampling_official.py);
-    its loaders' config of these knobs is data/official.py's."""
+    A variant that samples otherwise keeps its own numbers in its own modules (data/presets.py)."""
 
     motion_prob: float = 1.0  # chance that the clip is motion-focused (else uniform)
     percentile: float = 90.0  # hot pixels: S-motion above this percentile
@@ -33,8 +31,7 @@ class SamplingConfig:
     num_candidates: int = 20
 
 
-# The release's numbers are data/official.SAMPLING (built from sampling_official's constants):
-# the loaders' preset="official" runs the release's own rule with them, not a preset of this table.
+# The presets MotionSampler runs; a variant's preset (data/presets.py) brings its own sampler.
 PRESETS = {"paper": SamplingConfig()}
 
 

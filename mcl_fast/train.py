@@ -3,7 +3,7 @@
 One process (`mcl-fast pretrain --config demo_cpu`) or many through torchrun
 (`torchrun --nproc-per-node 8 -m mcl_fast.train --config ucf101_r2plus1d`). `train()` wires the
 loader, the model and objective of the config's `method` (the paper's `MoCo` and `MCLLoss`, or
-the release's, `moco_official` and `losses_official`), the optimiser and checkpoints around
+a variant's, through its module in METHOD_VARIANTS), the optimiser and checkpoints around
 `engine.train_one_epoch`; configs are JSON deep-merged over DEFAULTS and checked against
 `config_schema()` before anything is written; one run per output folder, `--resume` exact.
 What it does in detail: docs/training.md ("What `pretrain` does").
@@ -26,13 +26,14 @@ from typing import Sequence
 
 import torch
 
-from . import dist
+from . import dist, train_official
 from ._io import FolderBusy, atomic_write_json, fsync_path, lock_folder, run_command
 from .checkpoint import (RUN_ID, list_checkpoints, load_checkpoint, load_latest, rng_state, save_checkpoint,
                          set_rng_state)
 from .config import (BOOL, FREE_DICT, TEXT, ConfigError, Field, apply_overrides, check_value, dataclass_defaults,
                      dataclass_schema, flatten, integer, merge, number, one_of, split_override, value_at)
 from .data.options import LoaderOptions
+from .data.presets import loader_variant
 from .data.synthetic_batches import SyntheticBatches
 from .diagnostics import contrastive_diagnostics, mean_pairwise_cosine
 from .engine import AMP_MODES, MetricWindow, Runtime, StepInfo, WarmupCosine, setup_runtime, train_one_epoch
@@ -48,6 +49,11 @@ LOADER_OPTIONS = tuple(f.name for f in fields(LoaderOptions) if f.init and f.nam
                        ("seed", "shard_id", "num_shards", "clip_sampler", "batch_transform"))
 # Each loader's own constructor options, data.<name> too (null: that loader's default; others ignore them).
 LOADER_OWN = {"torch": ("num_workers", "decoder"), "dali": ("num_threads", "prefetch")}
+
+# The objective and model: MCL as published, or a variant's (method -> its module; the loaders'
+# presets carry the same names, the config a section of the same name).
+METHOD_VARIANTS = {"official": train_official}
+METHODS = ("paper", *METHOD_VARIANTS)
 
 DEFAULTS: dict = {
     "name": "custom",
@@ -71,13 +77,10 @@ DEFAULTS: dict = {
         "weight": 1.0,                # lambda
         "warmup_weight": 1.0,         # lambda during the first warmup_weight_epochs (the release: 2)
         "warmup_weight_epochs": 0,    # the release: 5
-        "distance": "l2",             # the paper's MAL: l2 | cosine (method=official has its own terms)
+        "distance": "l2",             # the paper's MAL: l2 | cosine (a variant's method has its own terms)
         "weighting": "global",        # the paper's MAL: global | per_time Grad-CAM weights
     },
-    "official": {                     # method=official only (the release's objective, losses_official.py)
-        "order": True,                # the order loss, weight (epoch + 1) / epochs; false: the release's Kinetics runs
-        "intra_tau": 0.1,             # the intra-video logits' temperature
-    },
+    **{name: dict(variant.SECTION) for name, variant in METHOD_VARIANTS.items()},  # each for its method only
     "data": {
         "loader": "dali",       # dali | torch | synthetic
         "store": None,          # motion store folder (dali, torch)
@@ -89,8 +92,8 @@ DEFAULTS: dict = {
         "num_threads": None,    # dali loader: CPU threads
         "prefetch": None,       # dali loader: batches decoded ahead
         # LoaderOptions (data/options.py), their defaults: clip_len 16, stride 2, size 224, augment,
-        # sampling (motion | temporal | spatial | random), preset (paper | official: method=official
-        # needs official), motion_size (null: (clip_len, size // 16, size // 16)), views, video_root, ...
+        # sampling (motion | temporal | spatial | random), preset (one of METHODS: a variant's method
+        # needs its preset), motion_size (null: (clip_len, size // 16, size // 16)), views, video_root, ...
         **dataclass_defaults(LoaderOptions, LOADER_OPTIONS),
     },
     "optim": {
@@ -127,29 +130,22 @@ DEFAULTS: dict = {
 _FREE = ("backbone_kwargs",)  # passed through to the backbone's constructor: any key
 # data keys that are no loader option (the trainer's own), which data.loader_kwargs never held.
 LOADER_KEYS_OF_TRAINER = ("loader", "store", "videos", "batch_size", "synthetic_batches")
-# The objective and model: MCL as published, or the authors' release (the loaders' presets carry the same names).
-METHODS = ("paper", "official")
-
-
-# Keys of earlier versions that `method` replaced (read by upgrade_config): key -> its replacement.
-REPLACED_KEYS = {"loss.st_weighting": "method", "loss.positives": "method", "loss.intra": "method",
-                 "loss.intra_tau": "official.intra_tau", "loss.order": "official.order"}
-# What those keys (and the MAL's distance and weighting) were in each method.
-_OLD_PAPER = {"st_weighting": "uniform", "positives": 1, "intra": False, "order": False}
-_OLD_OFFICIAL = {"st_weighting": "softmax", "positives": 3, "intra": True, "distance": "cosine",
-                 "weighting": "per_time"}
 
 
 def _unknown_key(source: str, path: str) -> ConfigError:
     """The error for a key DEFAULTS lacks, naming its replacement if an earlier version had it."""
-    hint = f" (replaced by {REPLACED_KEYS[path]}: docs/release.md)" if path in REPLACED_KEYS else ""
+    replaced = {key: new for variant in METHOD_VARIANTS.values() for key, new in variant.REPLACED_KEYS.items()}
+    hint = f" (replaced by {replaced[path]}: docs/release.md)" if path in replaced else ""
     return ConfigError(f"{source}: unknown config key {path!r}{hint}")
 
 
 def upgrade_config(config: dict, source: str) -> dict:
     """A config (file or checkpoint) of an earlier version in today's keys, a warning naming each
-    move: data.loader_kwargs' keys as data.<key>, the release's loss keys as `method`."""
-    return _upgrade_method(_lift_loader_kwargs(config, source), source)
+    move: data.loader_kwargs' keys as data.<key>, a variant's earlier loss keys as `method`."""
+    config = _lift_loader_kwargs(config, source)
+    for variant in METHOD_VARIANTS.values():
+        config = variant.upgrade_loss_keys(config, source)
+    return config
 
 
 def _lift_loader_kwargs(config: dict, source: str) -> dict:
@@ -186,44 +182,6 @@ def _lift_loader_kwargs_override(item: str) -> list[str]:
     lifted = _lift_loader_kwargs({"data": {"loader_kwargs": value if key == "data.loader_kwargs"
                                            else {key[len("data.loader_kwargs."):]: value}}}, f"override {item!r}")
     return [f"data.{k}={json.dumps(v)}" for k, v in lifted["data"].items()]
-
-
-def _upgrade_method(config: dict, source: str) -> dict:
-    """A config whose loss keys st_weighting, positives, intra, intra_tau and order chose the
-    release's terms, with `method` in their place (a warning says so once); ConfigError naming
-    the key where they mix the two methods. Others as they are."""
-    loss = config.get("loss")
-    old_keys = [k for k in REPLACED_KEYS if k.startswith("loss.") and isinstance(loss, dict) and k[5:] in loss]
-    if not old_keys:
-        return config
-    config = copy.deepcopy(config)
-    loss = config["loss"]
-    old = {k[5:]: loss.pop(k[5:]) for k in old_keys}
-    intra_tau = old.pop("intra_tau", DEFAULTS["official"]["intra_tau"])
-    if all(old.get(k, v) == v for k, v in _OLD_PAPER.items()):
-        method, new = "paper", {}
-    else:
-        seen = {**old, "distance": loss.get("distance", "l2"), "weighting": loss.get("weighting", "global")}
-        wrong = next((k for k, v in _OLD_OFFICIAL.items() if seen.get(k, _OLD_PAPER.get(k)) != v), None)
-        if wrong is not None:
-            raise ConfigError(
-                f"{source}: loss.{wrong}={json.dumps(seen.get(wrong, _OLD_PAPER.get(wrong)))} with others of the "
-                f"release's terms ({', '.join(f'loss.{k}={json.dumps(v)}' for k, v in old.items())}): this mix "
-                "is gone; the release is one switch now, method=official (with official.order, official.intra_tau), "
-                "and loss.st_weighting, loss.positives, loss.intra are removed (docs/release.md)")
-        for k in ("distance", "weighting"):  # the release's alignment loss fixes them
-            loss.pop(k, None)
-        method, new = "official", {"order": bool(old.get("order", False)), "intra_tau": intra_tau}
-    if config.get("method", method) != method:
-        raise ConfigError(f"{source}: method={config['method']!r} with the earlier keys {', '.join(old_keys)} "
-                          f"of method={method!r}: remove those keys")
-    config["method"] = method
-    if new:
-        config["official"] = {**new, **config.get("official", {})}
-    warnings.warn(f"{source}: {', '.join(old_keys)} (an earlier version's keys) read as method={method}"
-                  + "".join(f", official.{k}={json.dumps(v)}" for k, v in new.items()) + "; write the config "
-                  "that way (docs/release.md)", stacklevel=2)
-    return config
 
 
 def config_path(name_or_file: str) -> Path:
@@ -277,7 +235,7 @@ def config_schema() -> dict:
         "loss.terms": Field(("list",), items=one_of(*TERMS), length=0),
         "loss.weight": number(0), "loss.warmup_weight": number(0), "loss.warmup_weight_epochs": integer(0),
         "loss.distance": one_of(*DISTANCES), "loss.weighting": one_of(*WEIGHTINGS),
-        "official.order": BOOL, "official.intra_tau": number(0, open_low=True),
+        **{key: field for variant in METHOD_VARIANTS.values() for key, field in variant.SCHEMA.items()},
         "data.loader": one_of("dali", "torch", "synthetic"), "data.store": Field(("str", "null")),
         "data.videos": Field(("null", "str", "list"), items=TEXT),
         "data.batch_size": integer(1), "data.synthetic_batches": integer(1),
@@ -308,20 +266,8 @@ def validate(config: dict) -> None:
 
     check_types(config)
     m, loss, d = config["model"], config["loss"], config["data"]
-    official = config["method"] == "official"
-    changed = [k for k in ("distance", "weighting") if loss[k] != DEFAULTS["loss"][k]]
-    relations = [
-        (not official or d["preset"] == "official",
-         "method=official needs data.preset=official (its batch has key2, key3, query_first)"),
-        (not official or m["queue_size"] > 0,
-         "method=official (InfoNCE over 3B rows against the queue) needs model.queue_size > 0"),
-        (not official or not changed, f"loss.{changed[0] if changed else ''} applies to the paper's MAL; "
-         "method=official computes the release's alignment terms (cosines, per-time weights) and takes no "
-         "loss.distance or loss.weighting"),
-        (official or config["official"] == DEFAULTS["official"],
-         "official.order and official.intra_tau apply to method=official only"),
-        (d["loader"] == "synthetic" or d["store"], "data.store is required unless data.loader=synthetic"),
-    ]
+    relations = [rule for variant in METHOD_VARIANTS.values() for rule in variant.relations(config, DEFAULTS["loss"])]
+    relations.append((d["loader"] == "synthetic" or d["store"], "data.store is required unless data.loader=synthetic"))
     for ok, message in relations:
         if not ok:
             raise ConfigError(f"config {config.get('name')!r}: {message}")
@@ -340,7 +286,7 @@ def _check_views(config: dict) -> None:
     where = f"config {config.get('name')!r}: data.views"
     if isinstance(views, str):
         raise ConfigError(f"{where}: pretraining takes MoCo's two views: \"pair\" or two view dicts, got {views!r}")
-    if config["data"]["preset"] == "official" or len(views) != 2:
+    if config["data"]["preset"] != "paper" or len(views) != 2:
         raise ConfigError(f"{where}: pretraining takes exactly two views (query, key) and the paper preset; "
                           f"got {len(views)} with preset {config['data']['preset']!r}")
     try:
@@ -386,9 +332,10 @@ def build_loader(config: dict, device: torch.device, rank: int, world: int):
     per_rank = d["batch_size"] // world
     seed = int(config["train"]["seed"])
     if d["loader"] == "synthetic":
-        return SyntheticBatches(per_rank, clip_len=d["clip_len"], size=d["size"], motion_size=d["motion_size"],
-                                batches=d["synthetic_batches"], seed=seed, shard_id=rank, num_shards=world,
-                                device=device, official=d["preset"] == "official")
+        variant = loader_variant(d["preset"])  # a variant's batch has its own views and fields
+        batches = SyntheticBatches if variant is None else variant.synthetic
+        return batches(per_rank, clip_len=d["clip_len"], size=d["size"], motion_size=d["motion_size"],
+                       batches=d["synthetic_batches"], seed=seed, shard_id=rank, num_shards=world, device=device)
     from .motion.store import MotionStore  # lazy: only real loaders need the store
 
     store = MotionStore(d["store"])
@@ -441,11 +388,8 @@ def build_model(config: dict):
     backbone = build_backbone(m["backbone"], init=m["init"], **m["backbone_kwargs"])
     common = dict(dim=m["dim"], hidden=m["hidden"], queue_size=m["queue_size"], momentum=m["momentum"], tau=m["tau"],
                   split_bn=m["split_bn"])
-    if config["method"] == "official":
-        from .moco_official import OfficialMoCo
-
-        return OfficialMoCo(backbone, **common, order=bool(config["official"]["order"]),
-                            tau_intra=float(config["official"]["intra_tau"]))
+    if config["method"] in METHOD_VARIANTS:
+        return METHOD_VARIANTS[config["method"]].build_model(backbone, common, config)
     return MoCo(backbone, **common)
 
 
@@ -455,10 +399,8 @@ def build_criterion(config: dict, runtime: Runtime) -> MCLLoss:
     mal = {"variant": loss["variant"], "terms": tuple(loss["terms"])}
     # Under fp16 autocast, d score / d feat would underflow: scale it up (the maps are normalised).
     grad_scale = 1024.0 if runtime.amp_dtype == torch.float16 else 1.0
-    if config["method"] == "official":
-        from .losses_official import OfficialLoss
-
-        return OfficialLoss(mal, grad_scale, epochs=config["optim"]["epochs"], order=bool(config["official"]["order"]))
+    if config["method"] in METHOD_VARIANTS:
+        return METHOD_VARIANTS[config["method"]].build_criterion(mal, grad_scale, config)
     return MCLLoss({**mal, "distance": loss["distance"], "weighting": loss["weighting"]}, grad_scale)
 
 

@@ -1,7 +1,7 @@
 """`mcl-fast verify PATH [PATH ...]`: check stored data against its checksums and list what is damaged.
 
-A folder is a motion store (mcl_fast.motion.store.check_store): every video's maps (and, in an
-official store, its flows and clip magnitudes) against their checksums, the index's entries and
+A folder is a motion store (mcl_fast.motion.store.check_store): every video's maps (and its flows
+and clip magnitudes, where the store holds them) against their checksums, the index's entries and
 extents against the shard files, and shard bytes the index does not account for. A file is a
 checkpoint (mcl_fast.checkpoint.verify_checkpoint). Exit status: 0 when everything is sound, 1
 when anything is damaged or cannot be checked.

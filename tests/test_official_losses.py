@@ -413,11 +413,12 @@ def test_method_paper_on_the_official_batch_trains_the_paper_objective(tmp_path)
     """data.preset=official with method=paper: the paper's MoCo takes query and key only (key2, key3
     and query_first are left aside), as before `method`."""
     from mcl_fast.moco import MoCo
-    from mcl_fast.train import SyntheticBatches, pretrain_loss
+    from mcl_fast.data.official import OfficialSyntheticBatches
+    from mcl_fast.train import pretrain_loss
 
     c = load_config("demo_cpu", ["data.preset=official", "model.queue_size=8"])
     model, criterion = build_model(c), build_criterion(c, setup_runtime("cpu", "off", False))
-    batch = SyntheticBatches(4, clip_len=4, size=32, official=True).batch(0, 0)
+    batch = OfficialSyntheticBatches(4, clip_len=4, size=32).batch(0, 0)
     assert type(model) is MoCo and len(batch["views"]) == 4 and "query_first" in batch
     terms = pretrain_loss(model, batch, criterion, mal_weight=1.0, **criterion.epoch_weights(0))
     assert set(terms) >= {"loss", "nce", "mal"} and "intra" not in terms and torch.isfinite(terms["loss"])

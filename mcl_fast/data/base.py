@@ -24,6 +24,7 @@ from .options import LoaderOptions
 from .plan import MotionSampler, SamplePlan, check_sampling, epoch_order, num_batches
 from .._cache import LRU
 from .planner import Planner, default_layout, without_augmentation
+from .presets import loader_variant
 from .video_rows import StoreVideos, store_rows
 from .views import WEAK, ViewSpec, resolve_views
 
@@ -331,10 +332,10 @@ class LoaderBase:
         self.paths = VideoPaths(self.store, o.video_root)
         videos = check_video_list(videos)
         labels, self.classes = resolve_labels(o.labels, videos)
-        # the sampler of clips and boxes: the built-in one (sampling, preset), the release's, or the user's
-        self.official = o.preset == "official"
-        if self.official:
-            self.clip_sampler = self._official_sampler(o)
+        # the sampler of clips and boxes: the built-in one (sampling, preset), a variant's, or the user's
+        self.variant = loader_variant(o.preset)
+        if self.variant is not None:
+            self.clip_sampler = self.variant.sampler(self.store, o)
         else:
             self.clip_sampler = o.clip_sampler if o.clip_sampler is not None else MotionSampler(
                 o.clip_len, o.stride, o.sampling, o.preset, o.two_clips)
@@ -345,13 +346,11 @@ class LoaderBase:
         rows = store_rows(self.store, videos)
         if len(rows) == 0 or rows.min() < 0:
             check_keys(videos, self.store)
-        # Short videos: kept and padded (listed in short_videos), or dropped under min_frames (the
-        # official preset's default: the release's shortest training video for the store's dataset).
+        # Short videos: kept and padded (listed in short_videos), or dropped under min_frames (a
+        # variant may default it from the store)
         min_frames = o.min_frames
-        if self.official and min_frames is None:
-            from .official import default_min_frames
-
-            min_frames = default_min_frames(self.store.window)
+        if self.variant is not None and min_frames is None:
+            min_frames = self.variant.min_frames(self.store)
         self.min_frames = min_frames
         if getattr(self.store, "has_maps", True):
             column = getattr(self.store, "column", None)
@@ -371,14 +370,11 @@ class LoaderBase:
         self._check_batches()
         first = self.layout.views[0]
         # motion target: T' = the query's clip_len, H' = W' = its size / 16 (7 at 112, 14 at 224);
-        # MAL pools it to the feature map's shape anyway. The official preset's is the release's (4, 7, 7).
+        # MAL pools it to the feature map's shape anyway. A variant's sampler fixes its own.
         self.motion_size = o.motion_size or (self.layout.clips[first.clip][0], max(1, first.size // 16),
                                              max(1, first.size // 16))
-        if self.official:
-            if o.motion_size is not None and tuple(o.motion_size) != self.clip_sampler.motion_size:
-                raise ValueError(f"preset='official' gives the release's {self.clip_sampler.motion_size} motion target; "
-                                 f"motion_size={tuple(o.motion_size)} cannot change it")
-            self.motion_size = self.clip_sampler.motion_size
+        if self.variant is not None:
+            self.motion_size = self.variant.motion_size(self.clip_sampler, o)
         self.num_replaced = 0  # samples whose video failed and was replaced by another
         epoch_order(len(self.videos), seed=self.seed, epoch=0, shard_id=self.shard_id,
                     num_shards=self.num_shards, drop_last=self.drop_last)  # validates the sharding now
@@ -416,19 +412,6 @@ class LoaderBase:
         checked = {v: file_hw.get(v) for v in shard}
         return FileVerdicts(self.store, self.paths, self.codecs, checked, checks, first_frame)
 
-    def _official_sampler(self, o: LoaderOptions):
-        """The release's sampler (official.OfficialSampler), after checking what the preset fixes."""
-        from .official import OfficialSampler, check_official_store
-
-        if o.clip_sampler is not None:
-            raise ValueError("preset='official' brings its own clip sampler (three clips, four views, the (4, 7, 7) "
-                             "target); a clip_sampler= of your own goes with preset='paper'")
-        if o.two_clips:
-            raise ValueError("preset='official' already cuts its keys from three clips; two_clips=True is for the "
-                             "paper's query/key pair")
-        check_official_store(self.store)
-        return OfficialSampler(self.store, o.clip_len, o.stride, o.sampling)
-
     def _planner(self, select=None, score=None) -> Planner:
         """The loader's planner; select, score: a subclass's batched steps (Planner), given once."""
         return Planner(self.store, self.videos, clip_len=self.clip_len, size=self.size, sampler=self.clip_sampler,
@@ -437,7 +420,7 @@ class LoaderBase:
                        select=select, score=score)
 
     def _layout(self, o: LoaderOptions):
-        """The resolved views: views= (checked), the official preset's four, or the default pair
+        """The resolved views: views= (checked), a variant's own, or the default pair
         (planner.default_layout); sets view_names, the names of the batch's views in order."""
         sampler = self.clip_sampler
         builtin = type(sampler) is MotionSampler
@@ -446,14 +429,8 @@ class LoaderBase:
             views = [ViewSpec(aug=WEAK)]
         elif views == "pair":
             views = None
-        if self.official:
-            from .official import VIEW_NAMES, check_views, official_views
-
-            layout = resolve_views(views if views is not None else official_views(), clip_len=o.clip_len,
-                                   stride=o.stride, size=o.size, motion_crop=sampler.motion_crop,
-                                   scale=sampler.config.scale, ratio=sampler.config.ratio, augment=True)
-            check_views(layout, (o.clip_len, o.stride))
-            self.view_names = VIEW_NAMES
+        if self.variant is not None:
+            layout, self.view_names = self.variant.layout(views, sampler, o)
         elif views is None:
             layout = default_layout(sampler, clip_len=o.clip_len, size=o.size)
             self.view_names = ("query", "key")
@@ -603,8 +580,8 @@ class LoaderBase:
         out.update(extra_fields(plans))
         if self.return_meta:
             out.update(meta_fields(plans))
-            if self.official:
-                out["motion_flipped"] = torch.tensor([p.motion_flipped for p in plans], dtype=torch.bool)
+            if self.variant is not None:
+                out.update(self.variant.meta_fields(plans))
         return {k: [t.to(device) for t in v] if isinstance(v, list) else v.to(device) for k, v in out.items()}
 
 

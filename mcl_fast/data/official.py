@@ -23,6 +23,7 @@ release's quirk); the planner then draws each view's augmentation (planner.view_
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from mcl_fast import sampling as reference
 from mcl_fast.motion.official import MAL_CHUNKS, crop_resize_flows, mal_target
@@ -31,7 +32,8 @@ from mcl_fast.sampling_official import (CROP_RATIO, CROP_SCALE, MOTION_PROB, POS
                                         official_crop_box, sample_official_clips)
 
 from .plan import SAMPLING_MODES, Clips, check_sampling, scale_box
-from .views import PAPER, ViewLayout, ViewSpec
+from .synthetic_batches import SyntheticBatches
+from .views import PAPER, ViewLayout, ViewSpec, resolve_views
 
 VIEW_NAMES = ("query", "key", "key2", "key3")  # loader.view_names: the names of batch["views"], in order
 VIEW_CLIPS = (0, 0, 1, 2)  # the clip each view is cut from
@@ -155,3 +157,62 @@ class OfficialSampler:
         target = query_target(self.store.read_flows(video), frames[0], boxes[0], frame_hw, self.grid)
         return Clips(frames=frames, boxes=tuple(boxes), motion=target, motion_flip=follow_flip,
                      extras={"query_first": drawn.query_first})
+
+
+class OfficialSyntheticBatches(SyntheticBatches):
+    """SyntheticBatches with this preset's batch (`data.loader=synthetic`, preset="official"): the
+    views key2 and key3 too, query_first (B,) bool, and a motion target defaulting to the release's
+    (4, 7, 7), in encoded-flow units (uniform in [0, 100))."""
+
+    def default_motion_size(self, clip_len: int, size: int) -> tuple[int, int, int]:
+        return MAL_CHUNKS, 7, 7  # the release's 7x7 map grid
+
+    def extend(self, out: dict, views: list, shape: tuple, g: torch.Generator) -> None:
+        out["motion"] = out["motion"] * 100
+        views += [torch.randn(shape, generator=g), torch.randn(shape, generator=g)]
+        out["query_first"] = torch.rand(shape[0], generator=g) < 0.5
+
+
+class OfficialVariant:
+    """preset="official"'s hooks into the loaders (data/base.py, through data/presets.py): its
+    sampler, views, min_frames default, fixed motion target and extra return_meta field."""
+
+    def sampler(self, store, o) -> OfficialSampler:
+        """The release's sampler for options `o` (LoaderOptions), after checking what the preset fixes."""
+        if o.clip_sampler is not None:
+            raise ValueError("preset='official' brings its own clip sampler (three clips, four views, the (4, 7, 7) "
+                             "target); a clip_sampler= of your own goes with preset='paper'")
+        if o.two_clips:
+            raise ValueError("preset='official' already cuts its keys from three clips; two_clips=True is for the "
+                             "paper's query/key pair")
+        check_official_store(store)
+        return OfficialSampler(store, o.clip_len, o.stride, o.sampling)
+
+    def layout(self, views, sampler: OfficialSampler, o) -> tuple[ViewLayout, tuple[str, ...]]:
+        """(the resolved views, their names): views= (None: the preset's four) kept to the preset's structure."""
+        layout = resolve_views(views if views is not None else official_views(), clip_len=o.clip_len,
+                               stride=o.stride, size=o.size, motion_crop=sampler.motion_crop,
+                               scale=sampler.config.scale, ratio=sampler.config.ratio, augment=True)
+        check_views(layout, (o.clip_len, o.stride))
+        return layout, VIEW_NAMES
+
+    def min_frames(self, store) -> int | None:
+        """The release's shortest training video for the store's dataset (its window)."""
+        return default_min_frames(store.window)
+
+    def motion_size(self, sampler: OfficialSampler, o) -> tuple[int, int, int]:
+        """The release's (4, 7, 7) target; ValueError when motion_size= asks for another."""
+        if o.motion_size is not None and tuple(o.motion_size) != sampler.motion_size:
+            raise ValueError(f"preset='official' gives the release's {sampler.motion_size} motion target; "
+                             f"motion_size={tuple(o.motion_size)} cannot change it")
+        return sampler.motion_size
+
+    synthetic = OfficialSyntheticBatches  # the trainer's data.loader=synthetic source for this preset
+    sampling = SAMPLING  # its SamplingConfig (the demo's sampling figures)
+
+    def meta_fields(self, plans) -> dict:
+        """return_meta's extra: motion_flipped (B,) bool, whether each query's target was mirrored."""
+        return {"motion_flipped": torch.tensor([p.motion_flipped for p in plans], dtype=torch.bool)}
+
+
+VARIANT = OfficialVariant()  # what data/presets.loader_variant("official") gives the loaders

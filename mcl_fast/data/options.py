@@ -35,10 +35,10 @@ class LoaderOptions:
       plain crops (no flip either) whatever the views say.
     sampling: "motion" (paper: motion-focused clip and crop), "random" (baseline), "temporal"
       (motion-focused clip, random crop) or "spatial" (random clip, motion-focused crop);
-      preset: "paper" or "official": the authors' release (data/official.py) on an official store
-      (`mcl-fast prepare --maps official`): three clips, four views (batch query, key, key2, key3),
-      motion (B, 4, 7, 7), query_first (B,); sampler, two_clips and other motion sizes refused,
-      min_frames defaulting to the release's 64 (UCF101) / 33 (Kinetics) by the store's window.
+      preset: "paper", or a variant's name (data/presets.py; "official": the authors' release on its
+      own store, docs/release.md) whose module brings its sampler, views and batch fields (e.g. batch
+      key2, key3, motion (B, 4, 7, 7), query_first (B,)) and its min_frames default by the store's
+      window; a sampler of your own, two_clips and other motion sizes are then refused.
       (`loader.sampler` is the epoch sampler, as with a DataLoader; the clip sampler is this one.)
     clip_sampler: a callable clip_sampler(maps, info, rng) -> plan.Choice (query and key) or plan.Clips
       (any views) replacing the clips and boxes of `sampling`; info is the store's info of the

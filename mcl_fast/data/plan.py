@@ -139,7 +139,7 @@ class Clips:
     mirrors its flows with the frames only half the time); True (default) mirrors it with the query.
     extras: None, or {name: value} per-sample values (a bool, a number or an array, the same
     names, dtypes and shapes for every sample) that the loaders stack into batch[name] (B, ...),
-    e.g. the official preset's "query_first"; a name may not be one of the batch's own keys
+    e.g. a variant preset's per-sample labels; a name may not be one of the batch's own keys
     (BATCH_KEYS).
     """
 
@@ -197,7 +197,7 @@ class MotionSampler:
     All modes draw from the sample's generator in the same order: the query's clip start, the
     key's (two_clips), then the views' boxes (motion-focused: all candidates of the query, then
     the key's). two_clips=True: the key comes from its own clip instead of the query's.
-    preset: a name of sampling.PRESETS or a SamplingConfig (e.g. data.official.SAMPLING).
+    preset: a name of sampling.PRESETS or a SamplingConfig (e.g. a variant's, data/presets.py).
 
     A user sampler is any callable sampler(maps, info, rng) -> Choice or Clips instead.
     """
