@@ -109,3 +109,16 @@ def test_rendering_a_view_reuses_its_working_memory():
     assert run.returncode == 0, run.stderr
     faults = float(run.stdout.split()[-1])
     assert faults < 1000, f"{faults:.0f} minor page faults per view"
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_planes_split_by_opencv_equal_numpys_transposing_copy(flip):
+    """store_view's OpenCV path (default format) writes what the strided NumPy copy writes, bit
+    for bit, odd widths included."""
+    from mcl_fast.data.augment import store_view
+    from mcl_fast.data.output import OutputFormat
+
+    x = np.random.default_rng(3).standard_normal((3, 5, 7, 3)).astype(np.float32)
+    want = np.ascontiguousarray((x[:, :, ::-1] if flip else x).transpose(3, 0, 1, 2))
+    got = store_view(x.copy(), flip, torch.full((3, 3, 5, 7), np.nan), OutputFormat())
+    assert np.array_equal(got.numpy(), want)

@@ -49,6 +49,23 @@ def test_read_frames_at_seeks_and_matches_a_full_decode(dataset):
         read_frames(path, [40])
 
 
+def test_rgb24_is_pyavs_to_ndarray_across_frame_sizes(dataset, tmp_path):
+    """One swscale context per thread, reused from file to file: it must set itself up again when
+    the frame size changes (80x64 -> 48x40 -> 80x64), pixel for pixel what to_ndarray gives."""
+    import av
+
+    from mcl_fast.video_io.container import rgb24
+
+    small = tmp_path / "small.mp4"
+    make_video(small, num_frames=6, height=40, width=48, object_size=8, gop=4, seed=3)
+    for path in (dataset.store.video_path(dataset.names[0]), small, dataset.store.video_path(dataset.names[1])):
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                got, want = rgb24(frame), frame.to_ndarray(format="rgb24")
+                assert got.shape == want.shape == (frame.height, frame.width, 3)
+                assert np.array_equal(got, want)
+
+
 def test_first_frame_problem_and_the_codec_check(dataset, tmp_path):
     good = dataset.store.video_path(dataset.names[0])
     assert first_frame_problem(good) is None

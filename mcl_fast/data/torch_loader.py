@@ -94,9 +94,12 @@ def decode_clips(plan: SamplePlan, read: Callable = read_frames, num_frames: int
     uniq, inverse = np.unique(np.concatenate(plan.clips), return_inverse=True)
     with decoder_threads(1 if torch.utils.data.get_worker_info() is not None else None):
         decoded = read(plan.path, uniq, num_frames)
-    clips, at = [], 0
+    clips, at, every = [], 0, np.arange(len(decoded))
     for frames in plan.clips:
-        clips.append(decoded[inverse[at:at + len(frames)]])
+        rows = inverse[at:at + len(frames)]
+        # A clip that is the whole decode in order (the usual case: both views cut from one clip)
+        # is the decoded array itself, not a copy (~2.5 MB of new pages per clip at 320x240).
+        clips.append(decoded if np.array_equal(rows, every) else decoded[rows])
         at += len(frames)
     return clips
 

@@ -61,6 +61,25 @@ def decoder_threads(count: int | None):
         _decoding.count = before
 
 
+_reformatters = threading.local()
+
+
+def rgb24(frame):
+    """A decoded PyAV frame as (H, W, 3) uint8 RGB: frame.to_ndarray(format="rgb24"), pixel for
+    pixel, through one swscale context per thread converting on that thread alone.
+
+    to_ndarray makes a new SwsContext for every frame (a per-frame VideoReformatter), and with
+    PyAV's default threads=0 swscale starts its own slice threads for each one. Reused, the
+    context is set up once per frame size (FFmpeg reconfigures it when the size or format
+    changes); frames here are a few hundred pixels wide, where threads cost more than they save."""
+    reformatter = getattr(_reformatters, "rgb24", None)
+    if reformatter is None:
+        from av.video.reformatter import VideoReformatter
+
+        reformatter = _reformatters.rgb24 = VideoReformatter()
+    return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+
+
 def open_video(path):
     """(container, first video stream), threaded decoding (decoder_threads) with FFmpeg's default
     error concealment. Raises VideoError: missing/empty/unreadable, not a video, no video stream."""

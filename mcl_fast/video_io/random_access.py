@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._cache import LRU
-from .container import open_video
+from .container import open_video, rgb24
 from .errors import VideoError, ffmpeg_message
 from .reader import VideoReader
 
@@ -169,7 +169,7 @@ def _read_by_seeking(path: str, index: FrameIndex, wanted: np.ndarray) -> dict |
                     continue
                 if frame.is_corrupt:
                     return None
-                got[k] = frame.to_ndarray(format="rgb24")
+                got[k] = rgb24(frame)
                 if k >= last:
                     break
             if len(got) == len(want) or (got and max(got) >= last):
@@ -192,7 +192,7 @@ def _read_from_start(path: str, wanted: np.ndarray) -> dict:
         frames = reader.av_frames()  # raises VideoError (corrupt, truncated) as a full decode does
         for k, frame in enumerate(frames):
             if k in want:
-                got[k] = frame.to_ndarray(format="rgb24")
+                got[k] = rgb24(frame)
             if k >= last:
                 frames.close()
                 break
