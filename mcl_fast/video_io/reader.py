@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .container import open_video, stream_info, truncation_reason
+from .container import open_video, rgb24, stream_info, truncation_reason
 from .errors import VideoError, ffmpeg_message
 
 
@@ -110,7 +110,7 @@ class VideoReader:
 
         out_hw = None
         for frame in self.av_frames():
-            img = frame.to_ndarray(format="rgb24")
+            img = rgb24(frame)  # one converter per thread, reused (PyAV builds one per frame)
             if gray:
                 img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
             if out_hw is None:
