@@ -20,23 +20,13 @@ def store_names(store) -> Sequence[str]:
 
 
 def store_rows(store, videos: Sequence[str]) -> np.ndarray:
-    """(N,) int32 rows of `videos` in the store, -1 for a video the store does not hold (all at once:
-    store.rows; else one lookup per video: store.row, else a table of store.videos built once)."""
+    """(N,) int32 rows of `videos` in the store, -1 for a video the store does not hold: all at
+    once (MotionStore.rows), else through a table of a duck-typed store's videos built once."""
     bulk = getattr(store, "rows", None)
     if bulk is not None:
         return bulk(list(videos), missing=-1).astype(np.int32)
-    row = getattr(store, "row", None)
-    if row is None:
-        at = {name: i for i, name in enumerate(store_names(store))}
-        return np.fromiter((at.get(v, -1) for v in videos), np.int32, len(videos))
-
-    def row_or_missing(video: str) -> int:
-        try:
-            return row(video)
-        except KeyError:
-            return -1
-
-    return np.fromiter((row_or_missing(v) for v in videos), np.int32, len(videos))
+    at = {name: i for i, name in enumerate(store_names(store))}
+    return np.fromiter((at.get(v, -1) for v in videos), np.int32, len(videos))
 
 
 class StoreVideos(Sequence):
