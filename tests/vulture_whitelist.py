@@ -19,6 +19,3 @@ _._lock_fd
 
 # Registered with @register_gpu_twin and called through _backend.gpu_twin (mcl_fast/gpu/video_maps.py).
 require_gpu_stack
-
-# Dead, but in a file another change owns: delete it from mcl_fast/data/pipeline.py, then this line.
-color_and_blur

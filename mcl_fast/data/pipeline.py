@@ -133,11 +133,6 @@ def crop_resize(video, start, shape, size: int, uint8: bool = False):
     return dali.fn.resize(crop, size=[size, size], dtype=dali.types.UINT8 if uint8 else dali.types.FLOAT)
 
 
-def color_and_blur(video, matrix, offset, sigma, window):
-    """Colour jitter + greyscale as one affine map on the channel axis, clipped, then the blur."""
-    return blur(colour(video, matrix, offset), sigma, window)
-
-
 def colour(video, matrix, offset):
     """Colour jitter + greyscale as one affine map on the channel axis, clipped to 0..255."""
     dali = require_dali()  # its submodules, math included, are imported by _backend
