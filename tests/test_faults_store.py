@@ -19,8 +19,9 @@ import pytest
 
 from mcl_fast.data.synthetic import make_video
 from mcl_fast.motion.prepare import prepare
-from mcl_fast.motion.store import (HEADER_BYTES, INDEX, DamagedVideo, MotionStore, StoreError, StoreWriter, VideoMaps,
+from mcl_fast.motion.store import (HEADER_BYTES, INDEX, DamagedVideo, MotionStore, StoreError, StoreWriter,
                                    check_store, repair_command, shard_name)
+from mcl_fast.motion.store_official import OfficialVideoMaps as VideoMaps  # paper maps too
 from store_legacy import to_legacy_index
 
 REPO = Path(__file__).resolve().parents[1]

@@ -219,7 +219,7 @@ def test_official_maps_match_the_release_transcription(tmp_path):
     magnitudes, and the encoded flows themselves."""
     from mcl_fast.motion.official import (encode_flow, frame_maps_to_uint8, official_clip_magnitudes,
                                           official_frame_maps)
-    from mcl_fast.motion.prepare import compute_official_video_maps
+    from mcl_fast.motion.store_official import compute_official_video_maps
 
     path = write_clip(tmp_path / "long.webm", num_frames=40, height=48, width=64, seed=7)
     gray = np.stack(list(iter_frames(path, size=48, gray=True)))

@@ -21,7 +21,8 @@ from mcl_fast.motion.prepare import prepare
 from mcl_fast.motion.ranks import RankError, Ranks, balanced_slices
 from mcl_fast._checksum import digest
 from mcl_fast.motion.store import (ERRORS, HEADER_BYTES, JOURNAL, PART_JOURNAL_GLOB, MotionStore, PartWriter,
-                                   StoreError, StoreWriter, VideoMaps, check_store, part_journal_name)
+                                   StoreError, StoreWriter, check_store, part_journal_name)
+from mcl_fast.motion.store_official import OfficialVideoMaps as VideoMaps  # paper maps too
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ["--flow", "farneback", "--size", "64", "--map-downsample", "4"]

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from mcl_fast._checksum import digest
-from mcl_fast.motion.store import (ERRORS, HEADER_BYTES, INDEX, JOURNAL, OFFICIAL_VERSION, PAPER_VERSION, MotionStore,
-                                   StoreError, StoreWriter, VideoMaps, dequantize, quantize_maps, shard_name)
+from mcl_fast.motion.store import (ERRORS, HEADER_BYTES, INDEX, JOURNAL, PAPER_VERSION, MotionStore, StoreError,
+                                   StoreWriter, dequantize, quantize_maps, shard_name)
+from mcl_fast.motion.store_official import OFFICIAL_VERSION, OfficialVideoMaps as VideoMaps  # paper maps too
 
 
 def random_maps(rng, n=None, h=None, w=None, peak=None) -> np.ndarray:

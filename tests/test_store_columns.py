@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcl_fast.motion.store import (INDEX, JOURNAL, OFFICIAL_VERSION, PAPER_VERSION, MotionStore, StoreError,
-                                   StoreWriter, VideoMaps, check_store, quantize_maps, store_state)
+from mcl_fast.motion.store import (INDEX, JOURNAL, PAPER_VERSION, MotionStore, StoreError, StoreWriter, VideoMaps,
+                                   check_store, quantize_maps, store_state)
+from mcl_fast.motion.store_official import OFFICIAL_VERSION
 
 # Written by the store code before the columnar index (index.json version 1 / 2, one JSON entry
 # per video) with the maps below, and checked in as it wrote them.

@@ -14,8 +14,7 @@ ALLOWED = {
     "data/presets.py": "the loaders' switch: preset name -> the variant's module",
     "data/options.py": "the preset option's doc line",
     "demo.py": "the CLI's --preset choices",
-    # the store's part of issue 21 (another change): the store still builds the release's maps
-    "motion/store.py": "pending", "motion/store_index.py": "pending", "motion/prepare.py": "pending",
+    "motion/store_kinds.py": "the store's switch: maps name -> the kind (the release's from its module)",
 }
 
 
@@ -31,9 +30,11 @@ def test_the_variant_is_named_only_where_it_is_chosen():
 
 
 def test_the_switches_name_it_once_each():
-    """train.py's switch (import, method table, the method comment) and presets.py's (one branch)."""
+    """train.py's switch (import, method table, the method comment), presets.py's (one branch) and
+    store_kinds.py's (the import of the kind and of its reader accessors, the readers' base)."""
     def lines(rel):
         return [line for line in (PACKAGE / rel).read_text(encoding="utf-8").splitlines() if NAME.search(line)]
 
     assert len(lines("train.py")) <= 3, lines("train.py")
     assert len(lines("data/presets.py")) <= 2, lines("data/presets.py")
+    assert len(lines("motion/store_kinds.py")) <= 2, lines("motion/store_kinds.py")

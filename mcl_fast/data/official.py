@@ -27,7 +27,7 @@ import torch
 
 from mcl_fast import sampling as reference
 from mcl_fast.motion.official import MAL_CHUNKS, crop_resize_flows, mal_target
-from mcl_fast.motion.store import OFFICIAL_PREPARE
+from mcl_fast.motion.store_official import OFFICIAL_PREPARE
 from mcl_fast.sampling_official import (CROP_RATIO, CROP_SCALE, MOTION_PROB, POSITION_TRIES, clip_cell_map,
                                         official_crop_box, sample_official_clips)
 

@@ -3,8 +3,9 @@
 One pass per video with bounded memory (frames stream from the decoder; only the small maps are
 kept); workers compute, one process writes, so a SIGKILL leaves a valid store and a rerun skips
 finished videos. Under torchrun the ranks share the videos and write their own shards. A rerun
-checks the store and `--repair` recomputes damaged and stale videos; `--maps official` stores the
-release's maps (CPU only). How it works: docs/store.md ("How `prepare` fills a store").
+checks the store and `--repair` recomputes damaged and stale videos; `--maps` picks the kind of
+maps (store_kinds.py: the paper's, or the release's, CPU only). How it works: docs/store.md
+("How `prepare` fills a store").
 """
 from __future__ import annotations
 
@@ -20,16 +21,18 @@ from .._io import run_command
 from .._backend import gpu_twin
 from ..video_io import (CRASH_REASON, VideoError, VideoListError, VideoReader, collect_videos, crash_tolerant_map,
                         file_fingerprint, target_size)
-from .flow import FLOW_METHODS, PairFlow
+from .flow import FLOW_METHODS
 from .maps import downsample_mean, motion_map
-from .official import WINDOW, OfficialMapAccumulator, encode_flow, frame_maps_to_uint8
 from .ranks import JobProgress, RankError, Ranks, balanced_slices, container_frames
-from .store import (ERRORS, MAPS_KINDS, PART_JOURNAL_GLOB, MotionStore, PartWriter, StoreError, StoreWriter, VideoMaps,
+from .store import (ERRORS, PART_JOURNAL_GLOB, MotionStore, PartWriter, StoreError, StoreWriter, VideoMaps,
                     store_errors, store_state)
+from .store_kind import PAPER
+from .store_kinds import KINDS, MAPS_KINDS
 from .store_verified import VerifiedRecord, shard_digests, shard_files
+from .video_maps import pair_flow as _pair_flow, source_fingerprint  # _pair_flow: the GPU tests swap it
 
 DEVICES = ("cpu", "cuda")
-WINDOWS = tuple(sorted(set(WINDOW.values()), reverse=True))  # the release's ws: 8 (UCF101), 4 (Kinetics)
+WINDOWED = [kind for kind in KINDS.values() if "window" in kind.option_choices]  # the kinds --window sets
 CHECK_BAR_MIN = 200  # show a bar while checking the store's videos from this many on (about 1 s)
 
 
@@ -94,15 +97,6 @@ class PrepareReport:
 
 # ------------------------------------------------------------------------ one video's maps
 
-_FLOW_CACHE: dict[str, PairFlow] = {}
-
-
-def _pair_flow(method: str) -> PairFlow:
-    if method not in _FLOW_CACHE:  # one estimator per process (TV-L1 setup is not free)
-        _FLOW_CACHE[method] = PairFlow(method)
-    return _FLOW_CACHE[method]
-
-
 def compute_video_maps(path, *, flow: str = "tvl1", size: int = 128, map_downsample: int = 4) -> VideoMaps:
     """Decode `path` (gray, short side `size`), flow of each consecutive pair, motion map (eq. 1),
     block mean over map_downsample x map_downsample; the last frame repeats the map before it
@@ -137,48 +131,6 @@ def compute_video_maps(path, *, flow: str = "tvl1", size: int = 128, map_downsam
         raise VideoError(path, f"motion maps unusable: {e}") from None
 
 
-def compute_official_video_maps(path, *, flow: str = "tvl1", size: int = 128, window: int = WINDOW["ucf101"]
-                                ) -> VideoMaps:
-    """The release's maps of one video (the `official` preset, mcl_fast.motion.official): decode
-    `path` (gray, short side `size`), flow of each consecutive pair, encode it to uint8
-    (encode_flow: clipped to +-20 px), feed it to OfficialMapAccumulator (window `window`).
-    Returns VideoMaps.official: maps (N, 7, 7) uint8 (frame_maps_to_uint8), clip magnitudes (K,)
-    (K = N - 32, at least 1) and the encoded flows (N - 1, h, w, 2) uint8 at the flow's
-    resolution, with the file's fingerprint. A one-frame video has zero maps, one zero
-    magnitude and no flows.
-
-    Memory: the video's encoded flows (2 bytes per flow pixel: 44 kB a frame at 128x171) plus
-    the accumulator's last 32 flows. Raises VideoError for every unusable input.
-    """
-    path = os.fspath(path)
-    if flow not in FLOW_METHODS:
-        raise ValueError(f"unknown flow method {flow!r}; choose one of {FLOW_METHODS}")
-    pair = _pair_flow(flow)
-    acc = OfficialMapAccumulator(int(window))
-    flows: list[np.ndarray] = []
-    with VideoReader(path) as reader:
-        fingerprint = source_fingerprint(path)
-        prev = None
-        for frame in reader.frames(size=size, gray=True):
-            if prev is not None:
-                f = pair(prev, frame)
-                if not np.isfinite(f).all():
-                    raise VideoError(path, "motion maps unusable: the optical flow holds non-finite values")
-                flows.append(encode_flow(f))
-                acc.add(flows[-1])
-            prev = frame
-        n, fps = reader.decoded, reader.info["fps"]
-        height, width = reader.frame_size or (reader.info["height"], reader.info["width"])
-    if n == 1:
-        th, tw = target_size(height, width, size)
-        g = acc.grid
-        return VideoMaps.official(np.zeros((1, g, g), np.uint8), np.zeros(1), np.zeros((0, th, tw, 2), np.uint8),
-                                  fps=fps, height=height, width=width, fingerprint=fingerprint)
-    maps, _, magnitudes = acc.finish()
-    return VideoMaps.official(frame_maps_to_uint8(maps), magnitudes, np.stack(flows), fps=fps, height=height,
-                              width=width, fingerprint=fingerprint)
-
-
 def _source_changed(path: str, recorded: str | None) -> bool:
     """True when the file at `path` is not the one whose fingerprint was recorded (False when
     nothing was recorded, or the file cannot be read: there is nothing to recompute from)."""
@@ -196,22 +148,14 @@ def still_map_shape(height: int, width: int, size: int, map_downsample: int) -> 
     return max(1, th // map_downsample), max(1, tw // map_downsample)
 
 
-def source_fingerprint(path) -> str:
-    """The file's content fingerprint (video_io.file_fingerprint), recorded in the store so the
-    loaders can tell when a file is no longer the one the maps were made from."""
-    try:
-        return file_fingerprint(path)
-    except OSError as e:
-        raise VideoError(path, f"unreadable: {e.strerror or e}") from None
-
-
 # --------------------------------------------------------------------------------- workers
 
 
-def _compute(path, flow: str, size: int, map_downsample: int, maps: str = "paper", window: int | None = None):
-    if maps == "official":
-        return compute_official_video_maps(path, flow=flow, size=size, window=window)
-    return compute_video_maps(path, flow=flow, size=size, map_downsample=map_downsample)
+def _compute(path, flow: str, size: int, map_downsample: int, maps: str = PAPER.name, window: int | None = None):
+    kind = KINDS[maps]
+    if kind.compute is None:  # the paper's maps: this module's pass
+        return compute_video_maps(path, flow=flow, size=size, map_downsample=map_downsample)
+    return kind.compute(path, flow=flow, size=size, window=window)
 
 
 def _work(task):
@@ -249,7 +193,7 @@ def _gpu_compute(local_rank: int | None = None):
 
 
 def _gpu_results(tasks, compute):
-    for path, rel, flow, size, map_downsample, *_ in tasks:  # paper maps only (prepare refuses official on cuda)
+    for path, rel, flow, size, map_downsample, *_ in tasks:  # paper maps only (other kinds refuse cuda)
         try:
             maps = compute(path, flow=flow, size=size, map_downsample=map_downsample)
             maps.fingerprint = source_fingerprint(path)
@@ -282,15 +226,16 @@ def _results(tasks, workers: int, gpu_compute=None):
 
 def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 1, device: str = "cpu",
             strict: bool = False, map_downsample: int = 4, retry_errors: bool = False, progress: bool = True,
-            root=None, maps: str = "paper", window: int | None = None, distributed: bool | None = None,
+            root=None, maps: str = PAPER.name, window: int | None = None, distributed: bool | None = None,
             repair: bool = False, verify_all: bool = False) -> PrepareReport:
     """Build or resume the motion store `out` from `videos` (a folder, a list/split file, one
     video file, or a list of paths relative to `root`).
 
     maps="paper" (default): the paper's motion maps (eq. 1), block-averaged by map_downsample.
-    maps="official": the release's maps for the `official` preset (compute_official_video_maps,
-    window 8 for UCF101 (the default) or 4 for Kinetics; map_downsample unused), CPU only: the
-    store also keeps each video's clip magnitudes and encoded flows.
+    Another kind of maps (store_kinds.KINDS) computes its own (MapsKind.compute) and checks its
+    settings (MapsKind.prepare_settings): the release's takes `window`, 8 for UCF101 (the default)
+    or 4 for Kinetics, leaves map_downsample unused, runs on the CPU only, and its store also keeps
+    each video's clip magnitudes and encoded flows.
 
     Finished videos are never recomputed, except, with `repair`, those of the list whose stored
     bytes fail their checksum (damaged) or whose source changed since (stale: its fingerprint);
@@ -316,8 +261,11 @@ def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 
         raise InputError(f"unknown flow method {flow!r}; choose one of {', '.join(FLOW_METHODS)}")
     if device not in DEVICES:
         raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if maps not in MAPS_KINDS:
+        raise InputError(f"unknown maps {maps!r}; choose one of {', '.join(MAPS_KINDS)}")
+    kind = KINDS[maps]
     size, map_downsample, workers = int(size), int(map_downsample), int(workers)
-    if maps == "paper" and (map_downsample < 1 or size < 2 * map_downsample):
+    if kind.uses_map_downsample and (map_downsample < 1 or size < 2 * map_downsample):
         raise InputError(f"need map_downsample >= 1 and size >= 2 * map_downsample, got size {size}, "
                          f"map_downsample {map_downsample}")
     if workers < 0:
@@ -325,19 +273,16 @@ def prepare(videos, out, *, flow: str = "tvl1", size: int = 128, workers: int = 
     if device == "cuda" and flow != "tvl1":
         # Checked before the store opens: per-video errors would make a rerun skip every video.
         raise InputError(f"--device cuda computes TV-L1 flow only; use --flow tvl1, or --device cpu for {flow}")
-    if maps not in MAPS_KINDS:
-        raise InputError(f"unknown maps {maps!r}; choose one of {', '.join(MAPS_KINDS)}")
-    if maps == "official":
-        window = WINDOW["ucf101"] if window is None else int(window)
-        if window < 1:
-            raise InputError(f"--window must be >= 1 (the release: 8 for UCF101, 4 for Kinetics), got {window}")
-        if device == "cuda":
-            raise InputError("--maps official runs on the CPU only (--device cpu): its maps, clip magnitudes and "
-                             "encoded flows come from OpenCV's flow and filters, and the GPU path computes the "
-                             "paper's maps only")
+    if window is not None and kind not in WINDOWED:
+        takers = " or ".join(f"--maps {k.name}" for k in WINDOWED)
+        raise InputError(f"--window sets the window of flows of {'/'.join(k.name for k in WINDOWED)} maps; it needs "
+                         f"{takers}")
+    try:
+        window = kind.prepare_settings({"window": window} if kind in WINDOWED else {}, device).get("window")
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if not kind.uses_map_downsample:
         map_downsample = None
-    elif window is not None:
-        raise InputError("--window sets the official maps' window of flows; it needs --maps official")
     ranks = Ranks.from_env() if distributed is not False else Ranks()
     gpu_compute = None
     if device == "cuda":
@@ -612,11 +557,12 @@ def add_args(parser) -> None:
     parser.add_argument("--map-downsample", type=int, default=None,
                         help="average motion maps over NxN blocks before storing (default 4)")
     parser.add_argument("--maps", choices=MAPS_KINDS, default=None,
-                        help="paper (default): eq. (1) maps; official: the authors' release's 7x7 maps, clip "
-                             "magnitudes and encoded flows, for preset='official' (CPU only; stores 2 bytes per "
-                             "flow pixel: ~44 kB a frame at --size 128)")
-    parser.add_argument("--window", type=int, choices=WINDOWS, default=None,
-                        help="--maps official: flows per frame map, 8 for UCF101 (default) or 4 for Kinetics")
+                        help="; ".join(f"{k.name}{' (default)' if k is PAPER else ''}: {k.summary}"
+                                       for k in KINDS.values()))
+    parser.add_argument("--window", type=int, default=None,
+                        choices=sorted({w for k in WINDOWED for w in k.option_choices["window"]}, reverse=True),
+                        help=f"{' or '.join(f'--maps {k.name}' for k in WINDOWED)}: flows per frame map, 8 for "
+                             "UCF101 (default) or 4 for Kinetics")
     parser.add_argument("--retry-errors", action="store_true", help="retry inputs recorded as errors by earlier runs")
     parser.add_argument("--repair", action="store_true",
                         help="recompute the videos whose stored bytes fail their checksum (damaged) or whose source "
@@ -674,7 +620,7 @@ def main(argv=None) -> int:
     return run_command("mcl-fast prepare", run, parser.parse_args(argv))
 
 
-__all__ = ["prepare", "compute_video_maps", "compute_official_video_maps", "PrepareReport", "PrepareError", "InputError", "PrepareFailed", "VideoMaps",
+__all__ = ["prepare", "compute_video_maps", "PrepareReport", "PrepareError", "InputError", "PrepareFailed", "VideoMaps",
            "add_args", "run"]
 
 

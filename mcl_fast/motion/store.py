@@ -2,8 +2,8 @@
 
 A folder of the index (fixed-width columns and sorted names memory-mapped read-only, one
 generation at a time: store_index.py; `index.json` is the header naming them), uint8 map shards
-read by memory map (official stores add flow and magnitude shards), a journal while a writer
-runs, and `errors.json`. Every video is fsynced before its journal line and checksummed; one
+read by memory map (a kind of store may add streams of its own: store_kind.py), a journal while a
+writer runs, and `errors.json`. Every video is fsynced before its journal line and checksummed; one
 writer at a time, or one per rank under torchrun. Stores with the older JSON index (one entry
 per video) still read and are converted by the next writer. The format and the crash-safety
 rules are in docs/store.md.
@@ -28,13 +28,16 @@ from .ranks import part_name
 from .store_entries import WriterEntries
 from .store_index import ColumnError, ColumnIndex, Names, checksum_value, generation_folder, \
     remove_other_generations
+from .store_kind import MAPS_STREAM, PAPER, MapsKind, StoreError, Stream, a_store
+from .store_kinds import KINDS, KindReaders, kind_named
+from .video_maps import VideoMaps, dequantize, quantize_maps  # noqa: F401 (quantize_maps: imported from here)
 
 log = logging.getLogger(__name__)
 
 FORMAT = "mcl_fast.motion_store"
-PAPER_VERSION, OFFICIAL_VERSION = 3, 4  # the newest version of each kind of store: columnar index (store_index)
-LEGACY_VERSIONS = {"paper": 1, "official": 2}  # index.json with one JSON entry per video: read, converted by writers
-MAPS_KINDS = ("paper", "official")
+PAPER_VERSION = PAPER.version  # the newest version of a paper store: columnar index (store_index)
+# each kind's index.json with one JSON entry per video: read, converted by writers
+LEGACY_VERSIONS = {name: kind.legacy_version for name, kind in KINDS.items()}
 INDEX = "index.json"
 JOURNAL = "journal.jsonl"
 PART_JOURNAL_GLOB = "journal-rank*.jsonl"  # one per torchrun rank (part_journal_name)
@@ -43,23 +46,12 @@ LOCK = ".lock"
 SHARD_BYTES = 1 << 30  # start a new shard once one would pass ~1 GiB
 _SETTINGS = ("flow", "size", "map_downsample")
 _ENTRY_KEYS = ("num_frames", "fps", "height", "width", "map_height", "map_width", "shard", "offset", "scale")
-_OFFICIAL_SETTINGS = ("window", "map_grid", "clip_flows")
-_OFFICIAL_KEYS = ("num_flows", "flow_height", "flow_width", "flow_shard", "flow_offset", "num_starts", "mag_shard",
-                  "mag_offset")
-OFFICIAL_SCALE = 255.0  # official maps are stored as the release's uint8 values: read() returns them exactly
-
-
-OFFICIAL_PREPARE = "mcl-fast prepare --videos DIR --out STORE --maps official --window 8"  # (4 for Kinetics)
 
 
 def repair_command(store) -> str:
     """The command that recomputes a store's damaged and stale videos (prepare --repair with no
     --videos: the store's own videos and settings)."""
     return f"mcl-fast prepare --out {store} --repair"
-
-
-class StoreError(ValueError):
-    """A store that cannot be opened as asked: not a store, a newer format, other settings, damaged."""
 
 
 class DamagedVideo(StoreError):
@@ -83,129 +75,9 @@ def _part_journals(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob(PART_JOURNAL_GLOB) if re.fullmatch(r"journal-rank\d{5,}\.jsonl", p.name))
 
 
-@dataclass(frozen=True)
-class _Stream:
-    """One kind of shard file: its name prefix, the entry keys of a video's shard and offset, and
-    how many bytes a video takes in it."""
-
-    prefix: str
-    shard_key: str
-    offset_key: str
-    checksum_key: str
-    what: str  # what a damaged block holds, for messages
-
-    def nbytes(self, entry: dict) -> int:
-        if self.prefix == "shard":
-            return int(entry["num_frames"]) * int(entry["map_height"]) * int(entry["map_width"])
-        if self.prefix == "flows":
-            return int(entry["num_flows"]) * int(entry["flow_height"]) * int(entry["flow_width"]) * 2
-        return int(entry["num_starts"]) * 8  # float64 magnitudes
-
-    @property
-    def pattern(self) -> re.Pattern:
-        return re.compile(rf"^{self.prefix}-(\d{{5,}})\.bin$")
-
-
-MAPS_STREAM = _Stream("shard", "shard", "offset", "checksum", "motion maps")
-FLOWS_STREAM = _Stream("flows", "flow_shard", "flow_offset", "flow_checksum", "flows")
-MAGS_STREAM = _Stream("mags", "mag_shard", "mag_offset", "mag_checksum", "clip magnitudes")
-
-
-def kind_streams(kind: str) -> tuple[_Stream, ...]:
-    """The shard streams of a kind of store: maps; official stores also flows and magnitudes."""
-    return (MAPS_STREAM, FLOWS_STREAM, MAGS_STREAM) if kind == "official" else (MAPS_STREAM,)
-
-
-def _entry_keys(kind: str) -> tuple[str, ...]:
-    return _ENTRY_KEYS + _OFFICIAL_KEYS if kind == "official" else _ENTRY_KEYS
-
-
-# ------------------------------------------------------------------------------ quantisation
-
-
-def quantize_maps(maps) -> tuple[np.ndarray, float]:
-    """(N, h, w) non-negative float maps -> (uint8 maps, scale).
-
-    scale = max(maps) (1.0 if all zero); q = rint(maps / scale * 255). `dequantize(q, scale)`
-    is within scale / 510 of `maps` everywhere.
-    """
-    maps = np.asarray(maps)
-    if maps.ndim != 3 or maps.size == 0:
-        raise ValueError(f"maps must be a non-empty (N, h, w) array, got {maps.shape}")
-    if not np.isfinite(maps).all():
-        raise ValueError("maps hold non-finite values")
-    lo, hi = float(maps.min()), float(maps.max())
-    if lo < 0:
-        raise ValueError(f"motion maps are non-negative, got a minimum of {lo}")
-    scale = hi if hi > 0 else 1.0
-    q = np.rint(maps.astype(np.float64) * (255.0 / scale))
-    return np.clip(q, 0, 255).astype(np.uint8), scale
-
-
-def dequantize(q: np.ndarray, scale: float) -> np.ndarray:
-    """uint8 maps and their scale -> float32 maps (q * scale / 255)."""
-    return np.asarray(q).astype(np.float32) * np.float32(scale / 255.0)
-
-
-@dataclass
-class VideoMaps:
-    """One video's quantised motion maps, as `prepare` computes them (CPU or GPU).
-
-    num_frames: frames decoded (= len(maps_u8): the last frame repeats the map before it);
-    fps; height, width: the source frame size; maps_u8: (num_frames, map_h, map_w) uint8;
-    scale: dequantised maps are maps_u8 * scale / 255, within `max_abs_error` = scale / 510;
-    fingerprint: the source file's content fingerprint (None: unknown).
-    Official maps (`official`) also carry magnitudes (K,) float64, the clip magnitudes of starts
-    0 .. K-1, and flows (num_frames - 1, fh, fw, 2) uint8, the encoded flows; paper maps leave
-    both None.
-    """
-
-    num_frames: int
-    fps: float
-    height: int
-    width: int
-    maps_u8: np.ndarray
-    scale: float
-    fingerprint: str | None = None
-    magnitudes: np.ndarray | None = None
-    flows: np.ndarray | None = None
-
-    @classmethod
-    def official(cls, maps_u8, magnitudes, flows, *, fps: float, height: int, width: int,
-                 fingerprint: str | None = None) -> "VideoMaps":
-        """The release's maps of one video: maps_u8 (N, g, g) uint8 as stored by
-        motion.official.frame_maps_to_uint8 (scale 255: read() returns them exactly), magnitudes
-        (K,) clip magnitudes, flows (N - 1, fh, fw, 2) encoded uint8 flows."""
-        maps_u8 = np.ascontiguousarray(maps_u8)
-        return cls(num_frames=len(maps_u8), fps=float(fps), height=int(height), width=int(width), maps_u8=maps_u8,
-                   scale=OFFICIAL_SCALE, fingerprint=fingerprint,
-                   magnitudes=np.ascontiguousarray(magnitudes, np.float64), flows=np.ascontiguousarray(flows))
-
-    @property
-    def is_official(self) -> bool:
-        return self.flows is not None or self.magnitudes is not None
-
-    @classmethod
-    def from_maps(cls, maps, *, fps: float, height: int, width: int, fingerprint: str | None = None) -> "VideoMaps":
-        """Quantise (N, h, w) float maps (one per frame) with `quantize_maps`."""
-        q, scale = quantize_maps(maps)
-        return cls(num_frames=len(q), fps=float(fps), height=int(height), width=int(width), maps_u8=q, scale=scale,
-                   fingerprint=fingerprint)
-
-    @classmethod
-    def without_motion(cls, num_frames: int, map_shape, *, fps: float, height: int, width: int,
-                       fingerprint: str | None = None) -> "VideoMaps":
-        """All-zero maps: a video too short for optical flow (one frame) has no motion."""
-        return cls.from_maps(np.zeros((int(num_frames), *map_shape), np.float32), fps=fps, height=height,
-                             width=width, fingerprint=fingerprint)
-
-    @property
-    def max_abs_error(self) -> float:
-        """The most the dequantised maps differ from the float maps: half a quantisation step."""
-        return self.scale / 510.0
-
-    def dequantized(self) -> np.ndarray:
-        return dequantize(self.maps_u8, self.scale)
+def _entry_keys(kind: MapsKind) -> tuple[str, ...]:
+    """The fields a journal's video entry must have in a store of `kind`."""
+    return _ENTRY_KEYS + kind.int_fields
 
 
 # ----------------------------------------------------------------------------- file helpers
@@ -351,23 +223,22 @@ def _read_header(folder: Path) -> tuple[dict, str]:
     version = index.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise StoreError(f"{path}: unknown store version {version!r}")
-    kind = maps_kind(index)
-    if kind not in MAPS_KINDS:
-        raise StoreError(f"{path}: unknown maps {kind!r} (this mcl_fast reads {', '.join(MAPS_KINDS)})")
-    newest = OFFICIAL_VERSION if kind == "official" else PAPER_VERSION  # each kind's newest known version
-    if version > newest:
+    name = maps_kind(index)
+    if name not in KINDS:
+        raise StoreError(f"{path}: unknown maps {name!r} (this mcl_fast reads {', '.join(KINDS)})")
+    kind = kind_named(name)
+    if version > kind.version:
         raise StoreError(f"{path}: store format version {version} is newer than this mcl_fast reads "
-                         f"(version {newest} for {kind} stores); upgrade mcl_fast to read it")
-    if kind == "official":
-        missing = [k for k in _OFFICIAL_SETTINGS if k not in index]
-        if missing or version < LEGACY_VERSIONS["official"]:
-            raise StoreError(f"{path}: an official store index needs version {LEGACY_VERSIONS['official']} and "
-                             f"{', '.join(_OFFICIAL_SETTINGS)}; it has version {version}"
-                             f"{', lacks ' + ', '.join(missing) if missing else ''}")
-    if version not in (LEGACY_VERSIONS[kind], newest):
-        raise StoreError(f"{path}: version {version} is not a {kind} store version this mcl_fast knows "
-                         f"({LEGACY_VERSIONS[kind]} or {newest})")
-    body = ("videos",) if version == LEGACY_VERSIONS[kind] else ("columns", "count", "files", "extents")
+                         f"(version {kind.version} for {name} stores); upgrade mcl_fast to read it")
+    missing = [k for k in kind.settings if k not in index]
+    if kind.settings and (missing or version < kind.legacy_version):  # a kind newer than the paper's
+        raise StoreError(f"{path}: {a_store(name)} index needs version {kind.legacy_version} and "
+                         f"{', '.join(kind.settings)}; it has version {version}"
+                         f"{', lacks ' + ', '.join(missing) if missing else ''}")
+    if version not in (kind.legacy_version, kind.version):
+        raise StoreError(f"{path}: version {version} is not a {name} store version this mcl_fast knows "
+                         f"({kind.legacy_version} or {kind.version})")
+    body = ("videos",) if version == kind.legacy_version else ("columns", "count", "files", "extents")
     missing = [k for k in ("root", *_SETTINGS, "map_dtype", *body) if k not in index]
     if missing:
         raise StoreError(f"{path}: store index lacks {', '.join(missing)}")
@@ -385,7 +256,7 @@ def _load_index(folder: Path) -> dict:
 
 def is_legacy(index: dict) -> bool:
     """True for an index.json that holds one JSON entry per video (written before the columnar index)."""
-    return index["version"] == LEGACY_VERSIONS[maps_kind(index)]
+    return index["version"] == kind_named(maps_kind(index)).legacy_version
 
 
 _NOTIFIED: set[str] = set()  # the old stores this process has told about
@@ -411,8 +282,9 @@ def _open_columns(folder: Path, index: dict, verify: bool = True) -> ColumnIndex
 
 
 def maps_kind(index: dict) -> str:
-    """"paper" or "official": the maps a store index describes (stores before official ones are paper)."""
-    return index.get("maps", "paper")
+    """The name of the maps a store index describes (store_kinds.KINDS; stores before other
+    kinds than the paper's lack the key)."""
+    return index.get("maps", PAPER.name)
 
 
 def _load_errors(folder: Path) -> dict[str, str]:
@@ -484,7 +356,7 @@ def _load_state(folder: Path) -> tuple[dict, WriterEntries, dict, list[dict], in
     torchrun job's, running or killed). Every entry's fields are checked (StoreError naming the
     video and the field)."""
     index = _load_index(folder)
-    kind = maps_kind(index)
+    kind = kind_named(maps_kind(index))
     if is_legacy(index):
         if not isinstance(index["videos"], dict):
             raise StoreError(f"{folder / INDEX}: 'videos' must be an object of entries, "
@@ -492,7 +364,7 @@ def _load_state(folder: Path) -> tuple[dict, WriterEntries, dict, list[dict], in
         for video, entry in index["videos"].items():
             _check_entry(folder, video, entry, kind)
         try:
-            videos = WriterEntries(ColumnIndex.from_entries(index["videos"], kind, folder))
+            videos = WriterEntries(ColumnIndex.from_entries(index["videos"], kind.name, folder))
         except ColumnError as e:
             raise StoreError(str(e)) from None
     else:  # the columns were checked when written and are verified by their checksums
@@ -514,25 +386,20 @@ def _load_state(folder: Path) -> tuple[dict, WriterEntries, dict, list[dict], in
     return index, videos, errors, ops, good, size
 
 
-# field -> (lowest value, integer only); every entry has the first group, official entries all
+# field -> (lowest value, integer only) of every entry; a kind's own fields add theirs (MapsKind.ranges)
 _FIELD_RANGES = {"num_frames": (1, True), "fps": (0, False), "height": (1, True), "width": (1, True),
                  "map_height": (1, True), "map_width": (1, True), "shard": (0, True), "offset": (0, True),
                  "scale": (None, False)}
-_OFFICIAL_RANGES = {"num_flows": (0, True), "flow_height": (1, True), "flow_width": (1, True),
-                    "flow_shard": (0, True), "flow_offset": (0, True), "num_starts": (1, True),
-                    "mag_shard": (0, True), "mag_offset": (0, True)}
-_TEXT_FIELDS = ("fingerprint", "checksum", "flow_checksum", "mag_checksum")
 
 
-def _check_entry(folder: Path, video: str, entry, kind: str, where: str | None = None) -> None:
+def _check_entry(folder: Path, video: str, entry, kind: MapsKind, where: str | None = None) -> None:
     """StoreError unless `entry` has every field a reader uses, each of the right type and range
     (a damaged or hand-edited index must never read as negative or garbage maps). `where` starts
     the message (default: the index file and the video)."""
     where = where or f"{folder / INDEX}: video {video!r}"
     if not isinstance(entry, dict):
         raise StoreError(f"{where}: the entry is {type(entry).__name__}, not an object")
-    ranges = {**_FIELD_RANGES, **_OFFICIAL_RANGES} if kind == "official" else _FIELD_RANGES
-    for key, (low, integer) in ranges.items():
+    for key, (low, integer) in {**_FIELD_RANGES, **kind.ranges}.items():
         value = entry.get(key)
         if value is None:
             raise StoreError(f"{where}: the field {key} is missing; the store is damaged (rebuild it or restore "
@@ -543,36 +410,25 @@ def _check_entry(folder: Path, video: str, entry, kind: str, where: str | None =
             want = "a positive finite number" if low is None else f"{'an integer' if integer else 'a number'} >= {low}"
             raise StoreError(f"{where}: the field {key} is {value!r}, expected {want}; the store is damaged "
                              "(rebuild it or restore its index)")
-    if kind == "official" and entry["num_flows"] != max(entry["num_frames"] - 1, 0):
-        raise StoreError(f"{where}: the field num_flows is {entry['num_flows']!r}, expected num_frames - 1 = "
-                         f"{entry['num_frames'] - 1}; the store is damaged")
-    for key in _TEXT_FIELDS:
+    kind.check_entry(entry, where)
+    for key in ("fingerprint", *(stream.checksum_key for stream in kind.streams)):
         if key in entry and not isinstance(entry[key], str):
             raise StoreError(f"{where}: the field {key} is {entry[key]!r}, expected a string")
 
 
-def _column_nbytes(entries: np.ndarray, stream: _Stream) -> np.ndarray:
-    """(N,) int64: the bytes of each row's block in one stream (_Stream.nbytes, by column)."""
-    if stream.prefix == "shard":
-        return entries["num_frames"] * entries["map_height"] * entries["map_width"]
-    if stream.prefix == "flows":
-        return entries["num_flows"] * entries["flow_height"] * entries["flow_width"] * 2
-    return entries["num_starts"] * 8
-
-
-def _column_ends(columns: ColumnIndex, stream: _Stream) -> dict[int, tuple[int, int]]:
+def _column_ends(columns: ColumnIndex, stream: Stream) -> dict[int, tuple[int, int]]:
     """{shard: (the end of its last recorded byte, the row that ends there)} of one stream."""
     entries = columns.entries
     if not len(entries):
         return {}
     shard = np.asarray(entries[stream.shard_key])
-    end = np.asarray(entries[stream.offset_key]) + _column_nbytes(entries, stream)
+    end = np.asarray(entries[stream.offset_key]) + stream.column_nbytes(entries)
     order = np.lexsort((end, shard))  # by shard, then end: each shard's last row ends it
     last = order[np.r_[shard[order][1:] != shard[order][:-1], True]]
     return {int(shard[r]): (int(end[r]), int(r)) for r in last}
 
 
-def _check_shard_ends(folder: Path, stream: _Stream, ends: dict) -> None:
+def _check_shard_ends(folder: Path, stream: Stream, ends: dict) -> None:
     """StoreError naming the video and field whose bytes lie past the end of (or in a missing) shard
     file, from one stream's {shard: (end of its last recorded byte, the video that ends there)}."""
     for shard, (end, video) in ends.items():
@@ -592,7 +448,7 @@ def store_errors(folder) -> dict[str, str]:
     without reading its index."""
     folder = Path(folder)
     errors = _load_errors(folder)
-    keys = _entry_keys(maps_kind(_load_index(folder)))
+    keys = _entry_keys(kind_named(maps_kind(_load_index(folder))))
     for journal in [folder / JOURNAL, *_part_journals(folder)]:
         for op in _read_journal(journal, keys)[0]:
             _apply({}, errors, op)
@@ -615,41 +471,32 @@ class StoreWriter:
 
     Opening an existing store applies its journal, cuts a torn last journal line and any shard
     bytes past the last recorded video (what a killed run left), and refuses (StoreError) when
-    flow / size / map_downsample (or maps / window) differ from the store's, or when `root`
-    differs from that of a non-empty store. Each `add` / `add_error` costs one append and two
-    fsyncs (official stores: two more, for the flows and magnitudes); index.json is rewritten only
-    by `compact`.
+    flow / size / map_downsample (or maps and the kind's settings) differ from the store's, or when
+    `root` differs from that of a non-empty store. Each `add` / `add_error` costs one append and two
+    fsyncs (two more per extra stream of the kind); index.json is rewritten only by `compact`.
 
     Bytes past what the index and journals account for that are complete committed blocks
     (videos an older index does not know) are never cut: StoreError naming the shard and the
     byte count, unless repair=True, which marks them orphaned (kept in place, skipped; listed in
-    `orphaned`). Each added video's blocks carry its checksums (the entry's `checksum`, and
-    `flow_checksum` / `mag_checksum` in official stores).
+    `orphaned`). Each added video's blocks carry its checksums (the entry's `checksum`, and one
+    per extra stream).
 
-    maps="official" writes an official store (see the module docstring): `window` (8 or 4 in the
-    release) is required and map_downsample is not used (recorded as null); every added VideoMaps
-    must carry magnitudes and flows (VideoMaps.official).
+    maps names the kind of store (store_kinds.KINDS); `kind_settings` are that kind's settings
+    (MapsKind.writer_settings checks them and fills defaults), and every added VideoMaps must be
+    of that kind (`VideoMaps.kind`).
     """
 
     def __init__(self, path, *, root, flow: str = "tvl1", size: int = 128, map_downsample: int | None = 4,
-                 shard_bytes: int = SHARD_BYTES, maps: str = "paper", window: int | None = None,
-                 map_grid: int = 7, clip_flows: int = 32, repair: bool = False):
-        if maps not in MAPS_KINDS:
-            raise ValueError(f"maps must be one of {', '.join(MAPS_KINDS)}, got {maps!r}")
+                 shard_bytes: int = SHARD_BYTES, maps: str = PAPER.name, repair: bool = False, **kind_settings):
+        if maps not in KINDS:
+            raise ValueError(f"maps must be one of {', '.join(KINDS)}, got {maps!r}")
         self.path = Path(path)
         self.root = os.path.abspath(root)
-        self.maps = maps
+        self.maps, self.kind = maps, kind_named(maps)
         self.flow, self.size = str(flow), int(size)
-        if maps == "official":
-            if window is None or int(window) < 1:
-                raise ValueError(f"an official store needs window >= 1 (8 UCF101, 4 Kinetics), got {window}")
-            self.map_downsample = None
-            self.window, self.map_grid, self.clip_flows = int(window), int(map_grid), int(clip_flows)
-        else:
-            self.map_downsample = int(map_downsample)
-            self.window = self.map_grid = self.clip_flows = None
+        self.map_downsample, self.settings = self.kind.writer_settings(map_downsample, kind_settings)
         self.shard_bytes = int(shard_bytes)
-        self.streams = kind_streams(maps)
+        self.streams = self.kind.streams
         self._lock_fd = None
         self._fds: dict[str, int] = {}  # stream prefix -> the open fd of its current shard
         self._cur: dict[str, int] = {}  # stream prefix -> current shard index
@@ -671,10 +518,8 @@ class StoreWriter:
 
     def _settings(self) -> dict:
         """The header fields a store must share to be added to."""
-        out = {"flow": self.flow, "size": self.size, "map_downsample": self.map_downsample, "maps": self.maps}
-        if self.maps == "official":
-            out.update(window=self.window, map_grid=self.map_grid, clip_flows=self.clip_flows)
-        return out
+        return {"flow": self.flow, "size": self.size, "map_downsample": self.map_downsample, "maps": self.maps,
+                **self.settings}
 
     # -- opening
     def _lock(self) -> None:
@@ -743,7 +588,7 @@ class StoreWriter:
         if removed:
             fsync_path(self.path)
 
-    def _repair_stream(self, stream: _Stream) -> bool:
+    def _repair_stream(self, stream: Stream) -> bool:
         """Cut what a killed writer left past the recorded videos of one stream's shards, refuse
         (or, with repair, mark ORPHANED) complete blocks of videos the index does not know, and
         set where the next block goes. True when a file was removed."""
@@ -798,12 +643,12 @@ class StoreWriter:
             self._journal_fd = None
         # index.json and the main journal are as this writer left them (it holds the lock): only the
         # rank journals written since it opened (or folded) are new, so the index is not read again
-        keys = _entry_keys(self.maps)
+        keys = _entry_keys(self.kind)
         for part in _part_journals(self.path):
             for op in _read_journal(part, keys)[0]:
                 _apply(self.videos, self.errors, op)
                 if op["op"] == "video":
-                    _check_entry(self.path, op["path"], op["entry"], self.maps)
+                    _check_entry(self.path, op["path"], op["entry"], self.kind)
         self._repair_shards()  # cut what a killed rank left past its last recorded video
         self.compact()  # writes nothing when nothing changed
 
@@ -821,11 +666,9 @@ class StoreWriter:
         their checksums) atomically, then remove the older generations. A crash before the
         rename leaves the old index; after it, the new one (an unreferenced folder is removed
         by the next writer)."""
-        index = {"format": FORMAT, "version": PAPER_VERSION, "root": self.root, "flow": self.flow, "size": self.size,
-                 "map_downsample": self.map_downsample, "map_dtype": "uint8"}
-        if self.maps == "official":
-            index.update(version=OFFICIAL_VERSION, maps="official", window=self.window, map_grid=self.map_grid,
-                         clip_flows=self.clip_flows)
+        index = {"format": FORMAT, "version": self.kind.version, "root": self.root, "flow": self.flow,
+                 "size": self.size, "map_downsample": self.map_downsample, "map_dtype": "uint8",
+                 **self.kind.header(self.settings)}
         self._generation += 1
         columns = self.videos.merged()  # the last generation's columns with this writer's edits merged in
         name = generation_folder(self._generation)
@@ -891,7 +734,7 @@ class StoreWriter:
         os.fsync(self._journal_fd)
         self._journal_size += len(line)
 
-    def _append(self, stream: _Stream, data: np.ndarray, checksum: str) -> tuple[int, int]:
+    def _append(self, stream: Stream, data: np.ndarray, checksum: str) -> tuple[int, int]:
         """Write a PENDING block (header, then `data`) at the end of the stream's current shard (a
         new shard once it would pass shard_bytes) and fsync it. Returns (shard, offset of the data)."""
         prefix = stream.prefix
@@ -918,6 +761,12 @@ class StoreWriter:
         self._cur_size[prefix] = start + size
         return self._cur[prefix], start + HEADER_BYTES
 
+    def _append_array(self, stream: Stream, array: np.ndarray) -> tuple[int, int, str]:
+        """`_append` of an array's bytes: (shard, offset of the data, their checksum)."""
+        data = _raw(array)
+        checksum = digest(data)
+        return (*self._append(stream, data, checksum), checksum)
+
     def _commit(self, entry: dict) -> None:
         """Mark the video's blocks COMMITTED (after its journal line is durable). No fsync of its
         own: the next block's fsync of the same shard, or compact/close, makes it durable; lost
@@ -928,24 +777,6 @@ class StoreWriter:
     def _sync_shards(self) -> None:
         for fd in self._fds.values():
             os.fsync(fd)
-
-    def _check_official(self, relpath: str, maps: VideoMaps) -> tuple[np.ndarray, np.ndarray]:
-        """(flows, magnitudes) of an official VideoMaps, checked against the store's settings."""
-        if maps.flows is None or maps.magnitudes is None:
-            raise ValueError(f"{relpath}: an official store needs the video's flows and clip magnitudes "
-                             "(VideoMaps.official)")
-        g = self.map_grid
-        if maps.maps_u8.shape[1:] != (g, g):
-            raise ValueError(f"{relpath}: official maps must be (N, {g}, {g}), got {maps.maps_u8.shape}")
-        flows = np.ascontiguousarray(maps.flows)
-        if flows.dtype != np.uint8 or flows.ndim != 4 or flows.shape[-1] != 2 \
-                or len(flows) != max(int(maps.num_frames) - 1, 0):
-            raise ValueError(f"{relpath}: flows must be ({int(maps.num_frames) - 1}, h, w, 2) uint8 (one per frame "
-                             f"pair), got {flows.shape} {flows.dtype}")
-        mags = np.ascontiguousarray(maps.magnitudes, "<f8")
-        if mags.ndim != 1 or len(mags) < 1 or not np.isfinite(mags).all() or (mags < 0).any():
-            raise ValueError(f"{relpath}: clip magnitudes must be a non-empty (K,) array of finite values >= 0")
-        return flows, mags
 
     def add(self, relpath: str, maps: VideoMaps) -> dict:
         """Append one video (its shard bytes fsynced, then its journal line). Returns its entry."""
@@ -958,25 +789,14 @@ class StoreWriter:
             raise ValueError(f"{relpath}: scale must be positive and finite, got {maps.scale}")
         if relpath in self.videos:
             raise StoreError(f"{relpath} is already in the store {self.path}")
-        if self.maps == "official":
-            flows, mags = self._check_official(relpath, maps)
-        elif maps.is_official:
-            raise ValueError(f"{relpath}: official maps (with flows) go into an official store "
-                             f"(prepare --maps official), not the paper store {self.path}")
-        checksum = digest(_raw(q))
-        shard, offset = self._append(MAPS_STREAM, _raw(q), checksum)
+        arrays = self.kind.check_maps(relpath, maps, self.settings, self.path)  # the kind's extra streams' data
+        shard, offset, checksum = self._append_array(MAPS_STREAM, q)
         entry = {"num_frames": int(maps.num_frames), "fps": float(maps.fps), "height": int(maps.height),
                  "width": int(maps.width), "map_height": int(q.shape[1]), "map_width": int(q.shape[2]),
                  "shard": shard, "offset": offset, "scale": float(maps.scale), "checksum": checksum}
         if maps.fingerprint is not None:
             entry["fingerprint"] = str(maps.fingerprint)
-        if self.maps == "official":
-            flow_checksum, mag_checksum = digest(_raw(flows)), digest(_raw(mags))
-            flow_shard, flow_offset = self._append(FLOWS_STREAM, _raw(flows), flow_checksum)
-            mag_shard, mag_offset = self._append(MAGS_STREAM, _raw(mags), mag_checksum)
-            entry.update(num_flows=len(flows), flow_height=int(flows.shape[1]), flow_width=int(flows.shape[2]),
-                         flow_shard=flow_shard, flow_offset=flow_offset, num_starts=len(mags), mag_shard=mag_shard,
-                         mag_offset=mag_offset, flow_checksum=flow_checksum, mag_checksum=mag_checksum)
+        entry.update(self.kind.entry_fields(arrays, self._append_array))
         self._journal({"op": "video", "path": relpath, "entry": entry})
         self.videos[relpath] = entry  # recorded now: whatever happens next, compact keeps it
         self._commit(entry)
@@ -1015,7 +835,7 @@ class StoreWriter:
     def _check_new_entry(self, relpath: str, entry, accounted: dict) -> None:
         """StoreError (naming the video) unless `entry` could have come from `add` into this store."""
         where = f"{self.path}: add_entries: video {relpath!r}"
-        _check_entry(self.path, relpath, entry, self.maps, where)
+        _check_entry(self.path, relpath, entry, self.kind, where)
         for stream in self.streams:
             if stream.checksum_key not in entry:
                 raise StoreError(f"{where}: the entry lacks {stream.checksum_key} (every added block has one)")
@@ -1199,7 +1019,7 @@ def _apply_overlay(overlay: dict, errors: dict, op: dict) -> None:
         overlay[path] = None
 
 
-def _damaged(store: Path, shard: Path, video: str, stream: _Stream, data, expected: str) -> DamagedVideo:
+def _damaged(store: Path, shard: Path, video: str, stream: Stream, data, expected: str) -> DamagedVideo:
     return DamagedVideo(f"{shard}: the {stream.what} of video {video!r} are damaged (checksum {digest(data)}, the "
                         f"index recorded {expected}); recompute them with `{repair_command(store)}`",
                         video, shard, stream.what)
@@ -1209,8 +1029,10 @@ def _reopen(path: str, verify: bool, identity: tuple) -> "MotionStore":
     return MotionStore(path, verify=verify, _identity=identity)
 
 
-class MotionStore:
-    """A prepared motion store, read-only (see the module docstring for the layout).
+class MotionStore(KindReaders):
+    """A prepared motion store, read-only (see the module docstring for the layout). `maps` names
+    its kind and `kind` describes it (store_kind.py); `settings` are the kind's header settings,
+    and the kinds' own accessors (the release's flows and clip magnitudes) come with KindReaders.
 
     Opens index.json (a small header) and memory-maps its column files read-only (every process
     on a node shares the pages; no per-video Python objects), checking their checksums; then
@@ -1223,8 +1045,8 @@ class MotionStore:
     Pickling carries the path and the index's identity, not the index: unpickling opens the
     store again and raises StoreError if its index changed in between.
 
-    verify (default True): the first read of each video's bytes (maps; flows and magnitudes in
-    official stores) in this object checks them against the checksum the index records and
+    verify (default True): the first read of each video's bytes (in every stream of the kind) in
+    this object checks them against the checksum the index records and
     raises StoreError naming the video and the shard file on a mismatch; entries written before
     checksums are read unchecked. Opening checks that every shard file holds the bytes the index
     places in it (StoreError naming the video and the field).
@@ -1241,19 +1063,16 @@ class MotionStore:
         self.root = str(index["root"])
         self.flow = str(index["flow"])
         self.size = int(index["size"])
-        self.maps = maps_kind(index)  # "paper" or "official"
-        official = self.maps == "official"
-        self.map_downsample = None if official else int(index["map_downsample"])
-        # official stores: flows per frame map, the maps' grid, the flows a clip magnitude spans
-        self.window = int(index["window"]) if official else None
-        self.map_grid = int(index["map_grid"]) if official else None
-        self.clip_flows = int(index["clip_flows"]) if official else None
-        self._streams = kind_streams(self.maps)
+        self.maps = maps_kind(index)  # the kind's name (store_kinds.KINDS)
+        self.kind = kind_named(self.maps)
+        self.map_downsample = int(index["map_downsample"]) if self.kind.uses_map_downsample else None
+        self.settings = {k: int(index[k]) for k in self.kind.settings}  # the kind's own header settings
+        self._streams = self.kind.streams
         errors = _load_errors(self.path)
         overlay, self._journal_sizes = self._read_journals(errors, None if _identity is None else _identity[1])
         for video, entry in overlay.items():
             if entry is not None:
-                _check_entry(self.path, video, entry, self.maps)
+                _check_entry(self.path, video, entry, self.kind)
         if is_legacy(index):
             _notify_legacy(self.path)
             videos = index["videos"]
@@ -1261,7 +1080,7 @@ class MotionStore:
                 raise StoreError(f"{self.path / INDEX}: 'videos' must be an object of entries, "
                                  f"got {type(videos).__name__}")
             for video, entry in videos.items():
-                _check_entry(self.path, video, entry, self.maps)
+                _check_entry(self.path, video, entry, self.kind)
             videos = {**videos, **overlay}
             self._index = ColumnIndex.from_entries({k: v for k, v in videos.items() if v is not None}, self.maps,
                                                    self.path)
@@ -1285,7 +1104,7 @@ class MotionStore:
     def _read_journals(self, errors: dict, sizes: dict | None) -> tuple[dict, dict]:
         """(overlay {name: entry or None}, {journal name: bytes applied}) of the main journal, then
         every rank's; `sizes` (a pickled store's) limits each journal to what its parent applied."""
-        keys = _entry_keys(self.maps)
+        keys = _entry_keys(self.kind)
         overlay: dict = {}
         applied = {}
         journals = [self.path / JOURNAL, *_part_journals(self.path)]
@@ -1302,11 +1121,6 @@ class MotionStore:
             if good:
                 applied[journal.name] = good
         return overlay, applied
-
-    @property
-    def official(self) -> bool:
-        """True for a store of the release's maps with flows and clip magnitudes (prepare --maps official)."""
-        return self.maps == "official"
 
     # -- listing
     @property
@@ -1336,8 +1150,8 @@ class MotionStore:
         return iter(self._index.names)
 
     def __repr__(self) -> str:
-        kind = f", maps=official, window={self.window}" if self.official else ""
-        return f"MotionStore({str(self.path)!r}: {len(self)} videos, flow={self.flow}, size={self.size}{kind})"
+        return (f"MotionStore({str(self.path)!r}: {len(self)} videos, flow={self.flow}, size={self.size}"
+                f"{self.kind.describe(self.settings)})")
 
     def row(self, video) -> int:
         """The row of `video` (a name, or a row int checked against the store's size); KeyError
@@ -1361,8 +1175,7 @@ class MotionStore:
 
     def column(self, field: str) -> np.ndarray:
         """(N,) read-only array of one per-video field by row: num_frames, fps, height, width,
-        map_height, map_width, shard, offset, scale (official stores also num_flows, flow_height,
-        flow_width, flow_shard, flow_offset, num_starts, mag_shard, mag_offset)."""
+        map_height, map_width, shard, offset, scale, and the kind's own (MapsKind.int_fields)."""
         entries = self._index.entries
         if field not in entries.dtype.names or field == "flags" or field.endswith("checksum"):
             raise KeyError(f"{field!r} is not a column of the motion store {self.path}")
@@ -1393,11 +1206,9 @@ class MotionStore:
         return float(self._index.entries["scale"][self.row(video)])
 
     def max_abs_error(self, video) -> float:
-        """The most `read` can differ from the maps `prepare` computed: scale / 510 (official
-        stores: 1, the release's truncation to uint8; `read` returns its uint8 values exactly)."""
-        if self.official:
-            return 1.0
-        return self.scale(video) / 510.0
+        """The most `read` can differ from the maps `prepare` computed: scale / 510 (a kind may
+        differ: MapsKind.max_abs_error)."""
+        return self.kind.max_abs_error(self.scale(video))
 
     def cells_per_pixel(self, video) -> tuple[float, float]:
         """(sy, sx): map cells per source-frame pixel along y and x.
@@ -1408,14 +1219,15 @@ class MotionStore:
         """
         e = self._index.entries[self.row(video)]
         height, width = int(e["height"]), int(e["width"])
-        if self.official:  # the maps resize the whole frame to 224 before the 7 x 7 block means
-            return self.map_grid / height, self.map_grid / width
+        whole_frame = self.kind.cells_per_pixel(height, width, self.settings)
+        if whole_frame is not None:  # maps of the whole frame, not block means of the flow
+            return whole_frame
         th, tw = target_size(height, width, self.size)
         f = self.map_downsample
         return th / (f * height), tw / (f * width)
 
     # -- reading
-    def _bytes(self, row: int, stream: _Stream) -> np.ndarray:
+    def _bytes(self, row: int, stream: Stream) -> np.ndarray:
         """Row `row`'s block of one stream: a read-only uint8 view of the shard's memory map,
         checked against its checksum on the first read when `verify`."""
         e = self._index.entries[row]
@@ -1428,7 +1240,7 @@ class MotionStore:
             self._check_block(row, stream, data)
         return data
 
-    def _check_block(self, row: int, stream: _Stream, data: np.ndarray) -> None:
+    def _check_block(self, row: int, stream: Stream, data: np.ndarray) -> None:
         if self._index.has(row, stream.checksum_key):
             expected = f"xxh3_64:{int(self._index.entries[stream.checksum_key][row]):016x}"
             if not matches(data, expected):
@@ -1453,27 +1265,6 @@ class MotionStore:
         """False for a video written before checksums (its bytes cannot be checked)."""
         row = self.row(video)
         return all(self._index.has(row, s.checksum_key) for s in self._streams)
-
-    def _require_official(self, what: str) -> None:
-        if not self.official:
-            raise StoreError(f"{self.path} holds the paper's motion maps, not {what}; build an official store with "
-                             f"`{OFFICIAL_PREPARE}`")
-
-    def read_flows(self, video) -> np.ndarray:
-        """(F, fh, fw, 2) uint8: the video's encoded flows (motion.official.encode_flow), F = num_frames - 1,
-        flow j from frame j to j + 1, at the flow's resolution (the frames resized to short side
-        `size`); a read-only view of the memory map. Official stores only."""
-        self._require_official("the flows the official preset needs")
-        row = self.row(video)
-        e = self._index.entries[row]
-        return self._bytes(row, FLOWS_STREAM).reshape(int(e["num_flows"]), int(e["flow_height"]),
-                                                      int(e["flow_width"]), 2)
-
-    def clip_magnitudes(self, video) -> np.ndarray:
-        """(K,) float64 clip magnitudes of starts 0 .. K-1 (motion.official.official_clip_magnitudes;
-        K = num_frames - clip_flows, at least 1). Official stores only."""
-        self._require_official("the clip magnitudes the official preset needs")
-        return self._bytes(self.row(video), MAGS_STREAM).view("<f8")
 
     def read_quantized(self, video) -> np.ndarray:
         """(N, h, w) uint8, a read-only view of the shard's memory map."""

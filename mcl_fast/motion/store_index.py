@@ -21,13 +21,12 @@ import xxhash
 
 from .._checksum import ALGORITHM
 from .._io import atomic_write, fsync_path
+from .store_kind import MapsKind
+from .store_kinds import kind_named
 
 INT_FIELDS = ("num_frames", "height", "width", "map_height", "map_width", "shard", "offset")
 FLOAT_FIELDS = ("fps", "scale")
-OFFICIAL_INT_FIELDS = ("num_flows", "flow_height", "flow_width", "flow_shard", "flow_offset", "num_starts",
-                       "mag_shard", "mag_offset")
-CHECKSUM_FIELDS = ("checksum", "flow_checksum", "mag_checksum")
-_HAS_FINGERPRINT = 1 << 3  # flags bit; bits 0-2: CHECKSUM_FIELDS present
+_HAS_FINGERPRINT = 1 << 3  # flags bit; bits 0-2: the checksums of the kind's streams present, in stream order
 FILES = ("entries.npy", "names.npy", "name_offsets.npy", "name_hashes.npy", "name_hash_rows.npy", "fingerprints.npy",
          "fingerprint_offsets.npy")
 GENERATION_PREFIX = "columns-"
@@ -37,12 +36,17 @@ def generation_folder(generation: int) -> str:
     return f"{GENERATION_PREFIX}{generation:06d}"
 
 
+def checksum_fields(kind: MapsKind) -> tuple[str, ...]:
+    """The entry's checksum fields: one per stream of the kind, in stream order (their flags bits)."""
+    return tuple(stream.checksum_key for stream in kind.streams)
+
+
 def entry_dtype(kind: str) -> np.dtype:
-    """The structured row of one video (little-endian, packed: 81 B paper, 161 B official)."""
-    ints = INT_FIELDS + (OFFICIAL_INT_FIELDS if kind == "official" else ())
-    sums = CHECKSUM_FIELDS if kind == "official" else CHECKSUM_FIELDS[:1]
-    return np.dtype([(f, "<i8") for f in ints] + [(f, "<f8") for f in FLOAT_FIELDS]
-                    + [(f, "<u8") for f in sums] + [("flags", "u1")])
+    """The structured row of one video (little-endian, packed: 81 B paper; another kind's extra
+    int fields and checksums make it longer: 161 B the release's)."""
+    k = kind_named(kind)
+    return np.dtype([(f, "<i8") for f in INT_FIELDS + k.int_fields] + [(f, "<f8") for f in FLOAT_FIELDS]
+                    + [(f, "<u8") for f in checksum_fields(k)] + [("flags", "u1")])
 
 
 class ColumnError(ValueError):
@@ -231,6 +235,8 @@ class ColumnIndex:
     def __init__(self, kind: str, entries: np.ndarray, names: StringTable, fingerprints: StringTable, where,
                  hashes: tuple[np.ndarray, np.ndarray]):
         self.kind, self.entries, self.fingerprints, self.where = kind, entries, fingerprints, where
+        self._int_fields = kind_named(kind).int_fields
+        self._sums = checksum_fields(kind_named(kind))
         self.names = Names(names, where, *hashes)
         self._fields = entries.dtype.names
 
@@ -245,16 +251,16 @@ class ColumnIndex:
         dtype = entry_dtype(kind)
         entries = np.zeros(len(names), dtype)
         rows = [videos[n] for n in names]
+        sums = checksum_fields(kind_named(kind))
         for f in dtype.names:
-            if f in CHECKSUM_FIELDS:
+            if f in sums:
                 entries[f] = [checksum_value(e[f], f"{where}: video {n!r}") if f in e else 0
                               for n, e in zip(names, rows)]
             elif f != "flags":
                 entries[f] = [e[f] for e in rows]
         flags = np.zeros(len(names), np.uint8)
-        for bit, f in enumerate(CHECKSUM_FIELDS):
-            if f in dtype.names:
-                flags |= np.array([f in e for e in rows], bool).astype(np.uint8) << bit
+        for bit, f in enumerate(sums):
+            flags |= np.array([f in e for e in rows], bool).astype(np.uint8) << bit
         flags |= np.array([e.get("fingerprint") is not None for e in rows], bool).astype(np.uint8) * _HAS_FINGERPRINT
         entries["flags"] = flags
         fingerprints = StringTable.build([e.get("fingerprint") or "" for e in rows])
@@ -273,9 +279,8 @@ class ColumnIndex:
         flags = values.pop("flags")
         out = {f: values[f] for f in INT_FIELDS}
         out.update(fps=values["fps"], scale=values["scale"])
-        if self.kind == "official":
-            out.update({f: values[f] for f in OFFICIAL_INT_FIELDS})
-        for bit, f in enumerate(CHECKSUM_FIELDS):
+        out.update({f: values[f] for f in self._int_fields})
+        for bit, f in enumerate(self._sums):
             if flags >> bit & 1:
                 out[f] = _checksum_text(values[f])
         if flags & _HAS_FINGERPRINT:
@@ -285,7 +290,7 @@ class ColumnIndex:
     def has(self, row: int, field: str) -> bool:
         if field == "fingerprint":
             return bool(int(self.entries["flags"][row]) & _HAS_FINGERPRINT)
-        bit = CHECKSUM_FIELDS.index(field)
+        bit = self._sums.index(field)
         return bool(int(self.entries["flags"][row]) >> bit & 1)
 
     def with_journal(self, overlay: dict) -> "ColumnIndex":

@@ -23,8 +23,9 @@ import numpy as np
 import xxhash
 
 from .._io import atomic_write, atomic_write_json
-from .store import kind_streams, shard_name
+from .store import shard_name
 from .store_index import ColumnIndex
+from .store_kinds import kind_named
 
 RECORD, SOURCES = "verified.json", "verified-sources.npy"
 FORMAT = "mcl_fast.store_verified"
@@ -51,7 +52,7 @@ def shard_digests(columns: ColumnIndex) -> dict[str, list[int]]:
     """{shard file name: [videos with bytes in it, digest of their (offset, checksum) pairs]}: what
     the index places in each shard (the digest changes when any entry there changes)."""
     entries, out = columns.entries, {}
-    for stream in kind_streams(columns.kind):
+    for stream in kind_named(columns.kind).streams:
         if not len(entries):
             continue
         shard = np.asarray(entries[stream.shard_key])
@@ -151,5 +152,5 @@ class VerifiedRecord:
 def shard_files(columns: ColumnIndex, rows: np.ndarray) -> list[tuple[str, ...]]:
     """The shard file names each of `rows` has bytes in (one per stream)."""
     per_stream = [[shard_name(s, stream.prefix) for s in np.asarray(columns.entries[stream.shard_key])[rows].tolist()]
-                  for stream in kind_streams(columns.kind)]
+                  for stream in kind_named(columns.kind).streams]
     return list(zip(*per_stream))
