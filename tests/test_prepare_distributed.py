@@ -1,5 +1,5 @@
 """`prepare` and `transcode` under torchrun (gloo on CPU): per-rank shards and journals, one merged
-store, resuming a killed job with another world size, one error report (mcl_fast.motion.ranks)."""
+store, resuming a killed job with another world size, one error report (mcl_fast.ranks)."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,7 @@ import pytest
 
 from mcl_fast.data.synthetic import make_video
 from mcl_fast.motion.prepare import prepare
-from mcl_fast.motion.ranks import RankError, Ranks, balanced_slices
+from mcl_fast.ranks import RankError, Ranks, balanced_slices
 from mcl_fast._checksum import digest
 from mcl_fast.motion.store import (ERRORS, HEADER_BYTES, JOURNAL, PART_JOURNAL_GLOB, MotionStore, PartWriter,
                                    StoreError, StoreWriter, check_store, part_journal_name)

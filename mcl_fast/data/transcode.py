@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from .._io import MACHINE_ERRNOS, FolderBusy, atomic_write_json, fsync_path, lock_folder, run_command
-from ..motion.ranks import JobProgress, RankError, Ranks, balanced_slices, container_frames, part_name
+from ..ranks import JobProgress, RankError, Ranks, balanced_slices, container_frames, part_name
 from ..video_io import (CRASH_REASON, VideoError, VideoReader, collect_videos, count_frames, crash_tolerant_map,
                         file_fingerprint, probe)
 

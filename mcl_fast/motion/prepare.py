@@ -23,7 +23,7 @@ from ..video_io import (CRASH_REASON, VideoError, VideoListError, VideoReader, c
                         file_fingerprint, target_size)
 from .flow import FLOW_METHODS
 from .maps import downsample_mean, motion_map
-from .ranks import JobProgress, RankError, Ranks, balanced_slices, container_frames
+from ..ranks import JobProgress, RankError, Ranks, balanced_slices, container_frames
 from .store import (ERRORS, PART_JOURNAL_GLOB, MotionStore, PartWriter, StoreError, StoreWriter, VideoMaps,
                     store_errors, store_state)
 from .store_kind import PAPER

@@ -24,7 +24,7 @@ import numpy as np
 from .._checksum import digest, matches
 from .._io import FolderBusy, atomic_write_json, fsync_path, lock_folder
 from ..video_io import target_size
-from .ranks import part_name
+from ..ranks import part_name
 from .store_entries import WriterEntries
 from .store_index import ColumnError, ColumnIndex, Names, checksum_value, generation_folder, \
     remove_other_generations

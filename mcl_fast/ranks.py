@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..video_io import VideoError, probe
+from .video_io import VideoError, probe
 
 # How long a rank waits at a meeting point for the slowest rank (gloo's collective timeout): slices
 # are balanced to within about one video, but one rank's storage or GPU can be slower than the rest.
