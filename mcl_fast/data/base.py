@@ -318,10 +318,13 @@ class LoaderBase:
 
     FIRST_FRAME_CHECK = False  # decode each file's first frame before planning it (FileVerdicts.first_frame)
 
-    def __init__(self, videos, store, batch_size: int, options: LoaderOptions):
+    def __init__(self, videos, store, batch_size: int, options: LoaderOptions, *, codecs=None, nvdec: bool = False):
+        """codecs: the codecs the subclass's decoder reads (None: any); nvdec: it decodes with NVDEC
+        (the file checks then apply NVDEC's limits)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         o = self.options = options
+        self.codecs, self.nvdec = codecs, bool(nvdec)
         check_sampling(o.sampling)  # checked even when a user sampler replaces it: a typo is never silent
         self.store = resolve_store(store)
         self.batch_size, self.clip_len, self.stride, self.size = int(batch_size), o.clip_len, o.stride, int(o.size)
@@ -395,7 +398,7 @@ class LoaderBase:
         default ("lazy") no file is opened at construction. (H, W) of files whose size differs
         from the store's source frames (resized transcodes) come from these checks; without
         verify they are probed lazily, the first time a video is planned (file_size)."""
-        nvdec = getattr(self, "nvdec", False)
+        nvdec = self.nvdec
         first_frame = self.FIRST_FRAME_CHECK
         if o.check_mode == "off":
             return FileVerdicts(self.store, self.paths, self.codecs, {}, None, first_frame)

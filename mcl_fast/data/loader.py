@@ -82,10 +82,10 @@ class MotionFocusedLoader(LoaderBase):
         if device == "gpu" and not has_gpu():
             raise RuntimeError("device='cuda' needs a CUDA GPU (and CuPy); none found. Use device='cpu' with "
                                "VP9 videos (`mcl-fast transcode --codec vp9`) or TorchVideoLoader")
-        self.codecs = DALI_CPU_CODECS if device == "cpu" else None
-        self.nvdec = device == "gpu"  # the file scan checks NVDEC's minimum frame sizes
         super().__init__(videos, store, batch_size,
-                         LoaderOptions.from_kwargs("MotionFocusedLoader", options, self.OWN_OPTIONS))
+                         LoaderOptions.from_kwargs("MotionFocusedLoader", options, self.OWN_OPTIONS),
+                         codecs=DALI_CPU_CODECS if device == "cpu" else None,
+                         nvdec=device == "gpu")  # the file scan checks NVDEC's minimum frame sizes
         if self.nvdec and self.options.check_mode == "eager":  # NVDEC's formats (codec, profile, chroma, bit depth): named now
             refuse_unsupported([self.paths(v) for v in self.videos], "MotionFocusedLoader(device='gpu')",
                                PROBE_THREADS)
