@@ -1,6 +1,7 @@
 """`mcl-fast eval ...` end to end on a tiny synthetic dataset, and the evaluation clips and cache."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -401,21 +402,45 @@ def test_finetune_saves_checkpoint_before_testing(dataset, checkpoint, tmp_path,
     assert state["finetune"]["top1"] is None and len(state["finetune"]["history"]) == 1
 
 
-def test_train_clips_cached_or_sought_are_the_same_pixels(dataset):
-    """TrainClipDataset decodes only the clip's frames, or caches whole videos: the same items."""
-    from mcl_fast.eval.finetune import TrainClipDataset
+def _finetune_batches(paths, labels, num_workers: int, epochs=(0, 2)) -> list[dict]:
+    from mcl_fast.data.evaluation import finetune_loader
 
-    paths = [dataset / "moving/v1.mp4", dataset / "still/v2.mp4"]
-    settings = ClipSettings(num_clips=1, clip_len=4, stride=2, crop_size=48, short_side=56)
-    sought = TrainClipDataset(paths, [0, 1], settings, seed=3)
-    cached = TrainClipDataset(paths, [0, 1], settings, seed=3, cache_videos=True)
-    for epoch in range(3):
-        sought.epoch = cached.epoch = epoch
-        for i in range(2):
-            a, b = sought[i], cached[i]
-            assert a["clip"].shape == (3, 4, 48, 48) and a["label"] == b["label"] == i
-            torch.testing.assert_close(a["clip"], b["clip"], rtol=0, atol=0)
-    assert set(cached.cache) == {0, 1}
+    loader = finetune_loader(paths, labels, clip_len=4, stride=2, crop_size=48, resize_to=56, batch_size=3, seed=3,
+                             num_workers=num_workers)
+    try:
+        out = []
+        for epoch in epochs:
+            loader.set_epoch(epoch)
+            out.extend(loader)
+        return out
+    finally:
+        loader.close()
+
+
+def test_finetune_clips_are_the_same_whatever_the_workers(dataset):
+    """The fine-tuning mode's clips depend on (seed, epoch, position) only: the main process and two
+    workers give the same batches, with each video's label, and another epoch other clips."""
+    paths = [dataset / f"{c}/v{i}.mp4" for i, c in enumerate(["still", "moving"] * 2)]
+    labels = [1, 0, 1, 0]
+    main_process, workers = _finetune_batches(paths, labels, 0), _finetune_batches(paths, labels, 2)
+    assert [len(b["index"]) for b in main_process] == [3, 1, 3, 1]  # drop_last=False: every video every epoch
+    for a, b in zip(main_process, workers, strict=True):
+        assert a["views"][0].shape == (len(a["index"]), 3, 4, 48, 48)
+        torch.testing.assert_close(a["views"][0], b["views"][0], rtol=0, atol=0)
+        assert a["index"].tolist() == b["index"].tolist()
+        assert a["label"].tolist() == [labels[i] for i in a["index"].tolist()]
+    assert sorted(torch.cat([b["index"] for b in main_process[:2]]).tolist()) == [0, 1, 2, 3]
+    first = {int(i): v for b in main_process[:2] for i, v in zip(b["index"], b["views"][0])}
+    later = {int(i): v for b in main_process[2:] for i, v in zip(b["index"], b["views"][0])}
+    assert any(not torch.equal(first[i], later[i]) for i in first)  # epoch 2 draws other clips
+
+
+def test_finetune_config_reads_an_old_cache_videos_with_a_warning():
+    from mcl_fast.eval.finetune import FinetuneConfig
+
+    with pytest.warns(UserWarning, match="cache_videos is no longer an option and is ignored"):
+        cfg = FinetuneConfig(epochs=2, cache_videos=True)
+    assert cfg == FinetuneConfig(epochs=2) and "cache_videos" not in dataclasses.asdict(cfg)
 
 
 def test_demo_verdict_weighs_the_gap_against_the_test_set_noise():
