@@ -115,3 +115,35 @@ def test_finetune_clips_are_the_planned_frames_under_the_planned_box(synthetic_m
             corners.add((y0, x0))
             flips.add(view.aug.flip)
     assert len(starts) > 5 and len(corners) > 5 and flips == {False, True}
+
+
+def test_training_mode_reads_frame_counts_from_packets_and_replaces_a_bad_file(synthetic_mp4, synthetic_webm,
+                                                                               tmp_path, monkeypatch):
+    """Every loading process meets every training video: their counts and sizes come from the packet
+    index and the header, the same as a full decode gives for a sound file, without decoding one."""
+    import copy
+
+    from mcl_fast.data import evaluation
+
+    paths = [str(synthetic_mp4.path), str(synthetic_webm.path)]
+    expected = {p: ProbedVideos(paths).info(p) for p in paths}  # full decodes
+    assert expected[paths[0]] == {"num_frames": 32, "height": 64, "width": 80}
+
+    def no_full_decode(path):
+        raise AssertionError(f"{path} was decoded completely")
+
+    monkeypatch.setattr(evaluation, "check_video", no_full_decode)
+    packets = ProbedVideos(paths, exact_counts=False)
+    assert {p: packets.info(p) for p in paths} == expected
+    worker = copy.copy(packets)  # what a DataLoader worker gets: the setting, no verdicts
+    assert worker.exact_counts is False and worker.info(paths[1]) == expected[paths[1]]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(synthetic_mp4.path.read_bytes()[:2000])
+    missing = tmp_path / "gone.mp4"
+    assert packets.problem(str(missing)) == "file not found" and packets.problem(str(broken))
+    loader = finetune_loader([synthetic_mp4.path, missing], [0, 1], clip_len=4, stride=2, crop_size=32,
+                             resize_to=40, batch_size=2)
+    with pytest.warns(RuntimeWarning, match="gone.mp4: file not found"):
+        (batch,) = list(loader)
+    assert batch["index"].tolist() == [0, 0] and batch["label"].tolist() == [0, 0]
+    assert loader.failures == {str(missing): "file not found"}
