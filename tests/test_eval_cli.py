@@ -347,25 +347,18 @@ dist.cleanup()
 """
 
 
-def test_evaluate_classifier_shards_over_ranks(dataset, tmp_path):
-    """Two gloo ranks, each a strided shard (one with a bad video): every rank gets the whole result."""
+def _run_two_ranks(tmp_path, script_text: str, arg: str) -> None:
+    """Run `script_text` as two gloo ranks (torchrun's environment) with the argument `arg`."""
     import os
     import socket
     import subprocess
     import sys
 
-    from mcl_fast.eval.finetune import evaluate_classifier
-
-    paths, labels = _test_videos(dataset, tmp_path)
-    model = _classifier(seed=1)
-    torch.save(model.state_dict(), tmp_path / "w.pt")
-    single = evaluate_classifier(model, paths, labels, ClipSettings(**_EVAL_SETTINGS), batch_size=4, progress=False)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     script = tmp_path / "rank.py"
-    script.write_text(_RANK_SCRIPT)
-    arg = json.dumps([[str(p) for p in paths], labels, _EVAL_SETTINGS, str(tmp_path / "w.pt"), str(tmp_path / "r")])
+    script.write_text(script_text)
     procs = []
     for rank in range(2):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
@@ -375,8 +368,58 @@ def test_evaluate_classifier_shards_over_ranks(dataset, tmp_path):
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-2000:]
+
+
+def test_evaluate_classifier_shards_over_ranks(dataset, tmp_path):
+    """Two gloo ranks, each a strided shard (one with a bad video): every rank gets the whole result."""
+    from mcl_fast.eval.finetune import evaluate_classifier
+
+    paths, labels = _test_videos(dataset, tmp_path)
+    model = _classifier(seed=1)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    single = evaluate_classifier(model, paths, labels, ClipSettings(**_EVAL_SETTINGS), batch_size=4, progress=False)
+    arg = json.dumps([[str(p) for p in paths], labels, _EVAL_SETTINGS, str(tmp_path / "w.pt"), str(tmp_path / "r")])
+    _run_two_ranks(tmp_path, _RANK_SCRIPT, arg)
     for rank in range(2):
         assert json.loads((tmp_path / f"r.{rank}").read_text()) == single, rank
+
+
+_FINETUNE_RANK_SCRIPT = """
+import json, sys
+import numpy as np
+from mcl_fast import dist
+from mcl_fast.data.evaluation import finetune_loader
+
+paths, out = json.loads(sys.argv[1])
+dev, rank, world = dist.init_distributed("cpu", timeout_s=60)
+loader = finetune_loader(paths, [0] * len(paths), clip_len=4, stride=2, crop_size=32, resize_to=40,
+                         batch_size=2, seed=4)
+for epoch in (0, 1):
+    loader.set_epoch(epoch)
+    batches = list(loader)
+    np.save(f"{out}.{rank}.{epoch}.npy", np.concatenate([b["views"][0].numpy() for b in batches]))
+    np.save(f"{out}.{rank}.{epoch}.index.npy", np.concatenate([b["index"].numpy() for b in batches]))
+dist.cleanup()
+"""
+
+
+def test_finetune_clips_are_sharded_over_ranks(dataset, tmp_path):
+    """Under torchrun each rank reads its part of the epoch (5 videos: 3 each, one repeated to even
+    the counts), and the clips are those one process reads at the same positions of the epoch."""
+    from mcl_fast.data.evaluation import finetune_loader
+
+    paths = [str(dataset / f"{c}/v{i}.mp4") for i, c in enumerate(["still", "moving"] * 2 + ["still"])]
+    _run_two_ranks(tmp_path, _FINETUNE_RANK_SCRIPT, json.dumps([paths, str(tmp_path / "r")]))
+    alone = finetune_loader(paths, [0] * 5, clip_len=4, stride=2, crop_size=32, resize_to=40, batch_size=5,
+                            seed=4)
+    for epoch in (0, 1):
+        alone.set_epoch(epoch)
+        (batch,) = list(alone)
+        ranks = [np.load(tmp_path / f"r.{rank}.{epoch}{kind}.npy") for rank in range(2) for kind in ("", ".index")]
+        clips, index = np.concatenate(ranks[0::2]), np.concatenate(ranks[1::2])
+        assert len(ranks[1]) == len(ranks[3]) == 3 and sorted(set(index.tolist())) == [0, 1, 2, 3, 4]
+        assert index[:5].tolist() == batch["index"].tolist() and index[5] == index[0]  # the padding: the first video
+        np.testing.assert_array_equal(clips[:5], batch["views"][0].numpy())
 
 
 def test_finetune_saves_checkpoint_before_testing(dataset, checkpoint, tmp_path, monkeypatch):
