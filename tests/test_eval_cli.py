@@ -1,6 +1,7 @@
 """`mcl-fast eval ...` end to end on a tiny synthetic dataset, and the evaluation clips and cache."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -346,25 +347,18 @@ dist.cleanup()
 """
 
 
-def test_evaluate_classifier_shards_over_ranks(dataset, tmp_path):
-    """Two gloo ranks, each a strided shard (one with a bad video): every rank gets the whole result."""
+def _run_two_ranks(tmp_path, script_text: str, arg: str) -> None:
+    """Run `script_text` as two gloo ranks (torchrun's environment) with the argument `arg`."""
     import os
     import socket
     import subprocess
     import sys
 
-    from mcl_fast.eval.finetune import evaluate_classifier
-
-    paths, labels = _test_videos(dataset, tmp_path)
-    model = _classifier(seed=1)
-    torch.save(model.state_dict(), tmp_path / "w.pt")
-    single = evaluate_classifier(model, paths, labels, ClipSettings(**_EVAL_SETTINGS), batch_size=4, progress=False)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     script = tmp_path / "rank.py"
-    script.write_text(_RANK_SCRIPT)
-    arg = json.dumps([[str(p) for p in paths], labels, _EVAL_SETTINGS, str(tmp_path / "w.pt"), str(tmp_path / "r")])
+    script.write_text(script_text)
     procs = []
     for rank in range(2):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
@@ -374,8 +368,58 @@ def test_evaluate_classifier_shards_over_ranks(dataset, tmp_path):
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-2000:]
+
+
+def test_evaluate_classifier_shards_over_ranks(dataset, tmp_path):
+    """Two gloo ranks, each a strided shard (one with a bad video): every rank gets the whole result."""
+    from mcl_fast.eval.finetune import evaluate_classifier
+
+    paths, labels = _test_videos(dataset, tmp_path)
+    model = _classifier(seed=1)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    single = evaluate_classifier(model, paths, labels, ClipSettings(**_EVAL_SETTINGS), batch_size=4, progress=False)
+    arg = json.dumps([[str(p) for p in paths], labels, _EVAL_SETTINGS, str(tmp_path / "w.pt"), str(tmp_path / "r")])
+    _run_two_ranks(tmp_path, _RANK_SCRIPT, arg)
     for rank in range(2):
         assert json.loads((tmp_path / f"r.{rank}").read_text()) == single, rank
+
+
+_FINETUNE_RANK_SCRIPT = """
+import json, sys
+import numpy as np
+from mcl_fast import dist
+from mcl_fast.data.evaluation import finetune_loader
+
+paths, out = json.loads(sys.argv[1])
+dev, rank, world = dist.init_distributed("cpu", timeout_s=60)
+loader = finetune_loader(paths, [0] * len(paths), clip_len=4, stride=2, crop_size=32, resize_to=40,
+                         batch_size=2, seed=4)
+for epoch in (0, 1):
+    loader.set_epoch(epoch)
+    batches = list(loader)
+    np.save(f"{out}.{rank}.{epoch}.npy", np.concatenate([b["views"][0].numpy() for b in batches]))
+    np.save(f"{out}.{rank}.{epoch}.index.npy", np.concatenate([b["index"].numpy() for b in batches]))
+dist.cleanup()
+"""
+
+
+def test_finetune_clips_are_sharded_over_ranks(dataset, tmp_path):
+    """Under torchrun each rank reads its part of the epoch (5 videos: 3 each, one repeated to even
+    the counts), and the clips are those one process reads at the same positions of the epoch."""
+    from mcl_fast.data.evaluation import finetune_loader
+
+    paths = [str(dataset / f"{c}/v{i}.mp4") for i, c in enumerate(["still", "moving"] * 2 + ["still"])]
+    _run_two_ranks(tmp_path, _FINETUNE_RANK_SCRIPT, json.dumps([paths, str(tmp_path / "r")]))
+    alone = finetune_loader(paths, [0] * 5, clip_len=4, stride=2, crop_size=32, resize_to=40, batch_size=5,
+                            seed=4)
+    for epoch in (0, 1):
+        alone.set_epoch(epoch)
+        (batch,) = list(alone)
+        ranks = [np.load(tmp_path / f"r.{rank}.{epoch}{kind}.npy") for rank in range(2) for kind in ("", ".index")]
+        clips, index = np.concatenate(ranks[0::2]), np.concatenate(ranks[1::2])
+        assert len(ranks[1]) == len(ranks[3]) == 3 and sorted(set(index.tolist())) == [0, 1, 2, 3, 4]
+        assert index[:5].tolist() == batch["index"].tolist() and index[5] == index[0]  # the padding: the first video
+        np.testing.assert_array_equal(clips[:5], batch["views"][0].numpy())
 
 
 def test_finetune_saves_checkpoint_before_testing(dataset, checkpoint, tmp_path, monkeypatch):
@@ -401,21 +445,45 @@ def test_finetune_saves_checkpoint_before_testing(dataset, checkpoint, tmp_path,
     assert state["finetune"]["top1"] is None and len(state["finetune"]["history"]) == 1
 
 
-def test_train_clips_cached_or_sought_are_the_same_pixels(dataset):
-    """TrainClipDataset decodes only the clip's frames, or caches whole videos: the same items."""
-    from mcl_fast.eval.finetune import TrainClipDataset
+def _finetune_batches(paths, labels, num_workers: int, epochs=(0, 2)) -> list[dict]:
+    from mcl_fast.data.evaluation import finetune_loader
 
-    paths = [dataset / "moving/v1.mp4", dataset / "still/v2.mp4"]
-    settings = ClipSettings(num_clips=1, clip_len=4, stride=2, crop_size=48, short_side=56)
-    sought = TrainClipDataset(paths, [0, 1], settings, seed=3)
-    cached = TrainClipDataset(paths, [0, 1], settings, seed=3, cache_videos=True)
-    for epoch in range(3):
-        sought.epoch = cached.epoch = epoch
-        for i in range(2):
-            a, b = sought[i], cached[i]
-            assert a["clip"].shape == (3, 4, 48, 48) and a["label"] == b["label"] == i
-            torch.testing.assert_close(a["clip"], b["clip"], rtol=0, atol=0)
-    assert set(cached.cache) == {0, 1}
+    loader = finetune_loader(paths, labels, clip_len=4, stride=2, crop_size=48, resize_to=56, batch_size=3, seed=3,
+                             num_workers=num_workers)
+    try:
+        out = []
+        for epoch in epochs:
+            loader.set_epoch(epoch)
+            out.extend(loader)
+        return out
+    finally:
+        loader.close()
+
+
+def test_finetune_clips_are_the_same_whatever_the_workers(dataset):
+    """The fine-tuning mode's clips depend on (seed, epoch, position) only: the main process and two
+    workers give the same batches, with each video's label, and another epoch other clips."""
+    paths = [dataset / f"{c}/v{i}.mp4" for i, c in enumerate(["still", "moving"] * 2)]
+    labels = [1, 0, 1, 0]
+    main_process, workers = _finetune_batches(paths, labels, 0), _finetune_batches(paths, labels, 2)
+    assert [len(b["index"]) for b in main_process] == [3, 1, 3, 1]  # drop_last=False: every video every epoch
+    for a, b in zip(main_process, workers, strict=True):
+        assert a["views"][0].shape == (len(a["index"]), 3, 4, 48, 48)
+        torch.testing.assert_close(a["views"][0], b["views"][0], rtol=0, atol=0)
+        assert a["index"].tolist() == b["index"].tolist()
+        assert a["label"].tolist() == [labels[i] for i in a["index"].tolist()]
+    assert sorted(torch.cat([b["index"] for b in main_process[:2]]).tolist()) == [0, 1, 2, 3]
+    first = {int(i): v for b in main_process[:2] for i, v in zip(b["index"], b["views"][0])}
+    later = {int(i): v for b in main_process[2:] for i, v in zip(b["index"], b["views"][0])}
+    assert any(not torch.equal(first[i], later[i]) for i in first)  # epoch 2 draws other clips
+
+
+def test_finetune_config_reads_an_old_cache_videos_with_a_warning():
+    from mcl_fast.eval.finetune import FinetuneConfig
+
+    with pytest.warns(UserWarning, match="cache_videos is no longer an option and is ignored"):
+        cfg = FinetuneConfig(epochs=2, cache_videos=True)
+    assert cfg == FinetuneConfig(epochs=2) and "cache_videos" not in dataclasses.asdict(cfg)
 
 
 def test_demo_verdict_weighs_the_gap_against_the_test_set_noise():

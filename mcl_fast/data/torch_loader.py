@@ -87,12 +87,14 @@ def available_decoders() -> list[str]:
 # ------------------------------------------------------------------------------------ dataset
 
 
-def decode_clips(plan: SamplePlan, read: Callable = read_frames, num_frames: int | None = None) -> list[np.ndarray]:
-    """A plan's clips as (T, H, W, 3) uint8 arrays: the union of their frames decoded once. In a
-    DataLoader worker PyAV decodes on the worker's thread alone (decord is given one thread too):
-    the workers are the parallelism, and frame threads there cost CPU for nothing."""
+def decode_clips(plan: SamplePlan, read: Callable = read_frames, num_frames: int | None = None,
+                 threads: int | None = None) -> list[np.ndarray]:
+    """A plan's clips as (T, H, W, 3) uint8 arrays: the union of their frames decoded once.
+    threads: PyAV's decoding threads in the main process (None: FFmpeg's choice, about one per
+    core). In a DataLoader worker PyAV decodes on the worker's thread alone (decord is given one
+    thread too): the workers are the parallelism, and frame threads there cost CPU for nothing."""
     uniq, inverse = np.unique(np.concatenate(plan.clips), return_inverse=True)
-    with decoder_threads(1 if torch.utils.data.get_worker_info() is not None else None):
+    with decoder_threads(1 if torch.utils.data.get_worker_info() is not None else threads):
         decoded = read(plan.path, uniq, num_frames)
     clips, at, every = [], 0, np.arange(len(decoded))
     for frames in plan.clips:
@@ -110,14 +112,16 @@ def view_shapes(plan: SamplePlan, size: int, output: OutputFormat) -> list[tuple
 
 
 def render_plan(plan: SamplePlan, size: int, read: Callable = read_frames, num_frames: int | None = None,
-                output: OutputFormat | None = None, out: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+                output: OutputFormat | None = None, out: list[torch.Tensor] | None = None,
+                decode_threads: int | None = None) -> list[torch.Tensor]:
     """Decode a plan's frames (the union of its clips, once) and render every view: a list with one
     tensor per view in `output`'s format (default ImageNet-normalised (3, T, S, S) float32).
     read(path, indices, num_frames) decodes; num_frames: the video's frame count (the store's);
     size: the views' side where the plan does not say; out: one tensor per view to write into
-    (view_shapes; e.g. a sample of a batch buffer), fresh ones when None."""
+    (view_shapes; e.g. a sample of a batch buffer), fresh ones when None; decode_threads:
+    decode_clips' threads."""
     output = output or OutputFormat()
-    clips = decode_clips(plan, read, num_frames)
+    clips = decode_clips(plan, read, num_frames, decode_threads)
     if out is None:
         out = [torch.empty(shape, dtype=output.torch_dtype) for shape in view_shapes(plan, size, output)]
     return [render_into(clips[v.clip], v.box, v.aug, v.size or size, o, output) for v, o in zip(plan.views, out)]
@@ -227,7 +231,7 @@ class _BatchDataset(torch.utils.data.Dataset):
                                      f"a batch needs equal clip lengths and sizes")
                 try:
                     render_plan(plan, loader.size, read, int(loader.store.info(plan.video)["num_frames"]),
-                                loader.output, out=[v[b] for v in views])
+                                loader.output, out=[v[b] for v in views], decode_threads=loader.render_threads)
                 except Exception as err:  # noqa: BLE001 (mark the file bad; the replan replaces it)
                     log.debug("reading %s failed", plan.path, exc_info=err)
                     loader.report_failure(plan.path, failure_reason(err))
@@ -328,7 +332,8 @@ class TorchVideoLoader(LoaderBase):
     worker_init_fn must be picklable (checked at construction when num_workers > 0).
     render_threads: torch's and OpenCV's threads while a batch renders in a loading process
     (default 1, the cheapest per clip: each worker, and with num_workers=0 the main process, which
-    gets its own setting back after each batch); None leaves the process's setting.
+    gets its own setting back after each batch), and with num_workers=0 PyAV's decoding threads
+    too (a worker decodes on one); None leaves the process's setting and FFmpeg's own choice.
     With num_workers=0 batches are rendered into a few reused buffers, never one a batch you
     still hold (or any tensor or array on it) refers to; with workers each batch is new.
     """

@@ -229,7 +229,7 @@ def run_demo_evaluation(checkpoint, data: dict, out_dir, *, num_clips: int = 5, 
         net = build_backbone(name, **kwargs)
         batch = int(d.get("batch_size", 16))
         cfg = FinetuneConfig(epochs=supervised_epochs, batch_size=batch, lr=0.05 * 8 / batch, dropout=0.0,
-                             num_test_clips=num_clips, num_workers=0, cache_videos=True)
+                             num_test_clips=num_clips, num_workers=0)
         sup = finetune(net, {"model": config["model"], "data": d}, train, test, videos, train_settings=settings,
                        config=cfg, out=out_dir / "supervised.pt", device="cpu", progress=progress)
         sup_backbone, _ = load_backbone(out_dir / "supervised.pt")

@@ -1,11 +1,13 @@
 """Supervised fine-tuning (paper sec. 4.2, Table 4): the pretrained backbone + a linear layer.
 
-Training: one random clip per video and epoch (clip_len frames at stride, uniform start), short
-side resized (crop·256/224), a random crop_size² crop and a random horizontal flip, ImageNet
-normalisation; cross-entropy, SGD with momentum. The loop, the per-iteration warm-up + cosine
-schedule, mixed precision, channels-last and DDP are pretraining's (`mcl_fast.engine`):
-`train_one_epoch` with `classification_loss`. Testing: num_test_clips clips spread uniformly
-over each video (centre crop), the softmax averaged over them, top-1. Distributed with torchrun
+Training: one random clip per video and epoch from the loaders' fine-tuning mode
+(mcl_fast.data.evaluation.finetune_loader: clip_len frames at stride, uniform start, the box a
+random crop_size² crop of the frames resized to a short side of crop·256/224 keeps, a random
+horizontal flip, ImageNet normalisation); cross-entropy, SGD with momentum. The loop, the
+per-iteration warm-up + cosine schedule, mixed precision, channels-last and DDP are
+pretraining's (`mcl_fast.engine`): `train_one_epoch` with `classification_loss`. Testing:
+num_test_clips clips spread uniformly over each video (the loaders' evaluation mode, centre
+crop), the softmax averaged over them, top-1. Distributed with torchrun
 like pretraining (NCCL on GPU, gloo on CPU); amp "auto" is bf16 on GPU, fp32 on CPU.
 
 The result is written as a checkpoint that `mcl_fast.checkpoint.load_backbone` reads (the
@@ -14,14 +16,15 @@ backbone under ``encoder_q.backbone.``), plus the classifier under ``head`` and 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, fields
+import warnings
+from dataclasses import InitVar, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .features import ClipSettings, decode_resized, normalize_clips, resize_short_side
+from .features import ClipSettings
 
 
 class VideoClassifier(nn.Module):
@@ -39,55 +42,6 @@ class VideoClassifier(nn.Module):
         return self.fc(self.dropout(self.backbone(x)))
 
 
-class TrainClipDataset:
-    """item i = {"clip": (3, T, S, S) float32 tensor, "label"}: random start, random crop, random flip.
-
-    Only the clip's frames are decoded (seek to the keyframe before them, decode forward:
-    mcl_fast.video_io.read_frames), then resized to the short side and cropped.
-    cache_videos=True instead decodes each whole video once and keeps it, resized, in memory
-    (small datasets read in the main process, num_workers=0: workers are new every epoch).
-    Randomness comes from (seed, epoch, i), so a run is reproducible whatever the worker count.
-    Not a loader mode (the test clips are: features.clip_loader) because the loaders keep no
-    decoded video across epochs, which cache_videos gives the demo's many short epochs.
-    """
-
-    def __init__(self, paths, labels, settings: ClipSettings, seed: int = 0, cache_videos: bool = False):
-        self.paths = [Path(p) for p in paths]
-        self.labels = list(labels)
-        self.settings = settings
-        self.seed = seed
-        self.epoch = 0
-        self.cache: dict[int, np.ndarray] | None = {} if cache_videos else None
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i) -> dict:
-        """{"clip": (3, T, S, S) float32, "label": int}."""
-        from ..video_io import frame_index, read_frames
-        from ..sampling import clip_frame_indices, random_clip_start
-
-        s = self.settings
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        if self.cache is not None:
-            if i not in self.cache:
-                self.cache[i] = decode_resized(self.paths[i], s.resize_to)
-            n = len(self.cache[i])
-            start = random_clip_start(n, s.clip_len, s.stride, rng)
-            clip = self.cache[i][clip_frame_indices(start, s.clip_len, s.stride, n)]
-        else:
-            n = len(frame_index(self.paths[i]))  # packets: no decode of the whole video
-            start = random_clip_start(n, s.clip_len, s.stride, rng)
-            clip = read_frames(self.paths[i], clip_frame_indices(start, s.clip_len, s.stride, n))
-            clip = np.stack([resize_short_side(f, s.resize_to) for f in clip])  # as the cached videos
-        h, w = clip.shape[1:3]
-        y0, x0 = int(rng.integers(h - s.crop_size + 1)), int(rng.integers(w - s.crop_size + 1))
-        clip = clip[:, y0:y0 + s.crop_size, x0:x0 + s.crop_size]
-        if rng.random() < 0.5:
-            clip = clip[:, :, ::-1]
-        return {"clip": torch.from_numpy(normalize_clips(clip)), "label": int(self.labels[i])}
-
-
 @dataclass
 class FinetuneConfig:
     """Fine-tuning's settings, checked at construction as pretraining's config is (mcl_fast.config):
@@ -103,11 +57,19 @@ class FinetuneConfig:
     amp: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "bf16", "fp16" (with a GradScaler) or "off"
     num_workers: int = 0
     seed: int = 0
-    cache_videos: bool = False  # keep decoded training videos in memory (small datasets; needs num_workers=0)
+    # An earlier version's option (decoded training videos kept in memory), accepted and ignored
+    # so that the configs and scripts that set it still run: the loaders decode each clip's frames.
+    cache_videos: InitVar[bool | None] = None
 
-    def __post_init__(self):
-        from ..config import check_dataclass, dataclass_schema, integer, number, one_of
+    def __post_init__(self, cache_videos):
+        from ..config import BOOL, check_dataclass, check_value, dataclass_schema, integer, number, one_of
         from ..engine import AMP_MODES
+
+        if cache_videos is not None:
+            check_value("cache_videos", BOOL, cache_videos, "fine-tuning config")
+            warnings.warn("fine-tuning config: cache_videos is no longer an option and is ignored (the training "
+                          "clips come from the loaders, which decode only each clip's frames); leave it out",
+                          UserWarning, stacklevel=3)
 
         names = [f.name for f in fields(self)]
         check_dataclass(self, dataclass_schema(type(self), names, refined={  # the ranges annotations cannot say
@@ -118,8 +80,9 @@ class FinetuneConfig:
 
 
 def classification_loss(model, batch: dict) -> dict:
-    """`compute_loss` of engine.train_one_epoch for a classifier: cross-entropy (float32) and top-1 (%)."""
-    logits = model(batch["clip"])
+    """`compute_loss` of engine.train_one_epoch for a classifier on a finetune_loader batch
+    (views[0] (B, 3, T, S, S), label (B,)): cross-entropy (float32) and top-1 (%)."""
+    logits = model(batch["views"][0])
     loss = nn.functional.cross_entropy(logits.float(), batch["label"])
     return {"loss": loss, "top1": (logits.detach().argmax(1) == batch["label"]).float().mean() * 100}
 
@@ -224,7 +187,7 @@ def finetune(backbone: nn.Module, backbone_config: dict, train_split, test_split
              progress: bool = True) -> dict:
     """Fine-tune `backbone` on train_split, test on test_split; returns {"top1", "history", ...}.
 
-    Under torchrun every process trains on its shard (DistributedSampler); rank 0 writes `out`
+    Under torchrun every process trains on its shard (the loader shards by rank); rank 0 writes `out`
     (a checkpoint, see the module docstring) before the test, every rank tests a shard of the
     test videos (evaluate_classifier), and `out` is rewritten with the test top-1.
     """
@@ -245,36 +208,30 @@ def finetune(backbone: nn.Module, backbone_config: dict, train_split, test_split
     num_classes = len(train_split.classes)
     model, train_model = runtime.prepare(VideoClassifier(backbone, num_classes, cfg.dropout))
 
-    if cfg.cache_videos and cfg.num_workers:
-        raise ValueError("cache_videos keeps the videos in the main process: use num_workers=0")
-    dataset = TrainClipDataset([root / p for p in train_split.paths], train_split.labels, train_settings, cfg.seed,
-                               cache_videos=cfg.cache_videos)
-    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                                                  seed=cfg.seed, drop_last=False)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
-                                         num_workers=cfg.num_workers, drop_last=False,
-                                         pin_memory=dev.type == "cuda")
+    loader = train_loader(train_split, root, train_settings, cfg, pin_memory=dev.type == "cuda")
     lr = cfg.lr * cfg.batch_size * world / 8  # linear scaling from the reference batch of 8
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = WarmupCosine(opt, lr, cfg.epochs * len(loader), int(cfg.warmup_epochs * len(loader)))
     history = []
-    for epoch in range(cfg.epochs):
-        sampler.set_epoch(epoch)
-        dataset.epoch = epoch
-        train_model.train()
-        window = MetricWindow()
-        with tqdm(total=len(loader), desc=f"finetune {epoch + 1}/{cfg.epochs}", unit="batch",
-                  disable=not progress or rank != 0) as bar:
-            def on_step(info, bar=bar):
-                window.update(info.metrics, info.samples, info.data_s)
-                bar.update(1)
+    try:
+        for epoch in range(cfg.epochs):
+            loader.set_epoch(epoch)
+            train_model.train()
+            window = MetricWindow()
+            with tqdm(total=len(loader), desc=f"finetune {epoch + 1}/{cfg.epochs}", unit="batch",
+                      disable=not progress or rank != 0) as bar:
+                def on_step(info, bar=bar):
+                    window.update(info.metrics, info.samples, info.data_s)
+                    bar.update(1)
 
-            train_one_epoch(train_model, classification_loss, loader, opt, runtime, scheduler=scheduler,
-                            steps=len(loader), on_step=on_step)
-            means = window.means()  # over the epoch's steps and the ranks
-            check_finite(means, f"in fine-tuning epoch {epoch + 1} (lower --lr)")
-            bar.set_postfix(loss=f"{means['loss']:.3f}", top1=f"{means['top1']:.1f}")
-        history.append({"epoch": epoch + 1, "loss": means["loss"], "train_top1": means["top1"] / 100})
+                train_one_epoch(train_model, classification_loss, loader, opt, runtime, scheduler=scheduler,
+                                steps=len(loader), on_step=on_step)
+                means = window.means()  # over the epoch's steps and the ranks
+                check_finite(means, f"in fine-tuning epoch {epoch + 1} (lower --lr)")
+                bar.set_postfix(loss=f"{means['loss']:.3f}", top1=f"{means['top1']:.1f}")
+            history.append({"epoch": epoch + 1, "loss": means["loss"], "train_top1": means["top1"] / 100})
+    finally:
+        loader.close()  # its worker processes now: the test starts its own
 
     result = {"history": history, "num_classes": num_classes, "world_size": world}
     state = {
@@ -297,6 +254,18 @@ def finetune(backbone: nn.Module, backbone_config: dict, train_split, test_split
         atomic_torch_save(state, out)  # the same weights, now with their test result
     dist.barrier()
     return result
+
+
+def train_loader(split, videos_root, settings: ClipSettings, cfg: FinetuneConfig, pin_memory: bool = False):
+    """The loaders' fine-tuning mode (data.evaluation.finetune_loader) over a split's videos, with
+    its labels, the clip settings' shape and the config's batch size, workers and seed."""
+    from ..data.evaluation import finetune_loader
+
+    root = Path(videos_root)
+    return finetune_loader([root / p for p in split.paths], split.labels, clip_len=settings.clip_len,
+                           stride=settings.stride, crop_size=settings.crop_size, resize_to=settings.resize_to,
+                           batch_size=cfg.batch_size, seed=cfg.seed, num_workers=cfg.num_workers,
+                           pin_memory=pin_memory)
 
 
 def load_classifier(checkpoint_path, map_location="cpu"):
