@@ -75,7 +75,7 @@ def resize_center_crop(image: np.ndarray, short_side: int, crop: int) -> np.ndar
 
 def decode_resized(path, short_side: int, crop: int | None = None) -> np.ndarray:
     """Decode every frame of a video with PyAV: (N, S, S, 3) uint8 RGB after resize + centre crop
-    (Grad-CAM's overlays, fine-tuning's cached videos). crop=None keeps the whole resized frame
+    (Grad-CAM's overlays). crop=None keeps the whole resized frame
     (N, h, w, 3). Raises ValueError (a VideoError naming the file, with the reason every tool
     gives: mcl_fast.video_io) for a bad video.
     """
