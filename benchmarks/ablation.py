@@ -3,8 +3,8 @@
     python benchmarks/ablation.py --preset smoke   # 2-3 minutes: checks the pipeline runs
     python benchmarks/ablation.py --preset cpu     # ~13 min on the 2-core VM (<= 30 loaded): BENCHMARKS.md
     python benchmarks/ablation.py --preset gpu     # larger data, backbone and budget
-    python benchmarks/ablation.py --preset warm    # the cpu data and budget from an image-MoCo warm start
-    python benchmarks/ablation.py --preset warm-shortcut   # the same on scenes drawn from a pool of 64
+    python benchmarks/ablation.py --preset warm    # the cpu data and budget from an image-MoCo warm start (~31 min)
+    python benchmarks/ablation.py --preset warm-shortcut   # the same on scenes from a pool of 64 (~30 min)
     python benchmarks/ablation.py --preset smoke --warm-start 20   # the warm path's pipeline check
 
 The dataset (mcl_fast.eval.actions): classes defined by how a small object moves (horizontal,
@@ -33,7 +33,8 @@ the same settings) trains tiny's 2D counterpart on frames of the training videos
 pretraining row starts from it inflated into tiny (models/inflate.py, "repeat", the demo's default),
 with the same budget as every other row. The warm-shortcut preset is the same on data where
 appearance is a shortcut (issue 22, item 2): each video's scene comes from a pool of 64 shared
-across classes (`scene_pool`), so the scene tells a batch's videos apart but not the classes.
+across classes (`scene_pool`), so the scene tells a batch's videos apart but not the classes
+(the object is 16 px and always moving there: the supervised ceiling needs it; BENCHMARKS.md).
 
 Every pretraining variant runs through the trainer (mcl_fast.train.train, torch loader) with the
 same budget. Every row is then evaluated on frozen features (clips averaged per video): linear
