@@ -3,7 +3,8 @@
     python benchmarks/ablation.py --preset smoke   # 2-3 minutes: checks the pipeline runs
     python benchmarks/ablation.py --preset cpu     # ~13 min on the 2-core VM (<= 30 loaded): BENCHMARKS.md
     python benchmarks/ablation.py --preset gpu     # larger data, backbone and budget
-    python benchmarks/ablation.py --preset warm    # the cpu data and budget from an image-MoCo warm start
+    python benchmarks/ablation.py --preset warm    # the cpu data and budget from an image-MoCo warm start (~31 min)
+    python benchmarks/ablation.py --preset warm-shortcut   # the same on scenes from a pool of 64 (~30 min)
     python benchmarks/ablation.py --preset smoke --warm-start 20   # the warm path's pipeline check
 
 The dataset (mcl_fast.eval.actions): classes defined by how a small object moves (horizontal,
@@ -30,13 +31,23 @@ The warm preset is the paper's regime at this scale (issue 22, item 1): the pape
 ImageNet-MoCo network; here the demo's image-level MoCo (mcl_fast.image_moco, `mcl_fast.demo.image_stage`,
 the same settings) trains tiny's 2D counterpart on frames of the training videos, and every
 pretraining row starts from it inflated into tiny (models/inflate.py, "repeat", the demo's default),
-with the same budget as every other row.
+with the same budget as every other row. The warm-shortcut preset is the same on data where
+appearance is a shortcut (issue 22, item 2): each video's scene comes from a pool of 64 shared
+across classes (`scene_pool`), so the scene tells a batch's videos apart but not the classes
+(the object is 16 px and always moving there: the supervised ceiling needs it; BENCHMARKS.md).
 
 Every pretraining variant runs through the trainer (mcl_fast.train.train, torch loader) with the
 same budget. Every row is then evaluated on frozen features (clips averaged per video): linear
 SVM top-1 (features z-scored) and retrieval R@1 (test videos query the training videos); mean ±
 std over the seeds, printed as a table and written as JSON. The supervised row also reports its
 own classifier's test top-1. The point is to measure: whatever the table shows is the result.
+
+The mechanism columns (mcl_fast.eval.mechanism): on held-out clips (MECHANISM_EPOCHS passes over
+the test videos, motion-focused clips, seed MECHANISM_SEED: every row sees the same clips), the
+MAL v3 per term as the +MAL v3 rows train it (computed, not trained, for the other rows) and the
+InfoNCE below chance (ln of the batch size), the network in evaluation mode. Rows without MoCo
+heads are measured as the model pretraining seed s starts from (its random heads on their
+backbone: random init, its BN statistics, the image-MoCo init); the supervised row has none ("—").
 """
 from __future__ import annotations
 
@@ -70,6 +81,9 @@ VARIANTS = {
 # steps). A preset can override any of them.
 PRETRAIN = dict(queue=0, momentum=0.99, tau=0.1, dim=128, hidden=128, lr=0.05, weight_decay=1e-4)
 
+# The held-out clips of the mechanism columns: outside the presets, so changing them reuses every run.
+MECHANISM_SEED, MECHANISM_EPOCHS, MECHANISM_CRITERION = 0, 2, "+MAL v3"
+
 PRESETS = {
     # ~2-3 minutes: a pipeline check, numbers meaningless.
     "smoke": dict(classes=4, videos_per_class=6, num_frames=32, height=48, width=64, object_size=10, pan=0.0,
@@ -94,6 +108,16 @@ PRESETS = {
                  batch=16, epochs=22, augment=False, seeds=3, eval_clips=3, supervised_epochs=40,
                  supervised_lr=0.05, supervised_batch=32, loader_workers=2, warm_start=1000, inflate="repeat",
                  variants=["moco", "+TA", "+TA+SA", "+MAL v3", "+MAL v3 λ0.5", "+MAL v3 λ2"]),
+    # The warm preset on scenes drawn from a pool of 64 shared across classes (a batch of 16 has
+    # ~1.8 pairs of videos sharing a scene): appearance tells videos apart, only motion classes.
+    # Object 16 px moving all the time: with the warm preset's 10 px for 75 % of the video the
+    # supervised ceiling was 31 % (seed 0; 14 px all the time 87 %, 16 px for 75 % 61 / 97 %).
+    "warm-shortcut": dict(classes=4, videos_per_class=80, num_frames=48, height=48, width=64, object_size=16,
+                          pan=0.0, active_fraction=1.0, distractors=2, scene_seed=None, scene_pool=64,
+                          backbone="tiny", size=48, clip_len=8, stride=2, batch=16, epochs=22, augment=False,
+                          seeds=3, eval_clips=3, supervised_epochs=40, supervised_lr=0.05, supervised_batch=32,
+                          loader_workers=2, warm_start=1000, inflate="repeat",
+                          variants=["moco", "+TA", "+TA+SA", "+MAL v3", "+MAL v3 λ0.5", "+MAL v3 λ2"]),
     # One GPU: more classes, videos, a bigger backbone and budget; per-video scenes.
     "gpu": dict(classes=5, videos_per_class=80, num_frames=64, height=128, width=160, object_size=16, pan=1.0,
                 active_fraction=0.5, distractors=2, scene_seed=None, backbone="r3d_18", size=112, clip_len=16,
@@ -116,7 +140,7 @@ def build_dataset(work: Path, p: dict, progress: bool):
         videos, classes=SHAPE_CLASSES[:p["classes"]], videos_per_class=p["videos_per_class"],
         num_frames=p["num_frames"], height=p["height"], width=p["width"], object_size=p["object_size"],
         pan_max=p["pan"], active_fraction=p["active_fraction"], num_distractors=p["distractors"],
-        scene_seed=p["scene_seed"], progress=progress)
+        scene_seed=p["scene_seed"], scene_pool=p.get("scene_pool"), progress=progress)
     # strict: a video the store could not take fails the run here, naming it, not later in the loader.
     prepare(str(videos), str(work / "store"), flow="farneback", size=min(p["height"], p["width"]), workers=1,
             strict=True, progress=progress)
@@ -147,14 +171,25 @@ def pretrain(work: Path, p: dict, variant: str, seed: int, train_split, progress
     """Pretrain one variant with one seed, from random init or the 2D checkpoint `init` (inflated by
     p["inflate"]); returns its last checkpoint (reused when present)."""
     from mcl_fast.checkpoint import list_checkpoints
-    from mcl_fast.train import load_config, train
+    from mcl_fast.train import train
 
-    sampling, loss = VARIANTS[variant]
     # The run folder is keyed by the settings, so a changed preset never reuses an old run.
     out = run_folder(work, p, variant, seed)
     done = out / "summary.json"
     if done.is_file() and list_checkpoints(out):
         return list_checkpoints(out)[-1]
+    train(pretrain_config(work, p, variant, seed, train_split, progress, init), resume="auto")
+    # resume="auto": a run killed before its summary continues; a fresh folder starts.
+    return list_checkpoints(out)[-1]
+
+
+def pretrain_config(work: Path, p: dict, variant: str, seed: int, train_split, progress: bool = False,
+                    init: Path | None = None) -> dict:
+    """The trainer's config of one variant and seed (demo_cpu with the preset's settings)."""
+    from mcl_fast.train import load_config
+
+    sampling, loss = VARIANTS[variant]
+    out = run_folder(work, p, variant, seed)
     config = load_config("demo_cpu")
     config = copy.deepcopy(config)
     config["name"] = f"ablation {variant} seed {seed}"
@@ -172,8 +207,7 @@ def pretrain(work: Path, p: dict, variant: str, seed: int, train_split, progress
                            warmup_epochs=min(1, p["epochs"] - 1))
     config["train"].update(device="auto", amp="auto", seed=seed, tensorboard=False, plot=False, progress=progress)
     config["checkpoint"].update(every_steps=0, keep=1)
-    train(config, resume="auto")  # a run killed before its summary continues; a fresh folder starts
-    return list_checkpoints(out)[-1]
+    return config
 
 
 def run_folder(work: Path, p: dict, name: str, seed: int) -> Path:
@@ -268,6 +302,39 @@ def evaluate(backbone, train_split, test_split, videos: Path, p: dict, cache: Pa
             "r1": recall_at_k(te_x, te_y, tr_x, tr_y, ks=(1,))[1]}
 
 
+def held_out_setup(work: Path, p: dict, train_split, test_split) -> tuple:
+    """(criterion, batches) every row's mechanism columns share: the MAL of the MECHANISM_CRITERION
+    rows, on MECHANISM_EPOCHS passes over the test videos (motion-focused clips, MECHANISM_SEED)."""
+    from mcl_fast.eval.mechanism import held_out_batches, mal_criterion
+
+    config = pretrain_config(work, p, MECHANISM_CRITERION, 0, train_split)
+    batches = held_out_batches(config, test_split.paths, seed=MECHANISM_SEED, epochs=MECHANISM_EPOCHS)
+    return mal_criterion(config), batches
+
+
+def held_out(model, setup: tuple) -> dict:
+    """A MoCo model's held-out MAL per term and InfoNCE (mcl_fast.eval.mechanism), rounded; on the GPU if any."""
+    import torch
+
+    from mcl_fast.eval.mechanism import held_out_mechanism
+
+    criterion, batches = setup
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu")
+    return {k: round(v, 4) for k, v in held_out_mechanism(model, criterion, batches).items()}
+
+
+def starting_model(work: Path, p: dict, seed: int, train_split, init: Path | None = None, backbone=None):
+    """The model pretraining seed `seed` starts from (random heads; the backbone random, inflated
+    from `init`, or, given, `backbone`'s weights and BN statistics in both encoders)."""
+    from mcl_fast.eval.mechanism import initial_model
+
+    model = initial_model(pretrain_config(work, p, "moco", seed, train_split, init=init), seed)
+    if backbone is not None:
+        for encoder in (model.encoder_q, model.encoder_k):
+            encoder.backbone.load_state_dict(backbone.state_dict())
+    return model
+
+
 def _last_row(run: Path) -> dict:
     """The last logged training row's loss and diagnostics (acc1, batch_acc1, key_cos), rounded."""
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").is_file() else []
@@ -275,12 +342,27 @@ def _last_row(run: Path) -> dict:
     return {k: round(history[-1][k], 3) for k in keys if history and k in history[-1]}
 
 
+# The held-out mechanism values the table reports (keys of mcl_fast.eval.mechanism.held_out_mechanism).
+HELD_OUT = ("mal_s", "mal_t", "mal_st", "nce", "below_chance", "chance")
+
+
+def _held_out_stats(runs: list[dict]) -> dict:
+    """{key_mean, key_std} of each HELD_OUT value over the runs; {} when a run has none."""
+    if not all("held_out" in r for r in runs):
+        return {}
+    out = {}
+    for key in HELD_OUT:
+        values = np.array([r["held_out"][key] for r in runs])
+        out.update({f"{key}_mean": float(values.mean()), f"{key}_std": float(values.std())})
+    return out
+
+
 def summarize(rows: dict) -> list[dict]:
     table = []
     for name, runs in rows.items():
         top1 = np.array([r["top1"] for r in runs]) * 100
         r1 = np.array([r["r1"] for r in runs]) * 100
-        table.append({"variant": name, "seeds": len(runs), "top1_mean": float(top1.mean()),
+        table.append({"variant": name, "seeds": len(runs), **_held_out_stats(runs), "top1_mean": float(top1.mean()),
                       "top1_std": float(top1.std()), "r1_mean": float(r1.mean()), "r1_std": float(r1.std()),
                       "train_s": float(np.mean([r.get("train_s") or np.nan for r in runs])),
                       "train_cpu_s": float(np.mean([r.get("train_cpu_s") or np.nan for r in runs])),
@@ -293,17 +375,28 @@ def _seconds(value: float) -> str:
     return "–" if not np.isfinite(value) else f"{value:.0f}"
 
 
+def _held_out_cells(row: dict) -> str:
+    """The MAL S, T, ST, InfoNCE and below-chance cells of a table row ("—" without a MoCo head)."""
+    if "nce_mean" not in row:
+        return " — | — | — | — | — |"
+    return "".join(f" {row[f'{k}_mean']:.3f} ± {row[f'{k}_std']:.3f} |"
+                   for k in ("mal_s", "mal_t", "mal_st", "nce", "below_chance"))
+
+
 def format_table(table: list[dict], p: dict, preset: str) -> str:
+    chance = next((row["chance_mean"] for row in table if "chance_mean" in row), float("nan"))
     lines = [f"Ablation ({preset}): {p['classes']} classes x {p['videos_per_class']} videos, backbone {p['backbone']}, "
              f"{p['epochs']} epochs x batch {p['batch']} (supervised {p['supervised_epochs']} epochs), "
-             f"{p['seeds']} seed(s); frozen features: linear SVM top-1 and R@1 (%)",
-             "", "| row | SVM top-1 (%) | R@1 (%) | training s/run (CPU s) |", "| --- | --- | --- | --- |"]
+             f"{p['seeds']} seed(s); frozen features: linear SVM top-1 and R@1 (%); held-out MAL v3 per term "
+             f"and InfoNCE (chance {chance:.3f})",
+             "", "| row | SVM top-1 (%) | R@1 (%) | MAL S | MAL T | MAL ST | InfoNCE | below chance "
+             "| training s/run (CPU s) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in table:
         extra = f" (its classifier: {row['classifier_top1']:.1f})" if row.get("classifier_top1") is not None else ""
         name = row["variant"] + (f" ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''})"
                                  if row["seeds"] != p["seeds"] else "")
         lines.append(f"| {name} | {row['top1_mean']:.1f} ± {row['top1_std']:.1f}{extra} | "
-                     f"{row['r1_mean']:.1f} ± {row['r1_std']:.1f} | {_seconds(row['train_s'])} "
+                     f"{row['r1_mean']:.1f} ± {row['r1_std']:.1f} |{_held_out_cells(row)} {_seconds(row['train_s'])} "
                      f"({_seconds(row['train_cpu_s'])}) |")
     return "\n".join(lines)
 
@@ -328,6 +421,7 @@ def main(argv=None) -> int:
     from mcl_fast.checkpoint import load_backbone
     from mcl_fast._io import atomic_write_json
     from mcl_fast.eval.baselines import recalibrate_batchnorm
+    from mcl_fast.eval.mechanism import pretrained_model
     from mcl_fast.eval.features import file_sha256
     from mcl_fast.models import build_backbone
 
@@ -358,23 +452,28 @@ def main(argv=None) -> int:
     rows: dict[str, list[dict]] = {"supervised": [], "random init": [], "random init, BN statistics": []}
     cache = work / "feature_cache"
     init = warm_start(work, p, train_split, videos)
-    if init:  # deterministic: one row, whatever the number of seeds
+    setup = held_out_setup(work, p, train_split, test_split)
+    if init:  # deterministic features: one evaluation; the held-out columns of each seed's random heads
         net = build_backbone(p["backbone"], init=str(init), inflate=p.get("inflate", "repeat"))
-        rows["image-MoCo init (no video)"] = [evaluate(net, train_split, test_split, videos, p, cache,
-                                                       f"init-{file_sha256(init)}-{p.get('inflate', 'repeat')}",
-                                                       progress)]
+        scores = evaluate(net, train_split, test_split, videos, p, cache,
+                          f"init-{file_sha256(init)}-{p.get('inflate', 'repeat')}", progress)
+        rows["image-MoCo init (no video)"] = [
+            {**scores, "seed": seed, "held_out": held_out(starting_model(work, p, seed, train_split, init), setup)}
+            for seed in range(p["seeds"])]
     for seed in range(p["seeds"]):
         if seed < p.get("supervised_seeds", p["seeds"]):
             rows["supervised"].append(supervised_row(work, p, seed, train_split, test_split, videos, cache, progress))
         torch.manual_seed(seed)
         net = build_backbone(p["backbone"])
-        rows["random init"].append(evaluate(net, train_split, test_split, videos, p, cache,
-                                            f"random-{p['backbone']}-{seed}", progress))
+        rows["random init"].append({**evaluate(net, train_split, test_split, videos, p, cache,
+                                               f"random-{p['backbone']}-{seed}", progress),
+                                    "held_out": held_out(starting_model(work, p, seed, train_split), setup)})
         # The same weights (pretraining seed s starts from them too) with BN statistics of the data:
         # eval-mode BN of an untrained network normalises with mean 0 / variance 1.
         net = recalibrate_batchnorm(net, [videos / v for v in train_split.paths], eval_settings(p))
-        rows["random init, BN statistics"].append(evaluate(net, train_split, test_split, videos, p, cache,
-                                                           f"random-bn-{p['backbone']}-{seed}", progress))
+        rows["random init, BN statistics"].append({
+            **evaluate(net, train_split, test_split, videos, p, cache, f"random-bn-{p['backbone']}-{seed}", progress),
+            "held_out": held_out(starting_model(work, p, seed, train_split, backbone=net), setup)})
     for variant in p["variants"]:
         rows[variant] = []
         for seed in range(p["seeds"]):
@@ -383,11 +482,12 @@ def main(argv=None) -> int:
             times = timing(ckpt.parent, t0, c0)
             backbone, _ = load_backbone(ckpt)
             result = evaluate(backbone, train_split, test_split, videos, p, cache, file_sha256(ckpt), progress)
-            result.update(seed=seed, **times, checkpoint=str(ckpt), last=_last_row(ckpt.parent))
+            result.update(seed=seed, **times, checkpoint=str(ckpt), last=_last_row(ckpt.parent),
+                          held_out=held_out(pretrained_model(ckpt), setup))
             rows[variant].append(result)
             print(f"{variant} seed {seed}: top-1 {100 * result['top1']:.1f} %  R@1 {100 * result['r1']:.1f} %  "
                   f"(pretrain {times['train_s']:.0f} s, {times['train_cpu_s']:.0f} CPU-s; last logged "
-                  f"{result['last']})", flush=True)
+                  f"{result['last']}; held out {result['held_out']})", flush=True)
 
     table = summarize(rows)
     text = format_table(table, p, args.preset)

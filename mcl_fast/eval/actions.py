@@ -16,6 +16,11 @@ pretraining augments with flips. The object moves only during an active window c
 augmentation), and it is small against distractors and the pan, so where the crop falls matters
 (spatial augmentation). Nothing but the motion tells the classes apart: the object's and the
 scene's textures, the distractors, the pan, the position and phase are random per video.
+
+Three kinds of scene (`make_action_dataset`): one per video (`scene_seed=None`), one shared by
+every video (`scene_seed=N`), or a pool of K scenes shared across classes (`scene_pool=K`): each
+video draws its scene from the pool independently of its class, so the scene tells videos apart
+but not classes (the static appearance bias the paper's motion focus targets).
 """
 from __future__ import annotations
 
@@ -122,11 +127,23 @@ def render_action(cls: str, *, num_frames: int = 48, height: int = 64, width: in
     return frames, boxes
 
 
+def pool_scene(video_seed: int, scene_pool: int) -> int:
+    """The scene seed (0 .. scene_pool - 1) of the video rendered with `video_seed`: uniform and drawn
+    from the video's own seed only, so it does not depend on the class or on the other videos."""
+    if scene_pool < 1:
+        raise ValueError(f"scene_pool must be >= 1 scenes, got {scene_pool}")
+    return int(np.random.default_rng([video_seed, 11]).integers(scene_pool))
+
+
 def make_action_dataset(root, *, classes=SHAPE_CLASSES[:4], videos_per_class: int = 12, test_fraction: float = 0.33,
-                        seed: int = 0, ext: str = ".mp4", progress: bool = True, **render_kwargs):
+                        seed: int = 0, ext: str = ".mp4", progress: bool = True, scene_pool: int | None = None,
+                        **render_kwargs):
     """Write `videos_per_class` videos per class under root/<class>/<class>_<i><ext> (existing files
     are kept) and root/train.csv, root/test.csv (``path,label``, the last test_fraction of each
     class's videos go to test). Returns (train_csv, test_csv) paths.
+
+    scene_pool: K draws each video's `scene_seed` from K pool scenes (`pool_scene`) instead of the
+    render_kwargs' scene_seed (which must then be None).
     """
     from tqdm import tqdm
 
@@ -140,12 +157,18 @@ def make_action_dataset(root, *, classes=SHAPE_CLASSES[:4], videos_per_class: in
     n_test = max(1, int(round(test_fraction * videos_per_class)))
     if n_test >= videos_per_class:
         raise ValueError(f"videos_per_class={videos_per_class} leaves no training video")
+    if scene_pool is not None and render_kwargs.get("scene_seed") is not None:
+        raise ValueError(f"scene_pool={scene_pool} draws each video's scene: leave scene_seed None "
+                         f"(got {render_kwargs['scene_seed']})")
     rows = {"train": [], "test": []}
     jobs = [(ci, cls, i) for ci, cls in enumerate(classes) for i in range(videos_per_class)]
     for ci, cls, i in tqdm(jobs, desc="action videos", unit="video", disable=not progress):
         rel = f"{cls}/{cls}_{i:03d}{ext}"
         if not (root / rel).is_file():
-            frames, _ = render_action(cls, seed=seed * 100_003 + ci * 1009 + i, **render_kwargs)
+            video_seed = seed * 100_003 + ci * 1009 + i
+            if scene_pool is not None:
+                render_kwargs["scene_seed"] = pool_scene(video_seed, scene_pool)
+            frames, _ = render_action(cls, seed=video_seed, **render_kwargs)
             write_video(root / rel, frames, fps=25, gop=8)
         rows["test" if i >= videos_per_class - n_test else "train"].append(f"{rel},{cls}\n")
     out = []
