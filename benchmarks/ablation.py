@@ -235,8 +235,7 @@ def supervised(work: Path, p: dict, seed: int, train_split, test_split, videos: 
                   "data": {"clip_len": p["clip_len"], "stride": p["stride"], "size": p["size"]}}
         cfg = FinetuneConfig(epochs=p["supervised_epochs"], batch_size=p.get("supervised_batch", p["batch"]),
                              lr=p.get("supervised_lr", 0.05 * 8 / p["batch"]),
-                             dropout=0.0, num_test_clips=p["eval_clips"], num_workers=0, seed=seed,
-                             cache_videos=p["videos_per_class"] * p["classes"] <= 2000)
+                             dropout=0.0, num_test_clips=p["eval_clips"], num_workers=0, seed=seed)
         finetune(net, config, train_split, test_split, videos, train_settings=settings, config=cfg, out=out,
                  device="auto", progress=progress)
     backbone, _ = load_backbone(out)
