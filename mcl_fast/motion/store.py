@@ -340,14 +340,19 @@ def _read_journal(path: Path, entry_keys=_ENTRY_KEYS, limit: int | None = None) 
     return ops, pos, len(data)
 
 
-def _apply(videos: dict, errors: dict, op: dict) -> None:
+def _apply(videos: dict, errors: dict, op: dict, *, tombstones: bool = False) -> None:
+    """One journal operation: a video's entry set, or its error recorded and its entry dropped.
+    tombstones=True (videos is an overlay on an index): a dropped entry becomes None instead."""
     path = op["path"]
     if op["op"] == "video":
         videos[path] = op["entry"]
         errors.pop(path, None)
     else:
         errors[path] = str(op["reason"])
-        videos.pop(path, None)
+        if tombstones:
+            videos[path] = None
+        else:
+            videos.pop(path, None)
 
 
 def _load_state(folder: Path) -> tuple[dict, WriterEntries, dict, list[dict], int, int]:
@@ -1008,17 +1013,6 @@ def _mapped(cache: dict, key, path: Path, end: int) -> np.memmap:
     return mm
 
 
-def _apply_overlay(overlay: dict, errors: dict, op: dict) -> None:
-    """A journal operation on top of an index: overlay {name: entry, or None when removed}."""
-    path = op["path"]
-    if op["op"] == "video":
-        overlay[path] = op["entry"]
-        errors.pop(path, None)
-    else:
-        errors[path] = str(op["reason"])
-        overlay[path] = None
-
-
 def _damaged(store: Path, shard: Path, video: str, stream: Stream, data, expected: str) -> DamagedVideo:
     return DamagedVideo(f"{shard}: the {stream.what} of video {video!r} are damaged (checksum {digest(data)}, the "
                         f"index recorded {expected}); recompute them with `{repair_command(store)}`",
@@ -1117,7 +1111,7 @@ class MotionStore(KindReaders):
                 raise StoreError(f"{journal} changed since this store was opened in the parent process; open the "
                                  "store again and plan with the new index")
             for op in ops:
-                _apply_overlay(overlay, errors, op)
+                _apply(overlay, errors, op, tombstones=True)
             if good:
                 applied[journal.name] = good
         return overlay, applied
