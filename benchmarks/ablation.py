@@ -278,11 +278,10 @@ def timing(run: Path, t0: float, c0: float) -> dict:
 
 
 def cpu_seconds() -> float:
-    """CPU seconds of this process and its finished children (the loaders' worker processes)."""
-    import resource
+    """CPU seconds of this process's tree: the loaders' forkserver workers included (_proc)."""
+    from _proc import tree_cpu_seconds  # this folder: the script's own
 
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return tree_cpu_seconds()
 
 
 def evaluate(backbone, train_split, test_split, videos: Path, p: dict, cache: Path, key: str, progress: bool) -> dict:

@@ -64,6 +64,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
+from _proc import tree_cpu_seconds, tree_pids  # noqa: E402  (this folder: the script's own)
 
 from _results import ResultsFile  # noqa: E402 (benchmarks/_results.py)
 
@@ -205,20 +206,6 @@ def planning_rows(store, samples: int, repeats: int = 5) -> list[dict]:
 # ------------------------------------------------------------------------------- measuring
 
 
-def _tree_pids(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-        except OSError:
-            continue
-    return pids
-
-
 def _pss_mb(pids) -> float:
     total = 0
     for p in pids:
@@ -241,7 +228,7 @@ class MemorySampler(threading.Thread):
     def __init__(self, gpu_handle=None):
         super().__init__(daemon=True)
         self.gpu = gpu_handle
-        self.base_mb = _pss_mb(_tree_pids(os.getpid()))
+        self.base_mb = _pss_mb(tree_pids(os.getpid()))
         self.peak_mb, self.gpu_peak_mb, self.gpu_base_mb = self.base_mb, 0.0, self._gpu_mb()
         self.cpu_s = 0.0  # this thread's own CPU time, which measure() takes out of the tree's
         self._done = threading.Event()
@@ -256,7 +243,7 @@ class MemorySampler(threading.Thread):
     def run(self):
         start = time.thread_time()
         while not self._done.is_set():
-            self.peak_mb = max(self.peak_mb, _pss_mb(_tree_pids(os.getpid())))
+            self.peak_mb = max(self.peak_mb, _pss_mb(tree_pids(os.getpid())))
             self.gpu_peak_mb = max(self.gpu_peak_mb, self._gpu_mb())
             self.cpu_s = time.thread_time() - start  # user + system: reading smaps_rollup is kernel time
             self._done.wait(0.25)
@@ -268,28 +255,6 @@ class MemorySampler(threading.Thread):
         if self.gpu is not None:
             out["gpu_mem_mb"] = round(self.gpu_peak_mb - self.gpu_base_mb, 1)
         return out
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(root: int | None = None) -> float:
-    """CPU seconds of a process tree: utime + stime, and cutime + cstime (children it has reaped),
-    of `root` (default this process) and every descendant alive now, from /proc/<pid>/stat.
-
-    getrusage(RUSAGE_CHILDREN) only counts children this process has waited for: DataLoader
-    workers started by a forkserver are the forkserver's children, alive while measured, so it
-    saw none of their time. A worker that exits and is reaped moves its time into its parent's
-    cutime, so a difference of two readings keeps it."""
-    total = 0
-    for pid in _tree_pids(os.getpid() if root is None else root):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()  # after "(comm)", which may hold spaces
-        except OSError:
-            continue
-        total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime (fields 14-17)
-    return total / CLOCK_TICKS
 
 
 def measure(make_iterable, gpu_handle=None, sync=None, warmup: bool = True) -> dict:
