@@ -99,3 +99,16 @@ def test_scene_pool_and_a_scene_seed_are_refused_together(tmp_path):
         make_action_dataset(tmp_path, scene_pool=4, scene_seed=0, **SMALL)
     with pytest.raises(ValueError, match="scene_pool must be >= 1"):
         pool_scene(0, 0)
+
+
+def test_a_folder_rendered_with_other_settings_is_refused_and_kept(tmp_path):
+    """Kept videos are reused: asking a used folder for other scenes would silently mix two
+    datasets, so it is refused by name and nothing in it changes; more videos may be asked."""
+    make_action_dataset(tmp_path, classes=("horizontal",), videos_per_class=2, scene_seed=0, **SMALL)
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    with pytest.raises(ValueError, match=r"other settings: scene_pool None there, 4 asked, scene_seed 0 there, None"):
+        make_action_dataset(tmp_path, classes=("horizontal",), videos_per_class=2, scene_pool=4, **SMALL)
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
+    # the same settings, spelled with a default written out, and more videos: accepted
+    make_action_dataset(tmp_path, classes=("horizontal",), videos_per_class=3, scene_seed=0, pan_max=1.0, **SMALL)
+    assert (tmp_path / "horizontal" / "horizontal_002.mp4").is_file()

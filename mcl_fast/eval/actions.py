@@ -24,6 +24,8 @@ but not classes (the static appearance bias the paper's motion focus targets).
 """
 from __future__ import annotations
 
+import inspect
+import json
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +146,9 @@ def make_action_dataset(root, *, classes=SHAPE_CLASSES[:4], videos_per_class: in
 
     scene_pool: K draws each video's `scene_seed` from K pool scenes (`pool_scene`) instead of the
     render_kwargs' scene_seed (which must then be None).
+    The rendering settings are recorded in root/actions.json: a folder written with other settings
+    is refused (its kept videos would not be what these settings render); more classes, videos or
+    another split may be asked of the same folder.
     """
     from tqdm import tqdm
 
@@ -160,6 +165,10 @@ def make_action_dataset(root, *, classes=SHAPE_CLASSES[:4], videos_per_class: in
     if scene_pool is not None and render_kwargs.get("scene_seed") is not None:
         raise ValueError(f"scene_pool={scene_pool} draws each video's scene: leave scene_seed None "
                          f"(got {render_kwargs['scene_seed']})")
+    defaults = {k: v.default for k, v in inspect.signature(render_action).parameters.items()
+                if v.default is not inspect.Parameter.empty and k != "seed"}
+    check_folder_settings(root, {"seed": seed, "ext": ext, "scene_pool": scene_pool,
+                                 "render": {**defaults, **render_kwargs}})
     rows = {"train": [], "test": []}
     jobs = [(ci, cls, i) for ci, cls in enumerate(classes) for i in range(videos_per_class)]
     for ci, cls, i in tqdm(jobs, desc="action videos", unit="video", disable=not progress):
@@ -178,3 +187,34 @@ def make_action_dataset(root, *, classes=SHAPE_CLASSES[:4], videos_per_class: in
         atomic_write(path, lambda f, text=text: f.write(text.encode()))
         out.append(path)
     return tuple(out)
+
+
+SETTINGS_FILE = "actions.json"
+
+
+def check_folder_settings(root: Path, settings: dict) -> None:
+    """Record `settings` (JSON) in root/actions.json, or refuse a folder whose record differs,
+    naming the settings that differ. A folder without a record (an earlier version's) gets one."""
+    from .._io import atomic_write_json
+
+    settings = json.loads(json.dumps(settings))  # the form the file holds (tuples as lists)
+    path = root / SETTINGS_FILE
+    if path.is_file():
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: cannot read the dataset's settings ({err}); remove the folder or the file") from None
+        if recorded != settings:
+            was, now = _flat(recorded), _flat(settings)
+            differ = sorted(k for k in {*was, *now} if was.get(k) != now.get(k))
+            raise ValueError(f"{root} holds action videos rendered with other settings: "
+                             + ", ".join(f"{k} {was.get(k)!r} there, {now.get(k)!r} asked" for k in differ)
+                             + "; use another folder")
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, settings)
+
+
+def _flat(settings: dict) -> dict:
+    """The settings with the render options beside the others (one level)."""
+    return {**{k: v for k, v in settings.items() if k != "render"}, **settings.get("render", {})}
